@@ -1,0 +1,1 @@
+//! cinemesh node

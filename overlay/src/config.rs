@@ -1,0 +1,436 @@
+//! The overlay's configuration sections, shared by the node's config file and the simulator's scenarios.
+//!
+//! Each section is a serde struct with `Default` values that are valid on their own, `deny_unknown_fields`
+//! so a misspelt key is an error naming it, and a `validate` that names the field and the reason. The
+//! simulator's `--set transfer.upload_slots=12` and the node's `[transfer]` table are the same struct, so a
+//! configuration tuned in the simulator is the configuration that ships.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A configuration value that is out of range; names the field and what is expected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid value for `{field}`: {reason}")]
+pub struct ConfigError {
+    /// Dotted path of the field, e.g. `transfer.upload_slots`.
+    pub field: String,
+    /// What is wrong and what is expected.
+    pub reason: String,
+}
+
+impl ConfigError {
+    /// A new error for `field`.
+    pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self { field: field.into(), reason: reason.into() }
+    }
+}
+
+fn check(ok: bool, field: &str, reason: &str) -> Result<(), ConfigError> {
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::new(field, reason))
+    }
+}
+
+/// A size in bytes. Parses `4194304`, `4MiB`, `4 MiB`, `150GB`, `1.5GiB`; prints binary units.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct ByteSize(pub u64);
+
+/// Error parsing a size or a rate.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot parse {input:?} as {what}: {reason}")]
+pub struct ParseUnitError {
+    input: String,
+    what: &'static str,
+    reason: &'static str,
+}
+
+fn split_number(s: &str) -> (&str, &str) {
+    let end = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    (&s[..end], s[end..].trim())
+}
+
+impl FromStr for ByteSize {
+    type Err = ParseUnitError;
+    fn from_str(input: &str) -> Result<Self, Self::Err> {
+        let err = |reason| ParseUnitError { input: input.to_owned(), what: "a size (e.g. 4MiB, 150GB)", reason };
+        let (num, unit) = split_number(input.trim());
+        let value: f64 = num.parse().map_err(|_| err("no number"))?;
+        let mult: f64 = match unit.to_ascii_lowercase().as_str() {
+            "" | "b" => 1.0,
+            "k" | "kb" => 1e3,
+            "kib" => 1024.0,
+            "m" | "mb" => 1e6,
+            "mib" => 1024.0 * 1024.0,
+            "g" | "gb" => 1e9,
+            "gib" => 1024.0 * 1024.0 * 1024.0,
+            "t" | "tb" => 1e12,
+            "tib" => 1024.0f64.powi(4),
+            _ => return Err(err("unknown unit; use B, kB, KiB, MB, MiB, GB, GiB, TB or TiB")),
+        };
+        let bytes = value * mult;
+        if !bytes.is_finite() || bytes > u64::MAX as f64 {
+            return Err(err("too large"));
+        }
+        Ok(ByteSize(bytes.round() as u64))
+    }
+}
+
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const UNITS: [(&str, u64); 4] = [("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
+        for (name, size) in UNITS {
+            if self.0 >= size && self.0 % size == 0 {
+                return write!(f, "{}{}", self.0 / size, name);
+            }
+        }
+        for (name, size) in UNITS {
+            if self.0 >= size {
+                return write!(f, "{:.2}{}", self.0 as f64 / size as f64, name);
+            }
+        }
+        write!(f, "{}B", self.0)
+    }
+}
+
+/// A rate in bytes per second. Parses `5MB/s`, `100Mbit/s`, `1Gbit/s`, `640KiB/s`, or a plain number of
+/// bytes per second.
+#[derive(Clone, Copy, Debug, PartialEq, PartialOrd, Default)]
+pub struct Rate(pub f64);
+
+impl Rate {
+    /// Bytes per second.
+    pub fn bytes_per_sec(self) -> f64 {
+        self.0
+    }
+
+    /// From megabits per second.
+    pub fn from_mbit(mbit: f64) -> Self {
+        Rate(mbit * 1e6 / 8.0)
+    }
+}
+
+impl FromStr for Rate {
+    type Err = ParseUnitError;
+    fn from_str(input: &str) -> Result<Self, Self::Err> {
+        let err = |reason| ParseUnitError {
+            input: input.to_owned(),
+            what: "a rate (e.g. 5MB/s, 100Mbit/s)",
+            reason,
+        };
+        let s = input.trim();
+        let s = s.strip_suffix("/s").or_else(|| s.strip_suffix("ps")).unwrap_or(s);
+        let (num, unit) = split_number(s);
+        let value: f64 = num.parse().map_err(|_| err("no number"))?;
+        let unit = unit.trim();
+        let bits = |m: f64| value * m / 8.0;
+        let bytes = match unit {
+            "" | "B" => value,
+            "kbit" | "Kbit" | "kb" => bits(1e3),
+            "Mbit" | "mbit" | "Mb" => bits(1e6),
+            "Gbit" | "gbit" | "Gb" => bits(1e9),
+            other => match other.parse::<ByteSize>() {
+                Ok(_) => format!("{value}{other}").parse::<ByteSize>().map_err(|_| err("bad unit"))?.0 as f64,
+                Err(_) => return Err(err("unknown unit; use B/s, kB/s, MB/s, MiB/s, GB/s, kbit/s, Mbit/s, Gbit/s")),
+            },
+        };
+        if !bytes.is_finite() || bytes < 0.0 {
+            return Err(err("must be a finite, non-negative number"));
+        }
+        Ok(Rate(bytes))
+    }
+}
+
+impl fmt::Display for Rate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mbit = self.0 * 8.0 / 1e6;
+        if mbit >= 1.0 && (mbit - mbit.round()).abs() < 1e-9 {
+            write!(f, "{}Mbit/s", mbit.round() as u64)
+        } else {
+            write!(f, "{}B/s", self.0.round() as u64)
+        }
+    }
+}
+
+macro_rules! serde_via_str {
+    ($ty:ty, $num:ty, $from_num:expr) => {
+        impl Serialize for $ty {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&self.to_string())
+            }
+        }
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                #[derive(Deserialize)]
+                #[serde(untagged)]
+                enum Raw {
+                    Num($num),
+                    Str(String),
+                }
+                match Raw::deserialize(d)? {
+                    Raw::Num(n) => Ok($from_num(n)),
+                    Raw::Str(s) => s.parse().map_err(serde::de::Error::custom),
+                }
+            }
+        }
+    };
+}
+serde_via_str!(ByteSize, u64, ByteSize);
+serde_via_str!(Rate, f64, Rate);
+
+/// Serde for `Duration` as a human string (`30s`, `5m`, `1h 30m`).
+pub mod human_duration {
+    use super::*;
+
+    /// Serialize as e.g. `30s`.
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    /// Deserialize from e.g. `30s`, `500ms`, `2m`.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s)
+            .map_err(|e| serde::de::Error::custom(format!("{e} in {s:?} (expected e.g. \"30s\", \"500ms\", \"2m\")")))
+    }
+}
+
+/// `[gossip]`: the catalogue's gossipsub mesh and anti-entropy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GossipConfig {
+    /// Target mesh degree (gossipsub D).
+    pub mesh_n: usize,
+    /// Below this many mesh peers, graft more (D_low).
+    pub mesh_n_low: usize,
+    /// Above this many mesh peers, prune (D_high).
+    pub mesh_n_high: usize,
+    /// Peers told about recent message ids (lazy push) at each heartbeat (D_lazy).
+    pub gossip_lazy: usize,
+    /// Heartbeat interval.
+    #[serde(with = "human_duration")]
+    pub heartbeat: Duration,
+    /// Largest gossip message accepted or sent.
+    pub max_transmit_size: ByteSize,
+    /// How often a node compares catalogue heads with a random connected peer (anti-entropy).
+    #[serde(with = "human_duration")]
+    pub anti_entropy_interval: Duration,
+}
+
+impl Default for GossipConfig {
+    fn default() -> Self {
+        Self {
+            mesh_n: 6,
+            mesh_n_low: 5,
+            mesh_n_high: 12,
+            gossip_lazy: 6,
+            heartbeat: Duration::from_secs(1),
+            max_transmit_size: ByteSize(64 * 1024),
+            anti_entropy_interval: Duration::from_secs(30),
+        }
+    }
+}
+
+impl GossipConfig {
+    /// Checks the invariants gossipsub needs: `mesh_n_low <= mesh_n <= mesh_n_high`, non-zero heartbeat.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        check(self.mesh_n >= 1, "gossip.mesh_n", "must be at least 1")?;
+        check(self.mesh_n_low <= self.mesh_n, "gossip.mesh_n_low", "must be <= gossip.mesh_n")?;
+        check(self.mesh_n_high >= self.mesh_n, "gossip.mesh_n_high", "must be >= gossip.mesh_n")?;
+        check(self.mesh_n_high <= 64, "gossip.mesh_n_high", "must be <= 64")?;
+        check(self.gossip_lazy <= 64, "gossip.gossip_lazy", "must be <= 64")?;
+        check(!self.heartbeat.is_zero(), "gossip.heartbeat", "must be greater than zero")?;
+        check(
+            (1024..=16 * 1024 * 1024).contains(&self.max_transmit_size.0),
+            "gossip.max_transmit_size",
+            "must be between 1KiB and 16MiB",
+        )?;
+        check(!self.anti_entropy_interval.is_zero(), "gossip.anti_entropy_interval", "must be greater than zero")
+    }
+}
+
+/// `[transfer]`: chunking, requests in flight, upload slots and rate limits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TransferConfig {
+    /// Chunk size for content this node publishes.
+    pub chunk_size: ByteSize,
+    /// Requests in flight to one peer at most.
+    pub max_requests_per_peer: u32,
+    /// Requests in flight across all peers at most.
+    pub max_requests_total: u32,
+    /// Concurrent uploads served; further requests get a busy answer carrying this node's load.
+    pub upload_slots: u32,
+    /// A request unanswered after this long is given up and asked of another peer.
+    #[serde(with = "human_duration")]
+    pub request_timeout: Duration,
+    /// End-game: when no more than this many chunks are missing, ask several peers for each.
+    pub endgame_chunks: u32,
+    /// After a busy answer, wait this long (scaled by the peer's load) before asking that peer again.
+    #[serde(with = "human_duration")]
+    pub busy_backoff: Duration,
+    /// A peer that served a chunk failing verification is not asked again for this long.
+    #[serde(with = "human_duration")]
+    pub corrupt_ban: Duration,
+    /// Upload limit for this node (none = unlimited).
+    pub upload_limit: Option<Rate>,
+    /// Download limit for this node (none = unlimited).
+    pub download_limit: Option<Rate>,
+}
+
+impl Default for TransferConfig {
+    fn default() -> Self {
+        Self {
+            chunk_size: ByteSize(4 * 1024 * 1024),
+            max_requests_per_peer: 4,
+            max_requests_total: 64,
+            upload_slots: 8,
+            request_timeout: Duration::from_secs(60),
+            endgame_chunks: 16,
+            busy_backoff: Duration::from_secs(2),
+            corrupt_ban: Duration::from_secs(600),
+            upload_limit: None,
+            download_limit: None,
+        }
+    }
+}
+
+/// Smallest and largest chunk sizes accepted.
+pub const CHUNK_SIZE_RANGE: std::ops::RangeInclusive<u64> = (64 * 1024)..=(64 * 1024 * 1024);
+
+impl TransferConfig {
+    /// Checks every field's range.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        check(
+            CHUNK_SIZE_RANGE.contains(&self.chunk_size.0) && self.chunk_size.0.is_power_of_two(),
+            "transfer.chunk_size",
+            "must be a power of two between 64KiB and 64MiB",
+        )?;
+        check(
+            (1..=256).contains(&self.max_requests_per_peer),
+            "transfer.max_requests_per_peer",
+            "must be between 1 and 256",
+        )?;
+        check(
+            (1..=4096).contains(&self.max_requests_total),
+            "transfer.max_requests_total",
+            "must be between 1 and 4096",
+        )?;
+        check(
+            self.max_requests_total >= self.max_requests_per_peer,
+            "transfer.max_requests_total",
+            "must be >= transfer.max_requests_per_peer",
+        )?;
+        check((1..=1024).contains(&self.upload_slots), "transfer.upload_slots", "must be between 1 and 1024")?;
+        check(!self.request_timeout.is_zero(), "transfer.request_timeout", "must be greater than zero")?;
+        check(self.endgame_chunks <= 4096, "transfer.endgame_chunks", "must be <= 4096")?;
+        for (field, limit) in [("transfer.upload_limit", self.upload_limit), ("transfer.download_limit", self.download_limit)] {
+            if let Some(r) = limit {
+                check(r.0 >= 1024.0, field, "must be at least 1KiB/s (omit it for unlimited)")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `[policy]`: how peers are scored when choosing whom to ask for a chunk. Each weight multiplies a term in
+/// 0..=1; the score is their weighted sum. Same-ISP carries the most weight so a film crosses each ISP's
+/// border about once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Weight of "same site / LAN".
+    pub same_site: f64,
+    /// Weight of "same ISP".
+    pub same_isp: f64,
+    /// Weight of "low load" (1 - the peer's last reported load).
+    pub low_load: f64,
+    /// Weight of measured throughput from that peer (relative to the best peer).
+    pub throughput: f64,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        Self { same_site: 0.1, same_isp: 0.4, low_load: 0.3, throughput: 0.2 }
+    }
+}
+
+impl PolicyConfig {
+    /// Locality-blind weights (for comparison runs): only load and throughput count.
+    pub fn locality_blind() -> Self {
+        Self { same_site: 0.0, same_isp: 0.0, ..Self::default() }
+    }
+
+    /// Every weight finite, in 0..=10, and not all zero.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (field, w) in [
+            ("policy.same_site", self.same_site),
+            ("policy.same_isp", self.same_isp),
+            ("policy.low_load", self.low_load),
+            ("policy.throughput", self.throughput),
+        ] {
+            check(w.is_finite() && (0.0..=10.0).contains(&w), field, "must be a number between 0 and 10")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_and_print() {
+        assert_eq!("4MiB".parse::<ByteSize>().unwrap(), ByteSize(4 << 20));
+        assert_eq!("4 MiB".parse::<ByteSize>().unwrap(), ByteSize(4 << 20));
+        assert_eq!("150GB".parse::<ByteSize>().unwrap(), ByteSize(150_000_000_000));
+        assert_eq!("1.5GiB".parse::<ByteSize>().unwrap(), ByteSize(3 << 29));
+        assert_eq!("123".parse::<ByteSize>().unwrap(), ByteSize(123));
+        assert!("4 parsecs".parse::<ByteSize>().is_err());
+        assert!("MiB".parse::<ByteSize>().is_err());
+        assert_eq!(ByteSize(4 << 20).to_string(), "4MiB");
+        assert_eq!(ByteSize(1536).to_string(), "1.50KiB");
+    }
+
+    #[test]
+    fn rates_parse() {
+        assert_eq!("100Mbit/s".parse::<Rate>().unwrap(), Rate(12_500_000.0));
+        assert_eq!("5MB/s".parse::<Rate>().unwrap(), Rate(5_000_000.0));
+        assert_eq!("1MiB/s".parse::<Rate>().unwrap(), Rate(1_048_576.0));
+        assert_eq!("1000".parse::<Rate>().unwrap(), Rate(1000.0));
+        assert!("fast".parse::<Rate>().is_err());
+        let r: Rate = Rate::from_mbit(100.0).to_string().parse().unwrap();
+        assert!((r.0 - 12_500_000.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        GossipConfig::default().validate().unwrap();
+        TransferConfig::default().validate().unwrap();
+        PolicyConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn bad_values_name_the_field() {
+        let c = TransferConfig { upload_slots: 0, ..Default::default() };
+        assert_eq!(c.validate().unwrap_err().field, "transfer.upload_slots");
+        let g = GossipConfig { mesh_n_low: 9, ..Default::default() };
+        assert_eq!(g.validate().unwrap_err().field, "gossip.mesh_n_low");
+        let p = PolicyConfig { same_isp: f64::NAN, ..Default::default() };
+        assert_eq!(p.validate().unwrap_err().field, "policy.same_isp");
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected() {
+        let err = toml_like_json(r#"{"upload_slot": 3}"#);
+        assert!(err.contains("upload_slot"), "{err}");
+    }
+
+    fn toml_like_json(s: &str) -> String {
+        serde_json::from_str::<TransferConfig>(s).unwrap_err().to_string()
+    }
+}

@@ -1,0 +1,1 @@
+//! Content: a directory tree -> manifest.
