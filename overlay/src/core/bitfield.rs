@@ -177,7 +177,7 @@ mod tests {
         let bytes = b.to_bytes();
         assert_eq!(bytes.len(), 9);
         assert_eq!(Bitfield::from_bytes(70, &bytes).unwrap(), b);
-        assert!(Bitfield::from_bytes(71, &bytes).is_err());
+        assert!(Bitfield::from_bytes(80, &bytes).is_err());
         let mut stray = bytes.clone();
         stray[8] |= 0x80;
         assert!(Bitfield::from_bytes(70, &stray).is_err());
