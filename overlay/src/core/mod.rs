@@ -12,10 +12,11 @@
 
 pub mod bitfield;
 pub mod policy;
+mod rarity;
 pub mod scheduler;
 pub mod upload;
 
 pub use bitfield::Bitfield;
 pub use policy::Locality;
-pub use scheduler::{ContentSpec, Failure, Output, PeerKey, Progress, Scheduler};
+pub use scheduler::{ContentSpec, Failure, Output, PeerKey, Progress, Scheduler, Stats};
 pub use upload::{UploadDecision, UploadSlots};
