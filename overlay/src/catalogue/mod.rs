@@ -59,7 +59,8 @@
 //!
 //! Checks, in order; the first that fails is the [`Rejection`]:
 //!
-//! 1. the key is trusted (several keys may be) — else `UntrustedKey`;
+//! 1. the key is trusted (several keys may be) — else `UntrustedKey`; an entry byte-identical (signature
+//!    included) to one already applied or held is then a `Duplicate` at once, without verifying again;
 //! 2. the fields are within bounds — else `Invalid`;
 //! 3. the signature is valid for the key — else `BadSignature` (forged or tampered);
 //! 4. per key, with `head` the highest applied seq (0 at first):

@@ -155,6 +155,10 @@ impl Catalogue {
         if !self.trusted.contains(&key) {
             return Err(Rejection::UntrustedKey { key });
         }
+        if self.is_known(&signed) {
+            // Byte-identical to an entry already verified: no need to verify again (cheap replays).
+            return Err(Rejection::Duplicate { key, seq });
+        }
         signed.entry.validate()?;
         signed.verify()?;
 
@@ -194,6 +198,14 @@ impl Catalogue {
             }
         }
         Ok(applied)
+    }
+
+    /// Whether this very entry, signature included, is applied or held.
+    fn is_known(&self, signed: &SignedEntry) -> bool {
+        let Some(log) = self.logs.get(&signed.entry.key) else { return false };
+        let seq = signed.entry.seq;
+        let applied = seq.checked_sub(1).and_then(|i| usize::try_from(i).ok()).and_then(|i| log.log.get(i));
+        applied.or_else(|| log.pending.get(&seq)) == Some(signed)
     }
 
     /// Applies a verified entry whose seq is its key's head + 1.

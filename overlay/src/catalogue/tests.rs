@@ -260,6 +260,44 @@ fn snapshot(c: &Catalogue) -> Snapshot {
     )
 }
 
+/// Throughput figures; run with
+/// `cargo test -p cinemesh-overlay catalogue::tests::throughput -- --ignored --nocapture`.
+#[test]
+#[ignore = "measurement, not a check"]
+fn throughput() {
+    let a = kp(1);
+    let n = 5_000u64;
+    let t = std::time::Instant::now();
+    let entries: Vec<SignedEntry> = (1..=n).map(|s| film(s, &a)).collect();
+    let sign = t.elapsed();
+    let t = std::time::Instant::now();
+    let bytes: Vec<Vec<u8>> = entries.iter().map(SignedEntry::encode).collect();
+    let decoded: Vec<SignedEntry> = bytes.iter().map(|b| SignedEntry::decode(b).unwrap()).collect();
+    let codec = t.elapsed();
+    let mut c = Catalogue::with_limits([a.public()], Limits { max_gap: n + 1, ..Limits::default() });
+    let t = std::time::Instant::now();
+    for e in decoded.iter().rev() {
+        c.apply(e.clone()).unwrap();
+    }
+    let apply = t.elapsed();
+    let t = std::time::Instant::now();
+    for e in &decoded {
+        assert!(c.apply(e.clone()).unwrap_err().is_duplicate());
+    }
+    let dup = t.elapsed();
+    let per = |d: std::time::Duration| d.as_secs_f64() * 1e6 / n as f64;
+    println!(
+        "{n} entries of {} bytes: sign {:.1} us, encode+decode {:.1} us, apply (reverse order, all held then \
+         released) {:.1} us, duplicate {:.2} us per entry",
+        bytes[0].len(),
+        per(sign),
+        per(codec),
+        per(apply),
+        per(dup)
+    );
+    assert_eq!(c.head(&a.public()), n);
+}
+
 // ---------------------------------------------------------------------------------------------------
 // Property: random deliveries against a model.
 
