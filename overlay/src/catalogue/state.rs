@@ -292,6 +292,16 @@ impl Catalogue {
         self.members.values().filter_map(|r| r.value.as_ref())
     }
 
+    /// Whether the latest word on `peer` is a Revoke: it gets no catalogue and no content.
+    pub fn is_revoked(&self, peer: &str) -> bool {
+        self.members.get(peer).is_some_and(|r| r.value.is_none())
+    }
+
+    /// Whether any node has been admitted (a private mesh enforces admission only once it has a list).
+    pub fn has_members(&self) -> bool {
+        self.members().next().is_some()
+    }
+
     /// An admitted member.
     pub fn member(&self, peer: &str) -> Option<&Member> {
         self.members.get(peer).and_then(|r| r.value.as_ref())

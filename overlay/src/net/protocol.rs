@@ -189,7 +189,10 @@ pub fn decode_body<M: DeserializeOwned>(body: &[u8], max: usize) -> io::Result<M
         .map_err(|e| invalid(format!("malformed message: {e}")))
 }
 
-async fn read_frame<T: AsyncRead + Unpin + Send, M: DeserializeOwned>(io: &mut T, max: usize) -> io::Result<M> {
+async fn read_frame<T: AsyncRead + Unpin + Send, M: DeserializeOwned>(
+    io: &mut T,
+    max: usize,
+) -> io::Result<M> {
     let mut len = [0u8; 4];
     io.read_exact(&mut len).await?;
     let len = u32::from_be_bytes(len) as usize;
@@ -201,7 +204,11 @@ async fn read_frame<T: AsyncRead + Unpin + Send, M: DeserializeOwned>(io: &mut T
     decode_body(&body, max)
 }
 
-async fn write_frame<T: AsyncWrite + Unpin + Send, M: Serialize>(io: &mut T, msg: &M, max: usize) -> io::Result<()> {
+async fn write_frame<T: AsyncWrite + Unpin + Send, M: Serialize>(
+    io: &mut T,
+    msg: &M,
+    max: usize,
+) -> io::Result<()> {
     let frame = encode_frame(msg, max)?;
     io.write_all(&frame).await?;
     io.flush().await?;
@@ -265,7 +272,11 @@ mod tests {
             Request::Chunk { content: cid(), index: 7 },
             Request::Have { content: cid(), chunks: vec![1, 2, 3] },
             Request::Sync { heads: vec![([9; 32], 4)] },
-            Request::Hello(NodeInfo { role: "cinema".into(), isp: Some("orange".into()), ..Default::default() }),
+            Request::Hello(NodeInfo {
+                role: "cinema".into(),
+                isp: Some("orange".into()),
+                ..Default::default()
+            }),
         ];
         for m in msgs {
             let frame = encode_frame(&m, MAX_REQUEST_BYTES).unwrap();
