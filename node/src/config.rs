@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use cinemesh_overlay::catalogue::DistributorKey;
 use cinemesh_overlay::config::{
     human_duration, ByteSize, ConfigError, GossipConfig, PolicyConfig, TransferConfig,
 };
@@ -38,18 +39,7 @@ pub struct Config {
     pub hooks: HooksSection,
 }
 
-/// What a node does in the mesh.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Fetches the content targeted at it and seeds it.
-    #[default]
-    Cinema,
-    /// Fetches everything published and seeds it (datacenter node).
-    Superseeder,
-    /// Publishes content and seeds it from where it lies.
-    Distributor,
-}
+pub use cinemesh_overlay::net::Role;
 
 /// `[node]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -246,12 +236,7 @@ impl Config {
             ));
         }
         for k in &self.node.trust {
-            if k.len() != 64 || hex::decode(k).is_err() {
-                return Err(ConfigError::new(
-                    "node.trust",
-                    format!("{k:?} is not a distributor public key (64 hex characters)"),
-                ));
-            }
+            k.parse::<DistributorKey>().map_err(|e| ConfigError::new("node.trust", format!("{k:?}: {e}")))?;
         }
         if self.node.data_dir.as_os_str().is_empty() {
             return Err(ConfigError::new("node.data_dir", "must not be empty"));

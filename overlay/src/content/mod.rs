@@ -14,6 +14,8 @@ pub mod path;
 pub mod scan;
 
 pub use error::{ContentError, PathError};
-pub use manifest::{ChunkRef, Entry, Manifest, DEFAULT_CHUNK_SIZE, MAX_ENTRIES, MAX_MANIFEST_BYTES};
+pub use manifest::{
+    check_chunk_size, ChunkRef, Entry, Manifest, DEFAULT_CHUNK_SIZE, MAX_ENTRIES, MAX_MANIFEST_BYTES,
+};
 pub use path::RelPath;
 pub use scan::base_dir;

@@ -15,7 +15,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
@@ -37,7 +37,9 @@ use super::protocol::{NodeInfo, Request, Response, MAX_HAVE_CHUNKS, MAX_SYNC_ENT
 use super::{Client, Config, Fault, NetError, Role};
 use crate::catalogue::{Body, Catalogue, DistributorKey, Publish, Rejection, SignedEntry};
 use crate::content::Manifest;
-use crate::core::{Bitfield, ContentSpec, Failure, Locality, Output, Scheduler, UploadDecision, UploadSlots};
+use crate::core::{
+    Bitfield, ContentSpec, Failure, Locality, Output, Scheduler, TokenBucket, UploadDecision, UploadSlots,
+};
 use crate::store::{ContentRoot, Have, Store, StoreError};
 use crate::{ContentId, Time};
 
@@ -95,6 +97,12 @@ enum Done {
         content: ContentId,
         result: Result<Bitfield, StoreError>,
     },
+    /// A chunk request held back by the download limit may go now.
+    Delayed {
+        peer: PeerId,
+        content: ContentId,
+        chunk: u32,
+    },
     Verified {
         results: Vec<(ContentId, Result<Bitfield, StoreError>)>,
         reply: oneshot::Sender<Result<Vec<VerifyStatus>, String>>,
@@ -150,6 +158,8 @@ pub struct Node {
     catalogue: Catalogue,
     scheduler: Scheduler<PeerId>,
     uploads: UploadSlots<PeerId>,
+    up_limit: Option<Arc<Mutex<TokenBucket>>>,
+    down_limit: Option<TokenBucket>,
     metrics: Metrics,
     libp2p_metrics: libp2p::metrics::Metrics,
     started: Instant,
@@ -208,6 +218,11 @@ fn rejection_label(r: &Rejection) -> &'static str {
         Rejection::TimeWentBackwards { .. } => "time_went_backwards",
         Rejection::LogFull { .. } => "log_full",
     }
+}
+
+/// A bucket for a limit of `rate` bytes/s, with a quarter second of burst.
+fn bucket(rate: f64) -> TokenBucket {
+    TokenBucket::new(rate, (rate / 4.0).max(64.0 * 1024.0), Time::ZERO)
 }
 
 fn provider_key(content: &ContentId) -> RecordKey {
@@ -277,6 +292,8 @@ impl Node {
         let mut node = Node {
             scheduler: Scheduler::new(&cfg.transfer, &cfg.policy, Locality::default(), seed),
             uploads: UploadSlots::new(cfg.transfer.upload_slots),
+            up_limit: cfg.transfer.upload_limit.map(|r| Arc::new(Mutex::new(bucket(r.0)))),
+            down_limit: cfg.transfer.download_limit.map(|r| bucket(r.0)),
             me,
             swarm,
             store,
@@ -401,7 +418,27 @@ impl Node {
         while let Some(output) = self.scheduler.poll_output(now) {
             match output {
                 Output::Request { peer, content, chunk } => {
-                    self.send(peer, Request::Chunk { content, index: chunk }, Pending::Chunk(content, chunk));
+                    let wait = match &mut self.down_limit {
+                        Some(b) => {
+                            let size =
+                                self.catalogue.film(&content).map(|f| f.publish.chunk_size).unwrap_or(0);
+                            b.reserve(now, size as u64)
+                        }
+                        None => Duration::ZERO,
+                    };
+                    if wait.is_zero() {
+                        self.send(
+                            peer,
+                            Request::Chunk { content, index: chunk },
+                            Pending::Chunk(content, chunk),
+                        );
+                    } else {
+                        let done = self.done_tx.clone();
+                        tokio::spawn(async move {
+                            tokio::time::sleep(wait).await;
+                            let _ = done.send(Done::Delayed { peer, content, chunk }).await;
+                        });
+                    }
                 }
                 Output::Cancel { .. } => {
                     // request-response cannot cancel a stream; the late answer is ignored by the core.
@@ -859,8 +896,18 @@ impl Node {
                     self.uploading.insert(id, peer);
                     let store = self.store.clone();
                     let done = self.done_tx.clone();
+                    let limit = self.up_limit.clone();
+                    let started = self.started;
                     tokio::task::spawn_blocking(move || {
                         let result = store.read_chunk(&content, index);
+                        if let (Some(limit), Ok(bytes)) = (&limit, &result) {
+                            let now = Time::from_duration(started.elapsed());
+                            let wait = limit
+                                .lock()
+                                .map(|mut b| b.reserve(now, bytes.len() as u64))
+                                .unwrap_or_default();
+                            std::thread::sleep(wait);
+                        }
                         let _ = done.blocking_send(Done::Read { peer, content, channel, result });
                     });
                 }
@@ -1086,6 +1133,13 @@ impl Node {
                     self.refresh_gauges();
                 }
             },
+            Done::Delayed { peer, content, chunk } => {
+                if self.swarm.is_connected(&peer) {
+                    self.send(peer, Request::Chunk { content, index: chunk }, Pending::Chunk(content, chunk));
+                } else {
+                    self.scheduler.chunk_failed(now, &peer, &content, chunk, Failure::Io);
+                }
+            }
             Done::Verified { results, reply } => {
                 let mut out = Vec::new();
                 for (content, result) in results {
