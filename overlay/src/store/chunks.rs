@@ -7,6 +7,7 @@ use std::path::Path;
 use rayon::prelude::*;
 
 use super::{Loaded, Store, StoreError};
+use crate::content::scan::{hash_range, READ_BUF};
 use crate::content::ChunkRef;
 use crate::core::Bitfield;
 use crate::id::{ChunkHash, ContentId};
@@ -124,16 +125,15 @@ fn chunk_ref(c: &Loaded, idx: u32) -> Result<ChunkRef, StoreError> {
 /// Hashes chunks `which` as found on disk, in parallel; returns the bitfield of those that match and
 /// how many were read. Unreadable or short files count as not matching.
 pub(crate) fn hash_present(c: &Loaded, which: Vec<u32>) -> Result<(Bitfield, u32), StoreError> {
-    let cs = c.manifest.chunk_size() as usize;
     let ok: Vec<u32> = which
         .par_iter()
         .map_init(
-            || vec![0u8; cs],
+            || vec![0u8; READ_BUF.min(c.manifest.chunk_size() as usize)],
             |buf, &i| {
                 let chunk = c.manifest.chunk(i)?;
-                let buf = &mut buf[..chunk.len as usize];
-                read_at(&c.file(chunk.file), chunk.offset, buf).ok()?;
-                (ChunkHash::of(buf) == chunk.hash).then_some(i)
+                let file = File::open(c.file(chunk.file)).ok()?;
+                let hash = hash_range(&file, chunk.offset, u64::from(chunk.len), buf).ok()?;
+                (hash == chunk.hash).then_some(i)
             },
         )
         .flatten()
