@@ -111,16 +111,17 @@ pub enum Response {
     /// Our introduction.
     Hello(NodeInfo),
     /// A manifest's canonical bytes.
-    Manifest(Vec<u8>),
+    Manifest(#[serde(with = "serde_bytes")] Vec<u8>),
     /// The chunks we hold, packed as `core::Bitfield::to_bytes`.
     Bitfield {
         /// Number of chunks.
         chunks: u32,
         /// Packed bits.
+        #[serde(with = "serde_bytes")]
         bits: Vec<u8>,
     },
     /// A chunk's bytes.
-    Chunk(Vec<u8>),
+    Chunk(#[serde(with = "serde_bytes")] Vec<u8>),
     /// All upload slots are taken; our load (>= 1.0 saturated).
     Busy {
         /// Active uploads / slots.
