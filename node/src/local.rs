@@ -22,6 +22,7 @@ pub struct LocalNode {
     pub addr: Multiaddr,
     /// Its data directory.
     pub data_dir: PathBuf,
+    registry: Registry,
     task: tokio::task::JoinHandle<Result<(), NetError>>,
 }
 
@@ -37,7 +38,20 @@ impl LocalNode {
             async move { Ok(c.status().await?.listen.first().map(|a| a.parse::<Multiaddr>()).transpose()?) }
         })
         .await?;
-        Ok(Self { client, events, addr, data_dir, task })
+        Ok(Self { client, events, addr, data_dir, registry, task })
+    }
+
+    /// Its metrics as Prometheus text.
+    pub fn metrics_text(&self) -> String {
+        let mut text = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+
+    /// The value of one sample of its metrics, e.g. `cinemesh_chunks_verified_total` or
+    /// `cinemesh_chunks_failed_total{reason="corrupt"}`; 0 when absent.
+    pub fn metric(&self, sample: &str) -> f64 {
+        metric_value(&self.metrics_text(), sample)
     }
 
     /// Stops the node and waits for its event loop to end.
@@ -51,6 +65,14 @@ impl LocalNode {
     pub fn kill(self) {
         self.task.abort();
     }
+}
+
+/// The value of one sample in Prometheus text; 0 when absent.
+pub fn metric_value(text: &str, sample: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(sample).and_then(|rest| rest.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
 }
 
 /// Polls `probe` every 50 ms until it yields `Some`, failing after `timeout` with a message naming `what`.

@@ -1,1 +1,403 @@
+//! Integration tests: real nodes, real libp2p, real disks, on 127.0.0.1 only. Every wait is on a condition
+//! with a timeout; every node and process a test starts, it stops.
 
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context};
+use cinemesh::demo::generate_film;
+use cinemesh::local::{metric_value, wait_for, LocalNode};
+use cinemesh_overlay::catalogue::{Body, DistributorKey, Entry, Keypair, Publish, Targets};
+use cinemesh_overlay::config::Rate;
+use cinemesh_overlay::content::{self, Manifest};
+use cinemesh_overlay::net::{self, Fault, Role};
+use cinemesh_overlay::ContentId;
+
+/// How long any one condition may take before the test fails.
+const WAIT: Duration = Duration::from_secs(120);
+/// Chunk size used by the tests: small enough for many chunks in little data.
+const CHUNK: u32 = 1 << 20;
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn node_config(dir: &Path, name: &str, role: Role, isp: &str, trusted: &[DistributorKey]) -> net::Config {
+    let mut c = net::Config::loopback(libp2p::identity::Keypair::generate_ed25519(), dir.join(name));
+    c.role = role;
+    c.name = Some(name.to_owned());
+    c.isp = Some(isp.to_owned());
+    c.trusted = trusted.to_vec();
+    c.gossip.anti_entropy_interval = Duration::from_secs(1);
+    c.transfer.request_timeout = Duration::from_secs(10);
+    c
+}
+
+/// A film tree with reels, a nested file, an empty file and an empty directory.
+fn make_tree(dir: &Path, size: u64) -> anyhow::Result<()> {
+    generate_film(dir, size, 42)?;
+    std::fs::create_dir_all(dir.join("extras/subtitles"))?;
+    std::fs::create_dir_all(dir.join("extras/empty-dir"))?;
+    std::fs::write(dir.join("extras/subtitles/fr.srt"), "1\n00:00:01,000 --> 00:00:02,000\nBonjour\n")?;
+    std::fs::write(dir.join("extras/empty.txt"), "")?;
+    Ok(())
+}
+
+struct Published {
+    id: ContentId,
+    chunks: u32,
+    source: PathBuf,
+}
+
+async fn publish(distributor: &LocalNode, key: &Keypair, seq: u64, dir: &Path) -> anyhow::Result<Published> {
+    let manifest = Manifest::from_path(dir, CHUNK)?;
+    let id = manifest.id();
+    let chunks = manifest.chunk_count();
+    let entry = Entry {
+        key: key.public(),
+        seq,
+        issued_at: unix_now(),
+        body: Body::Publish(Publish {
+            content: id,
+            title: format!("film {seq}"),
+            size: manifest.total_size(),
+            chunk_size: manifest.chunk_size(),
+            chunks,
+            targets: Targets::All,
+            deadline: None,
+        }),
+    }
+    .sign(key)?;
+    distributor.client.publish(manifest, content::base_dir(dir)?, entry).await?;
+    Ok(Published { id, chunks, source: dir.to_owned() })
+}
+
+/// Waits until `node` holds `id` complete and returns where its files are.
+async fn wait_complete(node: &LocalNode, id: ContentId) -> anyhow::Result<PathBuf> {
+    let client = node.client.clone();
+    wait_for("the content to be complete", WAIT, || {
+        let client = client.clone();
+        async move {
+            let film = client.films().await?.into_iter().find(|f| f.content_id == id.to_hex());
+            Ok(film.filter(|f| f.complete).and_then(|f| f.path).map(PathBuf::from))
+        }
+    })
+    .await
+}
+
+/// Every file and directory of `src` is in `dst` with the same bytes.
+fn assert_same_tree(src: &Path, dst: &Path) {
+    fn walk(src: &Path, dst: &Path) {
+        for entry in std::fs::read_dir(src).unwrap() {
+            let entry = entry.unwrap();
+            let (s, d) = (entry.path(), dst.join(entry.file_name()));
+            if entry.file_type().unwrap().is_dir() {
+                assert!(d.is_dir(), "{} missing", d.display());
+                walk(&s, &d);
+            } else {
+                let (a, b) = (std::fs::read(&s).unwrap(), std::fs::read(&d).unwrap());
+                assert!(a == b, "{} differs from {}", d.display(), s.display());
+            }
+        }
+    }
+    walk(src, dst);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn six_cinemas_get_a_multi_file_tree_byte_for_byte() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let key = Keypair::generate(&mut rand::rngs::OsRng);
+    let trusted = [key.public()];
+    let distributor =
+        LocalNode::start(node_config(tmp.path(), "distributor", Role::Distributor, "dc", &trusted)).await?;
+    let mut cinemas = Vec::new();
+    for i in 0..6 {
+        let isp = if i % 2 == 0 { "isp-a" } else { "isp-b" };
+        let mut c = node_config(tmp.path(), &format!("cinema-{i}"), Role::Cinema, isp, &trusted);
+        c.bootstrap = vec![distributor.addr.clone()];
+        cinemas.push(LocalNode::start(c).await?);
+    }
+    let film = tmp.path().join("film");
+    make_tree(&film, 64 << 20)?;
+    let p = publish(&distributor, &key, 1, &film).await?;
+    assert!(p.chunks >= 64);
+    for c in &cinemas {
+        let path = wait_complete(c, p.id).await?;
+        assert_same_tree(&p.source, &path);
+        assert!(path.join("extras/empty-dir").is_dir());
+    }
+    // The cinemas served each other: the distributor did not upload six copies.
+    let served = metric_value(&distributor.metrics_text(), "cinemesh_chunks_served_total");
+    assert!(served < (6 * p.chunks) as f64, "distributor served {served} chunks for 6 x {}", p.chunks);
+    for c in cinemas {
+        c.stop().await?;
+    }
+    distributor.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_started_after_the_publish_catches_up() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let key = Keypair::generate(&mut rand::rngs::OsRng);
+    let trusted = [key.public()];
+    let distributor =
+        LocalNode::start(node_config(tmp.path(), "distributor", Role::Distributor, "dc", &trusted)).await?;
+    let mut c = node_config(tmp.path(), "early", Role::Cinema, "isp-a", &trusted);
+    c.bootstrap = vec![distributor.addr.clone()];
+    let early = LocalNode::start(c).await?;
+    let film = tmp.path().join("film");
+    make_tree(&film, 8 << 20)?;
+    let p = publish(&distributor, &key, 1, &film).await?;
+    wait_complete(&early, p.id).await?;
+
+    // The late node knows only the early cinema: catalogue by anti-entropy, content from the mesh.
+    let mut c = node_config(tmp.path(), "late", Role::Cinema, "isp-b", &trusted);
+    c.bootstrap = vec![early.addr.clone()];
+    let late = LocalNode::start(c).await?;
+    let path = wait_complete(&late, p.id).await?;
+    assert_same_tree(&p.source, &path);
+    let status = late.client.status().await?;
+    assert_eq!(status.catalogue_heads.len(), 1);
+    assert_eq!(status.catalogue_heads[0].seq, 1);
+    for n in [late, early, distributor] {
+        n.stop().await?;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_signed_by_an_untrusted_key_is_rejected_and_never_applied() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let key = Keypair::generate(&mut rand::rngs::OsRng);
+    let rogue_key = Keypair::generate(&mut rand::rngs::OsRng);
+    let trusted = [key.public()];
+    let distributor =
+        LocalNode::start(node_config(tmp.path(), "distributor", Role::Distributor, "dc", &trusted)).await?;
+    let mut honest = Vec::new();
+    for i in 0..2 {
+        let mut c = node_config(tmp.path(), &format!("cinema-{i}"), Role::Cinema, "isp-a", &trusted);
+        c.bootstrap = vec![distributor.addr.clone()];
+        honest.push(LocalNode::start(c).await?);
+    }
+    // The rogue trusts its own key, so its node accepts the entry and gossips and syncs it to everyone.
+    let mut c =
+        node_config(tmp.path(), "rogue", Role::Distributor, "isp-a", &[key.public(), rogue_key.public()]);
+    c.bootstrap = vec![distributor.addr.clone()];
+    let rogue = LocalNode::start(c).await?;
+    let bad_film = tmp.path().join("bad");
+    make_tree(&bad_film, 1 << 20)?;
+    let bad = publish(&rogue, &rogue_key, 1, &bad_film).await?;
+
+    let label = r#"cinemesh_catalogue_rejected_total{reason="untrusted_key"}"#;
+    wait_for("the distributor to reject the rogue entry", WAIT, || {
+        let seen = distributor.metric(label);
+        async move { Ok((seen >= 1.0).then_some(())) }
+    })
+    .await?;
+
+    // A real publish still reaches everyone; by then the rogue entry had every chance to spread.
+    let film = tmp.path().join("film");
+    make_tree(&film, 2 << 20)?;
+    let good = publish(&distributor, &key, 1, &film).await?;
+    for n in &honest {
+        wait_complete(n, good.id).await?;
+    }
+    for n in honest.iter().chain([&distributor]) {
+        let films = n.client.films().await?;
+        assert!(films.iter().all(|f| f.content_id != bad.id.to_hex()), "rogue film applied");
+        let heads = n.client.status().await?.catalogue_heads;
+        assert!(heads.iter().all(|h| h.key != rogue_key.public().to_string()), "rogue key has a head");
+        assert_eq!(n.metric("cinemesh_catalogue_applied_total"), 1.0);
+    }
+    for n in honest.into_iter().chain([rogue, distributor]) {
+        n.stop().await?;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_serving_corrupt_chunks_is_penalised_and_the_download_completes() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let key = Keypair::generate(&mut rand::rngs::OsRng);
+    let trusted = [key.public()];
+    let mut c = node_config(tmp.path(), "distributor", Role::Distributor, "dc", &trusted);
+    c.transfer.upload_limit = Some(Rate(8e6));
+    let distributor = LocalNode::start(c).await?;
+    // A superseeder that corrupts what it serves, on the victim's own ISP and site: the policy prefers it.
+    let mut c = node_config(tmp.path(), "liar", Role::Superseeder, "isp-a", &trusted);
+    c.site = Some("paris".into());
+    c.bootstrap = vec![distributor.addr.clone()];
+    c.fault = Some(Fault::CorruptUploads);
+    let liar = LocalNode::start(c).await?;
+    let film = tmp.path().join("film");
+    make_tree(&film, 16 << 20)?;
+    let p = publish(&distributor, &key, 1, &film).await?;
+    wait_complete(&liar, p.id).await?;
+
+    let mut c = node_config(tmp.path(), "victim", Role::Cinema, "isp-a", &trusted);
+    c.site = Some("paris".into());
+    c.bootstrap = vec![liar.addr.clone()];
+    let victim = LocalNode::start(c).await?;
+    let path = wait_complete(&victim, p.id).await?;
+    assert_same_tree(&p.source, &path);
+    assert!(victim.metric(r#"cinemesh_chunks_failed_total{reason="corrupt"}"#) >= 1.0);
+    assert!(victim.metric("cinemesh_peers_penalised_total") >= 1.0);
+    assert!(victim.metric("cinemesh_chunks_verified_total") <= p.chunks as f64);
+    for n in [victim, liar, distributor] {
+        n.stop().await?;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn withdraw_removes_the_content_from_the_nodes() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let key = Keypair::generate(&mut rand::rngs::OsRng);
+    let trusted = [key.public()];
+    let distributor =
+        LocalNode::start(node_config(tmp.path(), "distributor", Role::Distributor, "dc", &trusted)).await?;
+    let mut cinemas = Vec::new();
+    for i in 0..2 {
+        let mut c = node_config(tmp.path(), &format!("cinema-{i}"), Role::Cinema, "isp-a", &trusted);
+        c.bootstrap = vec![distributor.addr.clone()];
+        cinemas.push(LocalNode::start(c).await?);
+    }
+    let film = tmp.path().join("film");
+    make_tree(&film, 4 << 20)?;
+    let p = publish(&distributor, &key, 1, &film).await?;
+    let mut paths = Vec::new();
+    for c in &cinemas {
+        paths.push(wait_complete(c, p.id).await?);
+    }
+    let withdraw =
+        Entry { key: key.public(), seq: 2, issued_at: unix_now(), body: Body::Withdraw { content: p.id } }
+            .sign(&key)?;
+    distributor.client.submit(withdraw).await?;
+    for (c, path) in cinemas.iter().zip(&paths) {
+        let client = c.client.clone();
+        wait_for("the content to be withdrawn", WAIT, || {
+            let client = client.clone();
+            async move { Ok(client.films().await?.is_empty().then_some(())) }
+        })
+        .await?;
+        assert!(!path.exists(), "{} still on disk", path.display());
+    }
+    // The distributor's own files lie where they were published from: never deleted.
+    assert!(film.join("CPL.xml").exists());
+    for n in cinemas.into_iter().chain([distributor]) {
+        n.stop().await?;
+    }
+    Ok(())
+}
+
+/// A `cinemesh run` process, killed when dropped.
+struct Daemon {
+    child: Child,
+    api: String,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Daemon {
+    fn start(data_dir: &Path, key: &DistributorKey, bootstrap: &str) -> anyhow::Result<Self> {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_cinemesh-node"))
+            .args(["run", "--listen", "/ip4/127.0.0.1/tcp/0", "--api", "127.0.0.1:0", "--no-mdns"])
+            .args(["--log-format", "json", "--isp", "isp-a"])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--trust", &key.to_string(), "--bootstrap", bootstrap])
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let stderr = child.stderr.take().context("no stderr")?;
+        // The daemon logs its API address; read lines until then (bounded: 200 lines).
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                    if let Some(api) = v["fields"]["api"].as_str() {
+                        let _ = tx.send(api.to_owned());
+                    }
+                }
+            }
+        });
+        let mut daemon = Self { child, api: String::new() };
+        daemon.api =
+            rx.recv_timeout(Duration::from_secs(30)).context("the daemon never logged its API address")?;
+        Ok(daemon)
+    }
+
+    async fn get(&self, path: &str) -> anyhow::Result<String> {
+        Ok(reqwest::get(format!("http://{}{path}", self.api)).await?.error_for_status()?.text().await?)
+    }
+
+    async fn have_chunks(&self, id: &ContentId) -> anyhow::Result<(u32, bool)> {
+        let films: serde_json::Value = serde_json::from_str(&self.get("/films").await?)?;
+        let film = films.as_array().and_then(|a| a.iter().find(|f| f["content_id"] == id.to_hex()));
+        Ok(film
+            .map(|f| (f["have_chunks"].as_u64().unwrap_or(0) as u32, f["complete"] == true))
+            .unwrap_or((0, false)))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_mid_download_resumes_without_fetching_verified_chunks_again() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let key = Keypair::generate(&mut rand::rngs::OsRng);
+    let trusted = [key.public()];
+    let mut c = node_config(tmp.path(), "distributor", Role::Distributor, "dc", &trusted);
+    c.transfer.upload_limit = Some(Rate(4e6)); // 32 MiB take ~8 s: time to kill the cinema half-way
+    let distributor = LocalNode::start(c).await?;
+    let film = tmp.path().join("film");
+    make_tree(&film, 32 << 20)?;
+    let p = publish(&distributor, &key, 1, &film).await?;
+    let boot = distributor.addr.to_string();
+    let data = tmp.path().join("cinema");
+
+    let daemon = Daemon::start(&data, &key.public(), &boot)?;
+    let before = wait_for("the cinema to hold a few chunks", WAIT, || async {
+        let (have, complete) = daemon.have_chunks(&p.id).await?;
+        if complete {
+            bail!("the download finished before the kill; slow the distributor down");
+        }
+        Ok((have >= 8).then_some(have))
+    })
+    .await?;
+    drop(daemon); // SIGKILL: no clean shutdown
+
+    let daemon = Daemon::start(&data, &key.public(), &boot)?;
+    wait_for("the cinema to complete after restart", WAIT, || async {
+        Ok(daemon.have_chunks(&p.id).await?.1.then_some(()))
+    })
+    .await?;
+    let fetched = metric_value(&daemon.get("/metrics").await?, "cinemesh_chunks_verified_total");
+    assert!(
+        fetched <= (p.chunks - before) as f64,
+        "fetched {fetched} chunks after restart; {before} of {} were verified before the kill",
+        p.chunks
+    );
+    let path = tmp.path().join("cinema/content").join(p.id.to_hex());
+    assert_same_tree(&p.source, &path);
+    drop(daemon);
+    distributor.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_pointed_at_no_daemon_says_so() -> anyhow::Result<()> {
+    let out = Command::new(env!("CARGO_BIN_EXE_cinemesh-node"))
+        .args(["status", "--api", "127.0.0.1:9"])
+        .output()?;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no cinemesh daemon answers at http://127.0.0.1:9"), "{err}");
+    Ok(())
+}
