@@ -289,6 +289,9 @@ pub struct TransferConfig {
     pub upload_limit: Option<Rate>,
     /// Download limit for this node (none = unlimited).
     pub download_limit: Option<Rate>,
+    /// Weekly windows (UTC) with their own limits, e.g. low upload during screenings; the most restrictive
+    /// of these, the static limits and the distributor's signed policy applies.
+    pub schedule: Vec<crate::catalogue::RateWindow>,
 }
 
 impl Default for TransferConfig {
@@ -304,6 +307,7 @@ impl Default for TransferConfig {
             corrupt_ban: Duration::from_secs(600),
             upload_limit: None,
             download_limit: None,
+            schedule: Vec::new(),
         }
     }
 }
@@ -341,6 +345,19 @@ impl TransferConfig {
         )?;
         check(!self.request_timeout.is_zero(), "transfer.request_timeout", "must be greater than zero")?;
         check(self.endgame_chunks <= 4096, "transfer.endgame_chunks", "must be <= 4096")?;
+        check(self.schedule.len() <= 64, "transfer.schedule", "at most 64 windows")?;
+        for w in &self.schedule {
+            check(
+                w.days.iter().all(|d| *d < 7) && !w.days.is_empty(),
+                "transfer.schedule.days",
+                "days are 0 (Monday) to 6 (Sunday), at least one",
+            )?;
+            check(
+                w.start_minute < w.end_minute && w.end_minute <= 1440,
+                "transfer.schedule.start_minute",
+                "need start_minute < end_minute <= 1440 (minutes after midnight, UTC)",
+            )?;
+        }
         for (field, limit) in
             [("transfer.upload_limit", self.upload_limit), ("transfer.download_limit", self.download_limit)]
         {

@@ -37,7 +37,11 @@ fn node_config(dir: &Path, name: &str, role: Role, isp: &str, trusted: &[Distrib
 
 /// A film tree with reels, a nested file, an empty file and an empty directory.
 fn make_tree(dir: &Path, size: u64) -> anyhow::Result<()> {
-    generate_film(dir, size, 42)?;
+    make_tree_seeded(dir, size, 42)
+}
+
+fn make_tree_seeded(dir: &Path, size: u64, seed: u64) -> anyhow::Result<()> {
+    generate_film(dir, size, seed)?;
     std::fs::create_dir_all(dir.join("extras/subtitles"))?;
     std::fs::create_dir_all(dir.join("extras/empty-dir"))?;
     std::fs::write(dir.join("extras/subtitles/fr.srt"), "1\n00:00:01,000 --> 00:00:02,000\nBonjour\n")?;
@@ -399,5 +403,167 @@ async fn the_cli_pointed_at_no_daemon_says_so() -> anyhow::Result<()> {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no cinemesh daemon answers at http://127.0.0.1:9"), "{err}");
+    Ok(())
+}
+
+fn sign(key: &Keypair, seq: u64, body: Body) -> anyhow::Result<cinemesh_overlay::catalogue::SignedEntry> {
+    Ok(Entry { key: key.public(), seq, issued_at: unix_now(), body }.sign(key)?)
+}
+
+fn member(node: &LocalNode, name: &str) -> Body {
+    Body::Admit(cinemesh_overlay::catalogue::Member {
+        peer: node.client.peer_id().to_string(),
+        name: name.to_owned(),
+        isp: "isp-a".into(),
+        site: String::new(),
+        groups: vec![],
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_are_held_to_the_configured_limit() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let key = Keypair::generate(&mut rand::rngs::OsRng);
+    let trusted = [key.public()];
+    let limit = 5e6;
+    let mut c = node_config(tmp.path(), "distributor", Role::Distributor, "dc", &trusted);
+    c.transfer.upload_limit = Some(Rate(limit));
+    let distributor = LocalNode::start(c).await?;
+    let mut c = node_config(tmp.path(), "cinema", Role::Cinema, "isp-a", &trusted);
+    c.bootstrap = vec![distributor.addr.clone()];
+    let cinema = LocalNode::start(c).await?;
+    let film = tmp.path().join("film");
+    make_tree(&film, 24 << 20)?;
+    let p = publish(&distributor, &key, 1, &film).await?;
+
+    // Measure the steady state: from the moment 4 MiB have arrived (the bucket's burst is spent) to the end.
+    let progress = |client: net::Client| async move {
+        let f = client.films().await?.into_iter().find(|f| f.content_id == p.id.to_hex());
+        anyhow::Ok(f.map(|f| (f.have_bytes, f.complete, f.size)).unwrap_or((0, false, 0)))
+    };
+    let (from_bytes, from) = wait_for("4 MiB to arrive", WAIT, || async {
+        let (have, _, _) = progress(cinema.client.clone()).await?;
+        Ok((have >= 4 << 20).then(|| (have, std::time::Instant::now())))
+    })
+    .await?;
+    let size = wait_for("the transfer to finish", WAIT, || async {
+        let (_, complete, size) = progress(cinema.client.clone()).await?;
+        Ok(complete.then_some(size))
+    })
+    .await?;
+    let rate = (size - from_bytes) as f64 / from.elapsed().as_secs_f64();
+    assert!((rate - limit).abs() / limit < 0.10, "measured {rate:.0} B/s under a limit of {limit} B/s");
+    cinema.stop().await?;
+    distributor.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_node_gets_no_new_content() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let key = Keypair::generate(&mut rand::rngs::OsRng);
+    let trusted = [key.public()];
+    let distributor =
+        LocalNode::start(node_config(tmp.path(), "distributor", Role::Distributor, "dc", &trusted)).await?;
+    let mut nodes = Vec::new();
+    for name in ["kept", "revoked"] {
+        let mut c = node_config(tmp.path(), name, Role::Cinema, "isp-a", &trusted);
+        c.bootstrap = vec![distributor.addr.clone()];
+        nodes.push(LocalNode::start(c).await?);
+    }
+    let first = tmp.path().join("first");
+    make_tree(&first, 2 << 20)?;
+    let p1 = publish(&distributor, &key, 1, &first).await?;
+    for n in &nodes {
+        wait_complete(n, p1.id).await?;
+    }
+    let revoked_peer = nodes[1].client.peer_id().to_string();
+    distributor.client.submit(sign(&key, 2, Body::Revoke { peer: revoked_peer })?).await?;
+    let second = tmp.path().join("second");
+    make_tree_seeded(&second, 2 << 20, 7)?;
+    let p2 = publish(&distributor, &key, 3, &second).await?;
+    wait_complete(&nodes[0], p2.id).await?;
+    // The kept cinema has it; give the revoked one the time of a few anti-entropy rounds more.
+    let kept = nodes[0].client.clone();
+    wait_for("the kept cinema to see the revocation", WAIT, || {
+        let kept = kept.clone();
+        async move { Ok((kept.status().await?.catalogue_heads.first().map(|h| h.seq) == Some(3)).then_some(())) }
+    })
+    .await?;
+    let revoked = &nodes[1];
+    // The revoked node keeps redialling; wait until the mesh has turned it away three times.
+    wait_for("the mesh to refuse the revoked node three times", WAIT, || {
+        let refused = distributor.metric("cinemesh_connections_refused_total")
+            + nodes[0].metric("cinemesh_connections_refused_total");
+        async move { Ok((refused >= 3.0).then_some(())) }
+    })
+    .await?;
+    let films = revoked.client.films().await?;
+    assert!(
+        films.iter().all(|f| f.content_id != p2.id.to_hex() || f.have_chunks == 0),
+        "revoked node got content of the new film: {films:?}"
+    );
+    for n in nodes.into_iter().chain([distributor]) {
+        n.stop().await?;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_private_mesh_a_node_not_admitted_gets_no_catalogue_and_no_content() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let key = Keypair::generate(&mut rand::rngs::OsRng);
+    let trusted = [key.public()];
+    let mut c = node_config(tmp.path(), "distributor", Role::Distributor, "dc", &trusted);
+    c.private = true;
+    let distributor = LocalNode::start(c).await?;
+    distributor.client.submit(sign(&key, 1, member(&distributor, "distributor"))?).await?;
+    let mut c = node_config(tmp.path(), "admitted", Role::Cinema, "isp-a", &trusted);
+    c.private = true;
+    c.bootstrap = vec![distributor.addr.clone()];
+    let admitted_cfg = c;
+    let admitted_peer = admitted_cfg.keypair.public().to_peer_id();
+    distributor
+        .client
+        .submit(sign(
+            &key,
+            2,
+            Body::Admit(cinemesh_overlay::catalogue::Member {
+                peer: admitted_peer.to_string(),
+                name: "admitted".into(),
+                isp: "isp-a".into(),
+                site: "lyon".into(),
+                groups: vec![],
+            }),
+        )?)
+        .await?;
+    let admitted = LocalNode::start(admitted_cfg).await?;
+    let mut c = node_config(tmp.path(), "outsider", Role::Superseeder, "isp-a", &trusted);
+    c.bootstrap = vec![distributor.addr.clone(), admitted.addr.clone()];
+    let outsider = LocalNode::start(c).await?;
+
+    let film = tmp.path().join("film");
+    make_tree(&film, 2 << 20)?;
+    let p = publish(&distributor, &key, 3, &film).await?;
+    wait_complete(&admitted, p.id).await?;
+    // The admitted node uses the signed site, not a self-declared one.
+    assert_eq!(admitted.client.status().await?.site.as_deref(), Some("lyon"));
+    // The outsider keeps redialling its bootstrap peers; wait until it was turned away three times.
+    wait_for("the outsider to be turned away three times", WAIT, || {
+        let refused = distributor.metric("cinemesh_connections_refused_total")
+            + admitted.metric("cinemesh_connections_refused_total");
+        async move { Ok((refused >= 3.0).then_some(())) }
+    })
+    .await?;
+    let status = outsider.client.status().await?;
+    assert!(
+        status.catalogue_heads.iter().all(|h| h.seq == 0),
+        "outsider got catalogue: {:?}",
+        status.catalogue_heads
+    );
+    assert!(outsider.client.films().await?.is_empty());
+    assert_eq!(outsider.metric("cinemesh_chunks_verified_total"), 0.0);
+    for n in [outsider, admitted, distributor] {
+        n.stop().await?;
+    }
     Ok(())
 }

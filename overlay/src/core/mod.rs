@@ -9,12 +9,14 @@
 //! - [`scheduler`]: which chunk to ask of which peer: deadline priority across contents, rarest first with a
 //!   seeded random tie-break, end-game, bounded requests in flight.
 //! - [`ratelimit`]: a token bucket for upload and download limits.
+//! - [`schedule`]: which limits are in force at a moment of the week (config and signed policy).
 //! - [`upload`]: upload slots; a request beyond them gets a busy answer carrying this node's load.
 
 pub mod bitfield;
 pub mod policy;
 mod rarity;
 pub mod ratelimit;
+pub mod schedule;
 pub mod scheduler;
 pub mod upload;
 

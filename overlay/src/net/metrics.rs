@@ -70,6 +70,8 @@ pub struct Metrics {
     pub catalogue_head: Family<KeyLabel, Gauge>,
     /// Connected peers.
     pub connected_peers: Gauge,
+    /// Connections closed because the peer is revoked or not admitted to a private mesh.
+    pub connections_refused: Counter,
     /// Peers penalised (e.g. served a corrupt chunk).
     pub peers_penalised: Counter,
     /// Free bytes on the data directory's disk.
@@ -110,6 +112,11 @@ impl Metrics {
         );
         r.register("catalogue_head", "Highest applied seq per distributor key", m.catalogue_head.clone());
         r.register("connected_peers", "Connected peers", m.connected_peers.clone());
+        r.register(
+            "connections_refused",
+            "Connections closed because the peer is revoked or not admitted",
+            m.connections_refused.clone(),
+        );
         r.register("peers_penalised", "Peers penalised for misbehaviour", m.peers_penalised.clone());
         r.register("disk_free_bytes", "Free bytes on the data directory's disk", m.disk_free_bytes.clone());
         r.register("download_rate_bytes", "Content download rate, bytes/s", m.download_rate.clone());

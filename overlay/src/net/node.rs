@@ -37,8 +37,10 @@ use super::protocol::{NodeInfo, Request, Response, MAX_HAVE_CHUNKS, MAX_SYNC_ENT
 use super::{Client, Config, Fault, NetError, Role};
 use crate::catalogue::{Body, Catalogue, DistributorKey, Publish, Rejection, SignedEntry};
 use crate::content::Manifest;
+use crate::core::schedule::Limits;
 use crate::core::{
-    Bitfield, ContentSpec, Failure, Locality, Output, Scheduler, TokenBucket, UploadDecision, UploadSlots,
+    schedule, Bitfield, ContentSpec, Failure, Locality, Output, Scheduler, TokenBucket, UploadDecision,
+    UploadSlots,
 };
 use crate::store::{ContentRoot, Have, Store, StoreError};
 use crate::{ContentId, Time};
@@ -158,8 +160,9 @@ pub struct Node {
     catalogue: Catalogue,
     scheduler: Scheduler<PeerId>,
     uploads: UploadSlots<PeerId>,
-    up_limit: Option<Arc<Mutex<TokenBucket>>>,
+    up_limit: Arc<Mutex<Option<TokenBucket>>>,
     down_limit: Option<TokenBucket>,
+    limits: Limits,
     metrics: Metrics,
     libp2p_metrics: libp2p::metrics::Metrics,
     started: Instant,
@@ -292,8 +295,9 @@ impl Node {
         let mut node = Node {
             scheduler: Scheduler::new(&cfg.transfer, &cfg.policy, Locality::default(), seed),
             uploads: UploadSlots::new(cfg.transfer.upload_slots),
-            up_limit: cfg.transfer.upload_limit.map(|r| Arc::new(Mutex::new(bucket(r.0)))),
-            down_limit: cfg.transfer.download_limit.map(|r| bucket(r.0)),
+            up_limit: Arc::new(Mutex::new(None)),
+            down_limit: None,
+            limits: Limits::default(),
             me,
             swarm,
             store,
@@ -323,6 +327,7 @@ impl Node {
             cfg,
         };
         node.scheduler = Scheduler::new(&node.cfg.transfer, &node.cfg.policy, node.own_locality(), seed);
+        node.apply_limits();
         node.resume()?;
         let client = Client { tx, peer_id: me };
         let task = tokio::spawn(node.run());
@@ -481,7 +486,8 @@ impl Node {
             SwarmEvent::ExpiredListenAddr { address, .. } => self.listen.retain(|a| a != &address),
             SwarmEvent::ConnectionEstablished { peer_id, endpoint, num_established, .. } => {
                 if self.revoked(&peer_id) || (self.catalogue.has_members() && !self.allowed(&peer_id)) {
-                    debug!(%peer_id, "closing connection: peer not admitted");
+                    debug!(%peer_id, "closing connection: peer revoked or not admitted");
+                    self.metrics.connections_refused.inc();
                     let _ = self.swarm.disconnect_peer_id(peer_id);
                     return;
                 }
@@ -646,14 +652,16 @@ impl Node {
             Body::Admit(_) | Body::Revoke { .. } => {
                 let revoked: Vec<PeerId> = self.peers.keys().filter(|p| self.revoked(p)).copied().collect();
                 for p in revoked {
+                    self.metrics.connections_refused.inc();
                     let _ = self.swarm.disconnect_peer_id(p);
                 }
                 let films: Vec<Publish> = self.catalogue.films().map(|f| f.publish.clone()).collect();
                 for p in films {
                     self.maybe_fetch(&p);
                 }
+                self.apply_limits();
             }
-            Body::Policy(_) => {}
+            Body::Policy(_) => self.apply_limits(),
         }
         self.refresh_gauges();
     }
@@ -900,13 +908,13 @@ impl Node {
                     let started = self.started;
                     tokio::task::spawn_blocking(move || {
                         let result = store.read_chunk(&content, index);
-                        if let (Some(limit), Ok(bytes)) = (&limit, &result) {
+                        if let Ok(bytes) = &result {
                             let now = Time::from_duration(started.elapsed());
-                            let wait = limit
-                                .lock()
-                                .map(|mut b| b.reserve(now, bytes.len() as u64))
-                                .unwrap_or_default();
-                            std::thread::sleep(wait);
+                            let wait = match limit.lock() {
+                                Ok(mut b) => b.as_mut().map(|b| b.reserve(now, bytes.len() as u64)),
+                                Err(_) => None,
+                            };
+                            std::thread::sleep(wait.unwrap_or_default());
                         }
                         let _ = done.blocking_send(Done::Read { peer, content, channel, result });
                     });
@@ -1182,8 +1190,33 @@ impl Node {
 
     // ---- housekeeping -------------------------------------------------------------------------------
 
+    /// Re-evaluates the limits in force (static, own schedule, signed policy) and retunes the buckets.
+    fn apply_limits(&mut self) {
+        let t = &self.cfg.transfer;
+        let base = Limits { upload: t.upload_limit.map(|r| r.0), download: t.download_limit.map(|r| r.0) };
+        let me = self.me.to_string();
+        let groups = self.catalogue.member(&me).map(|m| m.groups.clone()).unwrap_or_default();
+        let policy = groups
+            .iter()
+            .find_map(|g| self.catalogue.policy(Some(g)))
+            .or_else(|| self.catalogue.policy(None));
+        let limits = schedule::limits_at(base, &t.schedule, policy, unix_now());
+        if limits == self.limits && self.started.elapsed() > TICK {
+            return;
+        }
+        if limits != self.limits {
+            info!(upload = ?limits.upload, download = ?limits.download, "rate limits in force");
+        }
+        self.limits = limits;
+        self.down_limit = limits.download.map(bucket);
+        if let Ok(mut up) = self.up_limit.lock() {
+            *up = limits.upload.map(bucket);
+        }
+    }
+
     fn on_tick(&mut self) {
         self.flush_haves();
+        self.apply_limits();
         let now_i = Instant::now();
         // Bootstrap peers: redial with exponential back-off until connected.
         for (addr, peer, next, backoff) in &mut self.bootstrap {

@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Resident memory of real daemons on loopback (a distributor and one cinema), from /proc/PID/status:
+#   1. just started and connected, empty catalogue;
+#   2. idle with a 300-entry catalogue (300 published files of 1 KiB, all fetched by the cinema);
+#   3. while moving a 1 GiB content (VmRSS sampled every 0.5 s, and VmHWM = peak since start).
+#
+#   bash bench/memory.sh
+#
+# Needs the release binary (CINEMESH overrides its path), curl and jq. ENTRIES (default 300) and
+# SIZE_MIB (default 1024) can be set. Temp dirs; every process started here is killed on exit.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+BIN=${CINEMESH:-${CARGO_TARGET_DIR:-target}/release/cinemesh}
+ENTRIES=${ENTRIES:-300}
+SIZE_MIB=${SIZE_MIB:-1024}
+for t in "$BIN" curl jq; do
+    command -v "$t" >/dev/null || { echo "missing: $t" >&2; exit 1; }
+done
+
+tmp=$(mktemp -d /tmp/cinemesh-bench-XXXXXX)
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+    rm -rf "$tmp"
+}
+trap cleanup EXIT INT TERM
+
+free_port() {
+    local p
+    while :; do
+        p=$((20000 + RANDOM % 30000))
+        ss -ltn | awk '{print $4}' | grep -q ":$p\$" || { echo "$p"; return; }
+    done
+}
+wait_until() {
+    local limit=$1; shift
+    local end=$((SECONDS + limit))
+    until "$@" >/dev/null 2>&1; do
+        [ "$SECONDS" -lt "$end" ] || { echo "timed out after ${limit}s waiting for: $*" >&2; return 1; }
+        sleep 0.2
+    done
+}
+api_get() { curl -sf "http://$1$2"; }
+# A field of /proc/PID/status in MiB (VmRSS, VmHWM).
+mem() { awk -v f="$2:" '$1 == f { printf "%.1f", $2 / 1024 }' "/proc/$1/status"; }
+all_complete() {
+    api_get "$1" /films | jq -e --argjson n "$2" '(map(select(.complete)) | length) >= $n'
+}
+complete() { api_get "$1" /films | jq -e --arg id "$2" 'any(.[]; .content_id == $id and .complete)'; }
+has_peer() { [ "$(api_get "$1" /status | jq .peers)" -ge 1 ]; }
+
+pub=$("$BIN" keygen --out "$tmp/key" 2>/dev/null)
+d_port=$(free_port); d_api=127.0.0.1:$(free_port); c_api=127.0.0.1:$(free_port)
+"$BIN" run --data-dir "$tmp/d" --listen "/ip4/127.0.0.1/tcp/$d_port" --api "$d_api" --no-mdns \
+    --role distributor --trust "$pub" 2> "$tmp/d.log" &
+d_pid=$!; pids+=($d_pid)
+wait_until 20 api_get "$d_api" /status
+d_peer=$(api_get "$d_api" /status | jq -r .peer_id)
+"$BIN" run --data-dir "$tmp/c" --listen /ip4/127.0.0.1/tcp/0 --api "$c_api" --no-mdns --trust "$pub" \
+    --bootstrap "/ip4/127.0.0.1/tcp/$d_port/p2p/$d_peer" 2> "$tmp/c.log" &
+c_pid=$!; pids+=($c_pid)
+wait_until 20 api_get "$c_api" /status
+wait_until 30 has_peer "$c_api"
+sleep 3
+echo "| state | cinema VmRSS | cinema VmHWM | distributor VmRSS | distributor VmHWM |"
+echo "| --- | ---: | ---: | ---: | ---: |"
+row() {
+    echo "| $1 | $(mem "$c_pid" VmRSS) MiB | $(mem "$c_pid" VmHWM) MiB | $(mem "$d_pid" VmRSS) MiB |" \
+        "$(mem "$d_pid" VmHWM) MiB |"
+}
+row "started, connected, empty catalogue"
+
+mkdir -p "$tmp/small"
+t0=$SECONDS
+for i in $(seq -w 1 "$ENTRIES"); do
+    mkdir -p "$tmp/small/$i"
+    head -c 1024 /dev/urandom > "$tmp/small/$i/trailer-$i.bin"
+    "$BIN" publish --key "$tmp/key" --api "$d_api" "$tmp/small/$i/trailer-$i.bin" --title "trailer $i" \
+        >/dev/null 2>"$tmp/publish.err" || { echo "publish $i failed:" >&2; cat "$tmp/publish.err" >&2; exit 1; }
+done
+t_pub=$((SECONDS - t0))
+wait_until 600 all_complete "$c_api" "$ENTRIES"
+t_all=$((SECONDS - t0))
+sleep 10
+n=$(api_get "$c_api" /status | jq .films)
+row "idle, ${n}-entry catalogue, all fetched (10 s after the last)"
+
+head -c "$((SIZE_MIB * 1024 * 1024))" /dev/urandom > "$tmp/big.bin"
+id=$("$BIN" publish --key "$tmp/key" --api "$d_api" "$tmp/big.bin" 2>/dev/null)
+c_max=0; d_max=0; samples=0
+end=$((SECONDS + 900))
+until complete "$c_api" "$id" >/dev/null 2>&1; do
+    [ "$SECONDS" -lt "$end" ] || { echo "the ${SIZE_MIB} MiB transfer did not finish in 900 s" >&2; exit 1; }
+    c=$(mem "$c_pid" VmRSS); d=$(mem "$d_pid" VmRSS)
+    c_max=$(echo "if ($c > $c_max) $c else $c_max" | bc -l); d_max=$(echo "if ($d > $d_max) $d else $d_max" | bc -l)
+    samples=$((samples + 1))
+    sleep 0.5
+done
+echo "| moving ${SIZE_MIB} MiB: highest VmRSS of $samples samples | ${c_max} MiB | | ${d_max} MiB | |"
+row "just after the ${SIZE_MIB} MiB transfer"
+sleep 10
+row "10 s later, idle"
+echo
+echo "${ENTRIES} publishes took ${t_pub} s; the cinema held all ${ENTRIES} after ${t_all} s." \
+    "Load average: $(cut -d' ' -f1-3 /proc/loadavg)."

@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# Two real daemons on loopback (a distributor and one cinema): time to move a 1 GiB file, in MB/s, beside
+# iperf3's raw TCP figure on the same machine, plus the CPU seconds each daemon spent and the disk's
+# write-with-fsync rate (the store fsyncs every chunk).
+#
+#   bash bench/transfer.sh
+#
+# Needs the release binary (`cargo build --release -p cinemesh`; CINEMESH overrides its path), iperf3
+# (`apt-get install -y iperf3`), curl and jq. SIZE_MIB (default 1024) and CHUNK (default 4MiB) can be set.
+# Everything lives in a temp dir; every process started here is killed on exit.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+BIN=${CINEMESH:-${CARGO_TARGET_DIR:-target}/release/cinemesh}
+SIZE_MIB=${SIZE_MIB:-1024}
+CHUNK=${CHUNK:-4MiB}
+TIMEOUT=${TIMEOUT:-600}
+for t in "$BIN" iperf3 curl jq; do
+    command -v "$t" >/dev/null || { echo "missing: $t" >&2; exit 1; }
+done
+
+tmp=$(mktemp -d /tmp/cinemesh-bench-XXXXXX)
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+    rm -rf "$tmp"
+}
+trap cleanup EXIT INT TERM
+
+# A TCP port nobody listens on (random, checked with ss).
+free_port() {
+    local p
+    while :; do
+        p=$((20000 + RANDOM % 30000))
+        ss -ltn | awk '{print $4}' | grep -q ":$p\$" || { echo "$p"; return; }
+    done
+}
+# Waits until `$2...` succeeds, at most $1 seconds.
+wait_until() {
+    local limit=$1; shift
+    local end=$((SECONDS + limit))
+    until "$@" >/dev/null 2>&1; do
+        [ "$SECONDS" -lt "$end" ] || { echo "timed out after ${limit}s waiting for: $*" >&2; return 1; }
+        sleep 0.2
+    done
+}
+# CPU seconds (user + system) a process has used so far.
+cpu_secs() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$1/stat"; }
+api_get() { curl -sf "http://$1$2"; }
+complete() { api_get "$1" /films | jq -e --arg id "$2" 'any(.[]; .content_id == $id and .complete)'; }
+
+echo "== iperf3 (raw TCP on loopback, 10 s)"
+ip_port=$(free_port)
+iperf3 -s -1 -B 127.0.0.1 -p "$ip_port" >/dev/null 2>&1 &
+pids+=($!)
+sleep 0.5
+iperf3 -c 127.0.0.1 -p "$ip_port" -t 10 -J > "$tmp/iperf.json"
+iperf_mbs=$(jq '.end.sum_received.bits_per_second / 8 / 1000000 | floor' "$tmp/iperf.json")
+echo "iperf3: ${iperf_mbs} MB/s"
+
+echo "== disk: ${SIZE_MIB} MiB written in 4 MiB blocks, fsync at the end"
+dd_out=$(dd if=/dev/zero of="$tmp/dd.bin" bs=4M count=$((SIZE_MIB / 4)) conv=fsync 2>&1 | tail -1)
+rm -f "$tmp/dd.bin"
+echo "dd: $dd_out"
+
+echo "== generating ${SIZE_MIB} MiB of random bytes"
+mkdir -p "$tmp/src"
+head -c "$((SIZE_MIB * 1024 * 1024))" /dev/urandom > "$tmp/src/film.bin"
+bytes=$((SIZE_MIB * 1024 * 1024))
+
+pub=$("$BIN" keygen --out "$tmp/key" 2>/dev/null)
+d_port=$(free_port); d_api=127.0.0.1:$(free_port); c_api=127.0.0.1:$(free_port)
+"$BIN" run --data-dir "$tmp/d" --listen "/ip4/127.0.0.1/tcp/$d_port" --api "$d_api" --no-mdns \
+    --role distributor --trust "$pub" 2> "$tmp/d.log" &
+d_pid=$!; pids+=($d_pid)
+wait_until 20 api_get "$d_api" /status
+d_peer=$(api_get "$d_api" /status | jq -r .peer_id)
+"$BIN" run --data-dir "$tmp/c" --listen /ip4/127.0.0.1/tcp/0 --api "$c_api" --no-mdns --trust "$pub" \
+    --bootstrap "/ip4/127.0.0.1/tcp/$d_port/p2p/$d_peer" 2> "$tmp/c.log" &
+c_pid=$!; pids+=($c_pid)
+wait_until 20 api_get "$c_api" /status
+has_peer() { [ "$(api_get "$1" /status | jq .peers)" -ge 1 ]; }
+wait_until 30 has_peer "$c_api"
+
+echo "== publish (hashing in the CLI is not timed)"
+id=$("$BIN" publish --key "$tmp/key" --api "$d_api" "$tmp/src/film.bin" --chunk-size "$CHUNK" 2>/dev/null)
+echo "content $id"
+d_cpu0=$(cpu_secs "$d_pid"); c_cpu0=$(cpu_secs "$c_pid")
+start=$(date +%s.%N)
+wait_until "$TIMEOUT" complete "$c_api" "$id"
+end=$(date +%s.%N)
+d_cpu=$(echo "$(cpu_secs "$d_pid") - $d_cpu0" | bc -l); c_cpu=$(echo "$(cpu_secs "$c_pid") - $c_cpu0" | bc -l)
+secs=$(echo "$end - $start" | bc -l)
+mbs=$(echo "scale=0; $bytes / $secs / 1000000" | bc -l)
+
+path=$(api_get "$c_api" /films | jq -r --arg id "$id" '.[] | select(.content_id == $id) | .path')
+[ -d "$path" ] && path="$path/film.bin"   # a content is stored as a directory holding its files
+if cmp -s "$path" "$tmp/src/film.bin"; then same="identical"; else same="DIFFERENT"; fi
+
+echo
+echo "cinemesh: ${SIZE_MIB} MiB in $(printf %.2f "$secs") s = ${mbs} MB/s (copy ${same}; chunks ${CHUNK})"
+echo "iperf3 raw TCP: ${iperf_mbs} MB/s (cinemesh at $(echo "scale=1; 100 * $mbs / $iperf_mbs" | bc -l)%)"
+echo "CPU during the transfer: distributor $(printf %.2f "$d_cpu") s, cinema $(printf %.2f "$c_cpu") s," \
+    "together $(echo "scale=0; 100 * ($d_cpu + $c_cpu) / $secs" | bc -l)% of one core ($(nproc) cores)"
+echo "disk: $dd_out"
+echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
+[ "$same" = identical ]
