@@ -2,7 +2,7 @@
 //!
 //! | method | path | what |
 //! |---|---|---|
-//! | GET | `/status` | peer id, listen addresses, role, ISP, catalogue heads, disk free |
+//! | GET | `/status` | peer id, listen addresses, role, ISP, catalogue heads, disk free, recent hook runs |
 //! | GET | `/films` | the catalogue with local progress per content |
 //! | GET | `/peers` | connected peers: ISP, load, bytes up/down |
 //! | GET | `/metrics` | Prometheus / OpenMetrics text: `cinemesh_*` and libp2p's metrics |
@@ -34,6 +34,8 @@ pub struct State {
     pub client: Client,
     /// Every metric of the node.
     pub registry: Arc<Registry>,
+    /// Recent post-download hook runs.
+    pub hooks: crate::hooks::Records,
 }
 
 impl std::fmt::Debug for State {
@@ -125,7 +127,10 @@ fn decode_entry(hex_text: &str) -> Result<SignedEntry, ApiError> {
 }
 
 async fn status(AxState(s): AxState<State>) -> Result<impl IntoResponse, ApiError> {
-    Ok(Json(s.client.status().await?))
+    let mut v = serde_json::to_value(s.client.status().await?)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    v["hooks"] = serde_json::to_value(s.hooks.list()).unwrap_or_default();
+    Ok(Json(v))
 }
 
 async fn films(AxState(s): AxState<State>) -> Result<impl IntoResponse, ApiError> {

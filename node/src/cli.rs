@@ -17,6 +17,18 @@ use serde::de::DeserializeOwned;
 
 use crate::config::{Config, LogFormat, Role, DEFAULT_TOML};
 
+/// `println!` that ends the process quietly when stdout is a closed pipe (`cinemesh status | head`).
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout(), $($t)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+        }
+    }};
+}
+
 /// Tracker-less peer-to-peer distribution of digital cinema packages.
 #[derive(Debug, Parser)]
 #[command(name = "cinemesh", version, about, propagate_version = true)]
@@ -300,7 +312,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Keygen { out } => {
             let key = Keypair::generate(&mut rand::rngs::OsRng);
             key.write_new(&out)?;
-            println!("{}", key.public());
+            out!("{}", key.public());
             eprintln!(
                 "wrote {} (keep it secret; add the public key above to every node's node.trust)",
                 out.display()
@@ -315,38 +327,38 @@ pub fn run() -> anyhow::Result<ExitCode> {
                     "content_id": m.id().to_hex(), "files": files, "size": m.total_size(),
                     "chunks": m.chunk_count(), "chunk_size": m.chunk_size(),
                 });
-                println!("{v}");
+                out!("{v}");
             } else {
-                println!("content id  {}", m.id());
-                println!("files       {files}");
-                println!("size        {} ({})", m.total_size(), ByteSize(m.total_size()));
-                println!("chunks      {} of {}", m.chunk_count(), ByteSize(m.chunk_size() as u64));
+                out!("content id  {}", m.id());
+                out!("files       {files}");
+                out!("size        {} ({})", m.total_size(), ByteSize(m.total_size()));
+                out!("chunks      {} of {}", m.chunk_count(), ByteSize(m.chunk_size() as u64));
             }
         }
-        Command::Config(ConfigCommand::Default) => print!("{DEFAULT_TOML}"),
+        Command::Config(ConfigCommand::Default) => out!("{}", DEFAULT_TOML.trim_end()),
         Command::Config(ConfigCommand::Show { config }) => {
             let cfg = load_config(config.as_deref())?;
-            print!("{}", cfg.to_toml());
+            out!("{}", cfg.to_toml().trim_end());
         }
         Command::Publish(args) => runtime()?.block_on(publish(args))?,
         Command::Withdraw { sign, content_id } => {
             runtime()?.block_on(sign_and_submit(&sign, Body::Withdraw { content: content_id }))?;
-            println!("withdrawn {content_id}");
+            out!("withdrawn {content_id}");
         }
         Command::Admit { sign, peer_id, name, isp, site, groups } => {
             let member = Member { peer: peer_id.to_string(), name, isp, site, groups };
             runtime()?.block_on(sign_and_submit(&sign, Body::Admit(member)))?;
-            println!("admitted {peer_id}");
+            out!("admitted {peer_id}");
         }
         Command::Revoke { sign, peer_id } => {
             runtime()?.block_on(sign_and_submit(&sign, Body::Revoke { peer: peer_id.to_string() }))?;
-            println!("revoked {peer_id}");
+            out!("revoked {peer_id}");
         }
         Command::Status { api, json, watch } => runtime()?.block_on(status(&api, json, watch))?,
         Command::Films { api, json } => runtime()?.block_on(async {
             let films: Vec<FilmStatus> = get(&api, "/films").await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&films)?);
+                out!("{}", serde_json::to_string_pretty(&films)?);
             } else {
                 print_films(&films);
             }
@@ -355,15 +367,21 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Peers { api, json } => runtime()?.block_on(async {
             let peers: Vec<PeerStatus> = get(&api, "/peers").await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&peers)?);
+                out!("{}", serde_json::to_string_pretty(&peers)?);
             } else {
-                println!(
+                out!(
                     "{:<54} {:<12} {:<12} {:<12} {:>5} {:>10} {:>10}",
-                    "PEER", "ROLE", "NAME", "ISP", "LOAD", "UP", "DOWN"
+                    "PEER",
+                    "ROLE",
+                    "NAME",
+                    "ISP",
+                    "LOAD",
+                    "UP",
+                    "DOWN"
                 );
                 for p in peers {
                     let o = |s: Option<String>| s.unwrap_or_else(|| "-".into());
-                    println!(
+                    out!(
                         "{:<54} {:<12} {:<12} {:<12} {:>4.0}% {:>10} {:>10}",
                         p.peer_id,
                         o(p.role),
@@ -380,7 +398,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Verify { api, content_id } => runtime()?.block_on(async {
             let body = serde_json::json!({ "content_id": content_id.map(|c| c.to_hex()) });
             let out: serde_json::Value = post(&api, "/verify", &body).await?;
-            println!("{}", serde_json::to_string_pretty(&out)?);
+            out!("{}", serde_json::to_string_pretty(&out)?);
             anyhow::Ok(())
         })?,
         Command::Demo(args) => {
@@ -542,15 +560,15 @@ async fn publish(args: PublishArgs) -> anyhow::Result<()> {
         "path": base, "manifest": hex::encode(manifest.encode()), "entry": hex::encode(entry.encode()),
     });
     let _: serde_json::Value = post(&args.sign.api, "/publish", &req).await?;
-    println!("{id}");
+    out!("{id}");
     Ok(())
 }
 
 fn print_films(films: &[FilmStatus]) {
-    println!("{:<14} {:<28} {:>10} {:>7}  STATE", "CONTENT", "TITLE", "SIZE", "HAVE");
+    out!("{:<14} {:<28} {:>10} {:>7}  STATE", "CONTENT", "TITLE", "SIZE", "HAVE");
     for f in films {
         let pct = if f.size == 0 { 100.0 } else { f.have_bytes as f64 * 100.0 / f.size as f64 };
-        println!(
+        out!(
             "{:<14} {:<28} {:>10} {:>6.1}%  {}",
             &f.content_id[..12.min(f.content_id.len())],
             f.title.chars().take(28).collect::<String>(),
@@ -567,25 +585,32 @@ async fn status(api: &ApiArgs, json: bool, watch: bool) -> anyhow::Result<()> {
     if json {
         let mut v = serde_json::to_value(&status)?;
         v["films"] = serde_json::to_value(&films)?;
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        out!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    println!("peer id     {}", status.peer_id);
-    println!("role        {}", status.role);
-    println!(
-        "isp / site  {} / {}",
-        status.isp.as_deref().unwrap_or("-"),
-        status.site.as_deref().unwrap_or("-")
-    );
-    println!("peers       {}", status.peers);
-    println!("disk free   {}", ByteSize(status.disk_free));
+    out!("peer id     {}", status.peer_id);
+    out!("role        {}", status.role);
+    out!("isp / site  {} / {}", status.isp.as_deref().unwrap_or("-"), status.site.as_deref().unwrap_or("-"));
+    out!("peers       {}", status.peers);
+    out!("disk free   {}", ByteSize(status.disk_free));
     for a in &status.listen {
-        println!("listen      {a}");
+        out!("listen      {a}");
     }
     for h in &status.catalogue_heads {
-        println!("catalogue   {} at seq {}", h.key, h.seq);
+        out!("catalogue   {} at seq {}", h.key, h.seq);
     }
-    println!();
+    let hooks: serde_json::Value = get(api, "/status").await?;
+    for h in hooks["hooks"].as_array().into_iter().flatten() {
+        out!(
+            "hook        {} {} after {} attempt(s), status {}: {}",
+            h["content_id"].as_str().map(|c| &c[..12.min(c.len())]).unwrap_or("?"),
+            h["state"].as_str().unwrap_or("?"),
+            h["attempts"],
+            h["status"].as_str().unwrap_or("-"),
+            h["output"].as_str().unwrap_or("").trim()
+        );
+    }
+    out!();
     if !watch {
         print_films(&films);
         return Ok(());

@@ -103,7 +103,7 @@ pub struct NetworkSection {
     /// Close a connection idle (no transfer, no stream) for this long.
     #[serde(with = "human_duration")]
     pub idle_timeout: Duration,
-    /// Exchange catalogue and content only with admitted peers and distributor nodes.
+    /// Exchange catalogue and content only with admitted peers (admit the distributor's own node too).
     pub private: bool,
     /// Optional pre-shared key file (libp2p pnet, TCP only) for a closed mesh.
     pub psk_file: Option<PathBuf>,

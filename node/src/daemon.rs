@@ -86,6 +86,7 @@ pub fn net_config(cfg: &Config, keypair: Keypair) -> anyhow::Result<net::Config>
         transfer: cfg.transfer.clone(),
         policy: cfg.policy.clone(),
         reserve: cfg.storage.reserve.0,
+        capacity: cfg.storage.capacity.map(|c| c.0),
         fault: None,
     })
 }
@@ -111,13 +112,15 @@ impl Daemon {
             format!("cannot bind the HTTP API on {} (api.listen / --api)", cfg.api.listen)
         })?;
         let api = listener.local_addr()?;
-        let state = api::State { client: client.clone(), registry: Arc::new(registry) };
+        let hooks = hooks::Records::default();
+        let state = api::State { client: client.clone(), registry: Arc::new(registry), hooks: hooks.clone() };
         let api_task = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, api::router(state)).await {
                 warn!("HTTP API stopped: {e}");
             }
         });
-        let hooks_task = cfg.hooks.on_complete.clone().map(|cmd| tokio::spawn(hooks::run(cmd, events)));
+        let hooks_task =
+            cfg.hooks.on_complete.clone().map(|cmd| tokio::spawn(hooks::run(cmd, events, hooks)));
         info!(%api, "HTTP API listening");
         Ok(Self { client, api, node: task, api_task, hooks_task })
     }

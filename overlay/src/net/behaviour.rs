@@ -94,7 +94,7 @@ fn behaviour(key: &Keypair, cfg: &Config, registry: &mut Registry) -> Result<Beh
         gossipsub_config(&cfg.gossip)?,
     )
     .map_err(|e| NetError::Setup(format!("gossipsub: {e}")))?
-    .with_metrics(registry, Default::default());
+    .with_metrics(registry.sub_registry_with_prefix("libp2p_gossipsub"), Default::default());
 
     let mdns = if cfg.mdns {
         Some(

@@ -124,6 +124,9 @@ pub struct Config {
     pub policy: PolicyConfig,
     /// Free space always left on the disk.
     pub reserve: u64,
+    /// Most bytes of fetched content to keep (`storage.capacity`); contents no longer targeted here are
+    /// evicted to make room, and beyond that new content is refused.
+    pub capacity: Option<u64>,
     /// Test-only misbehaviour.
     #[doc(hidden)]
     pub fault: Option<Fault>,
@@ -153,6 +156,7 @@ impl Config {
             transfer: TransferConfig::default(),
             policy: PolicyConfig::default(),
             reserve: 0,
+            capacity: None,
             fault: None,
         }
     }

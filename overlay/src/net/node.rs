@@ -57,6 +57,8 @@ const TICK: Duration = Duration::from_millis(250);
 const LOOKUP_INTERVAL: Duration = Duration::from_secs(10);
 /// Bootstrap redial back-off bounds.
 const BOOTSTRAP_BACKOFF: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(60));
+/// How long a content refused for lack of space waits before it is tried again.
+const REFUSED_RETRY: Duration = Duration::from_secs(60);
 /// Most pending have-updates per content before a flush is forced.
 const HAVE_FLUSH: usize = 256;
 
@@ -141,8 +143,8 @@ enum Fetch {
     Installing,
     /// In the scheduler.
     Active,
-    /// Could not be stored (e.g. no space).
-    Refused(String),
+    /// Could not be stored (e.g. no space); tried again after [`REFUSED_RETRY`].
+    Refused(String, Instant),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -176,6 +178,8 @@ pub struct Node {
     uploading: HashMap<InboundRequestId, PeerId>,
     fetches: BTreeMap<ContentId, Fetch>,
     held: BTreeMap<ContentId, Held>,
+    /// Contents this node published from where they lie (never evicted, not counted in the capacity).
+    published: BTreeSet<ContentId>,
     have_subscribers: BTreeMap<ContentId, BTreeSet<PeerId>>,
     have_outbox: BTreeMap<ContentId, Vec<u32>>,
     lookups: BTreeMap<ContentId, Instant>,
@@ -315,6 +319,7 @@ impl Node {
             uploading: HashMap::new(),
             fetches: BTreeMap::new(),
             held: BTreeMap::new(),
+            published: BTreeSet::new(),
             have_subscribers: BTreeMap::new(),
             have_outbox: BTreeMap::new(),
             lookups: BTreeMap::new(),
@@ -748,6 +753,7 @@ impl Node {
                 _ => Ok(m),
             }
         });
+        let checked = checked.and_then(|m| self.make_room(m.total_size()).map(|()| m));
         match checked {
             Ok(manifest) => {
                 self.fetches.insert(content, Fetch::Installing);
@@ -762,6 +768,11 @@ impl Node {
                     let _ = done.blocking_send(Done::Installed { content, result });
                 });
             }
+            Err(reason) if reason.starts_with("over storage.capacity") => {
+                warn!(content = %content, "content refused: {reason}");
+                self.fetches.insert(content, Fetch::Refused(reason, Instant::now()));
+                self.refresh_gauges();
+            }
             Err(reason) => {
                 warn!(%peer, content = %content, "bad manifest: {reason}");
                 self.scheduler_penalise(peer);
@@ -770,6 +781,37 @@ impl Node {
                 }
                 self.ask_manifest(content);
             }
+        }
+    }
+
+    /// Within `storage.capacity`, makes room for `size` more bytes by evicting stored contents no longer
+    /// targeted at this node; refuses when that is not enough.
+    fn make_room(&mut self, size: u64) -> Result<(), String> {
+        let Some(capacity) = self.cfg.capacity else { return Ok(()) };
+        let size_of = |n: &Self, c: &ContentId| n.catalogue.film(c).map(|f| f.publish.size).unwrap_or(0);
+        // Only content fetched into the data directory counts (not a distributor's own files).
+        let stored: Vec<ContentId> =
+            self.held.keys().filter(|c| !self.published.contains(c)).copied().collect();
+        let mut used: u64 = stored.iter().map(|c| size_of(self, c)).sum();
+        if used + size <= capacity {
+            return Ok(());
+        }
+        let evictable: Vec<ContentId> = stored
+            .into_iter()
+            .filter(|c| self.catalogue.film(c).is_none_or(|f| !self.targeted(&f.publish)))
+            .collect();
+        for c in evictable {
+            if used + size <= capacity {
+                break;
+            }
+            info!(content = %c, "evicting content no longer targeted here to stay within storage.capacity");
+            used -= size_of(self, &c).min(used);
+            self.remove_local(&c);
+        }
+        if used + size <= capacity {
+            Ok(())
+        } else {
+            Err(format!("over storage.capacity ({used} bytes stored + {size} needed > {capacity})"))
         }
     }
 
@@ -934,7 +976,9 @@ impl Node {
             Request::Sync { heads } => {
                 let theirs: BTreeMap<[u8; 32], u64> = heads.into_iter().collect();
                 let mut entries = Vec::new();
-                let keys: Vec<DistributorKey> = self.catalogue.trusted().copied().collect();
+                // Only keys the asker trusts (it listed them) and we trust too.
+                let keys: Vec<DistributorKey> =
+                    self.catalogue.trusted().filter(|k| theirs.contains_key(k.as_bytes())).copied().collect();
                 for key in keys {
                     let after = theirs.get(key.as_bytes()).copied().unwrap_or(0);
                     let room = MAX_SYNC_ENTRIES - entries.len();
@@ -1137,7 +1181,7 @@ impl Node {
                 Err(e) => {
                     warn!(content = %content, "cannot store content: {e}");
                     let _ = self.store.remove_content(&content);
-                    self.fetches.insert(content, Fetch::Refused(e.to_string()));
+                    self.fetches.insert(content, Fetch::Refused(e.to_string(), Instant::now()));
                     self.refresh_gauges();
                 }
             },
@@ -1247,6 +1291,20 @@ impl Node {
                 self.request_sync(peer);
             }
         }
+        // Contents refused for lack of space: try again now and then (space may have been freed).
+        let retry: Vec<ContentId> = self
+            .fetches
+            .iter()
+            .filter_map(|(c, f)| {
+                matches!(f, Fetch::Refused(_, t) if t.elapsed() >= REFUSED_RETRY).then_some(*c)
+            })
+            .collect();
+        for content in retry {
+            self.fetches.remove(&content);
+            if let Some(p) = self.catalogue.film(&content).map(|f| f.publish.clone()) {
+                self.maybe_fetch(&p);
+            }
+        }
         // Fetches waiting for a manifest, or starved of peers: look again.
         let contents: Vec<(ContentId, bool)> = self
             .fetches
@@ -1280,8 +1338,8 @@ impl Node {
 
     fn refresh_gauges(&mut self) {
         let complete = self.held.values().filter(|h| h.have == h.total).count();
-        let fetching = self.fetches.values().filter(|f| !matches!(f, Fetch::Refused(_))).count();
-        let refused = self.fetches.values().filter(|f| matches!(f, Fetch::Refused(_))).count();
+        let fetching = self.fetches.values().filter(|f| !matches!(f, Fetch::Refused(..))).count();
+        let refused = self.fetches.values().filter(|f| matches!(f, Fetch::Refused(..))).count();
         self.metrics.contents_complete.set(complete as i64);
         self.metrics.contents_fetching.set(fetching.saturating_sub(complete) as i64);
         self.metrics.contents_refused.set(refused as i64);
@@ -1369,6 +1427,7 @@ impl Node {
             .add_content(&manifest, ContentRoot::External(root), Have::Trusted)
             .map_err(|e| e.to_string())?;
         self.held.insert(content, Held { have: manifest.chunk_count(), total: manifest.chunk_count() });
+        self.published.insert(content);
         self.provide(&content);
         self.submit(entry)
     }
@@ -1407,7 +1466,7 @@ impl Node {
                 let state = match self.fetches.get(&p.content) {
                     _ if complete && self.cfg.role == Role::Distributor => "seeding".to_owned(),
                     _ if complete => "complete".to_owned(),
-                    Some(Fetch::Refused(reason)) => format!("refused: {reason}"),
+                    Some(Fetch::Refused(reason, _)) => format!("refused: {reason}"),
                     Some(Fetch::Waiting { .. }) | Some(Fetch::Installing) => "waiting".to_owned(),
                     Some(Fetch::Active) => "fetching".to_owned(),
                     None => "not-targeted".to_owned(),
