@@ -5,6 +5,7 @@
 //! | GET | `/status` | peer id, listen addresses, role, ISP, catalogue heads, disk free, recent hook runs |
 //! | GET | `/films` | the catalogue with local progress per content |
 //! | GET | `/peers` | connected peers: ISP, load, bytes up/down |
+//! | GET | `/fleet` | per content: which nodes have it, which are behind, which will miss the deadline |
 //! | GET | `/metrics` | Prometheus / OpenMetrics text: `cinemesh_*` and libp2p's metrics |
 //! | POST | `/publish` | `{path, manifest, entry}` (hex): seed a content from where it lies and gossip its Publish |
 //! | POST | `/catalogue` | `{entry}` (hex): apply and gossip a signed entry (withdraw, admit, revoke, policy) |
@@ -108,6 +109,7 @@ pub fn router(state: State) -> Router {
         .route("/status", get(status))
         .route("/films", get(films))
         .route("/peers", get(peers))
+        .route("/fleet", get(fleet))
         .route("/metrics", get(metrics))
         .route("/publish", post(publish))
         .route("/catalogue", post(catalogue))
@@ -139,6 +141,10 @@ async fn films(AxState(s): AxState<State>) -> Result<impl IntoResponse, ApiError
 
 async fn peers(AxState(s): AxState<State>) -> Result<impl IntoResponse, ApiError> {
     Ok(Json(s.client.peers().await?))
+}
+
+async fn fleet(AxState(s): AxState<State>) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(s.client.fleet().await?))
 }
 
 async fn metrics(AxState(s): AxState<State>) -> Result<impl IntoResponse, ApiError> {

@@ -125,6 +125,15 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The fleet view (run it against the distributor's node): per content, which cinemas have it, which
+    /// are behind, and which will miss the deadline at their current rate.
+    Fleet {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Recheck stored chunks (all contents or one); bad chunks are fetched again.
     Verify {
         #[command(flatten)]
@@ -390,6 +399,36 @@ pub fn run() -> anyhow::Result<ExitCode> {
                         p.load * 100.0,
                         ByteSize(p.bytes_up).to_string(),
                         ByteSize(p.bytes_down).to_string()
+                    );
+                }
+            }
+            anyhow::Ok(())
+        })?,
+        Command::Fleet { api, json } => runtime()?.block_on(async {
+            let fleet: Vec<cinemesh_overlay::net::fleet::FilmFleet> = get(&api, "/fleet").await?;
+            if json {
+                out!("{}", serde_json::to_string_pretty(&fleet)?);
+                return anyhow::Ok(());
+            }
+            for f in fleet {
+                out!(
+                    "{} {:<28} complete {}  behind {}  will miss deadline {}",
+                    &f.content_id[..12.min(f.content_id.len())],
+                    f.title.chars().take(28).collect::<String>(),
+                    f.complete,
+                    f.behind,
+                    f.will_miss_deadline
+                );
+                for n in f.nodes.iter().filter(|n| n.state != "complete") {
+                    let eta = n.eta_secs.map(|s| format!("{s:.0}s")).unwrap_or_else(|| "-".into());
+                    out!(
+                        "    {:<20} {:<12} {:>5.1}%  {:>10}/s  eta {:>7}  {}",
+                        n.name.clone().unwrap_or_else(|| n.peer_id.chars().take(20).collect()),
+                        n.isp.clone().unwrap_or_else(|| "-".into()),
+                        n.have as f64 * 100.0 / n.total.max(1) as f64,
+                        ByteSize(n.rate as u64).to_string(),
+                        eta,
+                        n.state
                     );
                 }
             }

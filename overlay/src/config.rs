@@ -224,6 +224,9 @@ pub struct GossipConfig {
     /// How often a node compares catalogue heads with a random connected peer (anti-entropy).
     #[serde(with = "human_duration")]
     pub anti_entropy_interval: Duration,
+    /// How often a node gossips its progress summary for the fleet view.
+    #[serde(with = "human_duration")]
+    pub fleet_interval: Duration,
 }
 
 impl Default for GossipConfig {
@@ -236,6 +239,7 @@ impl Default for GossipConfig {
             heartbeat: Duration::from_secs(1),
             max_transmit_size: ByteSize(64 * 1024),
             anti_entropy_interval: Duration::from_secs(30),
+            fleet_interval: Duration::from_secs(60),
         }
     }
 }
@@ -258,6 +262,11 @@ impl GossipConfig {
             !self.anti_entropy_interval.is_zero(),
             "gossip.anti_entropy_interval",
             "must be greater than zero",
+        )?;
+        check(
+            self.fleet_interval >= Duration::from_millis(100),
+            "gossip.fleet_interval",
+            "must be at least 100ms",
         )
     }
 }

@@ -567,3 +567,68 @@ async fn in_a_private_mesh_a_node_not_admitted_gets_no_catalogue_and_no_content(
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fleet_view_reports_a_node_that_is_behind() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let key = Keypair::generate(&mut rand::rngs::OsRng);
+    let trusted = [key.public()];
+    let fast_reports = |mut c: net::Config| {
+        c.gossip.fleet_interval = Duration::from_millis(300);
+        c
+    };
+    let distributor = LocalNode::start(fast_reports(node_config(
+        tmp.path(),
+        "distributor",
+        Role::Distributor,
+        "dc",
+        &trusted,
+    )))
+    .await?;
+    let mut c = fast_reports(node_config(tmp.path(), "quick", Role::Cinema, "isp-a", &trusted));
+    c.bootstrap = vec![distributor.addr.clone()];
+    let quick = LocalNode::start(c).await?;
+    let mut c = fast_reports(node_config(tmp.path(), "slow", Role::Cinema, "isp-b", &trusted));
+    c.bootstrap = vec![distributor.addr.clone()];
+    c.transfer.download_limit = Some(Rate(256.0 * 1024.0)); // 8 MiB would take 32 s
+    let slow = LocalNode::start(c).await?;
+
+    let film = tmp.path().join("film");
+    make_tree(&film, 8 << 20)?;
+    let manifest = Manifest::from_path(&film, CHUNK)?;
+    let id = manifest.id();
+    let body = Body::Publish(Publish {
+        content: id,
+        title: "release".into(),
+        size: manifest.total_size(),
+        chunk_size: manifest.chunk_size(),
+        chunks: manifest.chunk_count(),
+        targets: Targets::All,
+        deadline: Some(unix_now() + 15),
+    });
+    distributor.client.publish(manifest, content::base_dir(&film)?, sign(&key, 1, body)?).await?;
+    wait_complete(&quick, id).await?;
+
+    let client = distributor.client.clone();
+    let view = wait_for("the fleet view to flag the slow cinema", WAIT, || {
+        let client = client.clone();
+        async move {
+            let fleet = client.fleet().await?;
+            let film = fleet.into_iter().find(|f| f.content_id == id.to_hex());
+            Ok(film.filter(|f| {
+                let state = |name: &str| {
+                    f.nodes.iter().find(|n| n.name.as_deref() == Some(name)).map(|n| n.state.clone())
+                };
+                state("quick").as_deref() == Some("complete")
+                    && matches!(state("slow").as_deref(), Some("will-miss-deadline" | "behind"))
+            }))
+        }
+    })
+    .await?;
+    assert_eq!(view.complete, 1);
+    assert_eq!(view.behind + view.will_miss_deadline, 1);
+    for n in [slow, quick, distributor] {
+        n.stop().await?;
+    }
+    Ok(())
+}

@@ -39,6 +39,17 @@ impl TokenBucket {
         self.last = self.last.max(now);
     }
 
+    /// How long until the bucket is out of deficit (zero when tokens are there now). Callers that can hold
+    /// back work (e.g. not issue more requests) wait this long, then [`reserve`](Self::reserve).
+    pub fn wait(&mut self, now: Time) -> Duration {
+        self.refill(now);
+        if self.level >= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(-self.level / self.rate)
+        }
+    }
+
     /// Takes `bytes` now and returns how long to wait before sending them (zero when tokens were there).
     pub fn reserve(&mut self, now: Time, bytes: u64) -> Duration {
         self.refill(now);
@@ -76,6 +87,15 @@ mod tests {
         let t = Time::from_secs_f64(100.0);
         assert_eq!(b.reserve(t, 500), Duration::ZERO);
         assert_eq!(b.reserve(t, 1000), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn wait_says_when_the_deficit_is_paid() {
+        let mut b = TokenBucket::new(1000.0, 100.0, Time::ZERO);
+        assert_eq!(b.wait(Time::ZERO), Duration::ZERO);
+        assert_eq!(b.reserve(Time::ZERO, 600), Duration::from_millis(500));
+        assert_eq!(b.wait(Time::ZERO), Duration::from_millis(500));
+        assert_eq!(b.wait(Time::from_secs_f64(0.5)), Duration::ZERO);
     }
 
     #[test]

@@ -34,6 +34,7 @@ pub(crate) enum Command {
         content: Option<crate::ContentId>,
         reply: oneshot::Sender<Result<Vec<VerifyStatus>, String>>,
     },
+    Fleet(oneshot::Sender<Vec<super::fleet::FilmFleet>>),
     Shutdown,
 }
 
@@ -195,6 +196,11 @@ impl Client {
     /// Re-verifies stored chunks (all contents, or one); bad chunks are unmarked and fetched again.
     pub async fn verify(&self, content: Option<crate::ContentId>) -> Result<Vec<VerifyStatus>, NetError> {
         self.ask(|reply| Command::Verify { content, reply }).await?.map_err(NetError::Refused)
+    }
+
+    /// The fleet view: per content, which nodes have it, which are behind, which will miss the deadline.
+    pub async fn fleet(&self) -> Result<Vec<super::fleet::FilmFleet>, NetError> {
+        self.ask(Command::Fleet).await
     }
 
     /// Asks the node to stop; returns once the request is queued (await the node's task to see it end).

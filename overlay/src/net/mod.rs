@@ -12,10 +12,12 @@
 //! - [`protocol`]: the chunk-transfer wire protocol.
 //! - [`node`]: the event loop.
 //! - [`client`]: the handle and the status types it returns.
+//! - [`fleet`]: progress reports gossiped by every node, and the fleet view built from them.
 //! - [`metrics`]: `cinemesh_*` Prometheus metrics.
 
 pub mod behaviour;
 pub mod client;
+pub mod fleet;
 pub mod metrics;
 pub mod node;
 pub mod protocol;

@@ -32,6 +32,7 @@ use tracing::{debug, info, warn};
 
 use super::behaviour::{build_swarm, Behaviour, BehaviourEvent, CATALOGUE_TOPIC};
 use super::client::{Command, FilmStatus, Head, PeerStatus, Status, VerifyStatus};
+use super::fleet::{self, Fleet};
 use super::metrics::{self, Metrics};
 use super::protocol::{NodeInfo, Request, Response, MAX_HAVE_CHUNKS, MAX_SYNC_ENTRIES, MAX_SYNC_HEADS};
 use super::{Client, Config, Fault, NetError, Role};
@@ -100,12 +101,6 @@ enum Done {
     Installed {
         content: ContentId,
         result: Result<Bitfield, StoreError>,
-    },
-    /// A chunk request held back by the download limit may go now.
-    Delayed {
-        peer: PeerId,
-        content: ContentId,
-        chunk: u32,
     },
     Verified {
         results: Vec<(ContentId, Result<Bitfield, StoreError>)>,
@@ -186,6 +181,11 @@ pub struct Node {
     listen: Vec<Multiaddr>,
     bootstrap: Vec<(Multiaddr, Option<PeerId>, Instant, Duration)>,
     last_sync: Instant,
+    /// When the download limit lets [`drive`](Self::drive) ask the core for more requests.
+    next_drive: Option<Instant>,
+    fleet: Fleet,
+    last_report: Option<Instant>,
+    report_prev: BTreeMap<ContentId, u32>,
     last_kad_bootstrap: Option<Instant>,
     last_rate: (Instant, u64, u64),
     bytes_total: (u64, u64),
@@ -273,6 +273,12 @@ impl Node {
             .gossipsub
             .subscribe(&topic)
             .map_err(|e| NetError::Setup(format!("subscribe: {e}")))?;
+        let fleet_topic = gossipsub::IdentTopic::new(fleet::FLEET_TOPIC);
+        swarm
+            .behaviour_mut()
+            .gossipsub
+            .subscribe(&fleet_topic)
+            .map_err(|e| NetError::Setup(format!("subscribe: {e}")))?;
         for addr in &cfg.listen {
             swarm
                 .listen_on(addr.clone())
@@ -326,6 +332,10 @@ impl Node {
             listen: Vec::new(),
             bootstrap,
             last_sync: now,
+            next_drive: None,
+            fleet: Fleet::default(),
+            last_report: None,
+            report_prev: BTreeMap::new(),
             last_kad_bootstrap: None,
             last_rate: (now, 0, 0),
             bytes_total: (0, 0),
@@ -394,7 +404,11 @@ impl Node {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let wake = self.scheduler.poll_timeout().map(|t| t.saturating_since(self.now())).unwrap_or(TICK);
+            let mut wake =
+                self.scheduler.poll_timeout().map(|t| t.saturating_since(self.now())).unwrap_or(TICK);
+            if let Some(at) = self.next_drive.take() {
+                wake = wake.min(at.saturating_duration_since(Instant::now()));
+            }
             tokio::select! {
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
                 command = self.commands.recv() => match command {
@@ -425,30 +439,23 @@ impl Node {
 
     fn drive(&mut self) {
         let now = self.now();
-        while let Some(output) = self.scheduler.poll_output(now) {
+        loop {
+            // Under a download limit, ask the core for more only once the bucket is out of deficit.
+            if let Some(b) = &mut self.down_limit {
+                let wait = b.wait(now);
+                if !wait.is_zero() {
+                    self.next_drive = Some(Instant::now() + wait);
+                    return;
+                }
+            }
+            let Some(output) = self.scheduler.poll_output(now) else { break };
             match output {
                 Output::Request { peer, content, chunk } => {
-                    let wait = match &mut self.down_limit {
-                        Some(b) => {
-                            let size =
-                                self.catalogue.film(&content).map(|f| f.publish.chunk_size).unwrap_or(0);
-                            b.reserve(now, size as u64)
-                        }
-                        None => Duration::ZERO,
-                    };
-                    if wait.is_zero() {
-                        self.send(
-                            peer,
-                            Request::Chunk { content, index: chunk },
-                            Pending::Chunk(content, chunk),
-                        );
-                    } else {
-                        let done = self.done_tx.clone();
-                        tokio::spawn(async move {
-                            tokio::time::sleep(wait).await;
-                            let _ = done.send(Done::Delayed { peer, content, chunk }).await;
-                        });
+                    if let Some(b) = &mut self.down_limit {
+                        let size = self.catalogue.film(&content).map(|f| f.publish.chunk_size).unwrap_or(0);
+                        b.reserve(now, size as u64);
                     }
+                    self.send(peer, Request::Chunk { content, index: chunk }, Pending::Chunk(content, chunk));
                 }
                 Output::Cancel { .. } => {
                     // request-response cannot cancel a stream; the late answer is ignored by the core.
@@ -570,7 +577,11 @@ impl Node {
                 message_id,
                 message,
             }) => {
-                self.on_gossip(propagation_source, message_id, message.data);
+                if message.topic == gossipsub::IdentTopic::new(fleet::FLEET_TOPIC).hash() {
+                    self.on_fleet_report(propagation_source, message_id, message.source, &message.data);
+                } else {
+                    self.on_gossip(propagation_source, message_id, message.data);
+                }
             }
             BehaviourEvent::Xfer(event) => self.on_xfer_event(event),
             _ => {}
@@ -614,6 +625,62 @@ impl Node {
             }
         };
         self.swarm.behaviour_mut().gossipsub.report_message_validation_result(&id, &source, acceptance);
+    }
+
+    fn on_fleet_report(
+        &mut self,
+        via: PeerId,
+        id: gossipsub::MessageId,
+        source: Option<PeerId>,
+        data: &[u8],
+    ) {
+        let acceptance = match (source, fleet::Report::decode(data)) {
+            (Some(src), Ok(report))
+                if !self.revoked(&src) && (!self.catalogue.has_members() || self.allowed(&src)) =>
+            {
+                self.fleet.record(src.to_string(), report);
+                gossipsub::MessageAcceptance::Accept
+            }
+            (_, Err(e)) => {
+                debug!(peer = %via, "fleet report rejected: {e}");
+                gossipsub::MessageAcceptance::Reject
+            }
+            _ => gossipsub::MessageAcceptance::Ignore,
+        };
+        self.swarm.behaviour_mut().gossipsub.report_message_validation_result(&id, &via, acceptance);
+    }
+
+    /// Our progress summary; also recorded in our own fleet view.
+    fn report_progress(&mut self) {
+        let now = Instant::now();
+        let elapsed = self.last_report.map(|t| t.elapsed().as_secs_f64()).unwrap_or(0.0);
+        self.last_report = Some(now);
+        let mut contents = Vec::new();
+        let mut prev = BTreeMap::new();
+        // Unfinished first: they are what the fleet view is for.
+        let mut held: Vec<(ContentId, Held)> = self.held.iter().map(|(c, h)| (*c, *h)).collect();
+        held.sort_by_key(|(_, h)| h.have == h.total);
+        for (content, h) in held.into_iter().take(fleet::MAX_REPORT_CONTENTS) {
+            let chunk = self.catalogue.film(&content).map(|f| f.publish.chunk_size).unwrap_or(0) as f64;
+            let before = self.report_prev.get(&content).copied().unwrap_or(h.have);
+            let rate =
+                if elapsed > 0.0 { h.have.saturating_sub(before) as f64 * chunk / elapsed } else { 0.0 };
+            prev.insert(content, h.have);
+            contents.push(fleet::ContentProgress { content, have: h.have, total: h.total, rate });
+        }
+        self.report_prev = prev;
+        let report = fleet::Report {
+            role: self.cfg.role.as_str().to_owned(),
+            name: self.cfg.name.clone(),
+            isp: self.own_locality().isp,
+            issued_at: unix_now(),
+            contents,
+        };
+        let topic = gossipsub::IdentTopic::new(fleet::FLEET_TOPIC);
+        if let Err(e) = self.swarm.behaviour_mut().gossipsub.publish(topic, report.encode()) {
+            debug!("fleet report not published: {e}");
+        }
+        self.fleet.record(self.me.to_string(), report);
     }
 
     /// Applies an entry, persists what was applied and acts on it. `Ok(true)` when it was held for a gap.
@@ -1185,13 +1252,6 @@ impl Node {
                     self.refresh_gauges();
                 }
             },
-            Done::Delayed { peer, content, chunk } => {
-                if self.swarm.is_connected(&peer) {
-                    self.send(peer, Request::Chunk { content, index: chunk }, Pending::Chunk(content, chunk));
-                } else {
-                    self.scheduler.chunk_failed(now, &peer, &content, chunk, Failure::Io);
-                }
-            }
             Done::Verified { results, reply } => {
                 let mut out = Vec::new();
                 for (content, result) in results {
@@ -1260,6 +1320,9 @@ impl Node {
 
     fn on_tick(&mut self) {
         self.flush_haves();
+        if self.last_report.is_none_or(|t| t.elapsed() >= self.cfg.gossip.fleet_interval) {
+            self.report_progress();
+        }
         self.apply_limits();
         let now_i = Instant::now();
         // Bootstrap peers: redial with exponential back-off until connected.
@@ -1387,6 +1450,9 @@ impl Node {
                         .collect();
                     let _ = done.blocking_send(Done::Verified { results, reply });
                 });
+            }
+            Command::Fleet(reply) => {
+                let _ = reply.send(self.fleet.view(&self.catalogue, unix_now()));
             }
             Command::Shutdown => {}
         }
