@@ -57,7 +57,8 @@ fn split_number(s: &str) -> (&str, &str) {
 impl FromStr for ByteSize {
     type Err = ParseUnitError;
     fn from_str(input: &str) -> Result<Self, Self::Err> {
-        let err = |reason| ParseUnitError { input: input.to_owned(), what: "a size (e.g. 4MiB, 150GB)", reason };
+        let err =
+            |reason| ParseUnitError { input: input.to_owned(), what: "a size (e.g. 4MiB, 150GB)", reason };
         let (num, unit) = split_number(input.trim());
         let value: f64 = num.parse().map_err(|_| err("no number"))?;
         let mult: f64 = match unit.to_ascii_lowercase().as_str() {
@@ -82,7 +83,8 @@ impl FromStr for ByteSize {
 
 impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const UNITS: [(&str, u64); 4] = [("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
+        const UNITS: [(&str, u64); 4] =
+            [("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
         for (name, size) in UNITS {
             if self.0 >= size && self.0 % size == 0 {
                 return write!(f, "{}{}", self.0 / size, name);
@@ -135,7 +137,9 @@ impl FromStr for Rate {
             "Gbit" | "gbit" | "Gb" => bits(1e9),
             other => match other.parse::<ByteSize>() {
                 Ok(_) => format!("{value}{other}").parse::<ByteSize>().map_err(|_| err("bad unit"))?.0 as f64,
-                Err(_) => return Err(err("unknown unit; use B/s, kB/s, MB/s, MiB/s, GB/s, kbit/s, Mbit/s, Gbit/s")),
+                Err(_) => {
+                    return Err(err("unknown unit; use B/s, kB/s, MB/s, MiB/s, GB/s, kbit/s, Mbit/s, Gbit/s"))
+                }
             },
         };
         if !bytes.is_finite() || bytes < 0.0 {
@@ -194,8 +198,9 @@ pub mod human_duration {
     /// Deserialize from e.g. `30s`, `500ms`, `2m`.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let s = String::deserialize(d)?;
-        humantime::parse_duration(&s)
-            .map_err(|e| serde::de::Error::custom(format!("{e} in {s:?} (expected e.g. \"30s\", \"500ms\", \"2m\")")))
+        humantime::parse_duration(&s).map_err(|e| {
+            serde::de::Error::custom(format!("{e} in {s:?} (expected e.g. \"30s\", \"500ms\", \"2m\")"))
+        })
     }
 }
 
@@ -249,7 +254,11 @@ impl GossipConfig {
             "gossip.max_transmit_size",
             "must be between 1KiB and 16MiB",
         )?;
-        check(!self.anti_entropy_interval.is_zero(), "gossip.anti_entropy_interval", "must be greater than zero")
+        check(
+            !self.anti_entropy_interval.is_zero(),
+            "gossip.anti_entropy_interval",
+            "must be greater than zero",
+        )
     }
 }
 
@@ -325,10 +334,16 @@ impl TransferConfig {
             "transfer.max_requests_total",
             "must be >= transfer.max_requests_per_peer",
         )?;
-        check((1..=1024).contains(&self.upload_slots), "transfer.upload_slots", "must be between 1 and 1024")?;
+        check(
+            (1..=1024).contains(&self.upload_slots),
+            "transfer.upload_slots",
+            "must be between 1 and 1024",
+        )?;
         check(!self.request_timeout.is_zero(), "transfer.request_timeout", "must be greater than zero")?;
         check(self.endgame_chunks <= 4096, "transfer.endgame_chunks", "must be <= 4096")?;
-        for (field, limit) in [("transfer.upload_limit", self.upload_limit), ("transfer.download_limit", self.download_limit)] {
+        for (field, limit) in
+            [("transfer.upload_limit", self.upload_limit), ("transfer.download_limit", self.download_limit)]
+        {
             if let Some(r) = limit {
                 check(r.0 >= 1024.0, field, "must be at least 1KiB/s (omit it for unlimited)")?;
             }
