@@ -135,8 +135,8 @@ impl FromStr for Rate {
             "kbit" | "Kbit" | "kb" => bits(1e3),
             "Mbit" | "mbit" | "Mb" => bits(1e6),
             "Gbit" | "gbit" | "Gb" => bits(1e9),
-            other => match other.parse::<ByteSize>() {
-                Ok(_) => format!("{value}{other}").parse::<ByteSize>().map_err(|_| err("bad unit"))?.0 as f64,
+            other => match format!("1{other}").parse::<ByteSize>() {
+                Ok(unit) => value * unit.0 as f64,
                 Err(_) => {
                     return Err(err("unknown unit; use B/s, kB/s, MB/s, MiB/s, GB/s, kbit/s, Mbit/s, Gbit/s"))
                 }

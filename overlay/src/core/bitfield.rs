@@ -95,6 +95,12 @@ impl Bitfield {
         was
     }
 
+    /// The packed 64-bit words, chunk `i` = bit `i % 64` of word `i / 64`; bits beyond `len` are zero.
+    /// For word-parallel set operations (the scheduler ANDs a peer's bits with its candidates).
+    pub fn words(&self) -> &[u64] {
+        &self.words
+    }
+
     /// Indices held, ascending.
     pub fn iter_ones(&self) -> impl Iterator<Item = u32> + '_ {
         self.words.iter().enumerate().flat_map(|(wi, &w)| {
@@ -177,7 +183,7 @@ mod tests {
         let bytes = b.to_bytes();
         assert_eq!(bytes.len(), 9);
         assert_eq!(Bitfield::from_bytes(70, &bytes).unwrap(), b);
-        assert!(Bitfield::from_bytes(71, &bytes).is_err());
+        assert!(Bitfield::from_bytes(80, &bytes).is_err());
         let mut stray = bytes.clone();
         stray[8] |= 0x80;
         assert!(Bitfield::from_bytes(70, &stray).is_err());

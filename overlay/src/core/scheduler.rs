@@ -1,13 +1,78 @@
 //! The chunk scheduler: which chunk to ask of which peer.
 //!
-//! API fixed; implementation in progress (see the foundation issue).
+//! Sans-io: inputs are method calls carrying `now`, decisions come out of [`Scheduler::poll_output`]
+//! (call it until `None` after every input), timers through [`Scheduler::poll_timeout`] /
+//! [`Scheduler::handle_timeout`]. Deterministic for a seed: the only randomness is a `ChaCha8Rng` seeded
+//! in [`Scheduler::new`], and every ordered structure is a `BTreeMap`/`BTreeSet`/`Vec`.
+//!
+//! ## The pick: peer first, then its rarest chunk
+//!
+//! A decision starts from the *peer*, not the chunk. The scheduler keeps a `ready` set of peers that can
+//! take a request now (below `max_requests_per_peer`, not backing off after a busy answer, not banned for
+//! corruption, and not known to have nothing we need), ordered by [`policy::score`](super::policy::score)
+//! with a random tie-break drawn each time the peer's entry is refreshed. `poll_output` takes the best
+//! ready peer and gives it, walking contents in deadline order (earlier first, `None` last, then order
+//! added), the rarest chunk of that content the peer holds that is missing and not in flight (see
+//! [`rarity`](super::rarity): availability buckets, random tie-break, word-parallel fallback). A peer
+//! holding nothing useful is marked idle and leaves the set until its bitfield gains a useful bit or one of
+//! its chunks is re-queued. Because peers are served best first, the chunk given to a peer also went to the
+//! best-scoring ready peer holding it: the same-ISP, low-load, fast peers fill their slots first and the
+//! others take what the total budget leaves. Cost per decision: O(log peers) for the set plus a few bit
+//! tests for the chunk (bounded by about chunks/64 word operations in the worst case) — no per-decision
+//! scan of all peers or all chunks.
+//!
+//! ## End-game
+//!
+//! When a content has no chunk left that is missing and not in flight (and every missing chunk is held by
+//! some peer), and no more than `transfer.endgame_chunks` chunks are missing, a ready peer with nothing else
+//! to do is also asked for an in-flight chunk it holds, at most [`ENDGAME_PEERS_PER_CHUNK`] peers per chunk
+//! (fewest requests first). When the chunk arrives, the other requests for it are cancelled
+//! ([`Output::Cancel`]). Duplicates count towards both in-flight limits.
+//!
+//! ## Failures and timers
+//!
+//! Corrupt: [`Output::Penalise`], the peer is banned for `transfer.corrupt_ban`, the chunk re-queued. Busy:
+//! back off `busy_backoff * (1 + load)` and remember the load (it lowers the score). Missing: the peer's bit
+//! is cleared. Io and request timeouts: re-queued, counted as a failure of the peer, whose throughput
+//! estimate is halved.
+//!
+//! ## Throughput
+//!
+//! Each answered request gives a sample `bytes / (now - sent)`, folded into a per-peer EWMA (alpha
+//! [`EWMA_ALPHA`]). The score uses it relative to a reference: the best EWMA seen, raised (and every ready
+//! peer re-scored) when some peer beats it by 25%, so re-scoring happens O(log) times, not per chunk.
+//!
+//! ## Bounds and memory
+//!
+//! Requests in flight are bounded by `max_requests_total`; the output queue holds at most the cancels,
+//! penalties and completions caused by one input. Per content being fetched: about 10.25 bytes per chunk
+//! (availability, bucket index, candidates) plus one bitfield per connected peer that sent one; all of it
+//! is dropped when the content completes (a seeder keeps nothing but its own bitfield). Bitfields and haves
+//! for a content that is not being fetched (unknown or complete) are ignored: call
+//! [`Scheduler::add_content`] first, then feed the peers' bitfields.
 
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt::Debug;
 use std::hash::Hash;
 
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::policy::{self, ScoreInputs};
+use super::rarity::Rarity;
 use crate::config::{PolicyConfig, TransferConfig};
 use crate::core::{Bitfield, Locality};
 use crate::{ContentId, Time};
+
+/// In end-game, at most this many peers are asked for the same chunk at once.
+pub const ENDGAME_PEERS_PER_CHUNK: usize = 2;
+
+/// Weight of a new sample in a peer's throughput EWMA.
+pub const EWMA_ALPHA: f64 = 0.3;
+
+/// Throughput relative to the best peer assumed for a peer never measured.
+const UNMEASURED_THROUGHPUT: f64 = 0.5;
 
 /// What identifies a peer to the core: libp2p's `PeerId` in the node, a `u32` in the simulator.
 pub trait PeerKey: Clone + Eq + Hash + Ord + Debug {}
@@ -84,68 +149,848 @@ pub struct Progress {
     pub in_flight: u32,
 }
 
+/// Counters for metrics: the core bumps them, the node exports them, the simulator reports them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Requests emitted (end-game duplicates included).
+    pub requests: u64,
+    /// Of them, end-game duplicates (a second peer asked for an in-flight chunk).
+    pub endgame_requests: u64,
+    /// Chunks received that answered a request of ours.
+    pub received: u64,
+    /// Chunks received for a chunk already held (a late end-game duplicate, say): ignored.
+    pub duplicates: u64,
+    /// Chunks received, not held, but not requested from that peer (e.g. after a timeout or a cancel):
+    /// they are verified and durable, so they are marked held rather than fetched again.
+    pub unsolicited: u64,
+    /// Corrupt answers (peer penalised and banned).
+    pub corrupt: u64,
+    /// Busy answers.
+    pub busy: u64,
+    /// "I do not have it" answers.
+    pub missing: u64,
+    /// Stream or connection failures.
+    pub io: u64,
+    /// Requests expired after `transfer.request_timeout`.
+    pub timeouts: u64,
+    /// Cancels emitted (end-game duplicates served by another peer).
+    pub cancels: u64,
+    /// Inputs ignored because they named an unknown peer or content, a chunk out of range, or a bitfield of
+    /// the wrong length.
+    pub ignored: u64,
+}
+
+/// A request in flight.
+#[derive(Debug, Clone, Copy)]
+struct Req {
+    sent: Time,
+    seq: u64,
+}
+
+/// (content slot, chunk, peer index).
+type ReqKey = (u32, u32, u32);
+
+/// Order in the ready set: best score first, then a random draw, then the index.
+type ReadyKey = (Reverse<u64>, u64, u32);
+
+#[derive(Debug)]
+struct Content {
+    id: ContentId,
+    deadline: Option<Time>,
+    seq: u64,
+    have: Bitfield,
+    in_flight: u32,
+    endgame: bool,
+    /// `None` once complete.
+    rarity: Option<Rarity>,
+}
+
+impl Content {
+    fn missing(&self) -> u32 {
+        self.have.len() - self.have.count()
+    }
+
+    fn priority(&self) -> (bool, Option<Time>, u64) {
+        (self.deadline.is_none(), self.deadline, self.seq)
+    }
+}
+
+#[derive(Debug)]
+struct Peer<P> {
+    key: P,
+    same_site: bool,
+    same_isp: bool,
+    load: f64,
+    ewma: Option<f64>,
+    in_flight: u32,
+    failures: u64,
+    /// Busy back-off or corruption ban in force until `blocked_until`.
+    blocked: bool,
+    blocked_until: Time,
+    /// Known to hold nothing we can ask for.
+    idle: bool,
+    ready_key: Option<ReadyKey>,
+    /// Bitfield per content slot.
+    have: Vec<Option<Bitfield>>,
+}
+
+impl<P> Peer<P> {
+    fn bits(&self, slot: u32) -> Option<&Bitfield> {
+        self.have.get(slot as usize).and_then(Option::as_ref)
+    }
+}
+
 /// The scheduler. Generic over the peer key; deterministic for a seed.
 #[derive(Debug)]
 pub struct Scheduler<P: PeerKey> {
-    _p: std::marker::PhantomData<P>,
+    transfer: TransferConfig,
+    policy: PolicyConfig,
+    local: Locality,
+    rng: ChaCha8Rng,
+    contents: Vec<Option<Content>>,
+    content_index: BTreeMap<ContentId, u32>,
+    /// Slots of contents in priority order.
+    order: Vec<u32>,
+    next_content_seq: u64,
+    peers: Vec<Option<Peer<P>>>,
+    peer_index: BTreeMap<P, u32>,
+    free_peers: Vec<u32>,
+    ready: BTreeSet<ReadyKey>,
+    blocked: BTreeSet<(Time, u32)>,
+    requests: BTreeMap<ReqKey, Req>,
+    deadlines: BTreeMap<(Time, u64), ReqKey>,
+    next_req_seq: u64,
+    out: VecDeque<Output<P>>,
+    tp_ref: f64,
+    stats: Stats,
 }
 
-#[allow(unused_variables, clippy::todo)]
 impl<P: PeerKey> Scheduler<P> {
     /// A scheduler for a node at `local`, with the given limits and weights and RNG seed.
     pub fn new(transfer: &TransferConfig, policy: &PolicyConfig, local: Locality, seed: u64) -> Self {
-        todo!()
+        Self {
+            transfer: transfer.clone(),
+            policy: policy.clone(),
+            local,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            contents: Vec::new(),
+            content_index: BTreeMap::new(),
+            order: Vec::new(),
+            next_content_seq: 0,
+            peers: Vec::new(),
+            peer_index: BTreeMap::new(),
+            free_peers: Vec::new(),
+            ready: BTreeSet::new(),
+            blocked: BTreeSet::new(),
+            requests: BTreeMap::new(),
+            deadlines: BTreeMap::new(),
+            next_req_seq: 0,
+            out: VecDeque::new(),
+            tp_ref: 0.0,
+            stats: Stats::default(),
+        }
     }
+
     /// Start fetching a content; `have` is what is already held (verified) locally.
-    pub fn add_content(&mut self, now: Time, spec: ContentSpec, have: Bitfield) {
-        todo!()
+    ///
+    /// Adding a content already present only updates its deadline. If `have` is not `spec.chunks` long, the
+    /// chunks of it that are in range count as held.
+    pub fn add_content(&mut self, _now: Time, spec: ContentSpec, have: Bitfield) {
+        if let Some(&slot) = self.content_index.get(&spec.id) {
+            if let Some(c) = self.contents[slot as usize].as_mut() {
+                c.deadline = spec.deadline;
+            }
+            self.sort_order();
+            return;
+        }
+        let have = if have.len() == spec.chunks {
+            have
+        } else {
+            let mut b = Bitfield::new(spec.chunks);
+            for i in have.iter_ones() {
+                b.set(i);
+            }
+            b
+        };
+        let complete = have.is_complete();
+        let rarity = (!complete).then(|| Rarity::new(&have));
+        let content = Content {
+            id: spec.id,
+            deadline: spec.deadline,
+            seq: self.next_content_seq,
+            have,
+            in_flight: 0,
+            endgame: false,
+            rarity,
+        };
+        self.next_content_seq += 1;
+        let slot = match self.contents.iter().position(Option::is_none) {
+            Some(s) => {
+                self.contents[s] = Some(content);
+                s as u32
+            }
+            None => {
+                self.contents.push(Some(content));
+                (self.contents.len() - 1) as u32
+            }
+        };
+        self.content_index.insert(spec.id, slot);
+        self.order.push(slot);
+        self.sort_order();
+        if complete {
+            self.out.push_back(Output::Complete { content: spec.id });
+        } else {
+            self.update_endgame(slot);
+        }
     }
+
+    fn sort_order(&mut self) {
+        let contents = &self.contents;
+        self.order.sort_by_key(|&s| contents[s as usize].as_ref().map(Content::priority));
+    }
+
     /// Stop fetching a content (withdrawn); its requests in flight are forgotten.
     pub fn remove_content(&mut self, content: &ContentId) {
-        todo!()
+        let Some(slot) = self.content_index.remove(content) else { return };
+        let keys: Vec<ReqKey> =
+            self.requests.range((slot, 0, 0)..=(slot, u32::MAX, u32::MAX)).map(|(k, _)| *k).collect();
+        for k in keys {
+            self.remove_request(k);
+        }
+        self.contents[slot as usize] = None;
+        self.order.retain(|&s| s != slot);
+        for p in self.peers.iter_mut().flatten() {
+            if let Some(b) = p.have.get_mut(slot as usize) {
+                *b = None;
+            }
+        }
+        // A content gone may make the pending outputs about it moot, but they stay correct to deliver.
     }
-    /// A peer connected.
-    pub fn peer_joined(&mut self, now: Time, peer: P, locality: Locality) {
-        todo!()
+
+    /// A peer connected. A peer already known only has its locality updated.
+    pub fn peer_joined(&mut self, _now: Time, peer: P, locality: Locality) {
+        let same_site = self.local.same_site(&locality);
+        let same_isp = self.local.same_isp(&locality);
+        if let Some(&idx) = self.peer_index.get(&peer) {
+            if let Some(p) = self.peers[idx as usize].as_mut() {
+                p.same_site = same_site;
+                p.same_isp = same_isp;
+            }
+            self.refresh(idx);
+            return;
+        }
+        let state = Peer {
+            key: peer.clone(),
+            same_site,
+            same_isp,
+            load: 0.0,
+            ewma: None,
+            in_flight: 0,
+            failures: 0,
+            blocked: false,
+            blocked_until: Time::ZERO,
+            idle: false,
+            ready_key: None,
+            have: Vec::new(),
+        };
+        let idx = match self.free_peers.pop() {
+            Some(i) => {
+                self.peers[i as usize] = Some(state);
+                i
+            }
+            None => {
+                self.peers.push(Some(state));
+                (self.peers.len() - 1) as u32
+            }
+        };
+        self.peer_index.insert(peer, idx);
+        self.refresh(idx);
     }
+
     /// A peer disconnected: its requests in flight are re-queued.
-    pub fn peer_left(&mut self, now: Time, peer: &P) {
-        todo!()
+    pub fn peer_left(&mut self, _now: Time, peer: &P) {
+        let Some(idx) = self.peer_index.remove(peer) else { return };
+        let have = match self.peers[idx as usize].as_mut() {
+            Some(p) => std::mem::take(&mut p.have),
+            None => return,
+        };
+        for (slot, bits) in have.iter().enumerate() {
+            if let Some(bits) = bits {
+                self.account(slot as u32, bits, None);
+            }
+        }
+        let keys: Vec<ReqKey> = self.requests.keys().filter(|k| k.2 == idx).copied().collect();
+        for k in keys {
+            self.remove_request(k);
+            self.requeue(k.0, k.1);
+        }
+        if let Some(p) = self.peers[idx as usize].take() {
+            if let Some(k) = p.ready_key {
+                self.ready.remove(&k);
+            }
+            if p.blocked {
+                self.blocked.remove(&(p.blocked_until, idx));
+            }
+        }
+        self.free_peers.push(idx);
     }
-    /// A peer's full bitfield for a content.
-    pub fn peer_bitfield(&mut self, now: Time, peer: &P, content: &ContentId, have: Bitfield) {
-        todo!()
+
+    /// Adds (`new`) and/or removes (`old`) a peer's bits from a content's availability counts. Chunks held
+    /// locally are skipped.
+    fn account(&mut self, slot: u32, old: &Bitfield, new: Option<&Bitfield>) {
+        let Some(c) = self.contents.get_mut(slot as usize).and_then(Option::as_mut) else { return };
+        let Some(r) = c.rarity.as_mut() else { return };
+        let empty: &[u64] = &[];
+        let new_words = new.map_or(empty, Bitfield::words);
+        for (wi, (&o, &h)) in old.words().iter().zip(c.have.words()).enumerate() {
+            let n = new_words.get(wi).copied().unwrap_or(0);
+            let mut diff = (o ^ n) & !h;
+            while diff != 0 {
+                let b = diff.trailing_zeros();
+                diff &= diff - 1;
+                let chunk = wi as u32 * 64 + b;
+                if n & (1 << b) != 0 {
+                    r.inc(chunk);
+                } else {
+                    r.dec(chunk);
+                }
+            }
+        }
     }
+
+    fn lookup(&self, peer: &P, content: &ContentId) -> Option<(u32, u32)> {
+        let idx = *self.peer_index.get(peer)?;
+        let slot = *self.content_index.get(content)?;
+        Some((idx, slot))
+    }
+
+    /// A peer's full bitfield for a content (ignored for a content not being fetched, or of the wrong
+    /// length).
+    pub fn peer_bitfield(&mut self, _now: Time, peer: &P, content: &ContentId, have: Bitfield) {
+        let Some((idx, slot)) = self.lookup(peer, content) else {
+            self.stats.ignored += 1;
+            return;
+        };
+        let Some(c) = self.contents[slot as usize].as_ref() else { return };
+        if c.rarity.is_none() {
+            return;
+        }
+        if have.len() != c.have.len() {
+            self.stats.ignored += 1;
+            return;
+        }
+        let Some(p) = self.peers[idx as usize].as_mut() else { return };
+        if p.have.len() <= slot as usize {
+            p.have.resize_with(slot as usize + 1, || None);
+        }
+        let old = p.have[slot as usize].take().unwrap_or_else(|| Bitfield::new(have.len()));
+        self.account(slot, &old, Some(&have));
+        if let Some(p) = self.peers[idx as usize].as_mut() {
+            p.have[slot as usize] = Some(have);
+        }
+        self.wake(idx);
+    }
+
     /// A peer now has one more chunk.
-    pub fn peer_has(&mut self, now: Time, peer: &P, content: &ContentId, chunk: u32) {
-        todo!()
+    pub fn peer_has(&mut self, _now: Time, peer: &P, content: &ContentId, chunk: u32) {
+        let Some((idx, slot)) = self.lookup(peer, content) else {
+            self.stats.ignored += 1;
+            return;
+        };
+        let Some(c) = self.contents[slot as usize].as_mut() else { return };
+        let Some(r) = c.rarity.as_mut() else { return };
+        let n = c.have.len();
+        if chunk >= n {
+            self.stats.ignored += 1;
+            return;
+        }
+        let Some(p) = self.peers[idx as usize].as_mut() else { return };
+        if p.have.len() <= slot as usize {
+            p.have.resize_with(slot as usize + 1, || None);
+        }
+        let bits = p.have[slot as usize].get_or_insert_with(|| Bitfield::new(n));
+        if !bits.set(chunk) || c.have.get(chunk) {
+            return;
+        }
+        r.inc(chunk);
+        if p.idle && (r.is_candidate(chunk) || c.endgame) {
+            self.wake(idx);
+        }
     }
+
     /// A peer reported its load (0..=1).
-    pub fn peer_load(&mut self, now: Time, peer: &P, load: f32) {
-        todo!()
+    pub fn peer_load(&mut self, _now: Time, peer: &P, load: f32) {
+        let Some(&idx) = self.peer_index.get(peer) else { return };
+        if let Some(p) = self.peers[idx as usize].as_mut() {
+            p.load = clamp_load(load);
+        }
+        self.refresh(idx);
     }
+
     /// A chunk arrived from `peer`, verified and durable; `bytes` is its length (for throughput).
+    ///
+    /// A chunk already held is ignored (counted in [`Stats::duplicates`]); one not requested from that peer
+    /// but not held is marked held (counted in [`Stats::unsolicited`]) since it is verified and durable.
     pub fn chunk_received(&mut self, now: Time, peer: &P, content: &ContentId, chunk: u32, bytes: u64) {
-        todo!()
+        let Some(&slot) = self.content_index.get(content) else {
+            self.stats.ignored += 1;
+            return;
+        };
+        let idx = self.peer_index.get(peer).copied();
+        let Some(c) = self.contents[slot as usize].as_ref() else { return };
+        if chunk >= c.have.len() {
+            self.stats.ignored += 1;
+            return;
+        }
+        let held = c.have.get(chunk);
+        let req = idx.and_then(|i| self.remove_request((slot, chunk, i)));
+        if held {
+            self.stats.duplicates += 1;
+            return;
+        }
+        match (idx, req) {
+            (Some(i), Some(req)) => {
+                self.stats.received += 1;
+                let secs = now.saturating_since(req.sent).as_secs_f64();
+                if secs > 0.0 {
+                    self.sample_throughput(i, bytes as f64 / secs);
+                }
+            }
+            _ => self.stats.unsolicited += 1,
+        }
+        let Some(c) = self.contents[slot as usize].as_mut() else { return };
+        c.have.set(chunk);
+        if let Some(r) = c.rarity.as_mut() {
+            r.remove(chunk);
+        }
+        let others: Vec<ReqKey> =
+            self.requests.range((slot, chunk, 0)..=(slot, chunk, u32::MAX)).map(|(k, _)| *k).collect();
+        for k in others {
+            self.remove_request(k);
+            if let Some(p) = self.peers[k.2 as usize].as_ref() {
+                self.out.push_back(Output::Cancel { peer: p.key.clone(), content: *content, chunk });
+                self.stats.cancels += 1;
+            }
+        }
+        let Some(c) = self.contents[slot as usize].as_mut() else { return };
+        if c.have.is_complete() {
+            c.rarity = None;
+            c.endgame = false;
+            self.out.push_back(Output::Complete { content: *content });
+            for p in self.peers.iter_mut().flatten() {
+                if let Some(b) = p.have.get_mut(slot as usize) {
+                    *b = None;
+                }
+            }
+        } else {
+            self.update_endgame(slot);
+        }
     }
+
+    fn sample_throughput(&mut self, idx: u32, sample: f64) {
+        let Some(p) = self.peers[idx as usize].as_mut() else { return };
+        let e = match p.ewma {
+            Some(e) => e * (1.0 - EWMA_ALPHA) + sample * EWMA_ALPHA,
+            None => sample,
+        };
+        p.ewma = Some(e);
+        if e > self.tp_ref * 1.25 {
+            self.tp_ref = e;
+            let ready: Vec<u32> = self.ready.iter().map(|k| k.2).collect();
+            for i in ready {
+                self.refresh(i);
+            }
+        }
+        self.refresh(idx);
+    }
+
     /// A request failed.
     pub fn chunk_failed(&mut self, now: Time, peer: &P, content: &ContentId, chunk: u32, failure: Failure) {
-        todo!()
+        let Some(&idx) = self.peer_index.get(peer) else {
+            self.stats.ignored += 1;
+            return;
+        };
+        let slot = self.content_index.get(content).copied();
+        let req = slot.and_then(|s| self.remove_request((s, chunk, idx)));
+        match failure {
+            Failure::Corrupt => {
+                self.stats.corrupt += 1;
+                self.out.push_back(Output::Penalise { peer: peer.clone() });
+                self.block(idx, now + self.transfer.corrupt_ban);
+            }
+            Failure::Busy { load } => {
+                self.stats.busy += 1;
+                let load = if load.is_nan() { 1.0 } else { f64::from(load).clamp(0.0, 10.0) };
+                if let Some(p) = self.peers[idx as usize].as_mut() {
+                    p.load = load.min(1.0);
+                }
+                self.block(idx, now + self.transfer.busy_backoff.mul_f64(1.0 + load));
+            }
+            Failure::Missing => {
+                self.stats.missing += 1;
+                if let Some(slot) = slot {
+                    self.clear_peer_bit(idx, slot, chunk);
+                }
+            }
+            Failure::Io => {
+                self.stats.io += 1;
+                self.peer_failed(idx);
+            }
+        }
+        if let (Some(slot), Some(_)) = (slot, req) {
+            self.requeue(slot, chunk);
+        }
     }
+
+    fn clear_peer_bit(&mut self, idx: u32, slot: u32, chunk: u32) {
+        let Some(p) = self.peers[idx as usize].as_mut() else { return };
+        let Some(bits) = p.have.get_mut(slot as usize).and_then(Option::as_mut) else { return };
+        if !bits.clear(chunk) {
+            return;
+        }
+        let Some(c) = self.contents[slot as usize].as_mut() else { return };
+        if let Some(r) = c.rarity.as_mut() {
+            if !c.have.get(chunk) {
+                r.dec(chunk);
+            }
+        }
+    }
+
+    fn peer_failed(&mut self, idx: u32) {
+        if let Some(p) = self.peers[idx as usize].as_mut() {
+            p.failures += 1;
+            p.ewma = p.ewma.map(|e| e * 0.5);
+        }
+        self.refresh(idx);
+    }
+
+    /// Blocks a peer (busy back-off or ban) until `until`, unless already blocked longer.
+    fn block(&mut self, idx: u32, until: Time) {
+        let Some(p) = self.peers[idx as usize].as_mut() else { return };
+        if p.blocked && p.blocked_until >= until {
+            return;
+        }
+        if p.blocked {
+            self.blocked.remove(&(p.blocked_until, idx));
+        }
+        p.blocked = true;
+        p.blocked_until = until;
+        self.blocked.insert((until, idx));
+        self.refresh(idx);
+    }
+
+    fn expire_blocks(&mut self, now: Time) {
+        while let Some(&(t, idx)) = self.blocked.first() {
+            if t > now {
+                break;
+            }
+            self.blocked.remove(&(t, idx));
+            if let Some(p) = self.peers[idx as usize].as_mut() {
+                p.blocked = false;
+                p.idle = false;
+            }
+            self.refresh(idx);
+        }
+    }
+
     /// Time passed: expire requests older than `transfer.request_timeout`, end back-offs.
     pub fn handle_timeout(&mut self, now: Time) {
-        todo!()
+        self.expire_blocks(now);
+        while let Some((&(t, _), &key)) = self.deadlines.first_key_value() {
+            if t > now {
+                break;
+            }
+            self.remove_request(key);
+            self.stats.timeouts += 1;
+            self.peer_failed(key.2);
+            self.requeue(key.0, key.1);
+        }
     }
+
     /// When [`handle_timeout`](Self::handle_timeout) next needs calling, if ever.
     pub fn poll_timeout(&self) -> Option<Time> {
-        todo!()
+        let d = self.deadlines.first_key_value().map(|(k, _)| k.0);
+        let b = self.blocked.first().map(|k| k.0);
+        match (d, b) {
+            (Some(d), Some(b)) => Some(d.min(b)),
+            (d, b) => d.or(b),
+        }
     }
+
     /// The next decision, if any. Call until `None` after every input.
     pub fn poll_output(&mut self, now: Time) -> Option<Output<P>> {
-        todo!()
+        if let Some(o) = self.out.pop_front() {
+            return Some(o);
+        }
+        self.expire_blocks(now);
+        loop {
+            if self.requests.len() >= self.transfer.max_requests_total as usize {
+                return None;
+            }
+            let &(_, _, idx) = self.ready.first()?;
+            match self.pick(idx) {
+                Some((slot, chunk, dup)) => return Some(self.send(now, idx, slot, chunk, dup)),
+                None => {
+                    if let Some(p) = self.peers[idx as usize].as_mut() {
+                        p.idle = true;
+                    }
+                    self.refresh(idx);
+                }
+            }
+        }
     }
+
+    /// The chunk to ask of peer `idx`: (content slot, chunk, is an end-game duplicate).
+    fn pick(&mut self, idx: u32) -> Option<(u32, u32, bool)> {
+        let p = self.peers[idx as usize].as_ref()?;
+        for &slot in &self.order {
+            let Some(c) = self.contents[slot as usize].as_ref() else { continue };
+            let (Some(r), Some(bits)) = (c.rarity.as_ref(), p.bits(slot)) else { continue };
+            if let Some(chunk) = r.pick(bits, &mut self.rng) {
+                return Some((slot, chunk, false));
+            }
+            if c.endgame {
+                if let Some(chunk) = pick_duplicate(&self.requests, slot, idx, bits, &mut self.rng) {
+                    return Some((slot, chunk, true));
+                }
+            }
+        }
+        None
+    }
+
+    fn send(&mut self, now: Time, idx: u32, slot: u32, chunk: u32, dup: bool) -> Output<P> {
+        let seq = self.next_req_seq;
+        self.next_req_seq += 1;
+        let key = (slot, chunk, idx);
+        self.requests.insert(key, Req { sent: now, seq });
+        self.deadlines.insert((now + self.transfer.request_timeout, seq), key);
+        self.stats.requests += 1;
+        if dup {
+            self.stats.endgame_requests += 1;
+        }
+        let (peer, content) = match (self.peers[idx as usize].as_mut(), self.contents[slot as usize].as_mut())
+        {
+            (Some(p), Some(c)) => {
+                p.in_flight += 1;
+                c.in_flight += 1;
+                if let Some(r) = c.rarity.as_mut() {
+                    r.remove(chunk);
+                }
+                (p.key.clone(), c.id)
+            }
+            // Unreachable: `pick` only returns live slots and peers.
+            _ => unreachable_pick(),
+        };
+        self.refresh(idx);
+        self.update_endgame(slot);
+        Output::Request { peer, content, chunk }
+    }
+
+    /// Forgets a request (answered, failed, cancelled or expired); does not re-queue the chunk.
+    fn remove_request(&mut self, key: ReqKey) -> Option<Req> {
+        let req = self.requests.remove(&key)?;
+        self.deadlines.remove(&(req_deadline(&self.transfer, req), req.seq));
+        if let Some(c) = self.contents[key.0 as usize].as_mut() {
+            c.in_flight -= 1;
+        }
+        let endgame = self.contents[key.0 as usize].as_ref().is_some_and(|c| c.endgame);
+        if let Some(p) = self.peers[key.2 as usize].as_mut() {
+            p.in_flight -= 1;
+        }
+        self.refresh(key.2);
+        if endgame {
+            // A duplicate slot opened for this chunk: peers idle for want of one may now take it.
+            self.wake_all();
+        }
+        Some(req)
+    }
+
+    /// A request for `chunk` ended without it: make it a candidate again if nobody else is fetching it.
+    fn requeue(&mut self, slot: u32, chunk: u32) {
+        if self.requests.range((slot, chunk, 0)..=(slot, chunk, u32::MAX)).next().is_some() {
+            return;
+        }
+        let Some(c) = self.contents.get_mut(slot as usize).and_then(Option::as_mut) else { return };
+        let Some(r) = c.rarity.as_mut() else { return };
+        if c.have.get(chunk) || r.is_candidate(chunk) {
+            return;
+        }
+        r.insert(chunk);
+        let holders: Vec<u32> = self
+            .peers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| {
+                let p = p.as_ref()?;
+                (p.idle && p.bits(slot).is_some_and(|b| b.get(chunk))).then_some(i as u32)
+            })
+            .collect();
+        for i in holders {
+            self.wake(i);
+        }
+        self.update_endgame(slot);
+    }
+
+    fn update_endgame(&mut self, slot: u32) {
+        let Some(c) = self.contents[slot as usize].as_mut() else { return };
+        let now_endgame = c.rarity.as_ref().is_some_and(|r| r.candidates() == 0)
+            && c.missing() > 0
+            && c.missing() <= self.transfer.endgame_chunks;
+        if now_endgame != c.endgame {
+            c.endgame = now_endgame;
+            if now_endgame {
+                self.wake_all();
+            }
+        }
+    }
+
+    fn wake(&mut self, idx: u32) {
+        if let Some(p) = self.peers[idx as usize].as_mut() {
+            p.idle = false;
+        }
+        self.refresh(idx);
+    }
+
+    fn wake_all(&mut self) {
+        for i in 0..self.peers.len() as u32 {
+            if self.peers[i as usize].as_ref().is_some_and(|p| p.idle) {
+                self.wake(i);
+            }
+        }
+    }
+
+    /// Re-files a peer in the ready set after any change of its state.
+    fn refresh(&mut self, idx: u32) {
+        let Some(p) = self.peers.get_mut(idx as usize).and_then(Option::as_mut) else { return };
+        if let Some(k) = p.ready_key.take() {
+            self.ready.remove(&k);
+        }
+        if p.in_flight >= self.transfer.max_requests_per_peer || p.blocked || p.idle {
+            return;
+        }
+        let throughput = match p.ewma {
+            Some(e) if self.tp_ref > 0.0 => (e / self.tp_ref).min(1.0),
+            _ => UNMEASURED_THROUGHPUT,
+        };
+        let inputs = ScoreInputs { same_site: p.same_site, same_isp: p.same_isp, load: p.load, throughput };
+        let s = policy::score(&self.policy, &inputs).max(0.0);
+        let key = (Reverse(s.to_bits()), self.rng.gen::<u64>(), idx);
+        self.ready.insert(key);
+        p.ready_key = Some(key);
+    }
+
     /// Progress of a content being fetched.
     pub fn progress(&self, content: &ContentId) -> Option<Progress> {
-        todo!()
+        let slot = *self.content_index.get(content)?;
+        let c = self.contents[slot as usize].as_ref()?;
+        Some(Progress { have: c.have.count(), total: c.have.len(), in_flight: c.in_flight })
+    }
+
+    /// Counters since creation.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// Connected peers.
+    pub fn peers(&self) -> usize {
+        self.peer_index.len()
+    }
+
+    /// Requests in flight, all peers and contents.
+    pub fn in_flight(&self) -> usize {
+        self.requests.len()
+    }
+
+    /// Requests in flight to `peer` (0 if unknown).
+    pub fn peer_in_flight(&self, peer: &P) -> u32 {
+        self.peer_index.get(peer).and_then(|&i| self.peers[i as usize].as_ref()).map_or(0, |p| p.in_flight)
+    }
+
+    /// Whether `content` is in end-game (every missing chunk requested, few left).
+    pub fn is_endgame(&self, content: &ContentId) -> bool {
+        self.content_index
+            .get(content)
+            .and_then(|&s| self.contents[s as usize].as_ref())
+            .is_some_and(|c| c.endgame)
+    }
+
+    /// Whether `peer` is backing off (busy) or banned (corrupt) at the moment.
+    pub fn is_blocked(&self, peer: &P) -> bool {
+        self.peer_index.get(peer).and_then(|&i| self.peers[i as usize].as_ref()).is_some_and(|p| p.blocked)
+    }
+
+    /// Contents being fetched or held, in priority order (earliest deadline first).
+    pub fn contents(&self) -> Vec<ContentId> {
+        self.order.iter().filter_map(|&s| self.contents[s as usize].as_ref().map(|c| c.id)).collect()
     }
 }
+
+fn clamp_load(load: f32) -> f64 {
+    if load.is_nan() {
+        1.0
+    } else {
+        f64::from(load).clamp(0.0, 1.0)
+    }
+}
+
+fn req_deadline(transfer: &TransferConfig, req: Req) -> Time {
+    req.sent + transfer.request_timeout
+}
+
+#[cold]
+fn unreachable_pick() -> ! {
+    unreachable!("scheduler picked a request for a peer or content that is gone")
+}
+
+/// End-game: an in-flight chunk of `slot` that peer `idx` holds and was not asked for, asked of fewer than
+/// [`ENDGAME_PEERS_PER_CHUNK`] peers; fewest requests first, ties at random.
+fn pick_duplicate(
+    requests: &BTreeMap<ReqKey, Req>,
+    slot: u32,
+    idx: u32,
+    bits: &Bitfield,
+    rng: &mut ChaCha8Rng,
+) -> Option<u32> {
+    let mut best: Option<(usize, u32)> = None;
+    let mut ties = 0u32;
+    let mut consider = |chunk: u32, count: usize, mine: bool, best: &mut Option<(usize, u32)>| {
+        if mine || count >= ENDGAME_PEERS_PER_CHUNK || !bits.get(chunk) {
+            return;
+        }
+        match *best {
+            Some((b, _)) if count > b => {}
+            Some((b, _)) if count == b => {
+                ties += 1;
+                if rng.gen_range(0..ties) == 0 {
+                    *best = Some((count, chunk));
+                }
+            }
+            _ => {
+                *best = Some((count, chunk));
+                ties = 1;
+            }
+        }
+    };
+    let mut cur: Option<(u32, usize, bool)> = None;
+    for (&(_, chunk, peer), _) in requests.range((slot, 0, 0)..=(slot, u32::MAX, u32::MAX)) {
+        match cur.as_mut() {
+            Some((c, n, mine)) if *c == chunk => {
+                *n += 1;
+                *mine |= peer == idx;
+            }
+            _ => {
+                if let Some((c, n, mine)) = cur {
+                    consider(c, n, mine, &mut best);
+                }
+                cur = Some((chunk, 1, peer == idx));
+            }
+        }
+    }
+    if let Some((c, n, mine)) = cur {
+        consider(c, n, mine, &mut best);
+    }
+    best.map(|(_, c)| c)
+}
+
+#[cfg(test)]
+mod tests;

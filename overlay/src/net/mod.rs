@@ -1,1 +1,184 @@
-//! net (in progress)
+//! The libp2p network layer around the sans-io core.
+//!
+//! The [`Node`] event loop owns the swarm, the [`Store`](crate::store::Store), the
+//! [`Catalogue`](crate::catalogue::Catalogue), the [`Scheduler`](crate::core::Scheduler) and the
+//! [`UploadSlots`](crate::core::UploadSlots). It turns network events into core inputs and carries out the
+//! core's outputs; it makes no scheduling decision of its own. A cloneable [`Client`] drives it through a
+//! bounded command channel (libp2p's file-sharing example).
+//!
+//! - [`behaviour`]: TCP + noise + yamux (optionally behind a pre-shared key), identify, ping, Kademlia
+//!   (`/cinemesh/kad/1.0.0`, server mode, provider records keyed by content id), gossipsub (catalogue
+//!   topic, validated before forwarding), mDNS, connection limits, the chunk protocol.
+//! - [`protocol`]: the chunk-transfer wire protocol.
+//! - [`node`]: the event loop.
+//! - [`client`]: the handle and the status types it returns.
+//! - [`metrics`]: `cinemesh_*` Prometheus metrics.
+
+pub mod behaviour;
+pub mod client;
+pub mod metrics;
+pub mod node;
+pub mod protocol;
+
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use libp2p::{identity::Keypair, Multiaddr};
+use serde::{Deserialize, Serialize};
+
+use crate::catalogue::DistributorKey;
+use crate::config::{GossipConfig, PolicyConfig, TransferConfig};
+
+pub use client::Client;
+pub use node::Node;
+
+/// What a node does in the mesh.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Fetches the content targeted at it and seeds it.
+    #[default]
+    Cinema,
+    /// Fetches everything published and seeds it (datacenter node).
+    Superseeder,
+    /// Publishes content and seeds it from where it lies; fetches nothing.
+    Distributor,
+}
+
+impl Role {
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Cinema => "cinema",
+            Role::Superseeder => "superseeder",
+            Role::Distributor => "distributor",
+        }
+    }
+}
+
+impl FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "cinema" => Ok(Role::Cinema),
+            "superseeder" => Ok(Role::Superseeder),
+            "distributor" => Ok(Role::Distributor),
+            other => Err(format!("unknown role {other:?}: expected cinema, superseeder or distributor")),
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Deliberate misbehaviour, for tests of the mesh's defences only.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Flip a byte of every chunk served.
+    CorruptUploads,
+}
+
+/// Everything the network layer needs; the node maps its config file onto this.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The node's libp2p identity.
+    pub keypair: Keypair,
+    /// Where metadata and fetched content live.
+    pub data_dir: PathBuf,
+    /// Addresses to listen on.
+    pub listen: Vec<Multiaddr>,
+    /// Peers to join through (with `/p2p/<peer id>`); retried with backoff.
+    pub bootstrap: Vec<Multiaddr>,
+    /// mDNS on the LAN.
+    pub mdns: bool,
+    /// Established connections at most.
+    pub max_connections: u32,
+    /// Established connections per peer at most.
+    pub max_connections_per_peer: u32,
+    /// Idle connection timeout.
+    pub idle_timeout: Duration,
+    /// Serve catalogue and content only to admitted peers; use signed locality.
+    pub private: bool,
+    /// Pre-shared key (TCP only).
+    pub psk: Option<libp2p::pnet::PreSharedKey>,
+    /// Role.
+    pub role: Role,
+    /// Human name.
+    pub name: Option<String>,
+    /// Self-declared ISP.
+    pub isp: Option<String>,
+    /// Self-declared site.
+    pub site: Option<String>,
+    /// Trusted distributor keys.
+    pub trusted: Vec<DistributorKey>,
+    /// `[gossip]`.
+    pub gossip: GossipConfig,
+    /// `[transfer]`.
+    pub transfer: TransferConfig,
+    /// `[policy]`.
+    pub policy: PolicyConfig,
+    /// Free space always left on the disk.
+    pub reserve: u64,
+    /// Test-only misbehaviour.
+    #[doc(hidden)]
+    pub fault: Option<Fault>,
+}
+
+impl Config {
+    /// A configuration with the given identity and data directory, listening on an ephemeral loopback
+    /// port, no mDNS, everything else default. Handy for tests and the demo.
+    pub fn loopback(keypair: Keypair, data_dir: PathBuf) -> Self {
+        Self {
+            keypair,
+            data_dir,
+            listen: vec!["/ip4/127.0.0.1/tcp/0".parse().expect("static multiaddr")],
+            bootstrap: Vec::new(),
+            mdns: false,
+            max_connections: 256,
+            max_connections_per_peer: 2,
+            idle_timeout: Duration::from_secs(300),
+            private: false,
+            psk: None,
+            role: Role::Cinema,
+            name: None,
+            isp: None,
+            site: None,
+            trusted: Vec::new(),
+            gossip: GossipConfig::default(),
+            transfer: TransferConfig::default(),
+            policy: PolicyConfig::default(),
+            reserve: 0,
+            fault: None,
+        }
+    }
+}
+
+/// Why the network layer failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    /// Building the swarm failed.
+    #[error("network setup: {0}")]
+    Setup(String),
+    /// Listening on an address failed.
+    #[error("cannot listen on {addr}: {reason}")]
+    Listen {
+        /// The address.
+        addr: Multiaddr,
+        /// Why.
+        reason: String,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// The node's event loop has stopped.
+    #[error("the node has stopped")]
+    Stopped,
+    /// A request to the node was refused.
+    #[error("{0}")]
+    Refused(String),
+}

@@ -1,0 +1,594 @@
+//! Command-line interface: `cinemesh <command>`. Arguments are parsed here (clap), merged over the config
+//! file, validated, then handed to the library: the daemon, the HTTP client or the demo.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context};
+use cinemesh_overlay::catalogue::{Body, Entry, Keypair, Member, Publish, SignedEntry, Targets};
+use cinemesh_overlay::config::ByteSize;
+use cinemesh_overlay::content::{self, Manifest};
+use cinemesh_overlay::net::client::{FilmStatus, PeerStatus, Status};
+use cinemesh_overlay::ContentId;
+use clap::{Args, Parser, Subcommand};
+use serde::de::DeserializeOwned;
+
+use crate::config::{Config, LogFormat, Role, DEFAULT_TOML};
+
+/// Tracker-less peer-to-peer distribution of digital cinema packages.
+#[derive(Debug, Parser)]
+#[command(name = "cinemesh", version, about, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the node daemon.
+    Run(RunArgs),
+    /// Create a distributor keypair file (mode 0600) and print its public key.
+    Keygen {
+        /// Where to write the key; never overwritten.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Build the manifest of a file or directory and print its content id and sizes.
+    Manifest {
+        /// File or directory.
+        path: PathBuf,
+        /// Chunk size (a power of two, 64KiB..64MiB).
+        #[arg(long, default_value = "4MiB")]
+        chunk_size: ByteSize,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Configuration: print the default or the effective configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Publish a file or directory: the local daemon seeds it from where it lies and gossips it.
+    Publish(PublishArgs),
+    /// Withdraw a content: every node stops serving it and removes it.
+    Withdraw {
+        #[command(flatten)]
+        sign: SignArgs,
+        /// Content id (hex).
+        content_id: ContentId,
+    },
+    /// Admit a node to the mesh with its signed name, ISP, site and groups.
+    Admit {
+        #[command(flatten)]
+        sign: SignArgs,
+        /// The node's peer id (see `cinemesh status` on that node).
+        peer_id: libp2p::PeerId,
+        /// Human name (e.g. the cinema).
+        #[arg(long)]
+        name: String,
+        /// ISP.
+        #[arg(long)]
+        isp: String,
+        /// Site (LAN).
+        #[arg(long)]
+        site: String,
+        /// Group (repeat for several).
+        #[arg(long = "group")]
+        groups: Vec<String>,
+    },
+    /// Revoke a node: it gets no more catalogue or content.
+    Revoke {
+        #[command(flatten)]
+        sign: SignArgs,
+        /// The node's peer id.
+        peer_id: libp2p::PeerId,
+    },
+    /// The local node's status and the progress of every content.
+    Status {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Print JSON (`peer_id`, `listen`, `films`, ...).
+        #[arg(long)]
+        json: bool,
+        /// Live progress bars until interrupted.
+        #[arg(long, conflicts_with = "json")]
+        watch: bool,
+    },
+    /// The catalogue with local progress.
+    Films {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Connected peers.
+    Peers {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Recheck stored chunks (all contents or one); bad chunks are fetched again.
+    Verify {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Content id (hex); all contents when absent.
+        content_id: Option<ContentId>,
+    },
+    /// A local mesh on loopback: a distributor and N cinemas; publishes generated content and shows it
+    /// arrive everywhere, verified.
+    Demo(crate::demo::DemoArgs),
+}
+
+/// `cinemesh config ...`
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the default configuration as commented TOML.
+    Default,
+    /// Print the effective configuration (file + defaults), after validation.
+    Show {
+        /// Configuration file (TOML).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+}
+
+/// Where the local daemon's API is.
+#[derive(Debug, Clone, Args)]
+pub struct ApiArgs {
+    /// Address of the daemon's HTTP API.
+    #[arg(long, default_value = "127.0.0.1:4711", env = "CINEMESH_API")]
+    pub api: SocketAddr,
+}
+
+/// A distributor key and the daemon to hand the signed entry to.
+#[derive(Debug, Clone, Args)]
+pub struct SignArgs {
+    /// Distributor key file (from `cinemesh keygen`).
+    #[arg(long)]
+    pub key: PathBuf,
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+/// `cinemesh publish`.
+#[derive(Debug, Args)]
+pub struct PublishArgs {
+    #[command(flatten)]
+    sign: SignArgs,
+    /// File or directory to publish.
+    path: PathBuf,
+    /// Title (default: the file or directory name).
+    #[arg(long)]
+    title: Option<String>,
+    /// Targets: `all`, `group:NAME` or `node:PEER_ID` (repeat; groups and nodes cannot be mixed).
+    #[arg(long = "targets", default_value = "all")]
+    targets: Vec<String>,
+    /// Deadline, RFC 3339 (e.g. 2026-12-01T18:00:00Z).
+    #[arg(long)]
+    deadline: Option<String>,
+    /// Chunk size.
+    #[arg(long, default_value = "4MiB")]
+    chunk_size: ByteSize,
+}
+
+/// `cinemesh run` flags; each overrides the config file.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Configuration file (TOML). Without it, defaults.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Data directory.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Listen multiaddr (repeat).
+    #[arg(long)]
+    listen: Vec<String>,
+    /// Bootstrap peer multiaddr with /p2p/ (repeat).
+    #[arg(long)]
+    bootstrap: Vec<String>,
+    /// HTTP API address.
+    #[arg(long)]
+    api: Option<SocketAddr>,
+    /// Self-declared ISP.
+    #[arg(long)]
+    isp: Option<String>,
+    /// Self-declared site.
+    #[arg(long)]
+    site: Option<String>,
+    /// Node name.
+    #[arg(long)]
+    name: Option<String>,
+    /// Role: cinema, superseeder or distributor.
+    #[arg(long)]
+    role: Option<Role>,
+    /// Trusted distributor public key, cmpk1... (repeat).
+    #[arg(long)]
+    trust: Vec<String>,
+    /// Disable mDNS discovery.
+    #[arg(long)]
+    no_mdns: bool,
+    /// Log format.
+    #[arg(long, value_enum)]
+    log_format: Option<LogFormatArg>,
+}
+
+/// `--log-format` values.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum LogFormatArg {
+    /// Human-readable.
+    Human,
+    /// JSON lines.
+    Json,
+}
+
+impl RunArgs {
+    /// The config file (or defaults) with these flags applied, validated.
+    pub fn config(&self) -> anyhow::Result<Config> {
+        let mut cfg = match &self.config {
+            Some(p) => Config::load(p)?,
+            None => Config::default(),
+        };
+        if let Some(d) = &self.data_dir {
+            cfg.node.data_dir = d.clone();
+        }
+        if !self.listen.is_empty() {
+            cfg.network.listen = self.listen.clone();
+        }
+        cfg.network.bootstrap.extend(self.bootstrap.iter().cloned());
+        if let Some(a) = self.api {
+            cfg.api.listen = a;
+        }
+        if self.isp.is_some() {
+            cfg.node.isp = self.isp.clone();
+        }
+        if self.site.is_some() {
+            cfg.node.site = self.site.clone();
+        }
+        if self.name.is_some() {
+            cfg.node.name = self.name.clone();
+        }
+        if let Some(r) = self.role {
+            cfg.node.role = r;
+        }
+        cfg.node.trust.extend(self.trust.iter().cloned());
+        if self.no_mdns {
+            cfg.network.mdns = false;
+        }
+        if let Some(f) = self.log_format {
+            cfg.node.log_format = match f {
+                LogFormatArg::Human => LogFormat::Human,
+                LogFormatArg::Json => LogFormat::Json,
+            };
+        }
+        let origin =
+            self.config.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "defaults".into());
+        cfg.validate().with_context(|| format!("configuration ({origin} and flags)"))?;
+        Ok(cfg)
+    }
+}
+
+/// Sets up logging (`RUST_LOG` overrides the default `info`).
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,libp2p_gossipsub=warn,libp2p_kad=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Human => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")
+}
+
+/// Parses the process arguments and runs the command.
+pub fn run() -> anyhow::Result<ExitCode> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run(args) => {
+            let cfg = args.config()?;
+            init_logging(cfg.node.log_format);
+            runtime()?.block_on(crate::daemon::run(cfg))?;
+        }
+        Command::Keygen { out } => {
+            let key = Keypair::generate(&mut rand::rngs::OsRng);
+            key.write_new(&out)?;
+            println!("{}", key.public());
+            eprintln!(
+                "wrote {} (keep it secret; add the public key above to every node's node.trust)",
+                out.display()
+            );
+        }
+        Command::Manifest { path, chunk_size, json } => {
+            let chunk = content::check_chunk_size(chunk_size.0)?;
+            let m = Manifest::from_path(&path, chunk)?;
+            let files = m.files().filter(|(_, e)| !e.is_dir()).count();
+            if json {
+                let v = serde_json::json!({
+                    "content_id": m.id().to_hex(), "files": files, "size": m.total_size(),
+                    "chunks": m.chunk_count(), "chunk_size": m.chunk_size(),
+                });
+                println!("{v}");
+            } else {
+                println!("content id  {}", m.id());
+                println!("files       {files}");
+                println!("size        {} ({})", m.total_size(), ByteSize(m.total_size()));
+                println!("chunks      {} of {}", m.chunk_count(), ByteSize(m.chunk_size() as u64));
+            }
+        }
+        Command::Config(ConfigCommand::Default) => print!("{DEFAULT_TOML}"),
+        Command::Config(ConfigCommand::Show { config }) => {
+            let cfg = load_config(config.as_deref())?;
+            print!("{}", cfg.to_toml());
+        }
+        Command::Publish(args) => runtime()?.block_on(publish(args))?,
+        Command::Withdraw { sign, content_id } => {
+            runtime()?.block_on(sign_and_submit(&sign, Body::Withdraw { content: content_id }))?;
+            println!("withdrawn {content_id}");
+        }
+        Command::Admit { sign, peer_id, name, isp, site, groups } => {
+            let member = Member { peer: peer_id.to_string(), name, isp, site, groups };
+            runtime()?.block_on(sign_and_submit(&sign, Body::Admit(member)))?;
+            println!("admitted {peer_id}");
+        }
+        Command::Revoke { sign, peer_id } => {
+            runtime()?.block_on(sign_and_submit(&sign, Body::Revoke { peer: peer_id.to_string() }))?;
+            println!("revoked {peer_id}");
+        }
+        Command::Status { api, json, watch } => runtime()?.block_on(status(&api, json, watch))?,
+        Command::Films { api, json } => runtime()?.block_on(async {
+            let films: Vec<FilmStatus> = get(&api, "/films").await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&films)?);
+            } else {
+                print_films(&films);
+            }
+            anyhow::Ok(())
+        })?,
+        Command::Peers { api, json } => runtime()?.block_on(async {
+            let peers: Vec<PeerStatus> = get(&api, "/peers").await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&peers)?);
+            } else {
+                println!(
+                    "{:<54} {:<12} {:<12} {:<12} {:>5} {:>10} {:>10}",
+                    "PEER", "ROLE", "NAME", "ISP", "LOAD", "UP", "DOWN"
+                );
+                for p in peers {
+                    let o = |s: Option<String>| s.unwrap_or_else(|| "-".into());
+                    println!(
+                        "{:<54} {:<12} {:<12} {:<12} {:>4.0}% {:>10} {:>10}",
+                        p.peer_id,
+                        o(p.role),
+                        o(p.name),
+                        o(p.isp),
+                        p.load * 100.0,
+                        ByteSize(p.bytes_up).to_string(),
+                        ByteSize(p.bytes_down).to_string()
+                    );
+                }
+            }
+            anyhow::Ok(())
+        })?,
+        Command::Verify { api, content_id } => runtime()?.block_on(async {
+            let body = serde_json::json!({ "content_id": content_id.map(|c| c.to_hex()) });
+            let out: serde_json::Value = post(&api, "/verify", &body).await?;
+            println!("{}", serde_json::to_string_pretty(&out)?);
+            anyhow::Ok(())
+        })?,
+        Command::Demo(args) => {
+            init_logging_quiet();
+            return runtime()?.block_on(crate::demo::run(args));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn init_logging_quiet() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+/// Loads the file if given (else defaults) and validates it.
+pub fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
+    let cfg = match path {
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
+    };
+    cfg.validate().with_context(|| match path {
+        Some(p) => format!("config file {}", p.display()),
+        None => "default configuration".to_owned(),
+    })?;
+    Ok(cfg)
+}
+
+fn http() -> anyhow::Result<reqwest::Client> {
+    reqwest::Client::builder().timeout(Duration::from_secs(600)).build().context("HTTP client")
+}
+
+fn no_daemon(api: &ApiArgs, e: reqwest::Error) -> anyhow::Error {
+    if e.is_connect() {
+        anyhow::anyhow!(
+            "no cinemesh daemon answers at http://{} (start one with `cinemesh run`, or point --api at it)",
+            api.api
+        )
+    } else {
+        anyhow::anyhow!("request to the daemon at http://{} failed: {e}", api.api)
+    }
+}
+
+async fn decode<T: DeserializeOwned>(resp: reqwest::Response) -> anyhow::Result<T> {
+    let status = resp.status();
+    let text = resp.text().await?;
+    if !status.is_success() {
+        let msg = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
+            .unwrap_or(text);
+        bail!("the daemon refused: {msg} ({status})");
+    }
+    serde_json::from_str(&text).with_context(|| "unexpected answer from the daemon")
+}
+
+/// GET a JSON document from the daemon.
+pub async fn get<T: DeserializeOwned>(api: &ApiArgs, path: &str) -> anyhow::Result<T> {
+    let resp =
+        http()?.get(format!("http://{}{path}", api.api)).send().await.map_err(|e| no_daemon(api, e))?;
+    decode(resp).await
+}
+
+/// POST JSON to the daemon.
+pub async fn post<T: DeserializeOwned>(
+    api: &ApiArgs,
+    path: &str,
+    body: &serde_json::Value,
+) -> anyhow::Result<T> {
+    let resp = http()?
+        .post(format!("http://{}{path}", api.api))
+        .json(body)
+        .send()
+        .await
+        .map_err(|e| no_daemon(api, e))?;
+    decode(resp).await
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// Signs `body` with the next seq of the key (asked of the daemon).
+async fn sign_next(sign: &SignArgs, body: Body) -> anyhow::Result<SignedEntry> {
+    let key = Keypair::read(&sign.key)?;
+    let status: Status = get(&sign.api, "/status").await?;
+    let public = key.public().to_string();
+    let head = status.catalogue_heads.iter().find(|h| h.key == public).map(|h| h.seq).unwrap_or(0);
+    let entry = Entry { key: key.public(), seq: head + 1, issued_at: unix_now(), body };
+    Ok(entry.sign(&key)?)
+}
+
+async fn sign_and_submit(sign: &SignArgs, body: Body) -> anyhow::Result<()> {
+    let entry = sign_next(sign, body).await?;
+    let _: serde_json::Value =
+        post(&sign.api, "/catalogue", &serde_json::json!({ "entry": hex::encode(entry.encode()) })).await?;
+    Ok(())
+}
+
+/// Parses `--targets` values.
+pub fn parse_targets(values: &[String]) -> anyhow::Result<Targets> {
+    let mut groups = Vec::new();
+    let mut nodes = Vec::new();
+    for v in values {
+        if v == "all" {
+            continue;
+        } else if let Some(g) = v.strip_prefix("group:") {
+            groups.push(g.to_owned());
+        } else if let Some(n) = v.strip_prefix("node:") {
+            n.parse::<libp2p::PeerId>().with_context(|| format!("--targets {v}: not a peer id"))?;
+            nodes.push(n.to_owned());
+        } else {
+            bail!("--targets {v:?}: expected all, group:NAME or node:PEER_ID");
+        }
+    }
+    match (groups.is_empty(), nodes.is_empty()) {
+        (true, true) => Ok(Targets::All),
+        (false, true) => Ok(Targets::Groups(groups)),
+        (true, false) => Ok(Targets::Nodes(nodes)),
+        _ => bail!("--targets: use either groups or nodes, not both"),
+    }
+}
+
+/// Parses an RFC 3339 deadline into unix seconds.
+pub fn parse_deadline(text: &str) -> anyhow::Result<u64> {
+    let t = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .with_context(|| format!("--deadline {text:?}: expected RFC 3339, e.g. 2026-12-01T18:00:00Z"))?;
+    u64::try_from(t.unix_timestamp()).context("--deadline before 1970")
+}
+
+async fn publish(args: PublishArgs) -> anyhow::Result<()> {
+    let path = args.path.canonicalize().with_context(|| format!("cannot read {}", args.path.display()))?;
+    let targets = parse_targets(&args.targets)?;
+    let deadline = args.deadline.as_deref().map(parse_deadline).transpose()?;
+    let chunk = content::check_chunk_size(args.chunk_size.0)?;
+    eprintln!("hashing {} ...", path.display());
+    let manifest = tokio::task::spawn_blocking({
+        let path = path.clone();
+        move || Manifest::from_path(&path, chunk)
+    })
+    .await??;
+    let base = content::base_dir(&path)?;
+    let title = args.title.unwrap_or_else(|| {
+        path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "untitled".into())
+    });
+    let id = manifest.id();
+    let body = Body::Publish(Publish {
+        content: id,
+        title,
+        size: manifest.total_size(),
+        chunk_size: manifest.chunk_size(),
+        chunks: manifest.chunk_count(),
+        targets,
+        deadline,
+    });
+    let entry = sign_next(&args.sign, body).await?;
+    let req = serde_json::json!({
+        "path": base, "manifest": hex::encode(manifest.encode()), "entry": hex::encode(entry.encode()),
+    });
+    let _: serde_json::Value = post(&args.sign.api, "/publish", &req).await?;
+    println!("{id}");
+    Ok(())
+}
+
+fn print_films(films: &[FilmStatus]) {
+    println!("{:<14} {:<28} {:>10} {:>7}  STATE", "CONTENT", "TITLE", "SIZE", "HAVE");
+    for f in films {
+        let pct = if f.size == 0 { 100.0 } else { f.have_bytes as f64 * 100.0 / f.size as f64 };
+        println!(
+            "{:<14} {:<28} {:>10} {:>6.1}%  {}",
+            &f.content_id[..12.min(f.content_id.len())],
+            f.title.chars().take(28).collect::<String>(),
+            ByteSize(f.size).to_string(),
+            pct,
+            f.state
+        );
+    }
+}
+
+async fn status(api: &ApiArgs, json: bool, watch: bool) -> anyhow::Result<()> {
+    let status: Status = get(api, "/status").await?;
+    let films: Vec<FilmStatus> = get(api, "/films").await?;
+    if json {
+        let mut v = serde_json::to_value(&status)?;
+        v["films"] = serde_json::to_value(&films)?;
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!("peer id     {}", status.peer_id);
+    println!("role        {}", status.role);
+    println!(
+        "isp / site  {} / {}",
+        status.isp.as_deref().unwrap_or("-"),
+        status.site.as_deref().unwrap_or("-")
+    );
+    println!("peers       {}", status.peers);
+    println!("disk free   {}", ByteSize(status.disk_free));
+    for a in &status.listen {
+        println!("listen      {a}");
+    }
+    for h in &status.catalogue_heads {
+        println!("catalogue   {} at seq {}", h.key, h.seq);
+    }
+    println!();
+    if !watch {
+        print_films(&films);
+        return Ok(());
+    }
+    crate::watch::run(api, films).await
+}

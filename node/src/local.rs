@@ -1,0 +1,72 @@
+//! Nodes in this process on loopback: the demo and the integration tests start meshes with these.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use cinemesh_overlay::net::node::{Event, Running};
+use cinemesh_overlay::net::{self, Client, NetError, Node};
+use libp2p::Multiaddr;
+use prometheus_client::registry::Registry;
+use tokio::sync::broadcast;
+
+/// A node running in this process.
+#[derive(Debug)]
+pub struct LocalNode {
+    /// Its handle.
+    pub client: Client,
+    /// Its events.
+    pub events: broadcast::Receiver<Event>,
+    /// Its first listen address, with `/p2p/<peer id>`.
+    pub addr: Multiaddr,
+    /// Its data directory.
+    pub data_dir: PathBuf,
+    task: tokio::task::JoinHandle<Result<(), NetError>>,
+}
+
+impl LocalNode {
+    /// Starts a node and waits (at most 10 s) until it listens.
+    pub async fn start(cfg: net::Config) -> anyhow::Result<Self> {
+        let data_dir = cfg.data_dir.clone();
+        let mut registry = Registry::default();
+        let Running { client, events, task } = Node::start(cfg, &mut registry).await?;
+        let c = client.clone();
+        let addr = wait_for("the node to listen", Duration::from_secs(10), || {
+            let c = c.clone();
+            async move { Ok(c.status().await?.listen.first().map(|a| a.parse::<Multiaddr>()).transpose()?) }
+        })
+        .await?;
+        Ok(Self { client, events, addr, data_dir, task })
+    }
+
+    /// Stops the node and waits for its event loop to end.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.client.shutdown().await;
+        self.task.await??;
+        Ok(())
+    }
+
+    /// Kills the node abruptly (no clean shutdown): what a crash looks like to the rest of the mesh.
+    pub fn kill(self) {
+        self.task.abort();
+    }
+}
+
+/// Polls `probe` every 50 ms until it yields `Some`, failing after `timeout` with a message naming `what`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<Option<T>>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = probe().await? {
+            return Ok(v);
+        }
+        if start.elapsed() >= timeout {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

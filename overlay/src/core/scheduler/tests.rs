@@ -1,0 +1,496 @@
+//! Unit tests and the property test of the scheduler.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use proptest::prelude::*;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::*;
+
+const MS: u64 = 1000;
+
+fn id(n: u8) -> ContentId {
+    ContentId([n; 32])
+}
+
+fn bits(n: u32, ones: impl IntoIterator<Item = u32>) -> Bitfield {
+    let mut b = Bitfield::new(n);
+    for i in ones {
+        b.set(i);
+    }
+    b
+}
+
+fn transfer(per_peer: u32, total: u32) -> TransferConfig {
+    TransferConfig { max_requests_per_peer: per_peer, max_requests_total: total, ..Default::default() }
+}
+
+fn spec(n: u8, chunks: u32, deadline: Option<Time>) -> ContentSpec {
+    ContentSpec { id: id(n), chunks, deadline }
+}
+
+fn drain(s: &mut Scheduler<u32>, now: Time) -> Vec<Output<u32>> {
+    std::iter::from_fn(|| s.poll_output(now)).collect()
+}
+
+fn requests(outs: &[Output<u32>]) -> Vec<(u32, ContentId, u32)> {
+    outs.iter()
+        .filter_map(|o| match o {
+            Output::Request { peer, content, chunk } => Some((*peer, *content, *chunk)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn local() -> Locality {
+    Locality::new("isp-a", "site-a")
+}
+
+fn far() -> Locality {
+    Locality::new("isp-b", "site-b")
+}
+
+#[test]
+fn rarest_first() {
+    // Peer 1 (same ISP, so served first) holds everything; chunk 5 is held by it alone, chunk 6 by it and
+    // peer 2, every other chunk by all three.
+    let mut firsts = BTreeSet::new();
+    for seed in 0..20 {
+        let mut s = Scheduler::new(&transfer(8, 8), &PolicyConfig::default(), local(), seed);
+        s.add_content(Time::ZERO, spec(1, 8, None), Bitfield::new(8));
+        for p in 1..=3 {
+            s.peer_joined(Time::ZERO, p, if p == 1 { local() } else { far() });
+        }
+        s.peer_bitfield(Time::ZERO, &1, &id(1), Bitfield::full(8));
+        s.peer_bitfield(Time::ZERO, &2, &id(1), bits(8, [0, 1, 2, 3, 4, 6, 7]));
+        s.peer_bitfield(Time::ZERO, &3, &id(1), bits(8, [0, 1, 2, 3, 4, 7]));
+        let reqs = requests(&drain(&mut s, Time::ZERO));
+        assert_eq!(reqs.len(), 8);
+        assert!(reqs.iter().all(|r| r.0 == 1), "{reqs:?}");
+        assert_eq!(reqs[0].2, 5, "rarest chunk first");
+        assert_eq!(reqs[1].2, 6, "then the next rarest");
+        firsts.insert(reqs[2].2);
+    }
+    assert!(firsts.len() > 1, "ties among equally rare chunks are broken at random: {firsts:?}");
+}
+
+#[test]
+fn deadline_order_across_contents() {
+    let mut s = Scheduler::new(&transfer(6, 6), &PolicyConfig::default(), local(), 1);
+    s.add_content(Time::ZERO, spec(1, 2, None), Bitfield::new(2));
+    s.add_content(Time::ZERO, spec(2, 2, Some(Time(100))), Bitfield::new(2));
+    s.add_content(Time::ZERO, spec(3, 2, Some(Time(50))), Bitfield::new(2));
+    s.add_content(Time::ZERO, spec(4, 2, None), Bitfield::new(2));
+    assert_eq!(s.contents(), vec![id(3), id(2), id(1), id(4)]);
+    s.peer_joined(Time::ZERO, 1, far());
+    for c in 1..=4 {
+        s.peer_bitfield(Time::ZERO, &1, &id(c), Bitfield::full(2));
+    }
+    let order: Vec<ContentId> = requests(&drain(&mut s, Time::ZERO)).into_iter().map(|r| r.1).collect();
+    assert_eq!(order, vec![id(3), id(3), id(2), id(2), id(1), id(1)]);
+}
+
+#[test]
+fn endgame_duplicates_then_cancel() {
+    let mut s = Scheduler::new(&transfer(4, 64), &PolicyConfig::default(), local(), 3);
+    s.add_content(Time::ZERO, spec(1, 4, None), Bitfield::new(4));
+    for p in [1, 2] {
+        s.peer_joined(Time::ZERO, p, far());
+        s.peer_bitfield(Time::ZERO, &p, &id(1), Bitfield::full(4));
+    }
+    let reqs = requests(&drain(&mut s, Time::ZERO));
+    assert_eq!(reqs.len(), 8, "4 chunks, each asked of both peers: {reqs:?}");
+    assert!(s.is_endgame(&id(1)));
+    let mut per_chunk = BTreeMap::<u32, BTreeSet<u32>>::new();
+    for (p, _, c) in &reqs {
+        assert!(per_chunk.entry(*c).or_default().insert(*p), "same chunk asked twice of one peer");
+    }
+    assert!(per_chunk.values().all(|ps| ps.len() == 2));
+    assert_eq!(s.stats().endgame_requests, 4);
+    s.chunk_received(Time(10 * MS), &1, &id(1), 0, 100);
+    assert_eq!(drain(&mut s, Time(10 * MS)), vec![Output::Cancel { peer: 2, content: id(1), chunk: 0 }]);
+    assert_eq!(s.stats().cancels, 1);
+    // The cancelled duplicate arriving anyway is ignored.
+    s.chunk_received(Time(11 * MS), &2, &id(1), 0, 100);
+    assert_eq!(s.stats().duplicates, 1);
+    assert_eq!(s.progress(&id(1)).unwrap().have, 1);
+}
+
+#[test]
+fn endgame_waits_for_the_threshold() {
+    let t = TransferConfig { endgame_chunks: 2, ..transfer(4, 64) };
+    let mut s = Scheduler::new(&t, &PolicyConfig::default(), local(), 3);
+    s.add_content(Time::ZERO, spec(1, 4, None), Bitfield::new(4));
+    for p in [1, 2] {
+        s.peer_joined(Time::ZERO, p, far());
+        s.peer_bitfield(Time::ZERO, &p, &id(1), Bitfield::full(4));
+    }
+    let reqs = requests(&drain(&mut s, Time::ZERO));
+    assert_eq!(reqs.len(), 4, "4 missing > endgame_chunks 2: no duplicates");
+    assert!(!s.is_endgame(&id(1)));
+    s.chunk_received(Time(MS), &reqs[0].0, &id(1), reqs[0].2, 1);
+    s.chunk_received(Time(MS), &reqs[1].0, &id(1), reqs[1].2, 1);
+    assert!(s.is_endgame(&id(1)));
+    assert_eq!(requests(&drain(&mut s, Time(MS))).len(), 2);
+}
+
+#[test]
+fn corrupt_penalises_bans_and_refetches_elsewhere() {
+    let mut s = Scheduler::new(&transfer(1, 1), &PolicyConfig::default(), local(), 4);
+    s.add_content(Time::ZERO, spec(1, 1, None), Bitfield::new(1));
+    s.peer_joined(Time::ZERO, 1, local());
+    s.peer_joined(Time::ZERO, 2, far());
+    for p in [1, 2] {
+        s.peer_bitfield(Time::ZERO, &p, &id(1), Bitfield::full(1));
+    }
+    assert_eq!(requests(&drain(&mut s, Time::ZERO)), vec![(1, id(1), 0)]);
+    s.chunk_failed(Time(MS), &1, &id(1), 0, Failure::Corrupt);
+    let outs = drain(&mut s, Time(MS));
+    assert_eq!(
+        outs,
+        vec![Output::Penalise { peer: 1 }, Output::Request { peer: 2, content: id(1), chunk: 0 }]
+    );
+    assert!(s.is_blocked(&1));
+    assert_eq!(s.poll_timeout(), Some(Time(MS) + Duration::from_secs(60)), "request deadline first");
+    s.chunk_failed(Time(2 * MS), &2, &id(1), 0, Failure::Io);
+    assert_eq!(requests(&drain(&mut s, Time(2 * MS))), vec![(2, id(1), 0)], "an I/O failure is no ban");
+    s.peer_left(Time(3 * MS), &2);
+    assert_eq!(drain(&mut s, Time(3 * MS)), vec![], "the banned peer is not asked");
+    assert_eq!(s.poll_timeout(), Some(Time(MS) + TransferConfig::default().corrupt_ban));
+    let later = Time(MS) + TransferConfig::default().corrupt_ban;
+    s.handle_timeout(later);
+    assert!(!s.is_blocked(&1));
+    assert_eq!(requests(&drain(&mut s, later)), vec![(1, id(1), 0)], "ban over, asked again (best score)");
+    assert_eq!(s.stats().corrupt, 1);
+    assert_eq!(s.stats().io, 1);
+}
+
+#[test]
+fn busy_backs_off_by_load() {
+    let mut s = Scheduler::new(&transfer(1, 4), &PolicyConfig::default(), local(), 5);
+    s.add_content(Time::ZERO, spec(1, 2, None), Bitfield::new(2));
+    s.peer_joined(Time::ZERO, 1, far());
+    s.peer_bitfield(Time::ZERO, &1, &id(1), Bitfield::full(2));
+    let first = requests(&drain(&mut s, Time::ZERO));
+    assert_eq!(first.len(), 1);
+    s.chunk_failed(Time::ZERO, &1, &id(1), first[0].2, Failure::Busy { load: 0.5 });
+    assert_eq!(drain(&mut s, Time::ZERO), vec![]);
+    let end = Time::ZERO + Duration::from_secs(3); // 2 s * (1 + 0.5)
+    assert_eq!(s.poll_timeout(), Some(end));
+    assert_eq!(drain(&mut s, Time(end.0 - 1)), vec![]);
+    s.handle_timeout(end);
+    assert_eq!(requests(&drain(&mut s, end)).len(), 1);
+    assert_eq!(s.stats().busy, 1);
+}
+
+#[test]
+fn timeouts_requeue() {
+    let mut s = Scheduler::new(&transfer(1, 4), &PolicyConfig::default(), local(), 6);
+    s.add_content(Time::ZERO, spec(1, 1, None), Bitfield::new(1));
+    s.peer_joined(Time::ZERO, 1, far());
+    s.peer_bitfield(Time::ZERO, &1, &id(1), Bitfield::full(1));
+    assert_eq!(requests(&drain(&mut s, Time::ZERO)).len(), 1);
+    let deadline = Time::ZERO + TransferConfig::default().request_timeout;
+    assert_eq!(s.poll_timeout(), Some(deadline));
+    s.handle_timeout(Time(deadline.0 - 1));
+    assert_eq!(s.in_flight(), 1);
+    assert_eq!(drain(&mut s, Time(deadline.0 - 1)), vec![]);
+    s.handle_timeout(deadline);
+    assert_eq!(s.stats().timeouts, 1);
+    assert_eq!(requests(&drain(&mut s, deadline)), vec![(1, id(1), 0)]);
+}
+
+#[test]
+fn missing_clears_the_bit() {
+    let mut s = Scheduler::new(&transfer(1, 1), &PolicyConfig::default(), local(), 7);
+    s.add_content(Time::ZERO, spec(1, 1, None), Bitfield::new(1));
+    s.peer_joined(Time::ZERO, 1, local());
+    s.peer_joined(Time::ZERO, 2, far());
+    s.peer_bitfield(Time::ZERO, &1, &id(1), Bitfield::full(1));
+    assert_eq!(requests(&drain(&mut s, Time::ZERO)), vec![(1, id(1), 0)]);
+    s.chunk_failed(Time::ZERO, &1, &id(1), 0, Failure::Missing);
+    assert_eq!(drain(&mut s, Time::ZERO), vec![], "nobody else has it");
+    s.peer_has(Time::ZERO, &2, &id(1), 0);
+    assert_eq!(requests(&drain(&mut s, Time::ZERO)), vec![(2, id(1), 0)]);
+}
+
+#[test]
+fn same_isp_preferred_unless_locality_blind() {
+    let run = |policy: &PolicyConfig, seed| {
+        let mut s = Scheduler::new(&transfer(1, 1), policy, local(), seed);
+        s.add_content(Time::ZERO, spec(1, 1, None), Bitfield::new(1));
+        // The far peer has the smaller key, so key order alone would favour it.
+        s.peer_joined(Time::ZERO, 1, far());
+        s.peer_joined(Time::ZERO, 2, Locality { isp: Some("isp-a".into()), site: None });
+        for p in [1, 2] {
+            s.peer_bitfield(Time::ZERO, &p, &id(1), Bitfield::full(1));
+        }
+        requests(&drain(&mut s, Time::ZERO))[0].0
+    };
+    let local_first: BTreeSet<u32> = (0..30).map(|seed| run(&PolicyConfig::default(), seed)).collect();
+    assert_eq!(local_first, BTreeSet::from([2]));
+    let blind: BTreeSet<u32> = (0..30).map(|seed| run(&PolicyConfig::locality_blind(), seed)).collect();
+    assert_eq!(blind, BTreeSet::from([1, 2]));
+}
+
+#[test]
+fn faster_and_less_loaded_peers_preferred() {
+    let mut s = Scheduler::new(&transfer(1, 1), &PolicyConfig::default(), local(), 8);
+    s.add_content(Time::ZERO, spec(1, 4, None), Bitfield::new(4));
+    for p in [1, 2] {
+        s.peer_joined(Time::ZERO, p, far());
+        s.peer_bitfield(Time::ZERO, &p, &id(1), Bitfield::full(4));
+    }
+    s.peer_load(Time::ZERO, &1, 0.9);
+    assert_eq!(requests(&drain(&mut s, Time::ZERO))[0].0, 2);
+}
+
+#[test]
+fn complete_exactly_once() {
+    let mut s = Scheduler::new(&transfer(4, 4), &PolicyConfig::default(), local(), 9);
+    s.add_content(Time::ZERO, spec(1, 2, None), bits(2, [1]));
+    s.add_content(Time::ZERO, spec(2, 3, None), Bitfield::full(3));
+    assert_eq!(drain(&mut s, Time::ZERO), vec![Output::Complete { content: id(2) }]);
+    s.peer_joined(Time::ZERO, 1, far());
+    s.peer_bitfield(Time::ZERO, &1, &id(1), Bitfield::full(2));
+    assert_eq!(requests(&drain(&mut s, Time::ZERO)), vec![(1, id(1), 0)]);
+    s.chunk_received(Time(MS), &1, &id(1), 0, 10);
+    assert_eq!(drain(&mut s, Time(MS)), vec![Output::Complete { content: id(1) }]);
+    s.chunk_received(Time(MS), &1, &id(1), 0, 10);
+    s.chunk_received(Time(MS), &1, &id(1), 1, 10);
+    s.peer_has(Time(MS), &1, &id(1), 1);
+    assert_eq!(drain(&mut s, Time(MS)), vec![]);
+    assert_eq!(s.stats().duplicates, 2);
+    assert_eq!(s.progress(&id(1)), Some(Progress { have: 2, total: 2, in_flight: 0 }));
+}
+
+#[test]
+fn unsolicited_and_unknown_inputs_are_safe() {
+    let mut s = Scheduler::new(&transfer(4, 4), &PolicyConfig::default(), local(), 10);
+    s.add_content(Time::ZERO, spec(1, 3, None), Bitfield::new(3));
+    s.chunk_received(Time::ZERO, &9, &id(1), 0, 10);
+    s.chunk_received(Time::ZERO, &9, &id(1), 7, 10);
+    s.chunk_received(Time::ZERO, &9, &id(5), 0, 10);
+    s.chunk_failed(Time::ZERO, &9, &id(1), 0, Failure::Corrupt);
+    s.peer_bitfield(Time::ZERO, &9, &id(1), Bitfield::full(3));
+    s.peer_joined(Time::ZERO, 1, far());
+    s.peer_bitfield(Time::ZERO, &1, &id(1), Bitfield::full(4));
+    assert_eq!(drain(&mut s, Time::ZERO), vec![]);
+    assert_eq!(s.stats().unsolicited, 1);
+    assert_eq!(s.progress(&id(1)).unwrap().have, 1);
+    s.peer_bitfield(Time::ZERO, &1, &id(1), Bitfield::full(3));
+    let reqs = requests(&drain(&mut s, Time::ZERO));
+    assert_eq!(reqs.iter().map(|r| r.2).collect::<BTreeSet<_>>(), BTreeSet::from([1, 2]));
+    s.peer_left(Time::ZERO, &1);
+    assert_eq!(s.in_flight(), 0);
+    assert_eq!(s.peers(), 0);
+    s.remove_content(&id(1));
+    assert_eq!(s.progress(&id(1)), None);
+}
+
+fn scripted(seed: u64) -> Vec<Output<u32>> {
+    let mut s = Scheduler::new(&transfer(2, 8), &PolicyConfig::default(), local(), seed);
+    s.add_content(Time::ZERO, spec(1, 200, None), Bitfield::new(200));
+    let mut rng = ChaCha8Rng::seed_from_u64(99);
+    for p in 0..10u32 {
+        s.peer_joined(Time::ZERO, p, if p % 2 == 0 { local() } else { far() });
+        s.peer_bitfield(Time::ZERO, &p, &id(1), bits(200, (0..200).filter(|_| rng.gen_bool(0.6))));
+    }
+    let mut all = Vec::new();
+    let mut now = Time::ZERO;
+    for _ in 0..300 {
+        now = now + Duration::from_millis(10);
+        let outs = drain(&mut s, now);
+        for (p, c, k) in requests(&outs) {
+            s.chunk_received(now + Duration::from_millis(5), &p, &c, k, 1000);
+        }
+        all.extend(outs);
+    }
+    all
+}
+
+#[test]
+fn deterministic_for_a_seed() {
+    let a = scripted(42);
+    assert!(a.len() > 100);
+    assert_eq!(a, scripted(42));
+    assert_ne!(a, scripted(43));
+}
+
+/// The property test's world: what each peer really holds, who is connected, what is outstanding.
+#[derive(Debug, Clone)]
+struct Case {
+    seed: u64,
+    peers: u32,
+    chunks: [u32; 2],
+    per_peer: u32,
+    total: u32,
+    endgame: u32,
+    fail_pct: u32,
+}
+
+fn case() -> impl Strategy<Value = Case> {
+    (any::<u64>(), 2u32..8, 1u32..120, 1u32..60, 1u32..4, 0u32..12, 0u32..8, 0u32..40).prop_map(
+        |(seed, peers, a, b, per_peer, extra, endgame, fail_pct)| Case {
+            seed,
+            peers,
+            chunks: [a, b],
+            per_peer,
+            total: per_peer + extra,
+            endgame,
+            fail_pct,
+        },
+    )
+}
+
+fn run_case(c: &Case) -> Result<(), TestCaseError> {
+    let t = TransferConfig {
+        max_requests_per_peer: c.per_peer,
+        max_requests_total: c.total,
+        endgame_chunks: c.endgame,
+        request_timeout: Duration::from_secs(5),
+        busy_backoff: Duration::from_millis(200),
+        corrupt_ban: Duration::from_secs(3),
+        ..Default::default()
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(c.seed);
+    let mut s = Scheduler::new(&t, &PolicyConfig::default(), local(), c.seed);
+    let ids = [id(1), id(2)];
+    // Real holdings; peer 0 never leaves and fills the gaps so the union covers everything.
+    let mut holds: BTreeMap<(u32, usize), Bitfield> = BTreeMap::new();
+    for (ci, &n) in c.chunks.iter().enumerate() {
+        let mut union = Bitfield::new(n);
+        for p in 1..c.peers {
+            let b = bits(n, (0..n).filter(|_| rng.gen_bool(0.4)));
+            for i in b.iter_ones() {
+                union.set(i);
+            }
+            holds.insert((p, ci), b);
+        }
+        let zero = bits(n, (0..n).filter(|&i| !union.get(i) || rng.gen_bool(0.3)));
+        holds.insert((0, ci), zero);
+    }
+    let mut have = [Bitfield::new(c.chunks[0]), Bitfield::new(c.chunks[1])];
+    have[0].set(0);
+    let mut now = Time::ZERO;
+    s.add_content(now, spec(1, c.chunks[0], Some(Time(5))), have[0].clone());
+    s.add_content(now, spec(2, c.chunks[1], None), have[1].clone());
+    let join = |s: &mut Scheduler<u32>, now, p: u32, holds: &BTreeMap<(u32, usize), Bitfield>| {
+        s.peer_joined(now, p, if p % 2 == 0 { local() } else { far() });
+        for ci in 0..2 {
+            s.peer_bitfield(now, &p, &ids[ci], holds[&(p, ci)].clone());
+        }
+    };
+    let mut connected = BTreeSet::new();
+    for p in 0..c.peers {
+        join(&mut s, now, p, &holds);
+        connected.insert(p);
+    }
+    // (peer, content index, chunk) -> sent at
+    let mut outstanding: BTreeMap<(u32, usize, u32), Time> = BTreeMap::new();
+    let mut completes = [0u32; 2];
+    for step in 0..20_000u32 {
+        while let Some(o) = s.poll_output(now) {
+            match o {
+                Output::Request { peer, content, chunk } => {
+                    let ci = ids.iter().position(|i| *i == content).unwrap();
+                    prop_assert!(connected.contains(&peer), "asked a peer that left");
+                    prop_assert!(holds[&(peer, ci)].get(chunk), "asked {peer} for chunk {chunk} it lacks");
+                    prop_assert!(!have[ci].get(chunk), "asked for chunk {chunk} already held");
+                    prop_assert!(outstanding.insert((peer, ci, chunk), now).is_none(), "same request twice");
+                    let to_peer = outstanding.keys().filter(|k| k.0 == peer).count();
+                    prop_assert!(to_peer as u32 <= c.per_peer, "per-peer bound");
+                    prop_assert!(outstanding.len() as u32 <= c.total, "total bound");
+                    let same = outstanding.keys().filter(|k| k.1 == ci && k.2 == chunk).count();
+                    prop_assert!(same <= ENDGAME_PEERS_PER_CHUNK, "too many duplicates");
+                    prop_assert_eq!(s.in_flight(), outstanding.len());
+                }
+                Output::Cancel { peer, content, chunk } => {
+                    let ci = ids.iter().position(|i| *i == content).unwrap();
+                    prop_assert!(outstanding.remove(&(peer, ci, chunk)).is_some(), "cancel of nothing");
+                }
+                Output::Penalise { .. } => {}
+                Output::Complete { content } => {
+                    let ci = ids.iter().position(|i| *i == content).unwrap();
+                    prop_assert!(have[ci].is_complete());
+                    completes[ci] += 1;
+                }
+            }
+        }
+        if completes == [1, 1] && have.iter().all(Bitfield::is_complete) {
+            prop_assert_eq!(s.in_flight(), 0);
+            return Ok(());
+        }
+        let roll = rng.gen_range(0..100);
+        if roll < 70 && !outstanding.is_empty() {
+            let k = rng.gen_range(0..outstanding.len());
+            let (&(p, ci, chunk), _) = outstanding.iter().nth(k).unwrap();
+            outstanding.remove(&(p, ci, chunk));
+            now = now + Duration::from_millis(rng.gen_range(1..50));
+            let fail = rng.gen_range(0..100) < c.fail_pct;
+            if !fail {
+                have[ci].set(chunk);
+                s.chunk_received(now, &p, &ids[ci], chunk, 4096);
+            } else {
+                let failure = match rng.gen_range(0..4) {
+                    0 => Failure::Corrupt,
+                    1 => Failure::Busy { load: rng.gen_range(0.0..1.5) },
+                    // A peer may only lose a chunk peer 0 still holds, so the union keeps covering everything.
+                    2 if p != 0 && holds[&(0, ci)].get(chunk) => Failure::Missing,
+                    _ => Failure::Io,
+                };
+                if failure == Failure::Missing {
+                    holds.get_mut(&(p, ci)).unwrap().clear(chunk);
+                }
+                s.chunk_failed(now, &p, &ids[ci], chunk, failure);
+            }
+        } else if roll < 75 {
+            let p = rng.gen_range(1..c.peers);
+            if connected.remove(&p) {
+                s.peer_left(now, &p);
+                outstanding.retain(|k, _| k.0 != p);
+            } else {
+                join(&mut s, now, p, &holds);
+                connected.insert(p);
+            }
+        } else if roll < 80 {
+            let p = rng.gen_range(0..c.peers);
+            let ci = rng.gen_range(0..2);
+            let chunk = rng.gen_range(0..c.chunks[ci]);
+            if holds.get_mut(&(p, ci)).unwrap().set(chunk) && connected.contains(&p) {
+                s.peer_has(now, &p, &ids[ci], chunk);
+            }
+        } else {
+            // Let time pass: to the next timer when nothing else is going on, else a little.
+            let next = s.poll_timeout();
+            if outstanding.is_empty() || rng.gen_bool(0.2) {
+                match next {
+                    Some(t) => now = now.max(t),
+                    None if connected.len() as u32 == c.peers => {
+                        return Err(TestCaseError::fail(format!("stuck at step {step}: {:?}", s.stats())));
+                    }
+                    None => {}
+                }
+            } else {
+                now = now + Duration::from_millis(rng.gen_range(1..500));
+            }
+            s.handle_timeout(now);
+            let timeout = t.request_timeout;
+            outstanding.retain(|_, sent| *sent + timeout > now);
+        }
+    }
+    Err(TestCaseError::fail(format!("not complete after 20000 steps: {:?} {:?}", have, s.stats())))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// Random peers, holdings, failures, departures and returns: never a request for a chunk the peer lacks
+    /// or we hold, never over the in-flight bounds, and everything completes, each content once.
+    #[test]
+    fn scheduler_is_safe_and_completes(c in case()) {
+        run_case(&c)?;
+    }
+}

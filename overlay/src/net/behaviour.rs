@@ -1,0 +1,172 @@
+//! The composed libp2p behaviour and how the swarm is built.
+
+use std::time::Duration;
+
+use libp2p::identity::Keypair;
+use libp2p::kad::store::{MemoryStore, MemoryStoreConfig};
+use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::swarm::NetworkBehaviour;
+use libp2p::{
+    connection_limits, gossipsub, identify, kad, mdns, noise, ping, request_response, tcp, yamux,
+    StreamProtocol, Swarm,
+};
+use prometheus_client::registry::Registry;
+
+use super::protocol::{self, Codec};
+use super::{Config, NetError};
+
+/// Our Kademlia protocol name: never the IPFS one, so cinemesh nodes never join a public DHT.
+pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/cinemesh/kad/1.0.0");
+/// identify's protocol version string.
+pub const IDENTIFY_PROTOCOL: &str = "/cinemesh/id/1.0.0";
+/// The gossipsub topic carrying signed catalogue entries.
+pub const CATALOGUE_TOPIC: &str = "cinemesh/catalogue/1";
+
+/// Everything the swarm speaks.
+#[derive(NetworkBehaviour)]
+#[behaviour(prelude = "libp2p::swarm::derive_prelude")]
+pub struct Behaviour {
+    /// Connection limits (in all and per peer).
+    pub limits: connection_limits::Behaviour,
+    /// identify: learn peers' listen addresses (fed to Kademlia).
+    pub identify: identify::Behaviour,
+    /// ping: liveness and RTT.
+    pub ping: ping::Behaviour,
+    /// Kademlia: provider records keyed by content id.
+    pub kad: kad::Behaviour<MemoryStore>,
+    /// gossipsub: the catalogue topic, with application validation.
+    pub gossipsub: gossipsub::Behaviour,
+    /// mDNS on the LAN (may be off).
+    pub mdns: Toggle<mdns::tokio::Behaviour>,
+    /// The chunk-transfer protocol.
+    pub xfer: request_response::Behaviour<Codec>,
+}
+
+impl std::fmt::Debug for Behaviour {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Behaviour")
+    }
+}
+
+/// The gossipsub configuration from the `[gossip]` section.
+pub fn gossipsub_config(cfg: &crate::config::GossipConfig) -> Result<gossipsub::Config, NetError> {
+    gossipsub::ConfigBuilder::default()
+        .mesh_n(cfg.mesh_n)
+        .mesh_n_low(cfg.mesh_n_low)
+        .mesh_n_high(cfg.mesh_n_high)
+        .mesh_outbound_min(cfg.mesh_n_low.min(2).min(cfg.mesh_n / 2))
+        .gossip_lazy(cfg.gossip_lazy)
+        .heartbeat_interval(cfg.heartbeat)
+        .max_transmit_size(cfg.max_transmit_size.0 as usize)
+        .validation_mode(gossipsub::ValidationMode::Strict)
+        .validate_messages()
+        .message_id_fn(|m: &gossipsub::Message| {
+            gossipsub::MessageId::from(blake3::hash(&m.data).as_bytes().to_vec())
+        })
+        .build()
+        .map_err(|e| NetError::Setup(format!("gossip configuration: {e}")))
+}
+
+fn behaviour(key: &Keypair, cfg: &Config, registry: &mut Registry) -> Result<Behaviour, NetError> {
+    let peer_id = key.public().to_peer_id();
+    let limits = connection_limits::ConnectionLimits::default()
+        .with_max_established(Some(cfg.max_connections))
+        .with_max_established_per_peer(Some(cfg.max_connections_per_peer))
+        .with_max_pending_incoming(Some(cfg.max_connections.min(128)))
+        .with_max_pending_outgoing(Some(cfg.max_connections.min(128)));
+
+    let mut kad_cfg = kad::Config::new(KAD_PROTOCOL);
+    kad_cfg.set_query_timeout(Duration::from_secs(30));
+    let store = MemoryStore::with_config(
+        peer_id,
+        MemoryStoreConfig {
+            max_records: 16 * 1024,
+            max_value_bytes: 1024,
+            max_providers_per_key: 64,
+            max_provided_keys: 200_000,
+        },
+    );
+    let mut kad = kad::Behaviour::with_config(peer_id, store, kad_cfg);
+    kad.set_mode(Some(kad::Mode::Server));
+
+    let gossipsub = gossipsub::Behaviour::new(
+        gossipsub::MessageAuthenticity::Signed(key.clone()),
+        gossipsub_config(&cfg.gossip)?,
+    )
+    .map_err(|e| NetError::Setup(format!("gossipsub: {e}")))?
+    .with_metrics(registry, Default::default());
+
+    let mdns = if cfg.mdns {
+        Some(
+            mdns::tokio::Behaviour::new(mdns::Config::default(), peer_id)
+                .map_err(|e| NetError::Setup(format!("mDNS: {e}")))?,
+        )
+    } else {
+        None
+    };
+
+    let xfer = request_response::Behaviour::with_codec(
+        Codec,
+        [(protocol::PROTOCOL, request_response::ProtocolSupport::Full)],
+        request_response::Config::default()
+            .with_request_timeout(cfg.transfer.request_timeout)
+            .with_max_concurrent_streams(1024),
+    );
+
+    Ok(Behaviour {
+        limits: connection_limits::Behaviour::new(limits),
+        identify: identify::Behaviour::new(
+            identify::Config::new(IDENTIFY_PROTOCOL.to_owned(), key.public())
+                .with_agent_version(format!("cinemesh/{}", env!("CARGO_PKG_VERSION"))),
+        ),
+        ping: ping::Behaviour::default(),
+        kad,
+        gossipsub,
+        mdns: mdns.into(),
+        xfer,
+    })
+}
+
+/// Builds the swarm: TCP + noise + yamux (optionally behind a pre-shared key), DNS, bandwidth metrics.
+pub fn build_swarm(cfg: &Config, registry: &mut Registry) -> Result<Swarm<Behaviour>, NetError> {
+    let tcp_cfg = tcp::Config::default().nodelay(true);
+    let idle = cfg.idle_timeout;
+    let setup = |e: &dyn std::fmt::Display| NetError::Setup(e.to_string());
+    let swarm = match cfg.psk {
+        None => libp2p::SwarmBuilder::with_existing_identity(cfg.keypair.clone())
+            .with_tokio()
+            .with_tcp(tcp_cfg, noise::Config::new, yamux::Config::default)
+            .map_err(|e| setup(&e))?
+            .with_dns()
+            .map_err(|e| setup(&e))?
+            .with_bandwidth_metrics(registry)
+            .with_behaviour(|key| behaviour(key, cfg, registry).map_err(Box::from))
+            .map_err(|e| setup(&e))?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
+            .build(),
+        Some(psk) => {
+            use libp2p::core::upgrade::Version;
+            use libp2p::Transport;
+            libp2p::SwarmBuilder::with_existing_identity(cfg.keypair.clone())
+                .with_tokio()
+                .with_other_transport(|key| {
+                    let noise = noise::Config::new(key)?;
+                    Ok::<_, Box<dyn std::error::Error + Send + Sync>>(
+                        tcp::tokio::Transport::new(tcp_cfg)
+                            .and_then(move |socket, _| libp2p::pnet::PnetConfig::new(psk).handshake(socket))
+                            .upgrade(Version::V1)
+                            .authenticate(noise)
+                            .multiplex(yamux::Config::default())
+                            .timeout(Duration::from_secs(20)),
+                    )
+                })
+                .map_err(|e| setup(&e))?
+                .with_bandwidth_metrics(registry)
+                .with_behaviour(|key| behaviour(key, cfg, registry).map_err(Box::from))
+                .map_err(|e| setup(&e))?
+                .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
+                .build()
+        }
+    };
+    Ok(swarm)
+}

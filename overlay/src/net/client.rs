@@ -1,0 +1,204 @@
+//! The handle to a running [`Node`](super::Node): a bounded command channel and one-shot replies.
+
+use std::path::PathBuf;
+
+use libp2p::{Multiaddr, PeerId};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+use super::NetError;
+use crate::catalogue::SignedEntry;
+use crate::content::Manifest;
+
+/// Commands the event loop understands.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Status(oneshot::Sender<Status>),
+    Films(oneshot::Sender<Vec<FilmStatus>>),
+    Peers(oneshot::Sender<Vec<PeerStatus>>),
+    Publish {
+        manifest: Box<Manifest>,
+        root: PathBuf,
+        entry: Box<SignedEntry>,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    Submit {
+        entry: Box<SignedEntry>,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    Dial {
+        addr: Multiaddr,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    Verify {
+        content: Option<crate::ContentId>,
+        reply: oneshot::Sender<Result<Vec<VerifyStatus>, String>>,
+    },
+    Shutdown,
+}
+
+/// What a node says about itself (`GET /status`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Status {
+    /// libp2p peer id.
+    pub peer_id: String,
+    /// Listen addresses, with `/p2p/<peer id>`.
+    pub listen: Vec<String>,
+    /// Role.
+    pub role: String,
+    /// Name, if set.
+    pub name: Option<String>,
+    /// ISP in use for locality (signed Admit in a private mesh, else self-declared).
+    pub isp: Option<String>,
+    /// Site in use for locality.
+    pub site: Option<String>,
+    /// Highest applied seq per trusted distributor key.
+    pub catalogue_heads: Vec<Head>,
+    /// Free bytes on the data directory's disk.
+    pub disk_free: u64,
+    /// Connected peers.
+    pub peers: usize,
+    /// Contents in the catalogue.
+    pub films: usize,
+}
+
+/// One distributor key's head.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Head {
+    /// The key, `cmpk1...`.
+    pub key: String,
+    /// Highest applied seq.
+    pub seq: u64,
+}
+
+/// A catalogue content with local progress (`GET /films`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FilmStatus {
+    /// Content id, hex.
+    pub content_id: String,
+    /// Title.
+    pub title: String,
+    /// Total bytes.
+    pub size: u64,
+    /// Bytes held, verified.
+    pub have_bytes: u64,
+    /// Chunks held.
+    pub have_chunks: u32,
+    /// Chunks in all.
+    pub chunks: u32,
+    /// All chunks held.
+    pub complete: bool,
+    /// `complete`, `fetching`, `waiting` (no manifest yet), `not-targeted`, `refused: ...` or `seeding`.
+    pub state: String,
+    /// Deadline, unix seconds.
+    pub deadline: Option<u64>,
+    /// Where the files are, when stored here.
+    pub path: Option<String>,
+}
+
+/// A connected peer (`GET /peers`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PeerStatus {
+    /// libp2p peer id.
+    pub peer_id: String,
+    /// Its role, as it says.
+    pub role: Option<String>,
+    /// Its name.
+    pub name: Option<String>,
+    /// Its ISP (signed in a private mesh).
+    pub isp: Option<String>,
+    /// Its site.
+    pub site: Option<String>,
+    /// Its last reported load (0..=1).
+    pub load: f32,
+    /// Content bytes sent to it.
+    pub bytes_up: u64,
+    /// Content bytes received from it.
+    pub bytes_down: u64,
+    /// Remote address of the connection.
+    pub address: Option<String>,
+}
+
+/// Result of re-verifying one content.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct VerifyStatus {
+    /// Content id, hex.
+    pub content_id: String,
+    /// Chunks checked and found good.
+    pub good: u32,
+    /// Chunks found bad, unmarked and queued to be fetched again.
+    pub bad: u32,
+}
+
+/// A cloneable handle to a running node.
+#[derive(Debug, Clone)]
+pub struct Client {
+    pub(crate) tx: mpsc::Sender<Command>,
+    pub(crate) peer_id: PeerId,
+}
+
+impl Client {
+    /// This node's peer id.
+    pub fn peer_id(&self) -> PeerId {
+        self.peer_id
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, NetError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(make(tx)).await.map_err(|_| NetError::Stopped)?;
+        rx.await.map_err(|_| NetError::Stopped)
+    }
+
+    /// The node's status.
+    pub async fn status(&self) -> Result<Status, NetError> {
+        self.ask(Command::Status).await
+    }
+
+    /// The catalogue with local progress.
+    pub async fn films(&self) -> Result<Vec<FilmStatus>, NetError> {
+        self.ask(Command::Films).await
+    }
+
+    /// Connected peers.
+    pub async fn peers(&self) -> Result<Vec<PeerStatus>, NetError> {
+        self.ask(Command::Peers).await
+    }
+
+    /// Seeds `manifest`'s files from `root` (where they lie) and applies and gossips the signed Publish.
+    pub async fn publish(
+        &self,
+        manifest: Manifest,
+        root: PathBuf,
+        entry: SignedEntry,
+    ) -> Result<(), NetError> {
+        self.ask(|reply| Command::Publish {
+            manifest: Box::new(manifest),
+            root,
+            entry: Box::new(entry),
+            reply,
+        })
+        .await?
+        .map_err(NetError::Refused)
+    }
+
+    /// Applies and gossips a signed catalogue entry (withdraw, admit, revoke, policy, or a publish of
+    /// content already held).
+    pub async fn submit(&self, entry: SignedEntry) -> Result<(), NetError> {
+        self.ask(|reply| Command::Submit { entry: Box::new(entry), reply }).await?.map_err(NetError::Refused)
+    }
+
+    /// Dials a peer.
+    pub async fn dial(&self, addr: Multiaddr) -> Result<(), NetError> {
+        self.ask(|reply| Command::Dial { addr, reply }).await?.map_err(NetError::Refused)
+    }
+
+    /// Re-verifies stored chunks (all contents, or one); bad chunks are unmarked and fetched again.
+    pub async fn verify(&self, content: Option<crate::ContentId>) -> Result<Vec<VerifyStatus>, NetError> {
+        self.ask(|reply| Command::Verify { content, reply }).await?.map_err(NetError::Refused)
+    }
+
+    /// Asks the node to stop; returns once the request is queued (await the node's task to see it end).
+    pub async fn shutdown(&self) {
+        let _ = self.tx.send(Command::Shutdown).await;
+    }
+}

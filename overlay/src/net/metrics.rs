@@ -1,0 +1,131 @@
+//! `cinemesh_*` Prometheus metrics of the network layer. libp2p's own metrics (swarm, identify, kad, ping,
+//! gossipsub, bandwidth) are registered beside them in the same registry. `docs/metrics.md` lists them.
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// Whether the other end of a transfer is on our ISP.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum Locality {
+    /// Same site (LAN).
+    SameSite,
+    /// Same ISP.
+    SameIsp,
+    /// Another ISP.
+    OtherIsp,
+    /// Either side's ISP is unknown.
+    Unknown,
+}
+
+/// Label set `{locality=...}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LocalityLabel {
+    /// Where the peer is.
+    pub locality: Locality,
+}
+
+/// Label set `{reason=...}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// Why.
+    pub reason: String,
+}
+
+/// Label set `{key=...}` (a distributor key).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KeyLabel {
+    /// The key, `cmpk1...`.
+    pub key: String,
+}
+
+/// The network layer's metrics.
+#[derive(Debug, Clone, Default)]
+pub struct Metrics {
+    /// Content bytes received, by locality of the sender.
+    pub bytes_received: Family<LocalityLabel, Counter>,
+    /// Content bytes sent, by locality of the receiver.
+    pub bytes_sent: Family<LocalityLabel, Counter>,
+    /// Chunks verified and stored.
+    pub chunks_verified: Counter,
+    /// Chunk requests that failed, by reason (corrupt, busy, missing, io, timeout).
+    pub chunks_failed: Family<ReasonLabel, Counter>,
+    /// Chunks served to peers.
+    pub chunks_served: Counter,
+    /// Busy answers given (all upload slots taken).
+    pub busy_answers: Counter,
+    /// Contents held complete.
+    pub contents_complete: Gauge,
+    /// Contents being fetched.
+    pub contents_fetching: Gauge,
+    /// Contents refused for lack of disk space.
+    pub contents_refused: Gauge,
+    /// Catalogue entries applied.
+    pub catalogue_applied: Counter,
+    /// Catalogue entries rejected, by reason (untrusted_key, bad_signature, malformed, ...).
+    pub catalogue_rejected: Family<ReasonLabel, Counter>,
+    /// Highest applied seq per distributor key.
+    pub catalogue_head: Family<KeyLabel, Gauge>,
+    /// Connected peers.
+    pub connected_peers: Gauge,
+    /// Peers penalised (e.g. served a corrupt chunk).
+    pub peers_penalised: Counter,
+    /// Free bytes on the data directory's disk.
+    pub disk_free_bytes: Gauge,
+    /// Content download rate over the last interval, bytes/s.
+    pub download_rate: Gauge,
+    /// Content upload rate over the last interval, bytes/s.
+    pub upload_rate: Gauge,
+    /// Kademlia provider lookups started.
+    pub provider_lookups: Counter,
+    /// Anti-entropy exchanges that brought entries.
+    pub sync_entries: Counter,
+}
+
+impl Metrics {
+    /// Creates the metrics and registers them under the `cinemesh` prefix.
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = Self::default();
+        let r = registry.sub_registry_with_prefix("cinemesh");
+        r.register(
+            "bytes_received",
+            "Content bytes received, by locality of the sender",
+            m.bytes_received.clone(),
+        );
+        r.register("bytes_sent", "Content bytes sent, by locality of the receiver", m.bytes_sent.clone());
+        r.register("chunks_verified", "Chunks received, verified and stored", m.chunks_verified.clone());
+        r.register("chunks_failed", "Chunk requests that failed, by reason", m.chunks_failed.clone());
+        r.register("chunks_served", "Chunks served to peers", m.chunks_served.clone());
+        r.register("busy_answers", "Busy answers given with all upload slots taken", m.busy_answers.clone());
+        r.register("contents_complete", "Contents held complete", m.contents_complete.clone());
+        r.register("contents_fetching", "Contents being fetched", m.contents_fetching.clone());
+        r.register("contents_refused", "Contents refused for lack of disk space", m.contents_refused.clone());
+        r.register("catalogue_applied", "Catalogue entries applied", m.catalogue_applied.clone());
+        r.register(
+            "catalogue_rejected",
+            "Catalogue entries rejected, by reason",
+            m.catalogue_rejected.clone(),
+        );
+        r.register("catalogue_head", "Highest applied seq per distributor key", m.catalogue_head.clone());
+        r.register("connected_peers", "Connected peers", m.connected_peers.clone());
+        r.register("peers_penalised", "Peers penalised for misbehaviour", m.peers_penalised.clone());
+        r.register("disk_free_bytes", "Free bytes on the data directory's disk", m.disk_free_bytes.clone());
+        r.register("download_rate_bytes", "Content download rate, bytes/s", m.download_rate.clone());
+        r.register("upload_rate_bytes", "Content upload rate, bytes/s", m.upload_rate.clone());
+        r.register("provider_lookups", "Kademlia provider lookups started", m.provider_lookups.clone());
+        r.register("sync_entries", "Catalogue entries obtained by anti-entropy", m.sync_entries.clone());
+        m
+    }
+
+    /// Counts a rejected catalogue entry.
+    pub fn rejected(&self, reason: &str) {
+        self.catalogue_rejected.get_or_create(&ReasonLabel { reason: reason.to_owned() }).inc();
+    }
+
+    /// Counts a failed chunk request.
+    pub fn failed(&self, reason: &str) {
+        self.chunks_failed.get_or_create(&ReasonLabel { reason: reason.to_owned() }).inc();
+    }
+}
