@@ -166,7 +166,7 @@ pub struct Churn {
     pub offline_mean: Duration,
     /// Number of cinemas that join only at `late_join` (after the first publish).
     pub late: u32,
-    /// When the late cinemas join.
+    /// When the late cinemas join, after the first publish.
     #[serde(with = "human_duration")]
     pub late_join: Duration,
 }
