@@ -1,1 +1,219 @@
-fn main() {}
+//! `cinemesh-sim`: run a scenario, sweep configurations, or print the physical bound.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use anyhow::Context;
+use cinemesh_sim::report::{self, film_bound};
+use cinemesh_sim::sweep::{self, RunFigures, Vary};
+use cinemesh_sim::{engine, simulate, Scenario};
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use rayon::prelude::*;
+
+/// Discrete-event simulator of cinemesh distributions, driving the overlay's own scheduler.
+#[derive(Debug, Parser)]
+#[command(name = "cinemesh-sim", version)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Run one scenario and write report.json, nodes.csv and SVG plots.
+    Run {
+        /// Scenario file (TOML).
+        scenario: PathBuf,
+        /// RNG seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Override a scenario field, e.g. `transfer.upload_slots=12` (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
+        /// Output directory (default `sim-out/<scenario>-<seed>`).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Run the cartesian product of `--vary` values with several seeds, rank, write the best node config.
+    Sweep {
+        /// Scenario file (TOML).
+        scenario: PathBuf,
+        /// A key and its values, e.g. `transfer.upload_slots=4,8,16` (repeatable).
+        #[arg(long, value_name = "KEY=V1,V2,...", required = true)]
+        vary: Vec<String>,
+        /// Seeds per configuration (1..=K).
+        #[arg(long, default_value_t = 3)]
+        seeds: u64,
+        /// Parallel runs.
+        #[arg(long, default_value_t = 2)]
+        jobs: usize,
+        /// Fixed overrides applied to every configuration.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
+        /// Output directory (default `sim-out/<scenario>-sweep`).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Where to write the best configuration as a node config (default `<out>/best.toml`).
+        #[arg(long, value_name = "FILE")]
+        emit_config: Option<PathBuf>,
+    },
+    /// Print the Kumar-Ross bound of a scenario (no simulation).
+    Bound {
+        /// Scenario file (TOML).
+        scenario: PathBuf,
+        /// RNG seed (access rates drawn in ranges depend on it).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Override a scenario field (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
+    },
+}
+
+fn bar(len: u64, what: &str) -> ProgressBar {
+    let pb = ProgressBar::new(len);
+    if let Ok(style) =
+        ProgressStyle::with_template("{msg} [{elapsed_precise}] {wide_bar} {pos}/{len} ({eta})")
+    {
+        pb.set_style(style);
+    }
+    pb.set_message(what.to_owned());
+    pb
+}
+
+fn run(scenario: &Path, seed: u64, sets: &[String], out: Option<PathBuf>) -> anyhow::Result<()> {
+    let sc = Scenario::load(scenario, sets)?;
+    let out = out.unwrap_or_else(|| PathBuf::from(format!("sim-out/{}-{seed}", sc.name)));
+    let pb = bar(0, "chunks");
+    let progress = |done: u64, total: u64| {
+        pb.set_length(total);
+        pb.set_position(done);
+    };
+    let started = Instant::now();
+    let (outcome, report) = simulate(&sc, seed, Some(&progress))?;
+    let wall = started.elapsed().as_secs_f64();
+    pb.finish_and_clear();
+    report::write(&out, &sc, &outcome, &report)?;
+    print!("{}", report.summary());
+    println!(
+        "wall {wall:.2} s, {:.2} M events/s; output in {}",
+        report.events as f64 / wall.max(1e-9) / 1e6,
+        out.display()
+    );
+    Ok(())
+}
+
+struct SweepArgs {
+    scenario: PathBuf,
+    vary: Vec<String>,
+    seeds: u64,
+    jobs: usize,
+    sets: Vec<String>,
+    out: Option<PathBuf>,
+    emit_config: Option<PathBuf>,
+}
+
+fn sweep(a: SweepArgs) -> anyhow::Result<()> {
+    let varies: Vec<Vary> = a.vary.iter().map(|v| v.parse()).collect::<Result<_, _>>()?;
+    let configs = sweep::product(&varies)?;
+    let text = std::fs::read_to_string(&a.scenario)
+        .with_context(|| format!("cannot read {}", a.scenario.display()))?;
+    let origin = a.scenario.display().to_string();
+    // Validate every configuration before running any.
+    let mut scenarios = Vec::new();
+    for c in &configs {
+        let sets: Vec<String> = a.sets.iter().chain(c).cloned().collect();
+        scenarios.push(Scenario::parse(&text, &origin, &sets)?);
+    }
+    let name = scenarios.first().map(|s| s.name.clone()).unwrap_or_default();
+    let out = a.out.unwrap_or_else(|| PathBuf::from(format!("sim-out/{name}-sweep")));
+    let seeds = a.seeds.max(1);
+    let jobs: Vec<(usize, u64)> = (0..configs.len()).flat_map(|c| (1..=seeds).map(move |s| (c, s))).collect();
+    let pb = bar(jobs.len() as u64, "runs");
+    let done = AtomicU64::new(0);
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(a.jobs.max(1)).build()?;
+    let started = Instant::now();
+    let results: Vec<(usize, anyhow::Result<RunFigures>)> = pool.install(|| {
+        jobs.par_iter()
+            .map(|&(c, seed)| {
+                let r = simulate(&scenarios[c], seed, None)
+                    .map(|(_, r)| (r.t_measured, r.efficiency, r.transit_ratio))
+                    .map_err(anyhow::Error::from);
+                pb.set_position(done.fetch_add(1, Ordering::Relaxed) + 1);
+                (c, r)
+            })
+            .collect()
+    });
+    pb.finish_and_clear();
+    let mut per_config: Vec<Vec<RunFigures>> = vec![Vec::new(); configs.len()];
+    for (c, r) in results {
+        per_config[c].push(r?);
+    }
+    let ranked = sweep::rank(
+        configs.iter().cloned().zip(per_config).map(|(sets, runs)| sweep::aggregate(sets, &runs)).collect(),
+    );
+    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    let csv = sweep::ranking_csv(&ranked);
+    std::fs::write(out.join("ranking.csv"), &csv)
+        .with_context(|| format!("cannot write {}/ranking.csv", out.display()))?;
+    println!("objective: all targets complete, then lowest mean T_measured (1% buckets), then lowest transit ratio");
+    print!("{csv}");
+    println!("{} runs in {:.1} s", jobs.len(), started.elapsed().as_secs_f64());
+    if let Some(best) = ranked.first() {
+        let sets: Vec<String> = a.sets.iter().chain(&best.sets).cloned().collect();
+        let sc = Scenario::parse(&text, &origin, &sets)?;
+        let comment = format!(
+            "cinemesh node config: best of a cinemesh-sim sweep of {}\nsettings: {}\nmean T_measured {:.0} s, efficiency {:.3}, transit ratio {:.2} over {} seeds",
+            origin,
+            best.sets.join(" "),
+            best.mean_t_measured,
+            best.mean_efficiency,
+            best.mean_transit_ratio,
+            best.runs
+        );
+        let path = a.emit_config.unwrap_or_else(|| out.join("best.toml"));
+        std::fs::write(&path, sweep::node_config(&sc, &comment)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        println!("best: {} -> {}", best.sets.join(" "), path.display());
+    }
+    Ok(())
+}
+
+fn bound(scenario: &Path, seed: u64, sets: &[String]) -> anyhow::Result<()> {
+    let sc = Scenario::load(scenario, sets)?;
+    let (topo, targets, _) = engine::world(&sc, seed);
+    for (f, film) in sc.film.iter().enumerate() {
+        let b = film_bound(&sc, &topo, f, |i| targets[f][i]);
+        println!(
+            "{}: T_min = {:.0} s ({:.2} h) = max(F/u_s {:.0} s, F/d_min {:.0} s, N*F/(u_s+sum u_i) {:.0} s)",
+            film.name,
+            b.t_min,
+            b.t_min / 3600.0,
+            b.seeder_term,
+            b.download_term,
+            b.aggregate_term
+        );
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let r = match cli.cmd {
+        Cmd::Run { scenario, seed, sets, out } => run(&scenario, seed, &sets, out),
+        Cmd::Sweep { scenario, vary, seeds, jobs, sets, out, emit_config } => {
+            sweep(SweepArgs { scenario, vary, seeds, jobs, sets, out, emit_config })
+        }
+        Cmd::Bound { scenario, seed, sets } => bound(&scenario, seed, &sets),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

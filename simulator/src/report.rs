@@ -1,0 +1,462 @@
+//! What a run tells the planner: `report.json`, the per-node CSV, the SVG plots and the terminal summary.
+//!
+//! The headline figures are for the first film: Kumar-Ross `T_min`, `T_measured` (publish -> last target
+//! complete), efficiency, transit bytes against the per-ISP minimum, superseeder egress, gossip delivery
+//! p50/p99 and duplicates. Per-film figures are in `films`.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use cinemesh_overlay::config::{GossipConfig, PolicyConfig, TransferConfig};
+use serde::Serialize;
+
+use crate::bound::{self, Bound};
+use crate::engine::Outcome;
+use crate::error::Error;
+use crate::scenario::Scenario;
+use crate::svg;
+use crate::topology::Topology;
+
+/// Quantiles of a sample.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Quantiles {
+    /// Values in the sample.
+    pub n: usize,
+    /// Median.
+    pub p50: f64,
+    /// 90th percentile.
+    pub p90: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// Largest.
+    pub max: f64,
+}
+
+impl Quantiles {
+    /// Nearest-rank quantiles of `v` (zeros when empty).
+    pub fn of(v: &[f64]) -> Self {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        let q = |p: f64| {
+            if v.is_empty() {
+                0.0
+            } else {
+                v[((p * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1]
+            }
+        };
+        Quantiles { n: v.len(), p50: q(0.5), p90: q(0.9), p99: q(0.99), max: q(1.0) }
+    }
+}
+
+/// One film's figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct FilmReport {
+    /// Title.
+    pub name: String,
+    /// Size, bytes.
+    pub size: u64,
+    /// Chunks.
+    pub chunks: u32,
+    /// Cinemas targeted.
+    pub targets: u32,
+    /// Targets complete at the end.
+    pub complete: u32,
+    /// The Kumar-Ross bound over the targets, seconds.
+    pub bound: Bound,
+    /// Publish -> last target complete, seconds (`None` when some target never completed).
+    pub t_measured: Option<f64>,
+    /// `t_min / t_measured`.
+    pub efficiency: Option<f64>,
+    /// Completion times of the targets after publish, seconds.
+    pub completion: Quantiles,
+    /// Minimum transit: size x ISPs holding a target and no superseeder.
+    pub transit_min_bytes: u64,
+}
+
+/// Gossip figures over all (node, film) deliveries.
+#[derive(Debug, Clone, Serialize)]
+pub struct GossipReport {
+    /// Delivery delay after publish, milliseconds.
+    pub delivery_ms: Quantiles,
+    /// Mean duplicate deliveries per node and entry.
+    pub duplicates_mean: f64,
+    /// Most duplicates at one node for one entry.
+    pub duplicates_max: u32,
+}
+
+/// Kademlia lookup figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct KadReport {
+    /// Mean rounds.
+    pub hops_mean: f64,
+    /// Lookup duration, milliseconds.
+    pub latency_ms: Quantiles,
+}
+
+/// The whole report (`report.json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Scenario name.
+    pub scenario: String,
+    /// RNG seed.
+    pub seed: u64,
+    /// Cinemas.
+    pub cinemas: u32,
+    /// Superseeders.
+    pub seeders: u32,
+    /// Film 0's bound, seconds.
+    pub t_min: f64,
+    /// Film 0's measured time, seconds.
+    pub t_measured: Option<f64>,
+    /// Film 0's efficiency.
+    pub efficiency: Option<f64>,
+    /// Per film.
+    pub films: Vec<FilmReport>,
+    /// Bytes that crossed an ISP border.
+    pub transit_bytes: u64,
+    /// Sum of the films' transit minimums.
+    pub transit_min_bytes: u64,
+    /// `transit_bytes / transit_min_bytes` (1.0 is the limit).
+    pub transit_ratio: f64,
+    /// Bytes uploaded by superseeders.
+    pub seeder_egress_bytes: u64,
+    /// Superseeder egress / total film bytes (copies pushed by the distributor).
+    pub seeder_egress_copies: f64,
+    /// Peak superseeder egress over one bin, bytes/s.
+    pub seeder_egress_peak: f64,
+    /// Gossip dissemination.
+    pub gossip: GossipReport,
+    /// Provider lookups.
+    pub kad: KadReport,
+    /// ISP names (rows and columns of `isp_matrix`).
+    pub isps: Vec<String>,
+    /// Bytes from ISP row to ISP column.
+    pub isp_matrix: Vec<Vec<u64>>,
+    /// Virtual time at the end, seconds.
+    pub end_secs: f64,
+    /// Events processed.
+    pub events: u64,
+    /// Chunk transfers completed.
+    pub transfers: u64,
+    /// Of which delivered a chunk already held (end-game duplicates).
+    pub duplicate_transfers: u64,
+    /// Busy answers.
+    pub busy_answers: u64,
+    /// Peers penalised.
+    pub penalties: u64,
+    /// Bandwidth recomputations.
+    pub rate_ticks: u64,
+    /// Targets that did not complete.
+    pub incomplete: u32,
+    /// The `[gossip]` section used.
+    pub gossip_config: GossipConfig,
+    /// The `[transfer]` section used.
+    pub transfer_config: TransferConfig,
+    /// The `[policy]` section used.
+    pub policy_config: PolicyConfig,
+}
+
+/// The bound of film `f` over the nodes of `topo` for which `targeted(node)` holds.
+pub fn film_bound(sc: &Scenario, topo: &Topology, f: usize, targeted: impl Fn(usize) -> bool) -> Bound {
+    let targets: Vec<usize> = (0..topo.len()).filter(|&i| targeted(i)).collect();
+    let ups: Vec<f64> = targets.iter().map(|&i| topo.nodes[i].up).collect();
+    let downs: Vec<f64> = targets.iter().map(|&i| topo.nodes[i].down).collect();
+    let u_s = sc.seeders.up.0 * f64::from(sc.seeders.count);
+    bound::kumar_ross(sc.film[f].size.0 as f64, u_s, &ups, &downs)
+}
+
+impl Report {
+    /// Computes the report of a run.
+    pub fn new(sc: &Scenario, seed: u64, o: &Outcome) -> Report {
+        let seeder_isp = o.topo.nodes[o.topo.first_seeder as usize].isp;
+        let mut films = Vec::new();
+        for (f, film) in sc.film.iter().enumerate() {
+            let targets: Vec<usize> = (0..o.stats.len()).filter(|&i| o.stats[i].targeted[f]).collect();
+            let times: Vec<f64> = targets.iter().filter_map(|&i| o.stats[i].complete[f]).collect();
+            let b = film_bound(sc, &o.topo, f, |i| o.stats[i].targeted[f]);
+            let t_measured =
+                (times.len() == targets.len()).then(|| times.iter().copied().fold(0.0, f64::max));
+            let mut isps_with_targets = vec![false; o.topo.isps.len()];
+            for &i in &targets {
+                isps_with_targets[o.topo.nodes[i].isp as usize] = true;
+            }
+            let importing =
+                isps_with_targets.iter().enumerate().filter(|&(k, &t)| t && k != seeder_isp as usize).count();
+            films.push(FilmReport {
+                name: film.name.clone(),
+                size: film.size.0,
+                chunks: sc.chunks(film),
+                targets: targets.len() as u32,
+                complete: times.len() as u32,
+                bound: b,
+                t_measured,
+                efficiency: t_measured.map(|t| bound::efficiency(b.t_min, t)),
+                completion: Quantiles::of(&times),
+                transit_min_bytes: bound::transit_minimum(film.size.0, importing),
+            });
+        }
+        let transit_bytes: u64 = o
+            .isp_matrix
+            .iter()
+            .enumerate()
+            .flat_map(|(i, r)| r.iter().enumerate().filter(move |&(j, _)| j != i).map(|(_, &b)| b))
+            .sum();
+        let transit_min_bytes: u64 = films.iter().map(|f| f.transit_min_bytes).sum();
+        let seeder_egress_bytes: u64 =
+            o.stats.iter().zip(&o.topo.nodes).filter(|(_, n)| n.seeder).map(|(s, _)| s.bytes_up).sum();
+        let total_film_bytes: u64 = sc.film.iter().map(|f| f.size.0).sum();
+        let delivery: Vec<f64> =
+            o.stats.iter().flat_map(|s| s.gossip.iter().flatten().map(|t| t * 1e3)).collect();
+        let dups: Vec<u32> = o.stats.iter().flat_map(|s| s.duplicates.iter().copied()).collect();
+        let lookups: Vec<_> = o.stats.iter().flat_map(|s| s.lookup.iter().flatten().copied()).collect();
+        let f0 = &films[0];
+        Report {
+            scenario: sc.name.clone(),
+            seed,
+            cinemas: sc.cinemas,
+            seeders: sc.seeders.count,
+            t_min: f0.bound.t_min,
+            t_measured: f0.t_measured,
+            efficiency: f0.efficiency,
+            transit_bytes,
+            transit_min_bytes,
+            transit_ratio: if transit_min_bytes > 0 {
+                transit_bytes as f64 / transit_min_bytes as f64
+            } else {
+                0.0
+            },
+            seeder_egress_bytes,
+            seeder_egress_copies: seeder_egress_bytes as f64 / total_film_bytes.max(1) as f64,
+            seeder_egress_peak: o.egress_bins.iter().copied().max().unwrap_or(0) as f64 / o.egress_bin_secs,
+            gossip: GossipReport {
+                delivery_ms: Quantiles::of(&delivery),
+                duplicates_mean: dups.iter().map(|&d| f64::from(d)).sum::<f64>() / dups.len().max(1) as f64,
+                duplicates_max: dups.iter().copied().max().unwrap_or(0),
+            },
+            kad: KadReport {
+                hops_mean: lookups.iter().map(|l| f64::from(l.hops)).sum::<f64>()
+                    / lookups.len().max(1) as f64,
+                latency_ms: Quantiles::of(&lookups.iter().map(|l| l.micros as f64 / 1e3).collect::<Vec<_>>()),
+            },
+            films,
+            isps: o.topo.isps.clone(),
+            isp_matrix: o.isp_matrix.clone(),
+            end_secs: o.end_secs,
+            events: o.events,
+            transfers: o.transfers,
+            duplicate_transfers: o.duplicate_transfers,
+            busy_answers: o.busy,
+            penalties: o.penalties,
+            rate_ticks: o.ticks,
+            incomplete: o.incomplete,
+            gossip_config: sc.gossip.clone(),
+            transfer_config: sc.transfer.clone(),
+            policy_config: sc.policy.clone(),
+        }
+    }
+
+    /// The terminal summary.
+    pub fn summary(&self) -> String {
+        let mut s = String::new();
+        let h = |x: f64| format!("{:.2} h ({x:.0} s)", x / 3600.0);
+        let gb = |b: u64| format!("{:.1} GB", b as f64 / 1e9);
+        let _ = writeln!(
+            s,
+            "scenario {} seed {}: {} cinemas, {} superseeders",
+            self.scenario, self.seed, self.cinemas, self.seeders
+        );
+        for f in &self.films {
+            let b = &f.bound;
+            let _ = writeln!(
+                s,
+                "film {:?} ({}, {} chunks): {}/{} targets complete",
+                f.name,
+                gb(f.size),
+                f.chunks,
+                f.complete,
+                f.targets
+            );
+            let _ = writeln!(
+                s,
+                "  bound T_min = {} = max(F/u_s {:.0} s, F/d_min {:.0} s, N*F/(u_s+sum u_i) {:.0} s)",
+                h(b.t_min),
+                b.seeder_term,
+                b.download_term,
+                b.aggregate_term
+            );
+            match (f.t_measured, f.efficiency) {
+                (Some(t), Some(e)) => {
+                    let _ = writeln!(s, "  T_measured = {}, efficiency {:.3}", h(t), e);
+                }
+                _ => {
+                    let _ = writeln!(s, "  T_measured: not every target completed");
+                }
+            }
+            let c = &f.completion;
+            let _ = writeln!(s, "  completion p50 {} p90 {} max {}", h(c.p50), h(c.p90), h(c.max));
+        }
+        let _ = writeln!(
+            s,
+            "transit {} vs minimum {} (ratio {:.2}); superseeder egress {} ({:.2} copies, peak {:.0} Mbit/s)",
+            gb(self.transit_bytes),
+            gb(self.transit_min_bytes),
+            self.transit_ratio,
+            gb(self.seeder_egress_bytes),
+            self.seeder_egress_copies,
+            self.seeder_egress_peak * 8.0 / 1e6
+        );
+        let g = &self.gossip;
+        let _ = writeln!(
+            s,
+            "gossip delivery p50 {:.0} ms p99 {:.0} ms max {:.0} ms; duplicates mean {:.2} max {}",
+            g.delivery_ms.p50, g.delivery_ms.p99, g.delivery_ms.max, g.duplicates_mean, g.duplicates_max
+        );
+        let _ = writeln!(
+            s,
+            "kad lookup {:.2} hops, p50 {:.0} ms p99 {:.0} ms",
+            self.kad.hops_mean, self.kad.latency_ms.p50, self.kad.latency_ms.p99
+        );
+        let _ = writeln!(
+            s,
+            "{} events, {} chunk transfers ({} duplicate), {} busy answers, {} rate ticks, {} incomplete",
+            self.events,
+            self.transfers,
+            self.duplicate_transfers,
+            self.busy_answers,
+            self.rate_ticks,
+            self.incomplete
+        );
+        s
+    }
+}
+
+/// The per-node CSV.
+pub fn csv(sc: &Scenario, o: &Outcome) -> String {
+    let mut s = String::from(
+        "node,name,isp,class,seeder,up_mbit,down_mbit,complete_s,bytes_up,bytes_down,down_same_isp,down_other_isp,gossip_ms,duplicates,lookup_hops,lookup_ms",
+    );
+    for f in 1..sc.film.len() {
+        let _ = write!(s, ",complete_s_{f}");
+    }
+    s.push('\n');
+    let opt = |v: Option<f64>, scale: f64| v.map(|x| format!("{:.3}", x * scale)).unwrap_or_default();
+    for (i, (n, st)) in o.topo.nodes.iter().zip(&o.stats).enumerate() {
+        let l = st.lookup[0];
+        let _ = write!(
+            s,
+            "{i},{},{},{},{},{:.3},{:.3},{},{},{},{},{},{},{},{},{}",
+            n.name,
+            o.topo.isps[n.isp as usize],
+            n.class,
+            n.seeder,
+            n.up * 8.0 / 1e6,
+            n.down * 8.0 / 1e6,
+            opt(st.complete[0], 1.0),
+            st.bytes_up,
+            st.bytes_down,
+            st.down_same_isp,
+            st.down_other_isp,
+            opt(st.gossip[0], 1e3),
+            st.duplicates[0],
+            l.map(|l| l.hops.to_string()).unwrap_or_default(),
+            opt(l.map(|l| l.micros as f64 / 1e6), 1e3),
+        );
+        for f in 1..sc.film.len() {
+            let _ = write!(s, ",{}", opt(st.complete[f], 1.0));
+        }
+        s.push('\n');
+    }
+    s
+}
+
+/// The four plots, as (file name, SVG).
+pub fn plots(sc: &Scenario, o: &Outcome, r: &Report) -> Vec<(&'static str, String)> {
+    let mut completion = Vec::new();
+    for (f, film) in sc.film.iter().enumerate() {
+        let targets = o.stats.iter().filter(|s| s.targeted[f]).count();
+        let t: Vec<f64> = o
+            .stats
+            .iter()
+            .filter_map(|s| s.complete[f].filter(|_| s.targeted[f]))
+            .map(|x| x / 3600.0)
+            .collect();
+        completion.push((
+            format!("{} (T_min {:.2} h)", film.name, r.films[f].bound.t_min / 3600.0),
+            svg::cdf(&t, targets),
+        ));
+    }
+    let egress: Vec<(f64, f64)> = o
+        .egress_bins
+        .iter()
+        .enumerate()
+        .flat_map(|(i, &b)| {
+            let rate = b as f64 / o.egress_bin_secs * 8.0 / 1e6;
+            let t0 = i as f64 * o.egress_bin_secs / 3600.0;
+            [(t0, rate), (t0 + o.egress_bin_secs / 3600.0, rate)]
+        })
+        .collect();
+    let delivery: Vec<f64> =
+        o.stats.iter().flat_map(|s| s.gossip.iter().flatten().map(|t| t * 1e3)).collect();
+    let reached = o.stats.len() * sc.film.len();
+    vec![
+        (
+            "completion-cdf.svg",
+            svg::lines("Completion time CDF", "hours after publish", "fraction of targets", &completion),
+        ),
+        (
+            "seeder-egress.svg",
+            svg::lines(
+                "Superseeder egress",
+                "hours",
+                "Mbit/s (all superseeders)",
+                &[("egress".to_owned(), egress)],
+            ),
+        ),
+        (
+            "isp-matrix.svg",
+            svg::heatmap("Bytes between ISPs (GB)", &o.topo.isps, &o.isp_matrix, |b| {
+                format!("{:.1}", b as f64 / 1e9)
+            }),
+        ),
+        (
+            "gossip-cdf.svg",
+            svg::lines(
+                "Catalogue entry delivery CDF",
+                "ms after publish",
+                "fraction of nodes",
+                &[("delivery".to_owned(), svg::cdf(&delivery, reached))],
+            ),
+        ),
+    ]
+}
+
+/// Writes `report.json`, `nodes.csv` and the plots into `dir`.
+pub fn write(dir: &Path, sc: &Scenario, o: &Outcome, r: &Report) -> Result<(), Error> {
+    let werr = |p: &Path| {
+        let path = p.display().to_string();
+        move |source| Error::Write { path, source }
+    };
+    std::fs::create_dir_all(dir).map_err(werr(dir))?;
+    let json = serde_json::to_string_pretty(r).map_err(|e| Error::Write {
+        path: dir.join("report.json").display().to_string(),
+        source: std::io::Error::other(e),
+    })?;
+    let files = [("report.json", json + "\n"), ("nodes.csv", csv(sc, o))].into_iter().chain(plots(sc, o, r));
+    for (name, body) in files {
+        let p = dir.join(name);
+        std::fs::write(&p, body).map_err(werr(&p))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank_quantiles() {
+        let q = Quantiles::of(&[5.0, 1.0, 3.0, 2.0, 4.0]);
+        assert_eq!((q.p50, q.p90, q.max, q.n), (3.0, 5.0, 5.0, 5));
+        assert_eq!(Quantiles::of(&[]).max, 0.0);
+    }
+}

@@ -1,0 +1,511 @@
+//! The scenario file: topology (ISPs, access links, latency), superseeders, films, churn, and the overlay's
+//! own `[gossip]`, `[transfer]`, `[policy]` sections (the very structs of the node's config file).
+//!
+//! Loading goes file -> TOML table -> `--set` overrides applied to the table -> typed [`Scenario`] (serde,
+//! `deny_unknown_fields`, so a misspelt key is an error naming it with line and column) -> [`Scenario::validate`]
+//! (ranges, shares summing to 1, unknown access class names). See `docs/simulator.md` for every field.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use cinemesh_overlay::config::{ByteSize, ConfigError, GossipConfig, PolicyConfig, Rate, TransferConfig};
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+
+/// Serde for durations as human strings (`30s`, `2h`), shared with the node config.
+use cinemesh_overlay::config::human_duration;
+
+/// A whole scenario.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// Short name, used in the default output directory.
+    pub name: String,
+    /// Free text.
+    #[serde(default)]
+    pub description: String,
+    /// Number of cinemas (downloading nodes), superseeders not included.
+    pub cinemas: u32,
+    /// ISPs, each with its share of cinemas and its access-link mix (`[[isp]]`).
+    pub isp: Vec<Isp>,
+    /// Access-link classes by name (`[access.adsl]`).
+    pub access: BTreeMap<String, Access>,
+    /// One-way latencies.
+    #[serde(default)]
+    pub latency: Latency,
+    /// The distributor's superseeders.
+    pub seeders: Seeders,
+    /// Films to distribute (`[[film]]`).
+    pub film: Vec<Film>,
+    /// Nodes going offline and coming back, and late joiners.
+    #[serde(default)]
+    pub churn: Churn,
+    /// Who connects to whom.
+    #[serde(default)]
+    pub peers: Peers,
+    /// Engine knobs.
+    #[serde(default)]
+    pub sim: SimConfig,
+    /// The node's `[gossip]` section.
+    #[serde(default)]
+    pub gossip: GossipConfig,
+    /// The node's `[transfer]` section.
+    #[serde(default)]
+    pub transfer: TransferConfig,
+    /// The node's `[policy]` section.
+    #[serde(default)]
+    pub policy: PolicyConfig,
+}
+
+/// An ISP.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Isp {
+    /// Name, e.g. `orange`; also the nodes' `Locality::isp`.
+    pub name: String,
+    /// Share of the cinemas on this ISP (0..=1; all shares sum to 1). A datacenter ISP has 0.
+    pub share: f64,
+    /// Capacity of this ISP's border, each direction (absent = unlimited).
+    #[serde(default)]
+    pub transit: Option<Rate>,
+    /// Access class name -> share of this ISP's cinemas (sums to 1 when `share > 0`).
+    #[serde(default)]
+    pub mix: BTreeMap<String, f64>,
+}
+
+/// An access-link class. Rates are drawn uniformly in `up..=up_max` (and `down..=down_max`) when a maximum
+/// is given.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Access {
+    /// Upload rate (or the low end of its range).
+    pub up: Rate,
+    /// Download rate (or the low end of its range).
+    pub down: Rate,
+    /// High end of the upload range.
+    #[serde(default)]
+    pub up_max: Option<Rate>,
+    /// High end of the download range.
+    #[serde(default)]
+    pub down_max: Option<Rate>,
+}
+
+/// One-way latencies between two nodes; each pair gets a fixed value within `±jitter` of the base.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Latency {
+    /// Between two nodes of the same ISP.
+    #[serde(with = "human_duration")]
+    pub intra_isp: Duration,
+    /// Between two nodes of different ISPs.
+    #[serde(with = "human_duration")]
+    pub inter_isp: Duration,
+    /// Relative spread per pair, 0..1 (0.3 = ±30%).
+    pub jitter: f64,
+}
+
+impl Default for Latency {
+    fn default() -> Self {
+        Self { intra_isp: Duration::from_millis(8), inter_isp: Duration::from_millis(25), jitter: 0.3 }
+    }
+}
+
+/// The distributor's superseeders: they hold every film from its publish time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Seeders {
+    /// How many.
+    pub count: u32,
+    /// ISP they sit in (must be one of `[[isp]]`, typically a datacenter with `share = 0`).
+    pub isp: String,
+    /// Upload rate of each.
+    pub up: Rate,
+    /// Download rate of each.
+    pub down: Rate,
+    /// Upload slots of each (absent = `transfer.upload_slots`, like any node).
+    #[serde(default)]
+    pub upload_slots: Option<u32>,
+}
+
+/// A film to distribute.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Film {
+    /// Title.
+    pub name: String,
+    /// Size; chunked with `transfer.chunk_size`.
+    pub size: ByteSize,
+    /// When the distributor publishes it (catalogue entry gossiped, seeders start serving).
+    #[serde(default, with = "human_duration")]
+    pub publish: Duration,
+    /// Deadline after publish (absent = none).
+    #[serde(default, with = "opt_duration")]
+    pub deadline: Option<Duration>,
+    /// Fraction of the cinemas targeted (chosen at random), 0..=1.
+    #[serde(default = "one")]
+    pub targets: f64,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+/// Churn: nodes offline at the start, sessions, late joiners.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Churn {
+    /// Fraction of cinemas offline at time 0; each comes online after an exponential offline period.
+    pub offline_fraction: f64,
+    /// Mean online session length (exponential); absent = nodes stay online once up.
+    #[serde(with = "opt_duration")]
+    pub session_mean: Option<Duration>,
+    /// Mean offline period (exponential).
+    #[serde(with = "human_duration")]
+    pub offline_mean: Duration,
+    /// Number of cinemas that join only at `late_join` (after the first publish).
+    pub late: u32,
+    /// When the late cinemas join, after the first publish.
+    #[serde(with = "human_duration")]
+    pub late_join: Duration,
+}
+
+impl Default for Churn {
+    fn default() -> Self {
+        Self {
+            offline_fraction: 0.0,
+            session_mean: None,
+            offline_mean: Duration::from_secs(1800),
+            late: 0,
+            late_join: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// The connection graph.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Peers {
+    /// Connections each cinema opens to other cinemas (the graph is undirected; a ring keeps it connected).
+    pub degree: u32,
+    /// Fraction of those chosen in the cinema's own ISP.
+    pub same_isp: f64,
+    /// Connections each cinema opens to superseeders (found as providers in the DHT).
+    pub seeder_links: u32,
+}
+
+impl Default for Peers {
+    fn default() -> Self {
+        Self { degree: 40, same_isp: 0.5, seeder_links: 3 }
+    }
+}
+
+/// Engine knobs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SimConfig {
+    /// Bandwidth shares are recomputed on this grid; a flow started between two ticks waits for the next.
+    #[serde(with = "human_duration")]
+    pub rate_quantum: Duration,
+    /// Stop at this virtual time even if some targets are incomplete.
+    #[serde(with = "human_duration")]
+    pub horizon: Duration,
+    /// Stop after this many events (guards against a livelock).
+    pub max_events: u64,
+    /// Number of time bins of the superseeder egress series.
+    pub egress_bins: u32,
+    /// Kademlia bucket size k (lookup hops ~ log2(N) / log2(k)).
+    pub kad_k: u32,
+    /// Kademlia parallelism alpha.
+    pub kad_alpha: u32,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            rate_quantum: Duration::from_millis(500),
+            horizon: Duration::from_secs(14 * 24 * 3600),
+            max_events: 2_000_000_000,
+            egress_bins: 200,
+            kad_k: 20,
+            kad_alpha: 3,
+        }
+    }
+}
+
+/// Serde for `Option<Duration>` as a human string.
+mod opt_duration {
+    use super::*;
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => human_duration::serialize(d, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        human_duration::deserialize(d).map(Some)
+    }
+}
+
+fn check(ok: bool, field: impl Into<String>, reason: impl Into<String>) -> Result<(), ConfigError> {
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::new(field, reason))
+    }
+}
+
+fn fraction(x: f64) -> bool {
+    x.is_finite() && (0.0..=1.0).contains(&x)
+}
+
+/// Largest number of nodes a scenario may hold.
+pub const MAX_NODES: u32 = 100_000;
+
+impl Scenario {
+    /// Reads, overrides and validates a scenario file. `sets` are `key=value` pairs with dotted keys
+    /// (`transfer.upload_slots=12`, `film.0.size=50GB`), applied before typing so errors name the field.
+    pub fn load(path: &Path, sets: &[String]) -> Result<Scenario, Error> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| Error::Read { path: path.display().to_string(), source })?;
+        Self::parse(&text, &path.display().to_string(), sets)
+    }
+
+    /// As [`load`](Self::load), from text; `origin` names the source in errors.
+    pub fn parse(text: &str, origin: &str, sets: &[String]) -> Result<Scenario, Error> {
+        let parse_err =
+            |e: toml::de::Error| Error::Parse { origin: origin.to_owned(), message: e.to_string() };
+        let scenario: Scenario = if sets.is_empty() {
+            toml::from_str(text).map_err(parse_err)?
+        } else {
+            let mut table: toml::Table = text.parse().map_err(parse_err)?;
+            for set in sets {
+                apply_set(&mut table, set)?;
+            }
+            let text = toml::to_string(&table)
+                .map_err(|e| Error::Set { set: sets.join(" "), reason: e.to_string() })?;
+            toml::from_str(&text).map_err(|e| Error::Parse {
+                origin: format!("{origin} after --set {}", sets.join(" ")),
+                message: e.to_string(),
+            })?
+        };
+        scenario.validate()?;
+        Ok(scenario)
+    }
+
+    /// Total number of nodes: cinemas and superseeders.
+    pub fn nodes(&self) -> u32 {
+        self.cinemas + self.seeders.count
+    }
+
+    /// Checks ranges and cross references; the error names the field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.gossip.validate()?;
+        self.transfer.validate()?;
+        self.policy.validate()?;
+        check(self.cinemas >= 1, "cinemas", "must be at least 1")?;
+        check(
+            self.nodes() <= MAX_NODES,
+            "cinemas",
+            format!("cinemas + seeders.count must be <= {MAX_NODES}"),
+        )?;
+        check(!self.isp.is_empty(), "isp", "at least one [[isp]] is needed")?;
+        let mut total = 0.0;
+        for (i, isp) in self.isp.iter().enumerate() {
+            let f = |k: &str| format!("isp[{i}].{k}");
+            check(!isp.name.is_empty(), f("name"), "must not be empty")?;
+            check(
+                self.isp[..i].iter().all(|o| o.name != isp.name),
+                f("name"),
+                format!("duplicate ISP name {:?}", isp.name),
+            )?;
+            check(fraction(isp.share), f("share"), "must be between 0 and 1")?;
+            total += isp.share;
+            if let Some(t) = isp.transit {
+                check(t.0 >= 1000.0, f("transit"), "must be at least 1kB/s (omit it for unlimited)")?;
+            }
+            let mut mix = 0.0;
+            for (class, share) in &isp.mix {
+                check(
+                    self.access.contains_key(class),
+                    f(&format!("mix.{class}")),
+                    format!(
+                        "unknown access class {class:?}; known: {}",
+                        self.access.keys().cloned().collect::<Vec<_>>().join(", ")
+                    ),
+                )?;
+                check(fraction(*share), f(&format!("mix.{class}")), "must be between 0 and 1")?;
+                mix += share;
+            }
+            if isp.share > 0.0 {
+                check(
+                    (mix - 1.0).abs() < 1e-6,
+                    f("mix"),
+                    format!("shares must sum to 1, they sum to {mix}"),
+                )?;
+            }
+        }
+        check(
+            (total - 1.0).abs() < 1e-6,
+            "isp.share",
+            format!("ISP shares must sum to 1, they sum to {total}"),
+        )?;
+        for (name, a) in &self.access {
+            let f = |k: &str| format!("access.{name}.{k}");
+            check(a.up.0 >= 1000.0, f("up"), "must be at least 1kB/s")?;
+            check(a.down.0 >= 1000.0, f("down"), "must be at least 1kB/s")?;
+            if let Some(m) = a.up_max {
+                check(m.0 >= a.up.0, f("up_max"), "must be >= up")?;
+            }
+            if let Some(m) = a.down_max {
+                check(m.0 >= a.down.0, f("down_max"), "must be >= down")?;
+            }
+        }
+        let l = &self.latency;
+        check(fraction(l.jitter) && l.jitter < 1.0, "latency.jitter", "must be in 0..1")?;
+        check(l.intra_isp <= Duration::from_secs(10), "latency.intra_isp", "must be <= 10s")?;
+        check(l.inter_isp <= Duration::from_secs(10), "latency.inter_isp", "must be <= 10s")?;
+        let s = &self.seeders;
+        check(s.count >= 1, "seeders.count", "must be at least 1")?;
+        check(
+            self.isp.iter().any(|i| i.name == s.isp),
+            "seeders.isp",
+            format!("unknown ISP {:?}; list it in [[isp]] (share = 0 for a datacenter)", s.isp),
+        )?;
+        check(s.up.0 >= 1000.0, "seeders.up", "must be at least 1kB/s")?;
+        check(s.down.0 >= 1000.0, "seeders.down", "must be at least 1kB/s")?;
+        if let Some(n) = s.upload_slots {
+            check((1..=1024).contains(&n), "seeders.upload_slots", "must be between 1 and 1024")?;
+        }
+        check(!self.film.is_empty(), "film", "at least one [[film]] is needed")?;
+        for (i, film) in self.film.iter().enumerate() {
+            let f = |k: &str| format!("film[{i}].{k}");
+            check(film.size.0 >= 1, f("size"), "must be at least 1 byte")?;
+            let chunks = film.size.0.div_ceil(self.transfer.chunk_size.0);
+            check(
+                chunks <= 1 << 22,
+                f("size"),
+                format!(
+                    "{chunks} chunks of transfer.chunk_size: at most 4Mi chunks; raise transfer.chunk_size"
+                ),
+            )?;
+            check(fraction(film.targets) && film.targets > 0.0, f("targets"), "must be in (0, 1]")?;
+            check(film.publish < self.sim.horizon, f("publish"), "must be before sim.horizon")?;
+        }
+        let c = &self.churn;
+        check(fraction(c.offline_fraction), "churn.offline_fraction", "must be between 0 and 1")?;
+        check(c.late <= self.cinemas, "churn.late", "must be <= cinemas")?;
+        check(!c.offline_mean.is_zero(), "churn.offline_mean", "must be greater than zero")?;
+        if let Some(m) = c.session_mean {
+            check(!m.is_zero(), "churn.session_mean", "must be greater than zero")?;
+        }
+        let p = &self.peers;
+        check((1..=1000).contains(&p.degree), "peers.degree", "must be between 1 and 1000")?;
+        check(fraction(p.same_isp), "peers.same_isp", "must be between 0 and 1")?;
+        check(p.seeder_links >= 1, "peers.seeder_links", "must be at least 1")?;
+        let sim = &self.sim;
+        check(!sim.rate_quantum.is_zero(), "sim.rate_quantum", "must be greater than zero")?;
+        check(!sim.horizon.is_zero(), "sim.horizon", "must be greater than zero")?;
+        check((1..=10_000).contains(&sim.egress_bins), "sim.egress_bins", "must be between 1 and 10000")?;
+        check(sim.kad_k >= 2, "sim.kad_k", "must be at least 2")?;
+        check(sim.kad_alpha >= 1, "sim.kad_alpha", "must be at least 1")?;
+        Ok(())
+    }
+
+    /// Number of chunks of film `i`.
+    pub fn chunks(&self, film: &Film) -> u32 {
+        film.size.0.div_ceil(self.transfer.chunk_size.0) as u32
+    }
+}
+
+/// Applies one `key=value` override to a TOML table. Numeric path parts index arrays (`film.0.size`).
+/// The value is read as TOML (`12`, `true`, `"x"`, `[1, 2]`), else taken as a string (`150GB`, `2h`).
+pub fn apply_set(table: &mut toml::Table, set: &str) -> Result<(), Error> {
+    let err = |reason: &str| Error::Set { set: set.to_owned(), reason: reason.to_owned() };
+    let (key, raw) = set.split_once('=').ok_or_else(|| err("expected key=value"))?;
+    let value = parse_value(raw.trim());
+    let parts: Vec<&str> = key.trim().split('.').collect();
+    if parts.iter().any(|p| p.is_empty()) {
+        return Err(err("empty part in the dotted key"));
+    }
+    let (last, path) = parts.split_last().ok_or_else(|| err("empty key"))?;
+    let mut cur: &mut toml::Value = table_entry(table, path.first().copied().unwrap_or(last));
+    if path.is_empty() {
+        *cur = value;
+        return Ok(());
+    }
+    for part in path[1..].iter().chain(std::iter::once(last)) {
+        cur = match cur {
+            toml::Value::Table(t) => table_entry(t, part),
+            toml::Value::Array(a) => {
+                let i: usize = part.parse().map_err(|_| err("array elements are indexed by number"))?;
+                let len = a.len();
+                a.get_mut(i).ok_or_else(|| err(&format!("index {i} out of range (length {len})")))?
+            }
+            _ => return Err(err(&format!("`{part}` is inside a value that is not a table"))),
+        };
+    }
+    *cur = value;
+    Ok(())
+}
+
+fn table_entry<'a>(t: &'a mut toml::Table, key: &str) -> &'a mut toml::Value {
+    t.entry(key.to_owned()).or_insert_with(|| toml::Value::Table(toml::Table::new()))
+}
+
+fn parse_value(raw: &str) -> toml::Value {
+    format!("v = {raw}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_applies_sets() {
+        let s = Scenario::parse(crate::testing::MINI, "mini", &[]).unwrap();
+        assert_eq!(s.cinemas, 4);
+        assert_eq!(s.transfer, TransferConfig::default());
+        let sets =
+            ["transfer.upload_slots=12".to_owned(), "film.0.size=1GiB".to_owned(), "cinemas=9".to_owned()];
+        let s = Scenario::parse(crate::testing::MINI, "mini", &sets).unwrap();
+        assert_eq!(s.transfer.upload_slots, 12);
+        assert_eq!(s.film[0].size, ByteSize(1 << 30));
+        assert_eq!(s.cinemas, 9);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let e = Scenario::parse(crate::testing::MINI, "mini", &["transfer.upload_slot=3".to_owned()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("upload_slot"), "{e}");
+        let e = Scenario::parse(crate::testing::MINI, "mini", &["transfer.upload_slots=0".to_owned()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("transfer.upload_slots"), "{e}");
+        let e = Scenario::parse(crate::testing::MINI, "mini", &["isp.0.share=0.5".to_owned()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("isp.share") && e.contains("sum"), "{e}");
+        let e = Scenario::parse(crate::testing::MINI, "mini", &["isp.0.mix.adsl=0.0".to_owned()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("isp[0].mix.adsl") && e.contains("unknown access class"), "{e}");
+        let bad = crate::testing::MINI.replace("cinemas = 4", "cinemas = 4\ncinema = 3");
+        let e = Scenario::parse(&bad, "mini", &[]).unwrap_err().to_string();
+        assert!(e.contains("unknown field `cinema`") && e.contains("line 4"), "{e}");
+        let e = Scenario::parse(crate::testing::MINI, "mini", &["film.7.size=1".to_owned()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("out of range"), "{e}");
+    }
+}
