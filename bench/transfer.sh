@@ -6,7 +6,8 @@
 #   bash bench/transfer.sh
 #
 # Needs the release binary (`cargo build --release -p cinemesh`; CINEMESH overrides its path), iperf3
-# (`apt-get install -y iperf3`), curl and jq. SIZE_MIB (default 1024) and CHUNK (default 4MiB) can be set.
+# (`apt-get install -y iperf3`), curl and jq. SIZE_MIB (default 1024) and CHUNK (default 4MiB) can be set;
+# DATA_ROOT (default /tmp) is where the temp dir goes: DATA_ROOT=/dev/shm puts it on tmpfs (fsync free).
 # Everything lives in a temp dir; every process started here is killed on exit.
 set -euo pipefail
 
@@ -19,7 +20,7 @@ for t in "$BIN" iperf3 curl jq; do
     command -v "$t" >/dev/null || { echo "missing: $t" >&2; exit 1; }
 done
 
-tmp=$(mktemp -d /tmp/cinemesh-bench-XXXXXX)
+tmp=$(mktemp -d "${DATA_ROOT:-/tmp}/cinemesh-bench-XXXXXX")
 pids=()
 cleanup() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done

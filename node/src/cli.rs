@@ -7,7 +7,9 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
-use cinemesh_overlay::catalogue::{Body, Entry, Keypair, Member, Publish, SignedEntry, Targets};
+use cinemesh_overlay::catalogue::{
+    Body, Entry, Keypair, Member, Policy, Publish, RateWindow, SignedEntry, Targets,
+};
 use cinemesh_overlay::config::ByteSize;
 use cinemesh_overlay::content::{self, Manifest};
 use cinemesh_overlay::net::client::{FilmStatus, PeerStatus, Status};
@@ -90,6 +92,19 @@ pub enum Command {
         /// Group (repeat for several).
         #[arg(long = "group")]
         groups: Vec<String>,
+    },
+    /// Set the weekly bandwidth schedule of a group of nodes (or of every node without a group policy).
+    /// Without any --window, removes the limits.
+    Policy {
+        #[command(flatten)]
+        sign: SignArgs,
+        /// The group it applies to; the default policy when absent.
+        #[arg(long)]
+        group: Option<String>,
+        /// A window, UTC: `DAYS HH:MM-HH:MM [up=RATE] [down=RATE]`, DAYS like `mon-fri`, `sat,sun` or
+        /// `all`; e.g. `--window "all 18:00-23:30 up=1MB/s"` (repeat for several).
+        #[arg(long = "window", value_parser = parse_window)]
+        windows: Vec<RateWindow>,
     },
     /// Revoke a node: it gets no more catalogue or content.
     Revoke {
@@ -359,6 +374,14 @@ pub fn run() -> anyhow::Result<ExitCode> {
             runtime()?.block_on(sign_and_submit(&sign, Body::Admit(member)))?;
             out!("admitted {peer_id}");
         }
+        Command::Policy { sign, group, windows } => {
+            let n = windows.len();
+            runtime()?.block_on(sign_and_submit(
+                &sign,
+                Body::Policy(Policy { group: group.clone(), schedule: windows }),
+            ))?;
+            out!("policy for {} set ({n} window(s))", group.as_deref().unwrap_or("every node"));
+        }
         Command::Revoke { sign, peer_id } => {
             runtime()?.block_on(sign_and_submit(&sign, Body::Revoke { peer: peer_id.to_string() }))?;
             out!("revoked {peer_id}");
@@ -562,6 +585,66 @@ pub fn parse_targets(values: &[String]) -> anyhow::Result<Targets> {
     }
 }
 
+const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+
+fn parse_days(text: &str) -> Result<Vec<u8>, String> {
+    let day = |d: &str| {
+        DAYS.iter().position(|x| *x == d).map(|i| i as u8).ok_or_else(|| format!("unknown day {d:?}"))
+    };
+    let mut days = Vec::new();
+    for part in text.split(',') {
+        match part.split_once('-') {
+            _ if part == "all" => days.extend(0..7),
+            Some((a, b)) => {
+                let (a, b) = (day(a)?, day(b)?);
+                if a > b {
+                    return Err(format!("day range {part:?} runs backwards"));
+                }
+                days.extend(a..=b);
+            }
+            None => days.push(day(part)?),
+        }
+    }
+    days.sort_unstable();
+    days.dedup();
+    Ok(days)
+}
+
+fn parse_minute(text: &str) -> Result<u16, String> {
+    let (h, m) = text.split_once(':').ok_or_else(|| format!("{text:?}: expected HH:MM"))?;
+    let (h, m): (u16, u16) = (
+        h.parse().map_err(|_| format!("{text:?}: bad hour"))?,
+        m.parse().map_err(|_| format!("{text:?}: bad minute"))?,
+    );
+    if h > 24 || m > 59 || (h == 24 && m > 0) {
+        return Err(format!("{text:?}: not a time of day"));
+    }
+    Ok(h * 60 + m)
+}
+
+/// Parses `DAYS HH:MM-HH:MM [up=RATE] [down=RATE]` into a window.
+pub fn parse_window(text: &str) -> Result<RateWindow, String> {
+    let mut parts = text.split_whitespace();
+    let days = parse_days(parts.next().ok_or("empty window")?)?;
+    let span = parts.next().ok_or("missing HH:MM-HH:MM")?;
+    let (start, end) = span.split_once('-').ok_or_else(|| format!("{span:?}: expected HH:MM-HH:MM"))?;
+    let (start_minute, end_minute) = (parse_minute(start)?, parse_minute(end)?);
+    if start_minute >= end_minute {
+        return Err(format!("{span:?}: the end must come after the start (split windows across midnight)"));
+    }
+    let mut w = RateWindow { days, start_minute, end_minute, upload: None, download: None };
+    for p in parts {
+        let (k, v) = p.split_once('=').ok_or_else(|| format!("{p:?}: expected up=RATE or down=RATE"))?;
+        let rate = v.parse::<cinemesh_overlay::config::Rate>().map_err(|e| e.to_string())?.0 as u64;
+        match k {
+            "up" => w.upload = Some(rate),
+            "down" => w.download = Some(rate),
+            _ => return Err(format!("{k:?}: expected up or down")),
+        }
+    }
+    Ok(w)
+}
+
 /// Parses an RFC 3339 deadline into unix seconds.
 pub fn parse_deadline(text: &str) -> anyhow::Result<u64> {
     let t = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
@@ -655,4 +738,36 @@ async fn status(api: &ApiArgs, json: bool, watch: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     crate::watch::run(api, films).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_parse() {
+        let w = parse_window("all 18:00-23:30 up=1MB/s").unwrap();
+        assert_eq!(
+            (w.days.len(), w.start_minute, w.end_minute, w.upload, w.download),
+            (7, 1080, 1410, Some(1_000_000), None)
+        );
+        let w = parse_window("mon-fri,sun 00:00-24:00 down=8Mbit/s").unwrap();
+        assert_eq!(w.days, vec![0, 1, 2, 3, 4, 6]);
+        assert_eq!(w.download, Some(1_000_000));
+        assert!(parse_window("fri-mon 10:00-11:00").unwrap_err().contains("backwards"));
+        assert!(parse_window("all 23:00-01:00").unwrap_err().contains("after the start"));
+        assert!(parse_window("all 10:00-11:00 sideways=1").is_err());
+        assert!(parse_window("funday 10:00-11:00").unwrap_err().contains("unknown day"));
+    }
+
+    #[test]
+    fn targets_parse() {
+        assert_eq!(parse_targets(&["all".into()]).unwrap(), Targets::All);
+        assert_eq!(parse_targets(&["group:paris".into()]).unwrap(), Targets::Groups(vec!["paris".into()]));
+        assert!(parse_targets(&["node:nonsense".into()]).is_err());
+        let peer = libp2p::PeerId::random().to_string();
+        assert!(parse_targets(&["group:a".into(), format!("node:{peer}")]).is_err());
+        assert!(parse_deadline("2026-12-01T18:00:00Z").is_ok());
+        assert!(parse_deadline("tomorrow").is_err());
+    }
 }

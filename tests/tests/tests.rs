@@ -632,3 +632,20 @@ async fn the_fleet_view_reports_a_node_that_is_behind() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Regression: with rate limits and few large chunks the end-game asks two peers for a chunk; the
+/// duplicate write once made a node report `complete` before every chunk was on disk. The demo checks
+/// every copy byte for byte against the film.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_completes_with_every_copy_byte_for_byte() -> anyhow::Result<()> {
+    let args = cinemesh::demo::DemoArgs {
+        nodes: 2,
+        size: cinemesh_overlay::config::ByteSize(16 << 20),
+        rate: Rate(10e6),
+        chunk_size: cinemesh_overlay::config::ByteSize(4 << 20),
+        timeout: WAIT,
+    };
+    let code = cinemesh::demo::run(args).await?;
+    assert_eq!(code, std::process::ExitCode::SUCCESS);
+    Ok(())
+}

@@ -1191,10 +1191,23 @@ impl Node {
         match done {
             Done::Written { peer, content, index, len, result } => match result {
                 Ok(()) => {
+                    // The core counts distinct chunks: an end-game duplicate written twice counts once.
+                    let before = self.scheduler.progress(&content).map(|p| p.have);
+                    self.scheduler.chunk_received(now, &peer, &content, index, len);
+                    let after = self.scheduler.progress(&content).map(|p| p.have);
+                    let new = match (before, after) {
+                        (Some(b), Some(a)) => a > b,
+                        // The content just completed (the core dropped it) or is no longer fetched.
+                        (Some(_), None) => true,
+                        _ => false,
+                    };
+                    if !new {
+                        return;
+                    }
                     self.metrics.chunks_verified.inc();
                     let first = self.held.get(&content).is_some_and(|h| h.have == 0);
-                    if let Some(h) = self.held.get_mut(&content) {
-                        h.have = (h.have + 1).min(h.total);
+                    if let (Some(h), Some(a)) = (self.held.get_mut(&content), after) {
+                        h.have = a.min(h.total);
                     }
                     if first {
                         self.provide(&content);
@@ -1204,7 +1217,6 @@ impl Node {
                     if outbox.len() >= HAVE_FLUSH {
                         self.flush_haves();
                     }
-                    self.scheduler.chunk_received(now, &peer, &content, index, len);
                 }
                 Err(StoreError::Corrupt { reason, .. }) => {
                     warn!(%peer, content = %content.short(), index, "chunk failed verification: {reason}");
