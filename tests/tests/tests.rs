@@ -649,3 +649,141 @@ async fn the_demo_completes_with_every_copy_byte_for_byte() -> anyhow::Result<()
     assert_eq!(code, std::process::ExitCode::SUCCESS);
     Ok(())
 }
+
+/// Publishes `dir` with the given targets.
+async fn publish_to(
+    distributor: &LocalNode,
+    key: &Keypair,
+    seq: u64,
+    dir: &Path,
+    targets: Targets,
+) -> anyhow::Result<ContentId> {
+    let manifest = Manifest::from_path(dir, CHUNK)?;
+    let id = manifest.id();
+    let body = Body::Publish(Publish {
+        content: id,
+        title: format!("film {seq}"),
+        size: manifest.total_size(),
+        chunk_size: manifest.chunk_size(),
+        chunks: manifest.chunk_count(),
+        targets,
+        deadline: None,
+    });
+    distributor.client.publish(manifest, content::base_dir(dir)?, sign(key, seq, body)?).await?;
+    Ok(id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn content_goes_only_to_its_targets() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let key = Keypair::generate(&mut rand::rngs::OsRng);
+    let trusted = [key.public()];
+    let distributor =
+        LocalNode::start(node_config(tmp.path(), "distributor", Role::Distributor, "dc", &trusted)).await?;
+    let mut nodes = Vec::new();
+    for name in ["paris", "lyon"] {
+        let mut c = node_config(tmp.path(), name, Role::Cinema, "isp-a", &trusted);
+        c.bootstrap = vec![distributor.addr.clone()];
+        nodes.push(LocalNode::start(c).await?);
+    }
+    let (paris, lyon) = (&nodes[0], &nodes[1]);
+    let only = tmp.path().join("only-paris");
+    make_tree_seeded(&only, 2 << 20, 1)?;
+    let only_id =
+        publish_to(&distributor, &key, 1, &only, Targets::Nodes(vec![paris.client.peer_id().to_string()]))
+            .await?;
+    wait_complete(paris, only_id).await?;
+    let all = tmp.path().join("all");
+    make_tree_seeded(&all, 2 << 20, 2)?;
+    let all_id = publish_to(&distributor, &key, 2, &all, Targets::All).await?;
+    wait_complete(lyon, all_id).await?;
+    // Lyon knows both films but fetched only the one aimed at it.
+    let films = lyon.client.films().await?;
+    let only_at_lyon =
+        films.iter().find(|f| f.content_id == only_id.to_hex()).context("film unknown at lyon")?;
+    assert_eq!((only_at_lyon.have_chunks, only_at_lyon.state.as_str()), (0, "not-targeted"));
+    for n in nodes.into_iter().chain([distributor]) {
+        n.stop().await?;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_finds_a_chunk_corrupted_on_disk_and_fetches_it_again() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let key = Keypair::generate(&mut rand::rngs::OsRng);
+    let trusted = [key.public()];
+    let distributor =
+        LocalNode::start(node_config(tmp.path(), "distributor", Role::Distributor, "dc", &trusted)).await?;
+    let mut c = node_config(tmp.path(), "cinema", Role::Cinema, "isp-a", &trusted);
+    c.bootstrap = vec![distributor.addr.clone()];
+    let cinema = LocalNode::start(c).await?;
+    let film = tmp.path().join("film");
+    make_tree(&film, 4 << 20)?;
+    let p = publish(&distributor, &key, 1, &film).await?;
+    let path = wait_complete(&cinema, p.id).await?;
+
+    // Bit rot in the middle of a reel.
+    let reel = path.join("reels/reel1.mxf");
+    let mut bytes = std::fs::read(&reel)?;
+    bytes[1000] ^= 0x55;
+    std::fs::write(&reel, &bytes)?;
+    let report = cinema.client.verify(Some(p.id)).await?;
+    assert_eq!(report.len(), 1);
+    assert_eq!(report[0].bad, 1, "{report:?}");
+    wait_complete(&cinema, p.id).await?;
+    assert_same_tree(&p.source, &path);
+    cinema.stop().await?;
+    distributor.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hook_runs_exactly_once_per_completed_content() -> anyhow::Result<()> {
+    use cinemesh::daemon::Daemon;
+    let tmp = tempfile::tempdir()?;
+    let key = Keypair::generate(&mut rand::rngs::OsRng);
+    let trusted = [key.public()];
+    let distributor =
+        LocalNode::start(node_config(tmp.path(), "distributor", Role::Distributor, "dc", &trusted)).await?;
+    let log = tmp.path().join("hook.log");
+    let mut cfg = cinemesh::config::Config::default();
+    cfg.api.listen = "127.0.0.1:0".parse()?;
+    cfg.hooks.on_complete = Some(format!("echo \"$CINEMESH_CONTENT_ID\" >> {}", log.display()));
+    let identity = libp2p::identity::Keypair::generate_ed25519();
+    let netcfg = || {
+        let mut c = node_config(tmp.path(), "cinema", Role::Cinema, "isp-a", &trusted);
+        c.keypair = identity.clone();
+        c.bootstrap = vec![distributor.addr.clone()];
+        c
+    };
+    let lines = || std::fs::read_to_string(&log).map(|t| t.lines().map(str::to_owned).collect::<Vec<_>>());
+    let wait_lines = |n: usize| {
+        wait_for("the hook to run", WAIT, move || async move {
+            Ok(lines().ok().filter(|l| l.len() >= n).map(|_| ()))
+        })
+    };
+
+    let daemon = Daemon::start(&cfg, netcfg()).await?;
+    let mut ids = Vec::new();
+    for seq in 1..=2 {
+        let dir = tmp.path().join(format!("film{seq}"));
+        make_tree_seeded(&dir, 1 << 20, seq)?;
+        ids.push(publish_to(&distributor, &key, seq, &dir, Targets::All).await?);
+    }
+    wait_lines(2).await?;
+    daemon.stop().await?;
+
+    // After a restart the complete contents do not fire again; a new one fires once.
+    let daemon = Daemon::start(&cfg, netcfg()).await?;
+    let dir = tmp.path().join("film3");
+    make_tree_seeded(&dir, 1 << 20, 3)?;
+    ids.push(publish_to(&distributor, &key, 3, &dir, Targets::All).await?);
+    wait_lines(3).await?;
+    let mut got = lines()?;
+    got.sort();
+    let mut want: Vec<String> = ids.iter().map(|i| i.to_hex()).collect();
+    want.sort();
+    assert_eq!(got, want, "each content's hook exactly once");
+    daemon.stop().await?;
+    distributor.stop().await
+}
