@@ -212,7 +212,14 @@ impl Network {
             .collect();
         while let Some(Reverse((k, l))) = heap.pop() {
             let li = l as usize;
-            if self.cnt[li] == 0 || k != key(self.rem[li], self.cnt[li]) {
+            if self.cnt[li] == 0 {
+                continue;
+            }
+            // Freezing flows elsewhere only raises a link's share, so a stale entry pops early: re-queue it
+            // with its current share instead of pushing on every change.
+            let cur = key(self.rem[li], self.cnt[li]);
+            if cur != k {
+                heap.push(Reverse((cur, l)));
                 continue;
             }
             let share = f64::from_bits(k);
@@ -231,9 +238,6 @@ impl Network {
                     }
                     self.rem[mi] -= share;
                     self.cnt[mi] -= 1;
-                    if self.cnt[mi] > 0 {
-                        heap.push(Reverse((key(self.rem[mi], self.cnt[mi]), m)));
-                    }
                 }
             }
             self.cnt[li] = 0;
@@ -335,5 +339,49 @@ mod tests {
         assert_eq!(a.index, b.index);
         assert!(!net.contains(a) && net.contains(b));
         assert_eq!(net.live(), 1);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(200))]
+        /// Max-min fairness: the allocation is feasible, and every flow crosses a saturated link on which
+        /// no flow gets more than it (its bottleneck).
+        #[test]
+        fn allocation_is_feasible_and_max_min_fair(
+            caps in proptest::collection::vec(1.0f64..100.0, 1..8),
+            flows in proptest::collection::vec(proptest::collection::vec(0usize..8, 1..4), 1..20),
+        ) {
+            let mut net = Network::new(1000);
+            let links: Vec<LinkId> = caps.iter().map(|&c| net.add_link(c)).collect();
+            let paths: Vec<Vec<LinkId>> = flows
+                .iter()
+                .map(|p| {
+                    let mut v: Vec<LinkId> = p.iter().map(|&i| links[i % links.len()]).collect();
+                    v.sort_unstable();
+                    v.dedup();
+                    v
+                })
+                .collect();
+            let ids: Vec<FlowId> = paths.iter().map(|p| net.add_flow(p, 1000)).collect();
+            net.tick(Time::ZERO);
+            let rate: Vec<f64> = ids.iter().map(|&f| net.rate(f).unwrap()).collect();
+            let load = |l: LinkId| -> f64 {
+                paths.iter().zip(&rate).filter(|(p, _)| p.contains(&l)).map(|(_, r)| r).sum()
+            };
+            for &l in &links {
+                proptest::prop_assert!(load(l) <= net.capacity(l) * (1.0 + 1e-9) + 1e-9);
+            }
+            for (i, p) in paths.iter().enumerate() {
+                let bottleneck = p.iter().any(|&l| {
+                    let saturated = load(l) >= net.capacity(l) * (1.0 - 1e-9) - 1e-9;
+                    let max_here = paths
+                        .iter()
+                        .zip(&rate)
+                        .filter(|(q, _)| q.contains(&l))
+                        .all(|(_, &r)| r <= rate[i] * (1.0 + 1e-9) + 1e-9);
+                    saturated && max_here
+                });
+                proptest::prop_assert!(bottleneck, "flow {} rate {} has no bottleneck", i, rate[i]);
+            }
+        }
     }
 }

@@ -87,6 +87,7 @@ struct Transfer {
     film: FilmIx,
     chunk: u32,
     bytes: u64,
+    start: Time,
 }
 
 /// Per-node outcome, one row of the CSV.
@@ -98,6 +99,8 @@ pub struct NodeStats {
     pub targeted: Vec<bool>,
     /// Catalogue entry delivery (seconds after publish) per film.
     pub gossip: Vec<Option<f64>>,
+    /// True when the entry came through the gossipsub mesh (online at publish), false for a catch-up.
+    pub via_mesh: Vec<bool>,
     /// Duplicate gossip deliveries per film.
     pub duplicates: Vec<u32>,
     /// Provider lookup per film.
@@ -282,6 +285,7 @@ impl<'a> Engine<'a> {
             s.targeted = vec![false; films];
             s.gossip = vec![None; films];
             s.duplicates = vec![0; films];
+            s.via_mesh = vec![false; films];
             s.lookup = vec![None; films];
         }
         let mut remaining_targets = 0;
@@ -536,7 +540,7 @@ impl<'a> Engine<'a> {
                 if self.transfers.len() <= ix {
                     self.transfers.resize(ix + 1, None);
                 }
-                self.transfers[ix] = Some(Transfer { dl, ul, film, chunk, bytes });
+                self.transfers[ix] = Some(Transfer { dl, ul, film, chunk, bytes, start: self.now });
                 self.active.insert((dl, ul, film, chunk), flow);
                 self.request_tick(self.now);
             }
@@ -565,11 +569,7 @@ impl<'a> Engine<'a> {
             self.stats[dl].down_other_isp += t.bytes;
         }
         if self.topo.nodes[ul].seeder {
-            let bin = (self.now.0 / EGRESS_BIN_US) as usize;
-            if self.egress_bins.len() <= bin {
-                self.egress_bins.resize(bin + 1, 0);
-            }
-            self.egress_bins[bin] += t.bytes;
+            self.add_egress(t.start, self.now, t.bytes);
         }
         let load = self.nodes[ul].slots.load();
         let now = self.now;
@@ -594,6 +594,23 @@ impl<'a> Engine<'a> {
             s.peer_load(now, &t.ul, load);
         }
         self.drive(t.dl);
+    }
+
+    /// Spreads `bytes` uniformly over `[start, end]` in the egress bins.
+    fn add_egress(&mut self, start: Time, end: Time, bytes: u64) {
+        let (a, b) = (start.0 / EGRESS_BIN_US, end.0 / EGRESS_BIN_US);
+        if self.egress_bins.len() <= b as usize {
+            self.egress_bins.resize(b as usize + 1, 0);
+        }
+        let span = (end.0 - start.0).max(1) as f64;
+        let mut given = 0;
+        for bin in a..=b {
+            let lo = start.0.max(bin * EGRESS_BIN_US);
+            let hi = end.0.min((bin + 1) * EGRESS_BIN_US);
+            let part = if bin == b { bytes - given } else { (bytes as f64 * (hi - lo) as f64 / span) as u64 };
+            self.egress_bins[bin as usize] += part;
+            given += part;
+        }
     }
 
     fn have(&mut self, x: NodeIx, film: FilmIx, chunk: u32) {
@@ -628,6 +645,7 @@ impl<'a> Engine<'a> {
             if !up {
                 continue;
             }
+            self.stats[i].via_mesh[f] = d.delivered[i].is_some();
             // Not reached by the mesh: the next anti-entropy round picks it up.
             let delay = d.delivered[i].unwrap_or_else(|| self.rng.gen_range(0..anti_entropy.max(1)));
             self.entry_received(i as NodeIx, film, delay);

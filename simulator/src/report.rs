@@ -76,8 +76,10 @@ pub struct FilmReport {
 /// Gossip figures over all (node, film) deliveries.
 #[derive(Debug, Clone, Serialize)]
 pub struct GossipReport {
-    /// Delivery delay after publish, milliseconds.
+    /// Delivery delay after publish through the mesh (nodes online at publish), milliseconds.
     pub delivery_ms: Quantiles,
+    /// Entries received later by anti-entropy (nodes offline at publish or missed by the mesh).
+    pub catch_ups: u32,
     /// Mean duplicate deliveries per node and entry.
     pub duplicates_mean: f64,
     /// Most duplicates at one node for one entry.
@@ -205,8 +207,13 @@ impl Report {
         let seeder_egress_bytes: u64 =
             o.stats.iter().zip(&o.topo.nodes).filter(|(_, n)| n.seeder).map(|(s, _)| s.bytes_up).sum();
         let total_film_bytes: u64 = sc.film.iter().map(|f| f.size.0).sum();
-        let delivery: Vec<f64> =
-            o.stats.iter().flat_map(|s| s.gossip.iter().flatten().map(|t| t * 1e3)).collect();
+        let delivery = mesh_delivery_ms(o);
+        let catch_ups = o
+            .stats
+            .iter()
+            .flat_map(|s| s.gossip.iter().zip(&s.via_mesh))
+            .filter(|(t, &m)| t.is_some() && !m)
+            .count();
         let dups: Vec<u32> = o.stats.iter().flat_map(|s| s.duplicates.iter().copied()).collect();
         let lookups: Vec<_> = o.stats.iter().flat_map(|s| s.lookup.iter().flatten().copied()).collect();
         let f0 = &films[0];
@@ -230,6 +237,7 @@ impl Report {
             seeder_egress_peak: o.egress_bins.iter().copied().max().unwrap_or(0) as f64 / o.egress_bin_secs,
             gossip: GossipReport {
                 delivery_ms: Quantiles::of(&delivery),
+                catch_ups: catch_ups as u32,
                 duplicates_mean: dups.iter().map(|&d| f64::from(d)).sum::<f64>() / dups.len().max(1) as f64,
                 duplicates_max: dups.iter().copied().max().unwrap_or(0),
             },
@@ -308,8 +316,13 @@ impl Report {
         let g = &self.gossip;
         let _ = writeln!(
             s,
-            "gossip delivery p50 {:.0} ms p99 {:.0} ms max {:.0} ms; duplicates mean {:.2} max {}",
-            g.delivery_ms.p50, g.delivery_ms.p99, g.delivery_ms.max, g.duplicates_mean, g.duplicates_max
+            "gossip delivery (mesh) p50 {:.0} ms p99 {:.0} ms max {:.0} ms; {} catch-ups; duplicates mean {:.2} max {}",
+            g.delivery_ms.p50,
+            g.delivery_ms.p99,
+            g.delivery_ms.max,
+            g.catch_ups,
+            g.duplicates_mean,
+            g.duplicates_max
         );
         let _ = writeln!(
             s,
@@ -328,6 +341,16 @@ impl Report {
         );
         s
     }
+}
+
+/// Delivery delays through the mesh, milliseconds, over all (node, film).
+fn mesh_delivery_ms(o: &Outcome) -> Vec<f64> {
+    o.stats
+        .iter()
+        .flat_map(|s| {
+            s.gossip.iter().zip(&s.via_mesh).filter(|(_, &m)| m).filter_map(|(t, _)| t.map(|t| t * 1e3))
+        })
+        .collect()
 }
 
 /// The per-node CSV.
@@ -395,8 +418,7 @@ pub fn plots(sc: &Scenario, o: &Outcome, r: &Report) -> Vec<(&'static str, Strin
             [(t0, rate), (t0 + o.egress_bin_secs / 3600.0, rate)]
         })
         .collect();
-    let delivery: Vec<f64> =
-        o.stats.iter().flat_map(|s| s.gossip.iter().flatten().map(|t| t * 1e3)).collect();
+    let delivery = mesh_delivery_ms(o);
     let reached = o.stats.len() * sc.film.len();
     vec![
         (
