@@ -58,6 +58,10 @@ const TICK: Duration = Duration::from_millis(250);
 const LOOKUP_INTERVAL: Duration = Duration::from_secs(10);
 /// Bootstrap redial back-off bounds.
 const BOOTSTRAP_BACKOFF: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(60));
+/// How long an entry that found no subscribed peer is offered to gossip again.
+const REPUBLISH_FOR: Duration = Duration::from_secs(120);
+/// Most entries waiting to be gossiped again.
+const REPUBLISH_QUEUE: usize = 64;
 /// How long a content refused for lack of space waits before it is tried again.
 const REFUSED_RETRY: Duration = Duration::from_secs(60);
 /// Most pending have-updates per content before a flush is forced.
@@ -181,6 +185,7 @@ pub struct Node {
     listen: Vec<Multiaddr>,
     bootstrap: Vec<(Multiaddr, Option<PeerId>, Instant, Duration)>,
     last_sync: Instant,
+    republish: std::collections::VecDeque<(Vec<u8>, Instant)>,
     /// When the download limit lets [`drive`](Self::drive) ask the core for more requests.
     next_drive: Option<Instant>,
     fleet: Fleet,
@@ -332,6 +337,7 @@ impl Node {
             listen: Vec::new(),
             bootstrap,
             last_sync: now,
+            republish: std::collections::VecDeque::new(),
             next_drive: None,
             fleet: Fleet::default(),
             last_report: None,
@@ -1332,6 +1338,9 @@ impl Node {
 
     fn on_tick(&mut self) {
         self.flush_haves();
+        for (data, since) in std::mem::take(&mut self.republish) {
+            self.publish_or_queue(data, since);
+        }
         if self.last_report.is_none_or(|t| t.elapsed() >= self.cfg.gossip.fleet_interval) {
             self.report_progress();
         }
@@ -1471,10 +1480,25 @@ impl Node {
     }
 
     fn gossip(&mut self, entry: &SignedEntry) {
+        self.publish_or_queue(entry.encode(), Instant::now());
+    }
+
+    /// Publishes on the catalogue topic; when no peer is subscribed yet (right after start) the entry is
+    /// queued and retried each tick for [`REPUBLISH_FOR`], so a publish is not lost to a slow mesh. The queue
+    /// holds at most [`REPUBLISH_QUEUE`] entries (the oldest is dropped; anti-entropy still delivers it).
+    fn publish_or_queue(&mut self, data: Vec<u8>, since: Instant) {
         let topic = gossipsub::IdentTopic::new(CATALOGUE_TOPIC);
-        if let Err(e) = self.swarm.behaviour_mut().gossipsub.publish(topic, entry.encode()) {
-            // No subscribed peer yet is normal right after start: anti-entropy delivers it later.
-            debug!("gossip publish: {e}");
+        match self.swarm.behaviour_mut().gossipsub.publish(topic, data.clone()) {
+            Err(
+                gossipsub::PublishError::NoPeersSubscribedToTopic | gossipsub::PublishError::AllQueuesFull(_),
+            ) if since.elapsed() < REPUBLISH_FOR => {
+                if self.republish.len() >= REPUBLISH_QUEUE {
+                    self.republish.pop_front();
+                }
+                self.republish.push_back((data, since));
+            }
+            Err(e) => debug!("gossip publish: {e}"),
+            Ok(_) => {}
         }
     }
 
