@@ -307,12 +307,14 @@ impl Default for TransferConfig {
     fn default() -> Self {
         Self {
             chunk_size: ByteSize(4 * 1024 * 1024),
-            max_requests_per_peer: 4,
-            max_requests_total: 64,
-            upload_slots: 8,
+            // Tuned with cinemesh-sim on cinemas-350 (docs/benchmarks.md, "Shipped transfer defaults"):
+            // more requests in flight only turned into busy answers and cross-ISP traffic.
+            max_requests_per_peer: 2,
+            max_requests_total: 8,
+            upload_slots: 16,
             request_timeout: Duration::from_secs(60),
             endgame_chunks: 16,
-            busy_backoff: Duration::from_secs(2),
+            busy_backoff: Duration::from_secs(1),
             corrupt_ban: Duration::from_secs(600),
             upload_limit: None,
             download_limit: None,

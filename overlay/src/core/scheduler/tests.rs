@@ -177,7 +177,7 @@ fn busy_backs_off_by_load() {
     assert_eq!(first.len(), 1);
     s.chunk_failed(Time::ZERO, &1, &id(1), first[0].2, Failure::Busy { load: 0.5 });
     assert_eq!(drain(&mut s, Time::ZERO), vec![]);
-    let end = Time::ZERO + Duration::from_secs(3); // 2 s * (1 + 0.5)
+    let end = Time::ZERO + TransferConfig::default().busy_backoff.mul_f64(1.5); // busy_backoff * (1 + load)
     assert_eq!(s.poll_timeout(), Some(end));
     assert_eq!(drain(&mut s, Time(end.0 - 1)), vec![]);
     s.handle_timeout(end);
