@@ -702,10 +702,11 @@ fn print_films(films: &[FilmStatus]) {
 }
 
 async fn status(api: &ApiArgs, json: bool, watch: bool) -> anyhow::Result<()> {
-    let status: Status = get(api, "/status").await?;
+    let raw: serde_json::Value = get(api, "/status").await?;
+    let status: Status = serde_json::from_value(raw.clone()).context("unexpected /status from the daemon")?;
     let films: Vec<FilmStatus> = get(api, "/films").await?;
     if json {
-        let mut v = serde_json::to_value(&status)?;
+        let mut v = raw;
         v["films"] = serde_json::to_value(&films)?;
         out!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
@@ -721,8 +722,7 @@ async fn status(api: &ApiArgs, json: bool, watch: bool) -> anyhow::Result<()> {
     for h in &status.catalogue_heads {
         out!("catalogue   {} at seq {}", h.key, h.seq);
     }
-    let hooks: serde_json::Value = get(api, "/status").await?;
-    for h in hooks["hooks"].as_array().into_iter().flatten() {
+    for h in raw["hooks"].as_array().into_iter().flatten() {
         out!(
             "hook        {} {} after {} attempt(s), status {}: {}",
             h["content_id"].as_str().map(|c| &c[..12.min(c.len())]).unwrap_or("?"),

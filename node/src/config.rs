@@ -130,7 +130,8 @@ impl Default for NetworkSection {
 pub struct StorageSection {
     /// Free space always left on the data directory's disk; content that would eat into it is refused.
     pub reserve: ByteSize,
-    /// Most bytes of content to keep (none = as much as the disk allows); withdrawn content is evicted first.
+    /// Most bytes of fetched content to keep (none = as much as the disk allows); content no longer targeted
+    /// at this node is evicted first, then new content is refused.
     pub capacity: Option<ByteSize>,
 }
 

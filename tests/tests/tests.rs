@@ -789,3 +789,48 @@ async fn the_hook_runs_exactly_once_per_completed_content() -> anyhow::Result<()
     daemon.stop().await?;
     distributor.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_capacity_evicts_untargeted_content_then_refuses() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let key = Keypair::generate(&mut rand::rngs::OsRng);
+    let trusted = [key.public()];
+    let distributor =
+        LocalNode::start(node_config(tmp.path(), "distributor", Role::Distributor, "dc", &trusted)).await?;
+    let mut c = node_config(tmp.path(), "small-disk", Role::Cinema, "isp-a", &trusted);
+    c.bootstrap = vec![distributor.addr.clone()];
+    c.capacity = Some(3 << 20); // room for one 2 MiB film
+    let cinema = LocalNode::start(c).await?;
+    let me = Targets::Nodes(vec![cinema.client.peer_id().to_string()]);
+    let elsewhere = Targets::Nodes(vec![distributor.client.peer_id().to_string()]);
+    let dirs: Vec<PathBuf> = (1..=3).map(|i| tmp.path().join(format!("film{i}"))).collect();
+    for (i, d) in dirs.iter().enumerate() {
+        make_tree_seeded(d, 2 << 20, 100 + i as u64)?;
+    }
+    let a = publish_to(&distributor, &key, 1, &dirs[0], me.clone()).await?;
+    let a_path = wait_complete(&cinema, a).await?;
+    // A is re-aimed elsewhere: no longer targeted here, so it may be evicted to make room for B.
+    publish_to(&distributor, &key, 2, &dirs[0], elsewhere).await?;
+    let b = publish_to(&distributor, &key, 3, &dirs[1], me.clone()).await?;
+    wait_complete(&cinema, b).await?;
+    assert!(!a_path.exists(), "the untargeted film was not evicted");
+    // C is targeted too, but B still is: C is refused, and says why.
+    let c_id = publish_to(&distributor, &key, 4, &dirs[2], me).await?;
+    let client = cinema.client.clone();
+    let state = wait_for("C to be refused", WAIT, || {
+        let client = client.clone();
+        async move {
+            let films = client.films().await?;
+            Ok(films
+                .into_iter()
+                .find(|f| f.content_id == c_id.to_hex())
+                .map(|f| f.state)
+                .filter(|s| s.starts_with("refused")))
+        }
+    })
+    .await?;
+    assert!(state.contains("storage.capacity"), "{state}");
+    assert_eq!(cinema.metric("cinemesh_contents_refused"), 1.0);
+    cinema.stop().await?;
+    distributor.stop().await
+}

@@ -136,7 +136,7 @@ pub struct Policy {
 }
 
 impl Policy {
-    /// The window in force on `day` (0 = Monday .. 6 = Sunday) at `minute` after midnight, node local time.
+    /// The window in force on `day` (0 = Monday .. 6 = Sunday) at `minute` after midnight, UTC.
     pub fn window_at(&self, day: u8, minute: u16) -> Option<&RateWindow> {
         self.schedule.iter().find(|w| w.contains(day, minute))
     }
@@ -147,7 +147,7 @@ impl Policy {
 pub struct RateWindow {
     /// Days of the week it applies to: 0 = Monday .. 6 = Sunday, no duplicates.
     pub days: Vec<u8>,
-    /// First minute after midnight (node local time) it applies, inclusive.
+    /// First minute after midnight (UTC) it applies, inclusive.
     pub start_minute: u16,
     /// Last minute, exclusive; at most 1440. A window across midnight is written as two windows.
     pub end_minute: u16,

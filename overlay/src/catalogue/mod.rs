@@ -18,7 +18,7 @@
 //!           | Policy { group: Option<String>, schedule: [RateWindow] }
 //! Targets   = All | Groups([String]) | Nodes([peer id])
 //! RateWindow{ days: [u8] (0 = Monday .. 6 = Sunday), start_minute: u16, end_minute: u16 (exclusive,
-//!             <= 1440, node local time), upload: Option<u64 bytes/s>, download: Option<u64 bytes/s> }
+//!             <= 1440, UTC), upload: Option<u64 bytes/s>, download: Option<u64 bytes/s> }
 //! ```
 //!
 //! # Encoding

@@ -103,7 +103,11 @@ impl Metrics {
         r.register("busy_answers", "Busy answers given with all upload slots taken", m.busy_answers.clone());
         r.register("contents_complete", "Contents held complete", m.contents_complete.clone());
         r.register("contents_fetching", "Contents being fetched", m.contents_fetching.clone());
-        r.register("contents_refused", "Contents refused for lack of disk space", m.contents_refused.clone());
+        r.register(
+            "contents_refused",
+            "Contents refused for lack of disk space or over storage.capacity",
+            m.contents_refused.clone(),
+        );
         r.register("catalogue_applied", "Catalogue entries applied", m.catalogue_applied.clone());
         r.register(
             "catalogue_rejected",

@@ -390,6 +390,11 @@ impl Node {
                 self.remove_local(&content);
                 continue;
             }
+            // Content outside the data directory was published from where it lies: never evicted.
+            let managed = self.store.data_dir().join("content");
+            if self.store.content_path(&content)?.is_some_and(|p| !p.starts_with(&managed)) {
+                self.published.insert(content);
+            }
             if let Some(b) = self.store.bitfield(&content)? {
                 self.held.insert(content, Held { have: b.count(), total: b.len() });
                 if b.count() > 0 {
