@@ -44,7 +44,8 @@ pub fn mesh(
     let cands = |i: usize| -> Vec<NodeIx> {
         topo.neighbours[i].iter().copied().filter(|&j| online[j as usize]).collect()
     };
-    for i in (0..n).filter(|&i| online[i]) {
+    // Graft random candidates until `i` has mesh_n peers (links are symmetric).
+    let graft = |mesh: &mut Vec<BTreeSet<NodeIx>>, i: usize, rng: &mut ChaCha8Rng| {
         let mut c = cands(i);
         c.shuffle(rng);
         for j in c {
@@ -54,6 +55,9 @@ pub fn mesh(
             mesh[i].insert(j);
             mesh[j as usize].insert(i as NodeIx);
         }
+    };
+    for i in (0..n).filter(|&i| online[i]) {
+        graft(&mut mesh, i, rng);
     }
     // Heartbeat maintenance: prune above mesh_n_high down to mesh_n, graft below mesh_n_low.
     for i in 0..n {
@@ -68,15 +72,7 @@ pub fn mesh(
     }
     for i in (0..n).filter(|&i| online[i]) {
         if mesh[i].len() < cfg.mesh_n_low {
-            let mut c = cands(i);
-            c.shuffle(rng);
-            for j in c {
-                if mesh[i].len() >= cfg.mesh_n {
-                    break;
-                }
-                mesh[i].insert(j);
-                mesh[j as usize].insert(i as NodeIx);
-            }
+            graft(&mut mesh, i, rng);
         }
     }
     mesh

@@ -35,6 +35,25 @@ fn node_config(dir: &Path, name: &str, role: Role, isp: &str, trusted: &[Distrib
     c
 }
 
+/// A temp dir, a distributor key, and the list of trusted keys holding it.
+fn setup() -> anyhow::Result<(tempfile::TempDir, Keypair, [DistributorKey; 1])> {
+    let key = Keypair::generate(&mut rand::rngs::OsRng);
+    let trusted = [key.public()];
+    Ok((tempfile::tempdir()?, key, trusted))
+}
+
+/// A distributor node.
+async fn start_distributor(dir: &Path, trusted: &[DistributorKey]) -> anyhow::Result<LocalNode> {
+    LocalNode::start(node_config(dir, "distributor", Role::Distributor, "dc", trusted)).await
+}
+
+/// A cinema's configuration, joining the mesh through `via`.
+fn cinema(dir: &Path, name: &str, isp: &str, trusted: &[DistributorKey], via: &LocalNode) -> net::Config {
+    let mut c = node_config(dir, name, Role::Cinema, isp, trusted);
+    c.bootstrap = vec![via.addr.clone()];
+    c
+}
+
 /// A film tree with reels, a nested file, an empty file and an empty directory.
 fn make_tree(dir: &Path, size: u64) -> anyhow::Result<()> {
     make_tree_seeded(dir, size, 42)
@@ -111,17 +130,14 @@ fn assert_same_tree(src: &Path, dst: &Path) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn six_cinemas_get_a_multi_file_tree_byte_for_byte() -> anyhow::Result<()> {
-    let tmp = tempfile::tempdir()?;
-    let key = Keypair::generate(&mut rand::rngs::OsRng);
-    let trusted = [key.public()];
-    let distributor =
-        LocalNode::start(node_config(tmp.path(), "distributor", Role::Distributor, "dc", &trusted)).await?;
+    let (tmp, key, trusted) = setup()?;
+    let distributor = start_distributor(tmp.path(), &trusted).await?;
     let mut cinemas = Vec::new();
     for i in 0..6 {
         let isp = if i % 2 == 0 { "isp-a" } else { "isp-b" };
-        let mut c = node_config(tmp.path(), &format!("cinema-{i}"), Role::Cinema, isp, &trusted);
-        c.bootstrap = vec![distributor.addr.clone()];
-        cinemas.push(LocalNode::start(c).await?);
+        cinemas.push(
+            LocalNode::start(cinema(tmp.path(), &format!("cinema-{i}"), isp, &trusted, &distributor)).await?,
+        );
     }
     let film = tmp.path().join("film");
     make_tree(&film, 64 << 20)?;
@@ -143,23 +159,16 @@ async fn six_cinemas_get_a_multi_file_tree_byte_for_byte() -> anyhow::Result<()>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_started_after_the_publish_catches_up() -> anyhow::Result<()> {
-    let tmp = tempfile::tempdir()?;
-    let key = Keypair::generate(&mut rand::rngs::OsRng);
-    let trusted = [key.public()];
-    let distributor =
-        LocalNode::start(node_config(tmp.path(), "distributor", Role::Distributor, "dc", &trusted)).await?;
-    let mut c = node_config(tmp.path(), "early", Role::Cinema, "isp-a", &trusted);
-    c.bootstrap = vec![distributor.addr.clone()];
-    let early = LocalNode::start(c).await?;
+    let (tmp, key, trusted) = setup()?;
+    let distributor = start_distributor(tmp.path(), &trusted).await?;
+    let early = LocalNode::start(cinema(tmp.path(), "early", "isp-a", &trusted, &distributor)).await?;
     let film = tmp.path().join("film");
     make_tree(&film, 8 << 20)?;
     let p = publish(&distributor, &key, 1, &film).await?;
     wait_complete(&early, p.id).await?;
 
     // The late node knows only the early cinema: catalogue by anti-entropy, content from the mesh.
-    let mut c = node_config(tmp.path(), "late", Role::Cinema, "isp-b", &trusted);
-    c.bootstrap = vec![early.addr.clone()];
-    let late = LocalNode::start(c).await?;
+    let late = LocalNode::start(cinema(tmp.path(), "late", "isp-b", &trusted, &early)).await?;
     let path = wait_complete(&late, p.id).await?;
     assert_same_tree(&p.source, &path);
     let status = late.client.status().await?;
@@ -177,13 +186,13 @@ async fn an_entry_signed_by_an_untrusted_key_is_rejected_and_never_applied() -> 
     let key = Keypair::generate(&mut rand::rngs::OsRng);
     let rogue_key = Keypair::generate(&mut rand::rngs::OsRng);
     let trusted = [key.public()];
-    let distributor =
-        LocalNode::start(node_config(tmp.path(), "distributor", Role::Distributor, "dc", &trusted)).await?;
+    let distributor = start_distributor(tmp.path(), &trusted).await?;
     let mut honest = Vec::new();
     for i in 0..2 {
-        let mut c = node_config(tmp.path(), &format!("cinema-{i}"), Role::Cinema, "isp-a", &trusted);
-        c.bootstrap = vec![distributor.addr.clone()];
-        honest.push(LocalNode::start(c).await?);
+        honest.push(
+            LocalNode::start(cinema(tmp.path(), &format!("cinema-{i}"), "isp-a", &trusted, &distributor))
+                .await?,
+        );
     }
     // The rogue trusts its own key, so its node accepts the entry and gossips and syncs it to everyone.
     let mut c =
@@ -225,9 +234,7 @@ async fn an_entry_signed_by_an_untrusted_key_is_rejected_and_never_applied() -> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_serving_corrupt_chunks_is_penalised_and_the_download_completes() -> anyhow::Result<()> {
-    let tmp = tempfile::tempdir()?;
-    let key = Keypair::generate(&mut rand::rngs::OsRng);
-    let trusted = [key.public()];
+    let (tmp, key, trusted) = setup()?;
     let mut c = node_config(tmp.path(), "distributor", Role::Distributor, "dc", &trusted);
     c.transfer.upload_limit = Some(Rate(8e6));
     let distributor = LocalNode::start(c).await?;
@@ -259,16 +266,14 @@ async fn a_peer_serving_corrupt_chunks_is_penalised_and_the_download_completes()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn withdraw_removes_the_content_from_the_nodes() -> anyhow::Result<()> {
-    let tmp = tempfile::tempdir()?;
-    let key = Keypair::generate(&mut rand::rngs::OsRng);
-    let trusted = [key.public()];
-    let distributor =
-        LocalNode::start(node_config(tmp.path(), "distributor", Role::Distributor, "dc", &trusted)).await?;
+    let (tmp, key, trusted) = setup()?;
+    let distributor = start_distributor(tmp.path(), &trusted).await?;
     let mut cinemas = Vec::new();
     for i in 0..2 {
-        let mut c = node_config(tmp.path(), &format!("cinema-{i}"), Role::Cinema, "isp-a", &trusted);
-        c.bootstrap = vec![distributor.addr.clone()];
-        cinemas.push(LocalNode::start(c).await?);
+        cinemas.push(
+            LocalNode::start(cinema(tmp.path(), &format!("cinema-{i}"), "isp-a", &trusted, &distributor))
+                .await?,
+        );
     }
     let film = tmp.path().join("film");
     make_tree(&film, 4 << 20)?;
@@ -357,9 +362,7 @@ impl Daemon {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_killed_mid_download_resumes_without_fetching_verified_chunks_again() -> anyhow::Result<()> {
-    let tmp = tempfile::tempdir()?;
-    let key = Keypair::generate(&mut rand::rngs::OsRng);
-    let trusted = [key.public()];
+    let (tmp, key, trusted) = setup()?;
     let mut c = node_config(tmp.path(), "distributor", Role::Distributor, "dc", &trusted);
     c.transfer.upload_limit = Some(Rate(4e6)); // 32 MiB take ~8 s: time to kill the cinema half-way
     let distributor = LocalNode::start(c).await?;
@@ -424,16 +427,12 @@ fn member(node: &LocalNode, name: &str) -> Body {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uploads_are_held_to_the_configured_limit() -> anyhow::Result<()> {
-    let tmp = tempfile::tempdir()?;
-    let key = Keypair::generate(&mut rand::rngs::OsRng);
-    let trusted = [key.public()];
+    let (tmp, key, trusted) = setup()?;
     let limit = 5e6;
     let mut c = node_config(tmp.path(), "distributor", Role::Distributor, "dc", &trusted);
     c.transfer.upload_limit = Some(Rate(limit));
     let distributor = LocalNode::start(c).await?;
-    let mut c = node_config(tmp.path(), "cinema", Role::Cinema, "isp-a", &trusted);
-    c.bootstrap = vec![distributor.addr.clone()];
-    let cinema = LocalNode::start(c).await?;
+    let cinema = LocalNode::start(cinema(tmp.path(), "cinema", "isp-a", &trusted, &distributor)).await?;
     let film = tmp.path().join("film");
     make_tree(&film, 24 << 20)?;
     let p = publish(&distributor, &key, 1, &film).await?;
@@ -461,16 +460,11 @@ async fn uploads_are_held_to_the_configured_limit() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_node_gets_no_new_content() -> anyhow::Result<()> {
-    let tmp = tempfile::tempdir()?;
-    let key = Keypair::generate(&mut rand::rngs::OsRng);
-    let trusted = [key.public()];
-    let distributor =
-        LocalNode::start(node_config(tmp.path(), "distributor", Role::Distributor, "dc", &trusted)).await?;
+    let (tmp, key, trusted) = setup()?;
+    let distributor = start_distributor(tmp.path(), &trusted).await?;
     let mut nodes = Vec::new();
     for name in ["kept", "revoked"] {
-        let mut c = node_config(tmp.path(), name, Role::Cinema, "isp-a", &trusted);
-        c.bootstrap = vec![distributor.addr.clone()];
-        nodes.push(LocalNode::start(c).await?);
+        nodes.push(LocalNode::start(cinema(tmp.path(), name, "isp-a", &trusted, &distributor)).await?);
     }
     let first = tmp.path().join("first");
     make_tree(&first, 2 << 20)?;
@@ -512,9 +506,7 @@ async fn a_revoked_node_gets_no_new_content() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_a_private_mesh_a_node_not_admitted_gets_no_catalogue_and_no_content() -> anyhow::Result<()> {
-    let tmp = tempfile::tempdir()?;
-    let key = Keypair::generate(&mut rand::rngs::OsRng);
-    let trusted = [key.public()];
+    let (tmp, key, trusted) = setup()?;
     let mut c = node_config(tmp.path(), "distributor", Role::Distributor, "dc", &trusted);
     c.private = true;
     let distributor = LocalNode::start(c).await?;
@@ -572,9 +564,7 @@ async fn in_a_private_mesh_a_node_not_admitted_gets_no_catalogue_and_no_content(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_fleet_view_reports_a_node_that_is_behind() -> anyhow::Result<()> {
-    let tmp = tempfile::tempdir()?;
-    let key = Keypair::generate(&mut rand::rngs::OsRng);
-    let trusted = [key.public()];
+    let (tmp, key, trusted) = setup()?;
     let fast_reports = |mut c: net::Config| {
         c.gossip.fleet_interval = Duration::from_millis(300);
         c
@@ -677,16 +667,11 @@ async fn publish_to(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn content_goes_only_to_its_targets() -> anyhow::Result<()> {
-    let tmp = tempfile::tempdir()?;
-    let key = Keypair::generate(&mut rand::rngs::OsRng);
-    let trusted = [key.public()];
-    let distributor =
-        LocalNode::start(node_config(tmp.path(), "distributor", Role::Distributor, "dc", &trusted)).await?;
+    let (tmp, key, trusted) = setup()?;
+    let distributor = start_distributor(tmp.path(), &trusted).await?;
     let mut nodes = Vec::new();
     for name in ["paris", "lyon"] {
-        let mut c = node_config(tmp.path(), name, Role::Cinema, "isp-a", &trusted);
-        c.bootstrap = vec![distributor.addr.clone()];
-        nodes.push(LocalNode::start(c).await?);
+        nodes.push(LocalNode::start(cinema(tmp.path(), name, "isp-a", &trusted, &distributor)).await?);
     }
     let (paris, lyon) = (&nodes[0], &nodes[1]);
     let only = tmp.path().join("only-paris");
@@ -712,14 +697,9 @@ async fn content_goes_only_to_its_targets() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_finds_a_chunk_corrupted_on_disk_and_fetches_it_again() -> anyhow::Result<()> {
-    let tmp = tempfile::tempdir()?;
-    let key = Keypair::generate(&mut rand::rngs::OsRng);
-    let trusted = [key.public()];
-    let distributor =
-        LocalNode::start(node_config(tmp.path(), "distributor", Role::Distributor, "dc", &trusted)).await?;
-    let mut c = node_config(tmp.path(), "cinema", Role::Cinema, "isp-a", &trusted);
-    c.bootstrap = vec![distributor.addr.clone()];
-    let cinema = LocalNode::start(c).await?;
+    let (tmp, key, trusted) = setup()?;
+    let distributor = start_distributor(tmp.path(), &trusted).await?;
+    let cinema = LocalNode::start(cinema(tmp.path(), "cinema", "isp-a", &trusted, &distributor)).await?;
     let film = tmp.path().join("film");
     make_tree(&film, 4 << 20)?;
     let p = publish(&distributor, &key, 1, &film).await?;
@@ -742,11 +722,8 @@ async fn verify_finds_a_chunk_corrupted_on_disk_and_fetches_it_again() -> anyhow
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_hook_runs_exactly_once_per_completed_content() -> anyhow::Result<()> {
     use cinemesh::daemon::Daemon;
-    let tmp = tempfile::tempdir()?;
-    let key = Keypair::generate(&mut rand::rngs::OsRng);
-    let trusted = [key.public()];
-    let distributor =
-        LocalNode::start(node_config(tmp.path(), "distributor", Role::Distributor, "dc", &trusted)).await?;
+    let (tmp, key, trusted) = setup()?;
+    let distributor = start_distributor(tmp.path(), &trusted).await?;
     let log = tmp.path().join("hook.log");
     let mut cfg = cinemesh::config::Config::default();
     cfg.api.listen = "127.0.0.1:0".parse()?;
@@ -792,11 +769,8 @@ async fn the_hook_runs_exactly_once_per_completed_content() -> anyhow::Result<()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn storage_capacity_evicts_untargeted_content_then_refuses() -> anyhow::Result<()> {
-    let tmp = tempfile::tempdir()?;
-    let key = Keypair::generate(&mut rand::rngs::OsRng);
-    let trusted = [key.public()];
-    let distributor =
-        LocalNode::start(node_config(tmp.path(), "distributor", Role::Distributor, "dc", &trusted)).await?;
+    let (tmp, key, trusted) = setup()?;
+    let distributor = start_distributor(tmp.path(), &trusted).await?;
     let mut c = node_config(tmp.path(), "small-disk", Role::Cinema, "isp-a", &trusted);
     c.bootstrap = vec![distributor.addr.clone()];
     c.capacity = Some(3 << 20); // room for one 2 MiB film
