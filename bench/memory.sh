@@ -18,38 +18,12 @@ for t in "$BIN" curl jq; do
     command -v "$t" >/dev/null || { echo "missing: $t" >&2; exit 1; }
 done
 
-tmp=$(mktemp -d /tmp/cinemesh-bench-XXXXXX)
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-    rm -rf "$tmp"
-}
-trap cleanup EXIT INT TERM
-
-free_port() {
-    local p
-    while :; do
-        p=$((20000 + RANDOM % 30000))
-        ss -ltn | awk '{print $4}' | grep -q ":$p\$" || { echo "$p"; return; }
-    done
-}
-wait_until() {
-    local limit=$1; shift
-    local end=$((SECONDS + limit))
-    until "$@" >/dev/null 2>&1; do
-        [ "$SECONDS" -lt "$end" ] || { echo "timed out after ${limit}s waiting for: $*" >&2; return 1; }
-        sleep 0.2
-    done
-}
-api_get() { curl -sf "http://$1$2"; }
+. "$(dirname "$0")/lib.sh"
 # A field of /proc/PID/status in MiB (VmRSS, VmHWM).
 mem() { awk -v f="$2:" '$1 == f { printf "%.1f", $2 / 1024 }' "/proc/$1/status"; }
 all_complete() {
     api_get "$1" /films | jq -e --argjson n "$2" '(map(select(.complete)) | length) >= $n'
 }
-complete() { api_get "$1" /films | jq -e --arg id "$2" 'any(.[]; .content_id == $id and .complete)'; }
-has_peer() { [ "$(api_get "$1" /status | jq .peers)" -ge 1 ]; }
 
 pub=$("$BIN" keygen --out "$tmp/key" 2>/dev/null)
 d_port=$(free_port); d_api=127.0.0.1:$(free_port); c_api=127.0.0.1:$(free_port)

@@ -20,36 +20,9 @@ for t in "$BIN" iperf3 curl jq; do
     command -v "$t" >/dev/null || { echo "missing: $t" >&2; exit 1; }
 done
 
-tmp=$(mktemp -d "${DATA_ROOT:-/tmp}/cinemesh-bench-XXXXXX")
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-    rm -rf "$tmp"
-}
-trap cleanup EXIT INT TERM
-
-# A TCP port nobody listens on (random, checked with ss).
-free_port() {
-    local p
-    while :; do
-        p=$((20000 + RANDOM % 30000))
-        ss -ltn | awk '{print $4}' | grep -q ":$p\$" || { echo "$p"; return; }
-    done
-}
-# Waits until `$2...` succeeds, at most $1 seconds.
-wait_until() {
-    local limit=$1; shift
-    local end=$((SECONDS + limit))
-    until "$@" >/dev/null 2>&1; do
-        [ "$SECONDS" -lt "$end" ] || { echo "timed out after ${limit}s waiting for: $*" >&2; return 1; }
-        sleep 0.2
-    done
-}
+. "$(dirname "$0")/lib.sh"
 # CPU seconds (user + system) a process has used so far.
 cpu_secs() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$1/stat"; }
-api_get() { curl -sf "http://$1$2"; }
-complete() { api_get "$1" /films | jq -e --arg id "$2" 'any(.[]; .content_id == $id and .complete)'; }
 
 echo "== iperf3 (raw TCP on loopback, 10 s)"
 ip_port=$(free_port)
@@ -81,7 +54,6 @@ d_peer=$(api_get "$d_api" /status | jq -r .peer_id)
     --bootstrap "/ip4/127.0.0.1/tcp/$d_port/p2p/$d_peer" 2> "$tmp/c.log" &
 c_pid=$!; pids+=($c_pid)
 wait_until 20 api_get "$c_api" /status
-has_peer() { [ "$(api_get "$1" /status | jq .peers)" -ge 1 ]; }
 wait_until 30 has_peer "$c_api"
 
 echo "== publish (hashing in the CLI is not timed)"
