@@ -82,20 +82,15 @@ impl FromStr for ByteSize {
 }
 
 impl fmt::Display for ByteSize {
+    /// In the largest binary unit that fits: exact when it divides (`4MiB`), else two decimals (`55.62GiB`).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         const UNITS: [(&str, u64); 4] =
             [("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
-        for (name, size) in UNITS {
-            if self.0 >= size && self.0 % size == 0 {
-                return write!(f, "{}{}", self.0 / size, name);
-            }
+        match UNITS.iter().find(|(_, size)| self.0 >= *size) {
+            Some((name, size)) if self.0 % size == 0 => write!(f, "{}{}", self.0 / size, name),
+            Some((name, size)) => write!(f, "{:.2}{}", self.0 as f64 / *size as f64, name),
+            None => write!(f, "{}B", self.0),
         }
-        for (name, size) in UNITS {
-            if self.0 >= size {
-                return write!(f, "{:.2}{}", self.0 as f64 / size as f64, name);
-            }
-        }
-        write!(f, "{}B", self.0)
     }
 }
 
@@ -437,6 +432,9 @@ mod tests {
         assert!("MiB".parse::<ByteSize>().is_err());
         assert_eq!(ByteSize(4 << 20).to_string(), "4MiB");
         assert_eq!(ByteSize(1536).to_string(), "1.50KiB");
+        assert_eq!(ByteSize(58_318_380 * 1024).to_string(), "55.62GiB");
+        assert_eq!(ByteSize(10 << 30).to_string(), "10GiB");
+        assert_eq!(ByteSize(0).to_string(), "0B");
     }
 
     #[test]
