@@ -808,3 +808,109 @@ async fn storage_capacity_evicts_untargeted_content_then_refuses() -> anyhow::Re
     cinema.stop().await?;
     distributor.stop().await
 }
+
+/// A codec that sends whatever bytes it is given, as a hostile or broken peer would.
+#[derive(Clone, Default)]
+struct RawCodec;
+
+impl libp2p::request_response::Codec for RawCodec {
+    type Protocol = libp2p::StreamProtocol;
+    type Request = Vec<u8>;
+    type Response = Vec<u8>;
+
+    async fn read_request<T: futures::AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &Self::Protocol,
+        _: &mut T,
+    ) -> std::io::Result<Vec<u8>> {
+        Ok(Vec::new())
+    }
+
+    async fn read_response<T: futures::AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &Self::Protocol,
+        io: &mut T,
+    ) -> std::io::Result<Vec<u8>> {
+        use futures::AsyncReadExt;
+        let mut out = Vec::new();
+        io.take(1 << 20).read_to_end(&mut out).await?;
+        Ok(out)
+    }
+
+    async fn write_request<T: futures::AsyncWrite + Unpin + Send>(
+        &mut self,
+        _: &Self::Protocol,
+        io: &mut T,
+        req: Vec<u8>,
+    ) -> std::io::Result<()> {
+        futures::AsyncWriteExt::write_all(io, &req).await?;
+        futures::AsyncWriteExt::close(io).await
+    }
+
+    async fn write_response<T: futures::AsyncWrite + Unpin + Send>(
+        &mut self,
+        _: &Self::Protocol,
+        _: &mut T,
+        _: Vec<u8>,
+    ) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_chunk_request_is_refused_and_counted() -> anyhow::Result<()> {
+    use futures::StreamExt;
+    use libp2p::request_response::{self, ProtocolSupport};
+    use libp2p::swarm::SwarmEvent;
+    let (tmp, _key, trusted) = setup()?;
+    let node = start_distributor(tmp.path(), &trusted).await?;
+
+    let mut attacker = libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(Default::default(), libp2p::noise::Config::new, libp2p::yamux::Config::default)?
+        .with_behaviour(|_| {
+            request_response::Behaviour::with_codec(
+                RawCodec,
+                [(cinemesh_overlay::net::protocol::PROTOCOL, ProtocolSupport::Outbound)],
+                request_response::Config::default(),
+            )
+        })?
+        .build();
+    let peer = node.client.peer_id();
+    attacker.dial(node.addr.clone())?;
+    // A frame that claims 5 bytes of a request and carries bytes that decode as no request at all, then
+    // one that claims far more than the limit.
+    let garbage = vec![0, 0, 0, 5, 0xff, 0xff, 0xff, 0xff, 0xff];
+    let huge = (u32::MAX).to_be_bytes().to_vec();
+    let label = "cinemesh_malformed_messages_total";
+    let mut sent = false;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if node.metric(label) >= 2.0 {
+            break;
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the node never counted the malformed requests: {:?}",
+            node.metrics_text()
+                .lines()
+                .filter(|l| l.contains("malformed") || l.contains("protocol"))
+                .collect::<Vec<_>>()
+        );
+        tokio::select! {
+            ev = attacker.select_next_some() => {
+                if let SwarmEvent::ConnectionEstablished { .. } = ev {
+                    if !sent {
+                        attacker.behaviour_mut().send_request(&peer, garbage.clone());
+                        attacker.behaviour_mut().send_request(&peer, huge.clone());
+                        sent = true;
+                    }
+                }
+            }
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+        }
+    }
+    // The node is unharmed and still answers.
+    assert!(node.client.status().await?.peer_id == peer.to_string());
+    node.stop().await
+}

@@ -67,7 +67,12 @@ pub fn gossipsub_config(cfg: &crate::config::GossipConfig) -> Result<gossipsub::
         .map_err(|e| NetError::Setup(format!("gossip configuration: {e}")))
 }
 
-fn behaviour(key: &Keypair, cfg: &Config, registry: &mut Registry) -> Result<Behaviour, NetError> {
+fn behaviour(
+    key: &Keypair,
+    cfg: &Config,
+    registry: &mut Registry,
+    codec: Codec,
+) -> Result<Behaviour, NetError> {
     let peer_id = key.public().to_peer_id();
     let limits = connection_limits::ConnectionLimits::default()
         .with_max_established(Some(cfg.max_connections))
@@ -106,7 +111,7 @@ fn behaviour(key: &Keypair, cfg: &Config, registry: &mut Registry) -> Result<Beh
     };
 
     let xfer = request_response::Behaviour::with_codec(
-        Codec,
+        codec,
         [(protocol::PROTOCOL, request_response::ProtocolSupport::Full)],
         request_response::Config::default()
             .with_request_timeout(cfg.transfer.request_timeout)
@@ -128,7 +133,12 @@ fn behaviour(key: &Keypair, cfg: &Config, registry: &mut Registry) -> Result<Beh
 }
 
 /// Builds the swarm: TCP + noise + yamux (optionally behind a pre-shared key), DNS, bandwidth metrics.
-pub fn build_swarm(cfg: &Config, registry: &mut Registry) -> Result<Swarm<Behaviour>, NetError> {
+/// `codec` counts malformed chunk-protocol messages into the node's metrics.
+pub fn build_swarm(
+    cfg: &Config,
+    registry: &mut Registry,
+    codec: Codec,
+) -> Result<Swarm<Behaviour>, NetError> {
     let tcp_cfg = tcp::Config::default().nodelay(true);
     let idle = cfg.idle_timeout;
     let setup = |e: &dyn std::fmt::Display| NetError::Setup(e.to_string());
@@ -140,7 +150,7 @@ pub fn build_swarm(cfg: &Config, registry: &mut Registry) -> Result<Swarm<Behavi
             .with_dns()
             .map_err(|e| setup(&e))?
             .with_bandwidth_metrics(registry)
-            .with_behaviour(|key| behaviour(key, cfg, registry).map_err(Box::from))
+            .with_behaviour(|key| behaviour(key, cfg, registry, codec.clone()).map_err(Box::from))
             .map_err(|e| setup(&e))?
             .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
             .build(),
@@ -162,7 +172,7 @@ pub fn build_swarm(cfg: &Config, registry: &mut Registry) -> Result<Swarm<Behavi
                 })
                 .map_err(|e| setup(&e))?
                 .with_bandwidth_metrics(registry)
-                .with_behaviour(|key| behaviour(key, cfg, registry).map_err(Box::from))
+                .with_behaviour(|key| behaviour(key, cfg, registry, codec.clone()).map_err(Box::from))
                 .map_err(|e| setup(&e))?
                 .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
                 .build()

@@ -34,6 +34,15 @@ pub struct ReasonLabel {
     pub reason: String,
 }
 
+/// Label set `{direction=..., kind=...}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabel {
+    /// `inbound` (a peer's request to us) or `outbound` (ours to a peer).
+    pub direction: String,
+    /// `malformed`, `timeout`, `closed`, `unsupported` or `other`.
+    pub kind: String,
+}
+
 /// Label set `{key=...}` (a distributor key).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KeyLabel {
@@ -82,6 +91,12 @@ pub struct Metrics {
     pub upload_rate: Gauge,
     /// Kademlia provider lookups started.
     pub provider_lookups: Counter,
+    /// Chunk-protocol requests that failed, by direction and kind (malformed, timeout, closed, ...).
+    pub protocol_errors: Family<ErrorLabel, Counter>,
+    /// Chunk-protocol messages refused as malformed or over the size limits (requests and responses).
+    pub malformed_messages: Counter,
+    /// Fleet progress reports rejected as malformed.
+    pub fleet_rejected: Counter,
     /// Anti-entropy exchanges that brought entries.
     pub sync_entries: Counter,
 }
@@ -126,6 +141,21 @@ impl Metrics {
         r.register("download_rate_bytes", "Content download rate, bytes/s", m.download_rate.clone());
         r.register("upload_rate_bytes", "Content upload rate, bytes/s", m.upload_rate.clone());
         r.register("provider_lookups", "Kademlia provider lookups started", m.provider_lookups.clone());
+        r.register(
+            "protocol_errors",
+            "Chunk-protocol requests that failed, by direction and kind",
+            m.protocol_errors.clone(),
+        );
+        r.register(
+            "malformed_messages",
+            "Chunk-protocol messages refused as malformed or over the size limits",
+            m.malformed_messages.clone(),
+        );
+        r.register(
+            "fleet_reports_rejected",
+            "Fleet progress reports rejected as malformed",
+            m.fleet_rejected.clone(),
+        );
         r.register("sync_entries", "Catalogue entries obtained by anti-entropy", m.sync_entries.clone());
         m
     }
@@ -133,6 +163,26 @@ impl Metrics {
     /// Counts a rejected catalogue entry.
     pub fn rejected(&self, reason: &str) {
         self.catalogue_rejected.get_or_create(&ReasonLabel { reason: reason.to_owned() }).inc();
+    }
+
+    /// Counts a failed request of the chunk protocol; `error` is libp2p's message, reduced to a few kinds so
+    /// the label set stays bounded.
+    pub fn protocol_error(&self, direction: &str, error: &str) {
+        let e = error.to_ascii_lowercase();
+        let kind = if e.contains("malformed") || e.contains("exceeds the limit") || e.contains("too many") {
+            "malformed"
+        } else if e.contains("timeout") || e.contains("timed out") {
+            "timeout"
+        } else if e.contains("closed") {
+            "closed"
+        } else if e.contains("unsupported") {
+            "unsupported"
+        } else {
+            "other"
+        };
+        self.protocol_errors
+            .get_or_create(&ErrorLabel { direction: direction.to_owned(), kind: kind.to_owned() })
+            .inc();
     }
 
     /// Counts a failed chunk request.

@@ -269,7 +269,8 @@ impl Node {
         }
 
         let metrics = Metrics::register(registry);
-        let mut swarm = build_swarm(&cfg, registry)?;
+        let codec = super::protocol::Codec::counting(metrics.malformed_messages.clone());
+        let mut swarm = build_swarm(&cfg, registry, codec)?;
         let libp2p_metrics = libp2p::metrics::Metrics::new(registry);
 
         let topic = gossipsub::IdentTopic::new(CATALOGUE_TOPIC);
@@ -654,6 +655,7 @@ impl Node {
             }
             (_, Err(e)) => {
                 debug!(peer = %via, "fleet report rejected: {e}");
+                self.metrics.fleet_rejected.inc();
                 gossipsub::MessageAcceptance::Reject
             }
             _ => gossipsub::MessageAcceptance::Ignore,
@@ -962,12 +964,21 @@ impl Node {
                 }
             }
             E::OutboundFailure { peer, request_id, error, .. } => {
+                self.metrics.protocol_error("outbound", &error.to_string());
                 if let Some((_, what)) = self.pending.remove(&request_id) {
                     debug!(%peer, ?what, %error, "request failed");
                     self.on_failure(peer, what);
                 }
             }
-            E::InboundFailure { request_id, .. } | E::ResponseSent { request_id, .. } => {
+            E::InboundFailure { peer, request_id, error, .. } => {
+                // Malformed or oversized requests end here (the codec refuses them): count and move on.
+                debug!(%peer, %error, "inbound request failed");
+                self.metrics.protocol_error("inbound", &error.to_string());
+                if let Some(peer) = self.uploading.remove(&request_id) {
+                    self.uploads.finished(&peer);
+                }
+            }
+            E::ResponseSent { request_id, .. } => {
                 if let Some(peer) = self.uploading.remove(&request_id) {
                     self.uploads.finished(&peer);
                 }

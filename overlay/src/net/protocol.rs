@@ -216,9 +216,27 @@ async fn write_frame<T: AsyncWrite + Unpin + Send, M: Serialize>(
     io.close().await
 }
 
-/// The request-response codec for [`PROTOCOL`].
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Codec;
+/// The request-response codec for [`PROTOCOL`]. It counts the malformed messages it refuses: libp2p's
+/// request-response drops an inbound request that fails to decode without telling the behaviour, so the
+/// codec is the one place that sees every one.
+#[derive(Debug, Clone, Default)]
+pub struct Codec {
+    malformed: prometheus_client::metrics::counter::Counter,
+}
+
+impl Codec {
+    /// A codec that counts malformed messages in `malformed` (shared by every clone).
+    pub fn counting(malformed: prometheus_client::metrics::counter::Counter) -> Self {
+        Self { malformed }
+    }
+
+    fn count<T>(&self, r: io::Result<T>) -> io::Result<T> {
+        if matches!(&r, Err(e) if e.kind() == io::ErrorKind::InvalidData) {
+            self.malformed.inc();
+        }
+        r
+    }
+}
 
 impl libp2p::request_response::Codec for Codec {
     type Protocol = StreamProtocol;
@@ -229,18 +247,20 @@ impl libp2p::request_response::Codec for Codec {
     where
         T: AsyncRead + Unpin + Send,
     {
-        let req: Request = read_frame(io, MAX_REQUEST_BYTES).await?;
-        req.check().map_err(invalid)?;
-        Ok(req)
+        let req = read_frame::<_, Request>(io, MAX_REQUEST_BYTES)
+            .await
+            .and_then(|req| req.check().map(|()| req).map_err(invalid));
+        self.count(req)
     }
 
     async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Response>
     where
         T: AsyncRead + Unpin + Send,
     {
-        let res: Response = read_frame(io, MAX_RESPONSE_BYTES).await?;
-        res.check().map_err(invalid)?;
-        Ok(res)
+        let res = read_frame::<_, Response>(io, MAX_RESPONSE_BYTES)
+            .await
+            .and_then(|res| res.check().map(|()| res).map_err(invalid));
+        self.count(res)
     }
 
     async fn write_request<T>(&mut self, _: &StreamProtocol, io: &mut T, req: Request) -> io::Result<()>
@@ -289,7 +309,8 @@ mod tests {
     #[test]
     fn oversized_and_garbage_frames_are_rejected() {
         futures::executor::block_on(async {
-            let mut c = Codec;
+            let counter = prometheus_client::metrics::counter::Counter::default();
+            let mut c = Codec::counting(counter.clone());
             let mut huge = Vec::new();
             huge.extend_from_slice(&(MAX_REQUEST_BYTES as u32 + 1).to_be_bytes());
             let err = c.read_request(&PROTOCOL, &mut futures::io::Cursor::new(huge)).await.unwrap_err();
@@ -304,6 +325,7 @@ mod tests {
             let frame = encode_frame(&too_many, MAX_REQUEST_BYTES).unwrap();
             let err = c.read_request(&PROTOCOL, &mut futures::io::Cursor::new(frame)).await.unwrap_err();
             assert!(err.to_string().contains("too many"), "{err}");
+            assert_eq!(counter.get(), 3, "every refused message is counted");
         });
     }
 
@@ -312,7 +334,10 @@ mod tests {
         futures::executor::block_on(async {
             let mut frame = encode_frame(&Request::Bitfield { content: cid() }, MAX_REQUEST_BYTES).unwrap();
             frame.truncate(frame.len() - 1);
-            assert!(Codec.read_request(&PROTOCOL, &mut futures::io::Cursor::new(frame)).await.is_err());
+            assert!(Codec::default()
+                .read_request(&PROTOCOL, &mut futures::io::Cursor::new(frame))
+                .await
+                .is_err());
         });
     }
 }
