@@ -213,8 +213,6 @@ pub struct SimConfig {
     pub horizon: Duration,
     /// Stop after this many events (guards against a livelock).
     pub max_events: u64,
-    /// Number of time bins of the superseeder egress series.
-    pub egress_bins: u32,
     /// Kademlia bucket size k (lookup hops ~ log2(N) / log2(k)).
     pub kad_k: u32,
     /// Kademlia parallelism alpha.
@@ -227,7 +225,6 @@ impl Default for SimConfig {
             rate_quantum: Duration::from_millis(500),
             horizon: Duration::from_secs(14 * 24 * 3600),
             max_events: 2_000_000_000,
-            egress_bins: 200,
             kad_k: 20,
             kad_alpha: 3,
         }
@@ -410,7 +407,6 @@ impl Scenario {
         let sim = &self.sim;
         check(!sim.rate_quantum.is_zero(), "sim.rate_quantum", "must be greater than zero")?;
         check(!sim.horizon.is_zero(), "sim.horizon", "must be greater than zero")?;
-        check((1..=10_000).contains(&sim.egress_bins), "sim.egress_bins", "must be between 1 and 10000")?;
         check(sim.kad_k >= 2, "sim.kad_k", "must be at least 2")?;
         check(sim.kad_alpha >= 1, "sim.kad_alpha", "must be at least 1")?;
         Ok(())
@@ -427,6 +423,11 @@ impl Scenario {
 pub fn apply_set(table: &mut toml::Table, set: &str) -> Result<(), Error> {
     let err = |reason: &str| Error::Set { set: set.to_owned(), reason: reason.to_owned() };
     let (key, raw) = set.split_once('=').ok_or_else(|| err("expected key=value"))?;
+    if key.contains('[') {
+        return Err(err(
+            "array elements are addressed by number in the dotted key: film.0.size, not film[0].size",
+        ));
+    }
     let value = parse_value(raw.trim());
     let parts: Vec<&str> = key.trim().split('.').collect();
     if parts.iter().any(|p| p.is_empty()) {
