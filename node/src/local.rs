@@ -60,11 +60,6 @@ impl LocalNode {
         self.task.await??;
         Ok(())
     }
-
-    /// Kills the node abruptly (no clean shutdown): what a crash looks like to the rest of the mesh.
-    pub fn kill(self) {
-        self.task.abort();
-    }
 }
 
 /// The value of one sample in Prometheus text; 0 when absent.
