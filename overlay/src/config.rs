@@ -307,7 +307,9 @@ impl Default for TransferConfig {
             max_requests_per_peer: 2,
             max_requests_total: 8,
             upload_slots: 16,
-            request_timeout: Duration::from_secs(60),
+            // A total, not an idle, timeout: a 4 MiB chunk from an ADSL uploader (1 Mbit/s) sharing its
+            // 16 slots takes minutes. A dead peer fails its requests at once (connection closed).
+            request_timeout: Duration::from_secs(300),
             endgame_chunks: 16,
             busy_backoff: Duration::from_secs(1),
             corrupt_ban: Duration::from_secs(600),

@@ -153,7 +153,11 @@ fn corrupt_penalises_bans_and_refetches_elsewhere() {
         vec![Output::Penalise { peer: 1 }, Output::Request { peer: 2, content: id(1), chunk: 0 }]
     );
     assert!(s.is_blocked(&1));
-    assert_eq!(s.poll_timeout(), Some(Time(MS) + Duration::from_secs(60)), "request deadline first");
+    assert_eq!(
+        s.poll_timeout(),
+        Some(Time(MS) + TransferConfig::default().request_timeout),
+        "request deadline first"
+    );
     s.chunk_failed(Time(2 * MS), &2, &id(1), 0, Failure::Io);
     assert_eq!(requests(&drain(&mut s, Time(2 * MS))), vec![(2, id(1), 0)], "an I/O failure is no ban");
     s.peer_left(Time(3 * MS), &2);
