@@ -16,6 +16,12 @@ pub enum StoreError {
          cinemesh process uses it"
     )]
     Db(#[from] sled::Error),
+    /// Another process (a second daemon on the same data directory?) holds the store.
+    #[error("the store at {path} is in use by another process (is another cinemesh node running on this data directory?)")]
+    Locked {
+        /// The sled directory.
+        path: PathBuf,
+    },
     /// A content file could not be read or written.
     #[error("{path}: {source}")]
     Io {

@@ -106,13 +106,34 @@ pub struct Store {
     cache: Mutex<VecDeque<Arc<Loaded>>>,
 }
 
+/// How long [`Store::open`] waits for sled's lock: a store closed an instant ago releases it from sled's
+/// flusher thread, a moment later.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Opens sled, waiting (bounded) for a lock still held by a store being closed in this process; another
+/// process holding it is reported as such.
+fn open_db(path: &Path) -> Result<sled::Db, StoreError> {
+    let start = std::time::Instant::now();
+    loop {
+        match sled::open(path) {
+            Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
+                if start.elapsed() >= LOCK_WAIT {
+                    return Err(StoreError::Locked { path: path.to_owned() });
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return Ok(other?),
+        }
+    }
+}
+
 impl Store {
     /// Opens (or creates) the store under `data_dir`, then checks the size of every file holding marked
     /// chunks; a file missing or of the wrong size loses its marks (nothing is rehashed).
     pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
         let content = data_dir.join("content");
         fs::create_dir_all(&content).map_err(|e| StoreError::io(&content, e))?;
-        let db = sled::open(data_dir.join("meta"))?;
+        let db = open_db(&data_dir.join("meta"))?;
         let store = Store {
             dir: data_dir.to_path_buf(),
             manifests: db.open_tree("manifests")?,

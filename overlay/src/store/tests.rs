@@ -291,3 +291,23 @@ fn catalogue_entries_in_key_seq_order_and_peer_stats() {
     );
     assert_eq!(s.peer_stats("other").unwrap(), None);
 }
+
+#[test]
+fn a_store_reopens_at_once_after_close_and_a_held_one_is_reported_in_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let (m, chunks) = film(9);
+    for round in 0..20u32 {
+        let s = open(dir.path());
+        if round == 0 {
+            s.add_content(&m, ContentRoot::Managed, Have::Nothing).unwrap();
+        }
+        let idx = round % m.chunk_count();
+        s.write_chunk(&m.id(), idx, &chunks[idx as usize]).unwrap();
+        drop(s); // sled's flusher releases the lock a moment later: open must wait for it, not fail
+    }
+    let held = open(dir.path());
+    assert_eq!(held.bitfield(&m.id()).unwrap().unwrap().count(), m.chunk_count());
+    let err = Store::open(dir.path()).unwrap_err();
+    assert!(matches!(err, StoreError::Locked { .. }), "{err}");
+    assert!(err.to_string().contains("in use by another process"), "{err}");
+}
