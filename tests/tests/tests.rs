@@ -131,7 +131,10 @@ fn assert_same_tree(src: &Path, dst: &Path) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn six_cinemas_get_a_multi_file_tree_byte_for_byte() -> anyhow::Result<()> {
     let (tmp, key, trusted) = setup()?;
-    let distributor = start_distributor(tmp.path(), &trusted).await?;
+    // 20 MB/s: six copies from the distributor alone would take 20 s; the cinemas must share.
+    let mut c = node_config(tmp.path(), "distributor", Role::Distributor, "dc", &trusted);
+    c.transfer.upload_limit = Some(Rate(20e6));
+    let distributor = LocalNode::start(c).await?;
     let mut cinemas = Vec::new();
     for i in 0..6 {
         let isp = if i % 2 == 0 { "isp-a" } else { "isp-b" };
@@ -148,9 +151,9 @@ async fn six_cinemas_get_a_multi_file_tree_byte_for_byte() -> anyhow::Result<()>
         assert_same_tree(&p.source, &path);
         assert!(path.join("extras/empty-dir").is_dir());
     }
-    // The cinemas served each other: the distributor did not upload six copies.
+    // The cinemas served each other: the distributor uploaded at most half of the six copies.
     let served = metric_value(&distributor.metrics_text(), "cinemesh_chunks_served_total");
-    assert!(served < (6 * p.chunks) as f64, "distributor served {served} chunks for 6 x {}", p.chunks);
+    assert!(served <= (3 * p.chunks) as f64, "distributor served {served} chunks for 6 x {}", p.chunks);
     for c in cinemas {
         c.stop().await?;
     }
