@@ -25,18 +25,7 @@ all_complete() {
     api_get "$1" /films | jq -e --argjson n "$2" '(map(select(.complete)) | length) >= $n'
 }
 
-pub=$("$BIN" keygen --out "$tmp/key" 2>/dev/null)
-d_port=$(free_port); d_api=127.0.0.1:$(free_port); c_api=127.0.0.1:$(free_port)
-"$BIN" run --data-dir "$tmp/d" --listen "/ip4/127.0.0.1/tcp/$d_port" --api "$d_api" --no-mdns \
-    --role distributor --trust "$pub" 2> "$tmp/d.log" &
-d_pid=$!; pids+=($d_pid)
-wait_until 20 api_get "$d_api" /status
-d_peer=$(api_get "$d_api" /status | jq -r .peer_id)
-"$BIN" run --data-dir "$tmp/c" --listen /ip4/127.0.0.1/tcp/0 --api "$c_api" --no-mdns --trust "$pub" \
-    --bootstrap "/ip4/127.0.0.1/tcp/$d_port/p2p/$d_peer" 2> "$tmp/c.log" &
-c_pid=$!; pids+=($c_pid)
-wait_until 20 api_get "$c_api" /status
-wait_until 30 has_peer "$c_api"
+start_pair
 sleep 3
 echo "| state | cinema VmRSS | cinema VmHWM | distributor VmRSS | distributor VmHWM |"
 echo "| --- | ---: | ---: | ---: | ---: |"
