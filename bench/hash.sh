@@ -61,7 +61,7 @@ the page cache, best of ${RUNS} interleaved runs, 4 MiB chunks (profile: ${PROFI
 | cinemesh manifest (\`overlay/examples/manifest.rs\`) | $(printf %.3f "$t_ours") | $(rate "$t_ours") |
 
 cinemesh runs at ${pct}% of b3sum's speed (goal: at least 90%). Content id of that file: \`${id:0:16}…\`.
-The machine is shared with other jobs (load average $(cut -d' ' -f1 /proc/loadavg) at the end of this run), so figures vary\nbetween runs; read the ratio over several runs.
+The machine is shared with other jobs (load average $(cut -d' ' -f1 /proc/loadavg) at the end of this run), so figures vary between runs; read the ratio over several runs.
 MD
 )
 echo "$section"
