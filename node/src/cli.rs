@@ -324,6 +324,18 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")
 }
 
+/// The `cinemesh` program: runs the command and turns an error into a message and a failure status.
+/// Both `cinemesh` and the test crate's `cinemesh-node` are this one function.
+pub fn main() -> ExitCode {
+    match run() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("cinemesh: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// Parses the process arguments and runs the command.
 pub fn run() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();

@@ -1,13 +1,5 @@
-//! The `cinemesh` binary: parses arguments and hands over to the library.
+//! The `cinemesh` binary: everything is in the library (`cinemesh::cli`).
 
-use std::process::ExitCode;
-
-fn main() -> ExitCode {
-    match cinemesh::cli::run() {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("cinemesh: error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+fn main() -> std::process::ExitCode {
+    cinemesh::cli::main()
 }
