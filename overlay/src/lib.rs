@@ -5,10 +5,9 @@
 //!
 //! ## Layout
 //!
-//! - [`id`]: [`ContentId`] and chunk hashes (BLAKE3).
-//! - [`time`]: [`Time`], the clock value handed to the sans-io core (real or virtual).
-//! - [`config`]: the overlay's configuration sections (`gossip`, `transfer`, `policy`), shared by the node
-//!   config file and the simulator's scenarios.
+//! - [`id`], [`time`], [`config`], [`core`]: re-exported from the `cinemesh-core` crate (`overlay/core/`),
+//!   the sans-io brain shared with the simulator: ids, time, the `gossip`/`transfer`/`policy` sections and
+//!   the transfer engine.
 //! - [`content`]: a directory tree -> [`content::Manifest`] (paths, sizes, fixed-size chunks, one hash per
 //!   chunk) and its canonical encoding.
 //! - [`catalogue`]: the append-only log of entries signed with a distributor's ed25519 key, and the
@@ -21,13 +20,11 @@
 //! - [`net`]: the libp2p network layer around the core (Kademlia, gossipsub, chunk transfer).
 
 pub mod catalogue;
-pub mod config;
 pub mod content;
-pub mod core;
-pub mod id;
 pub mod net;
 pub mod store;
-pub mod time;
 
-pub use id::{ChunkHash, ContentId};
-pub use time::Time;
+/// The sans-io core crate, under the name the rest of this crate uses.
+pub use cinemesh_core as core;
+pub use cinemesh_core::{config, id, time};
+pub use cinemesh_core::{ChunkHash, ContentId, Time};

@@ -13,7 +13,7 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
-use cinemesh_overlay::Time;
+use cinemesh_core::Time;
 
 /// Index of a link.
 pub type LinkId = u32;

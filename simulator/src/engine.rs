@@ -14,10 +14,8 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::time::Duration;
 
-use cinemesh_overlay::core::{
-    Bitfield, ContentSpec, Failure, Output, Scheduler, UploadDecision, UploadSlots,
-};
-use cinemesh_overlay::{ContentId, Time};
+use cinemesh_core::{Bitfield, ContentSpec, Failure, Output, Scheduler, UploadDecision, UploadSlots};
+use cinemesh_core::{ContentId, Time};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;

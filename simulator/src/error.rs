@@ -1,6 +1,6 @@
 //! The simulator's errors: each names what failed and what the user can do.
 
-use cinemesh_overlay::config::ConfigError;
+use cinemesh_core::config::ConfigError;
 
 /// Something the simulator could not do.
 #[derive(Debug, thiserror::Error)]

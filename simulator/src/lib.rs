@@ -1,7 +1,7 @@
 //! # cinemesh-sim
 //!
 //! A discrete-event simulator that replays cinema topologies with the overlay's own sans-io core
-//! ([`cinemesh_overlay::core::Scheduler`] and [`cinemesh_overlay::core::UploadSlots`]) in virtual time,
+//! ([`cinemesh_core::Scheduler`] and [`cinemesh_core::UploadSlots`]) in virtual time,
 //! so what it tunes is the code that ships.
 //!
 //! ## Layout

@@ -7,7 +7,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use cinemesh_overlay::config::{GossipConfig, PolicyConfig, TransferConfig};
+use cinemesh_core::config::{GossipConfig, PolicyConfig, TransferConfig};
 use serde::Serialize;
 
 use crate::bound::{self, Bound};

@@ -9,13 +9,13 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use cinemesh_overlay::config::{ByteSize, ConfigError, GossipConfig, PolicyConfig, Rate, TransferConfig};
+use cinemesh_core::config::{ByteSize, ConfigError, GossipConfig, PolicyConfig, Rate, TransferConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
 
 /// Serde for durations as human strings (`30s`, `2h`), shared with the node config.
-use cinemesh_overlay::config::human_duration;
+use cinemesh_core::config::human_duration;
 
 /// A whole scenario.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

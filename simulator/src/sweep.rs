@@ -6,7 +6,7 @@
 
 use std::fmt::Write as _;
 
-use cinemesh_overlay::config::{GossipConfig, PolicyConfig, TransferConfig};
+use cinemesh_core::config::{GossipConfig, PolicyConfig, TransferConfig};
 use serde::Serialize;
 
 use crate::error::Error;

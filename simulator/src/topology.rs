@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use cinemesh_overlay::core::Locality;
+use cinemesh_core::Locality;
 use rand::seq::SliceRandom;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use cinemesh_overlay::config::PolicyConfig;
+use cinemesh_core::config::PolicyConfig;
 use cinemesh_sim::{report, simulate, Scenario};
 
 fn scenario(name: &str, sets: &[&str]) -> Scenario {

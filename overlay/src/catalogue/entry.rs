@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::Rejection;
 use super::key::{DistributorKey, Keypair, SIGNATURE_LEN};
+pub use crate::core::schedule::RateWindow;
 use crate::ContentId;
 
 /// Largest encoded [`SignedEntry`] in bytes (also the gossipsub `max_transmit_size` for the catalogue).
@@ -139,28 +140,6 @@ impl Policy {
     /// The window in force on `day` (0 = Monday .. 6 = Sunday) at `minute` after midnight, UTC.
     pub fn window_at(&self, day: u8, minute: u16) -> Option<&RateWindow> {
         self.schedule.iter().find(|w| w.contains(day, minute))
-    }
-}
-
-/// Rate limits during a weekly time window.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RateWindow {
-    /// Days of the week it applies to: 0 = Monday .. 6 = Sunday, no duplicates.
-    pub days: Vec<u8>,
-    /// First minute after midnight (UTC) it applies, inclusive.
-    pub start_minute: u16,
-    /// Last minute, exclusive; at most 1440. A window across midnight is written as two windows.
-    pub end_minute: u16,
-    /// Upload limit in bytes/s; `None`: unlimited; `Some(0)`: no upload at all.
-    pub upload: Option<u64>,
-    /// Download limit in bytes/s; `None`: unlimited; `Some(0)`: no download at all.
-    pub download: Option<u64>,
-}
-
-impl RateWindow {
-    /// Whether the window contains `day` at `minute`.
-    pub fn contains(&self, day: u8, minute: u16) -> bool {
-        self.days.contains(&day) && self.start_minute <= minute && minute < self.end_minute
     }
 }
 

@@ -281,10 +281,17 @@ impl Catalogue {
         self.films.get(content).is_some_and(|r| r.value.is_none())
     }
 
-    /// The published contents that target `peer`: none if it is not admitted.
+    /// Whether `publish` targets `peer`: by its id, by one of the groups of its Admit entry (a node not
+    /// admitted has none), or `Targets::All`. The one catalogue side of the targeting rule; the engine's
+    /// `core::engine::wants` adds the role.
+    pub fn targets(&self, publish: &Publish, peer: &str) -> bool {
+        let groups = self.member(peer).map(|m| m.groups.as_slice()).unwrap_or_default();
+        publish.targets.matches(peer, groups)
+    }
+
+    /// The published contents that target `peer` ([`targets`](Self::targets)).
     pub fn films_for<'a>(&'a self, peer: &'a str) -> impl Iterator<Item = &'a Film> + 'a {
-        let member = self.member(peer);
-        self.films().filter(move |f| member.is_some_and(|m| f.publish.targets.matches(peer, &m.groups)))
+        self.films().filter(move |f| self.targets(&f.publish, peer))
     }
 
     /// Admitted members, not revoked, by peer id.

@@ -35,6 +35,8 @@ pub(crate) enum Command {
         reply: oneshot::Sender<Result<Vec<VerifyStatus>, String>>,
     },
     Fleet(oneshot::Sender<Vec<super::fleet::FilmFleet>>),
+    /// The kinds of engine inputs and outputs seen (when `Config::record_engine` is on).
+    EngineKinds(oneshot::Sender<Vec<String>>),
     Shutdown,
 }
 
@@ -201,6 +203,12 @@ impl Client {
     /// The fleet view: per content, which nodes have it, which are behind, which will miss the deadline.
     pub async fn fleet(&self) -> Result<Vec<super::fleet::FilmFleet>, NetError> {
         self.ask(Command::Fleet).await
+    }
+
+    /// The kinds of engine inputs and outputs this node has seen, when it was started with
+    /// `Config::record_engine` (the parity test compares them with the simulator's).
+    pub async fn engine_kinds(&self) -> Result<Vec<String>, NetError> {
+        self.ask(Command::EngineKinds).await
     }
 
     /// Asks the node to stop; returns once the request is queued (await the node's task to see it end).

@@ -23,11 +23,9 @@ pub mod node;
 pub mod protocol;
 
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::time::Duration;
 
 use libp2p::{identity::Keypair, Multiaddr};
-use serde::{Deserialize, Serialize};
 
 use crate::catalogue::DistributorKey;
 use crate::config::{GossipConfig, PolicyConfig, TransferConfig};
@@ -36,46 +34,7 @@ pub use client::Client;
 pub use node::Node;
 
 /// What a node does in the mesh.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, Hash)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Fetches the content targeted at it and seeds it.
-    #[default]
-    Cinema,
-    /// Fetches everything published and seeds it (datacenter node).
-    Superseeder,
-    /// Publishes content and seeds it from where it lies; fetches nothing.
-    Distributor,
-}
-
-impl Role {
-    /// Lower-case name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Cinema => "cinema",
-            Role::Superseeder => "superseeder",
-            Role::Distributor => "distributor",
-        }
-    }
-}
-
-impl FromStr for Role {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "cinema" => Ok(Role::Cinema),
-            "superseeder" => Ok(Role::Superseeder),
-            "distributor" => Ok(Role::Distributor),
-            other => Err(format!("unknown role {other:?}: expected cinema, superseeder or distributor")),
-        }
-    }
-}
-
-impl std::fmt::Display for Role {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use crate::core::engine::Role;
 
 /// Deliberate misbehaviour, for tests of the mesh's defences only.
 #[doc(hidden)]
@@ -132,6 +91,9 @@ pub struct Config {
     /// Test-only misbehaviour.
     #[doc(hidden)]
     pub fault: Option<Fault>,
+    /// Record the kinds of engine inputs and outputs (`Client::engine_kinds`), for the parity test.
+    #[doc(hidden)]
+    pub record_engine: bool,
 }
 
 impl Config {
@@ -160,6 +122,7 @@ impl Config {
             reserve: 0,
             capacity: None,
             fault: None,
+            record_engine: false,
         }
     }
 }

@@ -1,4 +1,4 @@
-//! The chunk-transfer protocol `/cinemesh/xfer/1.0.0`: request-response over a libp2p stream per request.
+//! The chunk-transfer protocol `/cinemesh/xfer/2.0.0`: request-response over a libp2p stream per request.
 //!
 //! Every message is a big-endian `u32` length followed by that many bytes of bincode (fixed-int,
 //! little-endian as bincode 1 does by default). Lengths are checked before anything is allocated: requests
@@ -11,9 +11,13 @@
 //! | `Hello(info)` | `Hello(info)` | exchange role, name, ISP and site once per connection |
 //! | `Manifest{content}` | `Manifest(bytes)` / `Missing` | fetch a manifest; the asker checks BLAKE3(bytes) = content id |
 //! | `Bitfield{content}` | `Bitfield{..}` / `Missing` | which chunks the peer holds; also subscribes the asker to have-updates |
-//! | `Chunk{content, index}` | `Chunk(bytes)` / `Busy{load}` / `Missing` | one chunk; the asker verifies its hash |
+//! | `Chunk{content, index}` | `Chunk{bytes, load}` / `Busy{load}` / `Missing{load}` / `Cancelled` | one chunk; the asker verifies its hash; every answer carries the uploader's load |
 //! | `Have{content, chunks}` | `Ack` | batched have-updates pushed to interested peers |
+//! | `Cancel{content, index}` | `Ack` | the asker no longer wants that chunk: the uploader frees its slot |
 //! | `Sync{heads}` | `Entries(..)` | catalogue anti-entropy: entries after the asker's heads |
+//!
+//! Version 2 (this one) added `Cancel`, the load on `Chunk` and `Missing`, and `Cancelled`; a 1.0.0 peer does
+//! not negotiate it.
 //!
 //! Any request may be answered `Refused{reason}` (e.g. a private mesh and a non-admitted peer).
 
@@ -26,7 +30,7 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use crate::ContentId;
 
 /// The protocol name.
-pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/cinemesh/xfer/1.0.0");
+pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/cinemesh/xfer/2.0.0");
 
 /// Largest request on the wire.
 pub const MAX_REQUEST_BYTES: usize = 256 * 1024;
@@ -98,6 +102,13 @@ pub enum Request {
         /// Chunk indices, at most [`MAX_HAVE_CHUNKS`].
         chunks: Vec<u32>,
     },
+    /// I no longer want this chunk (another peer served it first).
+    Cancel {
+        /// The content.
+        content: ContentId,
+        /// The chunk index.
+        index: u32,
+    },
     /// Send me catalogue entries after these heads (distributor key, highest seq I hold).
     Sync {
         /// At most [`MAX_SYNC_HEADS`].
@@ -120,15 +131,26 @@ pub enum Response {
         #[serde(with = "serde_bytes")]
         bits: Vec<u8>,
     },
-    /// A chunk's bytes.
-    Chunk(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// A chunk's bytes, and the uploader's load.
+    Chunk {
+        /// The bytes.
+        #[serde(with = "serde_bytes")]
+        bytes: Vec<u8>,
+        /// Active uploads / slots.
+        load: f32,
+    },
     /// All upload slots are taken; our load (>= 1.0 saturated).
     Busy {
         /// Active uploads / slots.
         load: f32,
     },
-    /// We do not hold that.
-    Missing,
+    /// We do not hold that; our load.
+    Missing {
+        /// Active uploads / slots.
+        load: f32,
+    },
+    /// You cancelled this chunk request before its bytes went out.
+    Cancelled,
     /// Noted.
     Ack,
     /// Encoded signed catalogue entries, at most [`MAX_SYNC_ENTRIES`].
@@ -293,6 +315,7 @@ mod tests {
             Request::Chunk { content: cid(), index: 7 },
             Request::Have { content: cid(), chunks: vec![1, 2, 3] },
             Request::Sync { heads: vec![([9; 32], 4)] },
+            Request::Cancel { content: cid(), index: 3 },
             Request::Hello(NodeInfo {
                 role: "cinema".into(),
                 isp: Some("orange".into()),
@@ -302,6 +325,17 @@ mod tests {
         for m in msgs {
             let frame = encode_frame(&m, MAX_REQUEST_BYTES).unwrap();
             let back: Request = decode_body(&frame[4..], MAX_REQUEST_BYTES).unwrap();
+            assert_eq!(back, m);
+        }
+        let answers = vec![
+            Response::Chunk { bytes: vec![1, 2, 3], load: 0.25 },
+            Response::Busy { load: 1.0 },
+            Response::Missing { load: 0.5 },
+            Response::Cancelled,
+        ];
+        for m in answers {
+            let frame = encode_frame(&m, MAX_RESPONSE_BYTES).unwrap();
+            let back: Response = decode_body(&frame[4..], MAX_RESPONSE_BYTES).unwrap();
             assert_eq!(back, m);
         }
     }

@@ -7,9 +7,9 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use cinemesh_overlay::config::{PolicyConfig, TransferConfig};
-use cinemesh_overlay::core::{Bitfield, ContentSpec, Locality, Output, Scheduler};
-use cinemesh_overlay::{ContentId, Time};
+use cinemesh_core::config::{PolicyConfig, TransferConfig};
+use cinemesh_core::{Bitfield, ContentSpec, Locality, Output, Scheduler};
+use cinemesh_core::{ContentId, Time};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;

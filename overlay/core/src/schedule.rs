@@ -5,7 +5,29 @@
 //! distributor's signed `Policy` for the node's group (or the default policy). Times are UTC: day 0 is
 //! Monday, minutes count from midnight.
 
-use crate::catalogue::{Policy, RateWindow};
+use serde::{Deserialize, Serialize};
+
+/// Rate limits during a weekly time window.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RateWindow {
+    /// Days of the week it applies to: 0 = Monday .. 6 = Sunday, no duplicates.
+    pub days: Vec<u8>,
+    /// First minute after midnight (UTC) it applies, inclusive.
+    pub start_minute: u16,
+    /// Last minute, exclusive; at most 1440. A window across midnight is written as two windows.
+    pub end_minute: u16,
+    /// Upload limit in bytes/s; `None`: unlimited; `Some(0)`: no upload at all.
+    pub upload: Option<u64>,
+    /// Download limit in bytes/s; `None`: unlimited; `Some(0)`: no download at all.
+    pub download: Option<u64>,
+}
+
+impl RateWindow {
+    /// Whether the window contains `day` at `minute`.
+    pub fn contains(&self, day: u8, minute: u16) -> bool {
+        self.days.contains(&day) && self.start_minute <= minute && minute < self.end_minute
+    }
+}
 
 /// Upload and download limits in bytes/s; `None` is unlimited.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -43,11 +65,16 @@ pub fn week_position(unix_secs: u64) -> (u8, u16) {
 }
 
 /// The limits in force at `unix_secs`: the most restrictive of `base` (static limits), the first of
-/// `windows` containing the moment, and the first window of `policy` containing it.
-pub fn limits_at(base: Limits, windows: &[RateWindow], policy: Option<&Policy>, unix_secs: u64) -> Limits {
+/// `windows` containing the moment, and the first window of the signed `policy` schedule containing it.
+pub fn limits_at(
+    base: Limits,
+    windows: &[RateWindow],
+    policy: Option<&[RateWindow]>,
+    unix_secs: u64,
+) -> Limits {
     let (day, minute) = week_position(unix_secs);
     let own = Limits::of(windows.iter().find(|w| w.contains(day, minute)));
-    let signed = Limits::of(policy.and_then(|p| p.window_at(day, minute)));
+    let signed = Limits::of(policy.and_then(|p| p.iter().find(|w| w.contains(day, minute))));
     base.min(own).min(signed)
 }
 
@@ -90,23 +117,19 @@ mod tests {
 
     #[test]
     fn a_signed_policy_tightens_but_never_loosens() {
-        let policy = Policy {
-            group: Some("paris".into()),
-            schedule: vec![RateWindow {
-                days: vec![0],
-                start_minute: 0,
-                end_minute: 12 * 60,
-                upload: Some(2_000_000),
-                download: Some(0),
-            }],
-        };
+        let policy = vec![RateWindow {
+            days: vec![0],
+            start_minute: 0,
+            end_minute: 12 * 60,
+            upload: Some(2_000_000),
+            download: Some(0),
+        }];
         let base = Limits { upload: Some(5e6), download: None };
-        let morning = limits_at(base, &[], Some(&policy), MONDAY + 3600);
+        let morning = limits_at(base, &[], Some(policy.as_slice()), MONDAY + 3600);
         assert_eq!(morning, Limits { upload: Some(2e6), download: Some(0.0) });
-        let tuesday = limits_at(base, &[], Some(&policy), MONDAY + 86_400 + 3600);
+        let tuesday = limits_at(base, &[], Some(policy.as_slice()), MONDAY + 86_400 + 3600);
         assert_eq!(tuesday, base);
-        let loose =
-            Policy { group: None, schedule: vec![RateWindow { upload: Some(9e9 as u64), ..screenings() }] };
-        assert_eq!(limits_at(base, &[], Some(&loose), MONDAY + 19 * 3600).upload, Some(5e6));
+        let loose = vec![RateWindow { upload: Some(9e9 as u64), ..screenings() }];
+        assert_eq!(limits_at(base, &[], Some(loose.as_slice()), MONDAY + 19 * 3600).upload, Some(5e6));
     }
 }

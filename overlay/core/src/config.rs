@@ -295,7 +295,7 @@ pub struct TransferConfig {
     pub download_limit: Option<Rate>,
     /// Weekly windows (UTC) with their own limits, e.g. low upload during screenings; the most restrictive
     /// of these, the static limits and the distributor's signed policy applies.
-    pub schedule: Vec<crate::catalogue::RateWindow>,
+    pub schedule: Vec<crate::schedule::RateWindow>,
 }
 
 impl Default for TransferConfig {

@@ -62,7 +62,7 @@ use rand_chacha::ChaCha8Rng;
 use super::policy::{self, ScoreInputs};
 use super::rarity::Rarity;
 use crate::config::{PolicyConfig, TransferConfig};
-use crate::core::{Bitfield, Locality};
+use crate::{Bitfield, Locality};
 use crate::{ContentId, Time};
 
 /// In end-game, at most this many peers are asked for the same chunk at once.
@@ -103,6 +103,8 @@ pub enum Failure {
     Missing,
     /// The stream or connection failed.
     Io,
+    /// Our side failed (e.g. a local disk error writing it): asked again, the peer is not blamed.
+    Local,
 }
 
 /// A decision for the caller to carry out.
@@ -171,6 +173,8 @@ pub struct Stats {
     pub missing: u64,
     /// Stream or connection failures.
     pub io: u64,
+    /// Failures on our side (a chunk that could not be written locally).
+    pub local: u64,
     /// Requests expired after `transfer.request_timeout`.
     pub timeouts: u64,
     /// Cancels emitted (end-game duplicates served by another peer).
@@ -636,6 +640,7 @@ impl<P: PeerKey> Scheduler<P> {
                 self.stats.io += 1;
                 self.peer_failed(idx);
             }
+            Failure::Local => self.stats.local += 1,
         }
         if let (Some(slot), Some(_)) = (slot, req) {
             self.requeue(slot, chunk);

@@ -1,0 +1,1077 @@
+//! The transfer engine: everything a node decides about peers, requests, uploads and fetches, sans-io.
+//!
+//! Modelled on quinn-proto's `Connection`: the body (the node's event loop, or the simulator's event
+//! queue) calls an input method with `now` for everything that happens — a connection, a message, an
+//! answer, a disk job done, a timer — then drains [`Engine::poll_output`] and carries the outputs out
+//! (messages to send, answers to give, disk jobs to run, DHT work, events), and sleeps until
+//! [`Engine::poll_timeout`]. The engine never reads a clock, never touches a socket or a disk.
+//!
+//! ```text
+//!  per peer (Session)                 per content (Fetch)                      uploads (per request)
+//!  ──────────────────                 ───────────────────                      ─────────────────────
+//!  connected ─▶ Send Hello            offer (targeted?) ─▶ Waiting             chunk_request
+//!  hello ─▶ joined: Bitfield for        Lookup, Manifest asked of the best       ├ not held ─▶ Missing{load}
+//!     every active content,             scored joined peer not yet asked         ├ no slot  ─▶ Busy{load}
+//!     manifests asked                 manifest Good ─▶ make_room (evict the      └ Read ─▶ chunk_read ─▶
+//!  bitfield_request ─▶ subscribed       untargeted) ─▶ Install ─▶ installed        grant (upload bucket)
+//!     to our haves (bounded)            ├ Ok  ─▶ Active (scheduler)               ─▶ Answer Data{len,load}
+//!  have / bitfield ─▶ scheduler         └ Err ─▶ Refused ─▶ retried later         ─▶ upload_done: slot free
+//!  disconnected ─▶ all of it freed    Active: Request/Cancel from the          cancel ─▶ slot free at once:
+//!                                       scheduler (download bucket gates        Answer Cancelled, or Abort
+//!  haves batched: every have_flush      new requests); chunk_reply ─▶ keep?      if the bytes already left
+//!  or have_batch chunks per content     chunk_written Ok ─▶ Have batch,
+//!                                       NoSpace ─▶ Refused; Complete
+//! ```
+//!
+//! - One targeting rule: [`wants`].
+//! - Bounds: sessions follow connections (bounded by the body's connection limits); requests in flight by
+//!   `transfer.max_requests_*`; uploads by `transfer.upload_slots`; have subscribers per content by
+//!   [`Config::max_peers`]; a have batch by [`Config::have_batch`]; the output queue holds what one input
+//!   caused.
+//! - Deterministic: ordered maps only, and the scheduler's seeded RNG.
+
+mod io;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Duration;
+
+pub use io::{
+    Answer, Event, FetchState, Held, ManifestReply, Offer, Output, PeerInfo, Reply, Request, Role, UploadId,
+    Written,
+};
+
+use crate::config::{PolicyConfig, TransferConfig};
+use crate::policy::{self, ScoreInputs};
+use crate::schedule::Limits;
+use crate::scheduler::{self, Failure, PeerKey};
+use crate::{
+    Bitfield, ContentId, ContentSpec, Locality, Scheduler, Time, TokenBucket, UploadDecision, UploadSlots,
+};
+
+/// The one targeting rule: whether a node of `role` fetches a content whose catalogue targets do
+/// (`targeted`) or do not name it. A distributor fetches nothing, a superseeder everything, a cinema what
+/// is targeted at it.
+pub fn wants(role: Role, targeted: bool) -> bool {
+    match role {
+        Role::Distributor => false,
+        Role::Superseeder => true,
+        Role::Cinema => targeted,
+    }
+}
+
+/// The engine's settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// This node's role.
+    pub role: Role,
+    /// Where this node is.
+    pub locality: Locality,
+    /// `[transfer]`.
+    pub transfer: TransferConfig,
+    /// `[policy]`.
+    pub policy: PolicyConfig,
+    /// Bytes of fetched content this node may hold (`storage.capacity`); `None`: no limit but the disk.
+    pub capacity: Option<u64>,
+    /// Most peers subscribed to one content's have-updates.
+    pub max_peers: u32,
+    /// Pending have-updates are sent at most this long after the chunk was stored.
+    pub have_flush: Duration,
+    /// Pending have-updates of one content sent at once when this many are pending.
+    pub have_batch: usize,
+    /// Least time between two provider lookups of one content.
+    pub lookup_interval: Duration,
+    /// A refused content is offered again after this long.
+    pub refused_retry: Duration,
+    /// How often waiting and starved fetches look again for a manifest or for providers.
+    pub housekeeping: Duration,
+    /// Seed of the scheduler's RNG.
+    pub seed: u64,
+}
+
+impl Config {
+    /// The node's defaults for `role`.
+    pub fn new(role: Role, transfer: TransferConfig, policy: PolicyConfig) -> Self {
+        Self {
+            role,
+            locality: Locality::default(),
+            transfer,
+            policy,
+            capacity: None,
+            max_peers: 256,
+            have_flush: Duration::from_millis(250),
+            have_batch: 256,
+            lookup_interval: Duration::from_secs(10),
+            refused_retry: Duration::from_secs(60),
+            housekeeping: Duration::from_secs(1),
+            seed: 0,
+        }
+    }
+}
+
+/// Counters the engine bumps; the node exports them as metrics, the simulator reports them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Chunk requests answered busy (no slot free).
+    pub busy_answers: u64,
+    /// Chunk requests answered missing.
+    pub missing_answers: u64,
+    /// Uploads whose bytes were handed to the transport.
+    pub uploads_served: u64,
+    /// Uploads cancelled by the asker (slot freed).
+    pub uploads_cancelled: u64,
+    /// Chunks verified and stored (distinct).
+    pub chunks_stored: u64,
+    /// Chunk answers discarded because the chunk was held by then (end-game duplicates).
+    pub chunks_discarded: u64,
+    /// Have batches sent.
+    pub have_batches: u64,
+    /// Provider lookups asked for.
+    pub lookups: u64,
+    /// Contents evicted to stay within capacity.
+    pub evictions: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Session {
+    joined: bool,
+    info: PeerInfo,
+    load: f32,
+}
+
+#[derive(Debug, Clone)]
+enum Fetch<P> {
+    Waiting { asking: Option<P>, asked: BTreeSet<P>, next_try: Time },
+    Installing,
+    Active,
+    Refused { reason: String, until: Time },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum UpState {
+    Reading,
+    Granting { len: u64 },
+    Sending { len: u64 },
+}
+
+#[derive(Debug, Clone)]
+struct Upload<P> {
+    peer: P,
+    content: ContentId,
+    index: u32,
+    state: UpState,
+}
+
+#[derive(Debug, Clone)]
+struct HeldContent {
+    held: Held,
+    /// Order of arrival, for eviction (oldest first).
+    seq: u64,
+}
+
+/// The transfer engine of one node. `P` is the peer key: libp2p's `PeerId` in the node, `u32` in the
+/// simulator.
+#[derive(Debug)]
+pub struct Engine<P: PeerKey> {
+    cfg: Config,
+    scheduler: Scheduler<P>,
+    slots: UploadSlots<P>,
+    sessions: BTreeMap<P, Session>,
+    offers: BTreeMap<ContentId, Offer>,
+    fetches: BTreeMap<ContentId, Fetch<P>>,
+    held: BTreeMap<ContentId, HeldContent>,
+    held_seq: u64,
+    subscribers: BTreeMap<ContentId, BTreeSet<P>>,
+    outbox: BTreeMap<ContentId, Vec<u32>>,
+    flush_at: Option<Time>,
+    uploads: BTreeMap<UploadId, Upload<P>>,
+    granting: VecDeque<UploadId>,
+    grant_at: Option<Time>,
+    up_bucket: Option<TokenBucket>,
+    down_bucket: Option<TokenBucket>,
+    limits: Limits,
+    drive_at: Option<Time>,
+    lookups: BTreeMap<ContentId, Time>,
+    housekeeping_at: Option<Time>,
+    out: VecDeque<Output<P>>,
+    stats: Stats,
+    record: Option<BTreeSet<String>>,
+}
+
+/// A bucket for a limit of `rate` bytes/s, with a quarter second of burst (at least 64 KiB).
+fn bucket(rate: f64, now: Time) -> TokenBucket {
+    TokenBucket::new(rate, (rate / 4.0).max(64.0 * 1024.0), now)
+}
+
+impl<P: PeerKey> Engine<P> {
+    /// A node with nothing held, no peers and no limits.
+    pub fn new(cfg: Config) -> Self {
+        let scheduler = Scheduler::new(&cfg.transfer, &cfg.policy, cfg.locality.clone(), cfg.seed);
+        let slots = UploadSlots::new(cfg.transfer.upload_slots);
+        Self {
+            cfg,
+            scheduler,
+            slots,
+            sessions: BTreeMap::new(),
+            offers: BTreeMap::new(),
+            fetches: BTreeMap::new(),
+            held: BTreeMap::new(),
+            held_seq: 0,
+            subscribers: BTreeMap::new(),
+            outbox: BTreeMap::new(),
+            flush_at: None,
+            uploads: BTreeMap::new(),
+            granting: VecDeque::new(),
+            grant_at: None,
+            up_bucket: None,
+            down_bucket: None,
+            limits: Limits::default(),
+            drive_at: None,
+            lookups: BTreeMap::new(),
+            housekeeping_at: None,
+            out: VecDeque::new(),
+            stats: Stats::default(),
+            record: None,
+        }
+    }
+
+    /// Records the kind of every input and output from now on (see [`recorded`](Self::recorded)): the
+    /// parity test compares what the node and the simulator use.
+    pub fn record_kinds(&mut self) {
+        self.record.get_or_insert_with(BTreeSet::new);
+    }
+
+    /// The kinds recorded since [`record_kinds`](Self::record_kinds) (`in:…` and `out:…`).
+    pub fn recorded(&self) -> Vec<String> {
+        self.record.iter().flatten().cloned().collect()
+    }
+
+    fn input(&mut self, kind: &str) {
+        if let Some(r) = self.record.as_mut() {
+            r.insert(format!("in:{kind}"));
+        }
+    }
+
+    // ---- state a body reads -----------------------------------------------------------------------
+
+    /// The settings.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Counters since creation.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// The scheduler's counters.
+    pub fn scheduler_stats(&self) -> scheduler::Stats {
+        self.scheduler.stats()
+    }
+
+    /// Where a content stands, if it is being fetched (or was refused).
+    pub fn fetch_state(&self, content: &ContentId) -> Option<FetchState> {
+        self.fetches.get(content).map(|f| match f {
+            Fetch::Waiting { .. } => FetchState::Waiting,
+            Fetch::Installing => FetchState::Installing,
+            Fetch::Active => FetchState::Active,
+            Fetch::Refused { reason, .. } => FetchState::Refused(reason.clone()),
+        })
+    }
+
+    /// Contents being fetched or refused, with their state.
+    pub fn fetches(&self) -> impl Iterator<Item = (&ContentId, FetchState)> + '_ {
+        self.fetches.keys().filter_map(|c| self.fetch_state(c).map(|s| (c, s)))
+    }
+
+    /// A held content (complete or partial).
+    pub fn held(&self, content: &ContentId) -> Option<&Held> {
+        self.held.get(content).map(|h| &h.held)
+    }
+
+    /// Every held content.
+    pub fn held_contents(&self) -> impl Iterator<Item = (&ContentId, &Held)> + '_ {
+        self.held.iter().map(|(c, h)| (c, &h.held))
+    }
+
+    /// Whether `peer` finished its hello.
+    pub fn is_joined(&self, peer: &P) -> bool {
+        self.sessions.get(peer).is_some_and(|s| s.joined)
+    }
+
+    /// Joined peers.
+    pub fn joined(&self) -> impl Iterator<Item = &P> + '_ {
+        self.sessions.iter().filter(|(_, s)| s.joined).map(|(p, _)| p)
+    }
+
+    /// What `peer` said about itself and its last reported load.
+    pub fn peer(&self, peer: &P) -> Option<(&PeerInfo, f32)> {
+        self.sessions.get(peer).map(|s| (&s.info, s.load))
+    }
+
+    /// Uploads in progress (reading, waiting for a grant, or sending).
+    pub fn uploads_active(&self) -> u32 {
+        self.slots.active()
+    }
+
+    /// Requests in flight.
+    pub fn in_flight(&self) -> usize {
+        self.scheduler.in_flight()
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    // ---- driving --------------------------------------------------------------------------------
+
+    /// The next decision, if any. Call until `None` after every input.
+    pub fn poll_output(&mut self) -> Option<Output<P>> {
+        let o = self.out.pop_front()?;
+        if let Some(r) = self.record.as_mut() {
+            r.insert(format!("out:{}", o.kind()));
+        }
+        Some(o)
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) next needs calling, if ever.
+    pub fn poll_timeout(&self) -> Option<Time> {
+        [self.scheduler.poll_timeout(), self.flush_at, self.grant_at, self.drive_at, self.housekeeping_at]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Time passed: request timeouts and back-offs, have batches, upload grants, retries.
+    pub fn handle_timeout(&mut self, now: Time) {
+        self.input("timeout");
+        self.scheduler.handle_timeout(now);
+        if self.flush_at.is_some_and(|t| t <= now) {
+            self.flush_haves();
+        }
+        if self.grant_at.is_some_and(|t| t <= now) {
+            self.grant_at = None;
+        }
+        if self.drive_at.is_some_and(|t| t <= now) {
+            self.drive_at = None;
+        }
+        if self.housekeeping_at.is_some_and(|t| t <= now) {
+            self.housekeeping_at = None;
+            self.housekeeping(now);
+        }
+        self.grant(now);
+        self.drive(now);
+    }
+
+    fn housekeeping(&mut self, now: Time) {
+        let due: Vec<(ContentId, bool)> = self
+            .fetches
+            .iter()
+            .filter_map(|(c, f)| match f {
+                Fetch::Refused { until, .. } if *until <= now => Some((*c, true)),
+                Fetch::Waiting { asking: None, next_try, .. } if *next_try <= now => Some((*c, false)),
+                _ => None,
+            })
+            .collect();
+        for (content, refused) in due {
+            if refused {
+                self.fetches.remove(&content);
+                if let Some(offer) = self.offers.get(&content).cloned() {
+                    self.offer(now, offer);
+                }
+            } else {
+                self.ask_manifest(now, content);
+            }
+        }
+        // Active fetches with nothing in flight and chunks missing: starved of sources, look for more.
+        let starved: Vec<ContentId> = self
+            .fetches
+            .iter()
+            .filter(|(c, f)| {
+                matches!(f, Fetch::Active)
+                    && self.scheduler.progress(c).is_some_and(|p| p.in_flight == 0 && p.have < p.total)
+            })
+            .map(|(c, _)| *c)
+            .collect();
+        for content in starved {
+            self.lookup(now, content);
+        }
+        self.arm_housekeeping(now);
+    }
+
+    fn arm_housekeeping(&mut self, now: Time) {
+        let needed = self.fetches.values().any(|f| !matches!(f, Fetch::Installing));
+        if needed && self.housekeeping_at.is_none() {
+            self.housekeeping_at = Some(now + self.cfg.housekeeping);
+        }
+    }
+
+    /// Drains the scheduler: requests go out while the download bucket allows, cancels, penalties,
+    /// completions.
+    fn drive(&mut self, now: Time) {
+        loop {
+            if let Some(b) = &mut self.down_bucket {
+                let wait = b.wait(now);
+                if !wait.is_zero() {
+                    self.drive_at = Some(now + wait);
+                    break;
+                }
+            }
+            let Some(o) = self.scheduler.poll_output(now) else { break };
+            match o {
+                scheduler::Output::Request { peer, content, chunk } => {
+                    if let Some(b) = &mut self.down_bucket {
+                        let size = self.offers.get(&content).map_or(0, |o| o.chunk_size);
+                        b.reserve(now, size);
+                    }
+                    self.out
+                        .push_back(Output::Send { peer, request: Request::Chunk { content, index: chunk } });
+                }
+                scheduler::Output::Cancel { peer, content, chunk } => {
+                    self.out
+                        .push_back(Output::Send { peer, request: Request::Cancel { content, index: chunk } });
+                }
+                scheduler::Output::Penalise { peer } => {
+                    self.out.push_back(Output::Event(Event::Penalised { peer }))
+                }
+                scheduler::Output::Complete { content } => self.complete(content),
+            }
+        }
+    }
+
+    fn complete(&mut self, content: ContentId) {
+        self.fetches.remove(&content);
+        if let Some(h) = self.held.get_mut(&content) {
+            h.held.have = Bitfield::full(h.held.have.len());
+        }
+        self.out.push_back(Output::Event(Event::Complete { content }));
+    }
+
+    // ---- limits -----------------------------------------------------------------------------------
+
+    /// The upload and download limits in force changed (static, schedule or signed policy).
+    pub fn set_limits(&mut self, now: Time, limits: Limits) {
+        self.input("limits");
+        if limits == self.limits {
+            return;
+        }
+        self.limits = limits;
+        self.up_bucket = limits.upload.filter(|r| *r > 0.0).map(|r| bucket(r, now));
+        self.down_bucket = limits.download.map(|r| bucket(r, now));
+        self.drive_at = None;
+        self.grant_at = None;
+        self.grant(now);
+        self.drive(now);
+    }
+
+    fn upload_forbidden(&self) -> bool {
+        self.limits.upload.is_some_and(|r| r <= 0.0)
+    }
+
+    // ---- sessions ---------------------------------------------------------------------------------
+
+    /// The first connection to `peer` is up: we say hello.
+    pub fn connected(&mut self, _now: Time, peer: P) {
+        self.input("connected");
+        if self.sessions.contains_key(&peer) {
+            return;
+        }
+        self.sessions.insert(peer.clone(), Session { joined: false, info: PeerInfo::default(), load: 0.0 });
+        self.out.push_back(Output::Send { peer, request: Request::Hello });
+    }
+
+    /// `peer` introduced itself (its hello request, or its answer to ours). The first time, it joins:
+    /// it gets asked for its bitfields of what we fetch and for manifests we wait for.
+    pub fn hello(&mut self, now: Time, peer: P, info: PeerInfo) {
+        self.input("hello");
+        let s = self.sessions.entry(peer.clone()).or_insert(Session {
+            joined: false,
+            info: PeerInfo::default(),
+            load: 0.0,
+        });
+        s.info = info;
+        if s.joined {
+            return;
+        }
+        s.joined = true;
+        let locality = s.info.locality.clone();
+        self.scheduler.peer_joined(now, peer.clone(), locality);
+        self.out.push_back(Output::Event(Event::Joined { peer: peer.clone() }));
+        let active: Vec<ContentId> =
+            self.fetches.iter().filter(|(_, f)| matches!(f, Fetch::Active)).map(|(c, _)| *c).collect();
+        for content in active {
+            self.out.push_back(Output::Send { peer: peer.clone(), request: Request::Bitfield { content } });
+        }
+        let waiting: Vec<ContentId> = self
+            .fetches
+            .iter()
+            .filter(|(_, f)| matches!(f, Fetch::Waiting { asking: None, .. }))
+            .map(|(c, _)| *c)
+            .collect();
+        for content in waiting {
+            self.ask_manifest(now, content);
+        }
+        self.drive(now);
+    }
+
+    /// The last connection to `peer` closed: its requests fail, its uploads end, its subscriptions go.
+    pub fn disconnected(&mut self, now: Time, peer: &P) {
+        self.input("disconnected");
+        if self.sessions.remove(peer).is_none() {
+            return;
+        }
+        self.scheduler.peer_left(now, peer);
+        self.slots.peer_left(peer);
+        let gone: Vec<UploadId> =
+            self.uploads.iter().filter(|(_, u)| &u.peer == peer).map(|(id, _)| *id).collect();
+        for id in gone {
+            self.uploads.remove(&id);
+        }
+        self.granting.retain(|id| self.uploads.contains_key(id));
+        for subs in self.subscribers.values_mut() {
+            subs.remove(peer);
+        }
+        let asked: Vec<ContentId> = self
+            .fetches
+            .iter()
+            .filter(|(_, f)| matches!(f, Fetch::Waiting { asking: Some(p), .. } if p == peer))
+            .map(|(c, _)| *c)
+            .collect();
+        for content in asked {
+            if let Some(Fetch::Waiting { asking, .. }) = self.fetches.get_mut(&content) {
+                *asking = None;
+            }
+            self.ask_manifest(now, content);
+        }
+        self.drive(now);
+    }
+
+    // ---- contents ---------------------------------------------------------------------------------
+
+    /// A content this node already holds (from its store at start, or published here).
+    pub fn hold(&mut self, _now: Time, content: ContentId, held: Held) {
+        self.input("hold");
+        if held.have.count() > 0 {
+            self.out.push_back(Output::Provide { content });
+        }
+        self.held_seq += 1;
+        self.held.insert(content, HeldContent { held, seq: self.held_seq });
+    }
+
+    /// The catalogue describes `offer.content` (on a Publish, an Admit that changed our groups, at start).
+    /// The engine fetches it if [`wants`] says so and it is not held whole.
+    pub fn offer(&mut self, now: Time, offer: Offer) {
+        self.input("offer");
+        let content = offer.content;
+        let wanted = wants(self.cfg.role, offer.targeted);
+        self.offers.insert(content, offer);
+        if self.fetches.contains_key(&content) || !wanted {
+            return;
+        }
+        match self.held.get(&content) {
+            Some(h) if h.held.have.is_complete() => return,
+            Some(h) => {
+                let have = h.held.have.clone();
+                self.out.push_back(Output::Event(Event::Fetching { content }));
+                self.activate(now, content, have);
+            }
+            None => {
+                self.out.push_back(Output::Event(Event::Fetching { content }));
+                self.fetches
+                    .insert(content, Fetch::Waiting { asking: None, asked: BTreeSet::new(), next_try: now });
+                self.lookup(now, content);
+                self.ask_manifest(now, content);
+            }
+        }
+        self.arm_housekeeping(now);
+        self.drive(now);
+    }
+
+    /// The content was withdrawn: it stops everywhere and its data goes.
+    pub fn withdraw(&mut self, now: Time, content: &ContentId) {
+        self.input("withdraw");
+        self.offers.remove(content);
+        self.remove_local(content);
+        self.drive(now);
+    }
+
+    fn remove_local(&mut self, content: &ContentId) {
+        self.scheduler.remove_content(content);
+        self.fetches.remove(content);
+        self.held.remove(content);
+        self.outbox.remove(content);
+        self.subscribers.remove(content);
+        self.lookups.remove(content);
+        self.out.push_back(Output::Unprovide { content: *content });
+        self.out.push_back(Output::Remove { content: *content });
+    }
+
+    fn lookup(&mut self, now: Time, content: ContentId) {
+        let due =
+            self.lookups.get(&content).is_none_or(|t| now.saturating_since(*t) >= self.cfg.lookup_interval);
+        if due {
+            self.lookups.insert(content, now);
+            self.stats.lookups += 1;
+            self.out.push_back(Output::Lookup { content });
+        }
+    }
+
+    fn score(&self, s: &Session) -> f64 {
+        let inputs = ScoreInputs {
+            same_site: self.cfg.locality.same_site(&s.info.locality),
+            same_isp: self.cfg.locality.same_isp(&s.info.locality),
+            load: f64::from(s.load),
+            throughput: 0.5,
+        };
+        policy::score(&self.cfg.policy, &inputs)
+    }
+
+    /// Asks the best-scoring joined peer not yet asked for the manifest; when everyone was asked, looks up
+    /// providers and starts over at the next housekeeping.
+    fn ask_manifest(&mut self, now: Time, content: ContentId) {
+        let Some(Fetch::Waiting { asking: None, asked, .. }) = self.fetches.get(&content) else { return };
+        let best = self
+            .sessions
+            .iter()
+            .filter(|(p, s)| s.joined && !asked.contains(*p))
+            .map(|(p, s)| (self.score(s), p))
+            .max_by(|a, b| a.0.total_cmp(&b.0).then_with(|| b.1.cmp(a.1)))
+            .map(|(_, p)| p.clone());
+        match best {
+            Some(peer) => {
+                if let Some(Fetch::Waiting { asking, asked, .. }) = self.fetches.get_mut(&content) {
+                    *asking = Some(peer.clone());
+                    asked.insert(peer.clone());
+                }
+                self.out.push_back(Output::Send { peer, request: Request::Manifest { content } });
+            }
+            None => {
+                if let Some(Fetch::Waiting { asked, next_try, .. }) = self.fetches.get_mut(&content) {
+                    asked.clear();
+                    *next_try = now + self.cfg.housekeeping;
+                }
+                self.lookup(now, content);
+                self.arm_housekeeping(now);
+            }
+        }
+    }
+
+    /// What `peer`'s answer to our manifest request was worth.
+    pub fn manifest(&mut self, now: Time, peer: &P, content: ContentId, reply: ManifestReply) {
+        self.input("manifest");
+        let Some(Fetch::Waiting { asking, .. }) = self.fetches.get_mut(&content) else { return };
+        if asking.as_ref() == Some(peer) {
+            *asking = None;
+        }
+        match reply {
+            ManifestReply::Good { size } => match self.make_room(size) {
+                Ok(evict) => {
+                    for c in evict {
+                        self.stats.evictions += 1;
+                        self.remove_local(&c);
+                    }
+                    self.fetches.insert(content, Fetch::Installing);
+                    self.out.push_back(Output::Install { content });
+                }
+                Err(reason) => self.refuse(now, content, reason),
+            },
+            ManifestReply::Bad(_) => {
+                self.out.push_back(Output::Event(Event::Penalised { peer: peer.clone() }));
+                self.ask_manifest(now, content);
+            }
+            ManifestReply::Missing => self.ask_manifest(now, content),
+        }
+        self.drive(now);
+    }
+
+    fn refuse(&mut self, now: Time, content: ContentId, reason: String) {
+        self.scheduler.remove_content(&content);
+        self.fetches
+            .insert(content, Fetch::Refused { reason: reason.clone(), until: now + self.cfg.refused_retry });
+        self.out.push_back(Output::Event(Event::Refused { content, reason }));
+        self.arm_housekeeping(now);
+    }
+
+    /// Within `capacity`, the contents to evict (oldest first among those held, not pinned, and no longer
+    /// wanted here) to make room for `size` more bytes; an error when that is not enough.
+    fn make_room(&self, size: u64) -> Result<Vec<ContentId>, String> {
+        let Some(capacity) = self.cfg.capacity else { return Ok(Vec::new()) };
+        let mut used: u64 = self.held.values().filter(|h| !h.held.pinned).map(|h| h.held.size).sum();
+        if used + size <= capacity {
+            return Ok(Vec::new());
+        }
+        let mut evictable: Vec<(u64, ContentId, u64)> = self
+            .held
+            .iter()
+            .filter(|(c, h)| {
+                !h.held.pinned
+                    && !self.fetches.contains_key(*c)
+                    && self.offers.get(*c).is_none_or(|o| !wants(self.cfg.role, o.targeted))
+            })
+            .map(|(c, h)| (h.seq, *c, h.held.size))
+            .collect();
+        evictable.sort();
+        let mut evict = Vec::new();
+        for (_, c, s) in evictable {
+            if used + size <= capacity {
+                break;
+            }
+            used -= s.min(used);
+            evict.push(c);
+        }
+        if used + size <= capacity {
+            Ok(evict)
+        } else {
+            Err(format!("over storage.capacity ({used} bytes stored + {size} needed > {capacity})"))
+        }
+    }
+
+    /// The body finished installing `content` (files created, identical local data reused): `have` is
+    /// what is held now; an error refuses the content (its partial metadata is removed).
+    pub fn installed(&mut self, now: Time, content: ContentId, result: Result<Bitfield, String>) {
+        self.input("installed");
+        if !matches!(self.fetches.get(&content), Some(Fetch::Installing)) {
+            return;
+        }
+        match result {
+            Ok(have) => {
+                let size = self.offers.get(&content).map_or(0, |o| o.size);
+                self.held_seq += 1;
+                self.held.insert(
+                    content,
+                    HeldContent {
+                        held: Held { have: have.clone(), size, pinned: false },
+                        seq: self.held_seq,
+                    },
+                );
+                self.activate(now, content, have);
+            }
+            Err(reason) => {
+                self.out.push_back(Output::Remove { content });
+                self.refuse(now, content, reason);
+            }
+        }
+        self.drive(now);
+    }
+
+    /// A `cinemesh verify` found `have` to be what is really held: a content that lost chunks is fetched
+    /// again.
+    pub fn verified(&mut self, now: Time, content: ContentId, have: Bitfield) {
+        self.input("verified");
+        let Some(h) = self.held.get_mut(&content) else { return };
+        h.held.have = have.clone();
+        if !have.is_complete() && !h.held.pinned {
+            self.scheduler.remove_content(&content);
+            self.fetches.remove(&content);
+            self.activate(now, content, have);
+            self.drive(now);
+        }
+    }
+
+    fn activate(&mut self, now: Time, content: ContentId, have: Bitfield) {
+        if have.count() > 0 {
+            self.out.push_back(Output::Provide { content });
+        }
+        if have.is_complete() {
+            self.complete(content);
+            return;
+        }
+        let deadline = self.offers.get(&content).and_then(|o| o.deadline);
+        self.fetches.insert(content, Fetch::Active);
+        self.scheduler.add_content(now, ContentSpec { id: content, chunks: have.len(), deadline }, have);
+        let joined: Vec<P> = self.joined().cloned().collect();
+        for peer in joined {
+            self.out.push_back(Output::Send { peer, request: Request::Bitfield { content } });
+        }
+        self.lookup(now, content);
+        self.arm_housekeeping(now);
+    }
+
+    // ---- bitfields and haves ----------------------------------------------------------------------
+
+    /// `peer` asks for our bitfield of `content` (and so subscribes to our have-updates for it, up to
+    /// [`Config::max_peers`] subscribers). `None`: we hold none of it.
+    pub fn bitfield_request(&mut self, _now: Time, peer: &P, content: &ContentId) -> Option<Bitfield> {
+        self.input("bitfield-request");
+        let have = self.held.get(content)?.held.have.clone();
+        let subs = self.subscribers.entry(*content).or_default();
+        if subs.len() < self.cfg.max_peers as usize {
+            subs.insert(peer.clone());
+        }
+        Some(have)
+    }
+
+    /// `peer`'s bitfield of `content` (its answer to our request); `None` when it holds none.
+    pub fn bitfield(&mut self, now: Time, peer: &P, content: &ContentId, have: Option<Bitfield>) {
+        self.input("bitfield");
+        if let Some(have) = have {
+            self.scheduler.peer_bitfield(now, peer, content, have);
+            self.drive(now);
+        }
+    }
+
+    /// `peer` gained `chunks` of `content`.
+    pub fn have(&mut self, now: Time, peer: &P, content: &ContentId, chunks: &[u32]) {
+        self.input("have");
+        for &c in chunks {
+            self.scheduler.peer_has(now, peer, content, c);
+        }
+        self.drive(now);
+    }
+
+    fn flush_haves(&mut self) {
+        self.flush_at = None;
+        for (content, chunks) in std::mem::take(&mut self.outbox) {
+            for chunk_batch in chunks.chunks(self.cfg.have_batch.max(1)) {
+                for peer in self.subscribers.get(&content).into_iter().flatten() {
+                    self.stats.have_batches += 1;
+                    self.out.push_back(Output::Send {
+                        peer: peer.clone(),
+                        request: Request::Have { content, chunks: chunk_batch.to_vec() },
+                    });
+                }
+            }
+        }
+    }
+
+    // ---- downloads --------------------------------------------------------------------------------
+
+    /// What came back for our request of chunk `index` of `content` from `peer`. `true`: the body verifies
+    /// and writes the bytes, then reports with [`chunk_written`](Self::chunk_written); `false`: it drops
+    /// them (we hold the chunk by now, or no longer fetch the content).
+    pub fn chunk_reply(
+        &mut self,
+        now: Time,
+        peer: &P,
+        content: &ContentId,
+        index: u32,
+        reply: Reply,
+    ) -> bool {
+        self.input(match reply {
+            Reply::Answer(a) => match a {
+                Answer::Data { .. } => "reply:data",
+                Answer::Busy { .. } => "reply:busy",
+                Answer::Missing { .. } => "reply:missing",
+                Answer::Cancelled => "reply:cancelled",
+            },
+            Reply::Failed => "reply:failed",
+        });
+        let mut keep = false;
+        match reply {
+            Reply::Answer(Answer::Data { len, load }) => {
+                self.note_load(now, peer, load);
+                let held = self.held.get(content).is_some_and(|h| h.held.have.get(index));
+                if held || !matches!(self.fetches.get(content), Some(Fetch::Active)) {
+                    self.stats.chunks_discarded += 1;
+                    self.scheduler.chunk_received(now, peer, content, index, len);
+                } else {
+                    keep = true;
+                }
+            }
+            Reply::Answer(Answer::Busy { load }) => {
+                self.note_load(now, peer, load);
+                self.scheduler.chunk_failed(now, peer, content, index, Failure::Busy { load });
+            }
+            Reply::Answer(Answer::Missing { load }) => {
+                self.note_load(now, peer, load);
+                self.scheduler.chunk_failed(now, peer, content, index, Failure::Missing);
+            }
+            // We cancelled it ourselves: the scheduler already forgot the request.
+            Reply::Answer(Answer::Cancelled) => {}
+            Reply::Failed => self.scheduler.chunk_failed(now, peer, content, index, Failure::Io),
+        }
+        self.drive(now);
+        keep
+    }
+
+    fn note_load(&mut self, now: Time, peer: &P, load: f32) {
+        if let Some(s) = self.sessions.get_mut(peer) {
+            s.load = load;
+        }
+        self.scheduler.peer_load(now, peer, load);
+    }
+
+    /// The body verified (or failed to) and wrote a chunk the engine told it to keep.
+    pub fn chunk_written(
+        &mut self,
+        now: Time,
+        peer: &P,
+        content: &ContentId,
+        index: u32,
+        len: u64,
+        result: Written,
+    ) {
+        self.input(match result {
+            Written::Ok => "written:ok",
+            Written::Corrupt => "written:corrupt",
+            Written::NoSpace(_) => "written:no-space",
+            Written::Io(_) => "written:io",
+        });
+        match result {
+            Written::Ok => {
+                let Some(h) = self.held.get_mut(content) else {
+                    self.scheduler.chunk_received(now, peer, content, index, len);
+                    self.drive(now);
+                    return;
+                };
+                let first = h.held.have.count() == 0;
+                let new = index < h.held.have.len() && !h.held.have.get(index);
+                if new {
+                    h.held.have.set(index);
+                    self.stats.chunks_stored += 1;
+                    self.out.push_back(Output::Event(Event::ChunkStored {
+                        content: *content,
+                        index,
+                        peer: peer.clone(),
+                        len,
+                    }));
+                    if first {
+                        self.out.push_back(Output::Provide { content: *content });
+                    }
+                    let pending = {
+                        let outbox = self.outbox.entry(*content).or_default();
+                        outbox.push(index);
+                        outbox.len()
+                    };
+                    if pending >= self.cfg.have_batch {
+                        self.flush_haves();
+                    } else if self.flush_at.is_none() {
+                        self.flush_at = Some(now + self.cfg.have_flush);
+                    }
+                }
+                self.scheduler.chunk_received(now, peer, content, index, len);
+            }
+            Written::Corrupt => self.scheduler.chunk_failed(now, peer, content, index, Failure::Corrupt),
+            Written::NoSpace(reason) => {
+                self.scheduler.chunk_failed(now, peer, content, index, Failure::Local);
+                if matches!(self.fetches.get(content), Some(Fetch::Active)) {
+                    self.refuse(now, *content, format!("no space: {reason}"));
+                }
+            }
+            Written::Io(_) => self.scheduler.chunk_failed(now, peer, content, index, Failure::Local),
+        }
+        self.drive(now);
+    }
+
+    // ---- uploads ----------------------------------------------------------------------------------
+
+    /// `peer` asks for chunk `index` of `content`; `upload` names the request until it is answered. The
+    /// engine answers at once (missing, busy) or asks the body to read the chunk.
+    pub fn chunk_request(&mut self, _now: Time, peer: &P, upload: UploadId, content: ContentId, index: u32) {
+        self.input("chunk-request");
+        let held = self.held.get(&content).is_some_and(|h| h.held.have.get(index));
+        if !held {
+            self.stats.missing_answers += 1;
+            let load = self.slots.load();
+            self.out.push_back(Output::Answer { upload, answer: Answer::Missing { load } });
+            return;
+        }
+        if self.upload_forbidden() {
+            self.stats.busy_answers += 1;
+            self.out.push_back(Output::Answer {
+                upload,
+                answer: Answer::Busy { load: self.slots.load().max(1.0) },
+            });
+            return;
+        }
+        match self.slots.request(peer) {
+            UploadDecision::Busy { load } => {
+                self.stats.busy_answers += 1;
+                self.out.push_back(Output::Answer { upload, answer: Answer::Busy { load } });
+            }
+            UploadDecision::Serve => {
+                self.uploads
+                    .insert(upload, Upload { peer: peer.clone(), content, index, state: UpState::Reading });
+                self.out.push_back(Output::Read { upload, content, index });
+            }
+        }
+    }
+
+    /// The body read the chunk for `upload` (`len` bytes), or could not. The answer goes out when the
+    /// upload limit grants it.
+    pub fn chunk_read(&mut self, now: Time, upload: UploadId, result: Result<u64, String>) {
+        self.input("chunk-read");
+        let Some(u) = self.uploads.get_mut(&upload) else { return };
+        match result {
+            Ok(len) => {
+                u.state = UpState::Granting { len };
+                self.granting.push_back(upload);
+                self.grant(now);
+            }
+            Err(_) => {
+                let peer = u.peer.clone();
+                self.uploads.remove(&upload);
+                self.slots.finished(&peer);
+                self.stats.missing_answers += 1;
+                let load = self.slots.load();
+                self.out.push_back(Output::Answer { upload, answer: Answer::Missing { load } });
+            }
+        }
+    }
+
+    /// Uploads waiting for the upload bucket go out in arrival order as it allows.
+    fn grant(&mut self, now: Time) {
+        let forbidden = self.upload_forbidden();
+        while let Some(&id) = self.granting.front() {
+            let Some(u) = self.uploads.get_mut(&id) else {
+                self.granting.pop_front();
+                continue;
+            };
+            let UpState::Granting { len } = u.state else {
+                self.granting.pop_front();
+                continue;
+            };
+            if forbidden {
+                break;
+            }
+            if let Some(b) = &mut self.up_bucket {
+                let wait = b.wait(now);
+                if !wait.is_zero() {
+                    self.grant_at = Some(now + wait);
+                    break;
+                }
+                b.reserve(now, len);
+            }
+            u.state = UpState::Sending { len };
+            self.granting.pop_front();
+            let load = self.slots.load();
+            self.out.push_back(Output::Answer { upload: id, answer: Answer::Data { len, load } });
+        }
+    }
+
+    /// The answer to `upload` has left (`sent`), or its stream failed: its slot is free.
+    pub fn upload_done(&mut self, _now: Time, upload: UploadId, sent: bool) {
+        self.input("upload-done");
+        if let Some(u) = self.uploads.remove(&upload) {
+            self.slots.finished(&u.peer);
+            if let (true, UpState::Sending { len }) = (sent, u.state) {
+                self.stats.uploads_served += 1;
+                self.out.push_back(Output::Event(Event::Served { peer: u.peer, len }));
+            }
+        }
+    }
+
+    /// `peer` no longer wants chunk `index` of `content`: the slot is free at once.
+    pub fn cancel(&mut self, now: Time, peer: &P, content: &ContentId, index: u32) {
+        self.input("cancel");
+        let found = self
+            .uploads
+            .iter()
+            .find(|(_, u)| &u.peer == peer && &u.content == content && u.index == index)
+            .map(|(id, u)| (*id, u.state));
+        let Some((id, state)) = found else { return };
+        self.uploads.remove(&id);
+        self.slots.finished(peer);
+        self.stats.uploads_cancelled += 1;
+        match state {
+            UpState::Reading | UpState::Granting { .. } => {
+                self.granting.retain(|g| *g != id);
+                self.out.push_back(Output::Answer { upload: id, answer: Answer::Cancelled });
+            }
+            UpState::Sending { .. } => self.out.push_back(Output::Abort { upload: id }),
+        }
+        self.grant(now);
+    }
+}

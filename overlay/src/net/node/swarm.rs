@@ -1,0 +1,174 @@
+//! libp2p glue: connections, identify, mDNS, Kademlia, gossipsub messages, and the housekeeping tick
+//! (gossip retries, fleet reports, limits, bootstrap redials, anti-entropy, rates).
+
+use std::time::{Duration, Instant};
+
+use libp2p::kad::{self, GetProvidersOk, QueryResult};
+use libp2p::swarm::dial_opts::DialOpts;
+use libp2p::swarm::SwarmEvent;
+use libp2p::{gossipsub, identify, mdns};
+use rand::seq::IteratorRandom;
+use tracing::{debug, info};
+
+use super::{Node, BOOTSTRAP_BACKOFF};
+use crate::net::behaviour::BehaviourEvent;
+use crate::net::fleet;
+use crate::net::protocol::NodeInfo;
+
+impl Node {
+    pub(super) fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        use libp2p::metrics::Recorder;
+        self.libp2p_metrics.record(&event);
+        let now = self.now();
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                info!(%address, "listening");
+                self.listen.push(address);
+            }
+            SwarmEvent::ExpiredListenAddr { address, .. } => self.listen.retain(|a| a != &address),
+            SwarmEvent::ConnectionEstablished { peer_id, endpoint, num_established, .. } => {
+                if self.revoked(&peer_id) || (self.catalogue.has_members() && !self.allowed(&peer_id)) {
+                    debug!(%peer_id, "closing connection: peer revoked or not admitted");
+                    self.metrics.connections_refused.inc();
+                    let _ = self.swarm.disconnect_peer_id(peer_id);
+                    return;
+                }
+                let p = self.peers.entry(peer_id).or_default();
+                p.address = Some(endpoint.get_remote_address().clone());
+                if num_established.get() == 1 {
+                    self.engine.connected(now, peer_id);
+                }
+                self.metrics.connected_peers.set(self.peers.len() as i64);
+            }
+            SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
+                self.peers.remove(&peer_id);
+                self.engine.disconnected(now, &peer_id);
+                self.metrics.connected_peers.set(self.peers.len() as i64);
+            }
+            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+                debug!(?peer_id, %error, "dial failed");
+            }
+            SwarmEvent::Behaviour(event) => self.on_behaviour_event(event),
+            _ => {}
+        }
+    }
+
+    pub(super) fn node_info(&self) -> NodeInfo {
+        NodeInfo {
+            role: self.cfg.role.as_str().to_owned(),
+            name: self.cfg.name.clone(),
+            isp: self.cfg.isp.clone(),
+            site: self.cfg.site.clone(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+        }
+    }
+
+    fn on_behaviour_event(&mut self, event: BehaviourEvent) {
+        use libp2p::metrics::Recorder;
+        match &event {
+            BehaviourEvent::Identify(e) => self.libp2p_metrics.record(e),
+            BehaviourEvent::Kad(e) => self.libp2p_metrics.record(e),
+            BehaviourEvent::Ping(e) => self.libp2p_metrics.record(e),
+            BehaviourEvent::Gossipsub(e) => self.libp2p_metrics.record(e),
+            _ => {}
+        }
+        match event {
+            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
+                for addr in info.listen_addrs {
+                    self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+                }
+            }
+            BehaviourEvent::Mdns(mdns::Event::Discovered(list)) => {
+                for (peer, addr) in list {
+                    self.swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
+                    if !self.swarm.is_connected(&peer) {
+                        let _ = self.swarm.dial(DialOpts::peer_id(peer).addresses(vec![addr]).build());
+                    }
+                }
+            }
+            BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed { result, .. }) => {
+                self.on_kad_result(result)
+            }
+            BehaviourEvent::Gossipsub(gossipsub::Event::Message {
+                propagation_source,
+                message_id,
+                message,
+            }) => {
+                if message.topic == gossipsub::IdentTopic::new(fleet::FLEET_TOPIC).hash() {
+                    self.on_fleet_report(propagation_source, message_id, message.source, &message.data);
+                } else {
+                    self.on_gossip(propagation_source, message_id, message.data);
+                }
+            }
+            BehaviourEvent::Xfer(event) => self.on_xfer_event(event),
+            _ => {}
+        }
+    }
+
+    fn on_kad_result(&mut self, result: QueryResult) {
+        match result {
+            QueryResult::GetProviders(Ok(GetProvidersOk::FoundProviders { providers, .. })) => {
+                for p in providers {
+                    if p != self.me && !self.swarm.is_connected(&p) {
+                        debug!(peer = %p, "dialing provider");
+                        let _ = self.swarm.dial(DialOpts::peer_id(p).build());
+                    }
+                }
+            }
+            QueryResult::StartProviding(Err(e)) => debug!("start providing: {e:?}"),
+            QueryResult::Bootstrap(Err(e)) => debug!("kad bootstrap: {e:?}"),
+            _ => {}
+        }
+    }
+
+    pub(super) fn on_tick(&mut self) {
+        for (data, since) in std::mem::take(&mut self.republish) {
+            self.publish_or_queue(data, since);
+        }
+        if self.last_report.is_none_or(|t| t.elapsed() >= self.cfg.gossip.fleet_interval) {
+            self.report_progress();
+        }
+        self.apply_limits();
+        let now_i = Instant::now();
+        // Bootstrap peers: redial with exponential back-off until connected.
+        for (addr, peer, next, backoff) in &mut self.bootstrap {
+            if peer.is_some_and(|p| self.swarm.is_connected(&p)) || now_i < *next {
+                continue;
+            }
+            if let Some(p) = peer {
+                let mut bare = addr.clone();
+                bare.pop();
+                self.swarm.behaviour_mut().kad.add_address(p, bare);
+            }
+            debug!(%addr, "dialing bootstrap peer");
+            let _ = self.swarm.dial(addr.clone());
+            *next = now_i + *backoff;
+            *backoff = (*backoff * 2).min(BOOTSTRAP_BACKOFF.1);
+        }
+        if !self.peers.is_empty()
+            && self.last_kad_bootstrap.is_none_or(|t| t.elapsed() > Duration::from_secs(60))
+        {
+            self.last_kad_bootstrap = Some(now_i);
+            let _ = self.swarm.behaviour_mut().kad.bootstrap();
+        }
+        // Anti-entropy with a random joined peer.
+        if self.last_sync.elapsed() >= self.cfg.gossip.anti_entropy_interval {
+            self.last_sync = now_i;
+            let joined: Vec<_> = self.engine.joined().copied().collect();
+            if let Some(peer) = joined.into_iter().choose(&mut self.rng) {
+                self.request_sync(peer);
+            }
+        }
+        // Rates.
+        let (t, up, down) = self.last_rate;
+        let dt = t.elapsed().as_secs_f64();
+        if dt >= 1.0 {
+            self.metrics.upload_rate.set(((self.bytes_total.0 - up) as f64 / dt) as i64);
+            self.metrics.download_rate.set(((self.bytes_total.1 - down) as f64 / dt) as i64);
+            self.last_rate = (now_i, self.bytes_total.0, self.bytes_total.1);
+            if let Ok(free) = self.store.free_space() {
+                self.metrics.disk_free_bytes.set(free as i64);
+            }
+        }
+    }
+}

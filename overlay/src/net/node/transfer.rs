@@ -1,0 +1,408 @@
+//! The engine's body in the node: the chunk protocol's requests and answers in, the engine's outputs out.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use libp2p::request_response::{self, InboundRequestId, ResponseChannel};
+use libp2p::PeerId;
+use tracing::{debug, info, warn};
+
+use super::{provider_key, unix_now, Event, Node, Pending};
+use crate::catalogue::{DistributorKey, Publish};
+use crate::core::engine::{self, Answer, ManifestReply, Offer, Output, PeerInfo, Reply};
+use crate::core::schedule::{self, Limits};
+use crate::core::Bitfield;
+use crate::net::metrics;
+use crate::net::protocol::{Request, Response, MAX_HAVE_CHUNKS, MAX_SYNC_ENTRIES};
+use crate::net::Fault;
+use crate::ContentId;
+
+impl Node {
+    /// Carries out everything the engine decided.
+    pub(super) fn drive(&mut self) {
+        while let Some(output) = self.engine.poll_output() {
+            match output {
+                Output::Send { peer, request } => self.send_engine_request(peer, request),
+                Output::Answer { upload, answer } => self.answer(upload, answer),
+                Output::Read { upload, content, index } => self.spawn_read(upload, content, index),
+                Output::Abort { upload } => {
+                    // request-response cannot abort a response once handed over: the slot is free anyway.
+                    debug!(upload, "upload cancelled while its bytes were on the way");
+                }
+                Output::Install { content } => match self.manifests.remove(&content) {
+                    Some(manifest) => self.spawn_install(content, manifest),
+                    None => {
+                        let now = self.now();
+                        self.engine.installed(now, content, Err("manifest no longer at hand".into()));
+                    }
+                },
+                Output::Remove { content } => self.spawn_remove(content),
+                Output::Lookup { content } => {
+                    self.metrics.provider_lookups.inc();
+                    self.swarm.behaviour_mut().kad.get_providers(provider_key(&content));
+                }
+                Output::Provide { content } => {
+                    if let Err(e) = self.swarm.behaviour_mut().kad.start_providing(provider_key(&content)) {
+                        warn!(content = %content, "cannot announce provider record: {e:?}");
+                    }
+                }
+                Output::Unprovide { content } => {
+                    self.swarm.behaviour_mut().kad.stop_providing(&provider_key(&content));
+                }
+                Output::Event(e) => self.on_engine_event(e),
+            }
+        }
+    }
+
+    fn on_engine_event(&mut self, event: engine::Event<PeerId>) {
+        match event {
+            engine::Event::Joined { peer } => self.request_sync(peer),
+            engine::Event::Fetching { content } => {
+                let title =
+                    self.catalogue.film(&content).map(|f| f.publish.title.clone()).unwrap_or_default();
+                info!(content = %content, %title, "fetching");
+                self.refresh_gauges();
+            }
+            engine::Event::Complete { content } => self.on_complete(content),
+            engine::Event::Refused { content, reason } => {
+                warn!(content = %content, "content refused: {reason}");
+                self.refresh_gauges();
+            }
+            engine::Event::Penalised { peer } => {
+                warn!(%peer, "peer penalised: it served a chunk or a manifest that failed verification");
+                self.metrics.peers_penalised.inc();
+                let _ = self.swarm.disconnect_peer_id(peer);
+            }
+            engine::Event::ChunkStored { .. } => {
+                self.metrics.chunks_verified.inc();
+            }
+            engine::Event::Served { peer, len } => {
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    p.bytes_up += len;
+                }
+                self.bytes_total.0 += len;
+                let label = self.locality_label(&peer);
+                self.metrics.bytes_sent.get_or_create(&label).inc_by(len);
+                self.metrics.chunks_served.inc();
+            }
+        }
+    }
+
+    fn on_complete(&mut self, content: ContentId) {
+        let title = self.catalogue.film(&content).map(|f| f.publish.title.clone()).unwrap_or_default();
+        let path = self.store.content_path(&content).ok().flatten();
+        info!(content = %content, %title, "content complete and verified");
+        self.refresh_gauges();
+        let _ = self.events.send(Event::Complete { content, title, path });
+    }
+
+    fn send_engine_request(&mut self, peer: PeerId, request: engine::Request) {
+        let (wire, what) = match request {
+            engine::Request::Hello => (Request::Hello(self.node_info()), Pending::Hello),
+            engine::Request::Manifest { content } => {
+                (Request::Manifest { content }, Pending::Manifest(content))
+            }
+            engine::Request::Bitfield { content } => {
+                (Request::Bitfield { content }, Pending::Bitfield(content))
+            }
+            engine::Request::Chunk { content, index } => {
+                (Request::Chunk { content, index }, Pending::Chunk(content, index))
+            }
+            engine::Request::Have { content, mut chunks } => {
+                chunks.truncate(MAX_HAVE_CHUNKS);
+                (Request::Have { content, chunks }, Pending::Have)
+            }
+            engine::Request::Cancel { content, index } => {
+                (Request::Cancel { content, index }, Pending::Cancel)
+            }
+        };
+        self.send(peer, wire, what);
+    }
+
+    pub(super) fn send(&mut self, peer: PeerId, request: Request, what: Pending) {
+        let id = self.swarm.behaviour_mut().xfer.send_request(&peer, request);
+        self.pending.insert(id, (peer, what));
+    }
+
+    /// Gives the engine's answer to an inbound chunk request.
+    fn answer(&mut self, upload: engine::UploadId, answer: Answer) {
+        let bytes = self.uploads.bytes.remove(&upload);
+        let Some(channel) = self.uploads.channels.remove(&upload) else { return };
+        let response = match answer {
+            Answer::Data { load, .. } => match bytes {
+                Some(mut bytes) => {
+                    if self.cfg.fault == Some(Fault::CorruptUploads) && !bytes.is_empty() {
+                        bytes[0] ^= 0xff;
+                    }
+                    Response::Chunk { bytes, load }
+                }
+                None => Response::Missing { load },
+            },
+            Answer::Busy { load } => {
+                self.metrics.busy_answers.inc();
+                Response::Busy { load }
+            }
+            Answer::Missing { load } => Response::Missing { load },
+            Answer::Cancelled => Response::Cancelled,
+        };
+        self.respond(channel, response);
+    }
+
+    pub(super) fn respond(&mut self, channel: ResponseChannel<Response>, response: Response) {
+        let _ = self.swarm.behaviour_mut().xfer.send_response(channel, response);
+    }
+
+    // ---- the chunk protocol -------------------------------------------------------------------------
+
+    pub(super) fn on_xfer_event(&mut self, event: request_response::Event<Request, Response>) {
+        use request_response::{Event as E, Message};
+        let now = self.now();
+        match event {
+            E::Message { peer, message: Message::Request { request_id, request, channel }, .. } => {
+                self.on_request(peer, request_id, request, channel)
+            }
+            E::Message { peer, message: Message::Response { request_id, response }, .. } => {
+                if let Some((_, what)) = self.pending.remove(&request_id) {
+                    self.on_response(peer, what, response);
+                }
+            }
+            E::OutboundFailure { peer, request_id, error, .. } => {
+                self.metrics.protocol_error("outbound", &error.to_string());
+                if let Some((_, what)) = self.pending.remove(&request_id) {
+                    debug!(%peer, ?what, %error, "request failed");
+                    self.on_failure(peer, what);
+                }
+            }
+            E::InboundFailure { peer, request_id, error, .. } => {
+                // Malformed or oversized requests end here (the codec refuses them): count and move on.
+                debug!(%peer, %error, "inbound request failed");
+                self.metrics.protocol_error("inbound", &error.to_string());
+                if let Some(upload) = self.uploads.by_request.remove(&request_id) {
+                    self.uploads.channels.remove(&upload);
+                    self.uploads.bytes.remove(&upload);
+                    self.engine.upload_done(now, upload, false);
+                }
+            }
+            E::ResponseSent { request_id, .. } => {
+                if let Some(upload) = self.uploads.by_request.remove(&request_id) {
+                    self.engine.upload_done(now, upload, true);
+                }
+            }
+        }
+    }
+
+    fn on_request(
+        &mut self,
+        peer: PeerId,
+        id: InboundRequestId,
+        request: Request,
+        channel: ResponseChannel<Response>,
+    ) {
+        if self.revoked(&peer) {
+            return self.respond(channel, Response::Refused { reason: "revoked".into() });
+        }
+        if !matches!(request, Request::Hello(_) | Request::Have { .. } | Request::Cancel { .. })
+            && !self.allowed(&peer)
+        {
+            return self
+                .respond(channel, Response::Refused { reason: "not admitted to this private mesh".into() });
+        }
+        let now = self.now();
+        match request {
+            Request::Hello(info) => {
+                let ours = self.node_info();
+                self.respond(channel, Response::Hello(ours));
+                self.on_hello(peer, info);
+            }
+            Request::Manifest { content } => self.spawn_manifest_read(content, channel),
+            Request::Bitfield { content } => {
+                let response = match self.engine.bitfield_request(now, &peer, &content) {
+                    Some(b) => Response::Bitfield { chunks: b.len(), bits: b.to_bytes() },
+                    None => Response::Missing { load: 0.0 },
+                };
+                self.respond(channel, response);
+            }
+            Request::Chunk { content, index } => {
+                self.uploads.next += 1;
+                let upload = self.uploads.next;
+                self.uploads.channels.insert(upload, channel);
+                self.uploads.by_request.insert(id, upload);
+                self.engine.chunk_request(now, &peer, upload, content, index);
+            }
+            Request::Have { content, chunks } => {
+                self.engine.have(now, &peer, &content, &chunks);
+                self.respond(channel, Response::Ack);
+            }
+            Request::Cancel { content, index } => {
+                self.engine.cancel(now, &peer, &content, index);
+                self.respond(channel, Response::Ack);
+            }
+            Request::Sync { heads } => {
+                let theirs: BTreeMap<[u8; 32], u64> = heads.into_iter().collect();
+                let mut entries = Vec::new();
+                // Only keys the asker trusts (it listed them) and we trust too.
+                let keys: Vec<DistributorKey> =
+                    self.catalogue.trusted().filter(|k| theirs.contains_key(k.as_bytes())).copied().collect();
+                for key in keys {
+                    let after = theirs.get(key.as_bytes()).copied().unwrap_or(0);
+                    let room = MAX_SYNC_ENTRIES - entries.len();
+                    entries
+                        .extend(self.catalogue.entries_after(&key, after, room).iter().map(|e| e.encode()));
+                    if entries.len() >= MAX_SYNC_ENTRIES {
+                        break;
+                    }
+                }
+                self.respond(channel, Response::Entries(entries));
+            }
+        }
+    }
+
+    fn on_hello(&mut self, peer: PeerId, info: crate::net::protocol::NodeInfo) {
+        let locality = self.locality_of(&peer, info.isp.clone(), info.site.clone());
+        let role = info.role.parse().ok();
+        if let Some(state) = self.peers.get_mut(&peer) {
+            state.info = Some(info);
+        }
+        let now = self.now();
+        self.engine.hello(now, peer, PeerInfo { role, locality });
+    }
+
+    fn on_response(&mut self, peer: PeerId, what: Pending, response: Response) {
+        let now = self.now();
+        match (what, response) {
+            (Pending::Hello, Response::Hello(info)) => self.on_hello(peer, info),
+            (Pending::Manifest(content), Response::Manifest(bytes)) => {
+                self.spawn_manifest_check(peer, content, bytes)
+            }
+            (Pending::Manifest(content), other) => {
+                debug!(%peer, ?other, "no manifest from this peer");
+                self.engine.manifest(now, &peer, content, ManifestReply::Missing);
+            }
+            (Pending::Bitfield(content), Response::Bitfield { chunks, bits }) => {
+                match Bitfield::from_bytes(chunks, &bits) {
+                    Ok(b) => self.engine.bitfield(now, &peer, &content, Some(b)),
+                    Err(e) => debug!(%peer, "bad bitfield: {e}"),
+                }
+            }
+            (Pending::Bitfield(content), _) => self.engine.bitfield(now, &peer, &content, None),
+            (Pending::Chunk(content, index), Response::Chunk { bytes, load }) => {
+                let len = bytes.len() as u64;
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    p.bytes_down += len;
+                }
+                self.bytes_total.1 += len;
+                let label = self.locality_label(&peer);
+                self.metrics.bytes_received.get_or_create(&label).inc_by(len);
+                let reply = Reply::Answer(Answer::Data { len, load });
+                if self.engine.chunk_reply(now, &peer, &content, index, reply) {
+                    self.spawn_write(peer, content, index, bytes);
+                }
+            }
+            (Pending::Chunk(content, index), response) => {
+                let answer = match response {
+                    Response::Busy { load } => {
+                        self.metrics.failed("busy");
+                        Answer::Busy { load }
+                    }
+                    Response::Cancelled => Answer::Cancelled,
+                    Response::Missing { load } => {
+                        self.metrics.failed("missing");
+                        Answer::Missing { load }
+                    }
+                    other => {
+                        debug!(%peer, ?other, "unexpected answer to a chunk request");
+                        self.metrics.failed("missing");
+                        Answer::Missing { load: 1.0 }
+                    }
+                };
+                self.engine.chunk_reply(now, &peer, &content, index, Reply::Answer(answer));
+            }
+            (Pending::Sync, Response::Entries(entries)) => self.on_entries(peer, entries),
+            (_, Response::Refused { reason }) => debug!(%peer, %reason, "request refused"),
+            _ => {}
+        }
+    }
+
+    fn on_failure(&mut self, peer: PeerId, what: Pending) {
+        let now = self.now();
+        match what {
+            Pending::Chunk(content, index) => {
+                self.metrics.failed("io");
+                self.engine.chunk_reply(now, &peer, &content, index, Reply::Failed);
+            }
+            Pending::Manifest(content) => self.engine.manifest(now, &peer, content, ManifestReply::Missing),
+            Pending::Bitfield(content) => self.engine.bitfield(now, &peer, &content, None),
+            Pending::Hello | Pending::Have | Pending::Cancel | Pending::Sync => {}
+        }
+    }
+
+    pub(super) fn locality_label(&self, peer: &PeerId) -> metrics::LocalityLabel {
+        let mine = self.own_locality();
+        let info = self.peers.get(peer).and_then(|p| p.info.clone()).unwrap_or_default();
+        let theirs = self.locality_of(peer, info.isp, info.site);
+        let locality = if mine.same_site(&theirs) {
+            metrics::Locality::SameSite
+        } else if mine.same_isp(&theirs) {
+            metrics::Locality::SameIsp
+        } else if mine.isp.is_some() && theirs.isp.is_some() {
+            metrics::Locality::OtherIsp
+        } else {
+            metrics::Locality::Unknown
+        };
+        metrics::LocalityLabel { locality }
+    }
+
+    // ---- offers and limits --------------------------------------------------------------------------
+
+    /// Tells the engine about a published content: whether the catalogue targets us, and its deadline in
+    /// engine time.
+    pub(super) fn offer(&mut self, publish: &Publish) {
+        let now = self.now();
+        let deadline = publish.deadline.map(|d| now + Duration::from_secs(d.saturating_sub(unix_now())));
+        let offer = Offer {
+            content: publish.content,
+            chunks: publish.chunks,
+            size: publish.size,
+            chunk_size: u64::from(publish.chunk_size),
+            deadline,
+            targeted: self.catalogue.targets(publish, &self.me.to_string()),
+        };
+        self.engine.offer(now, offer);
+    }
+
+    /// Offers every published content (at start, and when an Admit or Revoke may have changed targeting).
+    pub(super) fn offer_all(&mut self) {
+        let films: Vec<Publish> = self.catalogue.films().map(|f| f.publish.clone()).collect();
+        for p in films {
+            self.offer(&p);
+        }
+    }
+
+    /// Re-evaluates the limits in force (static, own schedule, signed policy) and hands them to the engine.
+    pub(super) fn apply_limits(&mut self) {
+        let t = &self.cfg.transfer;
+        let base = Limits { upload: t.upload_limit.map(|r| r.0), download: t.download_limit.map(|r| r.0) };
+        let me = self.me.to_string();
+        let groups = self.catalogue.member(&me).map(|m| m.groups.clone()).unwrap_or_default();
+        let policy = groups
+            .iter()
+            .find_map(|g| self.catalogue.policy(Some(g)))
+            .or_else(|| self.catalogue.policy(None));
+        let limits =
+            schedule::limits_at(base, &t.schedule, policy.map(|p| p.schedule.as_slice()), unix_now());
+        if limits != self.engine.limits() {
+            info!(upload = ?limits.upload, download = ?limits.download, "rate limits in force");
+            let now = self.now();
+            self.engine.set_limits(now, limits);
+        }
+    }
+
+    /// The content was withdrawn: the engine stops it and removes its data.
+    pub(super) fn withdraw(&mut self, content: ContentId) {
+        info!(content = %content, "content withdrawn");
+        let now = self.now();
+        self.engine.withdraw(now, &content);
+        self.manifests.remove(&content);
+        let _ = self.events.send(Event::Withdrawn { content });
+    }
+}
