@@ -1,21 +1,28 @@
-//! The discrete-event engine: virtual time, one event queue, and the overlay's own sans-io core in every
-//! node ([`Scheduler`] for which chunk from whom, [`UploadSlots`] for serve / busy).
+//! The discrete-event engine: virtual time, one event queue, and in every node the overlay's own transfer
+//! engine ([`cinemesh_core::engine::Engine`]), the very code the node daemon runs.
 //!
-//! Events are ordered by `(time, sequence number)` so equal times resolve in insertion order; all
-//! randomness comes from one ChaCha8 RNG seeded by `--seed` (and each node's scheduler from a seed derived
-//! from it): the same scenario and seed give the same bytes out.
+//! The simulator is one more body of that engine, beside the node: it calls the same inputs and carries
+//! out the same outputs, with a network model instead of sockets and an instant disk. Events are ordered by
+//! `(time, sequence number)` so equal times resolve in insertion order; all randomness comes from one
+//! ChaCha8 RNG seeded by `--seed` (and each node's scheduler from a seed derived from it): the same
+//! scenario and seed give the same bytes out.
 //!
-//! A chunk request travels one-way latency to the uploader, which serves it (a flow in
-//! [`bandwidth::Network`](crate::bandwidth::Network)) or answers busy with its load (back after one-way
-//! latency, fed to the scheduler as `Failure::Busy`). A finished flow is a verified chunk for the
-//! downloader's scheduler (`chunk_received`), and a `have` to its neighbours one latency later.
+//! Every message the node puts on the wire is an event here, delivered one-way latency later: hello,
+//! manifest and bitfield requests and their answers, chunk requests, busy / missing / cancelled answers
+//! (with the uploader's load), have batches (the engine batches them as in the node), cancels. A chunk
+//! answer with data is a flow in [`bandwidth::Network`](crate::bandwidth::Network) from the uploader's
+//! link through the ISP borders to the downloader's link; when the flow ends the chunk is delivered,
+//! written at once (the disk is not modelled) and the uploader's slot freed. A cancel that reaches an
+//! uploader still sending aborts the flow. Control messages take latency but no bandwidth.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::time::Duration;
 
-use cinemesh_core::{Bitfield, ContentSpec, Failure, Output, Scheduler, UploadDecision, UploadSlots};
-use cinemesh_core::{ContentId, Time};
+use cinemesh_core::engine::{
+    self, Answer, Held, ManifestReply, Offer, Output, PeerInfo, Reply, Request, Role, UploadId, Written,
+};
+use cinemesh_core::{Bitfield, ContentId, Time};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -51,19 +58,13 @@ enum Ev {
     Tick,
     /// A flow may have finished.
     FlowDone { flow: FlowId },
-    /// A chunk request reaches its uploader.
-    Request { dl: NodeIx, ul: NodeIx, film: FilmIx, chunk: u32 },
-    /// A cancel reaches its uploader.
-    Cancel { dl: NodeIx, ul: NodeIx, film: FilmIx, chunk: u32 },
-    /// A failure answer reaches the downloader (busy carries the load in thousandths).
-    Failed { dl: NodeIx, ul: NodeIx, film: FilmIx, chunk: u32, kind: FailKind },
-    /// `node`'s `have` for a chunk reaches its neighbours.
-    Have { node: NodeIx, film: FilmIx, chunk: u32 },
-    /// A node's scheduler timer.
+    /// A message reaches its receiver (`wires[slot]`).
+    Deliver { slot: u32 },
+    /// A node's engine timer.
     Timer { node: NodeIx },
     /// The distributor publishes a film.
     Publish { film: FilmIx },
-    /// A node has the catalogue entry and its providers: it starts fetching.
+    /// A node has the catalogue entry and its providers: it is offered the film.
     Start { node: NodeIx, film: FilmIx },
     /// A node comes online.
     Online { node: NodeIx },
@@ -71,21 +72,44 @@ enum Ev {
     Offline { node: NodeIx },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum FailKind {
-    Busy { milli_load: u32 },
-    Missing,
-    Io,
+/// A message on its way, with the sessions it belongs to (a message from before a restart is dropped).
+#[derive(Debug, Clone)]
+struct Wire {
+    from: NodeIx,
+    to: NodeIx,
+    epochs: (u32, u32),
+    msg: Msg,
+}
+
+#[derive(Debug, Clone)]
+enum Msg {
+    Request(Request),
+    Hello,
+    Manifest { content: ContentId, good: Option<u64> },
+    Bitfield { content: ContentId, have: Option<Bitfield> },
+    Answer { content: ContentId, index: u32, answer: Answer },
 }
 
 #[derive(Debug, Clone, Copy)]
 struct Transfer {
+    upload: UploadId,
     dl: NodeIx,
     ul: NodeIx,
     film: FilmIx,
     chunk: u32,
     bytes: u64,
+    load: f32,
     start: Time,
+}
+
+/// An inbound chunk request being served: who asked for what.
+#[derive(Debug, Clone, Copy)]
+struct Upload {
+    dl: NodeIx,
+    ul: NodeIx,
+    content: ContentId,
+    index: u32,
+    epochs: (u32, u32),
 }
 
 /// Per-node outcome, one row of the CSV.
@@ -111,25 +135,6 @@ pub struct NodeStats {
     pub down_same_isp: u64,
     /// Bytes downloaded from other ISPs.
     pub down_other_isp: u64,
-}
-
-struct NodeState {
-    sched: Option<Scheduler<NodeIx>>,
-    slots: UploadSlots<NodeIx>,
-    have: Vec<Bitfield>,
-    started: Vec<bool>,
-    got_entry: Vec<bool>,
-    done: Vec<bool>,
-    online: bool,
-    up: LinkId,
-    down: LinkId,
-    timer_at: Option<Time>,
-}
-
-impl std::fmt::Debug for NodeState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NodeState").field("online", &self.online).finish_non_exhaustive()
-    }
 }
 
 /// Everything the run measured, before formatting.
@@ -161,49 +166,12 @@ pub struct Outcome {
     pub incomplete: u32,
     /// Bandwidth recomputations.
     pub ticks: u64,
+    /// The kinds of engine inputs and outputs the nodes saw (empty unless `sim.record_engine`).
+    pub recorded: Vec<String>,
 }
 
 /// Progress callback: (chunks received so far, chunks needed in all).
 pub type ProgressFn<'a> = &'a (dyn Fn(u64, u64) + Sync);
-
-/// One simulation run.
-pub struct Engine<'a> {
-    sc: &'a Scenario,
-    topo: Topology,
-    rng: ChaCha8Rng,
-    net: Network,
-    nodes: Vec<NodeState>,
-    stats: Vec<NodeStats>,
-    transfers: Vec<Option<Transfer>>,
-    active: HashMap<(NodeIx, NodeIx, FilmIx, u32), FlowId>,
-    heap: BinaryHeap<Reverse<(Time, u64, Ev)>>,
-    seq: u64,
-    now: Time,
-    tick_at: Option<Time>,
-    egress_link: Vec<Option<LinkId>>,
-    ingress_link: Vec<Option<LinkId>>,
-    isp_matrix: Vec<Vec<u64>>,
-    egress_bins: Vec<u64>,
-    chunk_bytes: u64,
-    chunks: Vec<u32>,
-    published: Vec<bool>,
-    remaining_targets: u64,
-    needed_chunks: u64,
-    received_chunks: u64,
-    events: u64,
-    transfers_done: u64,
-    duplicate_transfers: u64,
-    busy: u64,
-    penalties: u64,
-    ticks: u64,
-    progress: Option<ProgressFn<'a>>,
-}
-
-impl std::fmt::Debug for Engine<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine").field("now", &self.now).field("events", &self.events).finish_non_exhaustive()
-    }
-}
 
 fn exp(rng: &mut ChaCha8Rng, mean: Duration) -> Duration {
     let u: f64 = rng.gen_range(0.0..1.0);
@@ -228,6 +196,66 @@ pub fn world(sc: &Scenario, seed: u64) -> (Topology, Vec<Vec<bool>>, ChaCha8Rng)
     (topo, targets, rng)
 }
 
+struct NodeState {
+    engine: engine::Engine<NodeIx>,
+    started: Vec<bool>,
+    got_entry: Vec<bool>,
+    done: Vec<bool>,
+    online: bool,
+    epoch: u32,
+    up: LinkId,
+    down: LinkId,
+    timer_at: Option<Time>,
+}
+
+impl std::fmt::Debug for NodeState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeState").field("online", &self.online).finish_non_exhaustive()
+    }
+}
+
+/// One simulation run.
+pub struct Engine<'a> {
+    sc: &'a Scenario,
+    topo: Topology,
+    rng: ChaCha8Rng,
+    net: Network,
+    nodes: Vec<NodeState>,
+    stats: Vec<NodeStats>,
+    transfers: Vec<Option<Transfer>>,
+    uploads: HashMap<UploadId, Upload>,
+    flows: HashMap<UploadId, FlowId>,
+    next_upload: UploadId,
+    wires: Vec<Option<Wire>>,
+    free_wires: Vec<u32>,
+    heap: BinaryHeap<Reverse<(Time, u64, Ev)>>,
+    seq: u64,
+    now: Time,
+    tick_at: Option<Time>,
+    egress_link: Vec<Option<LinkId>>,
+    ingress_link: Vec<Option<LinkId>>,
+    isp_matrix: Vec<Vec<u64>>,
+    egress_bins: Vec<u64>,
+    chunks: Vec<u32>,
+    published: Vec<bool>,
+    remaining_targets: u64,
+    needed_chunks: u64,
+    received_chunks: u64,
+    events: u64,
+    transfers_done: u64,
+    duplicate_transfers: u64,
+    busy: u64,
+    penalties: u64,
+    ticks: u64,
+    progress: Option<ProgressFn<'a>>,
+}
+
+impl std::fmt::Debug for Engine<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("now", &self.now).field("events", &self.events).finish_non_exhaustive()
+    }
+}
+
 impl<'a> Engine<'a> {
     /// Builds the world for `sc` with `seed`.
     pub fn new(sc: &'a Scenario, seed: u64) -> Self {
@@ -247,31 +275,33 @@ impl<'a> Engine<'a> {
         for (i, node) in topo.nodes.iter().enumerate() {
             let up = net.add_link(node.up);
             let down = net.add_link(node.down);
-            let sched = (!node.seeder).then(|| {
-                Scheduler::new(
-                    &sc.transfer,
-                    &sc.policy,
-                    node.locality.clone(),
-                    mix64(seed ^ ((i as u64) << 1)),
-                )
-            });
-            let slots = if node.seeder {
-                sc.seeders.upload_slots.unwrap_or(sc.transfer.upload_slots)
-            } else {
-                sc.transfer.upload_slots
-            };
-            let have = chunks
-                .iter()
-                .map(|&c| if node.seeder { Bitfield::full(c) } else { Bitfield::new(c) })
-                .collect();
+            let role = if node.seeder { Role::Superseeder } else { Role::Cinema };
+            let mut transfer = sc.transfer.clone();
+            if node.seeder {
+                transfer.upload_slots = sc.seeders.upload_slots.unwrap_or(sc.transfer.upload_slots);
+            }
+            let mut cfg = engine::Config::new(role, transfer, sc.policy.clone());
+            cfg.locality = node.locality.clone();
+            cfg.seed = mix64(seed ^ ((i as u64) << 1));
+            let mut e = engine::Engine::new(cfg);
+            if sc.sim.record_engine {
+                e.record_kinds();
+            }
+            if node.seeder {
+                for (f, film) in sc.film.iter().enumerate() {
+                    let held = Held { have: Bitfield::full(chunks[f]), size: film.size.0, pinned: true };
+                    e.hold(Time::ZERO, content_id(f as FilmIx), held);
+                }
+                // Provide outputs: the DHT is modelled by the lookup delay, nothing to carry out.
+                while e.poll_output().is_some() {}
+            }
             nodes.push(NodeState {
-                sched,
-                slots: UploadSlots::new(slots),
-                have,
+                engine: e,
                 started: vec![false; films],
                 got_entry: vec![false; films],
                 done: vec![false; films],
                 online: false,
+                epoch: 0,
                 up,
                 down,
                 timer_at: None,
@@ -304,7 +334,11 @@ impl<'a> Engine<'a> {
             nodes,
             stats,
             transfers: Vec::new(),
-            active: HashMap::new(),
+            uploads: HashMap::new(),
+            flows: HashMap::new(),
+            next_upload: 0,
+            wires: Vec::new(),
+            free_wires: Vec::new(),
             heap: BinaryHeap::new(),
             seq: 0,
             now: Time::ZERO,
@@ -313,7 +347,6 @@ impl<'a> Engine<'a> {
             ingress_link,
             isp_matrix: vec![vec![0; isps]; isps],
             egress_bins: Vec::new(),
-            chunk_bytes: sc.transfer.chunk_size.0,
             chunks,
             published: vec![false; films],
             remaining_targets,
@@ -375,6 +408,24 @@ impl<'a> Engine<'a> {
         }
     }
 
+    /// Puts `msg` from `from` to `to` on the wire: delivered one-way latency from now.
+    fn send(&mut self, from: NodeIx, to: NodeIx, msg: Msg) {
+        let epochs = (self.nodes[from as usize].epoch, self.nodes[to as usize].epoch);
+        let wire = Wire { from, to, epochs, msg };
+        let slot = match self.free_wires.pop() {
+            Some(s) => {
+                self.wires[s as usize] = Some(wire);
+                s
+            }
+            None => {
+                self.wires.push(Some(wire));
+                (self.wires.len() - 1) as u32
+            }
+        };
+        let at = Time(self.now.0 + self.topo.latency(from, to));
+        self.push(at, Ev::Deliver { slot });
+    }
+
     /// Runs to the end: every target complete, the horizon, or the event budget.
     pub fn run(mut self) -> Result<Outcome, Error> {
         let horizon = Time::from_duration(self.sc.sim.horizon);
@@ -413,40 +464,21 @@ impl<'a> Engine<'a> {
                 }
             }
             Ev::FlowDone { flow } => self.flow_done(flow),
-            Ev::Request { dl, ul, film, chunk } => self.request(dl, ul, film, chunk),
-            Ev::Cancel { dl, ul, film, chunk } => {
-                if let Some(flow) = self.active.remove(&(dl, ul, film, chunk)) {
-                    self.net.remove_flow(flow);
-                    self.transfers[flow.index as usize] = None;
-                    self.nodes[ul as usize].slots.finished(&dl);
-                    self.request_tick(self.now);
+            Ev::Deliver { slot } => {
+                let wire = self.wires[slot as usize].take();
+                self.free_wires.push(slot);
+                if let Some(w) = wire {
+                    self.deliver(w);
                 }
             }
-            Ev::Failed { dl, ul, film, chunk, kind } => {
-                if !self.nodes[dl as usize].online {
-                    return;
-                }
-                let failure = match kind {
-                    FailKind::Busy { milli_load } => Failure::Busy { load: milli_load as f32 / 1000.0 },
-                    FailKind::Missing => Failure::Missing,
-                    FailKind::Io => Failure::Io,
-                };
-                let now = self.now;
-                if let Some(s) = self.nodes[dl as usize].sched.as_mut() {
-                    s.chunk_failed(now, &ul, &content_id(film), chunk, failure);
-                }
-                self.drive(dl);
-            }
-            Ev::Have { node, film, chunk } => self.have(node, film, chunk),
             Ev::Timer { node } => {
+                let now = self.now;
                 let n = &mut self.nodes[node as usize];
-                if n.timer_at != Some(self.now) {
+                if n.timer_at != Some(now) {
                     return;
                 }
                 n.timer_at = None;
-                if let Some(s) = n.sched.as_mut() {
-                    s.handle_timeout(self.now);
-                }
+                n.engine.handle_timeout(now);
                 self.drive(node);
             }
             Ev::Publish { film } => self.publish(film),
@@ -456,36 +488,169 @@ impl<'a> Engine<'a> {
         }
     }
 
-    /// Polls a node's scheduler until it has nothing more to say, carrying out its outputs; re-arms its
-    /// timer.
+    fn live(&self, from: NodeIx, to: NodeIx, epochs: (u32, u32)) -> bool {
+        let (a, b) = (&self.nodes[from as usize], &self.nodes[to as usize]);
+        a.online && b.online && a.epoch == epochs.0 && b.epoch == epochs.1
+    }
+
+    /// A message reaches its receiver: the matching engine input, and the answer on the wire.
+    fn deliver(&mut self, w: Wire) {
+        if !self.live(w.from, w.to, w.epochs) {
+            return;
+        }
+        let (from, to, now) = (w.from, w.to, self.now);
+        let info = |s: &Self, x: NodeIx| {
+            let n = &s.topo.nodes[x as usize];
+            let role = if n.seeder { Role::Superseeder } else { Role::Cinema };
+            PeerInfo { role: Some(role), locality: n.locality.clone() }
+        };
+        match w.msg {
+            Msg::Request(req) => {
+                let e = &mut self.nodes[to as usize].engine;
+                match req {
+                    Request::Hello => {
+                        let i = info(self, from);
+                        self.nodes[to as usize].engine.hello(now, from, i);
+                        self.send(to, from, Msg::Hello);
+                    }
+                    Request::Manifest { content } => {
+                        let good = e.held(&content).map(|h| h.size);
+                        self.send(to, from, Msg::Manifest { content, good });
+                    }
+                    Request::Bitfield { content } => {
+                        let have = e.bitfield_request(now, &from, &content);
+                        self.send(to, from, Msg::Bitfield { content, have });
+                    }
+                    Request::Chunk { content, index } => {
+                        self.next_upload += 1;
+                        let upload = self.next_upload;
+                        self.uploads.insert(upload, Upload { dl: from, ul: to, content, index, epochs: (w.epochs.1, w.epochs.0) });
+                        e.chunk_request(now, &from, upload, content, index);
+                    }
+                    Request::Have { content, chunks } => e.have(now, &from, &content, &chunks),
+                    Request::Cancel { content, index } => e.cancel(now, &from, &content, index),
+                }
+                self.drive(to);
+            }
+            Msg::Hello => {
+                let i = info(self, from);
+                self.nodes[to as usize].engine.hello(now, from, i);
+                self.drive(to);
+            }
+            Msg::Manifest { content, good } => {
+                let reply = match good {
+                    Some(size) => ManifestReply::Good { size },
+                    None => ManifestReply::Missing,
+                };
+                self.nodes[to as usize].engine.manifest(now, &from, content, reply);
+                self.drive(to);
+            }
+            Msg::Bitfield { content, have } => {
+                self.nodes[to as usize].engine.bitfield(now, &from, &content, have);
+                self.drive(to);
+            }
+            Msg::Answer { content, index, answer } => {
+                self.nodes[to as usize].engine.chunk_reply(now, &from, &content, index, Reply::Answer(answer));
+                self.drive(to);
+            }
+        }
+    }
+
+    /// Drains a node's engine, carrying out its outputs; re-arms its timer.
     fn drive(&mut self, x: NodeIx) {
         let now = self.now;
-        while let Some(out) = self.nodes[x as usize].sched.as_mut().and_then(|s| s.poll_output(now)) {
+        while let Some(out) = self.nodes[x as usize].engine.poll_output() {
             match out {
-                Output::Request { peer, content, chunk } => {
-                    let lat = self.topo.latency(x, peer);
-                    self.push(
-                        Time(now.0 + lat),
-                        Ev::Request { dl: x, ul: peer, film: film_of(&content), chunk },
-                    );
+                Output::Send { peer, request } => self.send(x, peer, Msg::Request(request)),
+                Output::Answer { upload, answer } => self.answer(x, upload, answer),
+                Output::Read { upload, .. } => {
+                    let bytes = self.uploads.get(&upload).map(|u| self.chunk_len(u.content, u.index));
+                    let result = bytes.ok_or_else(|| "unknown upload".to_owned());
+                    self.nodes[x as usize].engine.chunk_read(now, upload, result);
                 }
-                Output::Cancel { peer, content, chunk } => {
-                    let lat = self.topo.latency(x, peer);
-                    self.push(
-                        Time(now.0 + lat),
-                        Ev::Cancel { dl: x, ul: peer, film: film_of(&content), chunk },
-                    );
+                Output::Abort { upload } => {
+                    if let Some(flow) = self.flows.remove(&upload) {
+                        self.net.remove_flow(flow);
+                        self.transfers[flow.index as usize] = None;
+                        self.uploads.remove(&upload);
+                        self.request_tick(now);
+                    }
                 }
-                Output::Penalise { .. } => self.penalties += 1,
-                Output::Complete { content } => self.complete(x, film_of(&content)),
+                Output::Install { content } => {
+                    let chunks = self.chunks[film_of(&content) as usize];
+                    self.nodes[x as usize].engine.installed(now, content, Ok(Bitfield::new(chunks)));
+                }
+                // The DHT is modelled by the lookup delay before the offer; content is never removed.
+                Output::Remove { .. } | Output::Lookup { .. } | Output::Provide { .. } | Output::Unprovide { .. } => {}
+                Output::Event(e) => match e {
+                    engine::Event::Complete { content } => self.complete(x, film_of(&content)),
+                    engine::Event::Penalised { .. } => self.penalties += 1,
+                    engine::Event::ChunkStored { .. } => {
+                        self.received_chunks += 1;
+                        if let Some(p) = self.progress {
+                            if self.received_chunks % 512 == 0 {
+                                p(self.received_chunks, self.needed_chunks);
+                            }
+                        }
+                    }
+                    engine::Event::Joined { .. }
+                    | engine::Event::Fetching { .. }
+                    | engine::Event::Refused { .. }
+                    | engine::Event::Served { .. } => {}
+                },
             }
         }
         let n = &mut self.nodes[x as usize];
-        if let Some(t) = n.sched.as_ref().and_then(|s| s.poll_timeout()) {
+        if let Some(t) = n.engine.poll_timeout() {
             let t = t.max(Time(now.0 + 1));
-            if n.timer_at.is_none_or(|cur| t < cur) {
+            if n.timer_at.is_none_or(|cur| t < cur || cur <= now) {
                 n.timer_at = Some(t);
                 self.push(t, Ev::Timer { node: x });
+            }
+        }
+    }
+
+    fn chunk_len(&self, content: ContentId, index: u32) -> u64 {
+        let f = film_of(&content) as usize;
+        let size = self.sc.chunk_size();
+        let total = self.sc.film[f].size.0;
+        size.min(total.saturating_sub(u64::from(index) * size))
+    }
+
+    /// The uploader `x` answers `upload`: data becomes a flow, anything else a message.
+    fn answer(&mut self, x: NodeIx, upload: UploadId, answer: Answer) {
+        let Some(u) = self.uploads.get(&upload).copied() else { return };
+        if !self.live(u.ul, u.dl, u.epochs) {
+            self.uploads.remove(&upload);
+            return;
+        }
+        debug_assert_eq!(u.ul, x);
+        match answer {
+            Answer::Data { len, load } => {
+                let (a, b) = (&self.topo.nodes[u.ul as usize], &self.topo.nodes[u.dl as usize]);
+                let mut links = vec![self.nodes[u.ul as usize].up];
+                if a.isp != b.isp {
+                    links.extend(self.egress_link[a.isp as usize]);
+                    links.extend(self.ingress_link[b.isp as usize]);
+                }
+                links.push(self.nodes[u.dl as usize].down);
+                let flow = self.net.add_flow(&links, len);
+                let ix = flow.index as usize;
+                if self.transfers.len() <= ix {
+                    self.transfers.resize(ix + 1, None);
+                }
+                let film = film_of(&u.content);
+                self.transfers[ix] =
+                    Some(Transfer { upload, dl: u.dl, ul: u.ul, film, chunk: u.index, bytes: len, load, start: self.now });
+                self.flows.insert(upload, flow);
+                self.request_tick(self.now);
+            }
+            other => {
+                if matches!(other, Answer::Busy { .. }) {
+                    self.busy += 1;
+                }
+                self.uploads.remove(&upload);
+                self.send(x, u.dl, Msg::Answer { content: u.content, index: u.index, answer: other });
             }
         }
     }
@@ -503,48 +668,6 @@ impl<'a> Engine<'a> {
         }
     }
 
-    fn request(&mut self, dl: NodeIx, ul: NodeIx, film: FilmIx, chunk: u32) {
-        if !self.nodes[dl as usize].online {
-            return;
-        }
-        let back = Time(self.now.0 + self.topo.latency(dl, ul));
-        let u = &mut self.nodes[ul as usize];
-        if !u.online {
-            self.push(back, Ev::Failed { dl, ul, film, chunk, kind: FailKind::Io });
-            return;
-        }
-        if !u.have.get(film as usize).is_some_and(|h| h.get(chunk)) {
-            self.push(back, Ev::Failed { dl, ul, film, chunk, kind: FailKind::Missing });
-            return;
-        }
-        match u.slots.request(&dl) {
-            UploadDecision::Busy { load } => {
-                self.busy += 1;
-                let milli_load = (load.clamp(0.0, 100.0) * 1000.0) as u32;
-                self.push(back, Ev::Failed { dl, ul, film, chunk, kind: FailKind::Busy { milli_load } });
-            }
-            UploadDecision::Serve => {
-                let (a, b) = (&self.topo.nodes[ul as usize], &self.topo.nodes[dl as usize]);
-                let mut links = vec![self.nodes[ul as usize].up];
-                if a.isp != b.isp {
-                    links.extend(self.egress_link[a.isp as usize]);
-                    links.extend(self.ingress_link[b.isp as usize]);
-                }
-                links.push(self.nodes[dl as usize].down);
-                let total = self.sc.film[film as usize].size.0;
-                let bytes = self.chunk_bytes.min(total - u64::from(chunk) * self.chunk_bytes);
-                let flow = self.net.add_flow(&links, bytes);
-                let ix = flow.index as usize;
-                if self.transfers.len() <= ix {
-                    self.transfers.resize(ix + 1, None);
-                }
-                self.transfers[ix] = Some(Transfer { dl, ul, film, chunk, bytes, start: self.now });
-                self.active.insert((dl, ul, film, chunk), flow);
-                self.request_tick(self.now);
-            }
-        }
-    }
-
     fn flow_done(&mut self, flow: FlowId) {
         if !self.net.remove_flow(flow) {
             return;
@@ -553,10 +676,10 @@ impl<'a> Engine<'a> {
         let Some(t) = self.transfers[flow.index as usize].take() else {
             return;
         };
-        self.active.remove(&(t.dl, t.ul, t.film, t.chunk));
+        self.flows.remove(&t.upload);
+        self.uploads.remove(&t.upload);
         self.transfers_done += 1;
         let (dl, ul) = (t.dl as usize, t.ul as usize);
-        self.nodes[ul].slots.finished(&t.dl);
         let (ui, di) = (self.topo.nodes[ul].isp as usize, self.topo.nodes[dl].isp as usize);
         self.isp_matrix[ui][di] += t.bytes;
         self.stats[ul].bytes_up += t.bytes;
@@ -569,27 +692,16 @@ impl<'a> Engine<'a> {
         if self.topo.nodes[ul].seeder {
             self.add_egress(t.start, self.now, t.bytes);
         }
-        let load = self.nodes[ul].slots.load();
         let now = self.now;
-        let new = self.nodes[dl].have[t.film as usize].set(t.chunk);
-        if new {
-            self.received_chunks += 1;
-            if let Some(p) = self.progress {
-                if self.received_chunks % 512 == 0 {
-                    p(self.received_chunks, self.needed_chunks);
-                }
-            }
-            let lat = self.topo.latency(t.dl, t.ul);
-            self.push(Time(now.0 + lat), Ev::Have { node: t.dl, film: t.film, chunk: t.chunk });
-            if self.nodes[dl].have[t.film as usize].is_complete() {
-                self.complete(t.dl, t.film);
-            }
+        self.nodes[ul].engine.upload_done(now, t.upload, true);
+        self.drive(t.ul);
+        let content = content_id(t.film);
+        let reply = Reply::Answer(Answer::Data { len: t.bytes, load: t.load });
+        let e = &mut self.nodes[dl].engine;
+        if e.chunk_reply(now, &t.ul, &content, t.chunk, reply) {
+            e.chunk_written(now, &t.ul, &content, t.chunk, t.bytes, Written::Ok);
         } else {
             self.duplicate_transfers += 1;
-        }
-        if let Some(s) = self.nodes[dl].sched.as_mut() {
-            s.chunk_received(now, &t.ul, &content_id(t.film), t.chunk, t.bytes);
-            s.peer_load(now, &t.ul, load);
         }
         self.drive(t.dl);
     }
@@ -608,26 +720,6 @@ impl<'a> Engine<'a> {
             let part = if bin == b { bytes - given } else { (bytes as f64 * (hi - lo) as f64 / span) as u64 };
             self.egress_bins[bin as usize] += part;
             given += part;
-        }
-    }
-
-    fn have(&mut self, x: NodeIx, film: FilmIx, chunk: u32) {
-        if !self.nodes[x as usize].online {
-            return;
-        }
-        let now = self.now;
-        let id = content_id(film);
-        let f = film as usize;
-        for k in 0..self.topo.neighbours[x as usize].len() {
-            let j = self.topo.neighbours[x as usize][k];
-            let n = &mut self.nodes[j as usize];
-            if !n.online || !n.started[f] || n.done[f] {
-                continue;
-            }
-            if let Some(s) = n.sched.as_mut() {
-                s.peer_has(now, &x, &id, chunk);
-            }
-            self.drive(j);
         }
     }
 
@@ -669,6 +761,7 @@ impl<'a> Engine<'a> {
         self.push(Time(at + l.micros), Ev::Start { node: x, film });
     }
 
+    /// The node's engine is offered the film, as the node's catalogue does on a Publish.
     fn start(&mut self, x: NodeIx, film: FilmIx) {
         let (xi, f) = (x as usize, film as usize);
         if !self.nodes[xi].online || self.nodes[xi].started[f] {
@@ -676,38 +769,16 @@ impl<'a> Engine<'a> {
         }
         self.nodes[xi].started[f] = true;
         let now = self.now;
-        let id = content_id(film);
         let publish = Time::from_duration(self.sc.film[f].publish);
-        let spec = ContentSpec {
-            id,
+        let offer = Offer {
+            content: content_id(film),
             chunks: self.chunks[f],
+            size: self.sc.film[f].size.0,
+            chunk_size: self.sc.chunk_size(),
             deadline: self.sc.film[f].deadline.map(|d| publish + d),
+            targeted: self.stats[xi].targeted[f],
         };
-        let have = self.nodes[xi].have[f].clone();
-        if let Some(s) = self.nodes[xi].sched.as_mut() {
-            s.add_content(now, spec, have);
-        }
-        for k in 0..self.topo.neighbours[xi].len() {
-            let j = self.topo.neighbours[xi][k];
-            let ji = j as usize;
-            if !self.nodes[ji].online {
-                continue;
-            }
-            let seeder = self.topo.nodes[ji].seeder;
-            if seeder || self.nodes[ji].started[f] {
-                let theirs = self.nodes[ji].have[f].clone();
-                if let Some(s) = self.nodes[xi].sched.as_mut() {
-                    s.peer_bitfield(now, &j, &id, theirs);
-                }
-            }
-            if !seeder && self.nodes[ji].started[f] && !self.nodes[ji].done[f] {
-                let mine = self.nodes[xi].have[f].clone();
-                if let Some(s) = self.nodes[ji].sched.as_mut() {
-                    s.peer_bitfield(now, &x, &id, mine);
-                }
-                self.drive(j);
-            }
-        }
+        self.nodes[xi].engine.offer(now, offer);
         self.drive(x);
     }
 
@@ -717,39 +788,17 @@ impl<'a> Engine<'a> {
             return;
         }
         self.nodes[xi].online = true;
+        self.nodes[xi].epoch += 1;
         let now = self.now;
         let mut nearest = u64::MAX;
         for k in 0..self.topo.neighbours[xi].len() {
             let j = self.topo.neighbours[xi][k];
-            let ji = j as usize;
-            if !self.nodes[ji].online {
+            if !self.nodes[j as usize].online {
                 continue;
             }
             nearest = nearest.min(self.topo.latency(x, j));
-            let (lx, lj) = (self.topo.nodes[xi].locality.clone(), self.topo.nodes[ji].locality.clone());
-            if let Some(s) = self.nodes[xi].sched.as_mut() {
-                s.peer_joined(now, j, lj);
-            }
-            if let Some(s) = self.nodes[ji].sched.as_mut() {
-                s.peer_joined(now, x, lx);
-            }
-            for f in 0..self.chunks.len() {
-                let id = content_id(f as FilmIx);
-                let (sx, sj) =
-                    (self.nodes[xi].started[f], self.nodes[ji].started[f] || self.topo.nodes[ji].seeder);
-                if sx && sj {
-                    let theirs = self.nodes[ji].have[f].clone();
-                    if let Some(s) = self.nodes[xi].sched.as_mut() {
-                        s.peer_bitfield(now, &j, &id, theirs);
-                    }
-                }
-                if sx && self.nodes[ji].started[f] {
-                    let mine = self.nodes[xi].have[f].clone();
-                    if let Some(s) = self.nodes[ji].sched.as_mut() {
-                        s.peer_bitfield(now, &x, &id, mine);
-                    }
-                }
-            }
+            self.nodes[xi].engine.connected(now, j);
+            self.nodes[j as usize].engine.connected(now, x);
             self.drive(j);
         }
         // Anti-entropy on connect: catalogue entries published while offline arrive one round trip later.
@@ -787,31 +836,35 @@ impl<'a> Engine<'a> {
             if t.dl != x && t.ul != x {
                 continue;
             }
-            if let Some(flow) = self.active.remove(&(t.dl, t.ul, t.film, t.chunk)) {
+            if let Some(flow) = self.flows.remove(&t.upload) {
                 self.net.remove_flow(flow);
             }
+            self.uploads.remove(&t.upload);
             self.transfers[ix] = None;
-            self.nodes[t.ul as usize].slots.finished(&t.dl);
         }
+        self.uploads.retain(|_, u| u.dl != x && u.ul != x);
         self.request_tick(now);
         for k in 0..self.topo.neighbours[xi].len() {
             let j = self.topo.neighbours[xi][k];
-            let ji = j as usize;
-            if !self.nodes[ji].online {
+            if !self.nodes[j as usize].online {
                 continue;
             }
-            self.nodes[ji].slots.peer_left(&x);
-            self.nodes[xi].slots.peer_left(&j);
-            if let Some(s) = self.nodes[ji].sched.as_mut() {
-                s.peer_left(now, &x);
-            }
-            if let Some(s) = self.nodes[xi].sched.as_mut() {
-                s.peer_left(now, &j);
-            }
+            self.nodes[j as usize].engine.disconnected(now, &x);
+            self.nodes[xi].engine.disconnected(now, &j);
             self.drive(j);
         }
+        // Outputs of an offline node go nowhere.
+        while self.nodes[xi].engine.poll_output().is_some() {}
         let back = now + exp(&mut self.rng, self.sc.churn.offline_mean);
         self.push(back, Ev::Online { node: x });
+    }
+
+    /// The kinds of engine inputs and outputs every node saw (with `sim.record_engine`), merged.
+    pub fn recorded(&self) -> Vec<String> {
+        let mut all: Vec<String> = self.nodes.iter().flat_map(|n| n.engine.recorded()).collect();
+        all.sort();
+        all.dedup();
+        all
     }
 
     fn finish(self) -> Outcome {
@@ -823,6 +876,7 @@ impl<'a> Engine<'a> {
                 }
             }
         }
+        let recorded = self.recorded();
         Outcome {
             topo: self.topo,
             stats: self.stats,
@@ -837,6 +891,7 @@ impl<'a> Engine<'a> {
             penalties: self.penalties,
             incomplete,
             ticks: self.ticks,
+            recorded,
         }
     }
 }

@@ -217,6 +217,9 @@ pub struct SimConfig {
     pub kad_k: u32,
     /// Kademlia parallelism alpha.
     pub kad_alpha: u32,
+    /// Record the kinds of engine inputs and outputs every node sees (the parity test with the node).
+    #[serde(default)]
+    pub record_engine: bool,
 }
 
 impl Default for SimConfig {
@@ -227,6 +230,7 @@ impl Default for SimConfig {
             max_events: 2_000_000_000,
             kad_k: 20,
             kad_alpha: 3,
+            record_engine: false,
         }
     }
 }
@@ -410,6 +414,11 @@ impl Scenario {
         check(sim.kad_k >= 2, "sim.kad_k", "must be at least 2")?;
         check(sim.kad_alpha >= 1, "sim.kad_alpha", "must be at least 1")?;
         Ok(())
+    }
+
+    /// Bytes per chunk.
+    pub fn chunk_size(&self) -> u64 {
+        self.transfer.chunk_size.0
     }
 
     /// Number of chunks of film `i`.

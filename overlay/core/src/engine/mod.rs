@@ -792,15 +792,19 @@ impl<P: PeerKey> Engine<P> {
     // ---- bitfields and haves ----------------------------------------------------------------------
 
     /// `peer` asks for our bitfield of `content` (and so subscribes to our have-updates for it, up to
-    /// [`Config::max_peers`] subscribers). `None`: we hold none of it.
+    /// [`Config::max_peers`] subscribers). `None`: we hold none of it. A peer that asks while we are still
+    /// waiting for the manifest is subscribed too, so it hears of our first chunks.
     pub fn bitfield_request(&mut self, _now: Time, peer: &P, content: &ContentId) -> Option<Bitfield> {
         self.input("bitfield-request");
-        let have = self.held.get(content)?.held.have.clone();
+        let have = self.held.get(content).map(|h| h.held.have.clone());
+        if have.is_none() && !self.fetches.contains_key(content) {
+            return None;
+        }
         let subs = self.subscribers.entry(*content).or_default();
         if subs.len() < self.cfg.max_peers as usize {
             subs.insert(peer.clone());
         }
-        Some(have)
+        have
     }
 
     /// `peer`'s bitfield of `content` (its answer to our request); `None` when it holds none.
