@@ -22,6 +22,7 @@ use std::time::Duration;
 use cinemesh_core::engine::{
     self, Answer, Held, ManifestReply, Offer, Output, PeerInfo, Reply, Request, Role, UploadId, Written,
 };
+use cinemesh_core::schedule::Limits;
 use cinemesh_core::{Bitfield, ContentId, Time};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -287,6 +288,15 @@ impl<'a> Engine<'a> {
             if sc.sim.record_engine {
                 e.record_kinds();
             }
+            // A cinema's own limits: the topology caps its links, and its engine paces its requests and
+            // answers by them as the node's does.
+            let limits = Limits {
+                upload: sc.transfer.upload_limit.map(|r| r.0),
+                download: sc.transfer.download_limit.map(|r| r.0),
+            };
+            if !node.seeder && limits != Limits::default() {
+                e.set_limits(Time::ZERO, limits);
+            }
             if node.seeder {
                 for (f, film) in sc.film.iter().enumerate() {
                     let held = Held { have: Bitfield::full(chunks[f]), size: film.size.0, pinned: true };
@@ -524,7 +534,10 @@ impl<'a> Engine<'a> {
                     Request::Chunk { content, index } => {
                         self.next_upload += 1;
                         let upload = self.next_upload;
-                        self.uploads.insert(upload, Upload { dl: from, ul: to, content, index, epochs: (w.epochs.1, w.epochs.0) });
+                        self.uploads.insert(
+                            upload,
+                            Upload { dl: from, ul: to, content, index, epochs: (w.epochs.1, w.epochs.0) },
+                        );
                         e.chunk_request(now, &from, upload, content, index);
                     }
                     Request::Have { content, chunks } => e.have(now, &from, &content, &chunks),
@@ -550,7 +563,13 @@ impl<'a> Engine<'a> {
                 self.drive(to);
             }
             Msg::Answer { content, index, answer } => {
-                self.nodes[to as usize].engine.chunk_reply(now, &from, &content, index, Reply::Answer(answer));
+                self.nodes[to as usize].engine.chunk_reply(
+                    now,
+                    &from,
+                    &content,
+                    index,
+                    Reply::Answer(answer),
+                );
                 self.drive(to);
             }
         }
@@ -581,7 +600,10 @@ impl<'a> Engine<'a> {
                     self.nodes[x as usize].engine.installed(now, content, Ok(Bitfield::new(chunks)));
                 }
                 // The DHT is modelled by the lookup delay before the offer; content is never removed.
-                Output::Remove { .. } | Output::Lookup { .. } | Output::Provide { .. } | Output::Unprovide { .. } => {}
+                Output::Remove { .. }
+                | Output::Lookup { .. }
+                | Output::Provide { .. }
+                | Output::Unprovide { .. } => {}
                 Output::Event(e) => match e {
                     engine::Event::Complete { content } => self.complete(x, film_of(&content)),
                     engine::Event::Penalised { .. } => self.penalties += 1,
@@ -640,8 +662,16 @@ impl<'a> Engine<'a> {
                     self.transfers.resize(ix + 1, None);
                 }
                 let film = film_of(&u.content);
-                self.transfers[ix] =
-                    Some(Transfer { upload, dl: u.dl, ul: u.ul, film, chunk: u.index, bytes: len, load, start: self.now });
+                self.transfers[ix] = Some(Transfer {
+                    upload,
+                    dl: u.dl,
+                    ul: u.ul,
+                    film,
+                    chunk: u.index,
+                    bytes: len,
+                    load,
+                    start: self.now,
+                });
                 self.flows.insert(upload, flow);
                 self.request_tick(self.now);
             }

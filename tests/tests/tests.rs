@@ -917,3 +917,75 @@ async fn a_malformed_chunk_request_is_refused_and_counted() -> anyhow::Result<()
     assert!(node.client.status().await?.peer_id == peer.to_string());
     node.stop().await
 }
+
+/// Kinds of engine inputs and outputs whose use depends on timing (end-game cancels, busy answers, a
+/// request caught by a closing connection): either body may see them in one run and not in another.
+const TIMING_DEPENDENT: &[&str] = &[
+    "in:cancel",
+    "in:disconnected",
+    "in:reply:busy",
+    "in:reply:cancelled",
+    "in:reply:failed",
+    "in:reply:missing",
+    "out:abort",
+    "out:answer:busy",
+    "out:answer:cancelled",
+    "out:answer:missing",
+    "out:send:cancel",
+];
+
+/// One brain, two bodies: the node and the simulator drive the same engine with the same kinds of inputs
+/// and outputs. Three real nodes (a distributor and two cinemas on loopback) and the simulator on the same
+/// topology (scenarios/netns-3.toml) record every kind their engines see; a kind used by one body and never
+/// by the other (timing aside) fails the test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_and_simulator_drive_the_same_engine() -> anyhow::Result<()> {
+    use std::collections::BTreeSet;
+
+    let (tmp, key, trusted) = setup()?;
+    let mut c = node_config(tmp.path(), "distributor", Role::Distributor, "dc", &trusted);
+    c.record_engine = true;
+    let distributor = LocalNode::start(c).await?;
+    let mut cinemas = Vec::new();
+    // 4 MB/s down per cinema: the 8 MiB film takes about two seconds, long enough for have batches.
+    for (i, isp) in ["isp-a", "isp-b"].iter().enumerate() {
+        let mut c = cinema(tmp.path(), &format!("cinema-{i}"), isp, &trusted, &distributor);
+        c.record_engine = true;
+        c.transfer.download_limit = Some(Rate(4e6));
+        cinemas.push(LocalNode::start(c).await?);
+    }
+    let film = tmp.path().join("film");
+    generate_film(&film, 8 << 20, 3)?;
+    let p = publish(&distributor, &key, 1, &film).await?;
+    for c in &cinemas {
+        wait_complete(c, p.id).await?;
+    }
+    let mut node_kinds = BTreeSet::new();
+    for n in cinemas.iter().chain([&distributor]) {
+        node_kinds.extend(n.client.engine_kinds().await?);
+    }
+    for n in cinemas.into_iter().chain([distributor]) {
+        n.stop().await?;
+    }
+
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scenarios/netns-3.toml");
+    let sets = ["sim.record_engine=true".to_owned(), "transfer.download_limit=4MB/s".to_owned()];
+    let sc = cinemesh_sim::Scenario::load(&path, &sets)?;
+    let (outcome, _) = cinemesh_sim::simulate(&sc, 1, None)?;
+    assert_eq!(outcome.incomplete, 0, "the simulated run completes");
+    let sim_kinds: BTreeSet<String> = outcome.recorded.into_iter().collect();
+
+    for core in
+        ["in:hello", "in:offer", "in:chunk-request", "in:written:ok", "out:send:have", "out:answer:data"]
+    {
+        assert!(node_kinds.contains(core), "the node never used {core}: {node_kinds:?}");
+        assert!(sim_kinds.contains(core), "the simulator never used {core}: {sim_kinds:?}");
+    }
+    let only_node: Vec<_> =
+        node_kinds.difference(&sim_kinds).filter(|k| !TIMING_DEPENDENT.contains(&k.as_str())).collect();
+    let only_sim: Vec<_> =
+        sim_kinds.difference(&node_kinds).filter(|k| !TIMING_DEPENDENT.contains(&k.as_str())).collect();
+    assert!(only_node.is_empty(), "engine kinds the node uses and the simulator never does: {only_node:?}");
+    assert!(only_sim.is_empty(), "engine kinds the simulator uses and the node never does: {only_sim:?}");
+    Ok(())
+}

@@ -722,6 +722,12 @@ impl<P: PeerKey> Scheduler<P> {
         }
     }
 
+    /// The next queued cancel, penalty or completion, without deciding any new request (a caller holding
+    /// requests back, e.g. under a download limit, still gets these).
+    pub fn poll_queued(&mut self) -> Option<Output<P>> {
+        self.out.pop_front()
+    }
+
     /// The next decision, if any. Call until `None` after every input.
     pub fn poll_output(&mut self, now: Time) -> Option<Output<P>> {
         if let Some(o) = self.out.pop_front() {

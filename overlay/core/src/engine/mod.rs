@@ -412,6 +412,9 @@ impl<P: PeerKey> Engine<P> {
     /// completions.
     fn drive(&mut self, now: Time) {
         loop {
+            while let Some(o) = self.scheduler.poll_queued() {
+                self.on_scheduler_output(now, o);
+            }
             if let Some(b) = &mut self.down_bucket {
                 let wait = b.wait(now);
                 if !wait.is_zero() {
@@ -420,24 +423,26 @@ impl<P: PeerKey> Engine<P> {
                 }
             }
             let Some(o) = self.scheduler.poll_output(now) else { break };
-            match o {
-                scheduler::Output::Request { peer, content, chunk } => {
-                    if let Some(b) = &mut self.down_bucket {
-                        let size = self.offers.get(&content).map_or(0, |o| o.chunk_size);
-                        b.reserve(now, size);
-                    }
-                    self.out
-                        .push_back(Output::Send { peer, request: Request::Chunk { content, index: chunk } });
+            self.on_scheduler_output(now, o);
+        }
+    }
+
+    fn on_scheduler_output(&mut self, now: Time, o: scheduler::Output<P>) {
+        match o {
+            scheduler::Output::Request { peer, content, chunk } => {
+                if let Some(b) = &mut self.down_bucket {
+                    let size = self.offers.get(&content).map_or(0, |o| o.chunk_size);
+                    b.reserve(now, size);
                 }
-                scheduler::Output::Cancel { peer, content, chunk } => {
-                    self.out
-                        .push_back(Output::Send { peer, request: Request::Cancel { content, index: chunk } });
-                }
-                scheduler::Output::Penalise { peer } => {
-                    self.out.push_back(Output::Event(Event::Penalised { peer }))
-                }
-                scheduler::Output::Complete { content } => self.complete(content),
+                self.out.push_back(Output::Send { peer, request: Request::Chunk { content, index: chunk } });
             }
+            scheduler::Output::Cancel { peer, content, chunk } => {
+                self.out.push_back(Output::Send { peer, request: Request::Cancel { content, index: chunk } });
+            }
+            scheduler::Output::Penalise { peer } => {
+                self.out.push_back(Output::Event(Event::Penalised { peer }))
+            }
+            scheduler::Output::Complete { content } => self.complete(content),
         }
     }
 
