@@ -29,6 +29,14 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// A sharded sweep: a bad `--shard`, an unreadable shard file, or shards that do not merge.
+    #[error("sweep shards: {what}: {reason}")]
+    Shard {
+        /// The argument or file concerned.
+        what: String,
+        /// Why.
+        reason: String,
+    },
     /// A field is out of range or refers to something unknown.
     #[error("invalid scenario: {0}")]
     Invalid(#[from] ConfigError),

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use cinemesh_sim::report::{self, film_bound};
-use cinemesh_sim::sweep::{self, RunFigures, Vary};
+use cinemesh_sim::sweep::{self, Vary};
 use cinemesh_sim::{engine, simulate, Scenario};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -56,6 +56,22 @@ enum Cmd {
         /// Output directory (default `sim-out/<scenario>-sweep`).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Where to write the best configuration as a node config (default `<out>/best.toml`).
+        #[arg(long, value_name = "FILE")]
+        emit_config: Option<PathBuf>,
+        /// Run only the I-th of N shares of the jobs and write `<out>/shard-I-of-N.json`; rank the shares
+        /// with `cinemesh-sim merge`.
+        #[arg(long, value_name = "I/N")]
+        shard: Option<String>,
+    },
+    /// Merge the shard files of a sharded sweep: check they cover every run once, rank, write the best.
+    Merge {
+        /// The `shard-I-of-N.json` files (or directories holding them).
+        #[arg(required = true)]
+        shards: Vec<PathBuf>,
+        /// Output directory for ranking.csv and best.toml.
+        #[arg(long, default_value = "sim-out/merged-sweep")]
+        out: PathBuf,
         /// Where to write the best configuration as a node config (default `<out>/best.toml`).
         #[arg(long, value_name = "FILE")]
         emit_config: Option<PathBuf>,
@@ -114,6 +130,7 @@ struct SweepArgs {
     sets: Vec<String>,
     out: Option<PathBuf>,
     emit_config: Option<PathBuf>,
+    shard: Option<String>,
 }
 
 fn sweep(a: SweepArgs) -> anyhow::Result<()> {
@@ -131,50 +148,105 @@ fn sweep(a: SweepArgs) -> anyhow::Result<()> {
     let name = scenarios.first().map(|s| s.name.clone()).unwrap_or_default();
     let out = a.out.unwrap_or_else(|| PathBuf::from(format!("sim-out/{name}-sweep")));
     let seeds = a.seeds.max(1);
-    let jobs: Vec<(usize, u64)> = (0..configs.len()).flat_map(|c| (1..=seeds).map(move |s| (c, s))).collect();
+    let shard: sweep::Shard = match &a.shard {
+        Some(s) => s.parse()?,
+        None => sweep::Shard::WHOLE,
+    };
+    let jobs = shard.jobs(configs.len(), seeds);
     let pb = bar(jobs.len() as u64, "runs");
     let done = AtomicU64::new(0);
     let pool = rayon::ThreadPoolBuilder::new().num_threads(a.jobs.max(1)).build()?;
     let started = Instant::now();
-    let results: Vec<(usize, anyhow::Result<RunFigures>)> = pool.install(|| {
+    let results: Vec<anyhow::Result<sweep::ShardRun>> = pool.install(|| {
         jobs.par_iter()
             .map(|&(c, seed)| {
                 let r = simulate(&scenarios[c], seed, None)
-                    .map(|(_, r)| (r.t_measured, r.efficiency, r.transit_ratio))
+                    .map(|(_, r)| sweep::ShardRun {
+                        config: c,
+                        seed,
+                        t_measured: r.t_measured,
+                        efficiency: r.efficiency,
+                        transit_ratio: r.transit_ratio,
+                    })
                     .map_err(anyhow::Error::from);
                 pb.set_position(done.fetch_add(1, Ordering::Relaxed) + 1);
-                (c, r)
+                r
             })
             .collect()
     });
     pb.finish_and_clear();
-    let mut per_config: Vec<Vec<RunFigures>> = vec![Vec::new(); configs.len()];
-    for (c, r) in results {
-        per_config[c].push(r?);
-    }
-    let ranked = sweep::rank(
-        configs.iter().cloned().zip(per_config).map(|(sets, runs)| sweep::aggregate(sets, &runs)).collect(),
-    );
+    let file = sweep::ShardFile {
+        origin,
+        scenario: text,
+        fixed: a.sets.clone(),
+        configs,
+        seeds,
+        shard,
+        runs: results.into_iter().collect::<anyhow::Result<_>>()?,
+    };
+    println!("{} runs in {:.1} s", jobs.len(), started.elapsed().as_secs_f64());
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
-    let csv = sweep::ranking_csv(&ranked);
+    if a.shard.is_some() {
+        let path = out.join(file.file_name());
+        std::fs::write(&path, serde_json::to_string_pretty(&file)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        println!(
+            "shard {}/{} written to {}; rank all shards with `cinemesh-sim merge`",
+            shard.index,
+            shard.count,
+            path.display()
+        );
+        return Ok(());
+    }
+    finish_sweep(sweep::merge(&[file])?, &out, a.emit_config)
+}
+
+/// `cinemesh-sim merge`: the shard files given (directories are searched for `shard-*.json`).
+fn merge(paths: &[PathBuf], out: &Path, emit_config: Option<PathBuf>) -> anyhow::Result<()> {
+    let mut files = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(p)
+                .with_context(|| format!("cannot read {}", p.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| {
+                    f.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with("shard-") && n.ends_with(".json"))
+                })
+                .collect();
+            found.sort();
+            files.extend(found);
+        } else {
+            files.push(p.clone());
+        }
+    }
+    let shards: Vec<sweep::ShardFile> =
+        files.iter().map(|f| sweep::ShardFile::read(f)).collect::<Result<_, _>>()?;
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    finish_sweep(sweep::merge(&shards)?, out, emit_config)
+}
+
+/// Writes the ranking and the best configuration of a (merged) sweep.
+fn finish_sweep(m: sweep::Merged, out: &Path, emit_config: Option<PathBuf>) -> anyhow::Result<()> {
+    let csv = sweep::ranking_csv(&m.ranked);
     std::fs::write(out.join("ranking.csv"), &csv)
         .with_context(|| format!("cannot write {}/ranking.csv", out.display()))?;
     println!("objective: all targets complete, then lowest mean T_measured (1% buckets), then lowest transit ratio");
     print!("{csv}");
-    println!("{} runs in {:.1} s", jobs.len(), started.elapsed().as_secs_f64());
-    if let Some(best) = ranked.first() {
-        let sets: Vec<String> = a.sets.iter().chain(&best.sets).cloned().collect();
-        let sc = Scenario::parse(&text, &origin, &sets)?;
+    if let Some(best) = m.ranked.first() {
+        let sets: Vec<String> = m.fixed.iter().chain(&best.sets).cloned().collect();
+        let sc = Scenario::parse(&m.scenario, &m.origin, &sets)?;
         let comment = format!(
             "cinemesh node config: best of a cinemesh-sim sweep of {}\nsettings: {}\nmean T_measured {:.0} s, efficiency {:.3}, transit ratio {:.2} over {} seeds",
-            origin,
+            m.origin,
             best.sets.join(" "),
             best.mean_t_measured,
             best.mean_efficiency,
             best.mean_transit_ratio,
             best.runs
         );
-        let path = a.emit_config.unwrap_or_else(|| out.join("best.toml"));
+        let path = emit_config.unwrap_or_else(|| out.join("best.toml"));
         std::fs::write(&path, sweep::node_config(&sc, &comment)?)
             .with_context(|| format!("cannot write {}", path.display()))?;
         println!("best: {} -> {}", best.sets.join(" "), path.display());
@@ -204,9 +276,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match cli.cmd {
         Cmd::Run { scenario, seed, sets, out } => run(&scenario, seed, &sets, out),
-        Cmd::Sweep { scenario, vary, seeds, jobs, sets, out, emit_config } => {
-            sweep(SweepArgs { scenario, vary, seeds, jobs, sets, out, emit_config })
+        Cmd::Sweep { scenario, vary, seeds, jobs, sets, out, emit_config, shard } => {
+            sweep(SweepArgs { scenario, vary, seeds, jobs, sets, out, emit_config, shard })
         }
+        Cmd::Merge { shards, out, emit_config } => merge(&shards, &out, emit_config),
         Cmd::Bound { scenario, seed, sets } => bound(&scenario, seed, &sets),
     };
     match r {

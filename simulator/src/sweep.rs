@@ -3,11 +3,21 @@
 //!
 //! Objective: first every target complete in every run; then the lowest mean `T_measured` (film 0), where
 //! means within 1% of each other count as equal; then the lowest mean transit ratio.
+//!
+//! A sweep larger than one machine splits: `sweep --shard I/N` runs every N-th (configuration, seed) job
+//! starting at the I-th and writes a [`ShardFile`] (`shard-I-of-N.json`, self-contained: the scenario text,
+//! the overrides, the job list and the figures); `cinemesh-sim merge` reads the N files, checks that they
+//! belong to one sweep and cover every job exactly once, and ranks them as one sweep would have. A batch
+//! system runs the shards as a job array (Slurm `--array=1-N`, Kubernetes indexed Jobs, GNU parallel over
+//! ssh).
 
 use std::fmt::Write as _;
 
+use std::collections::BTreeMap;
+use std::path::Path;
+
 use cinemesh_core::config::{GossipConfig, PolicyConfig, TransferConfig};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
 use crate::scenario::Scenario;
@@ -138,6 +148,169 @@ pub fn ranking_csv(r: &[Ranked]) -> String {
     s
 }
 
+/// `--shard I/N`: the I-th of N shares of a sweep's jobs (1-based).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shard {
+    /// Which share, 1..=count.
+    pub index: u32,
+    /// How many shares.
+    pub count: u32,
+}
+
+/// Most shares a sweep may be split into.
+pub const MAX_SHARDS: u32 = 10_000;
+
+impl std::str::FromStr for Shard {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        let err = |reason: &str| Error::Shard { what: format!("--shard {s}"), reason: reason.to_owned() };
+        let (i, n) = s.split_once('/').ok_or_else(|| err("expected I/N, e.g. 3/16"))?;
+        let index: u32 = i.trim().parse().map_err(|_| err("I is not a number"))?;
+        let count: u32 = n.trim().parse().map_err(|_| err("N is not a number"))?;
+        if count == 0 || count > MAX_SHARDS || index == 0 || index > count {
+            return Err(err(&format!("need 1 <= I <= N <= {MAX_SHARDS}")));
+        }
+        Ok(Shard { index, count })
+    }
+}
+
+impl Shard {
+    /// The whole sweep in one share.
+    pub const WHOLE: Shard = Shard { index: 1, count: 1 };
+
+    /// The jobs of this share: every `count`-th of `configs x seeds` (config-major), starting at `index`.
+    pub fn jobs(self, configs: usize, seeds: u64) -> Vec<(usize, u64)> {
+        (0..configs)
+            .flat_map(|c| (1..=seeds).map(move |s| (c, s)))
+            .enumerate()
+            .filter(|(k, _)| *k as u64 % u64::from(self.count) == u64::from(self.index - 1))
+            .map(|(_, j)| j)
+            .collect()
+    }
+}
+
+/// One run's figures in a shard file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShardRun {
+    /// Index into [`ShardFile::configs`].
+    pub config: usize,
+    /// Seed.
+    pub seed: u64,
+    /// `T_measured` of film 0, seconds (`None`: some target incomplete).
+    pub t_measured: Option<f64>,
+    /// Efficiency against Kumar-Ross.
+    pub efficiency: Option<f64>,
+    /// Inter-ISP bytes over the minimum.
+    pub transit_ratio: f64,
+}
+
+/// What one shard of a sweep wrote: enough to merge without the scenario file at hand.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShardFile {
+    /// Where the scenario came from (for messages).
+    pub origin: String,
+    /// The scenario file's text.
+    pub scenario: String,
+    /// Overrides applied to every configuration.
+    pub fixed: Vec<String>,
+    /// Every configuration of the sweep (not only this shard's).
+    pub configs: Vec<Vec<String>>,
+    /// Seeds per configuration.
+    pub seeds: u64,
+    /// Which share this is.
+    pub shard: Shard,
+    /// This share's runs.
+    pub runs: Vec<ShardRun>,
+}
+
+impl ShardFile {
+    /// File name of this share in an output directory.
+    pub fn file_name(&self) -> String {
+        format!("shard-{}-of-{}.json", self.shard.index, self.shard.count)
+    }
+
+    /// Reads a shard file.
+    pub fn read(path: &Path) -> Result<Self, Error> {
+        let bad = |reason: String| Error::Shard { what: path.display().to_string(), reason };
+        let text = std::fs::read_to_string(path).map_err(|e| bad(format!("cannot read: {e}")))?;
+        serde_json::from_str(&text).map_err(|e| bad(format!("not a cinemesh-sim shard file: {e}")))
+    }
+}
+
+/// The merged sweep: the ranking and what is needed to write the best node config.
+#[derive(Debug, Clone)]
+pub struct Merged {
+    /// Best first.
+    pub ranked: Vec<Ranked>,
+    /// The sweep's scenario text, origin and fixed overrides (from the shards).
+    pub scenario: String,
+    /// Where the scenario came from.
+    pub origin: String,
+    /// Overrides applied to every configuration.
+    pub fixed: Vec<String>,
+}
+
+/// Merges the shards of one sweep: they must agree on the scenario, overrides, configurations, seeds and
+/// shard count, and together hold every (configuration, seed) exactly once.
+pub fn merge(shards: &[ShardFile]) -> Result<Merged, Error> {
+    let bad = |reason: String| Error::Shard { what: "merge".to_owned(), reason };
+    let first = shards.first().ok_or_else(|| bad("no shard files given".into()))?;
+    let mut seen = BTreeMap::new();
+    for s in shards {
+        if s.scenario != first.scenario || s.fixed != first.fixed || s.configs != first.configs {
+            return Err(bad(format!("{} is from another sweep than {}", s.file_name(), first.file_name())));
+        }
+        if s.seeds != first.seeds || s.shard.count != first.shard.count {
+            return Err(bad(format!(
+                "{} has other seeds or shard count than {}",
+                s.file_name(),
+                first.file_name()
+            )));
+        }
+        if seen.insert(s.shard.index, ()).is_some() {
+            return Err(bad(format!("shard {} given twice", s.shard.index)));
+        }
+    }
+    let missing: Vec<u32> = (1..=first.shard.count).filter(|i| !seen.contains_key(i)).collect();
+    if !missing.is_empty() {
+        return Err(bad(format!("shards {missing:?} of {} are missing", first.shard.count)));
+    }
+    let mut per_config: Vec<Vec<(u64, RunFigures)>> = vec![Vec::new(); first.configs.len()];
+    for s in shards {
+        for r in &s.runs {
+            let slot = per_config
+                .get_mut(r.config)
+                .ok_or_else(|| bad(format!("run of unknown config {}", r.config)))?;
+            slot.push((r.seed, (r.t_measured, r.efficiency, r.transit_ratio)));
+        }
+    }
+    for (c, runs) in per_config.iter_mut().enumerate() {
+        runs.sort_by_key(|(seed, _)| *seed);
+        let seeds: Vec<u64> = runs.iter().map(|(s, _)| *s).collect();
+        if seeds != (1..=first.seeds).collect::<Vec<_>>() {
+            return Err(bad(format!(
+                "configuration {c} has runs for seeds {seeds:?}, expected 1..={}",
+                first.seeds
+            )));
+        }
+    }
+    let ranked = rank(
+        first
+            .configs
+            .iter()
+            .cloned()
+            .zip(per_config)
+            .map(|(sets, runs)| aggregate(sets, &runs.into_iter().map(|(_, f)| f).collect::<Vec<_>>()))
+            .collect(),
+    );
+    Ok(Merged {
+        ranked,
+        scenario: first.scenario.clone(),
+        origin: first.origin.clone(),
+        fixed: first.fixed.clone(),
+    })
+}
+
 /// The node config sections of a scenario, as `cinemesh run --config` accepts them.
 #[derive(Debug, Serialize)]
 struct NodeSections<'a> {
@@ -178,6 +351,59 @@ mod tests {
         ]);
         let order: Vec<&str> = r.iter().map(|x| x.sets[0].as_str()).collect();
         assert_eq!(order, ["fast-local", "fast-leaky", "slow", "broken"]);
+    }
+
+    fn shard_file(shard: Shard, configs: &[Vec<String>], seeds: u64) -> ShardFile {
+        let runs = shard
+            .jobs(configs.len(), seeds)
+            .into_iter()
+            .map(|(c, seed)| ShardRun {
+                config: c,
+                seed,
+                t_measured: Some(100.0 + 10.0 * c as f64 + seed as f64),
+                efficiency: Some(0.9),
+                transit_ratio: 1.0 + c as f64 / 10.0,
+            })
+            .collect();
+        ShardFile {
+            origin: "s.toml".into(),
+            scenario: "name = 's'".into(),
+            fixed: vec![],
+            configs: configs.to_vec(),
+            seeds,
+            shard,
+            runs,
+        }
+    }
+
+    #[test]
+    fn shards_cover_every_job_once_and_merge_as_one_sweep() {
+        let configs = product(&["a=1,2,3".parse().unwrap(), "b=x,y".parse().unwrap()]).unwrap();
+        let whole = merge(&[shard_file(Shard::WHOLE, &configs, 3)]).unwrap();
+        for n in [2u32, 5, 7, 40] {
+            let shards: Vec<ShardFile> =
+                (1..=n).map(|i| shard_file(Shard { index: i, count: n }, &configs, 3)).collect();
+            let total: usize = shards.iter().map(|s| s.runs.len()).sum();
+            assert_eq!(total, configs.len() * 3, "{n} shards");
+            let merged = merge(&shards).unwrap();
+            let a: Vec<_> =
+                merged.ranked.iter().map(|r| (r.sets.clone(), r.runs, r.mean_t_measured)).collect();
+            let b: Vec<_> =
+                whole.ranked.iter().map(|r| (r.sets.clone(), r.runs, r.mean_t_measured)).collect();
+            assert_eq!(a, b, "{n} shards");
+            let missing = merge(&shards[1..]).unwrap_err().to_string();
+            assert!(missing.contains("missing"), "{missing}");
+        }
+        let mut other = shard_file(Shard { index: 2, count: 2 }, &configs, 3);
+        other.scenario = "name = 't'".into();
+        let err = merge(&[shard_file(Shard { index: 1, count: 2 }, &configs, 3), other]).unwrap_err();
+        assert!(err.to_string().contains("another sweep"), "{err}");
+        assert!(
+            "0/3".parse::<Shard>().is_err()
+                && "4/3".parse::<Shard>().is_err()
+                && "x".parse::<Shard>().is_err()
+        );
+        assert_eq!("2/3".parse::<Shard>().unwrap(), Shard { index: 2, count: 3 });
     }
 
     #[test]
