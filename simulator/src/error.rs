@@ -50,4 +50,7 @@ pub enum Error {
         /// Why.
         source: std::io::Error,
     },
+    /// A plot could not be drawn.
+    #[error("cannot draw a plot: {0}")]
+    Plot(String),
 }
