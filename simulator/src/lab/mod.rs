@@ -337,7 +337,15 @@ pub fn run(sc: &Scenario, opts: &Options, interrupted: &AtomicBool) -> Result<Me
                     published[k] = Some((id, t0.elapsed().as_secs_f64()));
                 }
             }
-            while next < steps.len() && steps[next].at <= t {
+            // The scenario's times count from the publish: shift them by how late the publish came
+            // (the CLI hashes the film first).
+            let shift = published
+                .iter()
+                .zip(&sc.film)
+                .filter_map(|(p, f)| p.as_ref().map(|p| p.1 - f.publish.as_secs_f64()))
+                .next()
+                .unwrap_or(0.0);
+            while next < steps.len() && steps[next].at + shift <= t {
                 let s = steps[next];
                 next += 1;
                 match s.action {
