@@ -245,7 +245,11 @@ struct LabArgs {
 fn lab(a: LabArgs) -> anyhow::Result<()> {
     let sc = Scenario::load(&a.scenario, &a.sets)?;
     let interrupted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // The first Ctrl-C (or SIGTERM) makes the lab stop its daemons and remove what it created; a second
+    // one exits at once (the next start removes what is left).
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(sig, 130, interrupted.clone())
+            .context("cannot handle Ctrl-C")?;
         signal_hook::flag::register(sig, interrupted.clone()).context("cannot handle Ctrl-C")?;
     }
     let opts = cinemesh_sim::lab::Options {
