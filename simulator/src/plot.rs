@@ -149,10 +149,13 @@ pub fn time_unit(max_secs: f64, what: &str) -> (f64, String) {
     }
 }
 
-/// A heatmap of `matrix[row][col]` (bytes from ISP row to ISP column), cells annotated in GB.
+/// A heatmap of `matrix[row][col]` (bytes from ISP row to ISP column), cells annotated in GB, or in MB
+/// when no cell reaches 1 GB; the unit is appended to `title`.
 pub fn heatmap(title: &str, labels: &[String], matrix: &[Vec<u64>]) -> Result<String, Error> {
     let n = labels.len().max(1);
     let max = matrix.iter().flatten().copied().max().unwrap_or(0).max(1) as f64;
+    let (scale, unit) = if max >= 1e9 { (1e9, "GB") } else { (1e6, "MB") };
+    let title = format!("{title} ({unit})");
     let mut out = String::new();
     {
         let root = SVGBackend::with_string(&mut out, SIZE).into_drawing_area();
@@ -162,11 +165,11 @@ pub fn heatmap(title: &str, labels: &[String], matrix: &[Vec<u64>]) -> Result<St
             _ => String::new(),
         };
         let mut chart = ChartBuilder::on(&root)
-            .caption(title, ("sans-serif", 18))
+            .caption(&title, ("sans-serif", 18))
             .margin(12)
             .x_label_area_size(42)
             .y_label_area_size(110)
-            .build_cartesian_2d((0..n).into_segmented(), (0..n).into_segmented())
+            .build_cartesian_2d((0..n - 1).into_segmented(), (0..n - 1).into_segmented())
             .map_err(plot_err)?;
         chart
             .configure_mesh()
@@ -192,7 +195,7 @@ pub fn heatmap(title: &str, labels: &[String], matrix: &[Vec<u64>]) -> Result<St
                     .map_err(plot_err)?;
                 chart
                     .draw_series([Text::new(
-                        format!("{:.2}", v as f64 / 1e9),
+                        format!("{:.2}", v as f64 / scale),
                         (SegmentValue::CenterOf(j), SegmentValue::CenterOf(i)),
                         ("sans-serif", 13),
                     )])
@@ -235,6 +238,6 @@ mod tests {
         assert!(s.contains("\n20\n") && s.contains("\n0.2\n"), "{s}");
         assert_eq!((tick(&20.0), tick(&0.25), tick(&-0.0)), ("20".into(), "0.25".into(), "0".into()));
         let h = heatmap("m", &["a".into(), "b".into()], &[vec![1, 2], vec![3, 4]]).unwrap();
-        assert!(h.matches("<rect").count() >= 4 && h.contains("\na\n"), "{h}");
+        assert!(h.matches("<rect").count() >= 4 && h.contains("\na\n") && h.contains("m (MB)"), "{h}");
     }
 }

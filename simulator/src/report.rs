@@ -601,7 +601,7 @@ pub fn plots(sc: &Scenario, o: &Outcome, r: &Report) -> Result<Vec<(&'static str
             "seeder-egress.svg",
             egress_chart(&rates, o.egress_bin_secs, u_s, plot::time_unit(o.end_secs, "after start"))?,
         ),
-        ("isp-matrix.svg", plot::heatmap("Bytes between ISPs (GB)", &o.topo.isps, &o.isp_matrix)?),
+        ("isp-matrix.svg", plot::heatmap("Bytes between ISPs", &o.topo.isps, &o.isp_matrix)?),
         (
             "gossip-cdf.svg",
             plot::lines(

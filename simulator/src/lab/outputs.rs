@@ -317,7 +317,7 @@ pub fn write(dir: &Path, sc: &Scenario, b: &Built) -> Result<(), LabError> {
             "seeder-egress.svg",
             report::egress_chart(&b.egress.0, b.egress.1, u_s, plot::time_unit(r.end_secs, "after start"))?,
         ),
-        ("isp-matrix.svg", plot::heatmap("Bytes between ISPs (GB), lab", &r.isps, &r.isp_matrix)?),
+        ("isp-matrix.svg", plot::heatmap("Bytes between ISPs in the lab", &r.isps, &r.isp_matrix)?),
         (
             "gossip-cdf.svg",
             plot::lines(
