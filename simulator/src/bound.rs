@@ -4,8 +4,17 @@
 //! with uploads `u_i` and smallest download `d_min` takes at least
 //! `T_min = max(F / u_s, F / d_min, N·F / (u_s + Σ u_i))`. Efficiency = `T_min / T_measured` (1.0 is the
 //! limit; above it is a bug). Transit: every ISP holding targets but no seeder must import at least `F`.
+//!
+//! Every cinema, not only the last: with the completion times sorted, `T(1) <= ... <= T(N)` (each counted
+//! from when that cinema came online), `B(k) = max(F/u_s, k-th smallest F/d_i, k·F/(u_s + Σu_i))` carries
+//! Kumar-Ross to every point of the completion CDF (its last point is Kumar-Ross) and the point slowdown
+//! `T(k)/B(k)` says whether each cinema ran at its own speed ([`cdf_bound`], [`point_slowdowns`]). The
+//! quantiles are taken as `shared/tools/cdf_bound.py` takes them (sorted `s`, `s[N/2]`, `s[⌊0.9N⌋]`,
+//! `s[N-1]`), so the reports print that script's figures.
 
-use serde::Serialize;
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
 
 /// The three terms of the bound and their maximum, in seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -51,6 +60,112 @@ pub fn transit_minimum(size: u64, isps_with_targets_without_seeder: usize) -> u6
     size * isps_with_targets_without_seeder as u64
 }
 
+/// `B(k)` for `k = 1..=N` (index `k-1`): the least time by which `k` of the `N` downloaders can hold
+/// `size` bytes, given seeder upload `u_s`, the downloaders' uploads `ups` and downloads `downs` (bytes/s).
+pub fn cdf_bound(size: f64, u_s: f64, ups: &[f64], downs: &[f64]) -> Vec<f64> {
+    let seeder = if u_s > 0.0 { size / u_s } else { f64::INFINITY };
+    let total_up = u_s + ups.iter().sum::<f64>();
+    let mut pull: Vec<f64> = downs.iter().map(|&d| size / d).collect();
+    pull.sort_by(f64::total_cmp);
+    pull.iter().enumerate().map(|(k, &p)| seeder.max(p).max((k + 1) as f64 * size / total_up)).collect()
+}
+
+/// Point slowdowns `T(k)/B(k)`, returned per downloader in input order: `times[i]` is downloader `i`'s
+/// completion time counted from when it came online (`None`: never completed, slowdown infinite), `bound`
+/// is [`cdf_bound`] over the same downloaders.
+pub fn point_slowdowns(times: &[Option<f64>], bound: &[f64]) -> Vec<f64> {
+    let mut order: Vec<usize> = (0..times.len()).collect();
+    let t = |i: usize| times[i].unwrap_or(f64::INFINITY);
+    order.sort_by(|&a, &b| t(a).total_cmp(&t(b)).then(a.cmp(&b)));
+    let mut out = vec![f64::INFINITY; times.len()];
+    for (k, &i) in order.iter().enumerate() {
+        out[i] = t(i) / bound[k];
+    }
+    out
+}
+
+/// p50, p90 and max of point slowdowns, indexed as `cdf_bound.py` does. Infinite (incomplete) values are
+/// `None` in JSON.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Slowdown {
+    /// Downloaders counted.
+    pub n: usize,
+    /// `s[N/2]` of the sorted slowdowns.
+    pub p50: Option<f64>,
+    /// `s[⌊0.9·N⌋]`.
+    pub p90: Option<f64>,
+    /// The largest.
+    pub max: Option<f64>,
+}
+
+impl Slowdown {
+    /// The figures of a sample (all `None` when empty).
+    pub fn of(s: &[f64]) -> Self {
+        let mut s = s.to_vec();
+        s.sort_by(f64::total_cmp);
+        let n = s.len();
+        let at = |i: usize| s.get(i.min(n.saturating_sub(1))).copied().filter(|x| x.is_finite());
+        if n == 0 {
+            return Slowdown::default();
+        }
+        Slowdown { n, p50: at(n / 2), p90: at((n as f64 * 0.9) as usize), max: at(n - 1) }
+    }
+}
+
+/// One downloader as the completion-CDF yardstick sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Downloader {
+    /// Access class (for the per-class figures).
+    pub class: String,
+    /// Upload, bytes/s.
+    pub up: f64,
+    /// Download, bytes/s.
+    pub down: f64,
+    /// Completion time counted from when it came online, seconds (`None`: never completed).
+    pub time: Option<f64>,
+}
+
+/// The completion-CDF figures of one film: overall and per access class.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct CdfFigures {
+    /// `B(k)` for `k = 1..=N`, seconds.
+    pub bound: Vec<f64>,
+    /// Point slowdown over all downloaders.
+    pub slowdown: Slowdown,
+    /// Point slowdown per access class (each cinema keeps its global `k`).
+    pub per_class: BTreeMap<String, Slowdown>,
+}
+
+impl CdfFigures {
+    /// The figures for `size` bytes from seeders uploading `u_s` in all to `downloaders`.
+    pub fn compute(size: f64, u_s: f64, downloaders: &[Downloader]) -> Self {
+        let ups: Vec<f64> = downloaders.iter().map(|d| d.up).collect();
+        let downs: Vec<f64> = downloaders.iter().map(|d| d.down).collect();
+        let bound = cdf_bound(size, u_s, &ups, &downs);
+        let times: Vec<Option<f64>> = downloaders.iter().map(|d| d.time).collect();
+        let s = point_slowdowns(&times, &bound);
+        let mut classes: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+        for (d, &x) in downloaders.iter().zip(&s) {
+            classes.entry(d.class.clone()).or_default().push(x);
+        }
+        CdfFigures {
+            bound,
+            slowdown: Slowdown::of(&s),
+            per_class: classes.into_iter().map(|(c, v)| (c, Slowdown::of(&v))).collect(),
+        }
+    }
+}
+
+/// Superseeder utilisation: bytes they sent while some target was incomplete over what their links could
+/// have carried in that time (`capacity` bytes/s for `busy_secs`).
+pub fn utilisation(sent: f64, capacity: f64, busy_secs: f64) -> f64 {
+    if capacity > 0.0 && busy_secs > 0.0 {
+        sent / (capacity * busy_secs)
+    } else {
+        0.0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -78,6 +193,68 @@ mod tests {
         // F = 10, u_s = 1, one peer with huge links: max(10, 0.01, 10/1001).
         let b = kumar_ross(10.0, 1.0, &[1000.0], &[1000.0]);
         assert_eq!(b.t_min, 10.0);
+    }
+
+    #[test]
+    fn the_lab_films_have_the_issue_s_kumar_ross_bounds() {
+        // 256 MiB, origin 100 Mbit/s, cinemas 20 up / 100 down: 66.1 s for 8, 81.8 s for 16.
+        let (f, mbit) = (256.0 * 1048576.0, 1e6 / 8.0);
+        for (n, want) in [(8, 66.1), (16, 81.8)] {
+            let b = kumar_ross(f, 100.0 * mbit, &vec![20.0 * mbit; n], &vec![100.0 * mbit; n]);
+            assert!((b.t_min - want).abs() < 0.05, "{n}: {}", b.t_min);
+            let c = cdf_bound(f, 100.0 * mbit, &vec![20.0 * mbit; n], &vec![100.0 * mbit; n]);
+            assert_eq!(c.len(), n);
+            assert!((c[n - 1] - b.t_min).abs() < 1e-9, "the last point of the CDF bound is Kumar-Ross");
+        }
+    }
+
+    #[test]
+    fn cdf_bound_by_hand() {
+        // F = 120, u_s = 12 (F/u_s = 10), downloads 60, 6, 12 (F/d = 2, 20, 10), uploads 4 each (total 24):
+        // k F / 24 = 5, 10, 15. B = [max(10, 2, 5), max(10, 10, 10), max(10, 20, 15)] = [10, 10, 20].
+        let b = cdf_bound(120.0, 12.0, &[4.0; 3], &[60.0, 6.0, 12.0]);
+        assert_eq!(b, vec![10.0, 10.0, 20.0]);
+        // Completions 30 (first input), 12, never: sorted 12 -> 12/10, 30 -> 30/10, inf.
+        let s = point_slowdowns(&[Some(30.0), Some(12.0), None], &b);
+        assert_eq!(s[0], 3.0);
+        assert!((s[1] - 1.2).abs() < 1e-12);
+        assert!(s[2].is_infinite());
+        let q = Slowdown::of(&s);
+        assert_eq!((q.n, q.p50, q.p90, q.max), (3, Some(3.0), None, None));
+    }
+
+    #[test]
+    fn quantiles_are_indexed_like_the_reference_script() {
+        // N = 8: s[4] and s[7] (nearest rank would give s[3] for the median).
+        let s: Vec<f64> = (1..=8).map(f64::from).collect();
+        let q = Slowdown::of(&s);
+        assert_eq!((q.p50, q.p90, q.max), (Some(5.0), Some(8.0), Some(8.0)));
+        let s: Vec<f64> = (1..=20).map(f64::from).collect();
+        assert_eq!(Slowdown::of(&s).p90, Some(19.0));
+    }
+
+    #[test]
+    fn per_class_figures_keep_the_global_rank() {
+        let d = |class: &str, down: f64, time: f64| Downloader {
+            class: class.to_owned(),
+            up: 100.0,
+            down,
+            time: Some(time),
+        };
+        // F = 100, u_s = 100 (1 s); fast downloads 100 (1 s), slow 10 (10 s); uploads 100 each, 4 cinemas:
+        // k F / 500 < 1 s. B = [1, 1, 10, 10] over the sorted pulls [1, 1, 10, 10].
+        let c = CdfFigures::compute(
+            100.0,
+            100.0,
+            &[d("fast", 100.0, 2.0), d("fast", 100.0, 3.0), d("slow", 10.0, 20.0), d("slow", 10.0, 10.0)],
+        );
+        assert_eq!(c.bound, vec![1.0, 1.0, 10.0, 10.0]);
+        // Sorted times 2, 3, 10, 20 -> slowdowns 2, 3, 1, 2.
+        assert_eq!(c.per_class["fast"].max, Some(3.0));
+        assert_eq!(c.per_class["slow"].p50, Some(2.0));
+        assert_eq!(c.slowdown.max, Some(3.0));
+        assert_eq!(utilisation(50.0, 10.0, 10.0), 0.5);
+        assert_eq!(utilisation(50.0, 0.0, 10.0), 0.0);
     }
 
     #[test]

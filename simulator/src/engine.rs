@@ -17,18 +17,17 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
-use std::time::Duration;
 
 use cinemesh_core::engine::{
     self, Answer, Held, ManifestReply, Offer, Output, PeerInfo, Reply, Request, Role, UploadId, Written,
 };
 use cinemesh_core::schedule::Limits;
 use cinemesh_core::{Bitfield, ContentId, Time};
-use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::bandwidth::{FlowId, LinkId, Network};
+use crate::churn::{self, exp};
 use crate::error::Error;
 use crate::gossip;
 use crate::kad::{self, Lookup};
@@ -136,6 +135,8 @@ pub struct NodeStats {
     pub down_same_isp: u64,
     /// Bytes downloaded from other ISPs.
     pub down_other_isp: u64,
+    /// When the node first came online, seconds of virtual time.
+    pub online: Option<f64>,
 }
 
 /// Everything the run measured, before formatting.
@@ -173,11 +174,6 @@ pub struct Outcome {
 
 /// Progress callback: (chunks received so far, chunks needed in all).
 pub type ProgressFn<'a> = &'a (dyn Fn(u64, u64) + Sync);
-
-fn exp(rng: &mut ChaCha8Rng, mean: Duration) -> Duration {
-    let u: f64 = rng.gen_range(0.0..1.0);
-    Duration::from_secs_f64(-(1.0 - u).ln() * mean.as_secs_f64())
-}
 
 /// The world of a run: topology, `targets[film][node]`, and the RNG positioned after building them. The
 /// `bound` command uses it without running.
@@ -384,23 +380,10 @@ impl<'a> Engine<'a> {
     }
 
     fn schedule_churn(&mut self) {
-        let c = self.sc.cinemas as usize;
-        let churn = &self.sc.churn;
-        let mut order: Vec<usize> = (0..c).collect();
-        order.shuffle(&mut self.rng);
-        let late = churn.late as usize;
-        let first_publish = self.sc.film.iter().map(|f| f.publish).min().unwrap_or_default();
-        for (k, &i) in order.iter().enumerate() {
-            let at = if k < late {
-                Time::from_duration(first_publish + churn.late_join)
-            } else if self.rng.gen_bool(churn.offline_fraction) {
-                Time::from_duration(exp(&mut self.rng, churn.offline_mean))
-            } else {
-                Time::ZERO
-            };
-            self.push(at, Ev::Online { node: i as NodeIx });
+        for (i, at) in churn::first_online(self.sc, &mut self.rng) {
+            self.push(at, Ev::Online { node: i });
         }
-        for s in c..self.topo.len() {
+        for s in self.sc.cinemas as usize..self.topo.len() {
             self.push(Time::ZERO, Ev::Online { node: s as NodeIx });
         }
     }
@@ -820,6 +803,7 @@ impl<'a> Engine<'a> {
         self.nodes[xi].online = true;
         self.nodes[xi].epoch += 1;
         let now = self.now;
+        self.stats[xi].online.get_or_insert(now.as_secs_f64());
         let mut nearest = u64::MAX;
         for k in 0..self.topo.neighbours[xi].len() {
             let j = self.topo.neighbours[xi][k];

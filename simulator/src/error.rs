@@ -58,4 +58,7 @@ pub enum Error {
         /// Why.
         source: std::io::Error,
     },
+    /// A plot could not be drawn.
+    #[error("cannot draw a plot: {0}")]
+    Plot(String),
 }

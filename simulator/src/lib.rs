@@ -12,20 +12,26 @@
 //! - [`bandwidth`]: flow-level max-min fair sharing of access and transit links.
 //! - [`gossip`]: gossipsub dissemination of catalogue entries (mesh, eager push, IHAVE/IWANT).
 //! - [`kad`]: Kademlia provider-lookup model (hops, latency).
+//! - [`churn`]: when each cinema first comes online (late joiners, offline at the start).
 //! - [`engine`]: the event loop that drives one `Scheduler` per cinema.
 //! - [`bound`]: Kumar-Ross lower bound, efficiency, transit minimum.
-//! - [`report`]: `report.json`, per-node CSV, SVG plots ([`svg`]), terminal summary.
+//! - [`report`]: `report.json`, per-node CSV, SVG plots ([`plot`], with `plotters`), terminal summary.
+//! - [`lab`]: the scenario run for real: network namespaces, shaped links, real daemons; the same outputs.
+//! - [`compare`]: the simulator's prediction beside the lab's measurement.
 //! - [`sweep`]: cartesian sweeps over `--vary` keys, ranking, the best as a node config.
 
 pub mod bandwidth;
 pub mod bound;
+pub mod churn;
+pub mod compare;
 pub mod engine;
 pub mod error;
 pub mod gossip;
 pub mod kad;
+pub mod lab;
+pub mod plot;
 pub mod report;
 pub mod scenario;
-pub mod svg;
 pub mod sweep;
 pub mod topology;
 

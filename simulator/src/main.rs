@@ -1,4 +1,5 @@
-//! `cinemesh-sim`: run a scenario, sweep configurations, or print the physical bound.
+//! `cinemesh-sim`: run a scenario, sweep configurations, print the physical bound, run a scenario for real
+//! in the lab, or compare a prediction with a lab run.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -75,6 +76,37 @@ enum Cmd {
         /// Where to write the best configuration as a node config (default `<out>/best.toml`).
         #[arg(long, value_name = "FILE")]
         emit_config: Option<PathBuf>,
+    },
+    /// Run a scenario for real (as root): network namespaces, shaped links, real daemons; writes the
+    /// simulator's outputs for both bodies (`<out>/sim` holds the prediction) and compares them.
+    Lab {
+        /// Scenario file (TOML), at most 40 nodes.
+        scenario: PathBuf,
+        /// Seed (topology, targets, late cinemas; the simulator's).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Override a scenario field (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
+        /// Output directory (default `lab-out/<scenario>-<seed>`).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// The `cinemesh` binary (default: `cinemesh` beside this program).
+        #[arg(long)]
+        node_bin: Option<PathBuf>,
+        /// Stop after this long even if targets are incomplete.
+        #[arg(long, default_value = "20m")]
+        timeout: humantime::Duration,
+        /// Interval of the daemons' API polls.
+        #[arg(long, default_value = "250ms")]
+        poll: humantime::Duration,
+    },
+    /// Print two runs' figures side by side (the simulator's and the lab's output directories).
+    Compare {
+        /// The simulator's output directory.
+        sim_out: PathBuf,
+        /// The lab's output directory.
+        lab_out: PathBuf,
     },
     /// Print the Kumar-Ross bound of a scenario (no simulation).
     Bound {
@@ -260,7 +292,7 @@ fn bound(scenario: &Path, seed: u64, sets: &[String]) -> anyhow::Result<()> {
     for (f, film) in sc.film.iter().enumerate() {
         let b = film_bound(&sc, &topo, f, |i| targets[f][i]);
         println!(
-            "{}: T_min = {:.0} s ({:.2} h) = max(F/u_s {:.0} s, F/d_min {:.0} s, N*F/(u_s+sum u_i) {:.0} s)",
+            "{}: T_min = {:.1} s ({:.2} h) = max(F/u_s {:.1} s, F/d_min {:.1} s, N*F/(u_s+sum u_i) {:.1} s)",
             film.name,
             b.t_min,
             b.t_min / 3600.0,
@@ -269,6 +301,56 @@ fn bound(scenario: &Path, seed: u64, sets: &[String]) -> anyhow::Result<()> {
             b.aggregate_term
         );
     }
+    Ok(())
+}
+
+struct LabArgs {
+    scenario: PathBuf,
+    seed: u64,
+    sets: Vec<String>,
+    out: Option<PathBuf>,
+    node_bin: Option<PathBuf>,
+    timeout: std::time::Duration,
+    poll: std::time::Duration,
+}
+
+fn lab(a: LabArgs) -> anyhow::Result<()> {
+    let sc = Scenario::load(&a.scenario, &a.sets)?;
+    let interrupted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // The first Ctrl-C (or SIGTERM) makes the lab stop its daemons and remove what it created; a second
+    // one exits at once (the next start removes what is left).
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(sig, 130, interrupted.clone())
+            .context("cannot handle Ctrl-C")?;
+        signal_hook::flag::register(sig, interrupted.clone()).context("cannot handle Ctrl-C")?;
+    }
+    let opts = cinemesh_sim::lab::Options {
+        node_bin: cinemesh_sim::lab::daemon::node_bin(a.node_bin.as_deref())?,
+        out: a.out.unwrap_or_else(|| PathBuf::from(format!("lab-out/{}-{}", sc.name, a.seed))),
+        seed: a.seed,
+        timeout: a.timeout,
+        poll: a.poll,
+    };
+    let (report, text) = cinemesh_sim::lab::run_and_compare(&sc, &opts, &interrupted)?;
+    print!("{text}");
+    println!("output in {}", opts.out.display());
+    if !report.finished {
+        anyhow::bail!(
+            "{} targets incomplete after --timeout {}",
+            report.incomplete,
+            humantime::format_duration(a.timeout)
+        );
+    }
+    Ok(())
+}
+
+fn compare(sim: &Path, lab: &Path) -> anyhow::Result<()> {
+    let (s, l) = (cinemesh_sim::compare::Side::load(sim)?, cinemesh_sim::compare::Side::load(lab)?);
+    print!("{}", cinemesh_sim::compare::render(&s, &l));
+    let p = lab.join("compare-cdf.svg");
+    std::fs::write(&p, cinemesh_sim::compare::chart(&s, &l)?)
+        .with_context(|| format!("cannot write {}", p.display()))?;
+    println!("chart: {}", p.display());
     Ok(())
 }
 
@@ -281,6 +363,10 @@ fn main() -> ExitCode {
         }
         Cmd::Merge { shards, out, emit_config } => merge(&shards, &out, emit_config),
         Cmd::Bound { scenario, seed, sets } => bound(&scenario, seed, &sets),
+        Cmd::Lab { scenario, seed, sets, out, node_bin, timeout, poll } => {
+            lab(LabArgs { scenario, seed, sets, out, node_bin, timeout: timeout.into(), poll: poll.into() })
+        }
+        Cmd::Compare { sim_out, lab_out } => compare(&sim_out, &lab_out),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -2,7 +2,10 @@
 //!
 //! The headline figures are for the first film: Kumar-Ross `T_min`, `T_measured` (publish -> last target
 //! complete), efficiency, transit bytes against the per-ISP minimum, superseeder egress, gossip delivery
-//! p50/p99 and duplicates. Per-film figures are in `films`.
+//! p50/p99 and duplicates, and the completion-CDF yardstick (point slowdown `T(k)/B(k)` at p50/p90/max,
+//! overall and per access class, see [`bound`]) with the superseeders' utilisation. Per-film figures are
+//! in `films`. [`NodeRow`], [`nodes_csv`] and [`cdf_summary`] are shared with the lab, so both bodies write
+//! the same columns and print the same figures.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -10,11 +13,11 @@ use std::path::Path;
 use cinemesh_core::config::{GossipConfig, PolicyConfig, TransferConfig};
 use serde::Serialize;
 
-use crate::bound::{self, Bound};
+use crate::bound::{self, Bound, CdfFigures, Downloader, Slowdown};
 use crate::engine::Outcome;
 use crate::error::Error;
+use crate::plot::{self, Series};
 use crate::scenario::Scenario;
-use crate::svg;
 use crate::topology::Topology;
 
 /// Quantiles of a sample.
@@ -126,6 +129,11 @@ pub struct Report {
     pub seeder_egress_copies: f64,
     /// Peak superseeder egress over one bin, bytes/s.
     pub seeder_egress_peak: f64,
+    /// Film 0's completion-CDF yardstick: `B(k)` and the point slowdowns, overall and per access class.
+    pub cdf: CdfFigures,
+    /// Superseeder egress over their capacity from the first publish until the last target completed
+    /// (or the run ended).
+    pub seeder_utilisation: f64,
     /// Gossip dissemination.
     pub gossip: GossipReport,
     /// Provider lookups.
@@ -217,7 +225,29 @@ impl Report {
         let dups: Vec<u32> = o.stats.iter().flat_map(|s| s.duplicates.iter().copied()).collect();
         let lookups: Vec<_> = o.stats.iter().flat_map(|s| s.lookup.iter().flatten().copied()).collect();
         let f0 = &films[0];
+        let publish0 = sc.film[0].publish.as_secs_f64();
+        let first_publish = sc.film.iter().map(|f| f.publish.as_secs_f64()).fold(f64::INFINITY, f64::min);
+        let downloaders: Vec<Downloader> = (0..o.stats.len())
+            .filter(|&i| o.stats[i].targeted[0])
+            .map(|i| {
+                let n = &o.topo.nodes[i];
+                let online = online_after(o.stats[i].online, publish0);
+                Downloader {
+                    class: n.class.clone(),
+                    up: n.up,
+                    down: n.down,
+                    time: o.stats[i].complete[0].map(|c| c - online),
+                }
+            })
+            .collect();
+        let u_s = sc.seeders.up.0 * f64::from(sc.seeders.count);
         Report {
+            cdf: CdfFigures::compute(sc.film[0].size.0 as f64, u_s, &downloaders),
+            seeder_utilisation: bound::utilisation(
+                seeder_egress_bytes as f64,
+                u_s,
+                o.end_secs - first_publish,
+            ),
             scenario: sc.name.clone(),
             seed,
             cinemas: sc.cinemas,
@@ -313,6 +343,7 @@ impl Report {
             self.seeder_egress_copies,
             self.seeder_egress_peak * 8.0 / 1e6
         );
+        s.push_str(&cdf_summary(&self.cdf, self.seeder_utilisation));
         let g = &self.gossip;
         let _ = writeln!(
             s,
@@ -353,103 +384,234 @@ fn mesh_delivery_ms(o: &Outcome) -> Vec<f64> {
         .collect()
 }
 
-/// The per-node CSV.
-pub fn csv(sc: &Scenario, o: &Outcome) -> String {
-    let mut s = String::from(
-        "node,name,isp,class,seeder,up_mbit,down_mbit,complete_s,bytes_up,bytes_down,down_same_isp,down_other_isp,gossip_ms,duplicates,lookup_hops,lookup_ms",
+/// Seconds from a film's publish until a node first came online (0 when it was online before).
+pub fn online_after(online: Option<f64>, publish: f64) -> f64 {
+    online.map(|t| (t - publish).max(0.0)).unwrap_or(0.0)
+}
+
+/// The yardstick lines of a summary: point slowdown overall and per access class, superseeder utilisation.
+pub fn cdf_summary(c: &CdfFigures, utilisation: f64) -> String {
+    let f = |x: Option<f64>| x.map(|x| format!("{x:.2}")).unwrap_or_else(|| "inf".to_owned());
+    let q = |q: &Slowdown| format!("p50 {} p90 {} max {}", f(q.p50), f(q.p90), f(q.max));
+    let mut s = format!("point slowdown T(k)/B(k) {} over {} cinemas", q(&c.slowdown), c.slowdown.n);
+    for (class, x) in &c.per_class {
+        let _ = write!(s, "; {class} ({}) {}", x.n, q(x));
+    }
+    let _ = writeln!(
+        s,
+        "\nsuperseeder utilisation {utilisation:.3} (egress / capacity while a target is incomplete)"
     );
-    for f in 1..sc.film.len() {
+    s
+}
+
+/// One row of `nodes.csv`, from either body (the simulator or the lab).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NodeRow {
+    /// Display name.
+    pub name: String,
+    /// ISP name.
+    pub isp: String,
+    /// Access class (`seeder` for superseeders).
+    pub class: String,
+    /// Superseeder.
+    pub seeder: bool,
+    /// Upload, bytes/s.
+    pub up: f64,
+    /// Download, bytes/s.
+    pub down: f64,
+    /// Film 0: seconds after its publish when the node first came online (0 if before).
+    pub online_s: f64,
+    /// Completion of each film, seconds after its publish.
+    pub complete_s: Vec<Option<f64>>,
+    /// Content bytes uploaded.
+    pub bytes_up: u64,
+    /// Content bytes downloaded.
+    pub bytes_down: u64,
+    /// Of which from the same ISP.
+    pub down_same_isp: u64,
+    /// Of which from other ISPs.
+    pub down_other_isp: u64,
+    /// Film 0's catalogue entry delivery after publish, ms.
+    pub gossip_ms: Option<f64>,
+    /// Duplicate gossip deliveries (simulator only).
+    pub duplicates: Option<u32>,
+    /// Provider lookup rounds (simulator only).
+    pub lookup_hops: Option<u32>,
+    /// Provider lookup duration, ms (simulator only).
+    pub lookup_ms: Option<f64>,
+}
+
+/// The simulator's rows.
+pub fn rows(sc: &Scenario, o: &Outcome) -> Vec<NodeRow> {
+    let publish0 = sc.film[0].publish.as_secs_f64();
+    o.topo
+        .nodes
+        .iter()
+        .zip(&o.stats)
+        .map(|(n, st)| {
+            let l = st.lookup[0];
+            NodeRow {
+                name: n.name.clone(),
+                isp: o.topo.isps[n.isp as usize].clone(),
+                class: n.class.clone(),
+                seeder: n.seeder,
+                up: n.up,
+                down: n.down,
+                online_s: online_after(st.online, publish0),
+                complete_s: st.complete.clone(),
+                bytes_up: st.bytes_up,
+                bytes_down: st.bytes_down,
+                down_same_isp: st.down_same_isp,
+                down_other_isp: st.down_other_isp,
+                gossip_ms: st.gossip[0].map(|g| g * 1e3),
+                duplicates: Some(st.duplicates[0]),
+                lookup_hops: l.map(|l| l.hops),
+                lookup_ms: l.map(|l| l.micros as f64 / 1e3),
+            }
+        })
+        .collect()
+}
+
+/// The per-node CSV: one row per node, `complete_s_<f>` columns for films after the first.
+pub fn nodes_csv(rows: &[NodeRow]) -> String {
+    let films = rows.iter().map(|r| r.complete_s.len()).max().unwrap_or(1).max(1);
+    let mut s = String::from(
+        "node,name,isp,class,seeder,up_mbit,down_mbit,online_s,complete_s,bytes_up,bytes_down,down_same_isp,down_other_isp,gossip_ms,duplicates,lookup_hops,lookup_ms",
+    );
+    for f in 1..films {
         let _ = write!(s, ",complete_s_{f}");
     }
     s.push('\n');
-    let opt = |v: Option<f64>, scale: f64| v.map(|x| format!("{:.3}", x * scale)).unwrap_or_default();
-    for (i, (n, st)) in o.topo.nodes.iter().zip(&o.stats).enumerate() {
-        let l = st.lookup[0];
+    let opt = |v: Option<f64>| v.map(|x| format!("{x:.3}")).unwrap_or_default();
+    let num = |v: Option<u32>| v.map(|x| x.to_string()).unwrap_or_default();
+    for (i, r) in rows.iter().enumerate() {
         let _ = write!(
             s,
-            "{i},{},{},{},{},{:.3},{:.3},{},{},{},{},{},{},{},{},{}",
-            n.name,
-            o.topo.isps[n.isp as usize],
-            n.class,
-            n.seeder,
-            n.up * 8.0 / 1e6,
-            n.down * 8.0 / 1e6,
-            opt(st.complete[0], 1.0),
-            st.bytes_up,
-            st.bytes_down,
-            st.down_same_isp,
-            st.down_other_isp,
-            opt(st.gossip[0], 1e3),
-            st.duplicates[0],
-            l.map(|l| l.hops.to_string()).unwrap_or_default(),
-            opt(l.map(|l| l.micros as f64 / 1e6), 1e3),
+            "{i},{},{},{},{},{:.3},{:.3},{:.3},{},{},{},{},{},{},{},{},{}",
+            r.name,
+            r.isp,
+            r.class,
+            r.seeder,
+            r.up * 8.0 / 1e6,
+            r.down * 8.0 / 1e6,
+            r.online_s,
+            opt(r.complete_s.first().copied().flatten()),
+            r.bytes_up,
+            r.bytes_down,
+            r.down_same_isp,
+            r.down_other_isp,
+            opt(r.gossip_ms),
+            num(r.duplicates),
+            num(r.lookup_hops),
+            opt(r.lookup_ms),
         );
-        for f in 1..sc.film.len() {
-            let _ = write!(s, ",{}", opt(st.complete[f], 1.0));
+        for f in 1..films {
+            let _ = write!(s, ",{}", opt(r.complete_s.get(f).copied().flatten()));
         }
         s.push('\n');
     }
     s
 }
 
+/// The completion-CDF series of film `f`'s targets with `B(k)` dashed beside them, in `unit` seconds.
+pub fn completion_series(
+    label: &str,
+    times: &[Option<f64>],
+    bound: &[f64],
+    unit: f64,
+    colour: usize,
+) -> Vec<Series> {
+    let t: Vec<f64> = times.iter().flatten().map(|x| x / unit).collect();
+    let n = bound.len().max(1) as f64;
+    let mut b = vec![(0.0, 0.0)];
+    for (k, &x) in bound.iter().enumerate() {
+        b.push((x / unit, k as f64 / n));
+        b.push((x / unit, (k + 1) as f64 / n));
+    }
+    vec![
+        Series::solid(label, plot::cdf(&t, times.len()), colour),
+        Series::dashed("CDF bound B(k)", b, colour + 1),
+    ]
+}
+
+/// The completion times of film 0's targets counted from when each came online.
+fn times_from_online(sc: &Scenario, o: &Outcome) -> Vec<Option<f64>> {
+    let publish0 = sc.film[0].publish.as_secs_f64();
+    o.stats
+        .iter()
+        .filter(|s| s.targeted[0])
+        .map(|s| s.complete[0].map(|c| c - online_after(s.online, publish0)))
+        .collect()
+}
+
+/// The superseeder egress chart: rate per bin against their capacity, Mbit/s over `unit` seconds.
+pub fn egress_chart(
+    rates_bps: &[f64],
+    bin_secs: f64,
+    capacity_bps: f64,
+    unit: (f64, String),
+) -> Result<String, Error> {
+    let mbit: Vec<f64> = rates_bps.iter().map(|r| r * 8.0 / 1e6).collect();
+    let end = rates_bps.len() as f64 * bin_secs / unit.0;
+    let cap = capacity_bps * 8.0 / 1e6;
+    plot::lines(
+        "Superseeder egress",
+        &unit.1,
+        "Mbit/s (all superseeders)",
+        &[
+            Series::solid("egress", plot::steps(&mbit, bin_secs / unit.0), 0),
+            Series::dashed("capacity", vec![(0.0, cap), (end, cap)], 1),
+        ],
+    )
+}
+
 /// The four plots, as (file name, SVG).
-pub fn plots(sc: &Scenario, o: &Outcome, r: &Report) -> Vec<(&'static str, String)> {
-    let mut completion = Vec::new();
-    for (f, film) in sc.film.iter().enumerate() {
-        let targets = o.stats.iter().filter(|s| s.targeted[f]).count();
+pub fn plots(sc: &Scenario, o: &Outcome, r: &Report) -> Result<Vec<(&'static str, String)>, Error> {
+    let unit = plot::time_unit(o.end_secs, "after coming online");
+    let mut completion = completion_series(
+        &format!("{} (simulator)", sc.film[0].name),
+        &times_from_online(sc, o),
+        &r.cdf.bound,
+        unit.0,
+        0,
+    );
+    for (f, film) in sc.film.iter().enumerate().skip(1) {
         let t: Vec<f64> = o
             .stats
             .iter()
-            .filter_map(|s| s.complete[f].filter(|_| s.targeted[f]))
-            .map(|x| x / 3600.0)
+            .filter(|s| s.targeted[f])
+            .map(|s| s.complete[f].unwrap_or(f64::INFINITY) / unit.0)
             .collect();
-        completion.push((
-            format!("{} (T_min {:.2} h)", film.name, r.films[f].bound.t_min / 3600.0),
-            svg::cdf(&t, targets),
+        completion.push(Series::solid(
+            format!("{} (after publish)", film.name),
+            plot::cdf(&t, t.len()),
+            f + 1,
         ));
     }
-    let egress: Vec<(f64, f64)> = o
-        .egress_bins
-        .iter()
-        .enumerate()
-        .flat_map(|(i, &b)| {
-            let rate = b as f64 / o.egress_bin_secs * 8.0 / 1e6;
-            let t0 = i as f64 * o.egress_bin_secs / 3600.0;
-            [(t0, rate), (t0 + o.egress_bin_secs / 3600.0, rate)]
-        })
-        .collect();
+    let rates: Vec<f64> = o.egress_bins.iter().map(|&b| b as f64 / o.egress_bin_secs).collect();
+    let u_s = sc.seeders.up.0 * f64::from(sc.seeders.count);
     let delivery = mesh_delivery_ms(o);
     let reached = o.stats.len() * sc.film.len();
-    vec![
+    Ok(vec![
         (
             "completion-cdf.svg",
-            svg::lines("Completion time CDF", "hours after publish", "fraction of targets", &completion),
+            plot::lines("Completion time CDF", &unit.1, "fraction of targets", &completion)?,
         ),
         (
             "seeder-egress.svg",
-            svg::lines(
-                "Superseeder egress",
-                "hours",
-                "Mbit/s (all superseeders)",
-                &[("egress".to_owned(), egress)],
-            ),
+            egress_chart(&rates, o.egress_bin_secs, u_s, plot::time_unit(o.end_secs, "after start"))?,
         ),
-        (
-            "isp-matrix.svg",
-            svg::heatmap("Bytes between ISPs (GB)", &o.topo.isps, &o.isp_matrix, |b| {
-                format!("{:.1}", b as f64 / 1e9)
-            }),
-        ),
+        ("isp-matrix.svg", plot::heatmap("Bytes between ISPs", &o.topo.isps, &o.isp_matrix)?),
         (
             "gossip-cdf.svg",
-            svg::lines(
+            plot::lines(
                 "Catalogue entry delivery CDF",
                 "ms after publish",
                 "fraction of nodes",
-                &[("delivery".to_owned(), svg::cdf(&delivery, reached))],
-            ),
+                &[Series::solid("delivery", plot::cdf(&delivery, reached), 0)],
+            )?,
         ),
-    ]
+    ])
 }
 
 /// Writes `report.json`, `nodes.csv` and the plots into `dir`.
@@ -463,7 +625,9 @@ pub fn write(dir: &Path, sc: &Scenario, o: &Outcome, r: &Report) -> Result<(), E
         path: dir.join("report.json").display().to_string(),
         source: std::io::Error::other(e),
     })?;
-    let files = [("report.json", json + "\n"), ("nodes.csv", csv(sc, o))].into_iter().chain(plots(sc, o, r));
+    let files = [("report.json", json + "\n"), ("nodes.csv", nodes_csv(&rows(sc, o)))]
+        .into_iter()
+        .chain(plots(sc, o, r)?);
     for (name, body) in files {
         let p = dir.join(name);
         std::fs::write(&p, body).map_err(werr(&p))?;

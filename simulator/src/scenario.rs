@@ -169,6 +169,9 @@ pub struct Churn {
     /// When the late cinemas join, after the first publish.
     #[serde(with = "human_duration")]
     pub late_join: Duration,
+    /// Fraction of departures that are crashes (the lab sends SIGKILL instead of SIGTERM; the simulator
+    /// treats both alike: in-flight chunks are lost either way).
+    pub crash: f64,
 }
 
 impl Default for Churn {
@@ -179,6 +182,7 @@ impl Default for Churn {
             offline_mean: Duration::from_secs(1800),
             late: 0,
             late_join: Duration::from_secs(3600),
+            crash: 0.0,
         }
     }
 }
@@ -400,6 +404,7 @@ impl Scenario {
         let c = &self.churn;
         check(fraction(c.offline_fraction), "churn.offline_fraction", "must be between 0 and 1")?;
         check(c.late <= self.cinemas, "churn.late", "must be <= cinemas")?;
+        check(fraction(c.crash), "churn.crash", "must be between 0 and 1")?;
         check(!c.offline_mean.is_zero(), "churn.offline_mean", "must be greater than zero")?;
         if let Some(m) = c.session_mean {
             check(!m.is_zero(), "churn.session_mean", "must be greater than zero")?;

@@ -1,0 +1,196 @@
+//! The lab's network, built with `ip` and `tc` from iproute2: one namespace per node, one per ISP holding
+//! its bridge, and a core namespace whose bridge joins the ISPs. Everything is on one layer-2 segment
+//! (10.201.0.0/16), so no routing is involved.
+//!
+//! ```text
+//!  [cml-n3] eth0 ──veth── v3 [cml-isp1: br0] up0 ──veth── i1 [cml-core: br0] i0 ──veth── up0 [cml-isp0] ...
+//!   tbf: upload            tbf: download   tbf: ISP egress    tbf: ISP ingress
+//! ```
+//!
+//! Every link is shaped with a token bucket (`tbf`, a burst of 4 ms at the rate, at least 4 KiB, and a
+//! 50 ms queue). This kernel has no `netem`, so no latency is added: the lab's one-way latency is that of
+//! veth and bridges (tens of microseconds). Only namespaces are created (the interfaces live inside them),
+//! all named with [`PREFIX`], so deleting the namespaces removes everything.
+
+use std::process::Command;
+
+use super::LabError;
+
+/// The prefix of every namespace (and of the work directory) the lab creates.
+pub const PREFIX: &str = "cml-";
+
+/// Rates at or above this are left unshaped (a "100 Gbit/s" loopback class).
+pub const UNSHAPED: f64 = 10e9 / 8.0;
+
+/// Runs a command, returning its stdout; the error carries the command line and its stderr.
+pub fn run(cmd: &[&str]) -> Result<String, LabError> {
+    let line = cmd.join(" ");
+    let out = Command::new(cmd[0]).args(&cmd[1..]).output().map_err(|e| LabError::Command {
+        cmd: line.clone(),
+        reason: format!("{e} (is iproute2 installed?)"),
+    })?;
+    if !out.status.success() {
+        return Err(LabError::Command {
+            cmd: line,
+            reason: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Namespace of node `i`.
+pub fn node_ns(i: usize) -> String {
+    format!("{PREFIX}n{i}")
+}
+
+/// Namespace of ISP `k`.
+pub fn isp_ns(k: usize) -> String {
+    format!("{PREFIX}isp{k}")
+}
+
+/// The core namespace.
+pub fn core_ns() -> String {
+    format!("{PREFIX}core")
+}
+
+/// IPv4 address of node `i` (`i` < 62,500).
+pub fn node_ip(i: usize) -> String {
+    format!("10.201.{}.{}", i / 250, i % 250 + 1)
+}
+
+/// The `tc` arguments shaping a device's egress to `rate` bytes/s, or `None` when it stays unshaped.
+pub fn tbf_args(rate: f64) -> Option<Vec<String>> {
+    if rate >= UNSHAPED {
+        return None;
+    }
+    let bits = (rate * 8.0).round() as u64;
+    let burst = ((rate * 0.004) as u64).max(4096);
+    Some(
+        ["qdisc", "add", "dev", "DEV", "root", "tbf", "rate"]
+            .iter()
+            .map(|s| s.to_string())
+            .chain([format!("{bits}bit"), "burst".into(), burst.to_string(), "latency".into(), "50ms".into()])
+            .collect(),
+    )
+}
+
+fn shape(ns: &str, dev: &str, rate: f64) -> Result<(), LabError> {
+    let Some(mut args) = tbf_args(rate) else { return Ok(()) };
+    args[3] = dev.to_owned();
+    let mut cmd = vec!["ip", "netns", "exec", ns, "tc"];
+    cmd.extend(args.iter().map(String::as_str));
+    run(&cmd).map(|_| ())
+}
+
+fn add_ns(ns: &str) -> Result<(), LabError> {
+    run(&["ip", "netns", "add", ns])?;
+    run(&["ip", "-n", ns, "link", "set", "lo", "up"])?;
+    Ok(())
+}
+
+fn add_bridge(ns: &str) -> Result<(), LabError> {
+    run(&["ip", "-n", ns, "link", "add", "br0", "type", "bridge"])?;
+    run(&["ip", "-n", ns, "link", "set", "br0", "up"])?;
+    Ok(())
+}
+
+/// A veth pair `a` in `ns_a` and `b` in `ns_b`, both up; `b` enslaved to `ns_b`'s bridge, and `a` to
+/// `ns_a`'s when `a_bridged`.
+fn veth(ns_a: &str, a: &str, ns_b: &str, b: &str, a_bridged: bool) -> Result<(), LabError> {
+    run(&["ip", "link", "add", a, "netns", ns_a, "type", "veth", "peer", "name", b, "netns", ns_b])?;
+    run(&["ip", "-n", ns_b, "link", "set", b, "master", "br0", "up"])?;
+    if a_bridged {
+        run(&["ip", "-n", ns_a, "link", "set", a, "master", "br0", "up"])?;
+    } else {
+        run(&["ip", "-n", ns_a, "link", "set", a, "up"])?;
+    }
+    Ok(())
+}
+
+/// Creates the core and one ISP namespace each with its bridge; the ISP's border shaped both ways to
+/// `transit[k]` bytes/s (`None`: unshaped).
+pub fn build_isps(transit: &[Option<f64>]) -> Result<(), LabError> {
+    let core = core_ns();
+    add_ns(&core)?;
+    add_bridge(&core)?;
+    for (k, t) in transit.iter().enumerate() {
+        let ns = isp_ns(k);
+        add_ns(&ns)?;
+        add_bridge(&ns)?;
+        let inner = format!("i{k}");
+        veth(&ns, "up0", &core, &inner, true)?;
+        if let Some(rate) = *t {
+            shape(&ns, "up0", rate)?;
+            shape(&core, &inner, rate)?;
+        }
+    }
+    Ok(())
+}
+
+/// Creates node `i`'s namespace on ISP `isp`, its address, and shapes its upload and download.
+pub fn build_node(i: usize, isp: usize, up: f64, down: f64) -> Result<(), LabError> {
+    let ns = node_ns(i);
+    let isp_ns = isp_ns(isp);
+    add_ns(&ns)?;
+    let outer = format!("v{i}");
+    veth(&ns, "eth0", &isp_ns, &outer, false)?;
+    run(&["ip", "-n", &ns, "addr", "add", &format!("{}/16", node_ip(i)), "dev", "eth0"])?;
+    shape(&ns, "eth0", up)?;
+    shape(&isp_ns, &outer, down)?;
+    Ok(())
+}
+
+/// Namespaces whose name starts with [`PREFIX`].
+pub fn ours() -> Result<Vec<String>, LabError> {
+    Ok(run(&["ip", "netns", "list"])?
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with(PREFIX))
+        .map(str::to_owned)
+        .collect())
+}
+
+/// Ends every process left in our namespaces (SIGKILL) and deletes the namespaces. Returns how many
+/// namespaces were removed.
+pub fn remove_all() -> Result<usize, LabError> {
+    let list = ours()?;
+    for ns in &list {
+        if let Ok(pids) = run(&["ip", "netns", "pids", ns]) {
+            for pid in pids.split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+    for ns in &list {
+        // A namespace whose processes are still exiting can refuse for a moment: retry briefly.
+        let mut left = 50;
+        while run(&["ip", "netns", "del", ns]).is_err() && left > 0 {
+            left -= 1;
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+    Ok(list.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_addresses_and_shaping() {
+        assert_eq!(node_ns(3), "cml-n3");
+        assert_eq!(isp_ns(0), "cml-isp0");
+        assert!(core_ns().starts_with(PREFIX));
+        assert_eq!(node_ip(0), "10.201.0.1");
+        assert_eq!(node_ip(251), "10.201.1.2");
+        // 20 Mbit/s: burst 4 ms = 10,000 bytes.
+        let a = tbf_args(20e6 / 8.0).unwrap();
+        assert_eq!(a[7..], ["20000000bit", "burst", "10000", "latency", "50ms"]);
+        // 1 Mbit/s: 4 ms is 500 bytes, less than a packet: 4 KiB.
+        assert_eq!(tbf_args(1e6 / 8.0).unwrap()[9], "4096");
+        assert_eq!(tbf_args(100e9 / 8.0), None);
+    }
+}

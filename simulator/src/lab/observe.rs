@@ -1,0 +1,139 @@
+//! What the lab sees of each daemon while it runs: one thread per node, inside the node's namespace,
+//! polls its API (`/films` every tick, `/metrics` and `/peers` every fourth) and keeps, per node, when
+//! each content was first listed and first complete, the byte counters of each daemon session (counters
+//! restart with the process) and the bytes received from each peer. Samples of the total sent are kept
+//! for the egress chart, at most [`MAX_SAMPLES`] per node.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::probe::{self, Bytes};
+
+/// Samples of the total bytes sent kept per node.
+pub const MAX_SAMPLES: usize = 100_000;
+
+/// One node's observations; times are seconds after the lab's time 0.
+#[derive(Debug, Clone, Default)]
+pub struct NodeObs {
+    /// The daemon session now running (bumped by the lab at each start).
+    pub session: u32,
+    /// Content id -> first time `/films` listed it.
+    pub first_seen: BTreeMap<String, f64>,
+    /// Content id -> first time `/films` said complete.
+    pub first_complete: BTreeMap<String, f64>,
+    /// Session -> its latest byte counters.
+    pub bytes: BTreeMap<u32, Bytes>,
+    /// (session, peer id) -> (peer's ISP, content bytes received from it).
+    pub from_peer: BTreeMap<(u32, String), (String, u64)>,
+    /// (time, total bytes sent over all sessions).
+    pub sent: Vec<(f64, f64)>,
+}
+
+impl NodeObs {
+    /// Byte counters summed over the daemon's sessions.
+    pub fn total(&self) -> Bytes {
+        self.bytes.values().fold(Bytes::default(), |a, &b| a.plus(b))
+    }
+}
+
+/// The pollers of all nodes.
+#[derive(Debug)]
+pub struct Observer {
+    /// Per node.
+    pub nodes: Vec<Arc<Mutex<NodeObs>>>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+fn lock(o: &Mutex<NodeObs>) -> std::sync::MutexGuard<'_, NodeObs> {
+    o.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Observer {
+    /// Starts one poller per namespace; `t0` is the lab's time 0; `tick` the `/films` interval.
+    pub fn start(namespaces: &[String], api: SocketAddr, t0: Instant, tick: Duration) -> Observer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut nodes = Vec::new();
+        let mut threads = Vec::new();
+        for ns in namespaces {
+            let obs = Arc::new(Mutex::new(NodeObs::default()));
+            nodes.push(obs.clone());
+            let (ns, stop) = (ns.clone(), stop.clone());
+            threads.push(std::thread::spawn(move || {
+                if let Err(e) = super::probe::enter(&ns) {
+                    eprintln!("lab: cannot observe {ns}: {e}");
+                    return;
+                }
+                poll(&obs, api, t0, tick, &stop);
+            }));
+        }
+        Observer { nodes, stop, threads }
+    }
+
+    /// Takes a last sample on every node and stops the pollers.
+    pub fn finish(self) -> Vec<NodeObs> {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.threads {
+            let _ = t.join();
+        }
+        self.nodes.iter().map(|o| lock(o).clone()).collect()
+    }
+
+    /// Sets the session number of node `i` (call before starting its daemon again).
+    pub fn new_session(&self, i: usize) {
+        lock(&self.nodes[i]).session += 1;
+    }
+
+    /// Content ids node `i` has seen complete, with the time.
+    pub fn complete(&self, i: usize) -> BTreeMap<String, f64> {
+        lock(&self.nodes[i]).first_complete.clone()
+    }
+}
+
+fn poll(obs: &Mutex<NodeObs>, api: SocketAddr, t0: Instant, tick: Duration, stop: &AtomicBool) {
+    let timeout = Duration::from_secs(2);
+    let mut n: u64 = 0;
+    loop {
+        let last = stop.load(Ordering::SeqCst);
+        if let Ok(body) = probe::get(api, "/films", timeout) {
+            let t = t0.elapsed().as_secs_f64();
+            let mut o = lock(obs);
+            for (id, complete) in probe::films(&body) {
+                o.first_seen.entry(id.clone()).or_insert(t);
+                if complete {
+                    o.first_complete.entry(id).or_insert(t);
+                }
+            }
+        }
+        if n % 4 == 0 || last {
+            if let Ok(m) = probe::get(api, "/metrics", timeout) {
+                let t = t0.elapsed().as_secs_f64();
+                let b = Bytes::from_metrics(&m);
+                let mut o = lock(obs);
+                let s = o.session;
+                o.bytes.insert(s, b);
+                let total = o.total().up;
+                if o.sent.len() < MAX_SAMPLES {
+                    o.sent.push((t, total));
+                }
+            }
+            if let Ok(p) = probe::get(api, "/peers", timeout) {
+                let mut o = lock(obs);
+                let s = o.session;
+                for (peer, isp, bytes) in probe::peers(&p) {
+                    let e = o.from_peer.entry((s, peer)).or_insert((isp, 0));
+                    e.1 = e.1.max(bytes);
+                }
+            }
+        }
+        if last {
+            return;
+        }
+        n += 1;
+        std::thread::sleep(tick);
+    }
+}

@@ -1,0 +1,352 @@
+//! The lab's outputs, the simulator's own formats: `report.json` (the same field names where the figure
+//! is the same), `nodes.csv` ([`crate::report::nodes_csv`]) and the plots, from what the daemons said.
+
+use std::path::Path;
+
+use cinemesh_core::config::{GossipConfig, PolicyConfig, TransferConfig};
+use serde::Serialize;
+
+use super::{LabError, Measured};
+use crate::bound::{self, CdfFigures, Downloader};
+use crate::plot::{self, Series};
+use crate::report::{self, film_bound, FilmReport, NodeRow, Quantiles};
+use crate::scenario::Scenario;
+use crate::topology::Topology;
+
+/// What the lab's links are and are not.
+pub const SHAPING: &str = "tc tbf on every upload, download and ISP border (burst 4 ms at the rate, at least 4 KiB; queue 50 ms); no netem on this kernel, so no added latency";
+
+/// The lab's `report.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct LabReport {
+    /// `lab`.
+    pub body: &'static str,
+    /// Scenario name.
+    pub scenario: String,
+    /// Seed (topology, targets, late cinemas).
+    pub seed: u64,
+    /// Cinemas.
+    pub cinemas: u32,
+    /// Superseeders.
+    pub seeders: u32,
+    /// Film 0's Kumar-Ross bound, seconds.
+    pub t_min: f64,
+    /// Film 0: publish -> last target complete, seconds.
+    pub t_measured: Option<f64>,
+    /// Film 0's efficiency.
+    pub efficiency: Option<f64>,
+    /// Per film.
+    pub films: Vec<FilmReport>,
+    /// Film 0's completion-CDF yardstick.
+    pub cdf: CdfFigures,
+    /// Superseeder egress / capacity from film 0's publish to its last target's completion (or the end).
+    pub seeder_utilisation: f64,
+    /// Content bytes received from another ISP (the daemons' `OtherIsp` counters).
+    pub transit_bytes: u64,
+    /// Sum of the films' transit minimums.
+    pub transit_min_bytes: u64,
+    /// `transit_bytes / transit_min_bytes`.
+    pub transit_ratio: f64,
+    /// Bytes the superseeders sent.
+    pub seeder_egress_bytes: u64,
+    /// In film copies.
+    pub seeder_egress_copies: f64,
+    /// Highest superseeder egress over one bin, bytes/s.
+    pub seeder_egress_peak: f64,
+    /// Catalogue entry first listed by `/films` after publish, ms (poll resolution).
+    pub gossip_delivery_ms: Quantiles,
+    /// ISP names.
+    pub isps: Vec<String>,
+    /// Bytes from ISP row to ISP column (from `/peers`, connected peers only).
+    pub isp_matrix: Vec<Vec<u64>>,
+    /// Seconds from time 0 to the end of the run.
+    pub end_secs: f64,
+    /// Every target completed before the timeout.
+    pub finished: bool,
+    /// Targets that did not complete.
+    pub incomplete: u32,
+    /// The links.
+    pub shaping: &'static str,
+    /// The `[gossip]` section the daemons ran.
+    pub gossip_config: GossipConfig,
+    /// The `[transfer]` section the daemons ran.
+    pub transfer_config: TransferConfig,
+    /// The `[policy]` section the daemons ran.
+    pub policy_config: PolicyConfig,
+}
+
+/// Linear interpolation of a sorted `(t, value)` series at `t`.
+pub fn at(samples: &[(f64, f64)], t: f64) -> f64 {
+    match samples.iter().position(|s| s.0 >= t) {
+        None => samples.last().map_or(0.0, |s| s.1),
+        Some(0) => samples[0].1 * if samples[0].0 > 0.0 { (t / samples[0].0).clamp(0.0, 1.0) } else { 1.0 },
+        Some(j) => {
+            let (a, b) = (samples[j - 1], samples[j]);
+            a.1 + (b.1 - a.1) * (t - a.0) / (b.0 - a.0).max(1e-9)
+        }
+    }
+}
+
+/// A round bin width giving at most about 60 bins over `secs`.
+pub fn bin_width(secs: f64) -> f64 {
+    [1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0]
+        .into_iter()
+        .find(|w| secs / w <= 60.0)
+        .unwrap_or(3600.0)
+}
+
+/// Per-bin rates (bytes/s) of a cumulative series from 0 to `end`.
+pub fn rates(samples: &[(f64, f64)], end: f64, bin: f64) -> Vec<f64> {
+    let bins = (end / bin).ceil().max(1.0) as usize;
+    (0..bins).map(|j| (at(samples, (j + 1) as f64 * bin) - at(samples, j as f64 * bin)) / bin).collect()
+}
+
+/// Everything the lab writes, built from the measurements.
+#[derive(Debug, Clone)]
+pub struct Built {
+    /// `nodes.csv` rows.
+    pub rows: Vec<NodeRow>,
+    /// `report.json`.
+    pub report: LabReport,
+    /// Superseeder egress per bin, bytes/s, and the bin width in seconds.
+    pub egress: (Vec<f64>, f64),
+    /// Film 0's completion times counted from coming online, per target.
+    pub times: Vec<Option<f64>>,
+}
+
+/// Builds rows and report.
+pub fn build(sc: &Scenario, seed: u64, topo: &Topology, targets: &[Vec<bool>], m: &Measured) -> Built {
+    let n = topo.len();
+    let publish: Vec<Option<(String, f64)>> = m.published.clone();
+    let p0 = publish[0].as_ref().map_or(0.0, |p| p.1);
+    let complete = |i: usize, k: usize| -> Option<f64> {
+        let (id, t) = publish[k].as_ref()?;
+        let hook = m.hook_done[i].get(id).copied();
+        let seen = m.nodes[i].first_complete.get(id).copied();
+        let c = match (hook, seen) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => a.or(b)?,
+        };
+        Some((c - t).max(0.0))
+    };
+    let mut rows = Vec::with_capacity(n);
+    for (i, node) in topo.nodes.iter().enumerate() {
+        let b = m.nodes[i].total();
+        let gossip = publish[0]
+            .as_ref()
+            .and_then(|(id, t)| m.nodes[i].first_seen.get(id).map(|s| ((s - t).max(0.0)) * 1e3));
+        rows.push(NodeRow {
+            name: node.name.clone(),
+            isp: topo.isps[node.isp as usize].clone(),
+            class: node.class.clone(),
+            seeder: node.seeder,
+            up: node.up,
+            down: node.down,
+            online_s: report::online_after(m.first_start[i], p0),
+            complete_s: (0..sc.film.len()).map(|k| if node.seeder { None } else { complete(i, k) }).collect(),
+            bytes_up: b.up as u64,
+            bytes_down: b.down as u64,
+            down_same_isp: b.down_same_isp as u64,
+            down_other_isp: b.down_other_isp as u64,
+            gossip_ms: if node.seeder { None } else { gossip },
+            duplicates: None,
+            lookup_hops: None,
+            lookup_ms: None,
+        });
+    }
+    let seeder_isp = topo.nodes[topo.first_seeder as usize].isp as usize;
+    let films: Vec<FilmReport> = sc
+        .film
+        .iter()
+        .enumerate()
+        .map(|(k, film)| {
+            let ts: Vec<usize> = (0..n).filter(|&i| targets[k][i]).collect();
+            let times: Vec<f64> = ts.iter().filter_map(|&i| rows[i].complete_s[k]).collect();
+            let b = film_bound(sc, topo, k, |i| targets[k][i]);
+            let t_measured = (times.len() == ts.len()).then(|| times.iter().copied().fold(0.0, f64::max));
+            let mut importing = vec![false; topo.isps.len()];
+            for &i in &ts {
+                importing[topo.nodes[i].isp as usize] = true;
+            }
+            let importing = importing.iter().enumerate().filter(|&(j, &x)| x && j != seeder_isp).count();
+            FilmReport {
+                name: film.name.clone(),
+                size: film.size.0,
+                chunks: sc.chunks(film),
+                targets: ts.len() as u32,
+                complete: times.len() as u32,
+                bound: b,
+                t_measured,
+                efficiency: t_measured.map(|t| bound::efficiency(b.t_min, t)),
+                completion: Quantiles::of(&times),
+                transit_min_bytes: bound::transit_minimum(film.size.0, importing),
+            }
+        })
+        .collect();
+    let t0_targets: Vec<usize> = (0..n).filter(|&i| targets[0][i]).collect();
+    let times: Vec<Option<f64>> =
+        t0_targets.iter().map(|&i| rows[i].complete_s[0].map(|c| c - rows[i].online_s)).collect();
+    let downloaders: Vec<Downloader> = t0_targets
+        .iter()
+        .zip(&times)
+        .map(|(&i, &time)| Downloader {
+            class: rows[i].class.clone(),
+            up: rows[i].up,
+            down: rows[i].down,
+            time,
+        })
+        .collect();
+    let u_s = sc.seeders.up.0 * f64::from(sc.seeders.count);
+    let seeders: Vec<usize> = (0..n).filter(|&i| topo.nodes[i].seeder).collect();
+    let mut sent: Vec<(f64, f64)> = Vec::new();
+    for &s in &seeders {
+        if sent.is_empty() {
+            sent = m.nodes[s].sent.clone();
+        } else {
+            sent = sent.iter().map(|&(t, v)| (t, v + at(&m.nodes[s].sent, t))).collect();
+        }
+    }
+    let bin = bin_width(m.end);
+    let egress = rates(&sent, m.end, bin);
+    let last = films[0].t_measured.map_or(m.end, |t| p0 + t);
+    let busy_sent = at(&sent, last) - at(&sent, p0);
+    let mut isp_matrix = vec![vec![0u64; topo.isps.len()]; topo.isps.len()];
+    for (i, node) in topo.nodes.iter().enumerate() {
+        for (isp, bytes) in m.nodes[i].from_peer.values() {
+            if let Some(j) = topo.isps.iter().position(|x| x == isp) {
+                isp_matrix[j][node.isp as usize] += bytes;
+            }
+        }
+    }
+    let transit_bytes: u64 = rows.iter().map(|r| r.down_other_isp).sum();
+    let transit_min_bytes: u64 = films.iter().map(|f| f.transit_min_bytes).sum();
+    let seeder_egress_bytes: u64 = seeders.iter().map(|&s| rows[s].bytes_up).sum();
+    let total_film: u64 = sc.film.iter().map(|f| f.size.0).sum();
+    let gossip: Vec<f64> = rows.iter().filter_map(|r| r.gossip_ms).collect();
+    let incomplete = films.iter().map(|f| f.targets - f.complete).sum();
+    let report = LabReport {
+        body: "lab",
+        scenario: sc.name.clone(),
+        seed,
+        cinemas: sc.cinemas,
+        seeders: sc.seeders.count,
+        t_min: films[0].bound.t_min,
+        t_measured: films[0].t_measured,
+        efficiency: films[0].efficiency,
+        cdf: CdfFigures::compute(sc.film[0].size.0 as f64, u_s, &downloaders),
+        seeder_utilisation: bound::utilisation(busy_sent, u_s, last - p0),
+        films,
+        transit_bytes,
+        transit_min_bytes,
+        transit_ratio: if transit_min_bytes > 0 {
+            transit_bytes as f64 / transit_min_bytes as f64
+        } else {
+            0.0
+        },
+        seeder_egress_bytes,
+        seeder_egress_copies: seeder_egress_bytes as f64 / total_film.max(1) as f64,
+        seeder_egress_peak: egress.iter().copied().fold(0.0, f64::max),
+        gossip_delivery_ms: Quantiles::of(&gossip),
+        isps: topo.isps.clone(),
+        isp_matrix,
+        end_secs: m.end,
+        finished: m.finished,
+        incomplete,
+        shaping: SHAPING,
+        gossip_config: sc.gossip.clone(),
+        transfer_config: sc.transfer.clone(),
+        policy_config: sc.policy.clone(),
+    };
+    Built { rows, report, egress: (egress, bin), times }
+}
+
+/// The terminal summary.
+pub fn summary(r: &LabReport) -> String {
+    let f = &r.films[0];
+    let opt = |x: Option<f64>, d: usize| x.map(|x| format!("{x:.d$}")).unwrap_or_else(|| "-".into());
+    let mut s = format!(
+        "lab {} seed {}: {} cinemas, {}/{} complete in {:.1} s{}\n",
+        r.scenario,
+        r.seed,
+        r.cinemas,
+        f.complete,
+        f.targets,
+        r.end_secs,
+        if r.finished { "" } else { " (timeout)" }
+    );
+    s += &format!(
+        "  bound T_min {:.1} s, T_measured {} s, efficiency {}; completion p50 {:.1} s p90 {:.1} s max {:.1} s\n",
+        r.t_min,
+        opt(r.t_measured, 1),
+        opt(r.efficiency, 3),
+        f.completion.p50,
+        f.completion.p90,
+        f.completion.max
+    );
+    s += &report::cdf_summary(&r.cdf, r.seeder_utilisation);
+    s += &format!(
+        "transit {:.3} GB vs minimum {:.3} GB (ratio {:.2}); superseeder egress {:.2} copies, peak {:.0} Mbit/s\n{}\n",
+        r.transit_bytes as f64 / 1e9,
+        r.transit_min_bytes as f64 / 1e9,
+        r.transit_ratio,
+        r.seeder_egress_copies,
+        r.seeder_egress_peak * 8.0 / 1e6,
+        SHAPING
+    );
+    s
+}
+
+/// Writes `report.json`, `nodes.csv` and the plots into `dir`.
+pub fn write(dir: &Path, sc: &Scenario, b: &Built) -> Result<(), LabError> {
+    std::fs::create_dir_all(dir).map_err(LabError::io(format!("cannot create {}", dir.display())))?;
+    let json = serde_json::to_string_pretty(&b.report).map_err(|e| LabError::Config(e.to_string()))? + "\n";
+    let r = &b.report;
+    let unit = plot::time_unit(r.end_secs, "after coming online");
+    let completion =
+        report::completion_series(&format!("{} (lab)", sc.film[0].name), &b.times, &r.cdf.bound, unit.0, 0);
+    let gossip: Vec<f64> = b.rows.iter().filter_map(|r| r.gossip_ms).collect();
+    let u_s = sc.seeders.up.0 * f64::from(sc.seeders.count);
+    let files = vec![
+        ("report.json", json),
+        ("nodes.csv", report::nodes_csv(&b.rows)),
+        (
+            "completion-cdf.svg",
+            plot::lines("Completion time CDF (lab)", &unit.1, "fraction of targets", &completion)?,
+        ),
+        (
+            "seeder-egress.svg",
+            report::egress_chart(&b.egress.0, b.egress.1, u_s, plot::time_unit(r.end_secs, "after start"))?,
+        ),
+        ("isp-matrix.svg", plot::heatmap("Bytes between ISPs in the lab", &r.isps, &r.isp_matrix)?),
+        (
+            "gossip-cdf.svg",
+            plot::lines(
+                "Catalogue entry first listed (lab)",
+                "ms after publish",
+                "fraction of nodes",
+                &[Series::solid("delivery", plot::cdf(&gossip, gossip.len()), 0)],
+            )?,
+        ),
+    ];
+    for (name, body) in files {
+        let p = dir.join(name);
+        std::fs::write(&p, body).map_err(LabError::io(format!("cannot write {}", p.display())))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interpolation_and_rates() {
+        let s = [(1.0, 10.0), (3.0, 30.0)];
+        assert_eq!(at(&s, 2.0), 20.0);
+        assert_eq!(at(&s, 0.5), 5.0);
+        assert_eq!(at(&s, 9.0), 30.0);
+        assert_eq!(at(&[], 1.0), 0.0);
+        assert_eq!(rates(&s, 4.0, 2.0), vec![10.0, 5.0]);
+        assert_eq!((bin_width(50.0), bin_width(100.0), bin_width(1000.0)), (1.0, 2.0, 20.0));
+    }
+}
