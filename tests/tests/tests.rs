@@ -989,3 +989,25 @@ async fn node_and_simulator_drive_the_same_engine() -> anyhow::Result<()> {
     assert!(only_sim.is_empty(), "engine kinds the simulator uses and the node never does: {only_sim:?}");
     Ok(())
 }
+
+/// Hardening: a publish the node refuses (a key it does not trust) stores nothing, so nothing of it is
+/// ever provided or served, and a restart finds nothing either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_publish_stores_nothing_and_serves_nothing() -> anyhow::Result<()> {
+    let (tmp, _key, trusted) = setup()?;
+    let untrusted = Keypair::generate(&mut rand::rngs::OsRng);
+    let cfg = node_config(tmp.path(), "distributor", Role::Distributor, "dc", &trusted);
+    let distributor = LocalNode::start(cfg.clone()).await?;
+    let film = tmp.path().join("film");
+    make_tree(&film, 2 << 20)?;
+    let Err(err) = publish(&distributor, &untrusted, 1, &film).await else {
+        anyhow::bail!("a publish signed by an untrusted key was accepted");
+    };
+    assert!(err.to_string().contains("does not trust key"), "{err:#}");
+    assert_eq!(distributor.metric("cinemesh_contents_complete"), 0.0);
+    assert!(distributor.client.films().await?.is_empty());
+    distributor.stop().await?;
+    let again = LocalNode::start(cfg).await?;
+    assert_eq!(again.metric("cinemesh_contents_complete"), 0.0, "nothing was stored for the refused publish");
+    again.stop().await
+}
