@@ -503,7 +503,11 @@ pub fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
 }
 
 fn http() -> anyhow::Result<reqwest::Client> {
-    reqwest::Client::builder().timeout(Duration::from_secs(600)).build().context("HTTP client")
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(600))
+        .default_headers(crate::auth::client_headers()?)
+        .build()
+        .context("HTTP client")
 }
 
 fn no_daemon(api: &ApiArgs, e: reqwest::Error) -> anyhow::Error {

@@ -15,7 +15,7 @@ use prometheus_client::registry::Registry;
 use tracing::{info, warn};
 
 use crate::config::Config;
-use crate::{api, hooks};
+use crate::{api, auth, dashboard, hooks};
 
 /// The node's libp2p identity file inside the data directory.
 pub const IDENTITY_FILE: &str = "node.key";
@@ -112,15 +112,29 @@ impl Daemon {
             format!("cannot bind the HTTP API on {} (api.listen / --api)", cfg.api.listen)
         })?;
         let api = listener.local_addr()?;
+        let token = auth::Token::load_or_create(&cfg.node.data_dir)?;
+        let token = auth::required(&api).then_some(token);
+        if token.is_some() {
+            info!(%api, "the HTTP API is not on loopback: requests need the token in {}", auth::TOKEN_FILE);
+        }
         let hooks = hooks::Records::default();
-        let state = api::State { client: client.clone(), registry: Arc::new(registry), hooks: hooks.clone() };
+        let state = api::State {
+            client: client.clone(),
+            registry: Arc::new(registry),
+            hooks: hooks.clone(),
+            history: dashboard::History::spawn(client.clone()),
+        };
+        let router = auth::protect(api::router(state), token);
         let api_task = tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, api::router(state)).await {
+            if let Err(e) = axum::serve(listener, router).await {
                 warn!("HTTP API stopped: {e}");
             }
         });
-        let hooks_task =
-            cfg.hooks.on_complete.clone().map(|cmd| tokio::spawn(hooks::run(cmd, events, hooks)));
+        let hooks_task = cfg
+            .hooks
+            .on_complete
+            .clone()
+            .map(|cmd| tokio::spawn(hooks::run(cmd, events, hooks, Some(client.clone()))));
         info!(%api, "HTTP API listening");
         Ok(Self { client, api, node: task, api_task, hooks_task })
     }

@@ -35,6 +35,8 @@ pub(crate) enum Command {
         reply: oneshot::Sender<Result<Vec<VerifyStatus>, String>>,
     },
     Fleet(oneshot::Sender<Vec<super::fleet::FilmFleet>>),
+    Snapshot(oneshot::Sender<super::snapshot::Snapshot>),
+    HookResult(String),
     Shutdown,
 }
 
@@ -201,6 +203,24 @@ impl Client {
     /// The fleet view: per content, which nodes have it, which are behind, which will miss the deadline.
     pub async fn fleet(&self) -> Result<Vec<super::fleet::FilmFleet>, NetError> {
         self.ask(Command::Fleet).await
+    }
+
+    /// What the dashboard shows: the fleet view, every peer's latest report, the tail of the catalogue log.
+    pub async fn snapshot(&self) -> Result<super::snapshot::Snapshot, NetError> {
+        self.ask(Command::Snapshot).await
+    }
+
+    /// Tells the node its post-download hook's last result (e.g. `ok: <title>`), for its fleet report;
+    /// cut to [`MAX_REPORT_TEXT`](super::fleet::MAX_REPORT_TEXT) bytes.
+    pub async fn hook_result(&self, mut text: String) -> Result<(), NetError> {
+        if text.len() > super::fleet::MAX_REPORT_TEXT {
+            let mut cut = super::fleet::MAX_REPORT_TEXT;
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            text.truncate(cut);
+        }
+        self.tx.send(Command::HookResult(text)).await.map_err(|_| NetError::Stopped)
     }
 
     /// Asks the node to stop; returns once the request is queued (await the node's task to see it end).

@@ -13,6 +13,8 @@
 //! - [`node`]: the event loop.
 //! - [`client`]: the handle and the status types it returns.
 //! - [`fleet`]: progress reports gossiped by every node, and the fleet view built from them.
+//! - [`pacer`]: when a node sends its report (every interval, and soon after a change of state).
+//! - [`snapshot`]: the dashboard's read of the node (fleet view, reports, catalogue log) in one command.
 //! - [`metrics`]: `cinemesh_*` Prometheus metrics.
 
 pub mod behaviour;
@@ -20,7 +22,9 @@ pub mod client;
 pub mod fleet;
 pub mod metrics;
 pub mod node;
+pub mod pacer;
 pub mod protocol;
+pub mod snapshot;
 
 use std::path::PathBuf;
 use std::str::FromStr;

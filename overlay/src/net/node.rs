@@ -191,6 +191,12 @@ pub struct Node {
     fleet: Fleet,
     last_report: Option<Instant>,
     report_prev: BTreeMap<ContentId, u32>,
+    // Fleet report freshness (issue 13): pacing, bytes per sender ISP, hook result, byte totals at the
+    // last report.
+    report_pacer: super::pacer::Pacer,
+    traffic: fleet::Traffic,
+    hook_result: Option<String>,
+    report_bytes: (u64, u64),
     last_kad_bootstrap: Option<Instant>,
     last_rate: (Instant, u64, u64),
     bytes_total: (u64, u64),
@@ -343,6 +349,10 @@ impl Node {
             fleet: Fleet::default(),
             last_report: None,
             report_prev: BTreeMap::new(),
+            report_pacer: Default::default(),
+            traffic: Default::default(),
+            hook_result: None,
+            report_bytes: (0, 0),
             last_kad_bootstrap: None,
             last_rate: (now, 0, 0),
             bytes_total: (0, 0),
@@ -663,37 +673,87 @@ impl Node {
         self.swarm.behaviour_mut().gossipsub.report_message_validation_result(&id, &via, acceptance);
     }
 
-    /// Our progress summary; also recorded in our own fleet view.
-    fn report_progress(&mut self) {
+    /// Where each of our contents stands, unfinished first: `(content, state, have, total)`.
+    fn content_states(&self) -> Vec<(ContentId, fleet::ContentState, u32, u32)> {
+        use fleet::ContentState as S;
+        let mut list: Vec<_> = self
+            .held
+            .iter()
+            .map(|(c, h)| (*c, if h.have == h.total { S::Complete } else { S::Fetching }, h.have, h.total))
+            .collect();
+        for (c, f) in &self.fetches {
+            let state = match f {
+                Fetch::Refused(..) => S::Refused,
+                Fetch::Waiting { .. } | Fetch::Installing => S::Waiting,
+                Fetch::Active => continue,
+            };
+            if !self.held.contains_key(c) {
+                list.push((*c, state, 0, self.catalogue.film(c).map(|f| f.publish.chunks).unwrap_or(0)));
+            }
+        }
+        list.sort_by_key(|(_, state, ..)| *state == S::Complete);
+        list
+    }
+
+    /// Counts content bytes received from `peer` under its ISP, for the fleet report.
+    fn count_traffic(&mut self, peer: &PeerId, len: u64) {
+        let declared = self.peers.get(peer).and_then(|p| p.info.as_ref()).and_then(|i| i.isp.clone());
+        let isp = self.locality_of(peer, declared, None).isp;
+        self.traffic.add(isp.as_deref(), len);
+    }
+
+    /// Sends our progress report when the pacer says so (every interval, soon after a change of state).
+    fn maybe_report(&mut self) {
+        let states = self.content_states();
+        let now = self.now();
+        let interval = self.cfg.gossip.fleet_interval;
+        let hook = self.hook_result.as_deref();
+        if self.report_pacer.observe(now, states.iter().map(|&(c, s, have, _)| (c, s, have)), hook, interval) {
+            let delivered = self.report_progress(states);
+            self.report_pacer.sent(now, delivered);
+        }
+    }
+
+    /// Our progress summary; also recorded in our own fleet view. Whether it reached a peer.
+    fn report_progress(&mut self, states: Vec<(ContentId, fleet::ContentState, u32, u32)>) -> bool {
         let now = Instant::now();
         let elapsed = self.last_report.map(|t| t.elapsed().as_secs_f64()).unwrap_or(0.0);
         self.last_report = Some(now);
+        let per_sec = |bytes: f64| if elapsed > 0.0 { bytes / elapsed } else { 0.0 };
         let mut contents = Vec::new();
         let mut prev = BTreeMap::new();
         // Unfinished first: they are what the fleet view is for.
-        let mut held: Vec<(ContentId, Held)> = self.held.iter().map(|(c, h)| (*c, *h)).collect();
-        held.sort_by_key(|(_, h)| h.have == h.total);
-        for (content, h) in held.into_iter().take(fleet::MAX_REPORT_CONTENTS) {
+        for (content, state, have, total) in states.into_iter().take(fleet::MAX_REPORT_CONTENTS) {
             let chunk = self.catalogue.film(&content).map(|f| f.publish.chunk_size).unwrap_or(0) as f64;
-            let before = self.report_prev.get(&content).copied().unwrap_or(h.have);
-            let rate =
-                if elapsed > 0.0 { h.have.saturating_sub(before) as f64 * chunk / elapsed } else { 0.0 };
-            prev.insert(content, h.have);
-            contents.push(fleet::ContentProgress { content, have: h.have, total: h.total, rate });
+            let before = self.report_prev.get(&content).copied().unwrap_or(have);
+            let rate = per_sec(have.saturating_sub(before) as f64 * chunk);
+            prev.insert(content, have);
+            contents.push(fleet::ContentProgress { content, have, total, rate, state });
         }
         self.report_prev = prev;
+        let (up, down) = self.bytes_total;
         let report = fleet::Report {
-            role: self.cfg.role.as_str().to_owned(),
             name: self.cfg.name.clone(),
             isp: self.own_locality().isp,
-            issued_at: unix_now(),
             contents,
+            disk_free: self.store.free_space().ok(),
+            up_rate: per_sec(up.saturating_sub(self.report_bytes.0) as f64),
+            down_rate: per_sec(down.saturating_sub(self.report_bytes.1) as f64),
+            received: self.traffic.list(),
+            hook: self.hook_result.clone(),
+            ..fleet::Report::empty(self.cfg.role.as_str(), unix_now())
         };
+        self.report_bytes = self.bytes_total;
         let topic = gossipsub::IdentTopic::new(fleet::FLEET_TOPIC);
-        if let Err(e) = self.swarm.behaviour_mut().gossipsub.publish(topic, report.encode()) {
-            debug!("fleet report not published: {e}");
-        }
+        let delivered = match self.swarm.behaviour_mut().gossipsub.publish(topic, report.encode()) {
+            Ok(_) => true,
+            Err(e) => {
+                debug!("fleet report not published: {e}");
+                false
+            }
+        };
         self.fleet.record(self.me.to_string(), report);
+        delivered
     }
 
     /// Applies an entry, persists what was applied and acts on it. `Ok(true)` when it was held for a gap.
@@ -1128,6 +1188,7 @@ impl Node {
                 self.bytes_total.1 += len;
                 let label = self.locality_label(&peer);
                 self.metrics.bytes_received.get_or_create(&label).inc_by(len);
+                self.count_traffic(&peer, len);
                 let store = self.store.clone();
                 let done = self.done_tx.clone();
                 tokio::task::spawn_blocking(move || {
@@ -1357,9 +1418,7 @@ impl Node {
         for (data, since) in std::mem::take(&mut self.republish) {
             self.publish_or_queue(data, since);
         }
-        if self.last_report.is_none_or(|t| t.elapsed() >= self.cfg.gossip.fleet_interval) {
-            self.report_progress();
-        }
+        self.maybe_report();
         self.apply_limits();
         let now_i = Instant::now();
         // Bootstrap peers: redial with exponential back-off until connected.
@@ -1491,6 +1550,10 @@ impl Node {
             Command::Fleet(reply) => {
                 let _ = reply.send(self.fleet.view(&self.catalogue, unix_now()));
             }
+            Command::Snapshot(reply) => {
+                let _ = reply.send(super::snapshot::Snapshot::take(&self.fleet, &self.catalogue, unix_now()));
+            }
+            Command::HookResult(text) => self.hook_result = Some(text),
             Command::Shutdown => {}
         }
     }
