@@ -93,7 +93,11 @@ pub fn protect<S: Clone + Send + Sync + 'static>(router: Router<S>, token: Optio
 
 async fn check(State(token): State<Token>, req: Request, next: Next) -> Response {
     let public = req.method() == axum::http::Method::GET && PUBLIC_PATHS.contains(&req.uri().path());
-    let ok = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).is_some_and(|v| token.accepts(v));
+    let ok = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| token.accepts(v));
     if public || ok {
         return next.run(req).await;
     }

@@ -83,7 +83,8 @@ pub async fn run(
                     let run = run_one(command, content.to_hex(), title.clone(), path, FIRST_RETRY, records);
                     let (_, ok) = run.await;
                     if let Some(node) = node {
-                        let _ = node.hook_result(format!("{}: {title}", if ok { "ok" } else { "failed" })).await;
+                        let _ =
+                            node.hook_result(format!("{}: {title}", if ok { "ok" } else { "failed" })).await;
                     }
                 });
             }

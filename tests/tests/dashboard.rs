@@ -89,16 +89,19 @@ impl Browser {
         let mut args: Vec<String> = CHROMIUM_FLAGS.iter().map(|s| s.to_string()).collect();
         args.push(format!("--user-data-dir={}", profile.path().display()));
         let mut options = json!({ "args": args });
-        if let Some(bin) = ["/usr/lib/chromium/chromium", "/usr/bin/chromium"].iter().find(|p| Path::new(p).exists()) {
+        if let Some(bin) =
+            ["/usr/lib/chromium/chromium", "/usr/bin/chromium"].iter().find(|p| Path::new(p).exists())
+        {
             options["binary"] = json!(bin);
         }
         let caps = json!({ "goog:chromeOptions": options, "goog:loggingPrefs": { "browser": "ALL" } });
         let Value::Object(caps) = caps else { bail!("capabilities are an object") };
-        let client = fantoccini::ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-            .capabilities(caps)
-            .connect(&url)
-            .await
-            .context("cannot open a Chromium session (is the Debian package chromium installed?)")?;
+        let client =
+            fantoccini::ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+                .capabilities(caps)
+                .connect(&url)
+                .await
+                .context("cannot open a Chromium session (is the Debian package chromium installed?)")?;
         let driver = guard.0.take().context("driver guard")?;
         Ok(Self { driver, client, _profile: profile })
     }
@@ -188,7 +191,8 @@ fn node_config(dir: &Path, name: &str, role: Role, isp: &str, trusted: &[Distrib
 
 /// Rows of the cinema grid: `[peer id, state, late, progress]`.
 const ROWS: &str = "return Array.from(document.querySelectorAll('#cinemas-table tbody tr')).map(r => \
-                    [r.dataset.peer, r.dataset.state, r.dataset.late, Number(r.querySelector('progress').value)]);";
+                    [r.dataset.peer, r.dataset.state, r.dataset.late, \
+                    r.querySelector('progress') ? Number(r.querySelector('progress').value) : null]);";
 
 fn row<'a>(rows: &'a Value, peer: &str) -> Option<&'a Vec<Value>> {
     rows.as_array()?.iter().filter_map(Value::as_array).find(|r| r[0] == peer)
@@ -206,7 +210,9 @@ async fn the_dashboard_follows_a_real_mesh() -> anyhow::Result<()> {
     // Two cinemas at 3 MiB/s (a 24 MiB film takes about 8 s: long enough to watch it move) and one held
     // to 256 KiB/s (about 96 s: it will miss a deadline 40 s away).
     let mut cinemas = Vec::new();
-    for (name, isp, limit) in [("rex", "isp-a", 3 << 20), ("lux", "isp-a", 3 << 20), ("odeon", "isp-b", 256 << 10)] {
+    for (name, isp, limit) in
+        [("rex", "isp-a", 3 << 20), ("lux", "isp-a", 3 << 20), ("odeon", "isp-b", 256 << 10)]
+    {
         let mut c = node_config(tmp.path(), name, Role::Cinema, isp, &trusted);
         c.bootstrap = vec![distributor.addr.clone()];
         c.transfer.download_limit = Some(Rate(limit as f64));
@@ -220,7 +226,9 @@ async fn the_dashboard_follows_a_real_mesh() -> anyhow::Result<()> {
     // 1. The page loads, with no console error, and lists every cinema.
     let all: Vec<String> = (0..3).map(peer).collect();
     browser
-        .wait_js("every cinema on the page", ROWS, |rows| all.iter().all(|p| row(rows, p).is_some()).then_some(()))
+        .wait_js("every cinema on the page", ROWS, |rows| {
+            all.iter().all(|p| row(rows, p).is_some()).then_some(())
+        })
         .await?;
     let title = browser.client.title().await?;
     assert_eq!(title, "cinemesh dashboard");
@@ -247,9 +255,12 @@ async fn the_dashboard_follows_a_real_mesh() -> anyhow::Result<()> {
     let rex = peer(0);
     let progress = |rows: &Value| row(rows, &rex).and_then(|r| r[3].as_f64());
     let first = browser
-        .wait_js("rex's progress between 0 and 1", ROWS, |rows| progress(rows).filter(|p| *p > 0.0 && *p < 1.0))
+        .wait_js("rex's progress between 0 and 1", ROWS, |rows| {
+            progress(rows).filter(|p| *p > 0.0 && *p < 1.0)
+        })
         .await?;
-    let later = browser.wait_js("rex's progress to rise", ROWS, |rows| progress(rows).filter(|p| *p > first)).await?;
+    let later =
+        browser.wait_js("rex's progress to rise", ROWS, |rows| progress(rows).filter(|p| *p > first)).await?;
     assert!(later > first);
     browser.screenshot("2-moving").await?;
 
@@ -261,9 +272,7 @@ async fn the_dashboard_follows_a_real_mesh() -> anyhow::Result<()> {
         })
         .await?;
     let late_text = browser
-        .js(&format!(
-            "return document.querySelector('#cinemas-table tr[data-peer=\"{odeon}\"]').innerText;"
-        ))
+        .js(&format!("return document.querySelector('#cinemas-table tr[data-peer=\"{odeon}\"]').innerText;"))
         .await?;
     assert!(late_text.as_str().is_some_and(|t| t.contains("late")), "{late_text}");
     let films_late = browser
@@ -274,11 +283,45 @@ async fn the_dashboard_follows_a_real_mesh() -> anyhow::Result<()> {
         )
         .await?;
     assert!(films_late.contains("Le Grand Film"));
+    // Filter the grid to the late cinemas and open odeon's details from the keyboard's point of view: the
+    // name is a button, and the details take the focus.
+    browser
+        .js("const s = document.getElementById('state-filter'); s.value = 'late'; \
+             s.dispatchEvent(new Event('change')); return null;")
+        .await?;
+    browser
+        .wait_js("only late cinemas listed", ROWS, |rows| {
+            let rows = rows.as_array()?;
+            (!rows.is_empty() && rows.iter().all(|r| r[1] == "late")).then_some(())
+        })
+        .await?;
+    browser
+        .client
+        .find(fantoccini::Locator::Css(&format!("#cinemas-table button[data-key=\"{odeon}\"]")))
+        .await?
+        .click()
+        .await?;
+    let detail = browser
+        .wait_js(
+            "odeon's details, focused",
+            "const d = document.getElementById('detail'); \
+             return !d.hidden && document.activeElement.id === 'detail-h' ? d.innerText : null;",
+            |t| t.as_str().map(str::to_owned),
+        )
+        .await?;
+    assert!(
+        detail.contains("odeon") && detail.contains("Le Grand Film") && detail.contains("cinemesh revoke")
+    );
     browser.screenshot("3-late").await?;
+    browser
+        .js("document.getElementById('detail-close').click(); const s = document.getElementById('state-filter'); \
+             s.value = ''; s.dispatchEvent(new Event('change')); return null;")
+        .await?;
 
     // 4. A withdrawn film leaves the page.
     let withdraw =
-        Entry { key: key.public(), seq: 2, issued_at: unix_now(), body: Body::Withdraw { content: id } }.sign(&key)?;
+        Entry { key: key.public(), seq: 2, issued_at: unix_now(), body: Body::Withdraw { content: id } }
+            .sign(&key)?;
     distributor.client.submit(withdraw).await?;
     let hex = id.to_hex();
     browser
@@ -307,7 +350,8 @@ async fn the_dashboard_follows_a_real_mesh() -> anyhow::Result<()> {
 #[ignore = "needs chromium (installed by .ci/run)"]
 async fn the_grid_renders_1000_cinemas_quickly() -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
-    let mut node = LocalNode::start(node_config(tmp.path(), "distributor", Role::Distributor, "dc", &[])).await?;
+    let mut node =
+        LocalNode::start(node_config(tmp.path(), "distributor", Role::Distributor, "dc", &[])).await?;
     let api = node.serve_api().await?;
     let browser = Browser::start().await?;
     browser.client.goto(&format!("http://{api}/")).await?;

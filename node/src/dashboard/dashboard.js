@@ -71,7 +71,7 @@
   // ---- node summary -------------------------------------------------------------------------------
   function renderNode(s) {
     const n = s.node;
-    setText($('node-title'), '· ' + n.role + (n.name ? ' ' + n.name : ''));
+    setText($('node-title'), '· ' + n.role + (n.name && n.name !== n.role ? ': ' + n.name : ''));
     const fields = [
       ['Role', n.role], ['Name', n.name || '—'], ['Peer id', n.peer_id], ['ISP', n.isp || '—'],
       ['Disk free', fmtBytes(n.disk_free)], ['Peers', n.peers], ['Films', n.films],
@@ -134,7 +134,7 @@
         c.role !== 'cinema' ? el('span', { class: 'muted', text: ' (' + c.role + ')' }) : null),
       td(c.isp || '—'),
       td(badge(c.state)),
-      progressCell(c.progress, 'Progress of ' + label),
+      c.state === 'idle' ? td('— nothing targeted', 'muted') : progressCell(c.progress, 'Progress of ' + label),
       td(fmtRate(c.rate), 'num'),
       td(fmtDuration(c.eta_secs), 'num'),
       td(c.late ? badge('late') : 'no'),

@@ -352,7 +352,9 @@ pub(crate) mod tests {
             nodes,
         };
         let mut reports: Vec<PeerReport> = (0..n)
-            .map(|i| report(&format!("c{i}"), "cinema", &format!("isp{}", i % isps), &[("dc", 10), ("isp0", 1)]))
+            .map(|i| {
+                report(&format!("c{i}"), "cinema", &format!("isp{}", i % isps), &[("dc", 10), ("isp0", 1)])
+            })
             .collect();
         reports.push(report("dist", "distributor", "dc", &[]));
         Snapshot { now: 100, films: vec![film], reports, log: vec![] }

@@ -140,7 +140,11 @@ impl Report {
             return Err("fleet report with impossible progress".into());
         }
         let texts = [Some(&r.role), r.name.as_ref(), r.isp.as_ref(), r.hook.as_ref()];
-        if texts.into_iter().flatten().chain(r.received.iter().map(|i| &i.isp)).any(|t| t.len() > MAX_REPORT_TEXT)
+        if texts
+            .into_iter()
+            .flatten()
+            .chain(r.received.iter().map(|i| &i.isp))
+            .any(|t| t.len() > MAX_REPORT_TEXT)
         {
             return Err(format!("fleet report with a text over {MAX_REPORT_TEXT} bytes"));
         }

@@ -14,6 +14,7 @@
 //! - [`client`]: the handle and the status types it returns.
 //! - [`fleet`]: progress reports gossiped by every node, and the fleet view built from them.
 //! - [`pacer`]: when a node sends its report (every interval, and soon after a change of state).
+//! - [`rates`]: the rates a report carries, measured over at least 10 s.
 //! - [`snapshot`]: the dashboard's read of the node (fleet view, reports, catalogue log) in one command.
 //! - [`metrics`]: `cinemesh_*` Prometheus metrics.
 
@@ -24,6 +25,7 @@ pub mod metrics;
 pub mod node;
 pub mod pacer;
 pub mod protocol;
+pub mod rates;
 pub mod snapshot;
 
 use std::path::PathBuf;

@@ -189,14 +189,11 @@ pub struct Node {
     /// When the download limit lets [`drive`](Self::drive) ask the core for more requests.
     next_drive: Option<Instant>,
     fleet: Fleet,
-    last_report: Option<Instant>,
-    report_prev: BTreeMap<ContentId, u32>,
-    // Fleet report freshness (issue 13): pacing, bytes per sender ISP, hook result, byte totals at the
-    // last report.
+    // Fleet reports (issue 13): when to send, rates over a window, bytes per sender ISP, hook result.
     report_pacer: super::pacer::Pacer,
+    report_rates: super::rates::Rates,
     traffic: fleet::Traffic,
     hook_result: Option<String>,
-    report_bytes: (u64, u64),
     last_kad_bootstrap: Option<Instant>,
     last_rate: (Instant, u64, u64),
     bytes_total: (u64, u64),
@@ -347,12 +344,10 @@ impl Node {
             republish: std::collections::VecDeque::new(),
             next_drive: None,
             fleet: Fleet::default(),
-            last_report: None,
-            report_prev: BTreeMap::new(),
             report_pacer: Default::default(),
+            report_rates: Default::default(),
             traffic: Default::default(),
             hook_result: None,
-            report_bytes: (0, 0),
             last_kad_bootstrap: None,
             last_rate: (now, 0, 0),
             bytes_total: (0, 0),
@@ -708,7 +703,8 @@ impl Node {
         let now = self.now();
         let interval = self.cfg.gossip.fleet_interval;
         let hook = self.hook_result.as_deref();
-        if self.report_pacer.observe(now, states.iter().map(|&(c, s, have, _)| (c, s, have)), hook, interval) {
+        if self.report_pacer.observe(now, states.iter().map(|&(c, s, have, _)| (c, s, have)), hook, interval)
+        {
             let delivered = self.report_progress(states);
             self.report_pacer.sent(now, delivered);
         }
@@ -716,34 +712,29 @@ impl Node {
 
     /// Our progress summary; also recorded in our own fleet view. Whether it reached a peer.
     fn report_progress(&mut self, states: Vec<(ContentId, fleet::ContentState, u32, u32)>) -> bool {
-        let now = Instant::now();
-        let elapsed = self.last_report.map(|t| t.elapsed().as_secs_f64()).unwrap_or(0.0);
-        self.last_report = Some(now);
-        let per_sec = |bytes: f64| if elapsed > 0.0 { bytes / elapsed } else { 0.0 };
-        let mut contents = Vec::new();
-        let mut prev = BTreeMap::new();
-        // Unfinished first: they are what the fleet view is for.
-        for (content, state, have, total) in states.into_iter().take(fleet::MAX_REPORT_CONTENTS) {
-            let chunk = self.catalogue.film(&content).map(|f| f.publish.chunk_size).unwrap_or(0) as f64;
-            let before = self.report_prev.get(&content).copied().unwrap_or(have);
-            let rate = per_sec(have.saturating_sub(before) as f64 * chunk);
-            prev.insert(content, have);
-            contents.push(fleet::ContentProgress { content, have, total, rate, state });
-        }
-        self.report_prev = prev;
+        let states: Vec<_> = states.into_iter().take(fleet::MAX_REPORT_CONTENTS).collect();
+        let have = states.iter().map(|&(c, _, have, _)| (c, have)).collect();
         let (up, down) = self.bytes_total;
+        let rates = self.report_rates.measure(self.now(), up, down, have);
+        let contents = states
+            .into_iter()
+            .map(|(content, state, have, total)| {
+                let chunk = self.catalogue.film(&content).map(|f| f.publish.chunk_size).unwrap_or(0) as f64;
+                let rate = rates.chunks.get(&content).copied().unwrap_or(0.0) * chunk;
+                fleet::ContentProgress { content, have, total, rate, state }
+            })
+            .collect();
         let report = fleet::Report {
             name: self.cfg.name.clone(),
             isp: self.own_locality().isp,
             contents,
             disk_free: self.store.free_space().ok(),
-            up_rate: per_sec(up.saturating_sub(self.report_bytes.0) as f64),
-            down_rate: per_sec(down.saturating_sub(self.report_bytes.1) as f64),
+            up_rate: rates.up,
+            down_rate: rates.down,
             received: self.traffic.list(),
             hook: self.hook_result.clone(),
             ..fleet::Report::empty(self.cfg.role.as_str(), unix_now())
         };
-        self.report_bytes = self.bytes_total;
         let topic = gossipsub::IdentTopic::new(fleet::FLEET_TOPIC);
         let delivered = match self.swarm.behaviour_mut().gossipsub.publish(topic, report.encode()) {
             Ok(_) => true,

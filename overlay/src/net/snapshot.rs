@@ -86,7 +86,8 @@ fn describe(catalogue: &Catalogue, entries: &[&SignedEntry]) -> Vec<LogEntry> {
             _ => None,
         })
         .collect();
-    let name_of = |peer: &str| catalogue.member(peer).map(|m| m.name.clone()).unwrap_or_else(|| peer.to_owned());
+    let name_of =
+        |peer: &str| catalogue.member(peer).map(|m| m.name.clone()).unwrap_or_else(|| peer.to_owned());
     entries
         .iter()
         .map(|e| {
@@ -113,7 +114,13 @@ fn describe(catalogue: &Catalogue, entries: &[&SignedEntry]) -> Vec<LogEntry> {
                 Body::Admit(m) => (
                     "admit",
                     if m.name.is_empty() { m.peer.clone() } else { m.name.clone() },
-                    format!("{} · ISP {:?} · site {:?} · groups [{}]", m.peer, m.isp, m.site, m.groups.join(", ")),
+                    format!(
+                        "{} · ISP {:?} · site {:?} · groups [{}]",
+                        m.peer,
+                        m.isp,
+                        m.site,
+                        m.groups.join(", ")
+                    ),
                 ),
                 Body::Revoke { peer } => ("revoke", name_of(peer), peer.clone()),
                 Body::Policy(p) => (
@@ -153,7 +160,7 @@ mod tests {
                 chunk_size: 1 << 20,
                 chunks: 1,
                 targets: Targets::Groups(vec!["paris".into()]),
-                deadline: Some(99),
+                deadline: Some(999),
             }),
             Body::Admit(Member {
                 peer: "12D3KooWpeer".into(),
@@ -167,14 +174,15 @@ mod tests {
         ];
         for (i, body) in bodies.into_iter().enumerate() {
             let seq = i as u64 + 1;
-            c.apply(Entry { key: key.public(), seq, issued_at: 100 + seq, body }.sign(&key).unwrap()).unwrap();
+            c.apply(Entry { key: key.public(), seq, issued_at: 100 + seq, body }.sign(&key).unwrap())
+                .unwrap();
         }
         let s = Snapshot::take(&Fleet::default(), &c, 200);
         let kinds: Vec<&str> = s.log.iter().map(|e| e.kind.as_str()).collect();
         assert_eq!(kinds, ["withdraw", "revoke", "admit", "publish"]);
         assert_eq!(s.log[0].subject, "Le Film", "a withdrawal names the film it withdraws");
         assert_eq!(s.log[2].subject, "Rex");
-        assert!(s.log[3].detail.contains("groups: paris") && s.log[3].detail.contains("deadline 99"));
+        assert!(s.log[3].detail.contains("groups: paris") && s.log[3].detail.contains("deadline 999"));
         assert_eq!(s.log[0].key, key.public().to_string());
         assert_eq!(s.log[0].issued_at, 104);
         assert!(s.films.is_empty(), "a withdrawn film is no longer in the view");
