@@ -107,12 +107,13 @@ impl Daemon {
     /// Starts the node and the API (binding `cfg.api.listen`; port 0 picks a free one).
     pub async fn start(cfg: &Config, netcfg: net::Config) -> anyhow::Result<Self> {
         let mut registry = Registry::default();
+        let data_dir = netcfg.data_dir.clone();
         let Running { client, events, task } = Node::start(netcfg, &mut registry).await?;
         let listener = tokio::net::TcpListener::bind(cfg.api.listen).await.with_context(|| {
             format!("cannot bind the HTTP API on {} (api.listen / --api)", cfg.api.listen)
         })?;
         let api = listener.local_addr()?;
-        let token = auth::Token::load_or_create(&cfg.node.data_dir)?;
+        let token = auth::Token::load_or_create(&data_dir)?;
         let token = auth::required(&api).then_some(token);
         if token.is_some() {
             info!(%api, "the HTTP API is not on loopback: requests need the token in {}", auth::TOKEN_FILE);

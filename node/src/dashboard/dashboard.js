@@ -21,6 +21,7 @@
   let token = sessionStorage.getItem('cinemesh-token');
 
   const $ = (id) => document.getElementById(id);
+  const collator = new Intl.Collator(undefined, { numeric: true, sensitivity: 'base' });
 
   function el(tag, props, ...children) {
     const e = document.createElement(tag);
@@ -119,8 +120,10 @@
       (!q || [c.name, c.peer_id, c.isp].some((t) => t && t.toLowerCase().includes(q))));
     const key = sortKeys[view.sort];
     const name = sortKeys.name;
+    // Names sort naturally ("Cinema 9" before "Cinema 10"); ties go by name, ascending.
+    const cmp = (a, b) => (typeof a === 'string' ? collator.compare(a, b) : a < b ? -1 : a > b ? 1 : 0);
     list = list.map((c) => [key(c), name(c), c]);
-    list.sort((a, b) => (a[0] < b[0] ? -view.dir : a[0] > b[0] ? view.dir : a[1] < b[1] ? -1 : a[1] > b[1] ? 1 : 0));
+    list.sort((a, b) => view.dir * cmp(a[0], b[0]) || cmp(a[1], b[1]));
     return list.map((x) => x[2]);
   }
 

@@ -49,21 +49,22 @@ impl Rates {
         while self.samples.len() >= 2 && old_enough(&self.samples[1]) {
             self.samples.pop_front();
         }
-        let measured = match self.samples.front() {
-            Some(base) if now > base.at => {
-                let dt = now.saturating_since(base.at).as_secs_f64();
-                let chunks = have
-                    .iter()
-                    .filter_map(|(c, h)| base.have.get(c).map(|b| (*c, h.saturating_sub(*b) as f64 / dt)))
-                    .collect();
-                Measured {
-                    up: up.saturating_sub(base.up) as f64 / dt,
-                    down: down.saturating_sub(base.down) as f64 / dt,
-                    chunks,
-                }
-            }
-            _ => Measured::default(),
+        let per_sec = |amount: u64, since: Time| {
+            let dt = now.saturating_since(since).as_secs_f64();
+            (dt > 0.0).then(|| amount as f64 / dt)
         };
+        let mut measured = Measured::default();
+        if let Some(base) = self.samples.front() {
+            measured.up = per_sec(up.saturating_sub(base.up), base.at).unwrap_or(0.0);
+            measured.down = per_sec(down.saturating_sub(base.down), base.at).unwrap_or(0.0);
+        }
+        // Per content, from the base or, for a content that came later, its oldest sample.
+        for (c, h) in &have {
+            let first = self.samples.iter().find_map(|s| s.have.get(c).map(|b| (*b, s.at)));
+            if let Some(rate) = first.and_then(|(b, at)| per_sec(h.saturating_sub(b) as u64, at)) {
+                measured.chunks.insert(*c, rate);
+            }
+        }
         if self.samples.len() >= MAX_SAMPLES {
             self.samples.pop_front();
         }
@@ -103,13 +104,16 @@ mod tests {
     }
 
     #[test]
-    fn a_content_without_an_earlier_sample_has_no_rate_yet() {
+    fn a_content_that_came_later_is_measured_from_its_own_first_sample() {
         let (a, b) = (ContentId([1; 32]), ContentId([2; 32]));
         let mut r = Rates::default();
         r.measure(at(0), 0, 0, BTreeMap::from([(a, 0)]));
-        let m = r.measure(at(5), 100, 0, BTreeMap::from([(a, 5), (b, 3)]));
+        let m = r.measure(at(5), 100, 0, BTreeMap::from([(a, 5), (b, 0)]));
         assert_eq!(m.chunks.get(&a), Some(&1.0));
-        assert_eq!(m.chunks.get(&b), None);
+        assert_eq!(m.chunks.get(&b), None, "no earlier sample of b yet");
         assert_eq!(m.up, 20.0);
+        let m = r.measure(at(7), 100, 0, BTreeMap::from([(a, 7), (b, 4)]));
+        assert_eq!(m.chunks.get(&b), Some(&2.0), "b from t = 5 s, not from the base at 0 s");
+        assert_eq!(m.chunks.get(&a), Some(&1.0));
     }
 }
