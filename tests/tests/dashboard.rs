@@ -218,6 +218,7 @@ async fn the_dashboard_follows_a_real_mesh() -> anyhow::Result<()> {
         c.transfer.download_limit = Some(Rate(limit as f64));
         cinemas.push(LocalNode::start(c).await?);
     }
+    let rex_api = cinemas[0].serve_api().await?;
     let peer = |i: usize| cinemas[i].client.peer_id().to_string();
 
     let browser = Browser::start().await?;
@@ -323,12 +324,31 @@ async fn the_dashboard_follows_a_real_mesh() -> anyhow::Result<()> {
              s.value = ''; s.dispatchEvent(new Event('change')); return null;")
         .await?;
 
+    // On a cinema's own node the same page shows that node first: its films with local progress, its peers.
+    let hex = id.to_hex();
+    browser.client.goto(&format!("http://{rex_api}/")).await?;
+    let own = format!(
+        "const r = document.querySelector('#local-films tr[data-content=\"{hex}\"]'); \
+         return r && document.querySelector('#local-peers tbody').rows.length > 0 \
+           && document.querySelector('main').firstElementChild.id === 'local' \
+           ? [document.getElementById('node-title').textContent, r.innerText] : null;"
+    );
+    let (title, film_row) = browser
+        .wait_js("rex's own page listing the film and its peers", &own, |v| {
+            let a = v.as_array()?;
+            Some((a[0].as_str()?.to_owned(), a[1].as_str()?.to_owned()))
+        })
+        .await?;
+    assert!(title.contains("cinema: rex"), "{title}");
+    assert!(film_row.contains("Le Grand Film"), "{film_row}");
+    browser.screenshot("3b-cinema-node").await?;
+    browser.client.goto(&format!("http://{api}/")).await?;
+
     // 4. A withdrawn film leaves the page.
     let withdraw =
         Entry { key: key.public(), seq: 2, issued_at: unix_now(), body: Body::Withdraw { content: id } }
             .sign(&key)?;
     distributor.client.submit(withdraw).await?;
-    let hex = id.to_hex();
     browser
         .wait_js(
             "the withdrawn film to leave the page",

@@ -76,8 +76,12 @@
     const fields = [
       ['Role', n.role], ['Name', n.name || '—'], ['Peer id', n.peer_id], ['ISP', n.isp || '—'],
       ['Disk free', fmtBytes(n.disk_free)], ['Peers', n.peers], ['Films', n.films],
+      ['Down', fmtRate(s.node_rates && s.node_rates.down)], ['Up', fmtRate(s.node_rates && s.node_rates.up)],
       ['Updated', fmtTime(s.generated_at).slice(11) + ' UTC'],
     ];
+    // On a cinema or superseeder, the node itself comes first; the fleet follows.
+    const main = document.querySelector('main');
+    if (n.role !== 'distributor' && main.firstElementChild !== $('local')) main.prepend($('local'));
     $('node-summary').replaceChildren(...fields.map(([k, v]) =>
       el('div', {}, el('dt', { text: k }), el('dd', { text: String(v) }))));
   }
@@ -256,9 +260,13 @@
       el('th', { scope: 'row', text: p.name || p.peer_id.slice(0, 16) + '…', title: p.peer_id }),
       td(p.role || '—'), td(p.isp || '—'), td(Math.round(p.load * 100) + '%', 'num'),
       td(fmtBytes(p.bytes_up), 'num'), td(fmtBytes(p.bytes_down), 'num'), td(p.address || '—'))));
-    $('local-hooks').tBodies[0].replaceChildren(...s.hooks.map((h) => el('tr', {},
+    const hooks = s.hooks.map((h) => el('tr', {},
       el('th', { scope: 'row', text: h.title }), td(badge(h.state)), td(h.attempts, 'num'),
-      td(h.status || '—'), td(el('code', { text: h.output || '' })))));
+      td(h.status || '—'), td(el('code', { text: h.output || '' }))));
+    if (hooks.length === 0) {
+      hooks.push(el('tr', {}, el('td', { colSpan: 5, class: 'muted', text: 'No hook run yet (hooks.on_complete).' })));
+    }
+    $('local-hooks').tBodies[0].replaceChildren(...hooks);
   }
 
   function render(s) {

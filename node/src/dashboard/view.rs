@@ -19,6 +19,8 @@ pub struct DashboardState {
     pub generated_at: u64,
     /// This node.
     pub node: Status,
+    /// This node's content upload and download rates, bytes/s, from its own latest report.
+    pub node_rates: Option<NodeRates>,
     /// This node's recent hook runs.
     pub hooks: Vec<Record>,
     /// This node's films with local progress.
@@ -33,6 +35,15 @@ pub struct DashboardState {
     pub mesh: MeshView,
     /// The catalogue log, newest first.
     pub log: Vec<LogEntry>,
+}
+
+/// A node's content rates, bytes/s.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct NodeRates {
+    /// Sent.
+    pub up: f64,
+    /// Received.
+    pub down: f64,
 }
 
 /// One film across the fleet.
@@ -173,9 +184,15 @@ pub fn build(
         .collect();
     let cinemas = grid(&snapshot, &peers);
     let mesh = mesh(&snapshot, egress);
+    let node_rates = snapshot
+        .reports
+        .iter()
+        .find(|r| r.peer_id == node.peer_id)
+        .map(|r| NodeRates { up: r.report.up_rate, down: r.report.down_rate });
     DashboardState {
         generated_at: snapshot.now,
         node,
+        node_rates,
         hooks,
         local_films,
         peers,
@@ -363,6 +380,7 @@ pub(crate) mod tests {
     #[test]
     fn films_carry_their_counts_and_the_withdraw_command() {
         let s = build(fleet(10, 2), status(), vec![], vec![], vec![], vec![]);
+        assert_eq!(s.node_rates, None, "no report of this node (\"me\") yet");
         assert_eq!(s.films.len(), 1);
         let f = &s.films[0];
         assert_eq!((f.reporting, f.late, f.targets.as_str()), (10, 2, "all"));
@@ -384,6 +402,9 @@ pub(crate) mod tests {
         }];
         let s = build(fleet(10, 2), status(), vec![], vec![], peers, vec![]);
         assert_eq!(s.cinemas.len(), 10, "the distributor is a source, not a row");
+        let own =
+            build(fleet(3, 1), Status { peer_id: "dist".into(), ..status() }, vec![], vec![], vec![], vec![]);
+        assert_eq!(own.node_rates, Some(NodeRates { up: 0.0, down: 7.0 }), "from its own report");
         let row = |p: &str| s.cinemas.iter().find(|c| c.peer_id == p).unwrap();
         assert!(row("c0").late && row("c0").state == "late");
         assert!(!row("c1").late && row("c1").state == "fetching");
