@@ -53,7 +53,7 @@ pub struct ContentProgress {
     pub have: u32,
     /// Chunks in all.
     pub total: u32,
-    /// Download rate for it since the previous report, bytes/s.
+    /// Download rate for it, bytes/s, over at least the last 10 s ([`rates`](super::rates)).
     pub rate: f64,
     /// Where it stands.
     pub state: ContentState,
@@ -83,9 +83,9 @@ pub struct Report {
     pub contents: Vec<ContentProgress>,
     /// Free bytes on its data directory's disk, when known.
     pub disk_free: Option<u64>,
-    /// Content upload rate since the previous report, bytes/s.
+    /// Content upload rate, bytes/s, over at least the last 10 s.
     pub up_rate: f64,
-    /// Content download rate since the previous report, bytes/s.
+    /// Content download rate, bytes/s, over at least the last 10 s.
     pub down_rate: f64,
     /// Content bytes received since start, by the sender's ISP, at most [`MAX_REPORT_ISPS`].
     pub received: Vec<IspBytes>,
