@@ -194,6 +194,30 @@ const ROWS: &str = "return Array.from(document.querySelectorAll('#cinemas-table 
                     [r.dataset.peer, r.dataset.state, r.dataset.late, \
                     r.querySelector('progress') ? Number(r.querySelector('progress').value) : null]);";
 
+/// Accessibility checks on the page as it stands: WCAG AA contrast (4.5:1) of every visible text
+/// element against its background, a label on every form field, a name on every button and progress bar.
+const A11Y: &str = r#"
+const channel = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; };
+const lum = (css) => { const [r, g, b] = css.match(/[\d.]+/g).slice(0, 3).map(Number).map(channel);
+                       return 0.2126 * r + 0.7152 * g + 0.0722 * b; };
+const opaque = (c) => c !== 'transparent' && !/rgba\(.*, 0\)$/.test(c);
+const background = (e) => { for (; e; e = e.parentElement) { const c = getComputedStyle(e).backgroundColor;
+                            if (opaque(c)) return c; } return 'rgb(255, 255, 255)'; };
+const low_contrast = [];
+for (const e of document.querySelectorAll('.badge, td, th, dt, dd, p, a, button, label, code, h1, h2, h3, span')) {
+  if (e.offsetParent === null || e.disabled || !e.textContent.trim()) continue;
+  const a = lum(getComputedStyle(e).color), b = lum(background(e));
+  const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+  if (ratio < 4.5) low_contrast.push(e.tagName + '.' + e.className + ' "' + e.textContent.slice(0, 20) + '" ' + ratio.toFixed(2));
+}
+const unlabelled = Array.from(document.querySelectorAll('input, select'))
+  .filter((e) => e.labels.length === 0 && !e.getAttribute('aria-label')).map((e) => e.id);
+const nameless_buttons = Array.from(document.querySelectorAll('button'))
+  .filter((b) => !(b.getAttribute('aria-label') || b.textContent.trim())).length;
+const unnamed_progress = Array.from(document.querySelectorAll('progress')).filter((p) => !p.getAttribute('aria-label')).length;
+return { low_contrast, unlabelled, nameless_buttons, unnamed_progress };
+"#;
+
 fn row<'a>(rows: &'a Value, peer: &str) -> Option<&'a Vec<Value>> {
     rows.as_array()?.iter().filter_map(Value::as_array).find(|r| r[0] == peer)
 }
@@ -234,6 +258,14 @@ async fn the_dashboard_follows_a_real_mesh() -> anyhow::Result<()> {
     let title = browser.client.title().await?;
     assert_eq!(title, "cinemesh dashboard");
     browser.screenshot("1-cinemas").await?;
+    // Sorting is a button per column and says so (aria-sort); names sort naturally.
+    let sort_by_name = "document.querySelector('#cinemas-table th[data-sort=name] button').click(); \
+         return [document.querySelector('#cinemas-table th[data-sort=name]').getAttribute('aria-sort'), \
+                 Array.from(document.querySelectorAll('#cinemas-table tbody th button')).map(b => b.textContent)];";
+    let sorted = browser.js(sort_by_name).await?;
+    assert_eq!(sorted, json!(["ascending", ["lux", "odeon", "rex"]]));
+    let sorted = browser.js(sort_by_name).await?;
+    assert_eq!(sorted, json!(["descending", ["rex", "odeon", "lux"]]));
     let errors = browser.console_errors().await?;
     assert!(errors.is_empty(), "console errors on load: {errors:?}");
 
@@ -319,6 +351,11 @@ async fn the_dashboard_follows_a_real_mesh() -> anyhow::Result<()> {
         detail.contains("odeon") && detail.contains("Le Grand Film") && detail.contains("cinemesh revoke")
     );
     browser.screenshot("3-late").await?;
+    let a11y = browser.js(A11Y).await?;
+    assert_eq!(
+        a11y,
+        json!({ "low_contrast": [], "unlabelled": [], "nameless_buttons": 0, "unnamed_progress": 0 })
+    );
     browser
         .js("document.getElementById('detail-close').click(); const s = document.getElementById('state-filter'); \
              s.value = ''; s.dispatchEvent(new Event('change')); return null;")
