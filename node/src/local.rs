@@ -47,6 +47,12 @@ impl LocalNode {
     /// Serves its HTTP API (dashboard included) on 127.0.0.1 at a free port, until [`stop`](Self::stop);
     /// returns the address.
     pub async fn serve_api(&mut self) -> anyhow::Result<SocketAddr> {
+        self.serve_api_with(None).await
+    }
+
+    /// Like [`serve_api`](Self::serve_api), requiring `token` on every request when given, as a daemon
+    /// does when its API is not on loopback.
+    pub async fn serve_api_with(&mut self, token: Option<crate::auth::Token>) -> anyhow::Result<SocketAddr> {
         let listener = tokio::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0)).await?;
         let addr = listener.local_addr()?;
         let state = crate::api::State {
@@ -55,7 +61,7 @@ impl LocalNode {
             hooks: crate::hooks::Records::default(),
             history: crate::dashboard::History::spawn(self.client.clone()),
         };
-        let router = crate::api::router(state);
+        let router = crate::auth::protect(crate::api::router(state), token);
         if let Some(old) = self.api.replace(tokio::spawn(async move {
             let _ = axum::serve(listener, router).await;
         })) {

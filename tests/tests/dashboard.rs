@@ -242,6 +242,10 @@ async fn the_dashboard_follows_a_real_mesh() -> anyhow::Result<()> {
         c.transfer.download_limit = Some(Rate(limit as f64));
         cinemas.push(LocalNode::start(c).await?);
     }
+    // A superseeder in the datacenter, unlimited: its egress is charted.
+    let mut c = node_config(tmp.path(), "seed", Role::Superseeder, "dc", &trusted);
+    c.bootstrap = vec![distributor.addr.clone()];
+    cinemas.push(LocalNode::start(c).await?);
     let rex_api = cinemas[0].serve_api().await?;
     let peer = |i: usize| cinemas[i].client.peer_id().to_string();
 
@@ -249,7 +253,7 @@ async fn the_dashboard_follows_a_real_mesh() -> anyhow::Result<()> {
     browser.client.goto(&format!("http://{api}/")).await?;
 
     // 1. The page loads, with no console error, and lists every cinema.
-    let all: Vec<String> = (0..3).map(peer).collect();
+    let all: Vec<String> = (0..4).map(peer).collect();
     browser
         .wait_js("every cinema on the page", ROWS, |rows| {
             all.iter().all(|p| row(rows, p).is_some()).then_some(())
@@ -263,9 +267,9 @@ async fn the_dashboard_follows_a_real_mesh() -> anyhow::Result<()> {
          return [document.querySelector('#cinemas-table th[data-sort=name]').getAttribute('aria-sort'), \
                  Array.from(document.querySelectorAll('#cinemas-table tbody th button')).map(b => b.textContent)];";
     let sorted = browser.js(sort_by_name).await?;
-    assert_eq!(sorted, json!(["ascending", ["lux", "odeon", "rex"]]));
+    assert_eq!(sorted, json!(["ascending", ["lux", "odeon", "rex", "seed"]]));
     let sorted = browser.js(sort_by_name).await?;
-    assert_eq!(sorted, json!(["descending", ["rex", "odeon", "lux"]]));
+    assert_eq!(sorted, json!(["descending", ["seed", "rex", "odeon", "lux"]]));
     let errors = browser.console_errors().await?;
     assert!(errors.is_empty(), "console errors on load: {errors:?}");
 
@@ -351,6 +355,13 @@ async fn the_dashboard_follows_a_real_mesh() -> anyhow::Result<()> {
         detail.contains("odeon") && detail.contains("Le Grand Film") && detail.contains("cinemesh revoke")
     );
     browser.screenshot("3-late").await?;
+    // The superseeder's egress shows up in the chart (sampled every 5 s from its reports).
+    let egress = "const e = window.cinemeshDashboard.state.mesh.egress; \
+         return e.some((s) => s.superseeders > 0) && document.querySelector('#egress-chart polyline.super') !== null \
+           ? document.getElementById('egress-desc').textContent : null;";
+    let caption =
+        browser.wait_js("superseeder egress charted", egress, |v| v.as_str().map(str::to_owned)).await?;
+    assert!(caption.contains("superseeders, now"), "{caption}");
     let a11y = browser.js(A11Y).await?;
     assert_eq!(
         a11y,
@@ -470,6 +481,38 @@ async fn the_grid_renders_1000_cinemas_quickly() -> anyhow::Result<()> {
     assert!(median(&all) < 2000.0, "all 1000 rows took {all}");
     let errors = browser.console_errors().await?;
     assert!(errors.is_empty(), "console errors: {errors:?}");
+    browser.stop().await?;
+    node.stop().await
+}
+
+/// Served with a token (as off loopback), the page asks for it, and with it shows the node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs chromium (installed by .ci/run)"]
+async fn the_page_asks_for_the_token_when_the_api_wants_one() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let mut node =
+        LocalNode::start(node_config(tmp.path(), "distributor", Role::Distributor, "dc", &[])).await?;
+    let token = cinemesh::auth::Token::load_or_create(&node.data_dir)?;
+    let secret = std::fs::read_to_string(node.data_dir.join(cinemesh::auth::TOKEN_FILE))?;
+    let api = node.serve_api_with(Some(token)).await?;
+    let browser = Browser::start().await?;
+    browser.client.goto(&format!("http://{api}/")).await?;
+    let asks = "return !document.getElementById('token-form').hidden \
+                && document.getElementById('live').textContent.includes('token');";
+    browser.wait_js("the token form", asks, |v| (v == &Value::Bool(true)).then_some(())).await?;
+    browser.screenshot("6-token").await?;
+    // Without the token the data stays out of the page.
+    let peer = node.client.peer_id().to_string();
+    let shown = format!("return document.getElementById('node-summary').textContent.includes('{peer}');");
+    assert_eq!(browser.js(&shown).await?, Value::Bool(false));
+    browser.client.find(fantoccini::Locator::Id("token-input")).await?.send_keys(secret.trim()).await?;
+    browser.client.find(fantoccini::Locator::Css("#token-form button")).await?.click().await?;
+    browser.wait_js("the node with the token", &shown, |v| (v == &Value::Bool(true)).then_some(())).await?;
+    let hidden = browser.js("return document.getElementById('token-form').hidden;").await?;
+    assert_eq!(hidden, Value::Bool(true));
+    // The browser's console reports the refused request (401) as an error; nothing else may appear.
+    let errors = browser.console_errors().await?;
+    assert!(errors.iter().all(|e| e.contains("401")), "console errors: {errors:?}");
     browser.stop().await?;
     node.stop().await
 }
