@@ -2,6 +2,8 @@
 //!
 //! | method | path | what |
 //! |---|---|---|
+//! | GET | `/` | the fleet dashboard (with `/dashboard.css`, `/dashboard.js`; see [`dashboard`](crate::dashboard)) |
+//! | GET | `/dashboard/state` | everything the dashboard shows, as JSON |
 //! | GET | `/status` | peer id, listen addresses, role, ISP, catalogue heads, disk free, recent hook runs |
 //! | GET | `/films` | the catalogue with local progress per content |
 //! | GET | `/peers` | connected peers: ISP, load, bytes up/down |
@@ -11,7 +13,8 @@
 //! | POST | `/catalogue` | `{entry}` (hex): apply and gossip a signed entry (withdraw, admit, revoke, policy) |
 //! | POST | `/verify` | `{content_id?}`: recheck stored chunks, re-fetch bad ones |
 //!
-//! Errors are JSON `{"error": "..."}` with a 4xx/5xx status.
+//! Errors are JSON `{"error": "..."}` with a 4xx/5xx status. Bound to an address other than loopback, the
+//! API wants a token ([`auth`](crate::auth)).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -37,6 +40,8 @@ pub struct State {
     pub registry: Arc<Registry>,
     /// Recent post-download hook runs.
     pub hooks: crate::hooks::Records,
+    /// Seeder egress samples for the dashboard.
+    pub history: crate::dashboard::History,
 }
 
 impl std::fmt::Debug for State {
@@ -114,6 +119,7 @@ pub fn router(state: State) -> Router {
         .route("/publish", post(publish))
         .route("/catalogue", post(catalogue))
         .route("/verify", post(verify))
+        .merge(crate::dashboard::routes())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint; see GET /status") })
         .layer(DefaultBodyLimit::max(2 * MAX_MANIFEST_BYTES + 64 * 1024))
         .with_state(state)

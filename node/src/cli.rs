@@ -447,12 +447,13 @@ pub fn run() -> anyhow::Result<ExitCode> {
             }
             for f in fleet {
                 out!(
-                    "{} {:<28} complete {}  behind {}  will miss deadline {}",
+                    "{} {:<28} complete {}  behind {}  will miss deadline {}  refused {}",
                     &f.content_id[..12.min(f.content_id.len())],
                     f.title.chars().take(28).collect::<String>(),
                     f.complete,
                     f.behind,
-                    f.will_miss_deadline
+                    f.will_miss_deadline,
+                    f.refused
                 );
                 for n in f.nodes.iter().filter(|n| n.state != "complete") {
                     let eta = n.eta_secs.map(|s| format!("{s:.0}s")).unwrap_or_else(|| "-".into());
@@ -503,7 +504,11 @@ pub fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
 }
 
 fn http() -> anyhow::Result<reqwest::Client> {
-    reqwest::Client::builder().timeout(Duration::from_secs(600)).build().context("HTTP client")
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(600))
+        .default_headers(crate::auth::client_headers()?)
+        .build()
+        .context("HTTP client")
 }
 
 fn no_daemon(api: &ApiArgs, e: reqwest::Error) -> anyhow::Error {

@@ -145,7 +145,8 @@ impl Default for StorageSection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ApiSection {
-    /// Address of the HTTP API (JSON and `/metrics`). Keep it on loopback.
+    /// Address of the HTTP API (JSON, `/metrics`, the dashboard). Keep it on loopback; elsewhere it
+    /// requires the token in `<data dir>/api.token` ([`crate::auth`]).
     pub listen: SocketAddr,
 }
 

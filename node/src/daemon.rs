@@ -15,7 +15,7 @@ use prometheus_client::registry::Registry;
 use tracing::{info, warn};
 
 use crate::config::Config;
-use crate::{api, hooks};
+use crate::{api, auth, dashboard, hooks};
 
 /// The node's libp2p identity file inside the data directory.
 pub const IDENTITY_FILE: &str = "node.key";
@@ -108,20 +108,35 @@ impl Daemon {
     /// Starts the node and the API (binding `cfg.api.listen`; port 0 picks a free one).
     pub async fn start(cfg: &Config, netcfg: net::Config) -> anyhow::Result<Self> {
         let mut registry = Registry::default();
+        let data_dir = netcfg.data_dir.clone();
         let Running { client, events, task } = Node::start(netcfg, &mut registry).await?;
         let listener = tokio::net::TcpListener::bind(cfg.api.listen).await.with_context(|| {
             format!("cannot bind the HTTP API on {} (api.listen / --api)", cfg.api.listen)
         })?;
         let api = listener.local_addr()?;
+        let token = auth::Token::load_or_create(&data_dir)?;
+        let token = auth::required(&api).then_some(token);
+        if token.is_some() {
+            info!(%api, "the HTTP API is not on loopback: requests need the token in {}", auth::TOKEN_FILE);
+        }
         let hooks = hooks::Records::default();
-        let state = api::State { client: client.clone(), registry: Arc::new(registry), hooks: hooks.clone() };
+        let state = api::State {
+            client: client.clone(),
+            registry: Arc::new(registry),
+            hooks: hooks.clone(),
+            history: dashboard::History::spawn(client.clone()),
+        };
+        let router = auth::protect(api::router(state), token);
         let api_task = tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, api::router(state)).await {
+            if let Err(e) = axum::serve(listener, router).await {
                 warn!("HTTP API stopped: {e}");
             }
         });
-        let hooks_task =
-            cfg.hooks.on_complete.clone().map(|cmd| tokio::spawn(hooks::run(cmd, events, hooks)));
+        let hooks_task = cfg
+            .hooks
+            .on_complete
+            .clone()
+            .map(|cmd| tokio::spawn(hooks::run(cmd, events, hooks, Some(client.clone()))));
         info!(%api, "HTTP API listening");
         Ok(Self { client, api, node: task, api_task, hooks_task })
     }

@@ -65,14 +65,28 @@ impl Records {
     }
 }
 
-/// Runs `command` for every completion event until the channel closes.
-pub async fn run(command: String, mut events: broadcast::Receiver<Event>, records: Records) {
+/// Runs `command` for every completion event until the channel closes. Each final result (`ok: <title>`
+/// or `failed: <title>`) is told to `node`, when given, for its fleet report.
+pub async fn run(
+    command: String,
+    mut events: broadcast::Receiver<Event>,
+    records: Records,
+    node: Option<cinemesh_overlay::net::Client>,
+) {
     loop {
         match events.recv().await {
             Ok(Event::Complete { content, title, path }) => {
                 let command = command.clone();
                 let path = path.map(|p| p.display().to_string()).unwrap_or_default();
-                tokio::spawn(run_one(command, content.to_hex(), title, path, FIRST_RETRY, records.clone()));
+                let (records, node) = (records.clone(), node.clone());
+                tokio::spawn(async move {
+                    let run = run_one(command, content.to_hex(), title.clone(), path, FIRST_RETRY, records);
+                    let (_, ok) = run.await;
+                    if let Some(node) = node {
+                        let _ =
+                            node.hook_result(format!("{}: {title}", if ok { "ok" } else { "failed" })).await;
+                    }
+                });
             }
             Ok(_) => {}
             Err(broadcast::error::RecvError::Lagged(n)) => warn!("hook runner lagged, {n} events lost"),

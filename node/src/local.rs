@@ -1,7 +1,9 @@
 //! Nodes in this process on loopback: the demo and the integration tests start meshes with these.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
@@ -22,8 +24,9 @@ pub struct LocalNode {
     pub addr: Multiaddr,
     /// Its data directory.
     pub data_dir: PathBuf,
-    registry: Registry,
+    registry: Arc<Registry>,
     task: tokio::task::JoinHandle<Result<(), NetError>>,
+    api: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl LocalNode {
@@ -38,7 +41,33 @@ impl LocalNode {
             async move { Ok(c.status().await?.listen.first().map(|a| a.parse::<Multiaddr>()).transpose()?) }
         })
         .await?;
-        Ok(Self { client, events, addr, data_dir, registry, task })
+        Ok(Self { client, events, addr, data_dir, registry: Arc::new(registry), task, api: None })
+    }
+
+    /// Serves its HTTP API (dashboard included) on 127.0.0.1 at a free port, until [`stop`](Self::stop);
+    /// returns the address.
+    pub async fn serve_api(&mut self) -> anyhow::Result<SocketAddr> {
+        self.serve_api_with(None).await
+    }
+
+    /// Like [`serve_api`](Self::serve_api), requiring `token` on every request when given, as a daemon
+    /// does when its API is not on loopback.
+    pub async fn serve_api_with(&mut self, token: Option<crate::auth::Token>) -> anyhow::Result<SocketAddr> {
+        let listener = tokio::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0)).await?;
+        let addr = listener.local_addr()?;
+        let state = crate::api::State {
+            client: self.client.clone(),
+            registry: self.registry.clone(),
+            hooks: crate::hooks::Records::default(),
+            history: crate::dashboard::History::spawn(self.client.clone()),
+        };
+        let router = crate::auth::protect(crate::api::router(state), token);
+        if let Some(old) = self.api.replace(tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        })) {
+            old.abort();
+        }
+        Ok(addr)
     }
 
     /// Its metrics as Prometheus text.
@@ -56,6 +85,9 @@ impl LocalNode {
 
     /// Stops the node and waits for its event loop to end.
     pub async fn stop(self) -> anyhow::Result<()> {
+        if let Some(api) = &self.api {
+            api.abort();
+        }
         self.client.shutdown().await;
         self.task.await??;
         Ok(())

@@ -628,6 +628,48 @@ async fn the_fleet_view_reports_a_node_that_is_behind() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// With the default one-minute `gossip.fleet_interval`, a cinema's report follows each change of state:
+/// it shows up in the distributor's fleet view within seconds of starting a fetch, and again as complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cinema_is_in_the_fleet_view_within_seconds_of_each_change_of_state() -> anyhow::Result<()> {
+    let (tmp, key, trusted) = setup()?;
+    let distributor = start_distributor(tmp.path(), &trusted).await?;
+    let mut c = cinema(tmp.path(), "rex", "isp-a", &trusted, &distributor);
+    assert_eq!(c.gossip.fleet_interval, Duration::from_secs(60), "the default interval");
+    c.transfer.download_limit = Some(Rate(2.0 * 1024.0 * 1024.0)); // 8 MiB: about 4 s
+    let rex = LocalNode::start(c).await?;
+    let rex_id = rex.client.peer_id().to_string();
+    // Its first report goes out once a peer is subscribed (retried every 2 s until then).
+    let client = distributor.client.clone();
+    wait_for("rex's first report", Duration::from_secs(20), || {
+        let (client, rex_id) = (client.clone(), rex_id.clone());
+        async move { Ok(client.snapshot().await?.reports.iter().any(|r| r.peer_id == rex_id).then_some(())) }
+    })
+    .await?;
+    let film = tmp.path().join("film");
+    make_tree(&film, 8 << 20)?;
+    let p = publish(&distributor, &key, 1, &film).await?;
+    let state_of = |client: net::Client, rex_id: String| async move {
+        let fleet = client.fleet().await?;
+        let film = fleet.into_iter().find(|f| f.content_id == p.id.to_hex());
+        anyhow::Ok(film.and_then(|f| f.nodes.into_iter().find(|n| n.peer_id == rex_id)).map(|n| n.state))
+    };
+    // Well under the one-minute interval.
+    let first = wait_for("rex in the fleet view of the film", Duration::from_secs(15), || {
+        state_of(client.clone(), rex_id.clone())
+    })
+    .await?;
+    assert_ne!(first, "complete", "seen while fetching, not only when done");
+    wait_complete(&rex, p.id).await?;
+    wait_for("rex complete in the fleet view", Duration::from_secs(15), || {
+        let f = state_of(client.clone(), rex_id.clone());
+        async move { Ok(f.await?.filter(|s| s == "complete")) }
+    })
+    .await?;
+    rex.stop().await?;
+    distributor.stop().await
+}
+
 /// Regression: with rate limits and few large chunks the end-game asks two peers for a chunk; the
 /// duplicate write once made a node report `complete` before every chunk was on disk. The demo checks
 /// every copy byte for byte against the film.

@@ -37,6 +37,8 @@ pub(crate) enum Command {
     Fleet(oneshot::Sender<Vec<super::fleet::FilmFleet>>),
     /// The kinds of engine inputs and outputs seen (when `Config::record_engine` is on).
     EngineKinds(oneshot::Sender<Vec<String>>),
+    Snapshot(oneshot::Sender<super::snapshot::Snapshot>),
+    HookResult(String),
     Shutdown,
 }
 
@@ -209,6 +211,24 @@ impl Client {
     /// `Config::record_engine` (the parity test compares them with the simulator's).
     pub async fn engine_kinds(&self) -> Result<Vec<String>, NetError> {
         self.ask(Command::EngineKinds).await
+    }
+
+    /// What the dashboard shows: the fleet view, every peer's latest report, the tail of the catalogue log.
+    pub async fn snapshot(&self) -> Result<super::snapshot::Snapshot, NetError> {
+        self.ask(Command::Snapshot).await
+    }
+
+    /// Tells the node its post-download hook's last result (e.g. `ok: <title>`), for its fleet report;
+    /// cut to [`MAX_REPORT_TEXT`](super::fleet::MAX_REPORT_TEXT) bytes.
+    pub async fn hook_result(&self, mut text: String) -> Result<(), NetError> {
+        if text.len() > super::fleet::MAX_REPORT_TEXT {
+            let mut cut = super::fleet::MAX_REPORT_TEXT;
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            text.truncate(cut);
+        }
+        self.tx.send(Command::HookResult(text)).await.map_err(|_| NetError::Stopped)
     }
 
     /// Asks the node to stop; returns once the request is queued (await the node's task to see it end).

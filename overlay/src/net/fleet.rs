@@ -1,7 +1,8 @@
-//! The fleet view: every node gossips a small, bounded progress summary on the `cinemesh/fleet/1` topic
-//! every `gossip.fleet_interval`; any node (in practice the distributor's) keeps the latest report of each
-//! peer (bounded) and answers, per content, which nodes have it, which are behind, and which will miss
-//! the deadline at their current rate.
+//! The fleet view: every node gossips a small, bounded progress summary on the `cinemesh/fleet/2` topic
+//! every `gossip.fleet_interval` and soon after each change of state ([`pacer`](super::pacer) decides
+//! when); any node (in practice the distributor's) keeps the latest report of each peer (bounded) and
+//! answers, per content, which nodes have it, which are behind, which will miss the deadline at their
+//! current rate and which refused it.
 //!
 //! Reports are authenticated by gossipsub's message signature (the source peer id), not by the
 //! distributor key: they describe the sender, and a node can only lie about itself.
@@ -10,17 +11,38 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::catalogue::Catalogue;
+use crate::catalogue::{Catalogue, Targets};
 use crate::ContentId;
 
 /// The gossipsub topic of progress reports.
-pub const FLEET_TOPIC: &str = "cinemesh/fleet/1";
+pub const FLEET_TOPIC: &str = "cinemesh/fleet/2";
 /// Most contents in one report.
 pub const MAX_REPORT_CONTENTS: usize = 64;
 /// Largest encoded report.
 pub const MAX_REPORT_BYTES: usize = 16 * 1024;
 /// Most peers whose reports are kept; the stalest is dropped beyond.
 pub const MAX_REPORTS: usize = 10_000;
+/// Most sender ISPs in one report's traffic list; bytes from further ISPs are counted under
+/// [`OTHER_ISP`].
+pub const MAX_REPORT_ISPS: usize = 32;
+/// Longest text (role, name, ISP, hook result) in a report, bytes.
+pub const MAX_REPORT_TEXT: usize = 128;
+/// The traffic entry that collects ISPs beyond [`MAX_REPORT_ISPS`].
+pub const OTHER_ISP: &str = "(other)";
+
+/// Where a content stands on the reporting node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ContentState {
+    /// Targeted, manifest not yet obtained or being installed.
+    Waiting,
+    /// Chunks being fetched.
+    Fetching,
+    /// Every chunk held.
+    Complete,
+    /// Could not be stored (no disk space, over `storage.capacity`); retried later.
+    Refused,
+}
 
 /// One content in a report.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -31,8 +53,19 @@ pub struct ContentProgress {
     pub have: u32,
     /// Chunks in all.
     pub total: u32,
-    /// Download rate for it since the previous report, bytes/s.
+    /// Download rate for it, bytes/s, over at least the last 10 s ([`rates`](super::rates)).
     pub rate: f64,
+    /// Where it stands.
+    pub state: ContentState,
+}
+
+/// Content bytes a node received from senders of one ISP.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IspBytes {
+    /// The senders' ISP (`""`: unknown; [`OTHER_ISP`]: beyond the list's bound).
+    pub isp: String,
+    /// Bytes received since the node started.
+    pub bytes: u64,
 }
 
 /// A node's progress summary.
@@ -48,9 +81,35 @@ pub struct Report {
     pub issued_at: u64,
     /// Progress per content, at most [`MAX_REPORT_CONTENTS`].
     pub contents: Vec<ContentProgress>,
+    /// Free bytes on its data directory's disk, when known.
+    pub disk_free: Option<u64>,
+    /// Content upload rate, bytes/s, over at least the last 10 s.
+    pub up_rate: f64,
+    /// Content download rate, bytes/s, over at least the last 10 s.
+    pub down_rate: f64,
+    /// Content bytes received since start, by the sender's ISP, at most [`MAX_REPORT_ISPS`].
+    pub received: Vec<IspBytes>,
+    /// Its post-download hook's last result (e.g. `ok: <title>`), at most [`MAX_REPORT_TEXT`] bytes.
+    pub hook: Option<String>,
 }
 
 impl Report {
+    /// A report of `role` made at `issued_at` (unix seconds) that says nothing else yet.
+    pub fn empty(role: &str, issued_at: u64) -> Self {
+        Self {
+            role: role.to_owned(),
+            name: None,
+            isp: None,
+            issued_at,
+            contents: Vec::new(),
+            disk_free: None,
+            up_rate: 0.0,
+            down_rate: 0.0,
+            received: Vec::new(),
+            hook: None,
+        }
+    }
+
     /// Encodes with bincode, bounded.
     pub fn encode(&self) -> Vec<u8> {
         bincode::serialize(self).unwrap_or_default()
@@ -70,8 +129,24 @@ impl Report {
         if r.contents.len() > MAX_REPORT_CONTENTS {
             return Err("fleet report lists too many contents".into());
         }
-        if r.contents.iter().any(|c| c.have > c.total || !c.rate.is_finite() || c.rate < 0.0) {
+        if r.received.len() > MAX_REPORT_ISPS {
+            return Err("fleet report lists too many ISPs".into());
+        }
+        let rate_ok = |r: f64| r.is_finite() && r >= 0.0;
+        if r.contents.iter().any(|c| c.have > c.total || !rate_ok(c.rate))
+            || !rate_ok(r.up_rate)
+            || !rate_ok(r.down_rate)
+        {
             return Err("fleet report with impossible progress".into());
+        }
+        let texts = [Some(&r.role), r.name.as_ref(), r.isp.as_ref(), r.hook.as_ref()];
+        if texts
+            .into_iter()
+            .flatten()
+            .chain(r.received.iter().map(|i| &i.isp))
+            .any(|t| t.len() > MAX_REPORT_TEXT)
+        {
+            return Err(format!("fleet report with a text over {MAX_REPORT_TEXT} bytes"));
         }
         Ok(r)
     }
@@ -94,8 +169,8 @@ pub struct NodeProgress {
     pub rate: f64,
     /// Seconds to completion at the current rate (`None`: complete, or no progress).
     pub eta_secs: Option<f64>,
-    /// `complete`, `on-track`, `behind` (well below the fleet's median progress, or stalled) or
-    /// `will-miss-deadline`.
+    /// `complete`, `on-track`, `behind` (well below the fleet's median progress, or stalled),
+    /// `will-miss-deadline`, `waiting` (no manifest yet) or `refused` (no room on its disk).
     pub state: String,
     /// Age of its report, seconds.
     pub report_age_secs: u64,
@@ -110,12 +185,18 @@ pub struct FilmFleet {
     pub title: String,
     /// Deadline, unix seconds.
     pub deadline: Option<u64>,
+    /// Total bytes.
+    pub size: u64,
+    /// Who must have it: `all`, `groups: a, b` or `N nodes`.
+    pub targets: String,
     /// Nodes holding it complete.
     pub complete: usize,
     /// Nodes behind.
     pub behind: usize,
     /// Nodes that will miss the deadline at their current rate.
     pub will_miss_deadline: usize,
+    /// Nodes that refused it (no room).
+    pub refused: usize,
     /// Every node that reported it.
     pub nodes: Vec<NodeProgress>,
 }
@@ -157,6 +238,11 @@ impl Fleet {
         self.reports.is_empty()
     }
 
+    /// Every peer's latest report, by peer id.
+    pub fn reports(&self) -> impl Iterator<Item = (&String, &Report)> {
+        self.reports.iter()
+    }
+
     /// The fleet view of every published content, at `now` (unix seconds). Distributor nodes, the
     /// sources, are left out.
     pub fn view(&self, catalogue: &Catalogue, now: u64) -> Vec<FilmFleet> {
@@ -173,6 +259,11 @@ impl Fleet {
                         let c = r.contents.iter().find(|c| c.content == p.content)?;
                         let remaining = (c.total - c.have) as f64 * chunk;
                         let eta_secs = (c.have < c.total && c.rate > 0.0).then(|| remaining / c.rate);
+                        let state = match c.state {
+                            ContentState::Waiting => "waiting",
+                            ContentState::Refused => "refused",
+                            _ => "",
+                        };
                         Some(NodeProgress {
                             peer_id: peer.clone(),
                             name: r.name.clone(),
@@ -181,7 +272,7 @@ impl Fleet {
                             total: c.total,
                             rate: c.rate,
                             eta_secs,
-                            state: String::new(),
+                            state: state.to_owned(),
                             report_age_secs: now.saturating_sub(r.issued_at),
                         })
                     })
@@ -190,7 +281,7 @@ impl Fleet {
                     nodes.iter().map(|n| n.have as f64 / n.total.max(1) as f64).collect();
                 fractions.sort_by(f64::total_cmp);
                 let median = fractions.get(fractions.len() / 2).copied().unwrap_or(0.0);
-                for n in &mut nodes {
+                for n in nodes.iter_mut().filter(|n| n.state.is_empty() || n.have == n.total) {
                     let fraction = n.have as f64 / n.total.max(1) as f64;
                     let left = p.deadline.map(|d| d.saturating_sub(now) as f64);
                     n.state = if n.have == n.total {
@@ -209,13 +300,50 @@ impl Fleet {
                     content_id: p.content.to_hex(),
                     title: p.title.clone(),
                     deadline: p.deadline,
+                    size: p.size,
+                    targets: describe_targets(&p.targets),
                     complete: count("complete"),
                     behind: count("behind"),
                     will_miss_deadline: count("will-miss-deadline"),
+                    refused: count("refused"),
                     nodes,
                 }
             })
             .collect()
+    }
+}
+
+/// A short description of a Publish's targets.
+pub fn describe_targets(targets: &Targets) -> String {
+    match targets {
+        Targets::All => "all".to_owned(),
+        Targets::Groups(g) => format!("groups: {}", g.join(", ")),
+        Targets::Nodes(n) => format!("{} node{}", n.len(), if n.len() == 1 { "" } else { "s" }),
+    }
+}
+
+/// Content bytes received per sender ISP since start, bounded: what a node's report says in `received`.
+#[derive(Debug, Default)]
+pub struct Traffic {
+    by_isp: BTreeMap<String, u64>,
+}
+
+impl Traffic {
+    /// Counts `bytes` received from a sender on `isp` (`None`: unknown).
+    pub fn add(&mut self, isp: Option<&str>, bytes: u64) {
+        let mut isp = isp.unwrap_or("");
+        if isp.len() > MAX_REPORT_TEXT {
+            isp = OTHER_ISP;
+        }
+        if !self.by_isp.contains_key(isp) && self.by_isp.len() >= MAX_REPORT_ISPS - 1 {
+            isp = OTHER_ISP;
+        }
+        *self.by_isp.entry(isp.to_owned()).or_default() += bytes;
+    }
+
+    /// The list for a report.
+    pub fn list(&self) -> Vec<IspBytes> {
+        self.by_isp.iter().map(|(isp, bytes)| IspBytes { isp: isp.clone(), bytes: *bytes }).collect()
     }
 }
 
@@ -241,12 +369,10 @@ mod tests {
     }
 
     fn report(at: u64, content: ContentId, have: u32, rate: f64) -> Report {
+        let state = if have == 100 { ContentState::Complete } else { ContentState::Fetching };
         Report {
-            role: "cinema".into(),
-            name: None,
-            isp: None,
-            issued_at: at,
-            contents: vec![ContentProgress { content, have, total: 100, rate }],
+            contents: vec![ContentProgress { content, have, total: 100, rate, state }],
+            ..Report::empty("cinema", at)
         }
     }
 
@@ -287,11 +413,85 @@ mod tests {
         fleet.record("a".into(), report(5, id, 1, 0.0));
         assert_eq!(fleet.view(&catalogue_with(id, None), 10)[0].nodes[0].have, 5);
         let bad = Report {
-            contents: vec![ContentProgress { content: id, have: 9, total: 1, rate: 0.0 }],
+            contents: vec![ContentProgress {
+                content: id,
+                have: 9,
+                total: 1,
+                rate: 0.0,
+                state: ContentState::Fetching,
+            }],
             ..report(1, id, 0, 0.0)
         };
         assert!(Report::decode(&bad.encode()).is_err());
         assert!(Report::decode(&[0xff; 10]).is_err());
         assert_eq!(Report::decode(&report(1, id, 3, 2.0).encode()).unwrap(), report(1, id, 3, 2.0));
+    }
+
+    #[test]
+    fn waiting_and_refused_nodes_are_counted_apart() {
+        let id = ContentId([3; 32]);
+        let mut fleet = Fleet::default();
+        let mut r = report(1000, id, 0, 0.0);
+        r.contents[0].state = ContentState::Refused;
+        fleet.record("full-disk".into(), r);
+        let mut r = report(1000, id, 0, 0.0);
+        r.contents[0].state = ContentState::Waiting;
+        fleet.record("new".into(), r);
+        fleet.record("moving".into(), report(1000, id, 50, 1e6));
+        let view = fleet.view(&catalogue_with(id, None), 1000);
+        let state = |p: &str| view[0].nodes.iter().find(|n| n.peer_id == p).unwrap().state.clone();
+        assert_eq!(state("full-disk"), "refused");
+        assert_eq!(state("new"), "waiting");
+        assert_eq!(state("moving"), "on-track");
+        assert_eq!((view[0].refused, view[0].behind, view[0].complete), (1, 0, 0));
+        assert_eq!(view[0].targets, "all");
+    }
+
+    #[test]
+    fn the_largest_report_fits_the_byte_bound() {
+        let text = "x".repeat(MAX_REPORT_TEXT);
+        let full = Report {
+            role: text.clone(),
+            name: Some(text.clone()),
+            isp: Some(text.clone()),
+            issued_at: u64::MAX,
+            contents: (0..MAX_REPORT_CONTENTS)
+                .map(|i| ContentProgress {
+                    content: ContentId([i as u8; 32]),
+                    have: 1,
+                    total: 2,
+                    rate: 1.0,
+                    state: ContentState::Fetching,
+                })
+                .collect(),
+            disk_free: Some(u64::MAX),
+            up_rate: 1.0,
+            down_rate: 1.0,
+            received: (0..MAX_REPORT_ISPS).map(|_| IspBytes { isp: text.clone(), bytes: u64::MAX }).collect(),
+            hook: Some(text.clone()),
+        };
+        let bytes = full.encode();
+        assert!(bytes.len() <= MAX_REPORT_BYTES, "{} bytes", bytes.len());
+        assert_eq!(Report::decode(&bytes).unwrap(), full);
+        let over = Report { hook: Some(format!("{text}y")), ..full.clone() };
+        assert!(Report::decode(&over.encode()).is_err());
+        let too_many = Report {
+            received: (0..=MAX_REPORT_ISPS).map(|_| IspBytes { isp: "a".into(), bytes: 1 }).collect(),
+            ..full
+        };
+        assert!(Report::decode(&too_many.encode()).is_err());
+    }
+
+    #[test]
+    fn traffic_is_bounded_and_keeps_counting_beyond() {
+        let mut t = Traffic::default();
+        for i in 0..100 {
+            t.add(Some(&format!("isp{i}")), 10);
+        }
+        t.add(None, 5);
+        let list = t.list();
+        assert_eq!(list.len(), MAX_REPORT_ISPS);
+        assert_eq!(list.iter().map(|i| i.bytes).sum::<u64>(), 1005);
+        assert!(list.iter().any(|i| i.isp == OTHER_ISP));
     }
 }

@@ -13,6 +13,9 @@
 //! - [`node`]: the event loop.
 //! - [`client`]: the handle and the status types it returns.
 //! - [`fleet`]: progress reports gossiped by every node, and the fleet view built from them.
+//! - [`pacer`]: when a node sends its report (every interval, and soon after a change of state).
+//! - [`rates`]: the rates a report carries, measured over at least 10 s.
+//! - [`snapshot`]: the dashboard's read of the node (fleet view, reports, catalogue log) in one command.
 //! - [`metrics`]: `cinemesh_*` Prometheus metrics.
 
 pub mod behaviour;
@@ -20,7 +23,10 @@ pub mod client;
 pub mod fleet;
 pub mod metrics;
 pub mod node;
+pub mod pacer;
 pub mod protocol;
+pub mod rates;
+pub mod snapshot;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -183,8 +183,14 @@ cinemesh_chunks_served_total 9
         let server = std::thread::spawn(move || {
             for body in ["[]", ""] {
                 let (mut c, _) = l.accept().unwrap();
-                let mut buf = [0u8; 1024];
-                let n = c.read(&mut buf).unwrap();
+                // Read the whole request before answering: closing with unread bytes resets the connection.
+                let mut buf = [0u8; 4096];
+                let mut n = 0;
+                while n < buf.len() && !buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+                    let k = c.read(&mut buf[n..]).unwrap();
+                    assert!(k > 0, "client closed before the end of its request");
+                    n += k;
+                }
                 assert!(String::from_utf8_lossy(&buf[..n]).starts_with("GET /films HTTP/1.1\r\n"));
                 let status = if body.is_empty() { "404 Not Found" } else { "200 OK" };
                 write!(c, "HTTP/1.1 {status}\r\nContent-Length: {}\r\n\r\n{body}", body.len()).unwrap();

@@ -1,7 +1,6 @@
 //! The signed catalogue in the node: gossip in and out, anti-entropy, persisting applied entries, acting
 //! on them (offers to the engine, withdrawals, limits), fleet reports, and publishing.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -12,7 +11,7 @@ use tracing::{debug, warn};
 use super::{rejection_label, unix_now, Done, Node, Pending, REPUBLISH_FOR, REPUBLISH_QUEUE};
 use crate::catalogue::{Body, Rejection, SignedEntry};
 use crate::content::Manifest;
-use crate::core::engine::Held;
+use crate::core::engine::{FetchState, Held};
 use crate::core::Bitfield;
 use crate::net::behaviour::CATALOGUE_TOPIC;
 use crate::net::fleet;
@@ -67,37 +66,91 @@ impl Node {
         self.swarm.behaviour_mut().gossipsub.report_message_validation_result(&id, &via, acceptance);
     }
 
-    /// Our progress summary; also recorded in our own fleet view.
-    pub(super) fn report_progress(&mut self) {
-        let now = Instant::now();
-        let elapsed = self.last_report.map(|t| t.elapsed().as_secs_f64()).unwrap_or(0.0);
-        self.last_report = Some(now);
-        let mut contents = Vec::new();
-        let mut prev = BTreeMap::new();
-        // Unfinished first: they are what the fleet view is for.
-        let mut held: Vec<(ContentId, u32, u32)> =
-            self.engine.held_contents().map(|(c, h)| (*c, h.have.count(), h.have.len())).collect();
-        held.sort_by_key(|(_, have, total)| have == total);
-        for (content, have, total) in held.into_iter().take(fleet::MAX_REPORT_CONTENTS) {
-            let chunk = self.catalogue.film(&content).map(|f| f.publish.chunk_size).unwrap_or(0) as f64;
-            let before = self.report_prev.get(&content).copied().unwrap_or(have);
-            let rate = if elapsed > 0.0 { have.saturating_sub(before) as f64 * chunk / elapsed } else { 0.0 };
-            prev.insert(content, have);
-            contents.push(fleet::ContentProgress { content, have, total, rate });
+    /// Where each of our contents stands, unfinished first: `(content, state, have, total)`.
+    fn content_states(&self) -> Vec<(ContentId, fleet::ContentState, u32, u32)> {
+        use fleet::ContentState as S;
+        let mut list: Vec<_> = self
+            .engine
+            .held_contents()
+            .map(|(c, h)| {
+                let (have, total) = (h.have.count(), h.have.len());
+                let state = match self.engine.fetch_state(c) {
+                    Some(FetchState::Refused(_)) => S::Refused,
+                    _ if have == total => S::Complete,
+                    _ => S::Fetching,
+                };
+                (*c, state, have, total)
+            })
+            .collect();
+        for (c, f) in self.engine.fetches() {
+            let state = match f {
+                FetchState::Refused(_) => S::Refused,
+                FetchState::Waiting | FetchState::Installing => S::Waiting,
+                FetchState::Active => continue,
+            };
+            if self.engine.held(c).is_none() {
+                list.push((*c, state, 0, self.catalogue.film(c).map(|f| f.publish.chunks).unwrap_or(0)));
+            }
         }
-        self.report_prev = prev;
+        list.sort_by_key(|(_, state, ..)| *state == S::Complete);
+        list
+    }
+
+    /// Counts content bytes received from `peer` under its ISP, for the fleet report.
+    pub(super) fn count_traffic(&mut self, peer: &PeerId, len: u64) {
+        let declared = self.peers.get(peer).and_then(|p| p.info.as_ref()).and_then(|i| i.isp.clone());
+        let isp = self.locality_of(peer, declared, None).isp;
+        self.traffic.add(isp.as_deref(), len);
+    }
+
+    /// Sends our progress report when the pacer says so (every interval, soon after a change of state).
+    pub(super) fn maybe_report(&mut self) {
+        let states = self.content_states();
+        let now = self.now();
+        let interval = self.cfg.gossip.fleet_interval;
+        let hook = self.hook_result.as_deref();
+        if self.report_pacer.observe(now, states.iter().map(|&(c, s, have, _)| (c, s, have)), hook, interval)
+        {
+            let delivered = self.report_progress(states);
+            self.report_pacer.sent(now, delivered);
+        }
+    }
+
+    /// Our progress summary; also recorded in our own fleet view. Whether it reached a peer.
+    fn report_progress(&mut self, states: Vec<(ContentId, fleet::ContentState, u32, u32)>) -> bool {
+        let states: Vec<_> = states.into_iter().take(fleet::MAX_REPORT_CONTENTS).collect();
+        let have = states.iter().map(|&(c, _, have, _)| (c, have)).collect();
+        let (up, down) = self.bytes_total;
+        let rates = self.report_rates.measure(self.now(), up, down, have);
+        let contents = states
+            .into_iter()
+            .map(|(content, state, have, total)| {
+                let chunk = self.catalogue.film(&content).map(|f| f.publish.chunk_size).unwrap_or(0) as f64;
+                let rate = rates.chunks.get(&content).copied().unwrap_or(0.0) * chunk;
+                fleet::ContentProgress { content, have, total, rate, state }
+            })
+            .collect();
         let report = fleet::Report {
-            role: self.cfg.role.as_str().to_owned(),
             name: self.cfg.name.clone(),
             isp: self.own_locality().isp,
-            issued_at: unix_now(),
             contents,
+            disk_free: self.store.free_space().ok(),
+            up_rate: rates.up,
+            down_rate: rates.down,
+            received: self.traffic.list(),
+            hook: self.hook_result.clone(),
+            ..fleet::Report::empty(self.cfg.role.as_str(), unix_now())
         };
         let topic = gossipsub::IdentTopic::new(fleet::FLEET_TOPIC);
-        if let Err(e) = self.swarm.behaviour_mut().gossipsub.publish(topic, report.encode()) {
-            debug!("fleet report not published: {e}");
-        }
+        let delivered = match self.swarm.behaviour_mut().gossipsub.publish(topic, report.encode()) {
+            Ok(_) => true,
+            Err(e) => {
+                debug!("fleet report not published: {e}");
+                false
+            }
+        };
         self.fleet.record(self.me.to_string(), report);
+        delivered
     }
 
     /// Applies an entry, persists what was applied and acts on it. `Ok(true)` when it was held for a gap.

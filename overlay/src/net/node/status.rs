@@ -38,6 +38,14 @@ impl Node {
             Command::Fleet(reply) => {
                 let _ = reply.send(self.fleet.view(&self.catalogue, super::unix_now()));
             }
+            Command::Snapshot(reply) => {
+                let _ = reply.send(crate::net::snapshot::Snapshot::take(
+                    &self.fleet,
+                    &self.catalogue,
+                    super::unix_now(),
+                ));
+            }
+            Command::HookResult(text) => self.hook_result = Some(text),
             Command::EngineKinds(reply) => {
                 let _ = reply.send(self.engine.recorded());
             }

@@ -125,9 +125,7 @@ impl Node {
         for (data, since) in std::mem::take(&mut self.republish) {
             self.publish_or_queue(data, since);
         }
-        if self.last_report.is_none_or(|t| t.elapsed() >= self.cfg.gossip.fleet_interval) {
-            self.report_progress();
-        }
+        self.maybe_report();
         self.apply_limits();
         let now_i = Instant::now();
         // Bootstrap peers: redial with exponential back-off until connected.

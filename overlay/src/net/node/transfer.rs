@@ -293,6 +293,7 @@ impl Node {
                 self.bytes_total.1 += len;
                 let label = self.locality_label(&peer);
                 self.metrics.bytes_received.get_or_create(&label).inc_by(len);
+                self.count_traffic(&peer, len);
                 let reply = Reply::Answer(Answer::Data { len, load });
                 if self.engine.chunk_reply(now, &peer, &content, index, reply) {
                     self.spawn_write(peer, content, index, bytes);
