@@ -308,7 +308,9 @@ fn the_lab_runs_a_tiny_scenario_and_leaves_nothing_behind() -> anyhow::Result<()
     // A lower bound is a lower bound: no cinema beats B(k) (5% for the poll and publish timing).
     let p50 = report.cdf.slowdown.p50.context("p50")?;
     assert!(p50 >= 0.95 && report.cdf.slowdown.max.context("max")? >= p50, "{text}");
-    assert!(report.seeder_utilisation > 0.0 && report.seeder_utilisation <= 1.05, "{text}");
+    // The daemon counts a chunk as sent when it hands it to the stream, so over a few seconds the
+    // utilisation can read a little above 1; far above would mean the shaping failed.
+    assert!(report.seeder_utilisation > 0.2 && report.seeder_utilisation <= 1.5, "{text}");
     assert!(text.contains("per-node |error|"), "{text}");
     Ok(())
 }
