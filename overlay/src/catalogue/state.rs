@@ -18,16 +18,23 @@ pub struct Limits {
     pub max_gap: u64,
     /// Most entries applied per key ([`Rejection::LogFull`] beyond).
     pub max_log: u64,
+    /// An entry issued more than this many seconds after the receiver's `now` is refused
+    /// ([`Rejection::FromTheFuture`]): one entry dated far ahead would otherwise win every cross-key
+    /// comparison until then and wedge its own key (every later entry would go "backwards").
+    pub max_skew: u64,
 }
 
 /// Default [`Limits::max_gap`].
 pub const MAX_GAP: u64 = 1024;
 /// Default [`Limits::max_log`].
 pub const MAX_LOG_PER_KEY: u64 = 1_000_000;
+/// Default [`Limits::max_skew`]: one hour, seconds. Hosts keep their clocks with NTP; an hour covers a
+/// badly set time zone offset of the signing host's hardware clock, not a clock a day off.
+pub const MAX_CLOCK_SKEW: u64 = 3600;
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_gap: MAX_GAP, max_log: MAX_LOG_PER_KEY }
+        Self { max_gap: MAX_GAP, max_log: MAX_LOG_PER_KEY, max_skew: MAX_CLOCK_SKEW }
     }
 }
 
@@ -122,7 +129,9 @@ impl Catalogue {
 
     /// Rebuilds a catalogue from stored entries (each key's in seq order, as [`Applied::entries`] gave
     /// them), re-verifying each. Entries that no longer apply (e.g. their key is no longer trusted) are
-    /// returned with their reasons beside the catalogue.
+    /// returned with their reasons beside the catalogue. The clock-skew bound is not applied again: it
+    /// was checked when each entry was first applied, and a restart with a clock set back must not drop
+    /// the log.
     pub fn restore(
         trusted: impl IntoIterator<Item = DistributorKey>,
         entries: impl IntoIterator<Item = SignedEntry>,
@@ -130,7 +139,7 @@ impl Catalogue {
         let mut catalogue = Self::new(trusted);
         let mut rejected = Vec::new();
         for entry in entries {
-            match catalogue.apply(entry) {
+            match catalogue.apply(entry, u64::MAX) {
                 Ok(applied) => rejected.extend(applied.dropped),
                 Err(e) => rejected.push(e),
             }
@@ -148,8 +157,9 @@ impl Catalogue {
         self.trusted.iter()
     }
 
-    /// Applies `entry` (or holds it until its predecessors arrive). See the module doc for the rules.
-    pub fn apply(&mut self, signed: SignedEntry) -> Result<Applied, Rejection> {
+    /// Applies `entry` (or holds it until its predecessors arrive) at `now` (the receiver's unix seconds,
+    /// used only to bound the entry's `issued_at`). See the module doc for the rules.
+    pub fn apply(&mut self, signed: SignedEntry, now: u64) -> Result<Applied, Rejection> {
         let key = signed.entry.key;
         let seq = signed.entry.seq;
         if !self.trusted.contains(&key) {
@@ -161,6 +171,11 @@ impl Catalogue {
         }
         signed.entry.validate()?;
         signed.verify()?;
+        let max_skew = self.limits.max_skew;
+        if signed.entry.issued_at > now.saturating_add(max_skew) {
+            let issued_at = signed.entry.issued_at;
+            return Err(Rejection::FromTheFuture { key, seq, issued_at, now, max_skew });
+        }
 
         let max_gap = self.limits.max_gap;
         let log = self.logs.entry(key).or_default();

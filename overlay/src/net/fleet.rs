@@ -236,7 +236,7 @@ mod tests {
             targets: Targets::All,
             deadline,
         });
-        c.apply(Entry { key: key.public(), seq: 1, issued_at: 1, body }.sign(&key).unwrap()).unwrap();
+        c.apply(Entry { key: key.public(), seq: 1, issued_at: 1, body }.sign(&key).unwrap(), 1).unwrap();
         c
     }
 

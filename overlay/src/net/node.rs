@@ -229,6 +229,7 @@ fn rejection_label(r: &Rejection) -> &'static str {
         Rejection::TooFarAhead { .. } => "too_far_ahead",
         Rejection::TimeWentBackwards { .. } => "time_went_backwards",
         Rejection::LogFull { .. } => "log_full",
+        Rejection::FromTheFuture { .. } => "from_the_future",
     }
 }
 
@@ -698,7 +699,7 @@ impl Node {
 
     /// Applies an entry, persists what was applied and acts on it. `Ok(true)` when it was held for a gap.
     fn apply_entry(&mut self, entry: SignedEntry) -> Result<bool, Rejection> {
-        let applied = match self.catalogue.apply(entry) {
+        let applied = match self.catalogue.apply(entry, unix_now()) {
             Ok(a) => a,
             Err(r) => {
                 self.metrics.rejected(rejection_label(&r));
