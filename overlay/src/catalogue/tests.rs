@@ -120,7 +120,8 @@ fn duplicate_is_harmless_and_equivocation_is_reported() {
 #[test]
 fn too_far_ahead_is_dropped() {
     let a = kp(1);
-    let mut c = Catalogue::with_limits([a.public()], Limits { max_gap: 4, max_log: 100, ..Limits::default() });
+    let mut c =
+        Catalogue::with_limits([a.public()], Limits { max_gap: 4, max_log: 100, ..Limits::default() });
     assert!(c.apply(film(4, &a), NOW).unwrap().held);
     let err = c.apply(film(5, &a), NOW).unwrap_err();
     assert_eq!(err, Rejection::TooFarAhead { key: a.public(), seq: 5, head: 0, max_gap: 4 });
@@ -183,7 +184,8 @@ fn entries_from_beyond_the_clock_skew_are_refused_and_do_not_wedge_the_key() {
 #[test]
 fn restore_does_not_drop_entries_when_the_clock_was_set_back() {
     let a = kp(1);
-    let entries = [signed(&a, 1, T0 + 10, publish_body(1, "A")), signed(&a, 2, T0 + 20, publish_body(2, "B"))];
+    let entries =
+        [signed(&a, 1, T0 + 10, publish_body(1, "A")), signed(&a, 2, T0 + 20, publish_body(2, "B"))];
     let (c, rejected) = Catalogue::restore([a.public()], entries);
     assert!(rejected.is_empty());
     assert_eq!(c.head(&a.public()), 2);
