@@ -10,6 +10,7 @@
 //!   (`/cinemesh/kad/1.0.0`, server mode, provider records keyed by content id), gossipsub (catalogue
 //!   topic, validated before forwarding), mDNS, connection limits, the chunk protocol.
 //! - [`protocol`]: the chunk-transfer wire protocol.
+//! - [`provider_store`]: the Kademlia record store, bounded per peer, never dropping own records.
 //! - [`node`]: the event loop.
 //! - [`client`]: the handle and the status types it returns.
 //! - [`fleet`]: progress reports gossiped by every node, and the fleet view built from them.
@@ -21,6 +22,7 @@ pub mod fleet;
 pub mod metrics;
 pub mod node;
 pub mod protocol;
+pub mod provider_store;
 
 use std::path::PathBuf;
 use std::str::FromStr;
