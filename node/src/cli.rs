@@ -249,6 +249,10 @@ pub struct RunArgs {
     /// Disable mDNS discovery.
     #[arg(long)]
     no_mdns: bool,
+    /// Run an open mesh: serve catalogue and content to any peer, admitted or not
+    /// (`network.private = false`). Private is the default.
+    #[arg(long)]
+    open: bool,
     /// Log format.
     #[arg(long, value_enum)]
     log_format: Option<LogFormatArg>,
@@ -295,6 +299,9 @@ impl RunArgs {
         cfg.node.trust.extend(self.trust.iter().cloned());
         if self.no_mdns {
             cfg.network.mdns = false;
+        }
+        if self.open {
+            cfg.network.private = false;
         }
         if let Some(f) = self.log_format {
             cfg.node.log_format = match f {

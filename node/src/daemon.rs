@@ -74,6 +74,7 @@ pub fn net_config(cfg: &Config, keypair: Keypair) -> anyhow::Result<net::Config>
         mdns: cfg.network.mdns,
         max_connections: cfg.network.max_connections,
         max_connections_per_peer: cfg.network.max_connections_per_peer,
+        max_connections_per_ip: cfg.network.max_connections_per_ip,
         idle_timeout: cfg.network.idle_timeout,
         private: cfg.network.private,
         psk,

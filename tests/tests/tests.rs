@@ -322,7 +322,7 @@ impl Drop for Daemon {
 impl Daemon {
     fn start(data_dir: &Path, key: &DistributorKey, bootstrap: &str) -> anyhow::Result<Self> {
         let mut child = Command::new(env!("CARGO_BIN_EXE_cinemesh-node"))
-            .args(["run", "--listen", "/ip4/127.0.0.1/tcp/0", "--api", "127.0.0.1:0", "--no-mdns"])
+            .args(["run", "--listen", "/ip4/127.0.0.1/tcp/0", "--api", "127.0.0.1:0", "--no-mdns", "--open"])
             .args(["--log-format", "json", "--isp", "isp-a"])
             .arg("--data-dir")
             .arg(data_dir)

@@ -11,6 +11,7 @@ use libp2p::{
 };
 use prometheus_client::registry::Registry;
 
+use super::ip_limit;
 use super::protocol::{self, Codec};
 use super::provider_store::ProviderStore;
 use super::{Config, NetError};
@@ -28,6 +29,8 @@ pub const CATALOGUE_TOPIC: &str = "cinemesh/catalogue/1";
 pub struct Behaviour {
     /// Connection limits (in all and per peer).
     pub limits: connection_limits::Behaviour,
+    /// Inbound connections per remote IP.
+    pub ip_limit: ip_limit::Behaviour,
     /// identify: learn peers' listen addresses (fed to Kademlia).
     pub identify: identify::Behaviour,
     /// ping: liveness and RTT.
@@ -112,6 +115,7 @@ fn behaviour(
 
     Ok(Behaviour {
         limits: connection_limits::Behaviour::new(limits),
+        ip_limit: ip_limit::Behaviour::new(cfg.max_connections_per_ip),
         identify: identify::Behaviour::new(
             identify::Config::new(IDENTIFY_PROTOCOL.to_owned(), key.public())
                 .with_agent_version(format!("cinemesh/{}", env!("CARGO_PKG_VERSION"))),

@@ -9,6 +9,7 @@
 //! - [`behaviour`]: TCP + noise + yamux (optionally behind a pre-shared key), identify, ping, Kademlia
 //!   (`/cinemesh/kad/1.0.0`, server mode, provider records keyed by content id), gossipsub (catalogue
 //!   topic, validated before forwarding), mDNS, connection limits, the chunk protocol.
+//! - [`ip_limit`]: a cap on inbound connections per remote IP.
 //! - [`protocol`]: the chunk-transfer wire protocol.
 //! - [`provider_store`]: the Kademlia record store, bounded per peer, never dropping own records.
 //! - [`node`]: the event loop.
@@ -19,6 +20,7 @@
 pub mod behaviour;
 pub mod client;
 pub mod fleet;
+pub mod ip_limit;
 pub mod metrics;
 pub mod node;
 pub mod protocol;
@@ -104,6 +106,8 @@ pub struct Config {
     pub max_connections: u32,
     /// Established connections per peer at most.
     pub max_connections_per_peer: u32,
+    /// Inbound connections (pending or established) per remote IP at most; loopback is not counted.
+    pub max_connections_per_ip: u32,
     /// Idle connection timeout.
     pub idle_timeout: Duration,
     /// Serve catalogue and content only to admitted peers; use signed locality.
@@ -148,6 +152,7 @@ impl Config {
             mdns: false,
             max_connections: 256,
             max_connections_per_peer: 2,
+            max_connections_per_ip: 16,
             idle_timeout: Duration::from_secs(300),
             private: false,
             psk: None,
