@@ -180,6 +180,10 @@ pub struct ApiArgs {
     /// Address of the daemon's HTTP API.
     #[arg(long, default_value = "127.0.0.1:4711", env = "CINEMESH_API")]
     pub api: SocketAddr,
+    /// The daemon's API token file (`<data_dir>/api.token`), needed by commands that change the node;
+    /// by default the path the daemon names in `GET /status`.
+    #[arg(long, env = "CINEMESH_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
 }
 
 /// A distributor key and the daemon to hand the signed entry to.
@@ -544,14 +548,34 @@ pub async fn get<T: DeserializeOwned>(api: &ApiArgs, path: &str) -> anyhow::Resu
     decode(resp).await
 }
 
-/// POST JSON to the daemon.
+/// The daemon's API token: from `--token-file`, else from the file the daemon names in `GET /status`.
+async fn api_token(api: &ApiArgs) -> anyhow::Result<crate::api_auth::Token> {
+    let path = match &api.token_file {
+        Some(p) => p.clone(),
+        None => {
+            let status: serde_json::Value = get(api, "/status").await?;
+            let named = status.get("api_token_file").and_then(|p| p.as_str());
+            PathBuf::from(named.context("the daemon does not name its API token file; pass --token-file")?)
+        }
+    };
+    crate::api_auth::Token::read(&path).with_context(|| {
+        format!(
+            "this command changes the node and needs its API token: run it as the daemon's user (or root),              or pass --token-file {}",
+            path.display()
+        )
+    })
+}
+
+/// POST JSON to the daemon, with its API token.
 pub async fn post<T: DeserializeOwned>(
     api: &ApiArgs,
     path: &str,
     body: &serde_json::Value,
 ) -> anyhow::Result<T> {
+    let token = api_token(api).await?;
     let resp = http()?
         .post(format!("http://{}{path}", api.api))
+        .header(reqwest::header::AUTHORIZATION, token.bearer())
         .json(body)
         .send()
         .await

@@ -15,7 +15,7 @@ use prometheus_client::registry::Registry;
 use tracing::{info, warn};
 
 use crate::config::Config;
-use crate::{api, hooks};
+use crate::{api, api_auth, hooks};
 
 /// The node's libp2p identity file inside the data directory.
 pub const IDENTITY_FILE: &str = "node.key";
@@ -108,13 +108,16 @@ impl Daemon {
     /// Starts the node and the API (binding `cfg.api.listen`; port 0 picks a free one).
     pub async fn start(cfg: &Config, netcfg: net::Config) -> anyhow::Result<Self> {
         let mut registry = Registry::default();
+        let path = api_auth::Token::path(&netcfg.data_dir);
+        let guard = api_auth::Guard { token: api_auth::Token::load_or_create(&netcfg.data_dir)?, path };
         let Running { client, events, task } = Node::start(netcfg, &mut registry).await?;
         let listener = tokio::net::TcpListener::bind(cfg.api.listen).await.with_context(|| {
             format!("cannot bind the HTTP API on {} (api.listen / --api)", cfg.api.listen)
         })?;
         let api = listener.local_addr()?;
         let hooks = hooks::Records::default();
-        let state = api::State { client: client.clone(), registry: Arc::new(registry), hooks: hooks.clone() };
+        let state =
+            api::State { client: client.clone(), registry: Arc::new(registry), hooks: hooks.clone(), guard };
         let api_task = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, api::router(state)).await {
                 warn!("HTTP API stopped: {e}");

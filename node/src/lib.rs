@@ -8,12 +8,14 @@
 //! - [`config`]: the TOML configuration file, defaults, validation, flag overrides.
 //! - [`daemon`]: `cinemesh run`: the node, the HTTP API and the hooks, with clean shutdown.
 //! - [`api`]: the local HTTP API (JSON and `/metrics`).
+//! - [`api_auth`]: the API token for state-changing calls and the `Host` check.
 //! - [`hooks`]: the post-download hook runner.
 //! - [`local`]: nodes on loopback in this process (demo and tests).
 //! - [`demo`]: `cinemesh demo`.
 //! - [`watch`]: `cinemesh status --watch`.
 
 pub mod api;
+pub mod api_auth;
 pub mod cli;
 pub mod config;
 pub mod daemon;

@@ -917,3 +917,47 @@ async fn a_malformed_chunk_request_is_refused_and_counted() -> anyhow::Result<()
     assert!(node.client.status().await?.peer_id == peer.to_string());
     node.stop().await
 }
+
+/// State-changing API calls need the token from `<data_dir>/api.token`; a foreign `Host` is refused even
+/// for reads; the CLI's own `post` finds the token through `GET /status` and gets through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_refuses_posts_without_the_token_and_foreign_hosts() -> anyhow::Result<()> {
+    use cinemesh::daemon::Daemon;
+    let (tmp, _key, trusted) = setup()?;
+    let mut cfg = cinemesh::config::Config::default();
+    cfg.api.listen = "127.0.0.1:0".parse()?;
+    let netcfg = node_config(tmp.path(), "api", Role::Cinema, "isp-a", &trusted);
+    let token_file = netcfg.data_dir.join(cinemesh::api_auth::TOKEN_FILE);
+    let daemon = Daemon::start(&cfg, netcfg).await?;
+    let base = format!("http://{}", daemon.api);
+    let http = reqwest::Client::new();
+    let body = serde_json::json!({});
+
+    let anonymous = http.post(format!("{base}/verify")).json(&body).send().await?;
+    assert_eq!(anonymous.status(), 401);
+    let text = anonymous.text().await?;
+    assert!(text.contains(&token_file.display().to_string()), "names the token file: {text}");
+    let wrong = http.post(format!("{base}/verify")).bearer_auth("0".repeat(64)).json(&body).send().await?;
+    assert_eq!(wrong.status(), 401);
+
+    let token = cinemesh::api_auth::Token::read(&token_file)?;
+    let ok = http
+        .post(format!("{base}/verify"))
+        .header("authorization", token.bearer())
+        .json(&body)
+        .send()
+        .await?;
+    assert_eq!(ok.status(), 200, "{}", ok.text().await?);
+    let rebound = http.get(format!("{base}/status")).header("host", "evil.example:4711").send().await?;
+    assert_eq!(rebound.status(), 403);
+    let rebound_post = http
+        .post(format!("{base}/verify"))
+        .header("host", "evil.example")
+        .header("authorization", token.bearer());
+    assert_eq!(rebound_post.json(&body).send().await?.status(), 403);
+
+    let api = cinemesh::cli::ApiArgs { api: daemon.api, token_file: None };
+    let report: serde_json::Value = cinemesh::cli::post(&api, "/verify", &body).await?;
+    assert!(report.is_object() || report.is_array());
+    daemon.stop().await
+}
