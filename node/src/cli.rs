@@ -587,12 +587,30 @@ fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
-/// Signs `body` with the next seq of the key (asked of the daemon).
+/// Signs `body` with the next seq of the key (asked of the daemon). Refuses when the daemon has seen a
+/// signed entry of this key beyond its head: the mesh is ahead (this node's `meta/` was restored from a
+/// backup, or another host signs with the key), and `head + 1` would equivocate.
 async fn sign_next(sign: &SignArgs, body: Body) -> anyhow::Result<SignedEntry> {
     let key = Keypair::read(&sign.key)?;
     let status: Status = get(&sign.api, "/status").await?;
     let public = key.public().to_string();
-    let head = status.catalogue_heads.iter().find(|h| h.key == public).map(|h| h.seq).unwrap_or(0);
+    let (head, seen) =
+        status.catalogue_heads.iter().find(|h| h.key == public).map(|h| (h.seq, h.seen)).unwrap_or((0, 0));
+    if seen > head {
+        bail!(
+            "CONFLICT: the mesh already holds seq {seen} of key {}, but the daemon at {} has applied only up to              seq {head}; signing seq {} now would equivocate (two different entries at one seq: the mesh keeps              the first and ignores this one). Nothing was signed. Either this node's meta/ was restored from a              backup or another host signs with this key: wait until `cinemesh status` shows this node at seq              {seen} (anti-entropy catches up every gossip.anti_entropy_interval), then run the command again",
+            key.public().short(),
+            sign.api.api,
+            head + 1
+        );
+    }
+    if status.peers == 0 {
+        eprintln!(
+            "cinemesh: warning: the daemon at {} is connected to no peer, so it cannot know whether the mesh              is ahead of its catalogue head {head}; signing seq {}",
+            sign.api.api,
+            head + 1
+        );
+    }
     let entry = Entry { key: key.public(), seq: head + 1, issued_at: unix_now(), body };
     Ok(entry.sign(&key)?)
 }

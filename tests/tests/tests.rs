@@ -961,3 +961,43 @@ async fn the_api_refuses_posts_without_the_token_and_foreign_hosts() -> anyhow::
     assert!(report.is_object() || report.is_array());
     daemon.stop().await
 }
+
+/// A distributor node whose catalogue is behind the mesh (its `meta/` restored from a backup, or another
+/// host signing with the key) must not let `cinemesh publish` sign a seq the mesh already has: the CLI
+/// refuses with a clear message and a non-zero exit, and nothing is signed or applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_refuses_to_sign_a_seq_the_mesh_already_has() -> anyhow::Result<()> {
+    use cinemesh::daemon::Daemon;
+    let (tmp, key, trusted) = setup()?;
+    let mut cfg = cinemesh::config::Config::default();
+    cfg.api.listen = "127.0.0.1:0".parse()?;
+    let daemon =
+        Daemon::start(&cfg, node_config(tmp.path(), "dist", Role::Distributor, "dc", &trusted)).await?;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+    // The mesh holds seq 1..=3, signed on another host; this node got 1 and 3 (3 held for the gap).
+    let mesh = |seq: u64| {
+        let body = Body::Withdraw { content: ContentId([seq as u8; 32]) };
+        Entry { key: key.public(), seq, issued_at: now, body }.sign(&key)
+    };
+    daemon.client.submit(mesh(1)?).await?;
+    daemon.client.submit(mesh(3)?).await?;
+    let key_file = tmp.path().join("dist.key");
+    key.write_new(&key_file)?;
+    let film = tmp.path().join("film");
+    make_tree(&film, 1 << 20)?;
+
+    let out = Command::new(env!("CARGO_BIN_EXE_cinemesh-node"))
+        .arg("publish")
+        .arg("--key")
+        .arg(&key_file)
+        .args(["--api", &daemon.api.to_string()])
+        .arg(&film)
+        .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "publish must fail: {stderr}");
+    assert!(stderr.contains("CONFLICT: the mesh already holds seq 3"), "{stderr}");
+    let head =
+        daemon.client.status().await?.catalogue_heads.into_iter().find(|h| h.key == key.public().to_string());
+    assert_eq!(head.map(|h| (h.seq, h.seen)), Some((1, 3)), "nothing signed or applied");
+    daemon.stop().await
+}

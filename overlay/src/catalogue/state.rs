@@ -114,6 +114,9 @@ pub struct Catalogue {
     films: BTreeMap<ContentId, Record<Film>>,
     members: BTreeMap<String, Record<Member>>,
     policies: BTreeMap<Option<String>, Record<Policy>>,
+    /// Per key, the highest seq of a validly signed entry seen (applied, held, or refused as too far
+    /// ahead, from the future or an equivocation): evidence that the mesh is ahead of this node.
+    seen: BTreeMap<DistributorKey, u64>,
 }
 
 impl Catalogue {
@@ -171,6 +174,10 @@ impl Catalogue {
         }
         signed.entry.validate()?;
         signed.verify()?;
+        if self.trusted.contains(&key) {
+            let seen = self.seen.entry(key).or_default();
+            *seen = (*seen).max(seq);
+        }
         let max_skew = self.limits.max_skew;
         if signed.entry.issued_at > now.saturating_add(max_skew) {
             let issued_at = signed.entry.issued_at;
@@ -259,6 +266,13 @@ impl Catalogue {
     /// The highest applied seq of `key` (0: none).
     pub fn head(&self, key: &DistributorKey) -> u64 {
         self.logs.get(key).map_or(0, KeyLog::head)
+    }
+
+    /// The highest seq of `key` this node has seen validly signed, applied or not (at least
+    /// [`Catalogue::head`]). Above the head, the mesh holds entries this node has not applied yet: signing
+    /// `head + 1` now would equivocate.
+    pub fn seen_head(&self, key: &DistributorKey) -> u64 {
+        self.seen.get(key).copied().unwrap_or(0).max(self.head(key))
     }
 
     /// The head of every trusted key (0 for a key with no entry yet): what a node advertises for

@@ -182,6 +182,24 @@ fn entries_from_beyond_the_clock_skew_are_refused_and_do_not_wedge_the_key() {
 }
 
 #[test]
+fn seen_head_reports_signed_entries_beyond_the_applied_head() {
+    let (a, mallory) = (kp(1), kp(99));
+    let mut c = Catalogue::new([a.public()]);
+    c.apply(film(1, &a), NOW).unwrap();
+    assert_eq!(c.seen_head(&a.public()), 1);
+    c.apply(film(3, &a), NOW).unwrap(); // held
+    assert_eq!((c.head(&a.public()), c.seen_head(&a.public())), (1, 3));
+    c.apply(film(state::MAX_GAP + 10, &a), NOW).unwrap_err(); // too far ahead, but signed: the mesh is there
+    assert_eq!(c.seen_head(&a.public()), state::MAX_GAP + 10);
+    // Forged or untrusted claims do not count.
+    let mut forged = film(5000, &a);
+    forged.entry.seq = 6000;
+    c.apply(forged, NOW).unwrap_err();
+    c.apply(film(7000, &mallory), NOW).unwrap_err();
+    assert_eq!(c.seen_head(&a.public()), state::MAX_GAP + 10);
+}
+
+#[test]
 fn restore_does_not_drop_entries_when_the_clock_was_set_back() {
     let a = kp(1);
     let entries =

@@ -70,6 +70,10 @@ pub struct Head {
     pub key: String,
     /// Highest applied seq.
     pub seq: u64,
+    /// Highest seq seen validly signed from the mesh (held or refused); above `seq`, this node is behind
+    /// and must not sign `seq + 1` (`cinemesh publish` refuses).
+    #[serde(default)]
+    pub seen: u64,
 }
 
 /// A catalogue content with local progress (`GET /films`).

@@ -1566,7 +1566,7 @@ impl Node {
                 .catalogue
                 .heads()
                 .into_iter()
-                .map(|(k, seq)| Head { key: k.to_string(), seq })
+                .map(|(k, seq)| Head { key: k.to_string(), seq, seen: self.catalogue.seen_head(&k) })
                 .collect(),
             disk_free: self.store.free_space().unwrap_or(0),
             peers: self.peers.len(),
