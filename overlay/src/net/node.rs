@@ -352,7 +352,7 @@ impl Node {
         node.scheduler = Scheduler::new(&node.cfg.transfer, &node.cfg.policy, node.own_locality(), seed);
         node.apply_limits();
         node.resume()?;
-        let client = Client { tx, peer_id: me };
+        let client = Client::new(tx, me);
         let task = tokio::spawn(node.run());
         Ok(Running { client, events: events_rx, task })
     }
