@@ -560,7 +560,8 @@ async fn api_token(api: &ApiArgs) -> anyhow::Result<crate::api_auth::Token> {
     };
     crate::api_auth::Token::read(&path).with_context(|| {
         format!(
-            "this command changes the node and needs its API token: run it as the daemon's user (or root),              or pass --token-file {}",
+            "this command changes the node and needs its API token: run it as the daemon's user (or root), or \
+            pass --token-file {}",
             path.display()
         )
     })
@@ -594,11 +595,20 @@ async fn sign_next(sign: &SignArgs, body: Body) -> anyhow::Result<SignedEntry> {
     let key = Keypair::read(&sign.key)?;
     let status: Status = get(&sign.api, "/status").await?;
     let public = key.public().to_string();
-    let (head, seen) =
-        status.catalogue_heads.iter().find(|h| h.key == public).map(|h| (h.seq, h.seen)).unwrap_or((0, 0));
+    let (head, seen, previous) = status
+        .catalogue_heads
+        .iter()
+        .find(|h| h.key == public)
+        .map(|h| (h.seq, h.seen, h.issued_at))
+        .unwrap_or((0, 0, 0));
     if seen > head {
         bail!(
-            "CONFLICT: the mesh already holds seq {seen} of key {}, but the daemon at {} has applied only up to              seq {head}; signing seq {} now would equivocate (two different entries at one seq: the mesh keeps              the first and ignores this one). Nothing was signed. Either this node's meta/ was restored from a              backup or another host signs with this key: wait until `cinemesh status` shows this node at seq              {seen} (anti-entropy catches up every gossip.anti_entropy_interval), then run the command again",
+            "CONFLICT: the mesh already holds seq {seen} of key {}, but the daemon at {} has applied only up \
+            to seq {head}; signing seq {} now would equivocate (two different entries at one seq: the mesh \
+            keeps the first and ignores this one). Nothing was signed. Either this node's meta/ was restored \
+            from a backup or another host signs with this key: wait until `cinemesh status` shows this node \
+            at seq {seen} (anti-entropy catches up every gossip.anti_entropy_interval), then run the command \
+            again",
             key.public().short(),
             sign.api.api,
             head + 1
@@ -606,12 +616,15 @@ async fn sign_next(sign: &SignArgs, body: Body) -> anyhow::Result<SignedEntry> {
     }
     if status.peers == 0 {
         eprintln!(
-            "cinemesh: warning: the daemon at {} is connected to no peer, so it cannot know whether the mesh              is ahead of its catalogue head {head}; signing seq {}",
+            "cinemesh: warning: the daemon at {} is connected to no peer, so it cannot know whether the mesh \
+            is ahead of its catalogue head {head}; signing seq {}",
             sign.api.api,
             head + 1
         );
     }
-    let entry = Entry { key: key.public(), seq: head + 1, issued_at: unix_now(), body };
+    // Never before the previous entry: a clock set back (or a previous signer's clock ahead, within the
+    // skew the mesh accepts) must not wedge the key with "time went backwards".
+    let entry = Entry { key: key.public(), seq: head + 1, issued_at: unix_now().max(previous), body };
     Ok(entry.sign(&key)?)
 }
 

@@ -1001,3 +1001,32 @@ async fn publish_refuses_to_sign_a_seq_the_mesh_already_has() -> anyhow::Result<
     assert_eq!(head.map(|h| (h.seq, h.seen)), Some((1, 3)), "nothing signed or applied");
     daemon.stop().await
 }
+
+/// The previous entry of the key was signed on a host whose clock ran 30 minutes ahead (within the skew
+/// the mesh accepts): the CLI signs the next one no earlier, so the key is not wedged by "time went
+/// backwards".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_never_signs_before_the_previous_entry() -> anyhow::Result<()> {
+    use cinemesh::daemon::Daemon;
+    let (tmp, key, trusted) = setup()?;
+    let mut cfg = cinemesh::config::Config::default();
+    cfg.api.listen = "127.0.0.1:0".parse()?;
+    let daemon =
+        Daemon::start(&cfg, node_config(tmp.path(), "dist", Role::Distributor, "dc", &trusted)).await?;
+    let ahead = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs() + 1800;
+    let body = Body::Withdraw { content: ContentId([1; 32]) };
+    daemon.client.submit(Entry { key: key.public(), seq: 1, issued_at: ahead, body }.sign(&key)?).await?;
+    let key_file = tmp.path().join("dist.key");
+    key.write_new(&key_file)?;
+    let out = Command::new(env!("CARGO_BIN_EXE_cinemesh-node"))
+        .arg("withdraw")
+        .arg("--key")
+        .arg(&key_file)
+        .args(["--api", &daemon.api.to_string(), &ContentId([2; 32]).to_hex()])
+        .output()?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let head =
+        daemon.client.status().await?.catalogue_heads.into_iter().find(|h| h.key == key.public().to_string());
+    assert_eq!(head.map(|h| (h.seq, h.issued_at)), Some((2, ahead)));
+    daemon.stop().await
+}

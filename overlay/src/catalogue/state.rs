@@ -275,6 +275,12 @@ impl Catalogue {
         self.seen.get(key).copied().unwrap_or(0).max(self.head(key))
     }
 
+    /// The `issued_at` of `key`'s last applied entry (0: none). The next entry of the key must not be
+    /// issued earlier ([`Rejection::TimeWentBackwards`]), so a signer takes the later of this and its clock.
+    pub fn head_issued_at(&self, key: &DistributorKey) -> u64 {
+        self.logs.get(key).and_then(|l| l.log.last()).map_or(0, |e| e.entry.issued_at)
+    }
+
     /// The head of every trusted key (0 for a key with no entry yet): what a node advertises for
     /// anti-entropy.
     pub fn heads(&self) -> BTreeMap<DistributorKey, u64> {

@@ -74,6 +74,9 @@ pub struct Head {
     /// and must not sign `seq + 1` (`cinemesh publish` refuses).
     #[serde(default)]
     pub seen: u64,
+    /// `issued_at` of the head entry (unix seconds; 0: none): the next entry must not be issued earlier.
+    #[serde(default)]
+    pub issued_at: u64,
 }
 
 /// A catalogue content with local progress (`GET /films`).
