@@ -129,6 +129,30 @@ impl Daemon {
         Ok(Self { client, api, node: task, api_task, hooks_task })
     }
 
+    /// Runs until `signal` (then stops cleanly) or until the node task ends by itself, which is an error:
+    /// the daemon then exits non-zero instead of serving an API with no node behind it, so that the
+    /// service manager (systemd `Restart=on-failure`) restarts it.
+    pub async fn serve_until(mut self, signal: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+        tokio::select! {
+            () = signal => {
+                info!("shutting down");
+                self.stop().await
+            }
+            ended = &mut self.node => {
+                self.api_task.abort();
+                if let Some(h) = self.hooks_task {
+                    h.abort();
+                }
+                let why = match ended {
+                    Ok(Ok(())) => "it stopped without being asked to".to_owned(),
+                    Ok(Err(e)) => e.to_string(),
+                    Err(e) => format!("it panicked: {e}"),
+                };
+                anyhow::bail!("the node task ended ({why}); exiting so that the service manager restarts the daemon")
+            }
+        }
+    }
+
     /// Stops the node (verified chunks stay marked), then the API and hooks.
     pub async fn stop(self) -> anyhow::Result<()> {
         self.client.shutdown().await;
@@ -148,9 +172,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let netcfg = net_config(&cfg, keypair)?;
     let daemon = Daemon::start(&cfg, netcfg).await?;
     info!(peer_id = %daemon.client.peer_id(), data_dir = %cfg.node.data_dir.display(), "cinemesh running");
-    shutdown_signal().await;
-    info!("shutting down");
-    daemon.stop().await
+    daemon.serve_until(shutdown_signal()).await
 }
 
 async fn shutdown_signal() {

@@ -1030,3 +1030,21 @@ async fn the_cli_never_signs_before_the_previous_entry() -> anyhow::Result<()> {
     assert_eq!(head.map(|h| (h.seq, h.issued_at)), Some((2, ahead)));
     daemon.stop().await
 }
+
+/// A daemon whose node task has ended must not stay up serving an API with nothing behind it: it returns
+/// an error (the process exits non-zero and systemd restarts it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_exits_with_an_error_when_its_node_task_ends() -> anyhow::Result<()> {
+    use cinemesh::daemon::Daemon;
+    let (tmp, _key, trusted) = setup()?;
+    let mut cfg = cinemesh::config::Config::default();
+    cfg.api.listen = "127.0.0.1:0".parse()?;
+    let daemon = Daemon::start(&cfg, node_config(tmp.path(), "n", Role::Cinema, "isp-a", &trusted)).await?;
+    let client = daemon.client.clone();
+    let serving = tokio::spawn(daemon.serve_until(std::future::pending()));
+    client.shutdown().await; // the node task ends without any signal to the daemon
+    let ended = tokio::time::timeout(WAIT, serving).await.context("the daemon stayed up")??;
+    let err = ended.expect_err("an error, not a clean exit");
+    assert!(err.to_string().contains("the node task ended"), "{err}");
+    Ok(())
+}
