@@ -115,13 +115,9 @@ impl ProviderStore {
         self.inner.providers(key).iter().any(|p| &p.provider == peer)
     }
 
-    /// The remote peer providing the most keys here, among `among` (all when `None`).
-    fn greediest(&self, among: Option<&[ProviderRecord]>) -> Option<PeerId> {
-        let count = |p: &PeerId| self.keys_of(p);
-        match among {
-            Some(records) => records.iter().map(|r| r.provider).filter(|p| *p != self.me).max_by_key(count),
-            None => self.by_peer.iter().max_by_key(|(_, keys)| keys.len()).map(|(p, _)| *p),
-        }
+    /// The remote provider among `records` that provides the most keys here.
+    fn greediest(&self, records: &[ProviderRecord]) -> Option<PeerId> {
+        records.iter().map(|r| r.provider).filter(|p| *p != self.me).max_by_key(|p| self.keys_of(p))
     }
 
     fn forget(&mut self, key: &RecordKey, peer: &PeerId) {
@@ -134,10 +130,13 @@ impl ProviderStore {
     }
 
     /// Drops every remote provider of one key this node does not provide, taken from the keys of the
-    /// peer providing the most: frees one key for an own record. `false` if there is no such key.
+    /// peer providing the most (the next one if all its keys are also ours): frees one key for an own
+    /// record. `false` if there is no such key.
     fn evict_remote_key(&mut self) -> bool {
-        let Some(peer) = self.greediest(None) else { return false };
-        let Some(key) = self.by_peer[&peer].iter().find(|k| !self.own.contains(*k)).cloned() else {
+        let mut peers: Vec<&HashSet<RecordKey>> = self.by_peer.values().collect();
+        peers.sort_by_key(|keys| std::cmp::Reverse(keys.len()));
+        let Some(key) = peers.iter().find_map(|keys| keys.iter().find(|k| !self.own.contains(*k))).cloned()
+        else {
             return false;
         };
         for record in self.inner.providers(&key) {
@@ -158,7 +157,7 @@ impl ProviderStore {
         if !self.holds(&key, &self.me) {
             // The key's provider list was full: make room by dropping the greediest remote provider.
             let providers = self.inner.providers(&key);
-            let Some(victim) = self.greediest(Some(&providers)) else { return Err(Error::MaxRecords) };
+            let Some(victim) = self.greediest(&providers) else { return Err(Error::MaxRecords) };
             self.inner.remove_provider(&key, &victim);
             self.forget(&key, &victim);
             self.inner.add_provider(record)?;
