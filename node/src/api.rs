@@ -15,6 +15,8 @@
 //!
 //! Errors are JSON `{"error": "..."}` with a 4xx/5xx status. Bound to an address other than loopback, the
 //! API wants a token ([`auth`](crate::auth)).
+//! Errors are JSON `{"error": "..."}` with a 4xx/5xx status. Every `POST` needs the API token and a
+//! foreign `Host` header is refused on every call ([`crate::api_auth`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -42,6 +44,8 @@ pub struct State {
     pub hooks: crate::hooks::Records,
     /// Seeder egress samples for the dashboard.
     pub history: crate::dashboard::History,
+    /// Who may change the node.
+    pub guard: crate::api_auth::Guard,
 }
 
 impl std::fmt::Debug for State {
@@ -122,6 +126,7 @@ pub fn router(state: State) -> Router {
         .merge(crate::dashboard::routes())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint; see GET /status") })
         .layer(DefaultBodyLimit::max(2 * MAX_MANIFEST_BYTES + 64 * 1024))
+        .layer(axum::middleware::from_fn_with_state(state.guard.clone(), crate::api_auth::check))
         .with_state(state)
 }
 
@@ -138,6 +143,7 @@ async fn status(AxState(s): AxState<State>) -> Result<impl IntoResponse, ApiErro
     let mut v = serde_json::to_value(s.client.status().await?)
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     v["hooks"] = serde_json::to_value(s.hooks.list()).unwrap_or_default();
+    v["api_token_file"] = serde_json::Value::String(s.guard.path.display().to_string());
     Ok(Json(v))
 }
 

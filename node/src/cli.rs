@@ -180,6 +180,10 @@ pub struct ApiArgs {
     /// Address of the daemon's HTTP API.
     #[arg(long, default_value = "127.0.0.1:4711", env = "CINEMESH_API")]
     pub api: SocketAddr,
+    /// The daemon's API token file (`<data_dir>/api.token`), needed by commands that change the node;
+    /// by default the path the daemon names in `GET /status`.
+    #[arg(long, env = "CINEMESH_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
 }
 
 /// A distributor key and the daemon to hand the signed entry to.
@@ -249,6 +253,10 @@ pub struct RunArgs {
     /// Disable mDNS discovery.
     #[arg(long)]
     no_mdns: bool,
+    /// Run an open mesh: serve catalogue and content to any peer, admitted or not
+    /// (`network.private = false`). Private is the default.
+    #[arg(long)]
+    open: bool,
     /// Log format.
     #[arg(long, value_enum)]
     log_format: Option<LogFormatArg>,
@@ -295,6 +303,9 @@ impl RunArgs {
         cfg.node.trust.extend(self.trust.iter().cloned());
         if self.no_mdns {
             cfg.network.mdns = false;
+        }
+        if self.open {
+            cfg.network.private = false;
         }
         if let Some(f) = self.log_format {
             cfg.node.log_format = match f {
@@ -542,14 +553,35 @@ pub async fn get<T: DeserializeOwned>(api: &ApiArgs, path: &str) -> anyhow::Resu
     decode(resp).await
 }
 
-/// POST JSON to the daemon.
+/// The daemon's API token: from `--token-file`, else from the file the daemon names in `GET /status`.
+async fn api_token(api: &ApiArgs) -> anyhow::Result<crate::api_auth::Token> {
+    let path = match &api.token_file {
+        Some(p) => p.clone(),
+        None => {
+            let status: serde_json::Value = get(api, "/status").await?;
+            let named = status.get("api_token_file").and_then(|p| p.as_str());
+            PathBuf::from(named.context("the daemon does not name its API token file; pass --token-file")?)
+        }
+    };
+    crate::api_auth::Token::read(&path).with_context(|| {
+        format!(
+            "this command changes the node and needs its API token: run it as the daemon's user (or root), or \
+            pass --token-file {}",
+            path.display()
+        )
+    })
+}
+
+/// POST JSON to the daemon, with its API token.
 pub async fn post<T: DeserializeOwned>(
     api: &ApiArgs,
     path: &str,
     body: &serde_json::Value,
 ) -> anyhow::Result<T> {
+    let token = api_token(api).await?;
     let resp = http()?
         .post(format!("http://{}{path}", api.api))
+        .header(reqwest::header::AUTHORIZATION, token.bearer())
         .json(body)
         .send()
         .await
@@ -561,13 +593,43 @@ fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
-/// Signs `body` with the next seq of the key (asked of the daemon).
+/// Signs `body` with the next seq of the key (asked of the daemon). Refuses when the daemon has seen a
+/// signed entry of this key beyond its head: the mesh is ahead (this node's `meta/` was restored from a
+/// backup, or another host signs with the key), and `head + 1` would equivocate.
 async fn sign_next(sign: &SignArgs, body: Body) -> anyhow::Result<SignedEntry> {
     let key = Keypair::read(&sign.key)?;
     let status: Status = get(&sign.api, "/status").await?;
     let public = key.public().to_string();
-    let head = status.catalogue_heads.iter().find(|h| h.key == public).map(|h| h.seq).unwrap_or(0);
-    let entry = Entry { key: key.public(), seq: head + 1, issued_at: unix_now(), body };
+    let (head, seen, previous) = status
+        .catalogue_heads
+        .iter()
+        .find(|h| h.key == public)
+        .map(|h| (h.seq, h.seen, h.issued_at))
+        .unwrap_or((0, 0, 0));
+    if seen > head {
+        bail!(
+            "CONFLICT: the mesh already holds seq {seen} of key {}, but the daemon at {} has applied only up \
+            to seq {head}; signing seq {} now would equivocate (two different entries at one seq: the mesh \
+            keeps the first and ignores this one). Nothing was signed. Either this node's meta/ was restored \
+            from a backup or another host signs with this key: wait until `cinemesh status` shows this node \
+            at seq {seen} (anti-entropy catches up every gossip.anti_entropy_interval), then run the command \
+            again",
+            key.public().short(),
+            sign.api.api,
+            head + 1
+        );
+    }
+    if status.peers == 0 {
+        eprintln!(
+            "cinemesh: warning: the daemon at {} is connected to no peer, so it cannot know whether the mesh \
+            is ahead of its catalogue head {head}; signing seq {}",
+            sign.api.api,
+            head + 1
+        );
+    }
+    // Never before the previous entry: a clock set back (or a previous signer's clock ahead, within the
+    // skew the mesh accepts) must not wedge the key with "time went backwards".
+    let entry = Entry { key: key.public(), seq: head + 1, issued_at: unix_now().max(previous), body };
     Ok(entry.sign(&key)?)
 }
 

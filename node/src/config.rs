@@ -100,10 +100,13 @@ pub struct NetworkSection {
     pub max_connections: u32,
     /// Established connections per peer at most.
     pub max_connections_per_peer: u32,
+    /// Inbound connections per remote IP address at most (loopback not counted).
+    pub max_connections_per_ip: u32,
     /// Close a connection idle (no transfer, no stream) for this long.
     #[serde(with = "human_duration")]
     pub idle_timeout: Duration,
     /// Exchange catalogue and content only with admitted peers (admit the distributor's own node too).
+    /// On by default: a node serves nothing to strangers unless the operator says `private = false`.
     pub private: bool,
     /// Optional pre-shared key file (libp2p pnet, TCP only) for a closed mesh.
     pub psk_file: Option<PathBuf>,
@@ -117,8 +120,9 @@ impl Default for NetworkSection {
             mdns: true,
             max_connections: 256,
             max_connections_per_peer: 2,
+            max_connections_per_ip: 16,
             idle_timeout: Duration::from_secs(300),
-            private: false,
+            private: true,
             psk_file: None,
         }
     }
@@ -228,6 +232,9 @@ impl Config {
         if !(1..=16).contains(&n.max_connections_per_peer) {
             return Err(ConfigError::new("network.max_connections_per_peer", "must be between 1 and 16"));
         }
+        if !(1..=10_000).contains(&n.max_connections_per_ip) {
+            return Err(ConfigError::new("network.max_connections_per_ip", "must be between 1 and 10000"));
+        }
         if n.idle_timeout < Duration::from_secs(1) {
             return Err(ConfigError::new("network.idle_timeout", "must be at least 1s"));
         }
@@ -277,6 +284,18 @@ mod tests {
     fn commented_default_parses_to_the_default() {
         let parsed = Config::from_toml(DEFAULT_TOML, Path::new("default")).unwrap();
         assert_eq!(parsed, Config::default());
+    }
+
+    /// A node started with no file, or with the packaged file, serves nothing to peers the distributor
+    /// did not admit, and caps inbound connections per IP.
+    #[test]
+    fn the_default_and_the_packaged_config_are_a_private_mesh() {
+        let packaged = include_str!("../../packaging/cinemesh.toml");
+        let packaged = Config::from_toml(packaged, Path::new("packaging/cinemesh.toml")).unwrap();
+        for c in [Config::default(), packaged] {
+            assert!(c.network.private);
+            assert_eq!(c.network.max_connections_per_ip, 16);
+        }
     }
 
     #[test]

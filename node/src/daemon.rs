@@ -15,7 +15,7 @@ use prometheus_client::registry::Registry;
 use tracing::{info, warn};
 
 use crate::config::Config;
-use crate::{api, auth, dashboard, hooks};
+use crate::{api, api_auth, auth, dashboard, hooks};
 
 /// The node's libp2p identity file inside the data directory.
 pub const IDENTITY_FILE: &str = "node.key";
@@ -74,6 +74,7 @@ pub fn net_config(cfg: &Config, keypair: Keypair) -> anyhow::Result<net::Config>
         mdns: cfg.network.mdns,
         max_connections: cfg.network.max_connections,
         max_connections_per_peer: cfg.network.max_connections_per_peer,
+        max_connections_per_ip: cfg.network.max_connections_per_ip,
         idle_timeout: cfg.network.idle_timeout,
         private: cfg.network.private,
         psk,
@@ -109,6 +110,8 @@ impl Daemon {
     pub async fn start(cfg: &Config, netcfg: net::Config) -> anyhow::Result<Self> {
         let mut registry = Registry::default();
         let data_dir = netcfg.data_dir.clone();
+        let path = api_auth::Token::path(&netcfg.data_dir);
+        let guard = api_auth::Guard { token: api_auth::Token::load_or_create(&netcfg.data_dir)?, path };
         let Running { client, events, task } = Node::start(netcfg, &mut registry).await?;
         let listener = tokio::net::TcpListener::bind(cfg.api.listen).await.with_context(|| {
             format!("cannot bind the HTTP API on {} (api.listen / --api)", cfg.api.listen)
@@ -124,6 +127,7 @@ impl Daemon {
             client: client.clone(),
             registry: Arc::new(registry),
             hooks: hooks.clone(),
+            guard,
             history: dashboard::History::spawn(client.clone()),
         };
         let router = auth::protect(api::router(state), token);
@@ -139,6 +143,30 @@ impl Daemon {
             .map(|cmd| tokio::spawn(hooks::run(cmd, events, hooks, Some(client.clone()))));
         info!(%api, "HTTP API listening");
         Ok(Self { client, api, node: task, api_task, hooks_task })
+    }
+
+    /// Runs until `signal` (then stops cleanly) or until the node task ends by itself, which is an error:
+    /// the daemon then exits non-zero instead of serving an API with no node behind it, so that the
+    /// service manager (systemd `Restart=on-failure`) restarts it.
+    pub async fn serve_until(mut self, signal: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+        tokio::select! {
+            () = signal => {
+                info!("shutting down");
+                self.stop().await
+            }
+            ended = &mut self.node => {
+                self.api_task.abort();
+                if let Some(h) = self.hooks_task {
+                    h.abort();
+                }
+                let why = match ended {
+                    Ok(Ok(())) => "it stopped without being asked to".to_owned(),
+                    Ok(Err(e)) => e.to_string(),
+                    Err(e) => format!("it panicked: {e}"),
+                };
+                anyhow::bail!("the node task ended ({why}); exiting so that the service manager restarts the daemon")
+            }
+        }
     }
 
     /// Stops the node (verified chunks stay marked), then the API and hooks.
@@ -160,9 +188,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let netcfg = net_config(&cfg, keypair)?;
     let daemon = Daemon::start(&cfg, netcfg).await?;
     info!(peer_id = %daemon.client.peer_id(), data_dir = %cfg.node.data_dir.display(), "cinemesh running");
-    shutdown_signal().await;
-    info!("shutting down");
-    daemon.stop().await
+    daemon.serve_until(shutdown_signal()).await
 }
 
 async fn shutdown_signal() {

@@ -8,6 +8,7 @@
 //! - [`config`]: the TOML configuration file, defaults, validation, flag overrides.
 //! - [`daemon`]: `cinemesh run`: the node, the HTTP API and the hooks, with clean shutdown.
 //! - [`api`]: the local HTTP API (JSON and `/metrics`).
+//! - [`api_auth`]: the API token for state-changing calls and the `Host` check.
 //! - [`auth`]: the API token, required when the API is bound to an address other than loopback.
 //! - [`dashboard`]: the fleet dashboard web page served on the API (`GET /`).
 //! - [`hooks`]: the post-download hook runner.
@@ -16,6 +17,7 @@
 //! - [`watch`]: `cinemesh status --watch`.
 
 pub mod api;
+pub mod api_auth;
 pub mod auth;
 pub mod cli;
 pub mod config;

@@ -59,6 +59,10 @@ impl LocalNode {
             client: self.client.clone(),
             registry: self.registry.clone(),
             hooks: crate::hooks::Records::default(),
+            guard: crate::api_auth::Guard {
+                token: crate::api_auth::Token::load_or_create(&self.data_dir)?,
+                path: crate::api_auth::Token::path(&self.data_dir),
+            },
             history: crate::dashboard::History::spawn(self.client.clone()),
         };
         let router = crate::auth::protect(crate::api::router(state), token);

@@ -86,7 +86,7 @@ impl Lab {
     fn daemon(&mut self, i: usize, data: &Path, args: &[&str]) -> anyhow::Result<()> {
         let listen = format!("/ip4/10.77.0.{}/tcp/4710", i + 1);
         let child = Command::new("ip")
-            .args(["netns", "exec", self.ns(i), BIN, "run", "--no-mdns", "--listen", &listen])
+            .args(["netns", "exec", self.ns(i), BIN, "run", "--no-mdns", "--open", "--listen", &listen])
             .args(["--api", "127.0.0.1:4711", "--data-dir"])
             .arg(data)
             .args(args)

@@ -322,7 +322,7 @@ impl Drop for Daemon {
 impl Daemon {
     fn start(data_dir: &Path, key: &DistributorKey, bootstrap: &str) -> anyhow::Result<Self> {
         let mut child = Command::new(env!("CARGO_BIN_EXE_cinemesh-node"))
-            .args(["run", "--listen", "/ip4/127.0.0.1/tcp/0", "--api", "127.0.0.1:0", "--no-mdns"])
+            .args(["run", "--listen", "/ip4/127.0.0.1/tcp/0", "--api", "127.0.0.1:0", "--no-mdns", "--open"])
             .args(["--log-format", "json", "--isp", "isp-a"])
             .arg("--data-dir")
             .arg(data_dir)
@@ -1052,4 +1052,134 @@ async fn a_refused_publish_stores_nothing_and_serves_nothing() -> anyhow::Result
     let again = LocalNode::start(cfg).await?;
     assert_eq!(again.metric("cinemesh_contents_complete"), 0.0, "nothing was stored for the refused publish");
     again.stop().await
+}
+/// State-changing API calls need the token from `<data_dir>/api.token`; a foreign `Host` is refused even
+/// for reads; the CLI's own `post` finds the token through `GET /status` and gets through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_refuses_posts_without_the_token_and_foreign_hosts() -> anyhow::Result<()> {
+    use cinemesh::daemon::Daemon;
+    let (tmp, _key, trusted) = setup()?;
+    let mut cfg = cinemesh::config::Config::default();
+    cfg.api.listen = "127.0.0.1:0".parse()?;
+    let netcfg = node_config(tmp.path(), "api", Role::Cinema, "isp-a", &trusted);
+    let token_file = netcfg.data_dir.join(cinemesh::api_auth::TOKEN_FILE);
+    let daemon = Daemon::start(&cfg, netcfg).await?;
+    let base = format!("http://{}", daemon.api);
+    let http = reqwest::Client::new();
+    let body = serde_json::json!({});
+
+    let anonymous = http.post(format!("{base}/verify")).json(&body).send().await?;
+    assert_eq!(anonymous.status(), 401);
+    let text = anonymous.text().await?;
+    assert!(text.contains(&token_file.display().to_string()), "names the token file: {text}");
+    let wrong = http.post(format!("{base}/verify")).bearer_auth("0".repeat(64)).json(&body).send().await?;
+    assert_eq!(wrong.status(), 401);
+
+    let token = cinemesh::api_auth::Token::read(&token_file)?;
+    let ok = http
+        .post(format!("{base}/verify"))
+        .header("authorization", token.bearer())
+        .json(&body)
+        .send()
+        .await?;
+    assert_eq!(ok.status(), 200, "{}", ok.text().await?);
+    let rebound = http.get(format!("{base}/status")).header("host", "evil.example:4711").send().await?;
+    assert_eq!(rebound.status(), 403);
+    let rebound_post = http
+        .post(format!("{base}/verify"))
+        .header("host", "evil.example")
+        .header("authorization", token.bearer());
+    assert_eq!(rebound_post.json(&body).send().await?.status(), 403);
+
+    let api = cinemesh::cli::ApiArgs { api: daemon.api, token_file: None };
+    let report: serde_json::Value = cinemesh::cli::post(&api, "/verify", &body).await?;
+    assert!(report.is_object() || report.is_array());
+    daemon.stop().await
+}
+
+/// A distributor node whose catalogue is behind the mesh (its `meta/` restored from a backup, or another
+/// host signing with the key) must not let `cinemesh publish` sign a seq the mesh already has: the CLI
+/// refuses with a clear message and a non-zero exit, and nothing is signed or applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_refuses_to_sign_a_seq_the_mesh_already_has() -> anyhow::Result<()> {
+    use cinemesh::daemon::Daemon;
+    let (tmp, key, trusted) = setup()?;
+    let mut cfg = cinemesh::config::Config::default();
+    cfg.api.listen = "127.0.0.1:0".parse()?;
+    let daemon =
+        Daemon::start(&cfg, node_config(tmp.path(), "dist", Role::Distributor, "dc", &trusted)).await?;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+    // The mesh holds seq 1..=3, signed on another host; this node got 1 and 3 (3 held for the gap).
+    let mesh = |seq: u64| {
+        let body = Body::Withdraw { content: ContentId([seq as u8; 32]) };
+        Entry { key: key.public(), seq, issued_at: now, body }.sign(&key)
+    };
+    daemon.client.submit(mesh(1)?).await?;
+    daemon.client.submit(mesh(3)?).await?;
+    let key_file = tmp.path().join("dist.key");
+    key.write_new(&key_file)?;
+    let film = tmp.path().join("film");
+    make_tree(&film, 1 << 20)?;
+
+    let out = Command::new(env!("CARGO_BIN_EXE_cinemesh-node"))
+        .arg("publish")
+        .arg("--key")
+        .arg(&key_file)
+        .args(["--api", &daemon.api.to_string()])
+        .arg(&film)
+        .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "publish must fail: {stderr}");
+    assert!(stderr.contains("CONFLICT: the mesh already holds seq 3"), "{stderr}");
+    let head =
+        daemon.client.status().await?.catalogue_heads.into_iter().find(|h| h.key == key.public().to_string());
+    assert_eq!(head.map(|h| (h.seq, h.seen)), Some((1, 3)), "nothing signed or applied");
+    daemon.stop().await
+}
+
+/// The previous entry of the key was signed on a host whose clock ran 30 minutes ahead (within the skew
+/// the mesh accepts): the CLI signs the next one no earlier, so the key is not wedged by "time went
+/// backwards".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_never_signs_before_the_previous_entry() -> anyhow::Result<()> {
+    use cinemesh::daemon::Daemon;
+    let (tmp, key, trusted) = setup()?;
+    let mut cfg = cinemesh::config::Config::default();
+    cfg.api.listen = "127.0.0.1:0".parse()?;
+    let daemon =
+        Daemon::start(&cfg, node_config(tmp.path(), "dist", Role::Distributor, "dc", &trusted)).await?;
+    let ahead = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs() + 1800;
+    let body = Body::Withdraw { content: ContentId([1; 32]) };
+    daemon.client.submit(Entry { key: key.public(), seq: 1, issued_at: ahead, body }.sign(&key)?).await?;
+    let key_file = tmp.path().join("dist.key");
+    key.write_new(&key_file)?;
+    let out = Command::new(env!("CARGO_BIN_EXE_cinemesh-node"))
+        .arg("withdraw")
+        .arg("--key")
+        .arg(&key_file)
+        .args(["--api", &daemon.api.to_string(), &ContentId([2; 32]).to_hex()])
+        .output()?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let head =
+        daemon.client.status().await?.catalogue_heads.into_iter().find(|h| h.key == key.public().to_string());
+    assert_eq!(head.map(|h| (h.seq, h.issued_at)), Some((2, ahead)));
+    daemon.stop().await
+}
+
+/// A daemon whose node task has ended must not stay up serving an API with nothing behind it: it returns
+/// an error (the process exits non-zero and systemd restarts it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_exits_with_an_error_when_its_node_task_ends() -> anyhow::Result<()> {
+    use cinemesh::daemon::Daemon;
+    let (tmp, _key, trusted) = setup()?;
+    let mut cfg = cinemesh::config::Config::default();
+    cfg.api.listen = "127.0.0.1:0".parse()?;
+    let daemon = Daemon::start(&cfg, node_config(tmp.path(), "n", Role::Cinema, "isp-a", &trusted)).await?;
+    let client = daemon.client.clone();
+    let serving = tokio::spawn(daemon.serve_until(std::future::pending()));
+    client.shutdown().await; // the node task ends without any signal to the daemon
+    let ended = tokio::time::timeout(WAIT, serving).await.context("the daemon stayed up")??;
+    let err = ended.expect_err("an error, not a clean exit");
+    assert!(err.to_string().contains("the node task ended"), "{err}");
+    Ok(())
 }

@@ -104,6 +104,27 @@ pub enum Rejection {
         /// The previous entry's issued_at.
         previous: u64,
     },
+    /// `issued_at` is further ahead of the receiver's clock than the skew bound allows. Either the
+    /// distributor's clock runs ahead or this node's runs behind; the entry comes again by anti-entropy,
+    /// so it is applied once the clocks agree.
+    #[error(
+        "catalogue entry seq {seq} of key {} was issued at {issued_at}, {} s after this node's clock ({now}; \
+         at most {max_skew} s of skew are accepted): check the clocks (NTP) of the distributor's host and \
+         of this node",
+        key.short(), issued_at.saturating_sub(*now)
+    )]
+    FromTheFuture {
+        /// The key.
+        key: DistributorKey,
+        /// Its seq.
+        seq: u64,
+        /// Its issued_at.
+        issued_at: u64,
+        /// The receiver's clock when it was refused.
+        now: u64,
+        /// The bound.
+        max_skew: u64,
+    },
     /// The key's log reached its size limit.
     #[error("the catalogue log of key {} is full ({max} entries); start a new distributor key", key.short())]
     LogFull {

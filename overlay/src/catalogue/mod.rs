@@ -63,7 +63,12 @@
 //!    included) to one already applied or held is then a `Duplicate` at once, without verifying again;
 //! 2. the fields are within bounds — else `Invalid`;
 //! 3. the signature is valid for the key — else `BadSignature` (forged or tampered);
-//! 4. per key, with `head` the highest applied seq (0 at first):
+//! 4. `issued_at` is at most `max_skew` (default [`state::MAX_CLOCK_SKEW`] = 1 h) after the receiver's
+//!    `now`, which the caller passes in — else `FromTheFuture` (not the sender's fault: the entry comes
+//!    again by anti-entropy and applies once the clocks agree). Without this bound one entry dated years
+//!    ahead would win every cross-key comparison until then and wedge its key, since every later entry
+//!    of it would go "backwards". [`Catalogue::restore`] does not check it again;
+//! 5. per key, with `head` the highest applied seq (0 at first):
 //!    - `seq <= head`: the same entry as the applied one is a harmless replay, `Duplicate`; a *different*
 //!      validly signed entry at an applied seq is an `Equivocation` (the key signed two entries for one
 //!      position: used from two machines, or stolen), rejected and to be reported loudly. The first entry
@@ -97,7 +102,7 @@
 //! held entries are not persisted: they come again by anti-entropy.
 //!
 //! The catalogue does no I/O (except the key file functions) and reads no clock: `issued_at` comes from the
-//! caller that builds an entry.
+//! caller that builds an entry, and the receiver's `now` from the caller of [`Catalogue::apply`].
 
 pub mod entry;
 pub mod error;

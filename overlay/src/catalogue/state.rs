@@ -18,16 +18,23 @@ pub struct Limits {
     pub max_gap: u64,
     /// Most entries applied per key ([`Rejection::LogFull`] beyond).
     pub max_log: u64,
+    /// An entry issued more than this many seconds after the receiver's `now` is refused
+    /// ([`Rejection::FromTheFuture`]): one entry dated far ahead would otherwise win every cross-key
+    /// comparison until then and wedge its own key (every later entry would go "backwards").
+    pub max_skew: u64,
 }
 
 /// Default [`Limits::max_gap`].
 pub const MAX_GAP: u64 = 1024;
 /// Default [`Limits::max_log`].
 pub const MAX_LOG_PER_KEY: u64 = 1_000_000;
+/// Default [`Limits::max_skew`]: one hour, seconds. Hosts keep their clocks with NTP; an hour covers a
+/// badly set time zone offset of the signing host's hardware clock, not a clock a day off.
+pub const MAX_CLOCK_SKEW: u64 = 3600;
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_gap: MAX_GAP, max_log: MAX_LOG_PER_KEY }
+        Self { max_gap: MAX_GAP, max_log: MAX_LOG_PER_KEY, max_skew: MAX_CLOCK_SKEW }
     }
 }
 
@@ -107,6 +114,9 @@ pub struct Catalogue {
     films: BTreeMap<ContentId, Record<Film>>,
     members: BTreeMap<String, Record<Member>>,
     policies: BTreeMap<Option<String>, Record<Policy>>,
+    /// Per key, the highest seq of a validly signed entry seen (applied, held, or refused as too far
+    /// ahead, from the future or an equivocation): evidence that the mesh is ahead of this node.
+    seen: BTreeMap<DistributorKey, u64>,
 }
 
 impl Catalogue {
@@ -122,7 +132,9 @@ impl Catalogue {
 
     /// Rebuilds a catalogue from stored entries (each key's in seq order, as [`Applied::entries`] gave
     /// them), re-verifying each. Entries that no longer apply (e.g. their key is no longer trusted) are
-    /// returned with their reasons beside the catalogue.
+    /// returned with their reasons beside the catalogue. The clock-skew bound is not applied again: it
+    /// was checked when each entry was first applied, and a restart with a clock set back must not drop
+    /// the log.
     pub fn restore(
         trusted: impl IntoIterator<Item = DistributorKey>,
         entries: impl IntoIterator<Item = SignedEntry>,
@@ -130,7 +142,7 @@ impl Catalogue {
         let mut catalogue = Self::new(trusted);
         let mut rejected = Vec::new();
         for entry in entries {
-            match catalogue.apply(entry) {
+            match catalogue.apply(entry, u64::MAX) {
                 Ok(applied) => rejected.extend(applied.dropped),
                 Err(e) => rejected.push(e),
             }
@@ -148,8 +160,9 @@ impl Catalogue {
         self.trusted.iter()
     }
 
-    /// Applies `entry` (or holds it until its predecessors arrive). See the module doc for the rules.
-    pub fn apply(&mut self, signed: SignedEntry) -> Result<Applied, Rejection> {
+    /// Applies `entry` (or holds it until its predecessors arrive) at `now` (the receiver's unix seconds,
+    /// used only to bound the entry's `issued_at`). See the module doc for the rules.
+    pub fn apply(&mut self, signed: SignedEntry, now: u64) -> Result<Applied, Rejection> {
         let key = signed.entry.key;
         let seq = signed.entry.seq;
         if !self.trusted.contains(&key) {
@@ -161,6 +174,15 @@ impl Catalogue {
         }
         signed.entry.validate()?;
         signed.verify()?;
+        if self.trusted.contains(&key) {
+            let seen = self.seen.entry(key).or_default();
+            *seen = (*seen).max(seq);
+        }
+        let max_skew = self.limits.max_skew;
+        if signed.entry.issued_at > now.saturating_add(max_skew) {
+            let issued_at = signed.entry.issued_at;
+            return Err(Rejection::FromTheFuture { key, seq, issued_at, now, max_skew });
+        }
 
         let max_gap = self.limits.max_gap;
         let log = self.logs.entry(key).or_default();
@@ -244,6 +266,19 @@ impl Catalogue {
     /// The highest applied seq of `key` (0: none).
     pub fn head(&self, key: &DistributorKey) -> u64 {
         self.logs.get(key).map_or(0, KeyLog::head)
+    }
+
+    /// The highest seq of `key` this node has seen validly signed, applied or not (at least
+    /// [`Catalogue::head`]). Above the head, the mesh holds entries this node has not applied yet: signing
+    /// `head + 1` now would equivocate.
+    pub fn seen_head(&self, key: &DistributorKey) -> u64 {
+        self.seen.get(key).copied().unwrap_or(0).max(self.head(key))
+    }
+
+    /// The `issued_at` of `key`'s last applied entry (0: none). The next entry of the key must not be
+    /// issued earlier ([`Rejection::TimeWentBackwards`]), so a signer takes the later of this and its clock.
+    pub fn head_issued_at(&self, key: &DistributorKey) -> u64 {
+        self.logs.get(key).and_then(|l| l.log.last()).map_or(0, |e| e.entry.issued_at)
     }
 
     /// The head of every trusted key (0 for a key with no entry yet): what a node advertises for

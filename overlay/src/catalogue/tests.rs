@@ -8,6 +8,8 @@ use super::*;
 use crate::ContentId;
 
 const T0: u64 = 1_700_000_000;
+/// The receiver's clock in these tests: well after every entry they sign.
+const NOW: u64 = T0 + 1_000_000;
 
 fn kp(n: u8) -> Keypair {
     Keypair::from_secret([n; 32])
@@ -42,12 +44,12 @@ fn applies_in_order_and_releases_held_entries() {
     let a = kp(1);
     let mut c = Catalogue::new([a.public()]);
     assert_eq!(c.heads(), BTreeMap::from([(a.public(), 0)]));
-    let held = c.apply(film(3, &a)).unwrap();
+    let held = c.apply(film(3, &a), NOW).unwrap();
     assert!(held.held && held.entries.is_empty());
-    assert!(c.apply(film(2, &a)).unwrap().held);
+    assert!(c.apply(film(2, &a), NOW).unwrap().held);
     assert_eq!(c.held(&a.public()), 2);
     assert_eq!(c.head(&a.public()), 0);
-    let applied = c.apply(film(1, &a)).unwrap();
+    let applied = c.apply(film(1, &a), NOW).unwrap();
     assert!(!applied.held);
     assert_eq!(applied.entries.iter().map(|e| e.entry.seq).collect::<Vec<_>>(), [1, 2, 3]);
     assert_eq!(c.head(&a.public()), 3);
@@ -64,13 +66,13 @@ fn applies_in_order_and_releases_held_entries() {
 #[test]
 fn rejects_untrusted_key() {
     let mut c = Catalogue::new([kp(1).public()]);
-    let err = c.apply(film(1, &kp(2))).unwrap_err();
+    let err = c.apply(film(1, &kp(2)), NOW).unwrap_err();
     assert_eq!(err, Rejection::UntrustedKey { key: kp(2).public() });
     assert!(err.blames_sender());
     assert!(c.is_empty());
     assert!(c.trust(kp(2).public()));
     assert!(!c.trust(kp(2).public()));
-    c.apply(film(1, &kp(2))).unwrap();
+    c.apply(film(1, &kp(2)), NOW).unwrap();
 }
 
 #[test]
@@ -80,15 +82,15 @@ fn rejects_forged_and_tampered_entries() {
     // Forged: claims key a, signed by mallory.
     let mut forged = film(1, &mallory);
     forged.entry.key = a.public();
-    assert!(matches!(c.apply(forged), Err(Rejection::BadSignature { seq: 1, .. })));
+    assert!(matches!(c.apply(forged, NOW), Err(Rejection::BadSignature { seq: 1, .. })));
     // Tampered after signing.
     let mut tampered = film(1, &a);
     tampered.entry.issued_at += 1;
-    assert!(matches!(c.apply(tampered), Err(Rejection::BadSignature { .. })));
+    assert!(matches!(c.apply(tampered, NOW), Err(Rejection::BadSignature { .. })));
     let mut bytes = film(1, &a).encode();
     let last = bytes.len() - 1;
     bytes[last] ^= 0x80;
-    let err = c.apply(SignedEntry::decode(&bytes).unwrap()).unwrap_err();
+    let err = c.apply(SignedEntry::decode(&bytes).unwrap(), NOW).unwrap_err();
     assert!(matches!(err, Rejection::BadSignature { .. }) && err.blames_sender(), "{err}");
     assert!(c.is_empty());
 }
@@ -97,68 +99,123 @@ fn rejects_forged_and_tampered_entries() {
 fn duplicate_is_harmless_and_equivocation_is_reported() {
     let a = kp(1);
     let mut c = Catalogue::new([a.public()]);
-    c.apply(film(1, &a)).unwrap();
-    let err = c.apply(film(1, &a)).unwrap_err();
+    c.apply(film(1, &a), NOW).unwrap();
+    let err = c.apply(film(1, &a), NOW).unwrap_err();
     assert_eq!(err, Rejection::Duplicate { key: a.public(), seq: 1 });
     assert!(err.is_duplicate() && !err.blames_sender());
 
     let other = signed(&a, 1, T0 + 1, publish_body(1, "Other title"));
-    let err = c.apply(other).unwrap_err();
+    let err = c.apply(other, NOW).unwrap_err();
     assert_eq!(err, Rejection::Equivocation { key: a.public(), seq: 1, head: 1 });
     assert!(err.to_string().contains("EQUIVOCATION"));
     assert_eq!(c.film(&ContentId([1; 32])).unwrap().publish.title, "Film 1");
 
     // Held seq: identical again is a duplicate, different is an equivocation.
-    c.apply(film(3, &a)).unwrap();
-    assert!(c.apply(film(3, &a)).unwrap_err().is_duplicate());
+    c.apply(film(3, &a), NOW).unwrap();
+    assert!(c.apply(film(3, &a), NOW).unwrap_err().is_duplicate());
     let other3 = signed(&a, 3, T0 + 3, Body::Withdraw { content: ContentId([1; 32]) });
-    assert!(matches!(c.apply(other3), Err(Rejection::Equivocation { seq: 3, head: 1, .. })));
+    assert!(matches!(c.apply(other3, NOW), Err(Rejection::Equivocation { seq: 3, head: 1, .. })));
 }
 
 #[test]
 fn too_far_ahead_is_dropped() {
     let a = kp(1);
-    let mut c = Catalogue::with_limits([a.public()], Limits { max_gap: 4, max_log: 100 });
-    assert!(c.apply(film(4, &a)).unwrap().held);
-    let err = c.apply(film(5, &a)).unwrap_err();
+    let mut c =
+        Catalogue::with_limits([a.public()], Limits { max_gap: 4, max_log: 100, ..Limits::default() });
+    assert!(c.apply(film(4, &a), NOW).unwrap().held);
+    let err = c.apply(film(5, &a), NOW).unwrap_err();
     assert_eq!(err, Rejection::TooFarAhead { key: a.public(), seq: 5, head: 0, max_gap: 4 });
     assert!(!err.blames_sender());
     assert_eq!(c.held(&a.public()), 1);
     // Once the head moves, the same entry is within reach.
-    c.apply(film(1, &a)).unwrap();
-    assert!(c.apply(film(5, &a)).unwrap().held);
+    c.apply(film(1, &a), NOW).unwrap();
+    assert!(c.apply(film(5, &a), NOW).unwrap().held);
     // Default bound.
     let mut c = Catalogue::new([a.public()]);
-    assert!(c.apply(film(state::MAX_GAP, &a)).unwrap().held);
-    assert!(matches!(c.apply(film(state::MAX_GAP + 1, &a)), Err(Rejection::TooFarAhead { .. })));
+    assert!(c.apply(film(state::MAX_GAP, &a), NOW).unwrap().held);
+    assert!(matches!(c.apply(film(state::MAX_GAP + 1, &a), NOW), Err(Rejection::TooFarAhead { .. })));
 }
 
 #[test]
 fn time_must_not_go_backwards() {
     let a = kp(1);
     let mut c = Catalogue::new([a.public()]);
-    c.apply(signed(&a, 1, T0 + 10, publish_body(1, "A"))).unwrap();
-    c.apply(signed(&a, 2, T0 + 10, publish_body(2, "B"))).unwrap(); // equal is fine
-    let err = c.apply(signed(&a, 3, T0 + 9, publish_body(3, "C"))).unwrap_err();
+    c.apply(signed(&a, 1, T0 + 10, publish_body(1, "A")), NOW).unwrap();
+    c.apply(signed(&a, 2, T0 + 10, publish_body(2, "B")), NOW).unwrap(); // equal is fine
+    let err = c.apply(signed(&a, 3, T0 + 9, publish_body(3, "C")), NOW).unwrap_err();
     assert_eq!(
         err,
         Rejection::TimeWentBackwards { key: a.public(), seq: 3, issued_at: T0 + 9, previous: T0 + 10 }
     );
     // A held entry that turns out to go backwards is dropped when released, and reported.
-    c.apply(signed(&a, 4, T0 + 5, publish_body(4, "D"))).unwrap();
-    let applied = c.apply(signed(&a, 3, T0 + 11, publish_body(3, "C"))).unwrap();
+    c.apply(signed(&a, 4, T0 + 5, publish_body(4, "D")), NOW).unwrap();
+    let applied = c.apply(signed(&a, 3, T0 + 11, publish_body(3, "C")), NOW).unwrap();
     assert_eq!(applied.entries.len(), 1);
     assert!(matches!(applied.dropped[..], [Rejection::TimeWentBackwards { seq: 4, .. }]));
     assert_eq!(c.head(&a.public()), 3);
 }
 
 #[test]
+fn entries_from_beyond_the_clock_skew_are_refused_and_do_not_wedge_the_key() {
+    let (a, b) = (kp(1), kp(2));
+    let mut c = Catalogue::new([a.public(), b.public()]);
+    let now = T0 + 100;
+    let skew = state::MAX_CLOCK_SKEW;
+    // Exactly at the bound: accepted.
+    c.apply(signed(&a, 1, now + skew, publish_body(1, "A")), now).unwrap();
+    // One second beyond, or years ahead (held or next): refused, not blamed on the sender, nothing held.
+    for (seq, issued_at) in [(3, now + skew + 1), (2, now + 10 * 365 * 86_400)] {
+        let err = c.apply(signed(&a, seq, issued_at, publish_body(2, "B")), now).unwrap_err();
+        assert_eq!(err, Rejection::FromTheFuture { key: a.public(), seq, issued_at, now, max_skew: skew });
+        assert!(!err.blames_sender());
+    }
+    assert_eq!((c.head(&a.public()), c.held(&a.public())), (1, 0));
+    // Key b's far-future Publish cannot take over a's film for years: refused, and b's next, correctly
+    // dated entry is not "backwards" (nothing was applied), so b is not wedged.
+    let far = signed(&b, 1, now + 365 * 86_400, publish_body(1, "Taken over"));
+    assert!(matches!(c.apply(far.clone(), now), Err(Rejection::FromTheFuture { .. })));
+    c.apply(signed(&b, 1, now, publish_body(7, "B's film")), now).unwrap();
+    assert_eq!(c.film(&ContentId([1; 32])).unwrap().publish.title, "A");
+    // When that far-future entry comes again by anti-entropy after b moved on, it is an equivocation: the
+    // first entry applied at a seq is kept.
+    assert!(matches!(c.apply(far, now + 365 * 86_400), Err(Rejection::Equivocation { .. })));
+}
+
+#[test]
+fn seen_head_reports_signed_entries_beyond_the_applied_head() {
+    let (a, mallory) = (kp(1), kp(99));
+    let mut c = Catalogue::new([a.public()]);
+    c.apply(film(1, &a), NOW).unwrap();
+    assert_eq!(c.seen_head(&a.public()), 1);
+    c.apply(film(3, &a), NOW).unwrap(); // held
+    assert_eq!((c.head(&a.public()), c.seen_head(&a.public())), (1, 3));
+    c.apply(film(state::MAX_GAP + 10, &a), NOW).unwrap_err(); // too far ahead, but signed: the mesh is there
+    assert_eq!(c.seen_head(&a.public()), state::MAX_GAP + 10);
+    // Forged or untrusted claims do not count.
+    let mut forged = film(5000, &a);
+    forged.entry.seq = 6000;
+    c.apply(forged, NOW).unwrap_err();
+    c.apply(film(7000, &mallory), NOW).unwrap_err();
+    assert_eq!(c.seen_head(&a.public()), state::MAX_GAP + 10);
+}
+
+#[test]
+fn restore_does_not_drop_entries_when_the_clock_was_set_back() {
+    let a = kp(1);
+    let entries =
+        [signed(&a, 1, T0 + 10, publish_body(1, "A")), signed(&a, 2, T0 + 20, publish_body(2, "B"))];
+    let (c, rejected) = Catalogue::restore([a.public()], entries);
+    assert!(rejected.is_empty());
+    assert_eq!(c.head(&a.public()), 2);
+}
+
+#[test]
 fn log_full() {
     let a = kp(1);
-    let mut c = Catalogue::with_limits([a.public()], Limits { max_gap: 8, max_log: 2 });
-    c.apply(film(1, &a)).unwrap();
-    c.apply(film(2, &a)).unwrap();
-    assert_eq!(c.apply(film(3, &a)).unwrap_err(), Rejection::LogFull { key: a.public(), max: 2 });
+    let mut c = Catalogue::with_limits([a.public()], Limits { max_gap: 8, max_log: 2, ..Limits::default() });
+    c.apply(film(1, &a), NOW).unwrap();
+    c.apply(film(2, &a), NOW).unwrap();
+    assert_eq!(c.apply(film(3, &a), NOW).unwrap_err(), Rejection::LogFull { key: a.public(), max: 2 });
 }
 
 #[test]
@@ -167,7 +224,7 @@ fn invalid_fields_are_rejected_on_apply() {
     let mut c = Catalogue::new([a.public()]);
     let mut e = film(1, &a);
     e.entry.seq = 0;
-    assert!(matches!(c.apply(e), Err(Rejection::Invalid { field: "seq", .. })));
+    assert!(matches!(c.apply(e, NOW), Err(Rejection::Invalid { field: "seq", .. })));
 }
 
 #[test]
@@ -184,8 +241,8 @@ fn withdraw_admit_revoke_policy_and_targets() {
             groups: groups.iter().map(|g| g.to_string()).collect(),
         })
     };
-    c.apply(signed(&a, 1, T0, member(&p1, &["paris"]))).unwrap();
-    c.apply(signed(&a, 2, T0, member(&p2, &["lyon"]))).unwrap();
+    c.apply(signed(&a, 1, T0, member(&p1, &["paris"])), NOW).unwrap();
+    c.apply(signed(&a, 2, T0, member(&p2, &["lyon"])), NOW).unwrap();
     let mut paris_only = Publish {
         content: ContentId([9; 32]),
         title: "Paris only".into(),
@@ -195,23 +252,23 @@ fn withdraw_admit_revoke_policy_and_targets() {
         targets: Targets::Groups(vec!["paris".into()]),
         deadline: Some(T0 + 100),
     };
-    c.apply(signed(&a, 3, T0, Body::Publish(paris_only.clone()))).unwrap();
+    c.apply(signed(&a, 3, T0, Body::Publish(paris_only.clone())), NOW).unwrap();
     assert_eq!(c.films_for(&p1).count(), 1);
     assert_eq!(c.films_for(&p2).count(), 0);
     assert_eq!(c.films_for(&peer(3)).count(), 0, "not admitted: nothing");
 
     // Key b (later issued_at) retargets it, then a withdraws it later still.
     paris_only.targets = Targets::Nodes(vec![p2.clone()]);
-    c.apply(signed(&b, 1, T0 + 5, Body::Publish(paris_only))).unwrap();
+    c.apply(signed(&b, 1, T0 + 5, Body::Publish(paris_only)), NOW).unwrap();
     assert_eq!(c.films_for(&p1).count(), 0);
     assert_eq!(c.films_for(&p2).count(), 1);
     assert!(!c.withdrawn(&ContentId([9; 32])));
-    c.apply(signed(&a, 4, T0 + 6, Body::Withdraw { content: ContentId([9; 32]) })).unwrap();
+    c.apply(signed(&a, 4, T0 + 6, Body::Withdraw { content: ContentId([9; 32]) }), NOW).unwrap();
     assert!(c.withdrawn(&ContentId([9; 32])));
     assert!(c.film(&ContentId([9; 32])).is_none());
     assert_eq!(c.films().count(), 0);
 
-    c.apply(signed(&b, 2, T0 + 7, Body::Revoke { peer: p1.clone() })).unwrap();
+    c.apply(signed(&b, 2, T0 + 7, Body::Revoke { peer: p1.clone() }), NOW).unwrap();
     assert!(!c.is_admitted(&p1));
     assert!(c.is_admitted(&p2));
     assert_eq!(c.members().count(), 1);
@@ -225,13 +282,13 @@ fn withdraw_admit_revoke_policy_and_targets() {
         download: Some(0),
     };
     let policy = Policy { group: Some("lyon".into()), schedule: vec![window] };
-    c.apply(signed(&a, 5, T0 + 8, Body::Policy(policy.clone()))).unwrap();
+    c.apply(signed(&a, 5, T0 + 8, Body::Policy(policy.clone())), NOW).unwrap();
     assert_eq!(c.policy(Some("lyon")), Some(&policy));
     assert_eq!(c.policy(None), None);
     assert_eq!(c.policies().count(), 1);
     // An empty schedule replaces it.
     let cleared = Policy { group: Some("lyon".into()), schedule: vec![] };
-    c.apply(signed(&a, 6, T0 + 9, Body::Policy(cleared.clone()))).unwrap();
+    c.apply(signed(&a, 6, T0 + 9, Body::Policy(cleared.clone())), NOW).unwrap();
     assert_eq!(c.policy(Some("lyon")), Some(&cleared));
 
     // Restore from the logs gives the same state.
@@ -277,12 +334,12 @@ fn throughput() {
     let mut c = Catalogue::with_limits([a.public()], Limits { max_gap: n + 1, ..Limits::default() });
     let t = std::time::Instant::now();
     for e in decoded.iter().rev() {
-        c.apply(e.clone()).unwrap();
+        c.apply(e.clone(), NOW).unwrap();
     }
     let apply = t.elapsed();
     let t = std::time::Instant::now();
     for e in &decoded {
-        assert!(c.apply(e.clone()).unwrap_err().is_duplicate());
+        assert!(c.apply(e.clone(), NOW).unwrap_err().is_duplicate());
     }
     let dup = t.elapsed();
     let per = |d: std::time::Duration| d.as_secs_f64() * 1e6 / n as f64;
@@ -479,7 +536,7 @@ fn run_case(case: &Case) -> Result<(), TestCaseError> {
 
     let deliver = |cat: &mut Catalogue, model: &mut Model, k: usize, i: usize, v: Version| {
         let seq = i as u64 + 1;
-        let got = cat.apply(version(k, seq, v).clone());
+        let got = cat.apply(version(k, seq, v).clone(), NOW);
         let want = model.deliver(k, seq, v);
         match (got, want) {
             (Ok(applied), Ok(seqs)) => {
@@ -504,11 +561,11 @@ fn run_case(case: &Case) -> Result<(), TestCaseError> {
             Event::Forged(k, i) if i < fx.valid[k].len() => {
                 let mut forged = fx.valid[k][i].clone();
                 forged.signature = fx.mallory.sign(&forged.entry.signed_bytes());
-                let r = cat.apply(forged).unwrap_err();
+                let r = cat.apply(forged, NOW).unwrap_err();
                 prop_assert!(matches!(r, Rejection::BadSignature { .. }), "{}", r);
             }
             Event::Untrusted(i) => {
-                let r = cat.apply(film(i as u64 + 1, &fx.mallory)).unwrap_err();
+                let r = cat.apply(film(i as u64 + 1, &fx.mallory), NOW).unwrap_err();
                 prop_assert!(matches!(r, Rejection::UntrustedKey { .. }), "{}", r);
             }
             Event::Tampered(k, i, pos, bit) if i < fx.valid[k].len() => {
@@ -517,7 +574,7 @@ fn run_case(case: &Case) -> Result<(), TestCaseError> {
                 bytes[pos] ^= 1 << bit;
                 if let Ok(decoded) = SignedEntry::decode(&bytes) {
                     prop_assert_ne!(&decoded, &fx.valid[k][i]);
-                    let r = cat.apply(decoded).unwrap_err();
+                    let r = cat.apply(decoded, NOW).unwrap_err();
                     prop_assert!(r.blames_sender(), "tampered entry refused for a wrong reason: {}", r);
                 }
             }

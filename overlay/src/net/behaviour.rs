@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use libp2p::identity::Keypair;
-use libp2p::kad::store::{MemoryStore, MemoryStoreConfig};
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::{
@@ -12,7 +11,9 @@ use libp2p::{
 };
 use prometheus_client::registry::Registry;
 
+use super::ip_limit;
 use super::protocol::{self, Codec};
+use super::provider_store::ProviderStore;
 use super::{Config, NetError};
 
 /// Our Kademlia protocol name: never the IPFS one, so cinemesh nodes never join a public DHT.
@@ -28,12 +29,14 @@ pub const CATALOGUE_TOPIC: &str = "cinemesh/catalogue/1";
 pub struct Behaviour {
     /// Connection limits (in all and per peer).
     pub limits: connection_limits::Behaviour,
+    /// Inbound connections per remote IP.
+    pub ip_limit: ip_limit::Behaviour,
     /// identify: learn peers' listen addresses (fed to Kademlia).
     pub identify: identify::Behaviour,
     /// ping: liveness and RTT.
     pub ping: ping::Behaviour,
     /// Kademlia: provider records keyed by content id.
-    pub kad: kad::Behaviour<MemoryStore>,
+    pub kad: kad::Behaviour<ProviderStore>,
     /// gossipsub: the catalogue topic, with application validation.
     pub gossipsub: gossipsub::Behaviour,
     /// mDNS on the LAN (may be off).
@@ -67,27 +70,6 @@ pub fn gossipsub_config(cfg: &crate::config::GossipConfig) -> Result<gossipsub::
         .map_err(|e| NetError::Setup(format!("gossip configuration: {e}")))
 }
 
-/// Most provider records kept per content id: more than Kademlia's K (20) so a lookup finds holders on
-/// several ISPs, far fewer than a film's 350 holders.
-pub const MAX_PROVIDERS_PER_KEY: usize = 64;
-/// Most provider records this node keeps in all (its own and remote ones): 300 films a year for several
-/// years, each with up to [`MAX_PROVIDERS_PER_KEY`] holders, over the share of keys this node is close to.
-pub const MAX_PROVIDED_KEYS: usize = 200_000;
-
-/// The Kademlia record store, sized for the deployment: libp2p's defaults (1024 provided keys counted over
-/// all keys, 20 providers per key) would silently drop records at 350 cinemas x 300 films.
-pub fn provider_store(peer_id: libp2p::PeerId) -> MemoryStore {
-    MemoryStore::with_config(
-        peer_id,
-        MemoryStoreConfig {
-            max_records: 16 * 1024,
-            max_value_bytes: 1024,
-            max_providers_per_key: MAX_PROVIDERS_PER_KEY,
-            max_provided_keys: MAX_PROVIDED_KEYS,
-        },
-    )
-}
-
 fn behaviour(
     key: &Keypair,
     cfg: &Config,
@@ -103,7 +85,7 @@ fn behaviour(
 
     let mut kad_cfg = kad::Config::new(KAD_PROTOCOL);
     kad_cfg.set_query_timeout(Duration::from_secs(30));
-    let store = provider_store(peer_id);
+    let store = ProviderStore::new(peer_id);
     let mut kad = kad::Behaviour::with_config(peer_id, store, kad_cfg);
     kad.set_mode(Some(kad::Mode::Server));
 
@@ -133,6 +115,7 @@ fn behaviour(
 
     Ok(Behaviour {
         limits: connection_limits::Behaviour::new(limits),
+        ip_limit: ip_limit::Behaviour::new(cfg.max_connections_per_ip),
         identify: identify::Behaviour::new(
             identify::Config::new(IDENTIFY_PROTOCOL.to_owned(), key.public())
                 .with_agent_version(format!("cinemesh/{}", env!("CARGO_PKG_VERSION"))),
@@ -192,35 +175,4 @@ pub fn build_swarm(
         }
     };
     Ok(swarm)
-}
-
-#[cfg(test)]
-mod tests {
-    use libp2p::kad::store::RecordStore;
-    use libp2p::kad::{ProviderRecord, RecordKey};
-    use libp2p::PeerId;
-
-    use super::*;
-
-    /// Five years of films (300 a year), each reported by 350 cinemas, all to one node that also holds every
-    /// film itself: none of its own records is refused and every film keeps enough holders to be found.
-    /// With libp2p's default store (1024 keys in all) the 1025th film would be refused.
-    #[test]
-    fn the_provider_store_holds_five_years_of_films_for_350_cinemas() {
-        let me = PeerId::random();
-        let mut store = provider_store(me);
-        let cinemas: Vec<PeerId> = (0..350).map(|_| PeerId::random()).collect();
-        for film in 0..1500u32 {
-            let key = RecordKey::new(&blake3::hash(&film.to_be_bytes()).as_bytes());
-            store.add_provider(ProviderRecord::new(key.clone(), me, vec![])).unwrap();
-            for c in &cinemas {
-                // A full provider list ignores newcomers (Sybil mitigation); that is not an error.
-                store.add_provider(ProviderRecord::new(key.clone(), *c, vec![])).unwrap();
-            }
-            let providers = store.providers(&key);
-            assert_eq!(providers.len(), MAX_PROVIDERS_PER_KEY, "film {film}");
-            assert!(providers.iter().any(|p| p.provider == me), "film {film}: own record dropped");
-        }
-        assert_eq!(store.provided().count(), 1500);
-    }
 }

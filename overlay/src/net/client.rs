@@ -74,6 +74,13 @@ pub struct Head {
     pub key: String,
     /// Highest applied seq.
     pub seq: u64,
+    /// Highest seq seen validly signed from the mesh (held or refused); above `seq`, this node is behind
+    /// and must not sign `seq + 1` (`cinemesh publish` refuses).
+    #[serde(default)]
+    pub seen: u64,
+    /// `issued_at` of the head entry (unix seconds; 0: none): the next entry must not be issued earlier.
+    #[serde(default)]
+    pub issued_at: u64,
 }
 
 /// A catalogue content with local progress (`GET /films`).
@@ -140,9 +147,17 @@ pub struct VerifyStatus {
 pub struct Client {
     pub(crate) tx: mpsc::Sender<Command>,
     pub(crate) peer_id: PeerId,
+    /// One verify at a time, across every clone: a verify rehashes every held chunk on every core, and
+    /// each one holds a blocking-pool thread until it ends.
+    verify_gate: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 impl Client {
+    /// A handle over the node's command channel.
+    pub(crate) fn new(tx: mpsc::Sender<Command>, peer_id: PeerId) -> Self {
+        Self { tx, peer_id, verify_gate: std::sync::Arc::new(tokio::sync::Semaphore::new(1)) }
+    }
+
     /// This node's peer id.
     pub fn peer_id(&self) -> PeerId {
         self.peer_id
@@ -198,7 +213,13 @@ impl Client {
     }
 
     /// Re-verifies stored chunks (all contents, or one); bad chunks are unmarked and fetched again.
+    /// At most one runs at a time: another call meanwhile is refused at once.
     pub async fn verify(&self, content: Option<crate::ContentId>) -> Result<Vec<VerifyStatus>, NetError> {
+        let _running = self.verify_gate.try_acquire().map_err(|_| {
+            NetError::Refused(
+                "a verify is already running on this node; run it again once that one is done".into(),
+            )
+        })?;
         self.ask(|reply| Command::Verify { content, reply }).await?.map_err(NetError::Refused)
     }
 
@@ -234,5 +255,31 @@ impl Client {
     /// Asks the node to stop; returns once the request is queued (await the node's task to see it end).
     pub async fn shutdown(&self) {
         let _ = self.tx.send(Command::Shutdown).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn one_verify_at_a_time() {
+        let (tx, mut rx) = mpsc::channel(4);
+        let client = Client::new(tx, PeerId::random());
+        let other = client.clone();
+        let first = tokio::spawn(async move { client.verify(None).await });
+        // The node has the first request and has not answered yet.
+        let Some(Command::Verify { reply, .. }) = rx.recv().await else { panic!("no verify command") };
+        match other.verify(None).await {
+            Err(NetError::Refused(why)) => assert!(why.contains("already running"), "{why}"),
+            r => panic!("a second verify ran beside the first: {r:?}"),
+        }
+        reply.send(Ok(Vec::new())).unwrap();
+        assert!(first.await.unwrap().unwrap().is_empty());
+        // Once it is done, the next one goes through to the node.
+        let third = tokio::spawn(async move { other.verify(None).await });
+        let Some(Command::Verify { reply, .. }) = rx.recv().await else { panic!("no verify command") };
+        reply.send(Ok(Vec::new())).unwrap();
+        assert!(third.await.unwrap().is_ok());
     }
 }

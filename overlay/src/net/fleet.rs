@@ -6,6 +6,13 @@
 //!
 //! Reports are authenticated by gossipsub's message signature (the source peer id), not by the
 //! distributor key: they describe the sender, and a node can only lie about itself.
+//!
+//! What is kept is bounded by admission and by time ([`Fleet::accept`]): a revoked signer, and on a
+//! private mesh with an admission list any signer not admitted, is ignored; reports of signers not
+//! admitted (an open mesh, or a private one before its first Admit) are kept at most
+//! [`MAX_UNADMITTED_REPORTS`] and never push out an admitted node's report; a report issued more than
+//! [`MAX_CLOCK_SKEW`] after the receiver's clock is refused (it would never be the stalest, so never
+//! evicted), and one older than [`MAX_REPORT_AGE`] is refused, left out of the view and evicted first.
 
 use std::collections::BTreeMap;
 
@@ -13,6 +20,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::catalogue::{Catalogue, Targets};
 use crate::ContentId;
+
+pub use crate::catalogue::state::MAX_CLOCK_SKEW;
 
 /// The gossipsub topic of progress reports.
 pub const FLEET_TOPIC: &str = "cinemesh/fleet/2";
@@ -42,6 +51,54 @@ pub enum ContentState {
     Complete,
     /// Could not be stored (no disk space, over `storage.capacity`); retried later.
     Refused,
+}
+
+/// Most reports kept from signers that are not admitted (see the module doc); the stalest of them is
+/// dropped beyond.
+pub const MAX_UNADMITTED_REPORTS: usize = 1_000;
+/// Reports older than this (seconds) are refused, left out of the view, and evicted first: a week, so
+/// a cinema offline over a weekend still shows with its last report's age.
+pub const MAX_REPORT_AGE: u64 = 7 * 86_400;
+
+/// Why a gossiped report was not kept.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// The bytes are not a valid report: the sender is to blame (gossipsub `Reject`).
+    #[error("{0}")]
+    Malformed(String),
+    /// The message carries no source peer id (unsigned).
+    #[error("fleet report without a signed source")]
+    Unsigned,
+    /// The signer is revoked, or not admitted to this private mesh.
+    #[error("fleet report from {peer}, which is revoked or not admitted")]
+    NotAdmitted {
+        /// The signer.
+        peer: String,
+    },
+    /// Issued too far after the receiver's clock.
+    #[error("fleet report issued at {issued_at}, more than {MAX_CLOCK_SKEW} s after this node's clock ({now}): check the clocks (NTP)")]
+    FromTheFuture {
+        /// Its issued_at.
+        issued_at: u64,
+        /// The receiver's clock.
+        now: u64,
+    },
+    /// Older than [`MAX_REPORT_AGE`], or than the report already held for that peer.
+    #[error("fleet report issued at {issued_at} is stale")]
+    Stale {
+        /// Its issued_at.
+        issued_at: u64,
+    },
+    /// Every place is taken by admitted nodes' reports.
+    #[error("fleet view full ({MAX_REPORTS} admitted nodes); report of a node not admitted dropped")]
+    Full,
+}
+
+impl Refusal {
+    /// Whether no honest node could have sent it (gossipsub `Reject` and a penalty, else `Ignore`).
+    pub fn blames_sender(&self) -> bool {
+        matches!(self, Refusal::Malformed(_))
+    }
 }
 
 /// One content in a report.
@@ -204,28 +261,86 @@ pub struct FilmFleet {
 /// The latest report of each peer.
 #[derive(Debug, Default)]
 pub struct Fleet {
-    reports: BTreeMap<String, Report>,
+    reports: BTreeMap<String, Kept>,
+    /// How many of `reports` are not admitted.
+    unadmitted: usize,
+}
+
+#[derive(Debug)]
+struct Kept {
+    report: Report,
+    admitted: bool,
 }
 
 impl Fleet {
-    /// Records a peer's report (the newest wins; the stalest peer is dropped beyond [`MAX_REPORTS`]).
+    /// Records a report known to be genuine and admitted (this node's own); the newest per peer wins.
     pub fn record(&mut self, peer: String, report: Report) {
-        if self.reports.get(&peer).is_some_and(|old| old.issued_at > report.issued_at) {
-            return;
+        let _ = self.insert(peer, report, true);
+    }
+
+    /// Checks a gossiped report signed by `peer` against admission (`private`: this node runs a private
+    /// mesh) and time (`now`, unix seconds) and keeps it. See the module doc.
+    pub fn accept(
+        &mut self,
+        peer: &str,
+        data: &[u8],
+        catalogue: &Catalogue,
+        private: bool,
+        now: u64,
+    ) -> Result<(), Refusal> {
+        let report = Report::decode(data).map_err(Refusal::Malformed)?;
+        let admitted = catalogue.is_admitted(peer);
+        if catalogue.is_revoked(peer) || (private && catalogue.has_members() && !admitted) {
+            return Err(Refusal::NotAdmitted { peer: peer.to_owned() });
         }
-        if !self.reports.contains_key(&peer) && self.reports.len() >= MAX_REPORTS {
-            if let Some(stalest) =
-                self.reports.iter().min_by_key(|(_, r)| r.issued_at).map(|(p, _)| p.clone())
-            {
-                self.reports.remove(&stalest);
+        if report.issued_at > now.saturating_add(MAX_CLOCK_SKEW) {
+            return Err(Refusal::FromTheFuture { issued_at: report.issued_at, now });
+        }
+        if now.saturating_sub(report.issued_at) > MAX_REPORT_AGE {
+            return Err(Refusal::Stale { issued_at: report.issued_at });
+        }
+        self.insert(peer.to_owned(), report, admitted)
+    }
+
+    fn insert(&mut self, peer: String, report: Report, admitted: bool) -> Result<(), Refusal> {
+        if let Some(old) = self.reports.get(&peer) {
+            if old.report.issued_at > report.issued_at {
+                return Err(Refusal::Stale { issued_at: report.issued_at });
+            }
+            self.remove(&peer);
+        } else {
+            if !admitted && self.unadmitted >= MAX_UNADMITTED_REPORTS {
+                self.evict(false);
+            }
+            if self.reports.len() >= MAX_REPORTS && !self.evict(false) && (!admitted || !self.evict(true)) {
+                return Err(Refusal::Full);
             }
         }
-        self.reports.insert(peer, report);
+        self.unadmitted += usize::from(!admitted);
+        self.reports.insert(peer, Kept { report, admitted });
+        Ok(())
+    }
+
+    /// Drops the stalest report among the admitted or the others; `false` if there is none.
+    fn evict(&mut self, admitted: bool) -> bool {
+        let stalest = self
+            .reports
+            .iter()
+            .filter(|(_, k)| k.admitted == admitted)
+            .min_by_key(|(_, k)| k.report.issued_at)
+            .map(|(p, _)| p.clone());
+        stalest.is_some_and(|p| self.remove(&p))
+    }
+
+    fn remove(&mut self, peer: &str) -> bool {
+        let Some(kept) = self.reports.remove(peer) else { return false };
+        self.unadmitted -= usize::from(!kept.admitted);
+        true
     }
 
     /// Forgets a peer (e.g. revoked).
     pub fn forget(&mut self, peer: &str) {
-        self.reports.remove(peer);
+        self.remove(peer);
     }
 
     /// Number of peers with a report.
@@ -240,7 +355,7 @@ impl Fleet {
 
     /// Every peer's latest report, by peer id.
     pub fn reports(&self) -> impl Iterator<Item = (&String, &Report)> {
-        self.reports.iter()
+        self.reports.iter().map(|(p, k)| (p, &k.report))
     }
 
     /// The fleet view of every published content, at `now` (unix seconds). Distributor nodes, the
@@ -254,7 +369,9 @@ impl Fleet {
                 let mut nodes: Vec<NodeProgress> = self
                     .reports
                     .iter()
+                    .map(|(peer, k)| (peer, &k.report))
                     .filter(|(_, r)| r.role != "distributor")
+                    .filter(|(_, r)| now.saturating_sub(r.issued_at) <= MAX_REPORT_AGE)
                     .filter_map(|(peer, r)| {
                         let c = r.contents.iter().find(|c| c.content == p.content)?;
                         let remaining = (c.total - c.have) as f64 * chunk;
@@ -364,7 +481,7 @@ mod tests {
             targets: Targets::All,
             deadline,
         });
-        c.apply(Entry { key: key.public(), seq: 1, issued_at: 1, body }.sign(&key).unwrap()).unwrap();
+        c.apply(Entry { key: key.public(), seq: 1, issued_at: 1, body }.sign(&key).unwrap(), 1).unwrap();
         c
     }
 
@@ -493,5 +610,85 @@ mod tests {
         assert_eq!(list.len(), MAX_REPORT_ISPS);
         assert_eq!(list.iter().map(|i| i.bytes).sum::<u64>(), 1005);
         assert!(list.iter().any(|i| i.isp == OTHER_ISP));
+    }
+
+    fn peer(n: u32) -> String {
+        let mut secret = [0u8; 32];
+        secret[..4].copy_from_slice(&n.to_be_bytes());
+        libp2p::identity::Keypair::ed25519_from_bytes(secret).unwrap().public().to_peer_id().to_string()
+    }
+
+    /// A catalogue that admits `admitted` (peer ids), signed at `T`.
+    fn admitting(admitted: &[String]) -> Catalogue {
+        let key = Keypair::from_secret([7; 32]);
+        let mut c = Catalogue::new([key.public()]);
+        for (i, p) in admitted.iter().enumerate() {
+            let body = Body::Admit(crate::catalogue::Member {
+                peer: p.clone(),
+                name: String::new(),
+                isp: String::new(),
+                site: String::new(),
+                groups: vec![],
+            });
+            let seq = i as u64 + 1;
+            c.apply(Entry { key: key.public(), seq, issued_at: T, body }.sign(&key).unwrap(), T).unwrap();
+        }
+        c
+    }
+
+    const T: u64 = 1_700_000_000;
+
+    #[test]
+    fn fake_signers_cannot_push_out_admitted_nodes_on_an_open_mesh() {
+        let id = ContentId([3; 32]);
+        let real: Vec<String> = (0..5).map(peer).collect();
+        let catalogue = admitting(&real);
+        let mut fleet = Fleet::default();
+        for p in &real {
+            fleet.accept(p, &report(T, id, 50, 1.0).encode(), &catalogue, false, T).unwrap();
+        }
+        // 12,000 signers nobody admitted, each with a newer report than the real cinemas'.
+        for n in 1000..13_000u32 {
+            let fake = format!("fake-{n}");
+            let _ = fleet.accept(&fake, &report(T + 60, id, 1, 1.0).encode(), &catalogue, false, T + 60);
+        }
+        assert_eq!(fleet.len(), real.len() + MAX_UNADMITTED_REPORTS);
+        for p in &real {
+            assert!(fleet.reports.contains_key(p), "admitted {p} was pushed out");
+        }
+    }
+
+    #[test]
+    fn private_mesh_keeps_only_admitted_signers() {
+        let id = ContentId([4; 32]);
+        let catalogue = admitting(&[peer(1)]);
+        let mut fleet = Fleet::default();
+        let data = report(T, id, 1, 1.0).encode();
+        assert_eq!(
+            fleet.accept(&peer(2), &data, &catalogue, true, T),
+            Err(Refusal::NotAdmitted { peer: peer(2) })
+        );
+        fleet.accept(&peer(1), &data, &catalogue, true, T).unwrap();
+        assert_eq!(fleet.len(), 1);
+        assert!(fleet.accept("x", &[0xff; 3], &catalogue, true, T).unwrap_err().blames_sender());
+    }
+
+    #[test]
+    fn reports_from_the_future_are_refused_and_old_ones_age_out() {
+        let id = ContentId([5; 32]);
+        let catalogue = admitting(&[peer(1), peer(2)]);
+        let mut fleet = Fleet::default();
+        let far = report(T + 365 * 86_400, id, 1, 1.0).encode();
+        let err = fleet.accept(&peer(1), &far, &catalogue, false, T).unwrap_err();
+        assert!(matches!(err, Refusal::FromTheFuture { .. }) && !err.blames_sender());
+        fleet
+            .accept(&peer(1), &report(T + MAX_CLOCK_SKEW, id, 1, 1.0).encode(), &catalogue, false, T)
+            .unwrap();
+        // A report already older than MAX_REPORT_AGE is refused; one that ages past it leaves the view.
+        let old = report(T - MAX_REPORT_AGE - 1, id, 1, 1.0).encode();
+        assert!(matches!(fleet.accept(&peer(2), &old, &catalogue, false, T), Err(Refusal::Stale { .. })));
+        let film = catalogue_with(id, None);
+        assert_eq!(fleet.view(&film, T)[0].nodes.len(), 1);
+        assert!(fleet.view(&film, T + MAX_CLOCK_SKEW + MAX_REPORT_AGE + 1)[0].nodes.is_empty());
     }
 }

@@ -9,7 +9,9 @@
 //! - [`behaviour`]: TCP + noise + yamux (optionally behind a pre-shared key), identify, ping, Kademlia
 //!   (`/cinemesh/kad/1.0.0`, server mode, provider records keyed by content id), gossipsub (catalogue
 //!   topic, validated before forwarding), mDNS, connection limits, the chunk protocol.
+//! - [`ip_limit`]: a cap on inbound connections per remote IP.
 //! - [`protocol`]: the chunk-transfer wire protocol.
+//! - [`provider_store`]: the Kademlia record store, bounded per peer, never dropping own records.
 //! - [`node`]: the event loop.
 //! - [`client`]: the handle and the status types it returns.
 //! - [`fleet`]: progress reports gossiped by every node, and the fleet view built from them.
@@ -21,10 +23,12 @@
 pub mod behaviour;
 pub mod client;
 pub mod fleet;
+pub mod ip_limit;
 pub mod metrics;
 pub mod node;
 pub mod pacer;
 pub mod protocol;
+pub mod provider_store;
 pub mod rates;
 pub mod snapshot;
 
@@ -67,6 +71,8 @@ pub struct Config {
     pub max_connections: u32,
     /// Established connections per peer at most.
     pub max_connections_per_peer: u32,
+    /// Inbound connections (pending or established) per remote IP at most; loopback is not counted.
+    pub max_connections_per_ip: u32,
     /// Idle connection timeout.
     pub idle_timeout: Duration,
     /// Serve catalogue and content only to admitted peers; use signed locality.
@@ -114,6 +120,7 @@ impl Config {
             mdns: false,
             max_connections: 256,
             max_connections_per_peer: 2,
+            max_connections_per_ip: 16,
             idle_timeout: Duration::from_secs(300),
             private: false,
             psk: None,

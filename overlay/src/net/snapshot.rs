@@ -174,7 +174,7 @@ mod tests {
         ];
         for (i, body) in bodies.into_iter().enumerate() {
             let seq = i as u64 + 1;
-            c.apply(Entry { key: key.public(), seq, issued_at: 100 + seq, body }.sign(&key).unwrap())
+            c.apply(Entry { key: key.public(), seq, issued_at: 100 + seq, body }.sign(&key).unwrap(), 1_000)
                 .unwrap();
         }
         let s = Snapshot::take(&Fleet::default(), &c, 200);

@@ -10,7 +10,16 @@
 //! sled trees: `manifests` (id -> canonical manifest), `roots` (id -> managed or external path),
 //! `bitfields` (id -> chunk count, packed [`Bitfield`]), `chunk_index` (chunk hash ++ id -> chunk index,
 //! only for chunks present: used to reuse identical chunks), `catalogue` (key ++ seq -> entry bytes),
-//! `peers` (peer id -> bincode [`PeerStats`]).
+//! `peers` (peer id -> bincode [`PeerStats`]), `quarantine` (tree name ++ `/` ++ key -> the record moved
+//! there because it did not decode at [`Store::open`]).
+//!
+//! # Start-up repairs
+//!
+//! [`Store::open`] never refuses to start over one bad record: a content whose manifest, root or bitfield
+//! record does not decode (or lacks one of them) is moved to `quarantine` with a warning, and the node
+//! goes on without it (a targeted content is fetched again). Directories under `content/` named like a
+//! content id that no stored managed content owns are left-overs of a crash during removal or during
+//! adding: they are deleted.
 //!
 //! # Durability
 //!
@@ -102,6 +111,7 @@ pub struct Store {
     index: sled::Tree,
     catalogue: sled::Tree,
     peers: sled::Tree,
+    quarantine: sled::Tree,
     reserve: u64,
     cache: Mutex<VecDeque<Arc<Loaded>>>,
 }
@@ -142,14 +152,83 @@ impl Store {
             index: db.open_tree("chunk_index")?,
             catalogue: db.open_tree("catalogue")?,
             peers: db.open_tree("peers")?,
+            quarantine: db.open_tree("quarantine")?,
             db,
             reserve: DEFAULT_RESERVE,
             cache: Mutex::new(VecDeque::new()),
         };
+        store.quarantine_broken()?;
+        store.collect_orphans()?;
         for id in store.contents()? {
             store.check_sizes(&id)?;
         }
         Ok(store)
+    }
+
+    /// Moves the records of every content whose manifest, root or bitfield does not decode (or is
+    /// missing) to the `quarantine` tree. Returns how many contents were quarantined.
+    fn quarantine_broken(&self) -> Result<usize, StoreError> {
+        let trees = [("manifests", &self.manifests), ("roots", &self.roots), ("bitfields", &self.bitfields)];
+        let mut keys = BTreeSet::new();
+        for (_, tree) in trees {
+            for k in tree.iter().keys() {
+                keys.insert(k?.to_vec());
+            }
+        }
+        let mut moved = 0;
+        for key in keys {
+            let Err(why) = self.check_records(&key) else { continue };
+            tracing::warn!(
+                key = %hex::encode(&key),
+                "stored content record unreadable ({why}): moved to the quarantine tree; the content is fetched \
+                 again if it is still targeted here"
+            );
+            for (name, tree) in trees {
+                if let Some(v) = tree.remove(&key)? {
+                    self.quarantine.insert([name.as_bytes(), b"/", &key].concat(), v)?;
+                }
+            }
+            moved += 1;
+        }
+        if moved > 0 {
+            self.db.flush()?;
+        }
+        Ok(moved)
+    }
+
+    /// Whether a content's three records are present and decode, consistently.
+    fn check_records(&self, key: &[u8]) -> Result<(), StoreError> {
+        let id = content_id(key)?;
+        let missing = |what| StoreError::record(what, "missing");
+        let manifest = self.manifest(&id)?.ok_or_else(|| missing("manifest"))?;
+        self.content_path(&id)?.ok_or_else(|| missing("content root"))?;
+        let bits = self.bitfield(&id)?.ok_or_else(|| missing("bitfield"))?;
+        if bits.len() != manifest.chunk_count() {
+            return Err(StoreError::record("bitfield", "length differs from the manifest's chunk count"));
+        }
+        Ok(())
+    }
+
+    /// Deletes directories under `content/` named like a content id that no stored managed content owns.
+    /// Returns how many were deleted.
+    fn collect_orphans(&self) -> Result<usize, StoreError> {
+        let content = self.dir.join("content");
+        let listing = fs::read_dir(&content).map_err(|e| StoreError::io(&content, e))?;
+        let mut removed = 0;
+        for entry in listing {
+            let entry = entry.map_err(|e| StoreError::io(&content, e))?;
+            let Some(id) = entry.file_name().to_str().and_then(|n| n.parse::<ContentId>().ok()) else {
+                continue;
+            };
+            if self.content_path(&id)?.is_some_and(|p| p == self.managed_dir(&id)) {
+                continue;
+            }
+            let path = entry.path();
+            tracing::warn!(path = %path.display(), "content files without metadata (left by a crash during removal): deleting");
+            fs::remove_dir_all(&path).map_err(|e| StoreError::io(&path, e))?;
+            removed += 1;
+        }
+        Ok(removed)
     }
 
     /// Sets the free space kept in any case (see [`check_space`](Self::check_space)).

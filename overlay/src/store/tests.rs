@@ -311,3 +311,54 @@ fn a_store_reopens_at_once_after_close_and_a_held_one_is_reported_in_use() {
     assert!(matches!(err, StoreError::Locked { .. }), "{err}");
     assert!(err.to_string().contains("in use by another process"), "{err}");
 }
+
+/// One undecodable record does not stop the start: that content is quarantined, the others stay.
+#[test]
+fn an_undecodable_record_is_quarantined_and_the_store_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    let (good, _) = film(1);
+    let (bad, _) = film(3);
+    {
+        let s = open(dir.path());
+        s.add_content(&good, ContentRoot::Managed, Have::Nothing).unwrap();
+        s.add_content(&bad, ContentRoot::Managed, Have::Nothing).unwrap();
+        s.manifests.insert(bad.id().0, b"not a manifest".as_slice()).unwrap();
+        s.bitfields.insert([0xee; 7], b"stray".as_slice()).unwrap(); // a key that is no content id
+        s.db.flush().unwrap();
+    }
+    let s = Store::open(dir.path()).expect("opens despite the bad records");
+    assert_eq!(s.contents().unwrap(), vec![good.id()]);
+    assert!(s.bitfield(&bad.id()).unwrap().is_none() && s.content_path(&bad.id()).unwrap().is_none());
+    let kept: Vec<Vec<u8>> = s.quarantine.iter().keys().map(|k| k.unwrap().to_vec()).collect();
+    assert_eq!(kept.len(), 4, "manifest, root and bitfield of the bad content, and the stray key");
+    assert!(kept.contains(&[b"manifests/".as_slice(), &bad.id().0].concat()));
+    // Its files were managed and are now owned by nothing: collected too.
+    assert!(!dir.path().join("content").join(bad.id().to_hex()).exists());
+    assert!(dir.path().join("content").join(good.id().to_hex()).exists());
+}
+
+/// A crash between forgetting a content's metadata and deleting its files leaves files nobody owns: they
+/// are collected at the next start; other files under `content/` are left alone.
+#[test]
+fn files_orphaned_by_a_crash_during_removal_are_collected_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let (m, _) = film(5);
+    let id = m.id();
+    {
+        let s = open(dir.path());
+        s.add_content(&m, ContentRoot::Managed, Have::Nothing).unwrap();
+        // The metadata half of remove_content, then "crash".
+        for tree in [&s.manifests, &s.roots, &s.bitfields] {
+            tree.remove(id.0).unwrap();
+        }
+        s.db.flush().unwrap();
+    }
+    let orphan = dir.path().join("content").join(id.to_hex());
+    assert!(orphan.join("reel/a.mxf").exists());
+    let other = dir.path().join("content").join("README");
+    fs::write(&other, "operator's note").unwrap();
+    let s = open(dir.path());
+    assert!(!orphan.exists(), "orphaned files collected");
+    assert!(other.exists(), "a file not named like a content id is not ours to delete");
+    assert!(s.contents().unwrap().is_empty());
+}

@@ -49,19 +49,21 @@ impl Node {
         source: Option<PeerId>,
         data: &[u8],
     ) {
-        let acceptance = match (source, fleet::Report::decode(data)) {
-            (Some(src), Ok(report))
-                if !self.revoked(&src) && (!self.catalogue.has_members() || self.allowed(&src)) =>
-            {
-                self.fleet.record(src.to_string(), report);
-                gossipsub::MessageAcceptance::Accept
-            }
-            (_, Err(e)) => {
+        let src = source.map(|s| s.to_string());
+        let verdict = src
+            .ok_or(fleet::Refusal::Unsigned)
+            .and_then(|src| self.fleet.accept(&src, data, &self.catalogue, self.cfg.private, unix_now()));
+        let acceptance = match verdict {
+            Ok(()) => gossipsub::MessageAcceptance::Accept,
+            Err(e) if e.blames_sender() => {
                 debug!(peer = %via, "fleet report rejected: {e}");
                 self.metrics.fleet_rejected.inc();
                 gossipsub::MessageAcceptance::Reject
             }
-            _ => gossipsub::MessageAcceptance::Ignore,
+            Err(e) => {
+                debug!(peer = %via, "fleet report ignored: {e}");
+                gossipsub::MessageAcceptance::Ignore
+            }
         };
         self.swarm.behaviour_mut().gossipsub.report_message_validation_result(&id, &via, acceptance);
     }
@@ -155,7 +157,7 @@ impl Node {
 
     /// Applies an entry, persists what was applied and acts on it. `Ok(true)` when it was held for a gap.
     pub(super) fn apply_entry(&mut self, entry: SignedEntry) -> Result<bool, Rejection> {
-        let applied = match self.catalogue.apply(entry) {
+        let applied = match self.catalogue.apply(entry, unix_now()) {
             Ok(a) => a,
             Err(r) => {
                 self.metrics.rejected(rejection_label(&r));

@@ -190,6 +190,7 @@ fn rejection_label(r: &Rejection) -> &'static str {
         Rejection::TooFarAhead { .. } => "too_far_ahead",
         Rejection::TimeWentBackwards { .. } => "time_went_backwards",
         Rejection::LogFull { .. } => "log_full",
+        Rejection::FromTheFuture { .. } => "from_the_future",
     }
 }
 
@@ -304,7 +305,7 @@ impl Node {
         node.apply_limits();
         node.resume()?;
         node.drive();
-        let client = Client { tx, peer_id: me };
+        let client = Client::new(tx, me);
         let task = tokio::spawn(node.run());
         Ok(Running { client, events: events_rx, task })
     }

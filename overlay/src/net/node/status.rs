@@ -81,7 +81,10 @@ impl Node {
                 .catalogue
                 .heads()
                 .into_iter()
-                .map(|(k, seq)| Head { key: k.to_string(), seq })
+                .map(|(k, seq)| {
+                    let (seen, issued_at) = (self.catalogue.seen_head(&k), self.catalogue.head_issued_at(&k));
+                    Head { key: k.to_string(), seq, seen, issued_at }
+                })
                 .collect(),
             disk_free: self.store.free_space().unwrap_or_else(|e| {
                 warn!("cannot read free disk space: {e}");

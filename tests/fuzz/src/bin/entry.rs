@@ -1,0 +1,5 @@
+//! Fuzz target `entry`: see [`cinemesh_tests::decode`].
+
+fn main() {
+    afl::fuzz!(|data: &[u8]| cinemesh_tests::decode("entry", data));
+}
