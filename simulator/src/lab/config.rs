@@ -62,6 +62,8 @@ pub fn node_config(sc: &Scenario, spec: &NodeSpec<'_>) -> Result<String, LabErro
         listen = [(format!("/ip4/{}/tcp/{P2P_PORT}", spec.ip))]
         bootstrap = (spec.bootstrap.map(|b| vec![b.to_owned()]).unwrap_or_default())
         mdns = false
+        // The lab is an open test mesh inside its own namespaces: no admission step.
+        private = false
 
         [storage]
         reserve = "64MiB"
