@@ -108,8 +108,13 @@ impl Token {
         format!("Bearer {}", self.0)
     }
 
+    /// The token's text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
     /// Whether `header` (an `Authorization` value) carries this token; compared in constant time.
-    fn matches(&self, header: &str) -> bool {
+    pub fn matches(&self, header: &str) -> bool {
         let Some(given) = header.strip_prefix("Bearer ") else { return false };
         let (a, b) = (given.trim().as_bytes(), self.0.as_bytes());
         a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0

@@ -6,8 +6,6 @@
 //!
 //! The CLI sends the token when `CINEMESH_API_TOKEN` is set ([`client_headers`]).
 
-use std::fs::OpenOptions;
-use std::io::Write;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -18,10 +16,9 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
-use rand::RngCore;
 
 /// The token file inside the data directory.
-pub const TOKEN_FILE: &str = "api.token";
+pub const TOKEN_FILE: &str = crate::api_auth::TOKEN_FILE;
 /// The environment variable the CLI reads the token from.
 pub const TOKEN_ENV: &str = "CINEMESH_API_TOKEN";
 /// Paths served without a token: the dashboard's static files, which hold no data.
@@ -38,36 +35,11 @@ impl std::fmt::Debug for Token {
 }
 
 impl Token {
-    /// Reads `data_dir/api.token`, creating it (64 hex characters from the OS's random source, mode 0600)
-    /// when absent.
+    /// Reads `data_dir/api.token`, creating it (64 hex characters, mode 0600) when absent: the one token
+    /// file of [`api_auth`](crate::api_auth), which also guards every `POST`.
     pub fn load_or_create(data_dir: &Path) -> anyhow::Result<Self> {
-        let path = data_dir.join(TOKEN_FILE);
-        match std::fs::read_to_string(&path) {
-            Ok(text) => {
-                let text = text.trim();
-                anyhow::ensure!(
-                    text.len() >= 32 && text.chars().all(|c| c.is_ascii_graphic()),
-                    "{} is not an API token (expected at least 32 printable characters); delete it to \
-                     have a new one generated",
-                    path.display()
-                );
-                Ok(Self(text.into()))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let mut bytes = [0u8; 32];
-                rand::rngs::OsRng.fill_bytes(&mut bytes);
-                let text = hex::encode(bytes);
-                let mut opts = OpenOptions::new();
-                opts.write(true).create_new(true);
-                #[cfg(unix)]
-                std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-                let mut f = opts.open(&path).with_context(|| format!("cannot create {}", path.display()))?;
-                f.write_all(text.as_bytes())?;
-                f.sync_all()?;
-                Ok(Self(text.into()))
-            }
-            Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
-        }
+        let token = crate::api_auth::Token::load_or_create(data_dir)?;
+        Ok(Self(token.as_str().into()))
     }
 
     /// Whether an `Authorization` header value carries this token (compared in constant time).
