@@ -577,6 +577,8 @@ impl<'a> Engine<'a> {
                         self.uploads.remove(&upload);
                         self.request_tick(now);
                     }
+                    // The flow is gone: the uploader's slot is free.
+                    self.nodes[x as usize].engine.upload_done(now, upload, false);
                 }
                 Output::Install { content } => {
                     let chunks = self.chunks[film_of(&content) as usize];

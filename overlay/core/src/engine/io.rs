@@ -233,8 +233,9 @@ pub enum Output<P> {
         /// Which chunk.
         index: u32,
     },
-    /// The bytes already handed to the transport for `upload` are no longer wanted (the asker cancelled);
-    /// a body that can abort them does, the slot is free either way.
+    /// The bytes already handed to the transport for `upload` are no longer wanted (the asker cancelled):
+    /// a body that can abort them does and reports [`Engine::upload_done`](super::Engine::upload_done)
+    /// with `sent = false`; one that cannot reports it when they have left. The slot is held until then.
     Abort {
         /// Which request.
         upload: UploadId,

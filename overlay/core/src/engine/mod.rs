@@ -151,8 +151,17 @@ enum Fetch<P> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum UpState {
     Reading,
-    Granting { len: u64 },
-    Sending { len: u64 },
+    Granting {
+        len: u64,
+    },
+    Sending {
+        len: u64,
+    },
+    /// Cancelled while its bytes were on the way: the slot stays taken until the body reports the
+    /// transfer ended (aborted, or sent after all), so uploads never exceed the slots on the link.
+    Aborting {
+        len: u64,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -1055,14 +1064,16 @@ impl<P: PeerKey> Engine<P> {
         self.input("upload-done");
         if let Some(u) = self.uploads.remove(&upload) {
             self.slots.finished(&u.peer);
-            if let (true, UpState::Sending { len }) = (sent, u.state) {
+            if let (true, UpState::Sending { len } | UpState::Aborting { len }) = (sent, u.state) {
                 self.stats.uploads_served += 1;
                 self.out.push_back(Output::Event(Event::Served { peer: u.peer, len }));
             }
         }
     }
 
-    /// `peer` no longer wants chunk `index` of `content`: the slot is free at once.
+    /// `peer` no longer wants chunk `index` of `content`. Before its bytes left, the request is answered
+    /// `Cancelled` and its slot is free at once; once they are on the way, the body is told to abort
+    /// them and the slot is free when it reports the transfer ended ([`upload_done`](Self::upload_done)).
     pub fn cancel(&mut self, now: Time, peer: &P, content: &ContentId, index: u32) {
         self.input("cancel");
         let found = self
@@ -1071,15 +1082,21 @@ impl<P: PeerKey> Engine<P> {
             .find(|(_, u)| &u.peer == peer && &u.content == content && u.index == index)
             .map(|(id, u)| (*id, u.state));
         let Some((id, state)) = found else { return };
-        self.uploads.remove(&id);
-        self.slots.finished(peer);
         self.stats.uploads_cancelled += 1;
         match state {
             UpState::Reading | UpState::Granting { .. } => {
+                self.uploads.remove(&id);
+                self.slots.finished(peer);
                 self.granting.retain(|g| *g != id);
                 self.out.push_back(Output::Answer { upload: id, answer: Answer::Cancelled });
             }
-            UpState::Sending { .. } => self.out.push_back(Output::Abort { upload: id }),
+            UpState::Sending { len } => {
+                if let Some(u) = self.uploads.get_mut(&id) {
+                    u.state = UpState::Aborting { len };
+                }
+                self.out.push_back(Output::Abort { upload: id });
+            }
+            UpState::Aborting { .. } => {}
         }
         self.grant(now);
     }

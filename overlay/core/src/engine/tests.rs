@@ -85,14 +85,19 @@ fn a_cancel_frees_the_slot_at_once() {
     // The read that was under way comes back for an upload that no longer exists: nothing happens.
     e.chunk_read(t(2), 1, Ok(CHUNK));
     assert!(drain(&mut e).is_empty());
-    // Cancelled while sending: the body is told to abort, the slot is free for the next asker.
+    // Cancelled while sending: the body is told to abort; the slot stays taken while bytes may still be
+    // on the link, and is free for the next asker once the body says the transfer ended.
     e.chunk_request(t(3), &2, 2, C, 1);
     e.chunk_read(t(3), 2, Ok(CHUNK));
     drain(&mut e);
     e.cancel(t(4), &2, &C, 1);
     assert_eq!(drain(&mut e), vec![Output::Abort { upload: 2 }]);
     e.chunk_request(t(5), &3, 3, C, 2);
-    assert_eq!(drain(&mut e), vec![Output::Read { upload: 3, content: C, index: 2 }]);
+    assert!(matches!(drain(&mut e)[..], [Output::Answer { upload: 3, answer: Answer::Busy { .. } }]));
+    e.upload_done(t(6), 2, false);
+    assert!(drain(&mut e).is_empty(), "an aborted upload is not counted as served");
+    e.chunk_request(t(7), &3, 4, C, 2);
+    assert_eq!(drain(&mut e), vec![Output::Read { upload: 4, content: C, index: 2 }]);
 }
 
 #[test]
@@ -405,8 +410,10 @@ impl Mesh {
                     self.engines[x as usize].installed(now, content, Ok(Bitfield::new(chunks)));
                 }
                 Output::Abort { upload } => {
-                    // The bytes are on the wire; drop them as a transport that can abort would.
+                    // The bytes are on the wire; drop them as a transport that can abort would, and say so.
                     self.wire.retain(|w| !matches!(w, Wire::Chunk { upload: u, .. } if *u == upload));
+                    let now = self.now;
+                    self.engines[x as usize].upload_done(now, upload, false);
                 }
                 _ => {}
             }
