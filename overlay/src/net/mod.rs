@@ -23,6 +23,7 @@
 pub mod behaviour;
 pub mod client;
 pub mod fleet;
+pub mod inbound;
 pub mod ip_limit;
 pub mod metrics;
 pub mod node;

@@ -50,6 +50,8 @@ pub enum Done {
     },
     /// Our manifest was read and encoded for a peer that asked.
     ManifestRead {
+        /// Who asked.
+        peer: PeerId,
         /// Where the answer goes.
         channel: ResponseChannel<Response>,
         /// The canonical bytes, if we hold it.
@@ -163,11 +165,16 @@ impl Node {
         });
     }
 
-    pub(super) fn spawn_manifest_read(&self, content: ContentId, channel: ResponseChannel<Response>) {
+    pub(super) fn spawn_manifest_read(
+        &self,
+        peer: PeerId,
+        content: ContentId,
+        channel: ResponseChannel<Response>,
+    ) {
         let store = self.store.clone();
         self.spawn_job(move || {
             let bytes = store.manifest(&content).ok().flatten().map(|m| m.encode());
-            Done::ManifestRead { channel, bytes }
+            Done::ManifestRead { peer, channel, bytes }
         });
     }
 
@@ -246,7 +253,8 @@ impl Node {
                     self.engine.manifest(now, &peer, content, ManifestReply::Bad(reason));
                 }
             },
-            Done::ManifestRead { channel, bytes } => {
+            Done::ManifestRead { peer, channel, bytes } => {
+                self.manifest_reads.release(&peer);
                 let response = match bytes {
                     Some(b) => Response::Manifest(b),
                     None => Response::Missing { load: 0.0 },

@@ -142,6 +142,8 @@ pub struct Node {
     uploads: Uploads,
     /// Manifests checked good, waiting for the engine's `Install` (at most one per fetch).
     manifests: HashMap<ContentId, Manifest>,
+    /// Inbound manifest reads in progress (bounded per peer and in all).
+    manifest_reads: super::inbound::Limit<PeerId>,
     listen: Vec<Multiaddr>,
     bootstrap: Vec<(Multiaddr, Option<PeerId>, Instant, Duration)>,
     last_sync: Instant,
@@ -282,6 +284,7 @@ impl Node {
             pending: HashMap::new(),
             uploads: Uploads::default(),
             manifests: HashMap::new(),
+            manifest_reads: Default::default(),
             listen: Vec::new(),
             bootstrap,
             last_sync: now,

@@ -214,7 +214,15 @@ impl Node {
                 self.respond(channel, Response::Hello(ours));
                 self.on_hello(peer, info);
             }
-            Request::Manifest { content } => self.spawn_manifest_read(content, channel),
+            Request::Manifest { content } => {
+                if self.manifest_reads.acquire(&peer) {
+                    self.spawn_manifest_read(peer, content, channel);
+                } else {
+                    self.metrics.protocol_error("inbound", "too many manifest requests at once");
+                    let reason = "too many manifest requests at once; ask again later".to_owned();
+                    self.respond(channel, Response::Refused { reason });
+                }
+            }
             Request::Bitfield { content } => {
                 let response = match self.engine.bitfield_request(now, &peer, &content) {
                     Some(b) => Response::Bitfield { chunks: b.len(), bits: b.to_bytes() },
