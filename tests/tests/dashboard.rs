@@ -228,8 +228,11 @@ async fn the_dashboard_follows_a_real_mesh() -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
     let key = Keypair::generate(&mut rand::rngs::OsRng);
     let trusted = [key.public()];
-    let mut distributor =
-        LocalNode::start(node_config(tmp.path(), "distributor", Role::Distributor, "dc", &trusted)).await?;
+    // The distributor uploads at 3 MiB/s, less than the cinemas and the superseeder want together, so the
+    // cinemas also fetch from the superseeder, whose egress the chart must show.
+    let mut c = node_config(tmp.path(), "distributor", Role::Distributor, "dc", &trusted);
+    c.transfer.upload_limit = Some(Rate(f64::from(3u32 << 20)));
+    let mut distributor = LocalNode::start(c).await?;
     let api: SocketAddr = distributor.serve_api().await?;
     // Two cinemas at 2 MiB/s (a 24 MiB film takes about 12 s: long enough to watch it move) and one held
     // to 256 KiB/s (about 96 s: it will miss a deadline 40 s away).
