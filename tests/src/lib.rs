@@ -6,11 +6,28 @@
 //! test (`tests/tests/fuzz_corpus.rs`, run by `cargo test` in CI).
 
 use std::path::Path;
+use std::time::Duration;
+
+use cinemesh_overlay::catalogue::DistributorKey;
+use cinemesh_overlay::net::{self, Role};
 
 use cinemesh_overlay::catalogue::SignedEntry;
 use cinemesh_overlay::content::Manifest;
 use cinemesh_overlay::net::fleet::Report;
 use cinemesh_overlay::net::protocol::{self, Request, Response};
+
+/// A node on loopback for the integration tests: a fresh identity, its data under `dir/name`, trusting
+/// `trusted`, with anti-entropy every second and a 10 s request timeout so that tests move quickly.
+pub fn node_config(dir: &Path, name: &str, role: Role, isp: &str, trusted: &[DistributorKey]) -> net::Config {
+    let mut c = net::Config::loopback(libp2p::identity::Keypair::generate_ed25519(), dir.join(name));
+    c.role = role;
+    c.name = Some(name.to_owned());
+    c.isp = Some(isp.to_owned());
+    c.trusted = trusted.to_vec();
+    c.gossip.anti_entropy_interval = Duration::from_secs(1);
+    c.transfer.request_timeout = Duration::from_secs(10);
+    c
+}
 
 /// The fuzz targets: one per decoder of untrusted input.
 pub const TARGETS: [&str; 6] = ["protocol", "manifest", "entry", "fleet", "config", "scenario"];

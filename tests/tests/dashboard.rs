@@ -177,15 +177,10 @@ impl Drop for DriverGuard {
     }
 }
 
+/// The shared test node, reporting to the fleet every second.
 fn node_config(dir: &Path, name: &str, role: Role, isp: &str, trusted: &[DistributorKey]) -> net::Config {
-    let mut c = net::Config::loopback(libp2p::identity::Keypair::generate_ed25519(), dir.join(name));
-    c.role = role;
-    c.name = Some(name.to_owned());
-    c.isp = Some(isp.to_owned());
-    c.trusted = trusted.to_vec();
-    c.gossip.anti_entropy_interval = Duration::from_secs(1);
+    let mut c = cinemesh_tests::node_config(dir, name, role, isp, trusted);
     c.gossip.fleet_interval = Duration::from_secs(1);
-    c.transfer.request_timeout = Duration::from_secs(10);
     c
 }
 

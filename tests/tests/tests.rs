@@ -14,6 +14,7 @@ use cinemesh_overlay::config::Rate;
 use cinemesh_overlay::content::{self, Manifest};
 use cinemesh_overlay::net::{self, Fault, Role};
 use cinemesh_overlay::ContentId;
+use cinemesh_tests::node_config;
 
 /// How long any one condition may take before the test fails.
 const WAIT: Duration = Duration::from_secs(120);
@@ -22,17 +23,6 @@ const CHUNK: u32 = 1 << 20;
 
 fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
-
-fn node_config(dir: &Path, name: &str, role: Role, isp: &str, trusted: &[DistributorKey]) -> net::Config {
-    let mut c = net::Config::loopback(libp2p::identity::Keypair::generate_ed25519(), dir.join(name));
-    c.role = role;
-    c.name = Some(name.to_owned());
-    c.isp = Some(isp.to_owned());
-    c.trusted = trusted.to_vec();
-    c.gossip.anti_entropy_interval = Duration::from_secs(1);
-    c.transfer.request_timeout = Duration::from_secs(10);
-    c
 }
 
 /// A temp dir, a distributor key, and the list of trusted keys holding it.
