@@ -72,6 +72,41 @@ enum Ev {
     Offline { node: NodeIx },
 }
 
+/// The kinds of events counted in [`Outcome::events_by_kind`], in its order.
+pub const EVENT_KINDS: [&str; 12] = [
+    "rate tick",
+    "flow done",
+    "engine timer",
+    "hello",
+    "manifest",
+    "bitfield",
+    "chunk request",
+    "have",
+    "cancel",
+    "chunk answer",
+    "lost message",
+    "publish, start, churn",
+];
+
+fn kind_of(ev: &Ev, wires: &[Option<Wire>]) -> usize {
+    match ev {
+        Ev::Tick => 0,
+        Ev::FlowDone { .. } => 1,
+        Ev::Timer { .. } => 2,
+        Ev::Deliver { slot } => match wires.get(*slot as usize).and_then(Option::as_ref).map(|w| &w.msg) {
+            Some(Msg::Hello | Msg::Request(Request::Hello)) => 3,
+            Some(Msg::Manifest { .. } | Msg::Request(Request::Manifest { .. })) => 4,
+            Some(Msg::Bitfield { .. } | Msg::Request(Request::Bitfield { .. })) => 5,
+            Some(Msg::Request(Request::Chunk { .. })) => 6,
+            Some(Msg::Request(Request::Have { .. })) => 7,
+            Some(Msg::Request(Request::Cancel { .. })) => 8,
+            Some(Msg::Answer { .. }) => 9,
+            None => 10,
+        },
+        Ev::Publish { .. } | Ev::Start { .. } | Ev::Online { .. } | Ev::Offline { .. } => 11,
+    }
+}
+
 /// A message on its way, with the sessions it belongs to (a message from before a restart is dropped).
 #[derive(Debug, Clone)]
 struct Wire {
@@ -170,6 +205,8 @@ pub struct Outcome {
     pub ticks: u64,
     /// The kinds of engine inputs and outputs the nodes saw (empty unless `sim.record_engine`).
     pub recorded: Vec<String>,
+    /// Events processed per kind, in the order of [`EVENT_KINDS`]: where the simulator's time goes.
+    pub events_by_kind: Vec<u64>,
 }
 
 /// Progress callback: (chunks received so far, chunks needed in all).
@@ -245,6 +282,7 @@ pub struct Engine<'a> {
     penalties: u64,
     ticks: u64,
     progress: Option<ProgressFn<'a>>,
+    kinds: [u64; EVENT_KINDS.len()],
 }
 
 impl std::fmt::Debug for Engine<'_> {
@@ -365,6 +403,7 @@ impl<'a> Engine<'a> {
             penalties: 0,
             ticks: 0,
             progress: None,
+            kinds: [0; EVENT_KINDS.len()],
         };
         e.schedule_churn();
         for (f, film) in sc.film.iter().enumerate() {
@@ -435,6 +474,7 @@ impl<'a> Engine<'a> {
                     reason: "sim.max_events reached; raise it or shorten the scenario".to_owned(),
                 });
             }
+            self.kinds[kind_of(&ev, &self.wires)] += 1;
             self.handle(ev);
         }
         Ok(self.finish())
@@ -908,6 +948,7 @@ impl<'a> Engine<'a> {
             incomplete,
             ticks: self.ticks,
             recorded,
+            events_by_kind: self.kinds.to_vec(),
         }
     }
 }

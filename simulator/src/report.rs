@@ -146,6 +146,8 @@ pub struct Report {
     pub end_secs: f64,
     /// Events processed.
     pub events: u64,
+    /// Events per kind (`engine::EVENT_KINDS` names them): where the simulator's time goes.
+    pub events_by_kind: std::collections::BTreeMap<String, u64>,
     /// Chunk transfers completed.
     pub transfers: u64,
     /// Of which delivered a chunk already held (end-game duplicates).
@@ -281,6 +283,12 @@ impl Report {
             isp_matrix: o.isp_matrix.clone(),
             end_secs: o.end_secs,
             events: o.events,
+            events_by_kind: crate::engine::EVENT_KINDS
+                .iter()
+                .zip(&o.events_by_kind)
+                .filter(|(_, &n)| n > 0)
+                .map(|(k, &n)| ((*k).to_owned(), n))
+                .collect(),
             transfers: o.transfers,
             duplicate_transfers: o.duplicate_transfers,
             busy_answers: o.busy,
@@ -370,6 +378,10 @@ impl Report {
             self.rate_ticks,
             self.incomplete
         );
+        let mut kinds: Vec<(&String, &u64)> = self.events_by_kind.iter().collect();
+        kinds.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        let kinds: Vec<String> = kinds.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        let _ = writeln!(s, "events by kind: {}", kinds.join(", "));
         s
     }
 }

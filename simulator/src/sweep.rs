@@ -1,8 +1,10 @@
 //! Sweeps: the cartesian product of `--vary key=v1,v2,...` values, each run with several seeds in
 //! parallel, ranked by a stated objective, the best written as a node config.
 //!
-//! Objective: first every target complete in every run; then the lowest mean `T_measured` (film 0), where
-//! means within 1% of each other count as equal; then the lowest mean transit ratio.
+//! Objective (issue 10: a sweep that ranks by the last cinema alone hides the fast ones): first every
+//! target complete in every run; then the lowest mean point slowdown at p90 (`T(k)/B(k)` of film 0, see
+//! [`bound`](crate::bound)), where means within 2% of each other count as equal; then the lowest mean
+//! transit ratio; then the lowest mean largest point slowdown; then the lowest mean `T_measured`.
 //!
 //! A sweep larger than one machine splits: `sweep --shard I/N` runs every N-th (configuration, seed) job
 //! starting at the I-th and writes a [`ShardFile`] (`shard-I-of-N.json`, self-contained: the scenario text,
@@ -87,41 +89,63 @@ pub struct Ranked {
     pub mean_efficiency: f64,
     /// Mean transit ratio.
     pub mean_transit_ratio: f64,
+    /// Mean point slowdown at p90 over the complete runs.
+    pub mean_slowdown_p90: f64,
+    /// Mean largest point slowdown over the complete runs.
+    pub mean_slowdown_max: f64,
 }
 
-/// One run's figures: (T_measured, efficiency, transit ratio).
-pub type RunFigures = (Option<f64>, Option<f64>, f64);
+/// One run's figures.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RunFigures {
+    /// `T_measured` of film 0 (`None`: some target incomplete).
+    pub t_measured: Option<f64>,
+    /// Efficiency against Kumar-Ross.
+    pub efficiency: Option<f64>,
+    /// Inter-ISP bytes over the minimum.
+    pub transit_ratio: f64,
+    /// Point slowdown at p90.
+    pub slowdown_p90: Option<f64>,
+    /// Largest point slowdown.
+    pub slowdown_max: Option<f64>,
+}
 
 /// Aggregates per-run figures into a [`Ranked`].
 pub fn aggregate(sets: Vec<String>, runs: &[RunFigures]) -> Ranked {
-    let complete: Vec<_> = runs.iter().filter(|r| r.0.is_some()).collect();
+    let complete: Vec<_> = runs.iter().filter(|r| r.t_measured.is_some()).collect();
     let mean =
         |v: Vec<f64>| if v.is_empty() { f64::INFINITY } else { v.iter().sum::<f64>() / v.len() as f64 };
     Ranked {
         sets,
         runs: runs.len() as u32,
         incomplete_runs: (runs.len() - complete.len()) as u32,
-        mean_t_measured: mean(complete.iter().filter_map(|r| r.0).collect()),
-        mean_efficiency: mean(complete.iter().filter_map(|r| r.1).collect()),
-        mean_transit_ratio: mean(runs.iter().map(|r| r.2).collect()),
+        mean_t_measured: mean(complete.iter().filter_map(|r| r.t_measured).collect()),
+        mean_efficiency: mean(complete.iter().filter_map(|r| r.efficiency).collect()),
+        mean_transit_ratio: mean(runs.iter().map(|r| r.transit_ratio).collect()),
+        mean_slowdown_p90: mean(complete.iter().filter_map(|r| r.slowdown_p90).collect()),
+        mean_slowdown_max: mean(complete.iter().filter_map(|r| r.slowdown_max).collect()),
     }
 }
 
 /// Sorts best first by the objective in the module doc.
 pub fn rank(mut r: Vec<Ranked>) -> Vec<Ranked> {
-    let best =
-        r.iter().filter(|x| x.incomplete_runs == 0).map(|x| x.mean_t_measured).fold(f64::INFINITY, f64::min);
+    let best = r
+        .iter()
+        .filter(|x| x.incomplete_runs == 0)
+        .map(|x| x.mean_slowdown_p90)
+        .fold(f64::INFINITY, f64::min);
     let bucket = |t: f64| {
         if best.is_finite() && best > 0.0 && t.is_finite() {
-            (t / best * 100.0).floor() as u64
+            (t / best * 50.0).floor() as u64
         } else {
             u64::MAX
         }
     };
     r.sort_by(|a, b| {
-        (a.incomplete_runs, bucket(a.mean_t_measured))
-            .cmp(&(b.incomplete_runs, bucket(b.mean_t_measured)))
+        (a.incomplete_runs, bucket(a.mean_slowdown_p90))
+            .cmp(&(b.incomplete_runs, bucket(b.mean_slowdown_p90)))
             .then(a.mean_transit_ratio.total_cmp(&b.mean_transit_ratio))
+            .then(a.mean_slowdown_max.total_cmp(&b.mean_slowdown_max))
             .then(a.mean_t_measured.total_cmp(&b.mean_t_measured))
     });
     r
@@ -130,19 +154,21 @@ pub fn rank(mut r: Vec<Ranked>) -> Vec<Ranked> {
 /// The ranking as CSV.
 pub fn ranking_csv(r: &[Ranked]) -> String {
     let mut s = String::from(
-        "rank,config,runs,incomplete_runs,mean_t_measured_s,mean_efficiency,mean_transit_ratio\n",
+        "rank,config,runs,incomplete_runs,mean_slowdown_p90,mean_slowdown_max,mean_transit_ratio,mean_t_measured_s,mean_efficiency\n",
     );
     for (i, x) in r.iter().enumerate() {
         let _ = writeln!(
             s,
-            "{},{},{},{},{:.1},{:.4},{:.3}",
+            "{},{},{},{},{:.3},{:.3},{:.3},{:.1},{:.4}",
             i + 1,
             x.sets.join(" "),
             x.runs,
             x.incomplete_runs,
+            x.mean_slowdown_p90,
+            x.mean_slowdown_max,
+            x.mean_transit_ratio,
             x.mean_t_measured,
             x.mean_efficiency,
-            x.mean_transit_ratio
         );
     }
     s
@@ -202,6 +228,23 @@ pub struct ShardRun {
     pub efficiency: Option<f64>,
     /// Inter-ISP bytes over the minimum.
     pub transit_ratio: f64,
+    /// Point slowdown of film 0 at p90.
+    pub slowdown_p90: Option<f64>,
+    /// Largest point slowdown of film 0.
+    pub slowdown_max: Option<f64>,
+}
+
+impl ShardRun {
+    /// The figures the objective ranks by.
+    pub fn figures(&self) -> RunFigures {
+        RunFigures {
+            t_measured: self.t_measured,
+            efficiency: self.efficiency,
+            transit_ratio: self.transit_ratio,
+            slowdown_p90: self.slowdown_p90,
+            slowdown_max: self.slowdown_max,
+        }
+    }
 }
 
 /// What one shard of a sweep wrote: enough to merge without the scenario file at hand.
@@ -281,7 +324,7 @@ pub fn merge(shards: &[ShardFile]) -> Result<Merged, Error> {
             let slot = per_config
                 .get_mut(r.config)
                 .ok_or_else(|| bad(format!("run of unknown config {}", r.config)))?;
-            slot.push((r.seed, (r.t_measured, r.efficiency, r.transit_ratio)));
+            slot.push((r.seed, r.figures()));
         }
     }
     for (c, runs) in per_config.iter_mut().enumerate() {
@@ -343,14 +386,22 @@ mod tests {
         assert_eq!(p.len(), 6);
         assert_eq!(p[0], vec!["a=1", "b=x"]);
         assert!("a".parse::<Vary>().is_err());
+        let fig = |t: Option<f64>, p90: f64, max: f64, transit: f64| RunFigures {
+            t_measured: t,
+            efficiency: t.map(|t| 100.0 / t),
+            transit_ratio: transit,
+            slowdown_p90: t.map(|_| p90),
+            slowdown_max: t.map(|_| max),
+        };
         let r = rank(vec![
-            aggregate(vec!["slow".into()], &[(Some(200.0), Some(0.5), 1.0)]),
-            aggregate(vec!["fast-leaky".into()], &[(Some(100.0), Some(0.9), 3.0)]),
-            aggregate(vec!["fast-local".into()], &[(Some(100.5), Some(0.9), 1.2)]),
-            aggregate(vec!["broken".into()], &[(None, None, 1.0)]),
+            // The last cinema is early, but the fast ones wait 3x their bound: ranked below.
+            aggregate(vec!["last-early".into()], &[fig(Some(90.0), 3.0, 3.1, 1.0)]),
+            aggregate(vec!["fast-leaky".into()], &[fig(Some(100.0), 1.2, 1.5, 3.0)]),
+            aggregate(vec!["fast-local".into()], &[fig(Some(100.5), 1.21, 1.6, 1.2)]),
+            aggregate(vec!["broken".into()], &[fig(None, 1.0, 1.0, 1.0)]),
         ]);
         let order: Vec<&str> = r.iter().map(|x| x.sets[0].as_str()).collect();
-        assert_eq!(order, ["fast-local", "fast-leaky", "slow", "broken"]);
+        assert_eq!(order, ["fast-local", "fast-leaky", "last-early", "broken"]);
     }
 
     fn shard_file(shard: Shard, configs: &[Vec<String>], seeds: u64) -> ShardFile {
@@ -363,6 +414,8 @@ mod tests {
                 t_measured: Some(100.0 + 10.0 * c as f64 + seed as f64),
                 efficiency: Some(0.9),
                 transit_ratio: 1.0 + c as f64 / 10.0,
+                slowdown_p90: Some(1.0 + c as f64 / 10.0),
+                slowdown_max: Some(2.0),
             })
             .collect();
         ShardFile {

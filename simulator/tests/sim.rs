@@ -81,3 +81,50 @@ fn churn_with_sessions_still_completes_every_target() {
     assert_eq!(r.incomplete, 0);
     assert!(r.efficiency.unwrap() < 1.0);
 }
+
+/// One fibre cinema and 32 slow superseeders (5 Mbit/s each, 160 Mbit/s in all): the film can reach the
+/// cinema no faster than F / 160 Mbit/s.
+const SLOW_UPLOADERS: &str = r#"
+name = "slow-uploaders"
+cinemas = 1
+[[isp]]
+name = "a"
+share = 1.0
+mix = { fibre = 1.0 }
+[[isp]]
+name = "dc"
+share = 0.0
+[access.fibre]
+up = "100Mbit/s"
+down = "1Gbit/s"
+[seeders]
+count = 32
+isp = "dc"
+up = "5Mbit/s"
+down = "1Gbit/s"
+[peers]
+seeder_links = 32
+[[film]]
+name = "f"
+size = "4GiB"
+[transfer]
+chunk_size = "4MiB"
+"#;
+
+#[test]
+fn a_fast_downloader_among_slow_uploaders_keeps_its_link_busy() {
+    let bound = 4.0 * 1024.0 * 1024.0 * 1024.0 * 8.0 / 160e6;
+    let time = |sets: &[&str]| {
+        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        let sc = Scenario::parse(SLOW_UPLOADERS, "slow-uploaders", &sets).unwrap();
+        let (_, r) = simulate(&sc, 1, None).unwrap();
+        r.t_measured.expect("the cinema completes")
+    };
+    // The shipped defaults: the request window grows until every uploader is busy.
+    let adaptive = time(&[]);
+    assert!(adaptive < 1.25 * bound, "{adaptive:.1} s against the uploaders' bound {bound:.1} s");
+    // A fixed window of 8 requests keeps only a quarter of them busy: the window is what fills the link.
+    // (A 4 GiB film: the window's slow start, a few dozen chunks, is small beside it.)
+    let fixed = time(&["transfer.max_requests_total=8", "transfer.min_requests_total=8"]);
+    assert!(fixed > 2.0 * adaptive, "fixed window {fixed:.1} s, adaptive {adaptive:.1} s");
+}

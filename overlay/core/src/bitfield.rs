@@ -40,6 +40,18 @@ impl Bitfield {
         b
     }
 
+    /// The chunks set in both (the length of `self`; `other`'s bits beyond it are ignored).
+    pub fn and(&self, other: &Bitfield) -> Bitfield {
+        let words: Vec<u64> = self
+            .words
+            .iter()
+            .enumerate()
+            .map(|(i, &w)| w & other.words.get(i).copied().unwrap_or(0))
+            .collect();
+        let ones = words.iter().map(|w| w.count_ones()).sum();
+        Bitfield { len: self.len, ones, words }
+    }
+
     /// Number of chunks (set or not).
     pub fn len(&self) -> u32 {
         self.len

@@ -274,8 +274,11 @@ pub struct TransferConfig {
     pub chunk_size: ByteSize,
     /// Requests in flight to one peer at most.
     pub max_requests_per_peer: u32,
-    /// Requests in flight across all peers at most.
+    /// Requests in flight across all peers at most: the ceiling of the adaptive request window.
     pub max_requests_total: u32,
+    /// Requests in flight across all peers the window starts at and never goes below (see
+    /// `cinemesh_core::window`); equal to `max_requests_total`, the window is fixed.
+    pub min_requests_total: u32,
     /// Concurrent uploads served; further requests get a busy answer carrying this node's load.
     pub upload_slots: u32,
     /// A request unanswered after this long is given up and asked of another peer.
@@ -302,10 +305,12 @@ impl Default for TransferConfig {
     fn default() -> Self {
         Self {
             chunk_size: ByteSize(4 * 1024 * 1024),
-            // Tuned with cinemesh-sim on cinemas-350 (docs/benchmarks.md, "Shipped transfer defaults"):
-            // more requests in flight only turned into busy answers and cross-ISP traffic.
+            // Tuned with cinemesh-sim on cinemas-350 (docs/benchmarks.md, "Every cinema at its own speed"):
+            // the request window adapts between 4 and 64 by the receive rate (a fixed 8 left fibre cinemas
+            // at 5-7x their bound), and `policy.local_first` keeps the extra requests inside the ISP.
             max_requests_per_peer: 2,
-            max_requests_total: 8,
+            max_requests_total: 64,
+            min_requests_total: 4,
             upload_slots: 16,
             // A total, not an idle, timeout: a 4 MiB chunk from an ADSL uploader (1 Mbit/s) sharing its
             // 16 slots takes minutes. A dead peer fails its requests at once (connection closed).
@@ -345,6 +350,11 @@ impl TransferConfig {
             self.max_requests_total >= self.max_requests_per_peer,
             "transfer.max_requests_total",
             "must be >= transfer.max_requests_per_peer",
+        )?;
+        check(
+            (1..=self.max_requests_total).contains(&self.min_requests_total),
+            "transfer.min_requests_total",
+            "must be between 1 and transfer.max_requests_total",
         )?;
         check(
             (1..=1024).contains(&self.upload_slots),
@@ -391,18 +401,22 @@ pub struct PolicyConfig {
     pub low_load: f64,
     /// Weight of measured throughput from that peer (relative to the best peer).
     pub throughput: f64,
+    /// Local first: ask a peer of another ISP only for chunks that no connected peer of our own ISP holds,
+    /// so a film crosses each ISP's border about once however many requests are in flight (the end-game
+    /// still asks anyone). Off: only the weights above favour the own ISP.
+    pub local_first: bool,
 }
 
 impl Default for PolicyConfig {
     fn default() -> Self {
-        Self { same_site: 0.1, same_isp: 0.4, low_load: 0.3, throughput: 0.2 }
+        Self { same_site: 0.1, same_isp: 0.4, low_load: 0.3, throughput: 0.2, local_first: true }
     }
 }
 
 impl PolicyConfig {
     /// Locality-blind weights (for comparison runs): only load and throughput count.
     pub fn locality_blind() -> Self {
-        Self { same_site: 0.0, same_isp: 0.0, ..Self::default() }
+        Self { same_site: 0.0, same_isp: 0.0, local_first: false, ..Self::default() }
     }
 
     /// Every weight finite, in 0..=10, and not all zero.

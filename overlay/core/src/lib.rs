@@ -21,6 +21,7 @@
 //! - [`ratelimit`]: a token bucket for upload and download limits.
 //! - [`schedule`]: which limits are in force at a moment of the week (config and signed policy).
 //! - [`upload`]: upload slots; a request beyond them gets a busy answer carrying this node's load.
+//! - [`window`]: the adaptive request window: requests in flight grow while they bring a higher rate.
 
 pub mod bitfield;
 pub mod config;
@@ -33,6 +34,7 @@ pub mod schedule;
 pub mod scheduler;
 pub mod time;
 pub mod upload;
+pub mod window;
 
 pub use bitfield::Bitfield;
 pub use id::{ChunkHash, ContentId};

@@ -10,7 +10,8 @@
 //! A decision starts from the *peer*, not the chunk. The scheduler keeps a `ready` set of peers that can
 //! take a request now (below `max_requests_per_peer`, not backing off after a busy answer, not banned for
 //! corruption, and not known to have nothing we need), ordered by [`policy::score`](super::policy::score)
-//! with a random tie-break drawn each time the peer's entry is refreshed. `poll_output` takes the best
+//! divided by one plus the requests already in flight to that peer (its link is shared among them, so a
+//! first request to another peer adds more than a second to the same one), with a random tie-break drawn each time the peer's entry is refreshed. `poll_output` takes the best
 //! ready peer and gives it, walking contents in deadline order (earlier first, `None` last, then order
 //! added), the rarest chunk of that content the peer holds that is missing and not in flight (see
 //! [`rarity`](super::rarity): availability buckets, random tie-break, word-parallel fallback). A peer
@@ -44,7 +45,8 @@
 //!
 //! ## Bounds and memory
 //!
-//! Requests in flight are bounded by `max_requests_total`; the output queue holds at most the cancels,
+//! Requests in flight are bounded by the request [`Window`](crate::window::Window), which adapts between
+//! `min_requests_total` and `max_requests_total` by the receive rate; the output queue holds at most the cancels,
 //! penalties and completions caused by one input. Per content being fetched: about 10.25 bytes per chunk
 //! (availability, bucket index, candidates) plus one bitfield per connected peer that sent one; all of it
 //! is dropped when the content completes (a seeder keeps nothing but its own bitfield). Bitfields and haves
@@ -62,6 +64,7 @@ use rand_chacha::ChaCha8Rng;
 use super::policy::{self, ScoreInputs};
 use super::rarity::Rarity;
 use crate::config::{PolicyConfig, TransferConfig};
+use crate::window::Window;
 use crate::{Bitfield, Locality};
 use crate::{ContentId, Time};
 
@@ -207,6 +210,10 @@ struct Content {
     endgame: bool,
     /// `None` once complete.
     rarity: Option<Rarity>,
+    /// Same-ISP peers holding each chunk (saturating; exact for chunks not held).
+    local: Vec<u16>,
+    /// Chunks no same-ISP peer holds: the only ones asked of other ISPs under `policy.local_first`.
+    gaps: Bitfield,
 }
 
 impl Content {
@@ -230,6 +237,8 @@ struct Peer<P> {
     failures: u64,
     /// Busy back-off or corruption ban in force until `blocked_until`.
     blocked: bool,
+    /// Banned for corruption: its chunks do not count as held by our ISP meanwhile.
+    banned: bool,
     blocked_until: Time,
     /// Known to hold nothing we can ask for.
     idle: bool,
@@ -241,6 +250,11 @@ struct Peer<P> {
 impl<P> Peer<P> {
     fn bits(&self, slot: u32) -> Option<&Bitfield> {
         self.have.get(slot as usize).and_then(Option::as_ref)
+    }
+
+    /// Its chunks count as held by our ISP (`policy.local_first`): same ISP and usable.
+    fn counts_local(&self) -> bool {
+        self.same_isp && !self.banned
     }
 }
 
@@ -266,6 +280,7 @@ pub struct Scheduler<P: PeerKey> {
     next_req_seq: u64,
     out: VecDeque<Output<P>>,
     tp_ref: f64,
+    window: Window,
     stats: Stats,
 }
 
@@ -291,6 +306,7 @@ impl<P: PeerKey> Scheduler<P> {
             next_req_seq: 0,
             out: VecDeque::new(),
             tp_ref: 0.0,
+            window: Window::new(transfer.min_requests_total, transfer.max_requests_total),
             stats: Stats::default(),
         }
     }
@@ -326,6 +342,8 @@ impl<P: PeerKey> Scheduler<P> {
             in_flight: 0,
             endgame: false,
             rarity,
+            local: vec![0; spec.chunks as usize],
+            gaps: Bitfield::full(spec.chunks),
         };
         self.next_content_seq += 1;
         let slot = match self.contents.iter().position(Option::is_none) {
@@ -392,6 +410,7 @@ impl<P: PeerKey> Scheduler<P> {
             in_flight: 0,
             failures: 0,
             blocked: false,
+            banned: false,
             blocked_until: Time::ZERO,
             idle: false,
             ready_key: None,
@@ -418,9 +437,10 @@ impl<P: PeerKey> Scheduler<P> {
             Some(p) => std::mem::take(&mut p.have),
             None => return,
         };
+        let same_isp = self.peers[idx as usize].as_ref().is_some_and(Peer::counts_local);
         for (slot, bits) in have.iter().enumerate() {
             if let Some(bits) = bits {
-                self.account(slot as u32, bits, None);
+                self.account(slot as u32, bits, None, same_isp);
             }
         }
         let keys: Vec<ReqKey> = self.requests.keys().filter(|k| k.2 == idx).copied().collect();
@@ -441,9 +461,10 @@ impl<P: PeerKey> Scheduler<P> {
 
     /// Adds (`new`) and/or removes (`old`) a peer's bits from a content's availability counts. Chunks held
     /// locally are skipped.
-    fn account(&mut self, slot: u32, old: &Bitfield, new: Option<&Bitfield>) {
+    fn account(&mut self, slot: u32, old: &Bitfield, new: Option<&Bitfield>, same_isp: bool) {
         let Some(c) = self.contents.get_mut(slot as usize).and_then(Option::as_mut) else { return };
         let Some(r) = c.rarity.as_mut() else { return };
+        let mut opened = false;
         let empty: &[u64] = &[];
         let new_words = new.map_or(empty, Bitfield::words);
         for (wi, (&o, &h)) in old.words().iter().zip(c.have.words()).enumerate() {
@@ -455,9 +476,63 @@ impl<P: PeerKey> Scheduler<P> {
                 let chunk = wi as u32 * 64 + b;
                 if n & (1 << b) != 0 {
                     r.inc(chunk);
+                    if same_isp {
+                        local_inc(&mut c.local, &mut c.gaps, chunk);
+                    }
                 } else {
                     r.dec(chunk);
+                    if same_isp {
+                        opened |= local_dec(&mut c.local, &mut c.gaps, chunk);
+                    }
                 }
+            }
+        }
+        if opened {
+            self.wake_remote(slot);
+        }
+    }
+
+    /// A same-ISP peer banned (its chunks stop counting as held by our ISP) or back.
+    fn set_banned(&mut self, idx: u32, banned: bool) {
+        let Some(p) = self.peers[idx as usize].as_mut() else { return };
+        if p.banned == banned || !p.same_isp {
+            p.banned = banned;
+            return;
+        }
+        p.banned = banned;
+        let have = std::mem::take(&mut p.have);
+        for (slot, bits) in have.iter().enumerate() {
+            let Some(bits) = bits else { continue };
+            // Only the ISP counts change: account's rarity part sees no difference (old == new).
+            let Some(c) = self.contents.get_mut(slot).and_then(Option::as_mut) else { continue };
+            let mut opened = false;
+            for chunk in bits.iter_ones() {
+                if banned {
+                    opened |= local_dec(&mut c.local, &mut c.gaps, chunk);
+                } else {
+                    local_inc(&mut c.local, &mut c.gaps, chunk);
+                }
+            }
+            if opened {
+                self.wake_remote(slot as u32);
+            }
+        }
+        if let Some(p) = self.peers[idx as usize].as_mut() {
+            p.have = have;
+        }
+    }
+
+    /// A chunk became a gap of our ISP: peers of other ISPs idle for want of one may now be asked.
+    fn wake_remote(&mut self, slot: u32) {
+        if !self.policy.local_first {
+            return;
+        }
+        for i in 0..self.peers.len() as u32 {
+            let wake = self.peers[i as usize]
+                .as_ref()
+                .is_some_and(|p| p.idle && !p.same_isp && p.bits(slot).is_some());
+            if wake {
+                self.wake(i);
             }
         }
     }
@@ -466,6 +541,12 @@ impl<P: PeerKey> Scheduler<P> {
         let idx = *self.peer_index.get(peer)?;
         let slot = *self.content_index.get(content)?;
         Some((idx, slot))
+    }
+
+    /// What `peer` is known to hold of `content` (its bitfield and haves, while we fetch `content`).
+    pub fn peer_bits(&self, peer: &P, content: &ContentId) -> Option<&Bitfield> {
+        let (idx, slot) = self.lookup(peer, content)?;
+        self.peers[idx as usize].as_ref()?.bits(slot)
     }
 
     /// A peer's full bitfield for a content (ignored for a content not being fetched, or of the wrong
@@ -488,38 +569,46 @@ impl<P: PeerKey> Scheduler<P> {
             p.have.resize_with(slot as usize + 1, || None);
         }
         let old = p.have[slot as usize].take().unwrap_or_else(|| Bitfield::new(have.len()));
-        self.account(slot, &old, Some(&have));
+        let same_isp = p.counts_local();
+        self.account(slot, &old, Some(&have), same_isp);
         if let Some(p) = self.peers[idx as usize].as_mut() {
             p.have[slot as usize] = Some(have);
         }
         self.wake(idx);
     }
 
-    /// A peer now has one more chunk.
-    pub fn peer_has(&mut self, _now: Time, peer: &P, content: &ContentId, chunk: u32) {
+    /// A peer now has one more chunk. Returns true when that made the peer worth asking again (it was idle
+    /// for want of a chunk we need): only then can [`poll_output`](Self::poll_output) decide anything new.
+    pub fn peer_has(&mut self, _now: Time, peer: &P, content: &ContentId, chunk: u32) -> bool {
         let Some((idx, slot)) = self.lookup(peer, content) else {
             self.stats.ignored += 1;
-            return;
+            return false;
         };
-        let Some(c) = self.contents[slot as usize].as_mut() else { return };
-        let Some(r) = c.rarity.as_mut() else { return };
+        let Some(c) = self.contents[slot as usize].as_mut() else { return false };
+        let Some(r) = c.rarity.as_mut() else { return false };
         let n = c.have.len();
         if chunk >= n {
             self.stats.ignored += 1;
-            return;
+            return false;
         }
-        let Some(p) = self.peers[idx as usize].as_mut() else { return };
+        let Some(p) = self.peers[idx as usize].as_mut() else { return false };
         if p.have.len() <= slot as usize {
             p.have.resize_with(slot as usize + 1, || None);
         }
         let bits = p.have[slot as usize].get_or_insert_with(|| Bitfield::new(n));
         if !bits.set(chunk) || c.have.get(chunk) {
-            return;
+            return false;
         }
         r.inc(chunk);
-        if p.idle && (r.is_candidate(chunk) || c.endgame) {
-            self.wake(idx);
+        if p.counts_local() {
+            local_inc(&mut c.local, &mut c.gaps, chunk);
         }
+        let eligible = p.same_isp || !self.policy.local_first || c.gaps.get(chunk);
+        if p.idle && ((r.is_candidate(chunk) && eligible) || c.endgame) {
+            self.wake(idx);
+            return true;
+        }
+        false
     }
 
     /// A peer reported its load (0..=1).
@@ -555,6 +644,7 @@ impl<P: PeerKey> Scheduler<P> {
         match (idx, req) {
             (Some(i), Some(req)) => {
                 self.stats.received += 1;
+                self.window.on_chunk(now, bytes);
                 let secs = now.saturating_since(req.sent).as_secs_f64();
                 if secs > 0.0 {
                     self.sample_throughput(i, bytes as f64 / secs);
@@ -621,6 +711,7 @@ impl<P: PeerKey> Scheduler<P> {
                 self.stats.corrupt += 1;
                 self.out.push_back(Output::Penalise { peer: peer.clone() });
                 self.block(idx, now + self.transfer.corrupt_ban);
+                self.set_banned(idx, true);
             }
             Failure::Busy { load } => {
                 self.stats.busy += 1;
@@ -653,10 +744,14 @@ impl<P: PeerKey> Scheduler<P> {
         if !bits.clear(chunk) {
             return;
         }
+        let same_isp = p.counts_local();
         let Some(c) = self.contents[slot as usize].as_mut() else { return };
         if let Some(r) = c.rarity.as_mut() {
             if !c.have.get(chunk) {
                 r.dec(chunk);
+                if same_isp && local_dec(&mut c.local, &mut c.gaps, chunk) {
+                    self.wake_remote(slot);
+                }
             }
         }
     }
@@ -694,6 +789,7 @@ impl<P: PeerKey> Scheduler<P> {
                 p.blocked = false;
                 p.idle = false;
             }
+            self.set_banned(idx, false);
             self.refresh(idx);
         }
     }
@@ -707,6 +803,7 @@ impl<P: PeerKey> Scheduler<P> {
             }
             self.remove_request(key);
             self.stats.timeouts += 1;
+            self.window.on_timeout();
             self.peer_failed(key.2);
             self.requeue(key.0, key.1);
         }
@@ -735,7 +832,10 @@ impl<P: PeerKey> Scheduler<P> {
         }
         self.expire_blocks(now);
         loop {
-            if self.requests.len() >= self.transfer.max_requests_total as usize {
+            if self.requests.len() >= self.window.size() as usize {
+                if !self.ready.is_empty() {
+                    self.window.note_full();
+                }
                 return None;
             }
             let &(_, _, idx) = self.ready.first()?;
@@ -757,7 +857,12 @@ impl<P: PeerKey> Scheduler<P> {
         for &slot in &self.order {
             let Some(c) = self.contents[slot as usize].as_ref() else { continue };
             let (Some(r), Some(bits)) = (c.rarity.as_ref(), p.bits(slot)) else { continue };
-            if let Some(chunk) = r.pick(bits, &mut self.rng) {
+            let pick = if self.policy.local_first && !p.same_isp {
+                r.pick(&bits.and(&c.gaps), &mut self.rng)
+            } else {
+                r.pick(bits, &mut self.rng)
+            };
+            if let Some(chunk) = pick {
                 return Some((slot, chunk, false));
             }
             if c.endgame {
@@ -884,7 +989,9 @@ impl<P: PeerKey> Scheduler<P> {
             _ => UNMEASURED_THROUGHPUT,
         };
         let inputs = ScoreInputs { same_site: p.same_site, same_isp: p.same_isp, load: p.load, throughput };
-        let s = policy::score(&self.policy, &inputs).max(0.0);
+        // A peer's link is shared among the requests it serves: a second request of ours to the same peer
+        // adds less than a first one to another, so the score is shared by the requests already in flight.
+        let s = policy::score(&self.policy, &inputs).max(0.0) / f64::from(1 + p.in_flight);
         let key = (Reverse(s.to_bits()), self.rng.gen::<u64>(), idx);
         self.ready.insert(key);
         p.ready_key = Some(key);
@@ -905,6 +1012,11 @@ impl<P: PeerKey> Scheduler<P> {
     /// Connected peers.
     pub fn peers(&self) -> usize {
         self.peer_index.len()
+    }
+
+    /// The request window: requests in flight allowed now.
+    pub fn window(&self) -> u32 {
+        self.window.size()
     }
 
     /// Requests in flight, all peers and contents.
@@ -933,6 +1045,25 @@ impl<P: PeerKey> Scheduler<P> {
     /// Contents being fetched or held, in priority order (earliest deadline first).
     pub fn contents(&self) -> Vec<ContentId> {
         self.order.iter().filter_map(|&s| self.contents[s as usize].as_ref().map(|c| c.id)).collect()
+    }
+}
+
+/// One more same-ISP holder of `chunk`: it is no longer a gap.
+fn local_inc(local: &mut [u16], gaps: &mut Bitfield, chunk: u32) {
+    if let Some(n) = local.get_mut(chunk as usize) {
+        *n = n.saturating_add(1);
+        gaps.clear(chunk);
+    }
+}
+
+/// One same-ISP holder fewer; true when `chunk` became a gap.
+fn local_dec(local: &mut [u16], gaps: &mut Bitfield, chunk: u32) -> bool {
+    match local.get_mut(chunk as usize) {
+        Some(n) if *n > 0 => {
+            *n -= 1;
+            *n == 0 && gaps.set(chunk)
+        }
+        _ => false,
     }
 }
 

@@ -127,6 +127,8 @@ pub struct Stats {
     pub chunks_discarded: u64,
     /// Have batches sent.
     pub have_batches: u64,
+    /// Have batches not sent: the subscriber was known to hold every chunk of the batch.
+    pub haves_redundant: u64,
     /// Provider lookups asked for.
     pub lookups: u64,
     /// Contents evicted to stay within capacity.
@@ -833,21 +835,36 @@ impl<P: PeerKey> Engine<P> {
     /// `peer` gained `chunks` of `content`.
     pub fn have(&mut self, now: Time, peer: &P, content: &ContentId, chunks: &[u32]) {
         self.input("have");
+        let mut woke = false;
         for &c in chunks {
-            self.scheduler.peer_has(now, peer, content, c);
+            woke |= self.scheduler.peer_has(now, peer, content, c);
         }
-        self.drive(now);
+        // A have changes what the scheduler can decide only by waking a peer idle for want of a chunk.
+        if woke {
+            self.drive(now);
+        }
     }
 
+    /// Sends the pending haves to every subscriber, leaving out the chunks a subscriber is known to hold
+    /// already (it needs no source for them; libtorrent's `send_redundant_have = false`): a subscriber that
+    /// holds them all gets no message.
     fn flush_haves(&mut self) {
         self.flush_at = None;
         for (content, chunks) in std::mem::take(&mut self.outbox) {
             for chunk_batch in chunks.chunks(self.cfg.have_batch.max(1)) {
                 for peer in self.subscribers.get(&content).into_iter().flatten() {
+                    let news: Vec<u32> = match self.scheduler.peer_bits(peer, &content) {
+                        Some(bits) => chunk_batch.iter().copied().filter(|&c| !bits.get(c)).collect(),
+                        None => chunk_batch.to_vec(),
+                    };
+                    if news.is_empty() {
+                        self.stats.haves_redundant += 1;
+                        continue;
+                    }
                     self.stats.have_batches += 1;
                     self.out.push_back(Output::Send {
                         peer: peer.clone(),
-                        request: Request::Have { content, chunks: chunk_batch.to_vec() },
+                        request: Request::Have { content, chunks: news },
                     });
                 }
             }

@@ -300,6 +300,7 @@ fn capacity_evicts_the_oldest_untargeted_content_or_refuses() {
 fn the_download_limit_gates_new_requests() {
     let mut c = cfg(Role::Cinema, "a");
     c.transfer.max_requests_total = 64;
+    c.transfer.min_requests_total = 64;
     c.transfer.max_requests_per_peer = 64;
     let mut e = Engine::new(c);
     e.set_limits(t(0), Limits { upload: None, download: Some(CHUNK as f64) });
@@ -352,6 +353,7 @@ impl Mesh {
             let mut c = cfg(role, if i == 2 { "b" } else { "a" });
             c.transfer.upload_slots = slots;
             c.transfer.max_requests_total = max_total;
+            c.transfer.min_requests_total = c.transfer.min_requests_total.min(max_total);
             c.transfer.endgame_chunks = 4;
             c.seed = u64::from(i);
             let mut e = Engine::new(c);

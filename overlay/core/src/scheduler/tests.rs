@@ -24,7 +24,12 @@ fn bits(n: u32, ones: impl IntoIterator<Item = u32>) -> Bitfield {
 }
 
 fn transfer(per_peer: u32, total: u32) -> TransferConfig {
-    TransferConfig { max_requests_per_peer: per_peer, max_requests_total: total, ..Default::default() }
+    TransferConfig {
+        max_requests_per_peer: per_peer,
+        max_requests_total: total,
+        min_requests_total: total,
+        ..Default::default()
+    }
 }
 
 fn spec(n: u8, chunks: u32, deadline: Option<Time>) -> ContentSpec {
@@ -353,6 +358,7 @@ fn run_case(c: &Case) -> Result<(), TestCaseError> {
     let t = TransferConfig {
         max_requests_per_peer: c.per_peer,
         max_requests_total: c.total,
+        min_requests_total: c.total,
         endgame_chunks: c.endgame,
         request_timeout: Duration::from_secs(5),
         busy_backoff: Duration::from_millis(200),
@@ -497,4 +503,54 @@ proptest! {
     fn scheduler_is_safe_and_completes(c in case()) {
         run_case(&c)?;
     }
+}
+
+/// Without end-game (which asks anyone for the last chunks, by design).
+fn no_endgame(per_peer: u32, total: u32) -> TransferConfig {
+    TransferConfig { endgame_chunks: 0, ..transfer(per_peer, total) }
+}
+
+#[test]
+fn local_first_asks_other_isps_only_for_the_gaps_of_ours() {
+    let mut s = Scheduler::new(&no_endgame(16, 32), &PolicyConfig::default(), local(), 9);
+    s.add_content(Time::ZERO, spec(1, 16, None), Bitfield::new(16));
+    // Peer 1, same ISP, holds chunks 0..8; peer 2, a superseeder elsewhere, holds everything.
+    s.peer_joined(Time::ZERO, 1, local());
+    s.peer_joined(Time::ZERO, 2, far());
+    s.peer_bitfield(Time::ZERO, &1, &id(1), bits(16, 0..8));
+    s.peer_bitfield(Time::ZERO, &2, &id(1), Bitfield::full(16));
+    let reqs = requests(&drain(&mut s, Time::ZERO));
+    let mut remote: Vec<u32> = reqs.iter().filter(|r| r.0 == 2).map(|r| r.2).collect();
+    let mut near: Vec<u32> = reqs.iter().filter(|r| r.0 == 1).map(|r| r.2).collect();
+    remote.sort_unstable();
+    near.sort_unstable();
+    // Every chunk only the superseeder holds is asked of it at once (its slots are not left idle), and
+    // nothing our ISP holds crosses the border.
+    assert_eq!(remote, (8..16).collect::<Vec<_>>());
+    assert_eq!(near, (0..8).collect::<Vec<_>>());
+}
+
+#[test]
+fn local_first_is_never_a_filter_a_banned_or_departed_local_holder_opens_the_gap() {
+    let mut s = Scheduler::new(&no_endgame(4, 4), &PolicyConfig::default(), local(), 3);
+    s.add_content(Time::ZERO, spec(1, 2, None), Bitfield::new(2));
+    s.peer_joined(Time::ZERO, 1, local());
+    s.peer_joined(Time::ZERO, 2, far());
+    s.peer_bitfield(Time::ZERO, &1, &id(1), Bitfield::full(2));
+    s.peer_bitfield(Time::ZERO, &2, &id(1), Bitfield::full(2));
+    assert_eq!(requests(&drain(&mut s, Time::ZERO)).iter().filter(|r| r.0 == 2).count(), 0);
+    // The local holder leaves: both chunks are gaps now, and the remote peer is asked for them.
+    s.peer_left(Time(MS), &1);
+    let again = requests(&drain(&mut s, Time(MS)));
+    assert_eq!(again.iter().filter(|r| r.0 == 2).count(), 2, "{again:?}");
+
+    let policy = PolicyConfig { local_first: false, ..PolicyConfig::default() };
+    let mut off = Scheduler::new(&no_endgame(2, 4), &policy, local(), 3);
+    off.add_content(Time::ZERO, spec(1, 8, None), Bitfield::new(8));
+    off.peer_joined(Time::ZERO, 1, local());
+    off.peer_joined(Time::ZERO, 2, far());
+    off.peer_bitfield(Time::ZERO, &1, &id(1), Bitfield::full(8));
+    off.peer_bitfield(Time::ZERO, &2, &id(1), Bitfield::full(8));
+    let reqs = requests(&drain(&mut off, Time::ZERO));
+    assert!(reqs.iter().any(|r| r.0 == 2), "without local_first a remote peer fills the window: {reqs:?}");
 }

@@ -1,0 +1,226 @@
+//! The request window: how many chunk requests a downloader keeps in flight across all its peers.
+//!
+//! A fixed count cannot suit every cinema: an ADSL line is full with two 4 MiB chunks in flight, while a
+//! fibre line fed by uploaders that each give it a slice of their link needs dozens. The window finds its
+//! own size by climbing the receive rate, as TCP Vegas and BBR probe a path: it grows while a larger
+//! window brings a higher rate (the uploaders were the limit) and steps back when it brings nothing (the
+//! downloader's own link, or the swarm, is the limit).
+//!
+//! The window is measured in rounds. A round lasts until a window's worth of chunks (at least
+//! [`ROUND_CHUNKS`]) has arrived and [`ROUND_MIN`] has passed; its rate is the bytes received over its
+//! length. The round after a change of size is not measured: its arrivals were asked for before. At the end of a round in which
+//! the window was full at some point (requests were held back by it):
+//! - if the rate beat the best rate seen at a smaller window by at least half of what the larger window
+//!   would bring were the uploaders the only limit ([`GAIN`]), the window grows: it doubles until the first
+//!   step that brought nothing (slow start), then grows by a quarter (at least one);
+//! - otherwise, if the window grew since that best, it returns to the size that gave it, and holds there
+//!   for [`HOLD_ROUNDS`] rounds before probing one step up again.
+//!
+//! A round in which the window was never full says nothing about it (the peers or the chunks were the
+//! limit) and leaves it as it is. A request timeout halves the window (a loss, as in TCP). The window stays
+//! within `[min, max]`, both from the transfer config.
+//!
+//! Sans-io and deterministic: inputs carry `now`.
+
+use crate::Time;
+
+/// Chunks a round spans at least (more when the window is larger).
+pub const ROUND_CHUNKS: u32 = 4;
+/// A round lasts at least this long.
+pub const ROUND_MIN: std::time::Duration = std::time::Duration::from_secs(1);
+/// A larger window must bring at least this share of the rate it would bring if the uploaders were the
+/// only limit (the rate grows in proportion to the window): half of it.
+pub const GAIN: f64 = 0.5;
+/// Rounds held at a size that was found best before probing above it again.
+pub const HOLD_ROUNDS: u32 = 4;
+
+/// The adaptive request window.
+#[derive(Debug, Clone)]
+pub struct Window {
+    min: u32,
+    max: u32,
+    size: u32,
+    /// The best round rate seen, and the window that gave it.
+    best: Option<(f64, u32)>,
+    hold: u32,
+    /// A larger window once brought nothing: growth is no longer by doubling.
+    settled: bool,
+    /// The size changed in the last round: the next round is not measured.
+    transition: bool,
+    round_start: Option<Time>,
+    round_bytes: u64,
+    round_chunks: u32,
+    full: bool,
+}
+
+impl Window {
+    /// A window between `min` and `max` (at least 1), starting at `min`. With `min == max` it is fixed.
+    pub fn new(min: u32, max: u32) -> Self {
+        let max = max.max(1);
+        let min = min.clamp(1, max);
+        Self {
+            min,
+            max,
+            size: min,
+            best: None,
+            hold: 0,
+            settled: false,
+            transition: false,
+            round_start: None,
+            round_bytes: 0,
+            round_chunks: 0,
+            full: false,
+        }
+    }
+
+    /// Requests in flight allowed now.
+    pub fn size(&self) -> u32 {
+        self.size
+    }
+
+    /// The scheduler held a request back because the window was full.
+    pub fn note_full(&mut self) {
+        self.full = true;
+    }
+
+    /// A requested chunk of `bytes` arrived.
+    pub fn on_chunk(&mut self, now: Time, bytes: u64) {
+        // The first arrival opens the first round (its bytes came over an unknown time).
+        let Some(start) = self.round_start else {
+            self.round_start = Some(now);
+            return;
+        };
+        self.round_bytes += bytes;
+        self.round_chunks += 1;
+        let elapsed = now.saturating_since(start);
+        if self.round_chunks < ROUND_CHUNKS.max(self.size) || elapsed < ROUND_MIN {
+            return;
+        }
+        let rate = self.round_bytes as f64 / elapsed.as_secs_f64();
+        if self.transition {
+            // The arrivals of this round were asked for under the old size: they say nothing of the new.
+            self.transition = false;
+        } else if self.full {
+            let before = self.size;
+            self.end_round(rate);
+            self.transition = self.size != before;
+        }
+        self.round_start = Some(now);
+        self.round_bytes = 0;
+        self.round_chunks = 0;
+        self.full = false;
+    }
+
+    fn end_round(&mut self, rate: f64) {
+        match self.best {
+            None => {
+                self.best = Some((rate, self.size));
+                self.grow();
+            }
+            Some((best, at)) if self.size > at && rate > best * gain(at, self.size) => {
+                self.best = Some((rate, self.size));
+                self.grow();
+            }
+            Some((best, at)) if self.size <= at => {
+                // At (or below) the best size: refresh what it gives today, then probe after holding.
+                if self.size == at {
+                    self.best = Some((rate, at));
+                } else if rate > best {
+                    self.best = Some((rate, self.size));
+                }
+                if self.hold > 0 {
+                    self.hold -= 1;
+                } else {
+                    self.size = (self.size + 1).min(self.max);
+                }
+            }
+            Some((_, at)) => {
+                // Grown without gain: back to the size that gave the best rate.
+                self.size = at.clamp(self.min, self.max);
+                self.settled = true;
+                self.hold = HOLD_ROUNDS;
+            }
+        }
+    }
+
+    /// Doubles until the first step that brought nothing (slow start), then grows by a quarter.
+    fn grow(&mut self) {
+        let step = if self.settled { (self.size / 4).max(1) } else { self.size };
+        self.size = (self.size + step).min(self.max);
+    }
+
+    /// A request timed out: halve the window.
+    pub fn on_timeout(&mut self) {
+        self.transition |= self.size != (self.size / 2).max(self.min);
+        self.size = (self.size / 2).max(self.min);
+        self.settled = true;
+        self.best = self.best.map(|(r, at)| (r, at.min(self.size)));
+        self.hold = HOLD_ROUNDS;
+    }
+}
+
+/// The rate factor a window of `size` must bring over the best at `at` to be kept.
+fn gain(at: u32, size: u32) -> f64 {
+    1.0 + GAIN * (f64::from(size) / f64::from(at.max(1)) - 1.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds `chunks` arrivals, each spaced as the rate `rate(window)` gives, the window always full;
+    /// returns the window after each.
+    fn settle(w: &mut Window, rate: impl Fn(u32) -> f64, chunks: u32) -> Vec<u32> {
+        let mut now = Time::ZERO;
+        let mut seen = Vec::new();
+        let bytes = 4_000_000u64;
+        for _ in 0..chunks {
+            w.note_full();
+            now = now + std::time::Duration::from_secs_f64(bytes as f64 / rate(w.size()));
+            w.on_chunk(now, bytes);
+            seen.push(w.size());
+        }
+        seen
+    }
+
+    #[test]
+    fn uploader_limited_grows_to_the_ceiling() {
+        // Each request gets 1 MB/s from its uploader: the rate is proportional to the window.
+        let mut w = Window::new(4, 64);
+        let seen = settle(&mut w, |n| f64::from(n) * 1e6, 400);
+        assert_eq!(*seen.last().unwrap(), 64, "{seen:?}");
+    }
+
+    #[test]
+    fn link_limited_settles_near_the_knee() {
+        // 1 MB/s per request up to the downloader's link of 12 MB/s.
+        let mut w = Window::new(2, 64);
+        let seen = settle(&mut w, |n| (f64::from(n) * 1e6).min(12e6), 2000);
+        let tail = &seen[seen.len() - 200..];
+        assert!(tail.iter().all(|&s| (12..=20).contains(&s)), "{seen:?}");
+    }
+
+    #[test]
+    fn a_round_that_never_filled_the_window_leaves_it() {
+        let mut w = Window::new(4, 64);
+        let mut now = Time::ZERO;
+        for _ in 0..40 {
+            now = now + std::time::Duration::from_millis(300);
+            w.on_chunk(now, 4_000_000);
+        }
+        assert_eq!(w.size(), 4);
+    }
+
+    #[test]
+    fn timeout_halves_within_bounds() {
+        let mut w = Window::new(3, 64);
+        settle(&mut w, |n| f64::from(n) * 1e6, 200);
+        let before = w.size();
+        w.on_timeout();
+        assert_eq!(w.size(), (before / 2).max(3));
+        let mut fixed = Window::new(8, 8);
+        settle(&mut fixed, |n| f64::from(n) * 1e6, 100);
+        fixed.on_timeout();
+        assert_eq!(fixed.size(), 8);
+    }
+}
