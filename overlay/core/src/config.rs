@@ -401,9 +401,11 @@ pub struct PolicyConfig {
     pub low_load: f64,
     /// Weight of measured throughput from that peer (relative to the best peer).
     pub throughput: f64,
-    /// Local first: ask a peer of another ISP only for chunks that no connected peer of our own ISP holds,
-    /// so a film crosses each ISP's border about once however many requests are in flight (the end-game
-    /// still asks anyone). Off: only the weights above favour the own ISP.
+    /// Local first: ask a cinema of another ISP only for chunks that no usable connected peer of our own
+    /// ISP holds, so cinema-to-cinema traffic crosses ISP borders only for what the ISP lacks, however many
+    /// requests are in flight. Superseeders and the distributor are always eligible (they exist to inject
+    /// content into every ISP), and the end-game asks anyone. Off: only the weights above favour the own
+    /// ISP.
     pub local_first: bool,
 }
 

@@ -74,6 +74,10 @@ pub const ENDGAME_PEERS_PER_CHUNK: usize = 2;
 /// Weight of a new sample in a peer's throughput EWMA.
 pub const EWMA_ALPHA: f64 = 0.3;
 
+/// A same-ISP peer measured below this share of the best peer's throughput does not count as a local
+/// holder under `policy.local_first` (its chunks may be asked of other ISPs).
+pub const LOCAL_SLOW: f64 = 0.1;
+
 /// Throughput relative to the best peer assumed for a peer never measured.
 const UNMEASURED_THROUGHPUT: f64 = 0.5;
 
@@ -239,6 +243,11 @@ struct Peer<P> {
     blocked: bool,
     /// Banned for corruption: its chunks do not count as held by our ISP meanwhile.
     banned: bool,
+    /// Its chunks are in the content's same-ISP counts (`local`, `gaps`) right now.
+    counted: bool,
+    /// A superseeder or the distributor: provisioned to inject content into every ISP, so `local_first`
+    /// never holds requests back from it (its capacity idle while cinemas wait is the waste to avoid).
+    seeder: bool,
     blocked_until: Time,
     /// Known to hold nothing we can ask for.
     idle: bool,
@@ -252,9 +261,21 @@ impl<P> Peer<P> {
         self.have.get(slot as usize).and_then(Option::as_ref)
     }
 
-    /// Its chunks count as held by our ISP (`policy.local_first`): same ISP and usable.
-    fn counts_local(&self) -> bool {
-        self.same_isp && !self.banned
+    /// Whether its chunks should count as held by our ISP (`policy.local_first`): same ISP, not banned, and
+    /// able to serve at a useful rate: measured at least [`LOCAL_SLOW`] of the best peer's throughput (with
+    /// hysteresis: once out, back in at twice that), or not measured yet. A slow same-ISP holder never
+    /// keeps a chunk from a faster peer elsewhere.
+    fn should_count(&self, tp_ref: f64) -> bool {
+        if !self.same_isp || self.banned {
+            return false;
+        }
+        match self.ewma {
+            Some(e) if tp_ref > 0.0 => {
+                let floor = if self.counted { LOCAL_SLOW } else { 2.0 * LOCAL_SLOW };
+                e >= floor * tp_ref
+            }
+            _ => true,
+        }
     }
 }
 
@@ -398,6 +419,7 @@ impl<P: PeerKey> Scheduler<P> {
                 p.same_site = same_site;
                 p.same_isp = same_isp;
             }
+            self.recount(idx);
             self.refresh(idx);
             return;
         }
@@ -411,6 +433,8 @@ impl<P: PeerKey> Scheduler<P> {
             failures: 0,
             blocked: false,
             banned: false,
+            counted: false,
+            seeder: false,
             blocked_until: Time::ZERO,
             idle: false,
             ready_key: None,
@@ -427,6 +451,19 @@ impl<P: PeerKey> Scheduler<P> {
             }
         };
         self.peer_index.insert(peer, idx);
+        if let Some(p) = self.peers[idx as usize].as_mut() {
+            p.counted = p.should_count(self.tp_ref);
+        }
+        self.refresh(idx);
+    }
+
+    /// Marks a joined peer as a superseeder or distributor (or not): see `policy.local_first`.
+    pub fn peer_seeder(&mut self, peer: &P, seeder: bool) {
+        let Some(&idx) = self.peer_index.get(peer) else { return };
+        if let Some(p) = self.peers[idx as usize].as_mut() {
+            p.seeder = seeder;
+            p.idle = false;
+        }
         self.refresh(idx);
     }
 
@@ -437,7 +474,7 @@ impl<P: PeerKey> Scheduler<P> {
             Some(p) => std::mem::take(&mut p.have),
             None => return,
         };
-        let same_isp = self.peers[idx as usize].as_ref().is_some_and(Peer::counts_local);
+        let same_isp = self.peers[idx as usize].as_ref().is_some_and(|p| p.counted);
         for (slot, bits) in have.iter().enumerate() {
             if let Some(bits) = bits {
                 self.account(slot as u32, bits, None, same_isp);
@@ -492,25 +529,33 @@ impl<P: PeerKey> Scheduler<P> {
         }
     }
 
-    /// A same-ISP peer banned (its chunks stop counting as held by our ISP) or back.
+    /// Sets a peer's ban and updates the same-ISP counts.
     fn set_banned(&mut self, idx: u32, banned: bool) {
-        let Some(p) = self.peers[idx as usize].as_mut() else { return };
-        if p.banned == banned || !p.same_isp {
+        if let Some(p) = self.peers[idx as usize].as_mut() {
             p.banned = banned;
+        }
+        self.recount(idx);
+    }
+
+    /// Brings a peer's chunks into or out of the same-ISP counts when [`Peer::should_count`] changed.
+    fn recount(&mut self, idx: u32) {
+        let tp_ref = self.tp_ref;
+        let Some(p) = self.peers[idx as usize].as_mut() else { return };
+        let count = p.should_count(tp_ref);
+        if p.counted == count {
             return;
         }
-        p.banned = banned;
+        p.counted = count;
         let have = std::mem::take(&mut p.have);
         for (slot, bits) in have.iter().enumerate() {
             let Some(bits) = bits else { continue };
-            // Only the ISP counts change: account's rarity part sees no difference (old == new).
             let Some(c) = self.contents.get_mut(slot).and_then(Option::as_mut) else { continue };
             let mut opened = false;
             for chunk in bits.iter_ones() {
-                if banned {
-                    opened |= local_dec(&mut c.local, &mut c.gaps, chunk);
-                } else {
+                if count {
                     local_inc(&mut c.local, &mut c.gaps, chunk);
+                } else {
+                    opened |= local_dec(&mut c.local, &mut c.gaps, chunk);
                 }
             }
             if opened {
@@ -569,7 +614,7 @@ impl<P: PeerKey> Scheduler<P> {
             p.have.resize_with(slot as usize + 1, || None);
         }
         let old = p.have[slot as usize].take().unwrap_or_else(|| Bitfield::new(have.len()));
-        let same_isp = p.counts_local();
+        let same_isp = p.counted;
         self.account(slot, &old, Some(&have), same_isp);
         if let Some(p) = self.peers[idx as usize].as_mut() {
             p.have[slot as usize] = Some(have);
@@ -600,10 +645,10 @@ impl<P: PeerKey> Scheduler<P> {
             return false;
         }
         r.inc(chunk);
-        if p.counts_local() {
+        if p.counted {
             local_inc(&mut c.local, &mut c.gaps, chunk);
         }
-        let eligible = p.same_isp || !self.policy.local_first || c.gaps.get(chunk);
+        let eligible = p.same_isp || p.seeder || !self.policy.local_first || c.gaps.get(chunk);
         if p.idle && ((r.is_candidate(chunk) && eligible) || c.endgame) {
             self.wake(idx);
             return true;
@@ -694,6 +739,14 @@ impl<P: PeerKey> Scheduler<P> {
             for i in ready {
                 self.refresh(i);
             }
+            if self.policy.local_first {
+                for i in 0..self.peers.len() as u32 {
+                    self.recount(i);
+                }
+            }
+        }
+        if self.policy.local_first {
+            self.recount(idx);
         }
         self.refresh(idx);
     }
@@ -744,7 +797,7 @@ impl<P: PeerKey> Scheduler<P> {
         if !bits.clear(chunk) {
             return;
         }
-        let same_isp = p.counts_local();
+        let same_isp = p.counted;
         let Some(c) = self.contents[slot as usize].as_mut() else { return };
         if let Some(r) = c.rarity.as_mut() {
             if !c.have.get(chunk) {
@@ -761,6 +814,7 @@ impl<P: PeerKey> Scheduler<P> {
             p.failures += 1;
             p.ewma = p.ewma.map(|e| e * 0.5);
         }
+        self.recount(idx);
         self.refresh(idx);
     }
 
@@ -857,7 +911,7 @@ impl<P: PeerKey> Scheduler<P> {
         for &slot in &self.order {
             let Some(c) = self.contents[slot as usize].as_ref() else { continue };
             let (Some(r), Some(bits)) = (c.rarity.as_ref(), p.bits(slot)) else { continue };
-            let pick = if self.policy.local_first && !p.same_isp {
+            let pick = if self.policy.local_first && !p.same_isp && !p.seeder {
                 r.pick(&bits.and(&c.gaps), &mut self.rng)
             } else {
                 r.pick(bits, &mut self.rng)

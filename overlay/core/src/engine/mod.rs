@@ -513,7 +513,9 @@ impl<P: PeerKey> Engine<P> {
         }
         s.joined = true;
         let locality = s.info.locality.clone();
+        let seeder = matches!(s.info.role, Some(Role::Superseeder | Role::Distributor));
         self.scheduler.peer_joined(now, peer.clone(), locality);
+        self.scheduler.peer_seeder(&peer, seeder);
         self.out.push_back(Output::Event(Event::Joined { peer: peer.clone() }));
         let active: Vec<ContentId> =
             self.fetches.iter().filter(|(_, f)| matches!(f, Fetch::Active)).map(|(c, _)| *c).collect();

@@ -514,7 +514,7 @@ fn no_endgame(per_peer: u32, total: u32) -> TransferConfig {
 fn local_first_asks_other_isps_only_for_the_gaps_of_ours() {
     let mut s = Scheduler::new(&no_endgame(16, 32), &PolicyConfig::default(), local(), 9);
     s.add_content(Time::ZERO, spec(1, 16, None), Bitfield::new(16));
-    // Peer 1, same ISP, holds chunks 0..8; peer 2, a superseeder elsewhere, holds everything.
+    // Peer 1, same ISP, holds chunks 0..8; peer 2, a cinema of another ISP, holds everything.
     s.peer_joined(Time::ZERO, 1, local());
     s.peer_joined(Time::ZERO, 2, far());
     s.peer_bitfield(Time::ZERO, &1, &id(1), bits(16, 0..8));
@@ -524,8 +524,8 @@ fn local_first_asks_other_isps_only_for_the_gaps_of_ours() {
     let mut near: Vec<u32> = reqs.iter().filter(|r| r.0 == 1).map(|r| r.2).collect();
     remote.sort_unstable();
     near.sort_unstable();
-    // Every chunk only the superseeder holds is asked of it at once (its slots are not left idle), and
-    // nothing our ISP holds crosses the border.
+    // Every chunk only the remote cinema holds is asked of it at once, and nothing our ISP holds crosses
+    // the border.
     assert_eq!(remote, (8..16).collect::<Vec<_>>());
     assert_eq!(near, (0..8).collect::<Vec<_>>());
 }
@@ -553,4 +553,40 @@ fn local_first_is_never_a_filter_a_banned_or_departed_local_holder_opens_the_gap
     off.peer_bitfield(Time::ZERO, &2, &id(1), Bitfield::full(8));
     let reqs = requests(&drain(&mut off, Time::ZERO));
     assert!(reqs.iter().any(|r| r.0 == 2), "without local_first a remote peer fills the window: {reqs:?}");
+}
+
+#[test]
+fn a_slow_same_isp_holder_does_not_keep_a_chunk_from_a_fast_peer_elsewhere() {
+    let mut s = Scheduler::new(&no_endgame(1, 2), &PolicyConfig::default(), local(), 5);
+    s.add_content(Time::ZERO, spec(1, 5, None), Bitfield::new(5));
+    s.peer_joined(Time::ZERO, 1, local());
+    s.peer_joined(Time::ZERO, 2, far());
+    s.peer_bitfield(Time::ZERO, &1, &id(1), bits(5, 0..4));
+    s.peer_bitfield(Time::ZERO, &2, &id(1), Bitfield::full(5));
+    let reqs = requests(&drain(&mut s, Time::ZERO));
+    let asked = |peer: u32| reqs.iter().find(|r| r.0 == peer).map(|r| r.2).unwrap();
+    assert_eq!(asked(2), 4, "the remote peer is asked for the gap first: {reqs:?}");
+    // The remote peer answers at 100 MB/s, the local one at 1 MB/s: under a tenth of the best.
+    s.chunk_received(Time(10 * MS), &2, &id(1), asked(2), 1_000_000);
+    s.chunk_received(Time(1000 * MS), &1, &id(1), asked(1), 1_000_000);
+    let after = requests(&drain(&mut s, Time(1000 * MS)));
+    assert!(
+        after.iter().any(|r| r.0 == 2 && r.2 < 4),
+        "what only the slow local peer held is asked of the fast remote one: {after:?}"
+    );
+}
+
+#[test]
+fn local_first_never_holds_requests_back_from_a_superseeder() {
+    let mut s = Scheduler::new(&no_endgame(8, 16), &PolicyConfig::default(), local(), 2);
+    s.add_content(Time::ZERO, spec(1, 16, None), Bitfield::new(16));
+    s.peer_joined(Time::ZERO, 1, local());
+    s.peer_joined(Time::ZERO, 2, far());
+    s.peer_seeder(&2, true);
+    s.peer_bitfield(Time::ZERO, &1, &id(1), Bitfield::full(16));
+    s.peer_bitfield(Time::ZERO, &2, &id(1), Bitfield::full(16));
+    let reqs = requests(&drain(&mut s, Time::ZERO));
+    // The local peer holds everything, yet the superseeder's slots are used too.
+    assert_eq!(reqs.iter().filter(|r| r.0 == 2).count(), 8, "{reqs:?}");
+    assert_eq!(reqs.iter().filter(|r| r.0 == 1).count(), 8, "{reqs:?}");
 }
