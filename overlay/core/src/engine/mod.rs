@@ -654,9 +654,10 @@ impl<P: PeerKey> Engine<P> {
             .sessions
             .iter()
             .filter(|(p, s)| s.joined && !asked.contains(*p))
-            .map(|(p, s)| (self.score(s), p))
-            .max_by(|a, b| a.0.total_cmp(&b.0).then_with(|| b.1.cmp(a.1)))
-            .map(|(_, p)| p.clone());
+            .map(|(p, s)| (self.score(s), self.cfg.locality.same_isp(&s.info.locality), p))
+            // Equal scores: a same-ISP peer first (the manifest is small, but its round trip is shorter).
+            .max_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).then_with(|| b.2.cmp(a.2)))
+            .map(|(_, _, p)| p.clone());
         match best {
             Some(peer) => {
                 if let Some(Fetch::Waiting { asking, asked, .. }) = self.fetches.get_mut(&content) {
