@@ -92,6 +92,9 @@ impl Node {
             }),
             peers: self.peers.len(),
             films: self.catalogue.films().count(),
+            reachability: self.nat.reachability().as_str().to_owned(),
+            external_addresses: self.nat.external(),
+            bytes_by_link: self.nat.bytes_by_link(),
         }
     }
 
@@ -145,6 +148,7 @@ impl Node {
                     bytes_up: p.bytes_up,
                     bytes_down: p.bytes_down,
                     address: p.address.as_ref().map(|a| a.to_string()),
+                    link: self.nat.link(id).map(|l| l.as_str().to_owned()),
                 }
             })
             .collect()
