@@ -70,7 +70,7 @@ impl Net {
         add_bridge(&wan)?;
         let dist = net.ns("dist");
         net.add(&dist)?;
-        net.wire(&dist, "eth0", &format!("{DIST_IP}/24"), &wan, "d", None)?;
+        net.wire(&dist, "eth0", &format!("{DIST_IP}/24"), &wan, "vdist", None)?;
         Ok(net)
     }
 
@@ -114,7 +114,7 @@ impl Net {
         let (router, cinema, wan) = (self.ns(&format!("r{k}")), self.ns(&format!("c{k}")), self.ns("wan"));
         self.add(&router)?;
         self.add(&cinema)?;
-        self.wire(&router, "wan", &format!("11.0.0.{}/24", 10 + k), &wan, &format!("r{k}"), None)?;
+        self.wire(&router, "wan", &format!("11.0.0.{}/24", 10 + k), &wan, &format!("vr{k}"), None)?;
         self.wire(&cinema, "eth0", &format!("10.{k}.0.2/24"), &router, "lan", Some(&format!("10.{k}.0.1/24")))?;
         run(&["ip", "-n", &cinema, "route", "add", "default", "via", &format!("10.{k}.0.1")])?;
         run(&["ip", "netns", "exec", &router, "sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
@@ -123,10 +123,13 @@ impl Net {
             Nat::FullyRandom => "masquerade fully-random",
         };
         // Outbound: translated. Inbound: only what answers a connection from inside, or (with UPnP) what
-        // miniupnpd maps in its chains (the chain names of its Debian nft_init.sh, in table inet filter).
+        // miniupnpd maps in its chains (the chain names of its Debian nft_init.sh, in table inet filter);
+        // anything else is dropped silently, as home routers do (a reset would end a hole punch at once).
         let rules = format!(
             "table inet filter {{\n\
                chain forward {{ type filter hook forward priority 0; policy accept; jump miniupnpd; \
+                 iifname \"wan\" ct state new drop; }}\n\
+               chain input {{ type filter hook input priority 0; policy accept; \
                  iifname \"wan\" ct state new drop; }}\n\
                chain miniupnpd {{ }}\n\
                chain prerouting {{ type nat hook prerouting priority -100; policy accept; \
@@ -178,7 +181,7 @@ impl Net {
             .arg("--data-dir")
             .arg(self.data(name))
             .args(args)
-            .env("RUST_LOG", "info,libp2p_dcutr=debug,libp2p_relay=debug")
+            .env("RUST_LOG", std::env::var("NAT_TEST_LOG").unwrap_or_else(|_| "info,libp2p_dcutr=debug".into()))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

@@ -179,6 +179,11 @@ impl Node {
 
     /// The swarm confirmed (AutoNAT, UPnP, the operator) or expired an external address.
     pub(super) fn nat_external(&mut self, address: &Multiaddr, confirmed: bool) {
+        // The relay client confirms its `/p2p-circuit` addresses: reachable through a relay, which the
+        // reservation events already say; not a public address.
+        if addr::is_relayed(address) {
+            return;
+        }
         if confirmed {
             info!(%address, "external address confirmed");
             self.nat.reach.confirmed(&address.to_string());

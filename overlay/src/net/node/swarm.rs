@@ -85,7 +85,9 @@ impl Node {
         match event {
             BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
                 self.nat_identified(peer_id, &info);
-                for addr in info.listen_addrs {
+                let seen = self.peers.get(&peer_id).and_then(|p| p.address.clone());
+                let keep = |a: &libp2p::Multiaddr| crate::net::nat::addr::worth_keeping(a, seen.as_ref());
+                for addr in info.listen_addrs.into_iter().filter(keep) {
                     self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
                 }
             }
