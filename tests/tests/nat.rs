@@ -115,7 +115,14 @@ impl Net {
         self.add(&router)?;
         self.add(&cinema)?;
         self.wire(&router, "wan", &format!("11.0.0.{}/24", 10 + k), &wan, &format!("vr{k}"), None)?;
-        self.wire(&cinema, "eth0", &format!("10.{k}.0.2/24"), &router, "lan", Some(&format!("10.{k}.0.1/24")))?;
+        self.wire(
+            &cinema,
+            "eth0",
+            &format!("10.{k}.0.2/24"),
+            &router,
+            "lan",
+            Some(&format!("10.{k}.0.1/24")),
+        )?;
         run(&["ip", "-n", &cinema, "route", "add", "default", "via", &format!("10.{k}.0.1")])?;
         run(&["ip", "netns", "exec", &router, "sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
         let masquerade = match nat {
@@ -181,7 +188,10 @@ impl Net {
             .arg("--data-dir")
             .arg(self.data(name))
             .args(args)
-            .env("RUST_LOG", std::env::var("NAT_TEST_LOG").unwrap_or_else(|_| "info,libp2p_dcutr=debug".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("NAT_TEST_LOG").unwrap_or_else(|_| "info,libp2p_dcutr=debug".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -307,7 +317,9 @@ impl Net {
     /// Waits until the cinema in `ns` holds the film complete.
     fn wait_complete(&self, ns: &str, id: &str, timeout: Duration) -> anyhow::Result<()> {
         self.wait_status(ns, "the film complete", timeout, |s| {
-            s["films"].as_array().is_some_and(|f| f.iter().any(|f| f["content_id"] == id && f["complete"] == true))
+            s["films"]
+                .as_array()
+                .is_some_and(|f| f.iter().any(|f| f["content_id"] == id && f["complete"] == true))
         })?;
         Ok(())
     }
@@ -356,9 +368,10 @@ fn two_cinemas_behind_nat_hole_punch_and_trade_directly() -> anyhow::Result<()> 
     net.wait_status(&c1, "a relay reservation", Duration::from_secs(30), is_relayed_only)?;
     // Cinema 1 finds cinema 2 in the DHT (its relay address), dials it through the relay, and DCUtR
     // turns that into a direct connection.
-    let peers = net.wait_peers(&c1, "a hole-punched connection to cinema-2", Duration::from_secs(60), |p| {
-        peer_by_name(p, "cinema-2").is_some_and(|c| c["link"] == "hole-punched")
-    })?;
+    let peers =
+        net.wait_peers(&c1, "a hole-punched connection to cinema-2", Duration::from_secs(60), |p| {
+            peer_by_name(p, "cinema-2").is_some_and(|c| c["link"] == "hole-punched")
+        })?;
     let direct_after = started.elapsed();
     let address = peer_by_name(&peers, "cinema-2").and_then(|p| p["address"].as_str()).unwrap_or_default();
     assert!(address.contains("11.0.0.12"), "direct to cinema 2's router: {address}");
@@ -382,7 +395,7 @@ fn two_cinemas_behind_nat_hole_punch_and_trade_directly() -> anyhow::Result<()> 
     assert_eq!(link_bytes(&s1, "relayed") + link_bytes(&s2, "relayed"), 0, "no budget, no film over relays");
     for (i, c) in [(1, &c1), (2, &c2)] {
         same_tree(&net.data("film"), &net.data(&format!("cinema-{i}")).join("content").join(&id))
-            .with_context(|| format!("{c}"))?;
+            .with_context(|| c.clone())?;
     }
     // Figures for docs/benchmarks.md ("NAT traversal"); not asserted.
     eprintln!(
@@ -444,11 +457,28 @@ fn a_cinema_behind_a_upnp_router_gets_a_port_mapping() -> anyhow::Result<()> {
     let c4 = net.site(4, Nat::Upnp)?;
     let (trust, boot) = net.distributor("10MB/s", "")?;
     net.cinema(&c4, "cinema-4", &trust, &boot, "upnp = true")?;
-    let s = net.wait_status(&c4, "a UPnP mapping", Duration::from_secs(60), |s| s["reachability"] == "mapped")?;
-    let rules = run(&["ip", "netns", "exec", &net.ns("r4"), "nft", "list", "chain", "inet", "filter", "prerouting_miniupnpd"])?;
-    assert!(rules.contains("dnat") && rules.contains("10.4.0.2"), "the router maps a port to the cinema: {rules}");
+    let s =
+        net.wait_status(&c4, "a UPnP mapping", Duration::from_secs(60), |s| s["reachability"] == "mapped")?;
+    let rules = run(&[
+        "ip",
+        "netns",
+        "exec",
+        &net.ns("r4"),
+        "nft",
+        "list",
+        "chain",
+        "inet",
+        "filter",
+        "prerouting_miniupnpd",
+    ])?;
     assert!(
-        s["external_addresses"].as_array().is_some_and(|a| a.iter().any(|x| x.as_str().is_some_and(|x| x.contains("11.0.0.14")))),
+        rules.contains("dnat") && rules.contains("10.4.0.2"),
+        "the router maps a port to the cinema: {rules}"
+    );
+    assert!(
+        s["external_addresses"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|x| x.as_str().is_some_and(|x| x.contains("11.0.0.14")))),
         "the mapped address is the node's external address: {s}"
     );
     Ok(())

@@ -142,7 +142,10 @@ fn behaviour(
         mdns: mdns.into(),
         xfer,
         relay_client,
-        relay: nat.relay_server_on(cfg.role).then(|| relay::Behaviour::new(peer_id, nat.relay_limits())).into(),
+        relay: nat
+            .relay_server_on(cfg.role)
+            .then(|| relay::Behaviour::new(peer_id, nat.relay_limits()))
+            .into(),
         dcutr: nat.hole_punching.then(|| dcutr::Behaviour::new(peer_id)).into(),
         autonat_client: nat.autonat.then(autonat::v2::client::Behaviour::default).into(),
         autonat_server: nat.autonat.then(autonat::v2::server::Behaviour::default).into(),
@@ -172,7 +175,9 @@ pub fn build_swarm(
             .with_relay_client(noise::Config::new, yamux::Config::default)
             .map_err(|e| setup(&e))?
             .with_bandwidth_metrics(registry)
-            .with_behaviour(|key, relay| behaviour(key, relay, cfg, registry, codec.clone()).map_err(Box::from))
+            .with_behaviour(|key, relay| {
+                behaviour(key, relay, cfg, registry, codec.clone()).map_err(Box::from)
+            })
             .map_err(|e| setup(&e))?
             .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
             .build(),

@@ -611,6 +611,7 @@ mod tests {
             down_rate: 1.0,
             received: (0..MAX_REPORT_ISPS).map(|_| IspBytes { isp: text.clone(), bytes: u64::MAX }).collect(),
             hook: Some(text.clone()),
+            reachability: Some(Reachability::Unreachable),
         };
         let bytes = full.encode();
         assert!(bytes.len() <= MAX_REPORT_BYTES, "{} bytes", bytes.len());

@@ -4,9 +4,9 @@
 //! ranks a relayed peer below every direct one (it is scored as fully loaded). When hole punching upgrades
 //! the session to a direct connection, the peer becomes an ordinary source.
 
+use super::Output;
 use super::{Engine, Request};
 use crate::scheduler::PeerKey;
-use super::Output;
 use crate::{ContentId, Link, Locality, Time};
 
 /// The load a relayed peer is scored with: the worst, so any direct source wins.
@@ -32,10 +32,15 @@ impl<P: PeerKey> Engine<P> {
         if self.may_fetch_over(relayed) {
             self.join_scheduler(now, peer, locality);
             // What it holds, asked again: it may have been out of the scheduler while relayed.
-            let active: Vec<ContentId> =
-                self.fetches.iter().filter(|(_, f)| matches!(f, super::Fetch::Active)).map(|(c, _)| *c).collect();
+            let active: Vec<ContentId> = self
+                .fetches
+                .iter()
+                .filter(|(_, f)| matches!(f, super::Fetch::Active))
+                .map(|(c, _)| *c)
+                .collect();
             for content in active {
-                self.out.push_back(Output::Send { peer: peer.clone(), request: Request::Bitfield { content } });
+                self.out
+                    .push_back(Output::Send { peer: peer.clone(), request: Request::Bitfield { content } });
             }
         } else {
             self.scheduler.peer_left(now, peer);
@@ -91,7 +96,8 @@ impl<P: PeerKey> Engine<P> {
         if self.may_fetch_over(true) {
             return;
         }
-        let relayed: Vec<P> = self.sessions.iter().filter(|(_, s)| s.relayed).map(|(p, _)| p.clone()).collect();
+        let relayed: Vec<P> =
+            self.sessions.iter().filter(|(_, s)| s.relayed).map(|(p, _)| p.clone()).collect();
         for p in relayed {
             self.scheduler.peer_left(now, &p);
         }
@@ -163,7 +169,10 @@ mod tests {
         // Hole punching gave a direct connection: its bitfield is asked again, then its chunks.
         e.link(t(2), &1, Link::HolePunched);
         let out = drain(&mut e);
-        assert!(out.contains(&Output::Send { peer: 1, request: Request::Bitfield { content: C } }), "{out:?}");
+        assert!(
+            out.contains(&Output::Send { peer: 1, request: Request::Bitfield { content: C } }),
+            "{out:?}"
+        );
         e.bitfield(t(2), &1, &C, Some(Bitfield::full(8)));
         let reqs = chunk_requests(&drain(&mut e));
         assert!(!reqs.is_empty() && reqs.iter().all(|(p, _)| *p == 1), "{reqs:?}");
@@ -189,7 +198,13 @@ mod tests {
         let mut asked = chunk_requests(&out);
         for step in 0..16u64 {
             let Some(&(_, index)) = asked.last() else { break };
-            if e.chunk_reply(t(step + 1), &1, &C, index, Reply::Answer(Answer::Data { len: CHUNK, load: 0.0 })) {
+            if e.chunk_reply(
+                t(step + 1),
+                &1,
+                &C,
+                index,
+                Reply::Answer(Answer::Data { len: CHUNK, load: 0.0 }),
+            ) {
                 e.chunk_written(t(step + 1), &1, &C, index, CHUNK, Written::Ok);
             }
             asked.extend(chunk_requests(&drain(&mut e)));

@@ -54,7 +54,9 @@ pub fn worth_keeping(addr: &Multiaddr, seen_at: Option<&Multiaddr>) -> bool {
     }
     let seen = seen_at.and_then(|s| if is_relayed(s) { None } else { crate::net::ip_limit::ip_of(s) });
     let private = |ip: IpAddr| match ip {
-        IpAddr::V4(v4) => v4.is_private() || v4.is_link_local() || (v4.octets()[0] == 100 && v4.octets()[1] & 0xc0 == 64),
+        IpAddr::V4(v4) => {
+            v4.is_private() || v4.is_link_local() || (v4.octets()[0] == 100 && v4.octets()[1] & 0xc0 == 64)
+        }
         IpAddr::V6(v6) => (v6.segments()[0] & 0xfe00) == 0xfc00 || (v6.segments()[0] & 0xffc0) == 0xfe80,
     };
     if ip.is_loopback() {
@@ -104,7 +106,8 @@ mod tests {
 
     #[test]
     fn private_and_loopback_addresses_are_kept_only_for_peers_near_by() {
-        let (lo, lan, public) = (ma("/ip4/127.0.0.1/tcp/1"), ma("/ip4/10.2.0.2/tcp/1"), ma("/ip4/11.0.0.12/tcp/1"));
+        let (lo, lan, public) =
+            (ma("/ip4/127.0.0.1/tcp/1"), ma("/ip4/10.2.0.2/tcp/1"), ma("/ip4/11.0.0.12/tcp/1"));
         let relay = libp2p::PeerId::random();
         let circuit = ma(&format!("/ip4/11.0.0.1/tcp/4710/p2p/{relay}/p2p-circuit"));
         // A peer seen from a public address: only its public and relayed addresses.

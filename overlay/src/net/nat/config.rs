@@ -80,7 +80,10 @@ impl NatConfig {
             .iter()
             .map(|a| {
                 a.parse().map_err(|e| {
-                    ConfigError::new("network.nat.external_addresses", format!("{a:?} is not a multiaddr: {e}"))
+                    ConfigError::new(
+                        "network.nat.external_addresses",
+                        format!("{a:?} is not a multiaddr: {e}"),
+                    )
                 })
             })
             .collect()

@@ -52,7 +52,11 @@ impl NatMetrics {
     pub fn register(registry: &mut Registry) -> Self {
         let m = Self::default();
         let r = registry.sub_registry_with_prefix("cinemesh");
-        r.register("reachability", "How others can reach this node (1 = current state)", m.reachability.clone());
+        r.register(
+            "reachability",
+            "How others can reach this node (1 = current state)",
+            m.reachability.clone(),
+        );
         r.register(
             "chunk_bytes_by_link",
             "Chunk bytes received, by connection kind (tcp, quic, hole-punched, relayed)",
@@ -61,14 +65,20 @@ impl NatMetrics {
         r.register("connections_by_link", "Open connections, by kind", m.connections_by_link.clone());
         r.register("hole_punches", "Hole punches (DCUtR), by result", m.hole_punches.clone());
         r.register("relay_reservations", "Relay reservations held", m.relay_reservations.clone());
-        r.register("relay_budget_left_bytes", "Bytes of film still allowed over relays", m.relay_budget_left.clone());
+        r.register(
+            "relay_budget_left_bytes",
+            "Bytes of film still allowed over relays",
+            m.relay_budget_left.clone(),
+        );
         m
     }
 
     /// Sets the reachability gauges.
     pub fn set_reachability(&self, now: Reachability) {
         for r in Reachability::ALL {
-            self.reachability.get_or_create(&StateLabel { state: r.as_str().to_owned() }).set(i64::from(r == now));
+            self.reachability
+                .get_or_create(&StateLabel { state: r.as_str().to_owned() })
+                .set(i64::from(r == now));
         }
     }
 

@@ -8,8 +8,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use libp2p::core::ConnectedPoint;
 use libp2p::core::transport::ListenerId;
+use libp2p::core::ConnectedPoint;
 use libp2p::swarm::ConnectionId;
 use libp2p::{autonat, dcutr, identify, relay, upnp, Multiaddr, PeerId};
 use tracing::{debug, info};
@@ -213,7 +213,9 @@ impl Node {
                 Ok(id) => {
                     info!(peer = %remote_peer_id, "hole punched: direct connection");
                     self.nat.metrics.hole_punches.get_or_create(&ResultLabel { result: "ok".into() }).inc();
-                    if let Some((_, link)) = self.nat.links.get_mut(&id).filter(|(_, l)| *l != Link::HolePunched) {
+                    if let Some((_, link)) =
+                        self.nat.links.get_mut(&id).filter(|(_, l)| *l != Link::HolePunched)
+                    {
                         let old = std::mem::replace(link, Link::HolePunched);
                         let m = &self.nat.metrics.connections_by_link;
                         m.get_or_create(&NatMetrics::link(old)).dec();
@@ -224,18 +226,22 @@ impl Node {
                 }
                 Err(e) => {
                     debug!(peer = %remote_peer_id, "hole punch failed: {e}");
-                    self.nat.metrics.hole_punches.get_or_create(&ResultLabel { result: "failed".into() }).inc();
+                    self.nat
+                        .metrics
+                        .hole_punches
+                        .get_or_create(&ResultLabel { result: "failed".into() })
+                        .inc();
                 }
             },
-            BehaviourEvent::AutonatClient(autonat::v2::client::Event { tested_addr, server, result, .. }) => {
-                match result {
-                    Ok(()) => debug!(%tested_addr, %server, "AutoNAT: reachable"),
-                    Err(e) => {
-                        debug!(%tested_addr, %server, "AutoNAT: not reachable: {e}");
-                        self.nat.reach.probe_failed();
-                    }
+            BehaviourEvent::AutonatClient(autonat::v2::client::Event {
+                tested_addr, server, result, ..
+            }) => match result {
+                Ok(()) => debug!(%tested_addr, %server, "AutoNAT: reachable"),
+                Err(e) => {
+                    debug!(%tested_addr, %server, "AutoNAT: not reachable: {e}");
+                    self.nat.reach.probe_failed();
                 }
-            }
+            },
             BehaviourEvent::Upnp(e) => match e {
                 upnp::Event::NewExternalAddr { external_addr, .. } => {
                     info!(%external_addr, "the router mapped a port (UPnP)");

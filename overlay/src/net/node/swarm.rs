@@ -32,7 +32,9 @@ impl Node {
             }
             SwarmEvent::ExternalAddrConfirmed { address } => self.nat_external(&address, true),
             SwarmEvent::ExternalAddrExpired { address } => self.nat_external(&address, false),
-            SwarmEvent::ConnectionEstablished { peer_id, connection_id, endpoint, num_established, .. } => {
+            SwarmEvent::ConnectionEstablished {
+                peer_id, connection_id, endpoint, num_established, ..
+            } => {
                 if self.revoked(&peer_id) || (self.catalogue.has_members() && !self.allowed(&peer_id)) {
                     debug!(%peer_id, "closing connection: peer revoked or not admitted");
                     self.metrics.connections_refused.inc();
