@@ -6,7 +6,7 @@
 //! request-response spreads requests over every connection to a peer, and film bytes must not take the
 //! relay when a direct path exists.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use libp2p::core::transport::ListenerId;
 use libp2p::core::ConnectedPoint;
@@ -32,6 +32,9 @@ pub(super) struct Nat {
     dialed: HashMap<PeerId, Multiaddr>,
     /// Relay listeners: relay peer -> (listener, reservation accepted).
     relays: HashMap<PeerId, (ListenerId, bool)>,
+    /// Peers the engine was told are reachable only through a relay (it assumes direct otherwise, so
+    /// only changes are told: a mesh without relays never feeds `Engine::link`).
+    told_relayed: HashSet<PeerId>,
     /// Chunk bytes received, by kind.
     bytes: BTreeMap<Link, u64>,
     shown: Option<Reachability>,
@@ -94,6 +97,7 @@ impl Node {
         }
         if !self.nat.links.values().any(|(p, _)| *p == peer) {
             self.nat.dialed.remove(&peer);
+            self.nat.told_relayed.remove(&peer);
         }
         self.nat_link_changed(peer);
         self.nat_refresh();
@@ -101,8 +105,15 @@ impl Node {
 
     fn nat_link_changed(&mut self, peer: PeerId) {
         let Some(best) = self.nat.link(&peer) else { return };
-        let now = self.now();
-        self.engine.link(now, &peer, best);
+        if best.is_relayed() != self.nat.told_relayed.contains(&peer) {
+            if best.is_relayed() {
+                self.nat.told_relayed.insert(peer);
+            } else {
+                self.nat.told_relayed.remove(&peer);
+            }
+            let now = self.now();
+            self.engine.link(now, &peer, best);
+        }
         if !best.is_relayed() {
             let relayed: Vec<ConnectionId> = self
                 .nat
