@@ -329,8 +329,11 @@ fn link_bytes(status: &serde_json::Value, link: &str) -> u64 {
     status["bytes_by_link"][link].as_u64().unwrap_or(0)
 }
 
-fn is_relayed_only(s: &serde_json::Value) -> bool {
-    s["reachability"] == "relayed-only"
+/// Whether the node listens through a relay (its reservation was accepted).
+fn has_relay_reservation(s: &serde_json::Value) -> bool {
+    s["listen"]
+        .as_array()
+        .is_some_and(|l| l.iter().any(|a| a.as_str().is_some_and(|a| a.contains("/p2p-circuit"))))
 }
 
 fn peer_by_name<'a>(peers: &'a [serde_json::Value], name: &str) -> Option<&'a serde_json::Value> {
@@ -363,9 +366,9 @@ fn two_cinemas_behind_nat_hole_punch_and_trade_directly() -> anyhow::Result<()> 
     let (trust, boot) = net.distributor("2MB/s", "")?;
     let started = Instant::now();
     net.cinema(&c2, "cinema-2", &trust, &boot, "upnp = false")?;
-    net.wait_status(&c2, "a relay reservation", Duration::from_secs(30), is_relayed_only)?;
+    net.wait_status(&c2, "a relay reservation", Duration::from_secs(30), has_relay_reservation)?;
     net.cinema(&c1, "cinema-1", &trust, &boot, "upnp = false")?;
-    net.wait_status(&c1, "a relay reservation", Duration::from_secs(30), is_relayed_only)?;
+    net.wait_status(&c1, "a relay reservation", Duration::from_secs(30), has_relay_reservation)?;
     // Cinema 1 finds cinema 2 in the DHT (its relay address), dials it through the relay, and DCUtR
     // turns that into a direct connection.
     let peers =
@@ -422,9 +425,9 @@ fn a_cinema_behind_a_symmetric_nat_completes_and_keeps_to_the_relay_budget() -> 
     // The relay lets 8 MiB through a circuit: only the fetcher's budget keeps film bytes off it.
     let (trust, boot) = net.distributor("2MB/s", "relay_max_circuit_bytes = \"8MiB\"")?;
     net.cinema(&c1, "cinema-1", &trust, &boot, "upnp = false")?;
-    net.wait_status(&c1, "a relay reservation", Duration::from_secs(30), is_relayed_only)?;
+    net.wait_status(&c1, "a relay reservation", Duration::from_secs(30), has_relay_reservation)?;
     net.cinema(&c3, "cinema-3", &trust, &boot, "upnp = false\nrelay_film_budget = \"1MiB\"")?;
-    net.wait_status(&c3, "a relay reservation", Duration::from_secs(30), is_relayed_only)?;
+    net.wait_status(&c3, "a relay reservation", Duration::from_secs(30), has_relay_reservation)?;
     net.wait_peers(&c3, "a connection to cinema-1", Duration::from_secs(60), |p| {
         peer_by_name(p, "cinema-1").is_some()
     })?;
@@ -481,5 +484,39 @@ fn a_cinema_behind_a_upnp_router_gets_a_port_mapping() -> anyhow::Result<()> {
             .is_some_and(|a| a.iter().any(|x| x.as_str().is_some_and(|x| x.contains("11.0.0.14")))),
         "the mapped address is the node's external address: {s}"
     );
+    Ok(())
+}
+
+/// (d) AutoNAT v2: a superseeder on the WAN with no address configured learns that it is public (the
+/// distributor dials it back) and publishes that address; a cinema behind NAT never counts as public.
+#[test]
+#[ignore = "needs root"]
+fn autonat_tells_a_public_superseeder_from_a_cinema_behind_nat() -> anyhow::Result<()> {
+    let mut net = Net::new("d")?;
+    let c1 = net.site(1, Nat::PortPreserving)?;
+    let seed = net.ns("seed");
+    net.add(&seed)?;
+    net.wire(&seed, "eth0", "11.0.0.2/24", &net.ns("wan"), "vseed", None)?;
+    let (trust, boot) = net.distributor("10MB/s", "")?;
+    let toml = "[network]\nlisten = [\"/ip4/0.0.0.0/tcp/4710\"]\n\n[network.nat]\nupnp = false\n";
+    let started = Instant::now();
+    net.daemon(&seed, "seed", toml, &["--role", "superseeder", "--trust", &trust, "--bootstrap", &boot])?;
+    net.cinema(&c1, "cinema-1", &trust, &boot, "upnp = false")?;
+    let s = net.wait_status(&seed, "AutoNAT confirming it public", Duration::from_secs(60), |s| {
+        s["reachability"] == "public"
+    })?;
+    eprintln!(
+        "nat: AutoNAT confirmed the superseeder public {:.1} s after its start",
+        started.elapsed().as_secs_f64()
+    );
+    let external = s["external_addresses"].to_string();
+    assert!(external.contains("/ip4/11.0.0.2/"), "its public address is confirmed: {s}");
+    // Meanwhile the cinema was probed too, and never found public.
+    let c = net.json(&c1, &["status"])?;
+    assert!(
+        ["relayed-only", "unreachable", "hole-punched"].contains(&c["reachability"].as_str().unwrap_or("")),
+        "{c}"
+    );
+    assert_eq!(c["external_addresses"], serde_json::json!([]), "{c}");
     Ok(())
 }

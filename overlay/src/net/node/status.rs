@@ -72,7 +72,15 @@ impl Node {
         let loc = self.own_locality();
         Status {
             peer_id: self.me.to_string(),
-            listen: self.listen.iter().map(|a| format!("{a}/p2p/{}", self.me)).collect(),
+            listen: self
+                .listen
+                .iter()
+                .map(|a| match a.iter().last() {
+                    // A relay's `/p2p-circuit` address already ends with our id.
+                    Some(libp2p::multiaddr::Protocol::P2p(_)) => a.to_string(),
+                    _ => format!("{a}/p2p/{}", self.me),
+                })
+                .collect(),
             role: self.cfg.role.as_str().to_owned(),
             name: self.cfg.name.clone(),
             isp: loc.isp,
