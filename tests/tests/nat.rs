@@ -124,7 +124,8 @@ impl Net {
             Some(&format!("10.{k}.0.1/24")),
         )?;
         run(&["ip", "-n", &cinema, "route", "add", "default", "via", &format!("10.{k}.0.1")])?;
-        run(&["ip", "netns", "exec", &router, "sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+        // /proc/sys/net is the namespace's own (no dependency on procps' sysctl).
+        run(&["ip", "netns", "exec", &router, "sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"])?;
         let masquerade = match nat {
             Nat::PortPreserving | Nat::Upnp => "masquerade",
             Nat::FullyRandom => "masquerade fully-random",
