@@ -425,11 +425,12 @@ pub fn run() -> anyhow::Result<ExitCode> {
                 out!("{}", serde_json::to_string_pretty(&peers)?);
             } else {
                 out!(
-                    "{:<54} {:<12} {:<12} {:<12} {:>5} {:>10} {:>10}",
+                    "{:<54} {:<12} {:<12} {:<12} {:<12} {:>5} {:>10} {:>10}",
                     "PEER",
                     "ROLE",
                     "NAME",
                     "ISP",
+                    "LINK",
                     "LOAD",
                     "UP",
                     "DOWN"
@@ -437,11 +438,12 @@ pub fn run() -> anyhow::Result<ExitCode> {
                 for p in peers {
                     let o = |s: Option<String>| s.unwrap_or_else(|| "-".into());
                     out!(
-                        "{:<54} {:<12} {:<12} {:<12} {:>4.0}% {:>10} {:>10}",
+                        "{:<54} {:<12} {:<12} {:<12} {:<12} {:>4.0}% {:>10} {:>10}",
                         p.peer_id,
                         o(p.role),
                         o(p.name),
                         o(p.isp),
+                        o(p.link),
                         p.load * 100.0,
                         ByteSize(p.bytes_up).to_string(),
                         ByteSize(p.bytes_down).to_string()
@@ -466,12 +468,19 @@ pub fn run() -> anyhow::Result<ExitCode> {
                     f.will_miss_deadline,
                     f.refused
                 );
+                let mut reach = std::collections::BTreeMap::<&str, usize>::new();
+                for n in &f.nodes {
+                    *reach.entry(n.reachability.as_deref().unwrap_or("unknown")).or_default() += 1;
+                }
+                let reach: Vec<String> = reach.iter().map(|(r, n)| format!("{r} {n}")).collect();
+                out!("    reachability: {}", reach.join(", "));
                 for n in f.nodes.iter().filter(|n| n.state != "complete") {
                     let eta = n.eta_secs.map(|s| format!("{s:.0}s")).unwrap_or_else(|| "-".into());
                     out!(
-                        "    {:<20} {:<12} {:>5.1}%  {:>10}/s  eta {:>7}  {}",
+                        "    {:<20} {:<12} {:<12} {:>5.1}%  {:>10}/s  eta {:>7}  {}",
                         n.name.clone().unwrap_or_else(|| n.peer_id.chars().take(20).collect()),
                         n.isp.clone().unwrap_or_else(|| "-".into()),
+                        n.reachability.clone().unwrap_or_else(|| "-".into()),
                         n.have as f64 * 100.0 / n.total.max(1) as f64,
                         ByteSize(n.rate as u64).to_string(),
                         eta,
@@ -794,6 +803,10 @@ async fn status(api: &ApiArgs, json: bool, watch: bool) -> anyhow::Result<()> {
     out!("role        {}", status.role);
     out!("isp / site  {} / {}", status.isp.as_deref().unwrap_or("-"), status.site.as_deref().unwrap_or("-"));
     out!("peers       {}", status.peers);
+    out!("reachable   {}", if status.reachability.is_empty() { "unknown" } else { &status.reachability });
+    for a in &status.external_addresses {
+        out!("external    {a}");
+    }
     out!("disk free   {}", ByteSize(status.disk_free));
     for a in &status.listen {
         out!("listen      {a}");

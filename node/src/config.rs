@@ -15,6 +15,7 @@ use cinemesh_overlay::catalogue::DistributorKey;
 use cinemesh_overlay::config::{
     human_duration, ByteSize, ConfigError, GossipConfig, PolicyConfig, TransferConfig,
 };
+use cinemesh_overlay::net::nat::NatConfig;
 use serde::{Deserialize, Serialize};
 
 /// The whole configuration of a node.
@@ -110,6 +111,8 @@ pub struct NetworkSection {
     pub private: bool,
     /// Optional pre-shared key file (libp2p pnet, TCP only) for a closed mesh.
     pub psk_file: Option<PathBuf>,
+    /// `[network.nat]`: UPnP, AutoNAT, relays, hole punching, QUIC.
+    pub nat: NatConfig,
 }
 
 impl Default for NetworkSection {
@@ -124,6 +127,7 @@ impl Default for NetworkSection {
             idle_timeout: Duration::from_secs(300),
             private: true,
             psk_file: None,
+            nat: NatConfig::default(),
         }
     }
 }
@@ -244,6 +248,7 @@ impl Config {
                 "a pre-shared key works over TCP only: remove QUIC listen addresses",
             ));
         }
+        n.nat.validate()?;
         for k in &self.node.trust {
             k.parse::<DistributorKey>().map_err(|e| ConfigError::new("node.trust", format!("{k:?}: {e}")))?;
         }

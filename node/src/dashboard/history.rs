@@ -93,6 +93,7 @@ mod tests {
             peer_id: format!("{role}{rate}"),
             report_age_secs: age,
             report: Report { up_rate: rate, ..Report::empty(role, 1) },
+            reachability: None,
         };
         let snap = Snapshot {
             now: 50,

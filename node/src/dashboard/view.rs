@@ -114,7 +114,9 @@ pub struct CinemaRow {
     pub eta_secs: Option<f64>,
     /// Will miss a deadline.
     pub late: bool,
-    /// `connected` when this node has a connection to it; `None`: not known here.
+    /// How others can reach it, from its report (`public`, `mapped`, `hole-punched`, `relayed-only`,
+    /// `unreachable`, `unknown`); for a node whose report does not say: `connected` when this node has a
+    /// connection to it; `None`: not known here.
     pub reachability: Option<String>,
     /// Free bytes on its disk.
     pub disk_free: Option<u64>,
@@ -264,7 +266,10 @@ fn grid(snapshot: &Snapshot, peers: &[PeerStatus]) -> Vec<CinemaRow> {
                 rate: r.report.down_rate,
                 eta_secs,
                 late,
-                reachability: connected.get(r.peer_id.as_str()).map(|_| "connected".to_owned()),
+                reachability: r
+                    .reachability
+                    .clone()
+                    .or_else(|| connected.get(r.peer_id.as_str()).map(|_| "connected".to_owned())),
                 disk_free: r.report.disk_free,
                 report_age_secs: r.report_age_secs,
                 hook: r.report.hook.clone(),
@@ -315,6 +320,9 @@ pub(crate) mod tests {
             disk_free: 1,
             peers: 0,
             films: 1,
+            reachability: "public".into(),
+            external_addresses: vec![],
+            bytes_by_link: Default::default(),
         }
     }
 
@@ -329,6 +337,7 @@ pub(crate) mod tests {
             eta_secs: eta,
             state: state.into(),
             report_age_secs: 3,
+            reachability: None,
         }
     }
 
@@ -345,6 +354,8 @@ pub(crate) mod tests {
                 hook: Some("ok: A".into()),
                 ..Report::empty(role, 100)
             },
+            // c3 says how it is reachable; the others predate it.
+            reachability: (peer == "c3").then(|| "relayed-only".to_owned()),
         }
     }
 
@@ -399,6 +410,7 @@ pub(crate) mod tests {
             bytes_up: 0,
             bytes_down: 0,
             address: None,
+            link: Some("tcp".into()),
         }];
         let s = build(fleet(10, 2), status(), vec![], vec![], peers, vec![]);
         assert_eq!(s.cinemas.len(), 10, "the distributor is a source, not a row");
@@ -411,6 +423,7 @@ pub(crate) mod tests {
         assert!((row("c7").progress - 0.07).abs() < 1e-9);
         assert_eq!(row("c1").reachability.as_deref(), Some("connected"));
         assert_eq!(row("c2").reachability, None);
+        assert_eq!(row("c3").reachability.as_deref(), Some("relayed-only"), "from its report");
         assert_eq!(row("c3").eta_secs, Some(60.0));
         assert_eq!(row("c3").disk_free, Some(5 << 30));
         assert_eq!(row("c3").hook.as_deref(), Some("ok: A"));

@@ -15,6 +15,8 @@
 //! - [`engine`]: the transfer engine: per-peer sessions, fetch lifecycle, uploads and their grants, have
 //!   batching. The one surface both bodies drive.
 //! - [`bitfield`]: which chunks of a content a node holds.
+//! - [`link`]: how a connection is carried (TCP, QUIC, hole-punched, relayed).
+//! - [`reachability`]: how other nodes can reach this one (public, mapped, hole-punched, relayed only).
 //! - [`policy`]: peer score from locality (site, ISP), load and measured throughput.
 //! - [`scheduler`]: which chunk to ask of which peer: deadline priority across contents, rarest first with a
 //!   seeded random tie-break, end-game, bounded requests in flight.
@@ -27,9 +29,11 @@ pub mod bitfield;
 pub mod config;
 pub mod engine;
 pub mod id;
+pub mod link;
 pub mod policy;
 mod rarity;
 pub mod ratelimit;
+pub mod reachability;
 pub mod schedule;
 pub mod scheduler;
 pub mod time;
@@ -38,8 +42,10 @@ pub mod window;
 
 pub use bitfield::Bitfield;
 pub use id::{ChunkHash, ContentId};
+pub use link::Link;
 pub use policy::Locality;
 pub use ratelimit::TokenBucket;
+pub use reachability::Reachability;
 pub use scheduler::{ContentSpec, Failure, Output, PeerKey, Progress, Scheduler, Stats};
 pub use time::Time;
 pub use upload::{UploadDecision, UploadSlots};

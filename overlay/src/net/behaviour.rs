@@ -6,8 +6,8 @@ use libp2p::identity::Keypair;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::{
-    connection_limits, gossipsub, identify, kad, mdns, noise, ping, request_response, tcp, yamux,
-    StreamProtocol, Swarm,
+    autonat, connection_limits, dcutr, gossipsub, identify, kad, mdns, noise, ping, relay, request_response,
+    tcp, upnp, yamux, StreamProtocol, Swarm,
 };
 use prometheus_client::registry::Registry;
 
@@ -43,6 +43,18 @@ pub struct Behaviour {
     pub mdns: Toggle<mdns::tokio::Behaviour>,
     /// The chunk-transfer protocol.
     pub xfer: request_response::Behaviour<Codec>,
+    /// Circuit relay v2 client: reservations on relays, connections through them (`/p2p-circuit`).
+    pub relay_client: relay::client::Behaviour,
+    /// Circuit relay v2 server (`network.nat.relay_server`; superseeders and the distributor by default).
+    pub relay: Toggle<relay::Behaviour>,
+    /// Hole punching over relayed connections (DCUtR).
+    pub dcutr: Toggle<dcutr::Behaviour>,
+    /// AutoNAT v2 client: asks peers to dial our candidate addresses back; confirms the ones that work.
+    pub autonat_client: Toggle<autonat::v2::client::Behaviour>,
+    /// AutoNAT v2 server: dials others back from a fresh port.
+    pub autonat_server: Toggle<autonat::v2::server::Behaviour>,
+    /// UPnP IGD port mapping on the router.
+    pub upnp: Toggle<upnp::tokio::Behaviour>,
 }
 
 impl std::fmt::Debug for Behaviour {
@@ -72,6 +84,7 @@ pub fn gossipsub_config(cfg: &crate::config::GossipConfig) -> Result<gossipsub::
 
 fn behaviour(
     key: &Keypair,
+    relay_client: relay::client::Behaviour,
     cfg: &Config,
     registry: &mut Registry,
     codec: Codec,
@@ -113,23 +126,36 @@ fn behaviour(
             .with_max_concurrent_streams(1024),
     );
 
+    let nat = &cfg.nat;
     Ok(Behaviour {
         limits: connection_limits::Behaviour::new(limits),
         ip_limit: ip_limit::Behaviour::new(cfg.max_connections_per_ip),
+        // Listen-address changes (a relay's `/p2p-circuit` address, a mapping) are pushed to peers at once.
         identify: identify::Behaviour::new(
             identify::Config::new(IDENTIFY_PROTOCOL.to_owned(), key.public())
-                .with_agent_version(format!("cinemesh/{}", env!("CARGO_PKG_VERSION"))),
+                .with_agent_version(format!("cinemesh/{}", env!("CARGO_PKG_VERSION")))
+                .with_push_listen_addr_updates(true),
         ),
         ping: ping::Behaviour::default(),
         kad,
         gossipsub,
         mdns: mdns.into(),
         xfer,
+        relay_client,
+        relay: nat
+            .relay_server_on(cfg.role)
+            .then(|| relay::Behaviour::new(peer_id, nat.relay_limits()))
+            .into(),
+        dcutr: nat.hole_punching.then(|| dcutr::Behaviour::new(peer_id)).into(),
+        autonat_client: nat.autonat.then(autonat::v2::client::Behaviour::default).into(),
+        autonat_server: nat.autonat.then(autonat::v2::server::Behaviour::default).into(),
+        upnp: nat.upnp.then(upnp::tokio::Behaviour::default).into(),
     })
 }
 
-/// Builds the swarm: TCP + noise + yamux (optionally behind a pre-shared key), DNS, bandwidth metrics.
-/// `codec` counts malformed chunk-protocol messages into the node's metrics.
+/// Builds the swarm: TCP + noise + yamux (optionally behind a pre-shared key), QUIC on an open mesh, DNS,
+/// the relay client transport, bandwidth metrics. `codec` counts malformed chunk-protocol messages into
+/// the node's metrics.
 pub fn build_swarm(
     cfg: &Config,
     registry: &mut Registry,
@@ -143,10 +169,15 @@ pub fn build_swarm(
             .with_tokio()
             .with_tcp(tcp_cfg, noise::Config::new, yamux::Config::default)
             .map_err(|e| setup(&e))?
+            .with_quic()
             .with_dns()
             .map_err(|e| setup(&e))?
+            .with_relay_client(noise::Config::new, yamux::Config::default)
+            .map_err(|e| setup(&e))?
             .with_bandwidth_metrics(registry)
-            .with_behaviour(|key| behaviour(key, cfg, registry, codec.clone()).map_err(Box::from))
+            .with_behaviour(|key, relay| {
+                behaviour(key, relay, cfg, registry, codec.clone()).map_err(Box::from)
+            })
             .map_err(|e| setup(&e))?
             .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
             .build(),
@@ -167,8 +198,12 @@ pub fn build_swarm(
                     )
                 })
                 .map_err(|e| setup(&e))?
+                .with_relay_client(noise::Config::new, yamux::Config::default)
+                .map_err(|e| setup(&e))?
                 .with_bandwidth_metrics(registry)
-                .with_behaviour(|key| behaviour(key, cfg, registry, codec.clone()).map_err(Box::from))
+                .with_behaviour(|key, relay| {
+                    behaviour(key, relay, cfg, registry, codec.clone()).map_err(Box::from)
+                })
                 .map_err(|e| setup(&e))?
                 .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
                 .build()

@@ -65,6 +65,16 @@ pub struct Status {
     pub peers: usize,
     /// Contents in the catalogue.
     pub films: usize,
+    /// How others can reach this node: `public`, `mapped`, `hole-punched`, `relayed-only`, `unreachable`
+    /// or `unknown` (docs/operator-guide.md, "Firewalls and NAT").
+    #[serde(default)]
+    pub reachability: String,
+    /// Addresses confirmed reachable from outside (AutoNAT, UPnP, or set by the operator).
+    #[serde(default)]
+    pub external_addresses: Vec<String>,
+    /// Chunk bytes received since start, by connection kind (`tcp`, `quic`, `hole-punched`, `relayed`).
+    #[serde(default)]
+    pub bytes_by_link: std::collections::BTreeMap<String, u64>,
 }
 
 /// One distributor key's head.
@@ -129,6 +139,10 @@ pub struct PeerStatus {
     pub bytes_down: u64,
     /// Remote address of the connection.
     pub address: Option<String>,
+    /// How the connection is carried: `tcp`, `quic`, `hole-punched` or `relayed` (the best of its
+    /// connections).
+    #[serde(default)]
+    pub link: Option<String>,
 }
 
 /// Result of re-verifying one content.

@@ -19,6 +19,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::catalogue::{Catalogue, Targets};
+use crate::core::Reachability;
 use crate::ContentId;
 
 pub use crate::catalogue::state::MAX_CLOCK_SKEW;
@@ -148,7 +149,14 @@ pub struct Report {
     pub received: Vec<IspBytes>,
     /// Its post-download hook's last result (e.g. `ok: <title>`), at most [`MAX_REPORT_TEXT`] bytes.
     pub hook: Option<String>,
+    /// How others can reach it. Carried as a trailer after the bincode body ([`REACHABILITY_TAG`] and a
+    /// code), so reports of nodes without it still decode (as `None`); not part of the serde form.
+    #[serde(skip)]
+    pub reachability: Option<Reachability>,
 }
+
+/// The first byte of a report's reachability trailer (see [`Report::reachability`]).
+pub const REACHABILITY_TAG: u8 = 0xCE;
 
 impl Report {
     /// A report of `role` made at `issued_at` (unix seconds) that says nothing else yet.
@@ -164,12 +172,17 @@ impl Report {
             down_rate: 0.0,
             received: Vec::new(),
             hook: None,
+            reachability: None,
         }
     }
 
-    /// Encodes with bincode, bounded.
+    /// Encodes with bincode, bounded, then the reachability trailer when there is one.
     pub fn encode(&self) -> Vec<u8> {
-        bincode::serialize(self).unwrap_or_default()
+        let mut bytes = bincode::serialize(self).unwrap_or_default();
+        if let Some(r) = self.reachability {
+            bytes.extend([REACHABILITY_TAG, r.code()]);
+        }
+        bytes
     }
 
     /// Decodes and checks the bounds.
@@ -178,11 +191,18 @@ impl Report {
         if bytes.len() > MAX_REPORT_BYTES {
             return Err(format!("fleet report of {} bytes exceeds {MAX_REPORT_BYTES}", bytes.len()));
         }
-        let r: Report = bincode::DefaultOptions::new()
+        let options = bincode::DefaultOptions::new()
             .with_fixint_encoding()
             .with_limit(MAX_REPORT_BYTES as u64)
-            .deserialize(bytes)
-            .map_err(|e| format!("malformed fleet report: {e}"))?;
+            .allow_trailing_bytes();
+        let mut r: Report = options.deserialize(bytes).map_err(|e| format!("malformed fleet report: {e}"))?;
+        let body = options.serialized_size(&r).map_err(|e| format!("malformed fleet report: {e}"))?;
+        r.reachability = match bytes.get(body as usize..).unwrap_or_default() {
+            [] => None,
+            // A code from a newer version: reachable somehow, but not known how.
+            [REACHABILITY_TAG, code] => Some(Reachability::from_code(*code).unwrap_or_default()),
+            _ => return Err("fleet report with trailing bytes".into()),
+        };
         if r.contents.len() > MAX_REPORT_CONTENTS {
             return Err("fleet report lists too many contents".into());
         }
@@ -231,6 +251,10 @@ pub struct NodeProgress {
     pub state: String,
     /// Age of its report, seconds.
     pub report_age_secs: u64,
+    /// How others can reach it (`public`, `mapped`, `hole-punched`, `relayed-only`, `unreachable`,
+    /// `unknown`), when its report says.
+    #[serde(default)]
+    pub reachability: Option<String>,
 }
 
 /// One content across the fleet.
@@ -391,6 +415,7 @@ impl Fleet {
                             eta_secs,
                             state: state.to_owned(),
                             report_age_secs: now.saturating_sub(r.issued_at),
+                            reachability: r.reachability.map(|x| x.as_str().to_owned()),
                         })
                     })
                     .collect();
@@ -586,6 +611,7 @@ mod tests {
             down_rate: 1.0,
             received: (0..MAX_REPORT_ISPS).map(|_| IspBytes { isp: text.clone(), bytes: u64::MAX }).collect(),
             hook: Some(text.clone()),
+            reachability: Some(Reachability::Unreachable),
         };
         let bytes = full.encode();
         assert!(bytes.len() <= MAX_REPORT_BYTES, "{} bytes", bytes.len());
@@ -690,5 +716,27 @@ mod tests {
         let film = catalogue_with(id, None);
         assert_eq!(fleet.view(&film, T)[0].nodes.len(), 1);
         assert!(fleet.view(&film, T + MAX_CLOCK_SKEW + MAX_REPORT_AGE + 1)[0].nodes.is_empty());
+    }
+
+    /// Reports of nodes that predate the reachability trailer still decode; the trailer round-trips;
+    /// anything else after the body is refused.
+    #[test]
+    fn the_reachability_trailer_is_optional() {
+        let old = Report::empty("cinema", 5);
+        let old_bytes = bincode::serialize(&old).unwrap();
+        assert_eq!(old.encode(), old_bytes, "no trailer without a reachability");
+        assert_eq!(Report::decode(&old_bytes).unwrap().reachability, None);
+        let new = Report { reachability: Some(Reachability::RelayedOnly), ..old.clone() };
+        let bytes = new.encode();
+        assert_eq!(bytes.len(), old_bytes.len() + 2);
+        assert_eq!(Report::decode(&bytes).unwrap(), new);
+        let mut unknown = old_bytes.clone();
+        unknown.extend([REACHABILITY_TAG, 99]);
+        assert_eq!(Report::decode(&unknown).unwrap().reachability, Some(Reachability::Unknown));
+        for junk in [vec![0u8], vec![REACHABILITY_TAG, 1, 2], vec![1, 1]] {
+            let mut b = old_bytes.clone();
+            b.extend(junk);
+            assert!(Report::decode(&b).is_err());
+        }
     }
 }

@@ -10,6 +10,8 @@
 //!   (`/cinemesh/kad/1.0.0`, server mode, provider records keyed by content id), gossipsub (catalogue
 //!   topic, validated before forwarding), mDNS, connection limits, the chunk protocol.
 //! - [`ip_limit`]: a cap on inbound connections per remote IP.
+//! - [`nat`]: NAT traversal: UPnP, AutoNAT v2, circuit relay v2 (client and server), DCUtR hole punching,
+//!   QUIC beside TCP; `[network.nat]`.
 //! - [`protocol`]: the chunk-transfer wire protocol.
 //! - [`provider_store`]: the Kademlia record store, bounded per peer, never dropping own records.
 //! - [`node`]: the event loop.
@@ -26,6 +28,7 @@ pub mod fleet;
 pub mod inbound;
 pub mod ip_limit;
 pub mod metrics;
+pub mod nat;
 pub mod node;
 pub mod pacer;
 pub mod protocol;
@@ -101,6 +104,8 @@ pub struct Config {
     /// Most bytes of fetched content to keep (`storage.capacity`); contents no longer targeted here are
     /// evicted to make room, and beyond that new content is refused.
     pub capacity: Option<u64>,
+    /// `[network.nat]`: UPnP, AutoNAT, relays, hole punching, QUIC.
+    pub nat: nat::NatConfig,
     /// Test-only misbehaviour.
     #[doc(hidden)]
     pub fault: Option<Fault>,
@@ -135,6 +140,8 @@ impl Config {
             policy: PolicyConfig::default(),
             reserve: 0,
             capacity: None,
+            // No router to ask on loopback.
+            nat: nat::NatConfig { upnp: false, ..Default::default() },
             fault: None,
             record_engine: false,
         }

@@ -20,6 +20,10 @@ pub struct PeerReport {
     pub report_age_secs: u64,
     /// The report.
     pub report: Report,
+    /// How others can reach that peer, when its report says (`public`, `mapped`, `hole-punched`,
+    /// `relayed-only`, `unreachable`, `unknown`).
+    #[serde(default)]
+    pub reachability: Option<String>,
 }
 
 /// One catalogue entry, described.
@@ -61,6 +65,7 @@ impl Snapshot {
                 peer_id: peer.clone(),
                 report_age_secs: now.saturating_sub(r.issued_at),
                 report: r.clone(),
+                reachability: r.reachability.map(|x| x.as_str().to_owned()),
             })
             .collect();
         let mut entries: Vec<&SignedEntry> = catalogue

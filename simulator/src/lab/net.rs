@@ -82,13 +82,15 @@ fn shape(ns: &str, dev: &str, rate: f64) -> Result<(), LabError> {
     run(&cmd).map(|_| ())
 }
 
-fn add_ns(ns: &str) -> Result<(), LabError> {
+/// Creates namespace `ns` with its loopback up.
+pub fn add_ns(ns: &str) -> Result<(), LabError> {
     run(&["ip", "netns", "add", ns])?;
     run(&["ip", "-n", ns, "link", "set", "lo", "up"])?;
     Ok(())
 }
 
-fn add_bridge(ns: &str) -> Result<(), LabError> {
+/// Creates bridge `br0` in `ns`, up.
+pub fn add_bridge(ns: &str) -> Result<(), LabError> {
     run(&["ip", "-n", ns, "link", "add", "br0", "type", "bridge"])?;
     run(&["ip", "-n", ns, "link", "set", "br0", "up"])?;
     Ok(())

@@ -31,6 +31,7 @@
 //! - Deterministic: ordered maps only, and the scheduler's seeded RNG.
 
 mod io;
+mod relay;
 #[cfg(test)]
 mod tests;
 
@@ -88,6 +89,9 @@ pub struct Config {
     pub housekeeping: Duration,
     /// Seed of the scheduler's RNG.
     pub seed: u64,
+    /// Bytes of film this node may request over relayed connections in all (`network.nat.relay_film_budget`);
+    /// 0: never (relayed peers then only exchange control messages). See [`Engine::link`].
+    pub relay_budget: u64,
 }
 
 impl Config {
@@ -106,6 +110,7 @@ impl Config {
             refused_retry: Duration::from_secs(60),
             housekeeping: Duration::from_secs(1),
             seed: 0,
+            relay_budget: 0,
         }
     }
 }
@@ -133,6 +138,8 @@ pub struct Stats {
     pub lookups: u64,
     /// Contents evicted to stay within capacity.
     pub evictions: u64,
+    /// Bytes of chunks requested over relayed connections (counted when asked, so never above the budget).
+    pub relay_requested: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -140,6 +147,8 @@ struct Session {
     joined: bool,
     info: PeerInfo,
     load: f32,
+    /// Its only connection goes through a relay ([`Engine::link`]).
+    relayed: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -445,6 +454,7 @@ impl<P: PeerKey> Engine<P> {
                     let size = self.offers.get(&content).map_or(0, |o| o.chunk_size);
                     b.reserve(now, size);
                 }
+                self.charge_relay(now, &peer, content);
                 self.out.push_back(Output::Send { peer, request: Request::Chunk { content, index: chunk } });
             }
             scheduler::Output::Cancel { peer, content, chunk } => {
@@ -494,7 +504,10 @@ impl<P: PeerKey> Engine<P> {
         if self.sessions.contains_key(&peer) {
             return;
         }
-        self.sessions.insert(peer.clone(), Session { joined: false, info: PeerInfo::default(), load: 0.0 });
+        self.sessions.insert(
+            peer.clone(),
+            Session { joined: false, info: PeerInfo::default(), load: 0.0, relayed: false },
+        );
         self.out.push_back(Output::Send { peer, request: Request::Hello });
     }
 
@@ -506,6 +519,7 @@ impl<P: PeerKey> Engine<P> {
             joined: false,
             info: PeerInfo::default(),
             load: 0.0,
+            relayed: false,
         });
         s.info = info;
         if s.joined {
@@ -513,9 +527,7 @@ impl<P: PeerKey> Engine<P> {
         }
         s.joined = true;
         let locality = s.info.locality.clone();
-        let seeder = matches!(s.info.role, Some(Role::Superseeder | Role::Distributor));
-        self.scheduler.peer_joined(now, peer.clone(), locality);
-        self.scheduler.peer_seeder(&peer, seeder);
+        self.join_scheduler(now, &peer, locality);
         self.out.push_back(Output::Event(Event::Joined { peer: peer.clone() }));
         let active: Vec<ContentId> =
             self.fetches.iter().filter(|(_, f)| matches!(f, Fetch::Active)).map(|(c, _)| *c).collect();
@@ -925,6 +937,7 @@ impl<P: PeerKey> Engine<P> {
     }
 
     fn note_load(&mut self, now: Time, peer: &P, load: f32) {
+        let load = self.effective_load(peer, load);
         if let Some(s) = self.sessions.get_mut(peer) {
             s.load = load;
         }

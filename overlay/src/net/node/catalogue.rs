@@ -141,6 +141,7 @@ impl Node {
             down_rate: rates.down,
             received: self.traffic.list(),
             hook: self.hook_result.clone(),
+            reachability: Some(self.nat.reachability()),
             ..fleet::Report::empty(self.cfg.role.as_str(), unix_now())
         };
         let topic = gossipsub::IdentTopic::new(fleet::FLEET_TOPIC);

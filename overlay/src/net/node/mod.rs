@@ -19,10 +19,12 @@
 //!
 //! One concept per file: `swarm.rs` (connections, DHT, housekeeping tick), `transfer.rs` (the engine's
 //! inputs and outputs, the chunk protocol), `disk.rs` (blocking-pool jobs), `catalogue.rs` (signed
-//! entries, gossip, anti-entropy, fleet reports), `status.rs` (commands and views).
+//! entries, gossip, anti-entropy, fleet reports), `status.rs` (commands and views), `nat.rs` (connection
+//! kinds, relay reservations, reachability).
 
 mod catalogue;
 mod disk;
+mod nat;
 mod status;
 mod swarm;
 mod transfer;
@@ -157,6 +159,8 @@ pub struct Node {
     last_kad_bootstrap: Option<Instant>,
     last_rate: (Instant, u64, u64),
     bytes_total: (u64, u64),
+    /// NAT traversal: connection kinds, relay reservations, reachability (`nat.rs`).
+    nat: nat::Nat,
 }
 
 impl std::fmt::Debug for Node {
@@ -231,6 +235,7 @@ impl Node {
         let codec = super::protocol::Codec::counting(metrics.malformed_messages.clone());
         let mut swarm = build_swarm(&cfg, registry, codec)?;
         let libp2p_metrics = libp2p::metrics::Metrics::new(registry);
+        let nat_metrics = super::nat::metrics::NatMetrics::register(registry);
 
         for topic in [CATALOGUE_TOPIC, fleet::FLEET_TOPIC] {
             swarm
@@ -239,7 +244,7 @@ impl Node {
                 .subscribe(&gossipsub::IdentTopic::new(topic))
                 .map_err(|e| NetError::Setup(format!("subscribe: {e}")))?;
         }
-        for addr in &cfg.listen {
+        for addr in &Node::nat_listen_addresses(&cfg) {
             swarm
                 .listen_on(addr.clone())
                 .map_err(|e| NetError::Listen { addr: addr.clone(), reason: e.to_string() })?;
@@ -266,6 +271,7 @@ impl Node {
         engine_cfg.capacity = cfg.capacity;
         engine_cfg.max_peers = cfg.max_connections;
         engine_cfg.seed = seed;
+        engine_cfg.relay_budget = cfg.nat.relay_film_budget.0;
         let mut node = Node {
             engine: Engine::new(engine_cfg.clone()),
             me,
@@ -297,6 +303,7 @@ impl Node {
             last_kad_bootstrap: None,
             last_rate: (now, 0, 0),
             bytes_total: (0, 0),
+            nat: nat::Nat::new(nat_metrics),
             cfg,
         };
         // Our locality comes from the catalogue (our Admit entry) once it is restored.
@@ -306,6 +313,7 @@ impl Node {
             node.engine.record_kinds();
         }
         node.apply_limits();
+        node.nat_start();
         node.resume()?;
         node.drive();
         let client = Client::new(tx, me);

@@ -72,7 +72,15 @@ impl Node {
         let loc = self.own_locality();
         Status {
             peer_id: self.me.to_string(),
-            listen: self.listen.iter().map(|a| format!("{a}/p2p/{}", self.me)).collect(),
+            listen: self
+                .listen
+                .iter()
+                .map(|a| match a.iter().last() {
+                    // A relay's `/p2p-circuit` address already ends with our id.
+                    Some(libp2p::multiaddr::Protocol::P2p(_)) => a.to_string(),
+                    _ => format!("{a}/p2p/{}", self.me),
+                })
+                .collect(),
             role: self.cfg.role.as_str().to_owned(),
             name: self.cfg.name.clone(),
             isp: loc.isp,
@@ -92,6 +100,9 @@ impl Node {
             }),
             peers: self.peers.len(),
             films: self.catalogue.films().count(),
+            reachability: self.nat.reachability().as_str().to_owned(),
+            external_addresses: self.nat.external(),
+            bytes_by_link: self.nat.bytes_by_link(),
         }
     }
 
@@ -145,6 +156,7 @@ impl Node {
                     bytes_up: p.bytes_up,
                     bytes_down: p.bytes_down,
                     address: p.address.as_ref().map(|a| a.to_string()),
+                    link: self.nat.link(id).map(|l| l.as_str().to_owned()),
                 }
             })
             .collect()

@@ -26,7 +26,15 @@ impl Node {
                 self.listen.push(address);
             }
             SwarmEvent::ExpiredListenAddr { address, .. } => self.listen.retain(|a| a != &address),
-            SwarmEvent::ConnectionEstablished { peer_id, endpoint, num_established, .. } => {
+            SwarmEvent::ListenerClosed { listener_id, addresses, .. } => {
+                self.listen.retain(|a| !addresses.contains(a));
+                self.nat_listener_closed(listener_id);
+            }
+            SwarmEvent::ExternalAddrConfirmed { address } => self.nat_external(&address, true),
+            SwarmEvent::ExternalAddrExpired { address } => self.nat_external(&address, false),
+            SwarmEvent::ConnectionEstablished {
+                peer_id, connection_id, endpoint, num_established, ..
+            } => {
                 if self.revoked(&peer_id) || (self.catalogue.has_members() && !self.allowed(&peer_id)) {
                     debug!(%peer_id, "closing connection: peer revoked or not admitted");
                     self.metrics.connections_refused.inc();
@@ -38,12 +46,16 @@ impl Node {
                 if num_established.get() == 1 {
                     self.engine.connected(now, peer_id);
                 }
+                self.nat_connection_up(peer_id, connection_id, &endpoint);
                 self.metrics.connected_peers.set(self.peers.len() as i64);
             }
-            SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
-                self.peers.remove(&peer_id);
-                self.engine.disconnected(now, &peer_id);
-                self.metrics.connected_peers.set(self.peers.len() as i64);
+            SwarmEvent::ConnectionClosed { peer_id, connection_id, num_established, .. } => {
+                self.nat_connection_down(peer_id, connection_id);
+                if num_established == 0 {
+                    self.peers.remove(&peer_id);
+                    self.engine.disconnected(now, &peer_id);
+                    self.metrics.connected_peers.set(self.peers.len() as i64);
+                }
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
                 debug!(?peer_id, %error, "dial failed");
@@ -74,7 +86,10 @@ impl Node {
         }
         match event {
             BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
-                for addr in info.listen_addrs {
+                self.nat_identified(peer_id, &info);
+                let seen = self.peers.get(&peer_id).and_then(|p| p.address.clone());
+                let keep = |a: &libp2p::Multiaddr| crate::net::nat::addr::worth_keeping(a, seen.as_ref());
+                for addr in info.listen_addrs.into_iter().filter(keep) {
                     self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
                 }
             }
@@ -101,6 +116,10 @@ impl Node {
                 }
             }
             BehaviourEvent::Xfer(event) => self.on_xfer_event(event),
+            event @ (BehaviourEvent::RelayClient(_)
+            | BehaviourEvent::Dcutr(_)
+            | BehaviourEvent::AutonatClient(_)
+            | BehaviourEvent::Upnp(_)) => self.on_nat_event(event),
             _ => {}
         }
     }

@@ -161,7 +161,10 @@ impl Node {
             E::Message { peer, message: Message::Request { request_id, request, channel }, .. } => {
                 self.on_request(peer, request_id, request, channel)
             }
-            E::Message { peer, message: Message::Response { request_id, response }, .. } => {
+            E::Message { peer, connection_id, message: Message::Response { request_id, response } } => {
+                if let Response::Chunk { bytes, .. } = &response {
+                    self.nat_count_bytes(connection_id, bytes.len() as u64);
+                }
                 if let Some((_, what)) = self.pending.remove(&request_id) {
                     self.on_response(peer, what, response);
                 }

@@ -1,0 +1,30 @@
+//! NAT traversal: how a node behind a home router or a firewall is reached.
+//!
+//! ```text
+//!  cinema behind NAT                      superseeder / distributor (public)          cinema behind NAT
+//!  ─────────────────                      ──────────────────────────────────          ─────────────────
+//!  UPnP: ask the router for a port ──▶ (router)
+//!  dial out ───────────────────────────▶ identify: "you are 198.51.100.7:4710"
+//!  AutoNAT v2: "dial me back there" ───▶ dial-back from a fresh port: reachable or not
+//!  not reachable: reserve a slot ──────▶ relay server (circuit relay v2)
+//!  listen on <relay>/p2p-circuit                                    ◀── dial <relay>/p2p-circuit/p2p/<us>
+//!  DCUtR over the relayed connection: both sides dial each other's observed address at once
+//!  ══════════════ direct (hole-punched) connection ══════════════▶  the relayed one is closed
+//! ```
+//!
+//! - [`config`]: `[network.nat]`: UPnP, AutoNAT, hole punching, QUIC, the relay server's limits, the
+//!   relay budget for film bytes, addresses the operator declares.
+//! - [`metrics`]: reachability, chunk bytes per connection kind, hole punches, relay reservations.
+//! - [`addr`]: what a multiaddr says: relayed or direct, TCP or QUIC, and the QUIC listen addresses that
+//!   go beside the TCP ones.
+//!
+//! Decisions about which peer to fetch from stay in the engine: the node tells it how each session is
+//! carried (`Engine::link`), and the engine keeps film bytes off relays unless the operator gave a
+//! budget. How the node is reachable is tracked by the sans-io
+//! [`Tracker`](crate::core::reachability::Tracker) from the events handled in `node/nat.rs`.
+
+pub mod addr;
+pub mod config;
+pub mod metrics;
+
+pub use config::NatConfig;

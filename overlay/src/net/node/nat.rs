@@ -1,0 +1,299 @@
+//! NAT traversal in the node: which kind each connection is (tcp, quic, hole-punched, relayed), what
+//! the engine is told about it (`Engine::link`), relay reservations while this node is not dialable,
+//! AutoNAT, UPnP and DCUtR events into the reachability [`Tracker`], and bytes counted per kind.
+//!
+//! A direct connection to a peer that also has a relayed one closes the relayed one: libp2p's
+//! request-response spreads requests over every connection to a peer, and film bytes must not take the
+//! relay when a direct path exists.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use libp2p::core::transport::ListenerId;
+use libp2p::core::ConnectedPoint;
+use libp2p::swarm::ConnectionId;
+use libp2p::{autonat, dcutr, identify, relay, upnp, Multiaddr, PeerId};
+use tracing::{debug, info};
+
+use super::Node;
+use crate::core::reachability::Tracker;
+use crate::core::{Link, Reachability};
+use crate::net::behaviour::BehaviourEvent;
+use crate::net::nat::addr;
+use crate::net::nat::metrics::{NatMetrics, ResultLabel};
+
+/// The node's NAT state: bounded by the connection limits (links, dialed addresses) and by
+/// `network.nat.max_relays` (relay listeners).
+#[derive(Debug, Default)]
+pub(super) struct Nat {
+    reach: Tracker,
+    /// Every open connection: its peer and kind.
+    links: HashMap<ConnectionId, (PeerId, Link)>,
+    /// The address we dialed each peer at (for a reservation on it when it is a relay).
+    dialed: HashMap<PeerId, Multiaddr>,
+    /// Relay listeners: relay peer -> (listener, reservation accepted).
+    relays: HashMap<PeerId, (ListenerId, bool)>,
+    /// Peers the engine was told are reachable only through a relay (it assumes direct otherwise, so
+    /// only changes are told: a mesh without relays never feeds `Engine::link`).
+    told_relayed: HashSet<PeerId>,
+    /// Chunk bytes received, by kind.
+    bytes: BTreeMap<Link, u64>,
+    shown: Option<Reachability>,
+    pub(super) metrics: NatMetrics,
+}
+
+impl Nat {
+    pub(super) fn new(metrics: NatMetrics) -> Self {
+        Self { metrics, ..Default::default() }
+    }
+
+    /// How this node is reachable now.
+    pub(super) fn reachability(&self) -> Reachability {
+        self.reach.state()
+    }
+
+    /// Confirmed external addresses.
+    pub(super) fn external(&self) -> Vec<String> {
+        self.reach.addresses().map(str::to_owned).collect()
+    }
+
+    /// Chunk bytes received, by kind (every kind listed).
+    pub(super) fn bytes_by_link(&self) -> BTreeMap<String, u64> {
+        Link::ALL.iter().map(|l| (l.as_str().to_owned(), self.bytes.get(l).copied().unwrap_or(0))).collect()
+    }
+
+    /// The best connection to `peer`.
+    pub(super) fn link(&self, peer: &PeerId) -> Option<Link> {
+        self.links.values().filter(|(p, _)| p == peer).map(|(_, l)| *l).reduce(Link::best)
+    }
+}
+
+impl Node {
+    /// A connection is up: classify it, tell the engine the peer's best link, close relayed connections
+    /// made redundant by a direct one.
+    pub(super) fn nat_connection_up(&mut self, peer: PeerId, id: ConnectionId, endpoint: &ConnectedPoint) {
+        let remote = endpoint.get_remote_address();
+        let mut link = addr::link_of(remote);
+        // A direct connection that comes while the peer is reachable only through a relay is DCUtR's
+        // doing (its own event may come later, or only on the side that started the punch).
+        let relayed_before = self.nat.links.values().any(|(p, l)| *p == peer && l.is_relayed());
+        if !link.is_relayed() && relayed_before && self.cfg.nat.hole_punching {
+            link = Link::HolePunched;
+            self.nat.reach.hole_punched(true);
+        }
+        if endpoint.is_dialer() && !addr::is_relayed(remote) {
+            self.nat.dialed.insert(peer, remote.clone());
+        }
+        self.nat.links.insert(id, (peer, link));
+        self.nat.metrics.connections_by_link.get_or_create(&NatMetrics::link(link)).inc();
+        self.nat_link_changed(peer);
+    }
+
+    /// A connection closed.
+    pub(super) fn nat_connection_down(&mut self, peer: PeerId, id: ConnectionId) {
+        let Some((_, link)) = self.nat.links.remove(&id) else { return };
+        self.nat.metrics.connections_by_link.get_or_create(&NatMetrics::link(link)).dec();
+        if link == Link::HolePunched {
+            self.nat.reach.hole_punched(false);
+        }
+        if !self.nat.links.values().any(|(p, _)| *p == peer) {
+            self.nat.dialed.remove(&peer);
+            self.nat.told_relayed.remove(&peer);
+        }
+        self.nat_link_changed(peer);
+        self.nat_refresh();
+    }
+
+    fn nat_link_changed(&mut self, peer: PeerId) {
+        let Some(best) = self.nat.link(&peer) else { return };
+        if best.is_relayed() != self.nat.told_relayed.contains(&peer) {
+            if best.is_relayed() {
+                self.nat.told_relayed.insert(peer);
+            } else {
+                self.nat.told_relayed.remove(&peer);
+            }
+            let now = self.now();
+            self.engine.link(now, &peer, best);
+        }
+        if !best.is_relayed() {
+            let relayed: Vec<ConnectionId> = self
+                .nat
+                .links
+                .iter()
+                .filter(|(_, (p, l))| *p == peer && l.is_relayed())
+                .map(|(id, _)| *id)
+                .collect();
+            for id in relayed {
+                debug!(%peer, "closing the relayed connection: a direct one is up");
+                self.swarm.close_connection(id);
+            }
+        }
+    }
+
+    /// Chunk bytes received over connection `id`.
+    pub(super) fn nat_count_bytes(&mut self, id: ConnectionId, len: u64) {
+        let Some((_, link)) = self.nat.links.get(&id) else { return };
+        *self.nat.bytes.entry(*link).or_default() += len;
+        self.nat.metrics.chunk_bytes_by_link.get_or_create(&NatMetrics::link(*link)).inc_by(len);
+    }
+
+    /// Our listen addresses, with QUIC twins on an open mesh, and the operator's external addresses.
+    pub(super) fn nat_listen_addresses(cfg: &crate::net::Config) -> Vec<Multiaddr> {
+        let mut listen = cfg.listen.clone();
+        if cfg.nat.quic && cfg.psk.is_none() {
+            listen.extend(addr::quic_twins(&cfg.listen));
+        }
+        listen
+    }
+
+    /// At start: the operator's external addresses are confirmed at once.
+    pub(super) fn nat_start(&mut self) {
+        for a in self.cfg.nat.external().unwrap_or_default() {
+            self.swarm.add_external_address(a);
+        }
+        self.nat_refresh();
+    }
+
+    /// identify told us what `peer` speaks: a relay is used for a reservation while we are not dialable.
+    pub(super) fn nat_identified(&mut self, peer: PeerId, info: &identify::Info) {
+        let nat = &self.cfg.nat;
+        let is_relay = info.protocols.contains(&relay::HOP_PROTOCOL_NAME);
+        if !is_relay
+            || !nat.relay_client
+            || self.nat.reach.state().dialable()
+            || self.nat.relays.contains_key(&peer)
+            || self.nat.relays.len() >= nat.max_relays as usize
+        {
+            return;
+        }
+        let Some(listen) = self.nat.dialed.get(&peer).and_then(|a| addr::circuit_listen_addr(a, peer)) else {
+            return;
+        };
+        match self.swarm.listen_on(listen.clone()) {
+            Ok(id) => {
+                info!(%listen, "asking a relay for a reservation: this node is not known to be reachable");
+                self.nat.relays.insert(peer, (id, false));
+            }
+            Err(e) => debug!(%listen, "cannot listen through the relay: {e}"),
+        }
+    }
+
+    /// A listener closed: when it was a relay's, its reservation is gone.
+    pub(super) fn nat_listener_closed(&mut self, id: ListenerId) {
+        let relay = self.nat.relays.iter().find(|(_, (l, _))| *l == id).map(|(p, _)| *p);
+        if let Some(peer) = relay {
+            if let Some((_, true)) = self.nat.relays.remove(&peer) {
+                self.nat.reach.relay(false);
+            }
+            self.nat_refresh();
+        }
+    }
+
+    /// The swarm confirmed (AutoNAT, UPnP, the operator) or expired an external address.
+    pub(super) fn nat_external(&mut self, address: &Multiaddr, confirmed: bool) {
+        // The relay client confirms its `/p2p-circuit` addresses: reachable through a relay, which the
+        // reservation events already say; not a public address.
+        if addr::is_relayed(address) {
+            return;
+        }
+        if confirmed {
+            info!(%address, "external address confirmed");
+            self.nat.reach.confirmed(&address.to_string());
+        } else {
+            self.nat.reach.expired(&address.to_string());
+        }
+        self.nat_refresh();
+    }
+
+    /// Events of the NAT behaviours.
+    pub(super) fn on_nat_event(&mut self, event: BehaviourEvent) {
+        match event {
+            BehaviourEvent::RelayClient(relay::client::Event::ReservationReqAccepted {
+                relay_peer_id,
+                renewal,
+                ..
+            }) => {
+                if let Some((_, accepted)) = self.nat.relays.get_mut(&relay_peer_id) {
+                    if !renewal && !*accepted {
+                        *accepted = true;
+                        info!(relay = %relay_peer_id, "relay reservation accepted");
+                        self.nat.reach.relay(true);
+                    }
+                }
+            }
+            BehaviourEvent::Dcutr(dcutr::Event { remote_peer_id, result }) => match result {
+                Ok(id) => {
+                    info!(peer = %remote_peer_id, "hole punched: direct connection");
+                    self.nat.metrics.hole_punches.get_or_create(&ResultLabel { result: "ok".into() }).inc();
+                    if let Some((_, link)) =
+                        self.nat.links.get_mut(&id).filter(|(_, l)| *l != Link::HolePunched)
+                    {
+                        let old = std::mem::replace(link, Link::HolePunched);
+                        let m = &self.nat.metrics.connections_by_link;
+                        m.get_or_create(&NatMetrics::link(old)).dec();
+                        m.get_or_create(&NatMetrics::link(Link::HolePunched)).inc();
+                        self.nat.reach.hole_punched(true);
+                    }
+                    self.nat_link_changed(remote_peer_id);
+                }
+                Err(e) => {
+                    debug!(peer = %remote_peer_id, "hole punch failed: {e}");
+                    self.nat
+                        .metrics
+                        .hole_punches
+                        .get_or_create(&ResultLabel { result: "failed".into() })
+                        .inc();
+                }
+            },
+            BehaviourEvent::AutonatClient(autonat::v2::client::Event {
+                tested_addr, server, result, ..
+            }) => match result {
+                Ok(()) => debug!(%tested_addr, %server, "AutoNAT: reachable"),
+                Err(e) => {
+                    debug!(%tested_addr, %server, "AutoNAT: not reachable: {e}");
+                    self.nat.reach.probe_failed();
+                }
+            },
+            BehaviourEvent::Upnp(e) => match e {
+                upnp::Event::NewExternalAddr { external_addr, .. } => {
+                    info!(%external_addr, "the router mapped a port (UPnP)");
+                    self.nat.reach.mapped(&external_addr.to_string());
+                }
+                upnp::Event::ExpiredExternalAddr { external_addr, .. } => {
+                    self.nat.reach.unmapped(&external_addr.to_string())
+                }
+                upnp::Event::GatewayNotFound => {
+                    debug!("no UPnP gateway on this network");
+                    self.nat.reach.no_gateway();
+                }
+                upnp::Event::NonRoutableGateway => {
+                    info!("the UPnP gateway is itself behind NAT (carrier-grade NAT): no mapping");
+                    self.nat.reach.no_gateway();
+                }
+            },
+            _ => {}
+        }
+        self.nat_refresh();
+    }
+
+    /// Metrics follow the state; once dialable, relay reservations are given back.
+    fn nat_refresh(&mut self) {
+        let now = self.nat.reach.state();
+        if self.nat.shown != Some(now) {
+            info!(reachability = %now, "reachability");
+            self.nat.shown = Some(now);
+            self.nat.metrics.set_reachability(now);
+        }
+        self.nat.metrics.relay_reservations.set(i64::from(self.nat.reach.relays()));
+        self.nat.metrics.relay_budget_left.set(self.engine.relay_budget_left().min(i64::MAX as u64) as i64);
+        if now.dialable() && !self.nat.relays.is_empty() {
+            for (relay, (id, accepted)) in std::mem::take(&mut self.nat.relays) {
+                debug!(%relay, "reachable directly: giving the relay reservation back");
+                self.swarm.remove_listener(id);
+                if accepted {
+                    self.nat.reach.relay(false);
+                }
+            }
+            self.nat.metrics.relay_reservations.set(i64::from(self.nat.reach.relays()));
+        }
+    }
+}
