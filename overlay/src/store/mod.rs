@@ -114,6 +114,8 @@ pub struct Store {
     quarantine: sled::Tree,
     reserve: u64,
     cache: Mutex<VecDeque<Arc<Loaded>>>,
+    /// A background flush of the catalogue is on its way (see `catalogue_flush`).
+    flush_pending: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// How long [`Store::open`] waits for sled's lock: a store closed an instant ago releases it from sled's
@@ -156,6 +158,7 @@ impl Store {
             db,
             reserve: DEFAULT_RESERVE,
             cache: Mutex::new(VecDeque::new()),
+            flush_pending: Arc::default(),
         };
         store.quarantine_broken()?;
         store.collect_orphans()?;

@@ -293,6 +293,25 @@ fn catalogue_entries_in_key_seq_order_and_peer_stats() {
 }
 
 #[test]
+fn catalogue_entries_are_flushed_once_per_batch_off_the_caller() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = open(dir.path());
+        for seq in 1..=256u64 {
+            s.put_catalogue_entry(&[7; 32], seq, &seq.to_be_bytes()).unwrap();
+        }
+        let flush = s.catalogue_flush().expect("the first flush is scheduled");
+        assert!(s.catalogue_flush().is_none(), "a second one waits for the first: one fsync for the batch");
+        futures::executor::block_on(flush).unwrap();
+        // Once it ran, a later write schedules a new flush.
+        s.put_catalogue_entry(&[7; 32], 257, b"late").unwrap();
+        futures::executor::block_on(s.catalogue_flush().expect("scheduled again")).unwrap();
+    }
+    let s = open(dir.path());
+    assert_eq!(s.catalogue_entries().unwrap().len(), 257);
+}
+
+#[test]
 fn a_store_reopens_at_once_after_close_and_a_held_one_is_reported_in_use() {
     let dir = tempfile::tempdir().unwrap();
     let (m, chunks) = film(9);

@@ -179,6 +179,15 @@ impl Node {
                 .get_or_create(&metrics::KeyLabel { key: e.entry.key.to_string() })
                 .set(e.entry.seq as i64);
         }
+        if !applied.entries.is_empty() {
+            if let Some(flush) = self.store.catalogue_flush() {
+                tokio::spawn(async move {
+                    if let Err(err) = flush.await {
+                        warn!("cannot flush the catalogue to disk: {err}");
+                    }
+                });
+            }
+        }
         for e in applied.entries {
             self.on_applied(e);
         }
