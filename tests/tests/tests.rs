@@ -1,9 +1,8 @@
 //! Integration tests: real nodes, real libp2p, real disks, on 127.0.0.1 only. Every wait is on a condition
 //! with a timeout; every node and process a test starts, it stops.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
@@ -14,16 +13,12 @@ use cinemesh_overlay::config::Rate;
 use cinemesh_overlay::content::{self, Manifest};
 use cinemesh_overlay::net::{self, Fault, Role};
 use cinemesh_overlay::ContentId;
-use cinemesh_tests::node_config;
+use cinemesh_tests::{node_config, unix_now, NodeProcess, Published};
 
 /// How long any one condition may take before the test fails.
 const WAIT: Duration = Duration::from_secs(120);
 /// Chunk size used by the tests: small enough for many chunks in little data.
 const CHUNK: u32 = 1 << 20;
-
-fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
 
 /// A temp dir, a distributor key, and the list of trusted keys holding it.
 fn setup() -> anyhow::Result<(tempfile::TempDir, Keypair, [DistributorKey; 1])> {
@@ -58,33 +53,8 @@ fn make_tree_seeded(dir: &Path, size: u64, seed: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-struct Published {
-    id: ContentId,
-    chunks: u32,
-    source: PathBuf,
-}
-
 async fn publish(distributor: &LocalNode, key: &Keypair, seq: u64, dir: &Path) -> anyhow::Result<Published> {
-    let manifest = Manifest::from_path(dir, CHUNK)?;
-    let id = manifest.id();
-    let chunks = manifest.chunk_count();
-    let entry = Entry {
-        key: key.public(),
-        seq,
-        issued_at: unix_now(),
-        body: Body::Publish(Publish {
-            content: id,
-            title: format!("film {seq}"),
-            size: manifest.total_size(),
-            chunk_size: manifest.chunk_size(),
-            chunks,
-            targets: Targets::All,
-            deadline: None,
-        }),
-    }
-    .sign(key)?;
-    distributor.client.publish(manifest, content::base_dir(dir)?, entry).await?;
-    Ok(Published { id, chunks, source: dir.to_owned() })
+    cinemesh_tests::publish(distributor, key, seq, dir, CHUNK).await
 }
 
 /// Waits until `node` holds `id` complete and returns where its files are.
@@ -296,63 +266,6 @@ async fn withdraw_removes_the_content_from_the_nodes() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A `cinemesh run` process, killed when dropped.
-struct Daemon {
-    child: Child,
-    api: String,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Daemon {
-    fn start(data_dir: &Path, key: &DistributorKey, bootstrap: &str) -> anyhow::Result<Self> {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_cinemesh-node"))
-            .args(["run", "--listen", "/ip4/127.0.0.1/tcp/0", "--api", "127.0.0.1:0", "--no-mdns", "--open"])
-            .args(["--log-format", "json", "--isp", "isp-a"])
-            .arg("--data-dir")
-            .arg(data_dir)
-            .args(["--trust", &key.to_string(), "--bootstrap", bootstrap])
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()?;
-        let stderr = child.stderr.take().context("no stderr")?;
-        // The daemon logs its API address; read lines until then (bounded: 200 lines).
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-                    if let Some(api) = v["fields"]["api"].as_str() {
-                        let _ = tx.send(api.to_owned());
-                    }
-                }
-            }
-        });
-        let mut daemon = Self { child, api: String::new() };
-        daemon.api =
-            rx.recv_timeout(Duration::from_secs(30)).context("the daemon never logged its API address")?;
-        Ok(daemon)
-    }
-
-    async fn get(&self, path: &str) -> anyhow::Result<String> {
-        Ok(reqwest::get(format!("http://{}{path}", self.api)).await?.error_for_status()?.text().await?)
-    }
-
-    async fn have_chunks(&self, id: &ContentId) -> anyhow::Result<(u32, bool)> {
-        let films: serde_json::Value = serde_json::from_str(&self.get("/films").await?)?;
-        let film = films.as_array().and_then(|a| a.iter().find(|f| f["content_id"] == id.to_hex()));
-        Ok(film
-            .map(|f| (f["have_chunks"].as_u64().unwrap_or(0) as u32, f["complete"] == true))
-            .unwrap_or((0, false)))
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_killed_mid_download_resumes_without_fetching_verified_chunks_again() -> anyhow::Result<()> {
     let (tmp, key, trusted) = setup()?;
@@ -365,7 +278,7 @@ async fn a_node_killed_mid_download_resumes_without_fetching_verified_chunks_aga
     let boot = distributor.addr.to_string();
     let data = tmp.path().join("cinema");
 
-    let daemon = Daemon::start(&data, &key.public(), &boot)?;
+    let daemon = NodeProcess::start(&data, &key.public(), &boot)?;
     let before = wait_for("the cinema to hold a few chunks", WAIT, || async {
         let (have, complete) = daemon.have_chunks(&p.id).await?;
         if complete {
@@ -376,7 +289,7 @@ async fn a_node_killed_mid_download_resumes_without_fetching_verified_chunks_aga
     .await?;
     drop(daemon); // SIGKILL: no clean shutdown
 
-    let daemon = Daemon::start(&data, &key.public(), &boot)?;
+    let daemon = NodeProcess::start(&data, &key.public(), &boot)?;
     wait_for("the cinema to complete after restart", WAIT, || async {
         Ok(daemon.have_chunks(&p.id).await?.1.then_some(()))
     })
