@@ -215,6 +215,7 @@ async fn a_disk_that_fills_refuses_then_resumes_once_space_is_freed() -> anyhow:
     assert!(r0 >= f64::from(before * CHUNK), "{r0} bytes received for {before} chunks");
     tokio::time::sleep(Duration::from_secs(3)).await;
     let thrown = daemon.bytes_received().await? - r0;
+    eprintln!("while refused: {thrown} bytes received in {:?}", t0.elapsed());
     assert!(
         thrown <= 4.0 * f64::from(CHUNK),
         "{thrown} bytes downloaded in {:?} while refused",
