@@ -88,6 +88,7 @@ pub fn net_config(cfg: &Config, keypair: Keypair) -> anyhow::Result<net::Config>
         policy: cfg.policy.clone(),
         reserve: cfg.storage.reserve.0,
         capacity: cfg.storage.capacity.map(|c| c.0),
+        inbound_bytes: Default::default(),
         fault: None,
         record_engine: false,
     })

@@ -757,9 +757,12 @@ async fn storage_capacity_evicts_untargeted_content_then_refuses() -> anyhow::Re
     distributor.stop().await
 }
 
-/// A codec that sends whatever bytes it is given, as a hostile or broken peer would.
+/// A codec that sends whatever bytes it is given, as a hostile or broken peer would. While `stall` is set,
+/// answers are never read (as by a peer that asks and does not read).
 #[derive(Clone, Default)]
-struct RawCodec;
+struct RawCodec {
+    stall: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
 
 impl libp2p::request_response::Codec for RawCodec {
     type Protocol = libp2p::StreamProtocol;
@@ -780,6 +783,9 @@ impl libp2p::request_response::Codec for RawCodec {
         io: &mut T,
     ) -> std::io::Result<Vec<u8>> {
         use futures::AsyncReadExt;
+        if self.stall.load(std::sync::atomic::Ordering::SeqCst) {
+            futures::future::pending::<()>().await;
+        }
         let mut out = Vec::new();
         io.take(1 << 20).read_to_end(&mut out).await?;
         Ok(out)
@@ -805,27 +811,36 @@ impl libp2p::request_response::Codec for RawCodec {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_malformed_chunk_request_is_refused_and_counted() -> anyhow::Result<()> {
-    use futures::StreamExt;
+/// A peer speaking the chunk protocol through `codec`, dialling `node` (requests time out after 2 min).
+fn raw_peer(
+    codec: RawCodec,
+    node: &LocalNode,
+) -> anyhow::Result<libp2p::Swarm<libp2p::request_response::Behaviour<RawCodec>>> {
     use libp2p::request_response::{self, ProtocolSupport};
-    use libp2p::swarm::SwarmEvent;
-    let (tmp, _key, trusted) = setup()?;
-    let node = start_distributor(tmp.path(), &trusted).await?;
-
-    let mut attacker = libp2p::SwarmBuilder::with_new_identity()
+    let mut swarm = libp2p::SwarmBuilder::with_new_identity()
         .with_tokio()
         .with_tcp(Default::default(), libp2p::noise::Config::new, libp2p::yamux::Config::default)?
         .with_behaviour(|_| {
             request_response::Behaviour::with_codec(
-                RawCodec,
+                codec,
                 [(cinemesh_overlay::net::protocol::PROTOCOL, ProtocolSupport::Outbound)],
-                request_response::Config::default(),
+                request_response::Config::default().with_request_timeout(Duration::from_secs(120)),
             )
         })?
         .build();
+    swarm.dial(node.addr.clone())?;
+    Ok(swarm)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_chunk_request_is_refused_and_counted() -> anyhow::Result<()> {
+    use futures::StreamExt;
+    use libp2p::swarm::SwarmEvent;
+    let (tmp, _key, trusted) = setup()?;
+    let node = start_distributor(tmp.path(), &trusted).await?;
+
+    let mut attacker = raw_peer(RawCodec::default(), &node)?;
     let peer = node.client.peer_id();
-    attacker.dial(node.addr.clone())?;
     // A frame that claims 5 bytes of a request and carries bytes that decode as no request at all, then
     // one that claims far more than the limit.
     let garbage = vec![0, 0, 0, 5, 0xff, 0xff, 0xff, 0xff, 0xff];
@@ -860,6 +875,135 @@ async fn a_malformed_chunk_request_is_refused_and_counted() -> anyhow::Result<()
     }
     // The node is unharmed and still answers.
     assert!(node.client.status().await?.peer_id == peer.to_string());
+    node.stop().await
+}
+
+/// A tree whose manifest is about 370 KiB in a few bytes of files: 120 files, each under 12 directories
+/// with names of 240 bytes (a manifest lists every file's whole path).
+fn make_long_paths(dir: &Path) -> anyhow::Result<()> {
+    let mut deep = dir.to_owned();
+    for i in 0..12 {
+        deep.push(format!("{i:x}").repeat(240));
+    }
+    std::fs::create_dir_all(&deep)?;
+    for i in 0..120 {
+        std::fs::write(deep.join(format!("{i:03}{}", "f".repeat(237))), [i as u8])?;
+    }
+    Ok(())
+}
+
+/// A peer that asks for a large manifest again and again and never reads the answers: once the bytes of
+/// answers waiting for it pass the per-peer bound, it is refused instead of having more buffered in the
+/// node for minutes (issue 11 finding 3: a 40-byte request returning megabytes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_never_reads_its_answers_is_refused_beyond_the_buffered_bytes_bound() -> anyhow::Result<()>
+{
+    use cinemesh_overlay::net::protocol::{self, Request, Response};
+    use futures::StreamExt;
+    use libp2p::request_response;
+    use libp2p::swarm::SwarmEvent;
+    let (tmp, key, trusted) = setup()?;
+    let mut c = node_config(tmp.path(), "distributor", Role::Distributor, "dc", &trusted);
+    c.inbound_bytes = cinemesh_overlay::net::inbound::ByteLimits { per_peer: 2 << 20, total: 16 << 20 };
+    let node = LocalNode::start(c).await?;
+    let film = tmp.path().join("film");
+    make_long_paths(&film)?;
+    let p = publish(&node, &key, 1, &film).await?;
+
+    let codec = RawCodec::default();
+    let stall = codec.stall.clone();
+    let mut attacker = raw_peer(codec, &node)?;
+    let peer = node.client.peer_id();
+    let ask = protocol::encode_frame(&Request::Manifest { content: p.id }, protocol::MAX_REQUEST_BYTES)?;
+    stall.store(true, std::sync::atomic::Ordering::SeqCst);
+    // Ten unread answers of ~370 KiB would be 3.7 MiB; the bound is 2 MiB. Then one answer read.
+    let (mut asked, mut last) = (0, None);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let answer = loop {
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "no answer to the last request");
+        tokio::select! {
+            ev = attacker.select_next_some() => match ev {
+                SwarmEvent::ConnectionEstablished { .. } if asked == 0 => {
+                    attacker.behaviour_mut().send_request(&peer, ask.clone());
+                    asked = 1;
+                }
+                SwarmEvent::Behaviour(request_response::Event::Message {
+                    message: request_response::Message::Response { request_id, response }, ..
+                }) if Some(request_id) == last => break response,
+                _ => {}
+            },
+            _ = tokio::time::sleep(Duration::from_millis(100)), if asked > 0 && last.is_none() => {
+                if asked == 10 {
+                    stall.store(false, std::sync::atomic::Ordering::SeqCst);
+                    last = Some(attacker.behaviour_mut().send_request(&peer, ask.clone()));
+                } else {
+                    attacker.behaviour_mut().send_request(&peer, ask.clone());
+                    asked += 1;
+                }
+            }
+        }
+    };
+    let answer: Response = protocol::decode_body(&answer[4..], protocol::MAX_RESPONSE_BYTES)?;
+    match answer {
+        Response::Refused { reason } => assert!(reason.contains("bytes"), "{reason}"),
+        Response::Manifest(m) => bail!("answered a manifest of {} bytes beyond the bound", m.len()),
+        other => bail!("unexpected answer {other:?}"),
+    }
+    node.stop().await
+}
+
+/// A manifest asked by one peer many times at once is answered every time, from the cached encoding:
+/// without the cache, every ask reads and encodes the manifest again and asks beyond the bound on reads in
+/// progress (2 per peer) are refused (issue 11 finding 3, cached encodings).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manifest_asked_many_times_at_once_is_answered_from_the_cache() -> anyhow::Result<()> {
+    use cinemesh_overlay::net::protocol::{self, Request, Response};
+    use futures::StreamExt;
+    use libp2p::request_response;
+    use libp2p::swarm::SwarmEvent;
+    let (tmp, key, trusted) = setup()?;
+    let node = start_distributor(tmp.path(), &trusted).await?;
+    let film = tmp.path().join("film");
+    make_long_paths(&film)?;
+    let p = publish(&node, &key, 1, &film).await?;
+    let mut peer = raw_peer(RawCodec::default(), &node)?;
+    let ask = protocol::encode_frame(&Request::Manifest { content: p.id }, protocol::MAX_REQUEST_BYTES)?;
+    let mut answers = Vec::new();
+    let mut waiting = 0;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    // One ask, then, once answered, 8 at once.
+    while answers.len() < 9 {
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "{} of 9 answers", answers.len());
+        let ev = tokio::select! {
+            ev = peer.select_next_some() => ev,
+            _ = tokio::time::sleep(Duration::from_millis(100)) => continue,
+        };
+        match ev {
+            SwarmEvent::ConnectionEstablished { .. } => {
+                peer.behaviour_mut().send_request(&node.client.peer_id(), ask.clone());
+                waiting = 1;
+            }
+            SwarmEvent::Behaviour(request_response::Event::Message {
+                message: request_response::Message::Response { response, .. },
+                ..
+            }) => {
+                let answer: Response = protocol::decode_body(&response[4..], protocol::MAX_RESPONSE_BYTES)?;
+                answers.push(answer);
+                waiting -= 1;
+                if answers.len() == 1 {
+                    for _ in 0..8 {
+                        peer.behaviour_mut().send_request(&node.client.peer_id(), ask.clone());
+                        waiting += 1;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(waiting, 0);
+    for a in &answers {
+        assert!(matches!(a, Response::Manifest(_)), "refused or missing: {a:?}");
+    }
     node.stop().await
 }
 

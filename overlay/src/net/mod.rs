@@ -10,6 +10,8 @@
 //!   (`/cinemesh/kad/1.0.0`, server mode, provider records keyed by content id), gossipsub (catalogue
 //!   topic, validated before forwarding), mDNS, connection limits, the chunk protocol.
 //! - [`ip_limit`]: a cap on inbound connections per remote IP.
+//! - [`inbound`]: bounds on manifest reads in progress and on bytes of answers waiting to be sent.
+//! - [`answers`]: cached encodings of the answers to `Manifest` and `Sync` requests.
 //! - [`protocol`]: the chunk-transfer wire protocol.
 //! - [`provider_store`]: the Kademlia record store, bounded per peer, never dropping own records.
 //! - [`node`]: the event loop.
@@ -20,6 +22,7 @@
 //! - [`snapshot`]: the dashboard's read of the node (fleet view, reports, catalogue log) in one command.
 //! - [`metrics`]: `cinemesh_*` Prometheus metrics.
 
+pub mod answers;
 pub mod behaviour;
 pub mod client;
 pub mod fleet;
@@ -101,6 +104,8 @@ pub struct Config {
     /// Most bytes of fetched content to keep (`storage.capacity`); contents no longer targeted here are
     /// evicted to make room, and beyond that new content is refused.
     pub capacity: Option<u64>,
+    /// Bytes of answers (manifests, catalogue entries) waiting to be sent, per peer and in all, at most.
+    pub inbound_bytes: inbound::ByteLimits,
     /// Test-only misbehaviour.
     #[doc(hidden)]
     pub fault: Option<Fault>,
@@ -135,6 +140,7 @@ impl Config {
             policy: PolicyConfig::default(),
             reserve: 0,
             capacity: None,
+            inbound_bytes: inbound::ByteLimits::default(),
             fault: None,
             record_engine: false,
         }

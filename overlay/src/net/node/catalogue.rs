@@ -167,6 +167,9 @@ impl Node {
         for r in &applied.dropped {
             self.metrics.rejected(rejection_label(r));
         }
+        if !applied.entries.is_empty() {
+            self.answers.catalogue_changed();
+        }
         for e in &applied.entries {
             if let Err(err) = self.store.put_catalogue_entry(e.entry.key.as_bytes(), e.entry.seq, &e.encode())
             {
