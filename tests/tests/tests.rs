@@ -468,6 +468,100 @@ async fn in_a_private_mesh_a_node_not_admitted_gets_no_catalogue_and_no_content(
     Ok(())
 }
 
+/// What an outsider speaks: identify, and the chunk protocol through [`RawCodec`].
+#[derive(libp2p::swarm::NetworkBehaviour)]
+#[behaviour(prelude = "libp2p::swarm::derive_prelude")]
+struct Outsider {
+    identify: libp2p::identify::Behaviour,
+    xfer: libp2p::request_response::Behaviour<RawCodec>,
+}
+
+/// An outsider dialling a private mesh's node gets no connection at all, not even for a moment: the node
+/// denies it when the handshake names the peer, so the outsider never learns the node's identify (its
+/// addresses and protocols) nor an answer to a Hello, over 10 dials (issue 11: the outsider race).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_private_mesh_an_outsider_is_denied_at_connection_establishment() -> anyhow::Result<()> {
+    use cinemesh_overlay::net::protocol::{self, NodeInfo, Request};
+    use futures::StreamExt;
+    use libp2p::request_response::{self, ProtocolSupport};
+    use libp2p::swarm::SwarmEvent;
+    let (tmp, key, trusted) = setup()?;
+    let mut c = node_config(tmp.path(), "distributor", Role::Distributor, "dc", &trusted);
+    c.private = true;
+    let node = LocalNode::start(c).await?;
+    node.client.submit(sign(&key, 1, member(&node, "distributor"))?).await?;
+    let mut outsider = libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(Default::default(), libp2p::noise::Config::new, libp2p::yamux::Config::default)?
+        .with_behaviour(|key| Outsider {
+            identify: libp2p::identify::Behaviour::new(libp2p::identify::Config::new(
+                cinemesh_overlay::net::behaviour::IDENTIFY_PROTOCOL.to_owned(),
+                key.public(),
+            )),
+            xfer: request_response::Behaviour::with_codec(
+                RawCodec::default(),
+                [(protocol::PROTOCOL, ProtocolSupport::Outbound)],
+                request_response::Config::default(),
+            ),
+        })?
+        .build();
+    let hello = Request::Hello(NodeInfo {
+        role: "cinema".into(),
+        name: Some("outsider".into()),
+        isp: None,
+        site: None,
+        version: "0".into(),
+    });
+    let hello = protocol::encode_frame(&hello, protocol::MAX_REQUEST_BYTES)?;
+    let peer = node.client.peer_id();
+    let (mut dials, mut learned) = (0, Vec::new());
+    let deadline = tokio::time::Instant::now() + WAIT;
+    outsider.dial(node.addr.clone())?;
+    while dials < 10 {
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "{dials} dials done");
+        let ev = tokio::select! {
+            ev = outsider.select_next_some() => ev,
+            _ = tokio::time::sleep(Duration::from_millis(100)) => continue,
+        };
+        match ev {
+            SwarmEvent::ConnectionEstablished { .. } => {
+                outsider.behaviour_mut().xfer.send_request(&peer, hello.clone());
+            }
+            SwarmEvent::ConnectionClosed { num_established: 0, .. }
+            | SwarmEvent::OutgoingConnectionError { .. } => {
+                dials += 1;
+                outsider.dial(node.addr.clone())?;
+            }
+            SwarmEvent::Behaviour(OutsiderEvent::Identify(libp2p::identify::Event::Received {
+                info,
+                ..
+            })) => {
+                learned.push(format!("identify: {:?}", info.listen_addrs));
+            }
+            SwarmEvent::Behaviour(OutsiderEvent::Xfer(request_response::Event::Message { .. })) => {
+                learned.push("an answer to its Hello".to_owned());
+            }
+            _ => {}
+        }
+    }
+    assert!(learned.is_empty(), "the outsider got a connection: {learned:?}");
+    // The node's swarm never counted a connection established (the only peer it saw is the outsider):
+    // each was denied while being established.
+    let text = node.metrics_text();
+    let sum = |name: &str| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with(name))
+            .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
+            .sum()
+    };
+    let established = sum("libp2p_swarm_connections_established_total");
+    let denied = sum("libp2p_swarm_connections_incoming_error_total{error=\"Denied\"");
+    assert_eq!(established, 0.0, "connections established with the outsider");
+    assert!(denied >= 10.0, "{denied} connections denied");
+    assert!(node.metric("cinemesh_connections_refused_total") >= 10.0);
+    node.stop().await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_fleet_view_reports_a_node_that_is_behind() -> anyhow::Result<()> {
     let (tmp, key, trusted) = setup()?;

@@ -9,6 +9,7 @@
 //! - [`behaviour`]: TCP + noise + yamux (optionally behind a pre-shared key), identify, ping, Kademlia
 //!   (`/cinemesh/kad/1.0.0`, server mode, provider records keyed by content id), gossipsub (catalogue
 //!   topic, validated before forwarding), mDNS, connection limits, the chunk protocol.
+//! - [`admission`]: revoked and (in a private mesh) not admitted peers denied at connection establishment.
 //! - [`ip_limit`]: a cap on inbound connections per remote IP.
 //! - [`inbound`]: bounds on manifest reads in progress and on bytes of answers waiting to be sent.
 //! - [`answers`]: cached encodings of the answers to `Manifest` and `Sync` requests.
@@ -22,6 +23,7 @@
 //! - [`snapshot`]: the dashboard's read of the node (fleet view, reports, catalogue log) in one command.
 //! - [`metrics`]: `cinemesh_*` Prometheus metrics.
 
+pub mod admission;
 pub mod answers;
 pub mod behaviour;
 pub mod client;

@@ -193,6 +193,7 @@ impl Node {
             Body::Publish(p) => self.offer(&p),
             Body::Withdraw { content } => self.withdraw(content),
             Body::Admit(_) | Body::Revoke { .. } => {
+                self.update_gate();
                 let revoked: Vec<PeerId> = self.peers.keys().filter(|p| self.revoked(p)).copied().collect();
                 for p in revoked {
                     self.metrics.connections_refused.inc();

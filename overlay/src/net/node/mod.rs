@@ -312,6 +312,7 @@ impl Node {
             node.engine.record_kinds();
         }
         node.apply_limits();
+        node.update_gate();
         node.resume()?;
         node.drive();
         let client = Client::new(tx, me);
