@@ -302,7 +302,10 @@ impl Node {
             _ => 0,
         };
         if self.answer_bytes.admit(&peer, request, bytes as u64) {
-            self.respond(channel, response);
+            if self.swarm.behaviour_mut().xfer.send_response(channel, response).is_err() {
+                // The connection or the request is gone: no event will free these bytes.
+                self.answer_bytes.sent(&request);
+            }
         } else {
             self.metrics.protocol_error("inbound", "too many bytes of answers waiting to be sent");
             let reason = "too many bytes of answers waiting for you to read; ask again later".to_owned();
