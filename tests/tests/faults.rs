@@ -91,7 +91,8 @@ fn held_on_disk(data: &Path, p: &Published) -> anyhow::Result<Bitfield> {
 }
 
 /// SIGKILL at 20 random moments of a transfer: every chunk verified before a kill is still held after
-/// it (checked on disk, hashes included), none is fetched again, and the copy is identical at the end.
+/// it (checked on disk, hashes included), none is fetched again, the last life receives exactly the bytes
+/// that were missing, and the copy is identical at the end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs root"]
 async fn sigkill_at_20_random_moments_loses_no_verified_chunk() -> anyhow::Result<()> {
@@ -126,6 +127,11 @@ async fn sigkill_at_20_random_moments_loses_no_verified_chunk() -> anyhow::Resul
         eprintln!("kill {kills} after {life:?}: {} of {} chunks held", now.count(), p.chunks);
         held = now;
     }
+    let missing: u64 = {
+        let store = Store::open(&data)?;
+        let manifest = store.manifest(&p.id)?.context("no manifest installed after 20 lives")?;
+        held.iter_zeros().filter_map(|i| manifest.chunk(i)).map(|c| u64::from(c.len)).sum()
+    };
     let daemon = NodeProcess::start(&data, &key.public(), &boot)?;
     wait_for("the cinema to complete after 20 kills", WAIT, || async {
         Ok(daemon.have_chunks(&p.id).await.ok().filter(|h| h.1).map(|_| ()))
@@ -133,6 +139,7 @@ async fn sigkill_at_20_random_moments_loses_no_verified_chunk() -> anyhow::Resul
     .await?;
     let fetched = daemon.metric("cinemesh_chunks_verified_total").await?;
     assert_eq!(fetched, f64::from(p.chunks - held.count()), "the last life fetched exactly what was missing");
+    assert_eq!(daemon.bytes_received().await?, missing as f64, "bytes received in the last life");
     same_files(&p.source, &data.join("content").join(p.id.to_hex()))?;
     daemon.kill();
     dist.stop().await
