@@ -89,6 +89,7 @@ pub fn net_config(cfg: &Config, keypair: Keypair) -> anyhow::Result<net::Config>
         reserve: cfg.storage.reserve.0,
         capacity: cfg.storage.capacity.map(|c| c.0),
         nat: cfg.network.nat.clone(),
+        inbound_bytes: Default::default(),
         fault: None,
         record_engine: false,
     })

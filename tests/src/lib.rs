@@ -1,15 +1,28 @@
 //! cinemesh integration tests: real nodes on 127.0.0.1. The tests live in `tests/tests.rs` (one test
-//! binary, as ripgrep does).
+//! binary, as ripgrep does); the root-only ones in `tests/netns.rs` (network namespaces) and
+//! `tests/faults.rs` (faults with real daemons), the browser tests in `tests/dashboard.rs`.
+//!
+//! Helpers shared by the test binaries: [`node_config`] (an in-process node on loopback),
+//! [`process::NodeProcess`] (a real daemon process, killed when dropped) and [`netns::Lab`] (hosts in
+//! network namespaces).
 //!
 //! This library holds [`decode`]: every decoder of untrusted input behind one function, shared by the
 //! coverage-guided fuzz targets (`tests/fuzz/`, cargo-afl, outside the workspace) and the corpus replay
 //! test (`tests/tests/fuzz_corpus.rs`, run by `cargo test` in CI).
 
-use std::path::Path;
-use std::time::Duration;
+pub mod netns;
+pub mod process;
 
-use cinemesh_overlay::catalogue::DistributorKey;
+pub use process::NodeProcess;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use cinemesh::local::LocalNode;
+use cinemesh_overlay::catalogue::{Body, DistributorKey, Entry, Keypair, Publish, Targets};
+use cinemesh_overlay::content;
 use cinemesh_overlay::net::{self, Role};
+use cinemesh_overlay::ContentId;
 
 use cinemesh_overlay::catalogue::SignedEntry;
 use cinemesh_overlay::content::Manifest;
@@ -27,6 +40,53 @@ pub fn node_config(dir: &Path, name: &str, role: Role, isp: &str, trusted: &[Dis
     c.gossip.anti_entropy_interval = Duration::from_secs(1);
     c.transfer.request_timeout = Duration::from_secs(10);
     c
+}
+
+/// Unix seconds now.
+pub fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// What [`publish`] published.
+#[derive(Debug)]
+pub struct Published {
+    /// The content id.
+    pub id: ContentId,
+    /// Its chunks.
+    pub chunks: u32,
+    /// The published tree.
+    pub source: PathBuf,
+}
+
+/// Publishes the tree at `dir` (chunks of `chunk_size` bytes, to every node) from `distributor`, signed by
+/// `key` as entry `seq` dated now.
+pub async fn publish(
+    distributor: &LocalNode,
+    key: &Keypair,
+    seq: u64,
+    dir: &Path,
+    chunk_size: u32,
+) -> anyhow::Result<Published> {
+    let manifest = Manifest::from_path(dir, chunk_size)?;
+    let id = manifest.id();
+    let chunks = manifest.chunk_count();
+    let entry = Entry {
+        key: key.public(),
+        seq,
+        issued_at: unix_now(),
+        body: Body::Publish(Publish {
+            content: id,
+            title: format!("film {seq}"),
+            size: manifest.total_size(),
+            chunk_size: manifest.chunk_size(),
+            chunks,
+            targets: Targets::All,
+            deadline: None,
+        }),
+    }
+    .sign(key)?;
+    distributor.client.publish(manifest, content::base_dir(dir)?, entry).await?;
+    Ok(Published { id, chunks, source: dir.to_owned() })
 }
 
 /// The fuzz targets: one per decoder of untrusted input.

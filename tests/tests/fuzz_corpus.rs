@@ -1,6 +1,7 @@
 //! Replays the committed fuzz corpus (`tests/fuzz/corpus/<target>/`) through the decoders, as the fuzz
 //! targets do: every input returns, none panics. This is the CI's fuzz smoke test; the coverage-guided
-//! runs themselves need cargo-afl (`tests/fuzz/README.md`). `write_seed_corpus` (ignored) regenerates the
+//! runs themselves need cargo-afl (`tests/fuzz/README.md`); `random_mutations_of_the_corpus_decode_without_a_panic`
+//! adds seeded random mutations of the corpus, 4 s per target at most. `write_seed_corpus` (ignored) regenerates the
 //! seeds from real encodings.
 
 use std::path::{Path, PathBuf};
@@ -29,6 +30,64 @@ fn the_fuzz_corpus_decodes_without_a_panic() -> anyhow::Result<()> {
             n += 1;
         }
         assert!(n >= 2, "corpus of {target} has {n} inputs");
+    }
+    Ok(())
+}
+
+/// Mutates `data` as a fuzzer's havoc stage does: flips, interesting bytes, inserts, deletes, splices.
+fn mutate(rng: &mut impl rand::Rng, data: &mut Vec<u8>, other: &[u8]) {
+    const INTERESTING: [u8; 8] = [0, 1, 0x7f, 0x80, 0xfe, 0xff, b'"', b'['];
+    for _ in 0..rng.gen_range(1..8) {
+        let at = rng.gen_range(0..=data.len());
+        match rng.gen_range(0..6) {
+            0 if at < data.len() => data[at] ^= 1 << rng.gen_range(0..8),
+            1 if at < data.len() => data[at] = INTERESTING[rng.gen_range(0..INTERESTING.len())],
+            2 => data.insert(at, rng.gen()),
+            3 if at < data.len() => {
+                let end = rng.gen_range(at..=data.len().min(at + 16));
+                data.drain(at..end);
+            }
+            4 if !other.is_empty() => {
+                let from = rng.gen_range(0..other.len());
+                let end = rng.gen_range(from..=other.len().min(from + 64));
+                data.splice(at..at, other[from..end].iter().copied());
+            }
+            _ if at + 4 <= data.len() => {
+                // A length or count field set to something large.
+                data[at..at + 4].copy_from_slice(&[0xff, 0xff, 0xff, rng.gen_range(0..0x80)]);
+            }
+            _ => {}
+        }
+        data.truncate(64 * 1024);
+    }
+}
+
+/// The CI's fuzz smoke: seeded random mutations of the corpus (no coverage guidance; that is cargo-afl's
+/// job) through every decoder: 200,000 per target, 4 s per target at most (`CINEMESH_FUZZ_EXECS`,
+/// `CINEMESH_FUZZ_SECS` for a longer run). The seed is printed; `CINEMESH_FUZZ_SEED` replays.
+#[test]
+fn random_mutations_of_the_corpus_decode_without_a_panic() -> anyhow::Result<()> {
+    use rand::{Rng, SeedableRng};
+    let seed = std::env::var("CINEMESH_FUZZ_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    });
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let env =
+        |name: &str, default: u64| std::env::var(name).ok().and_then(|s| s.parse().ok()).unwrap_or(default);
+    let (execs, secs) = (env("CINEMESH_FUZZ_EXECS", 200_000), env("CINEMESH_FUZZ_SECS", 4));
+    for target in cinemesh_tests::TARGETS {
+        let inputs: Vec<Vec<u8>> = std::fs::read_dir(corpus(target))?
+            .map(|f| Ok(std::fs::read(f?.path())?))
+            .collect::<anyhow::Result<_>>()?;
+        let (start, mut tried) = (std::time::Instant::now(), 0u64);
+        while tried < execs && start.elapsed() < std::time::Duration::from_secs(secs) {
+            let mut data = inputs[rng.gen_range(0..inputs.len())].clone();
+            let other = &inputs[rng.gen_range(0..inputs.len())];
+            mutate(&mut rng, &mut data, other);
+            cinemesh_tests::decode(target, &data);
+            tried += 1;
+        }
+        eprintln!("fuzz smoke {target}: {tried} mutated inputs in {:?} (seed {seed})", start.elapsed());
     }
     Ok(())
 }

@@ -6,125 +6,12 @@
 //! after installing iproute2 when it is missing.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use cinemesh_tests::netns::{run, same_files, Lab};
 
 const BIN: &str = env!("CARGO_BIN_EXE_cinemesh-node");
-
-fn run(cmd: &[&str]) -> anyhow::Result<String> {
-    let out = Command::new(cmd[0]).args(&cmd[1..]).output().with_context(|| format!("cannot run {cmd:?}"))?;
-    if !out.status.success() {
-        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// The namespaces and daemons of one test; everything is removed on drop.
-struct Lab {
-    prefix: String,
-    hosts: Vec<String>,
-    daemons: Vec<Child>,
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        for d in &mut self.daemons {
-            let _ = d.kill();
-            let _ = d.wait();
-        }
-        for ns in self.hosts.iter().chain([&format!("{}hub", self.prefix)]) {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-    }
-}
-
-impl Lab {
-    /// A hub namespace with a bridge, and one namespace per host on 10.77.0.<i+1>/24, its upload shaped to
-    /// `rate` (e.g. `40mbit`).
-    fn new(hosts: &[&str], rate: &str) -> anyhow::Result<Self> {
-        let prefix = format!("cm{}", std::process::id());
-        let hub = format!("{prefix}hub");
-        let mut lab = Lab { prefix: prefix.clone(), hosts: Vec::new(), daemons: Vec::new() };
-        run(&["ip", "netns", "add", &hub])?;
-        run(&["ip", "-n", &hub, "link", "add", "br0", "type", "bridge"])?;
-        run(&["ip", "-n", &hub, "link", "set", "br0", "up"])?;
-        for (i, h) in hosts.iter().enumerate() {
-            let ns = format!("{prefix}{h}");
-            run(&["ip", "netns", "add", &ns])?;
-            lab.hosts.push(ns.clone());
-            let (inner, outer) = (format!("{prefix}i{i}"), format!("{prefix}o{i}"));
-            run(&[
-                "ip", "link", "add", &inner, "netns", &ns, "type", "veth", "peer", "name", &outer, "netns",
-                &hub,
-            ])?;
-            run(&["ip", "-n", &hub, "link", "set", &outer, "master", "br0", "up"])?;
-            run(&["ip", "-n", &ns, "link", "set", "lo", "up"])?;
-            run(&["ip", "-n", &ns, "link", "set", &inner, "up"])?;
-            run(&["ip", "-n", &ns, "addr", "add", &format!("10.77.0.{}/24", i + 1), "dev", &inner])?;
-            run(&[
-                "ip", "netns", "exec", &ns, "tc", "qdisc", "add", "dev", &inner, "root", "tbf", "rate", rate,
-                "burst", "64kb", "latency", "200ms",
-            ])?;
-        }
-        Ok(lab)
-    }
-
-    fn ns(&self, i: usize) -> &str {
-        &self.hosts[i]
-    }
-
-    /// Runs the CLI inside host `i`'s namespace.
-    fn cli(&self, i: usize, args: &[&str]) -> anyhow::Result<String> {
-        let mut cmd = vec!["ip", "netns", "exec", self.ns(i), BIN];
-        cmd.extend_from_slice(args);
-        run(&cmd)
-    }
-
-    /// Starts `cinemesh run` inside host `i`'s namespace.
-    fn daemon(&mut self, i: usize, data: &Path, args: &[&str]) -> anyhow::Result<()> {
-        let listen = format!("/ip4/10.77.0.{}/tcp/4710", i + 1);
-        let child = Command::new("ip")
-            .args(["netns", "exec", self.ns(i), BIN, "run", "--no-mdns", "--open", "--listen", &listen])
-            .args(["--api", "127.0.0.1:4711", "--data-dir"])
-            .arg(data)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?;
-        self.daemons.push(child);
-        Ok(())
-    }
-
-    /// Waits until the CLI's `status --json` answers in host `i`, and returns it.
-    fn status(&self, i: usize, timeout: Duration) -> anyhow::Result<serde_json::Value> {
-        let start = Instant::now();
-        loop {
-            if let Ok(out) = self.cli(i, &["status", "--json"]) {
-                return Ok(serde_json::from_str(&out)?);
-            }
-            if start.elapsed() > timeout {
-                bail!("the daemon in {} never answered", self.ns(i));
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-fn same_files(a: &Path, b: &Path) -> anyhow::Result<()> {
-    for entry in std::fs::read_dir(a)? {
-        let entry = entry?;
-        let (x, y) = (entry.path(), b.join(entry.file_name()));
-        if entry.file_type()?.is_dir() {
-            same_files(&x, &y)?;
-        } else if std::fs::read(&x)? != std::fs::read(&y)? {
-            bail!("{} differs from {}", y.display(), x.display());
-        }
-    }
-    Ok(())
-}
 
 #[test]
 #[ignore = "needs root"]

@@ -1,9 +1,8 @@
 //! Integration tests: real nodes, real libp2p, real disks, on 127.0.0.1 only. Every wait is on a condition
 //! with a timeout; every node and process a test starts, it stops.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
@@ -14,16 +13,12 @@ use cinemesh_overlay::config::Rate;
 use cinemesh_overlay::content::{self, Manifest};
 use cinemesh_overlay::net::{self, Fault, Role};
 use cinemesh_overlay::ContentId;
-use cinemesh_tests::node_config;
+use cinemesh_tests::{node_config, unix_now, NodeProcess, Published};
 
 /// How long any one condition may take before the test fails.
 const WAIT: Duration = Duration::from_secs(120);
 /// Chunk size used by the tests: small enough for many chunks in little data.
 const CHUNK: u32 = 1 << 20;
-
-fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
 
 /// A temp dir, a distributor key, and the list of trusted keys holding it.
 fn setup() -> anyhow::Result<(tempfile::TempDir, Keypair, [DistributorKey; 1])> {
@@ -58,33 +53,8 @@ fn make_tree_seeded(dir: &Path, size: u64, seed: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-struct Published {
-    id: ContentId,
-    chunks: u32,
-    source: PathBuf,
-}
-
 async fn publish(distributor: &LocalNode, key: &Keypair, seq: u64, dir: &Path) -> anyhow::Result<Published> {
-    let manifest = Manifest::from_path(dir, CHUNK)?;
-    let id = manifest.id();
-    let chunks = manifest.chunk_count();
-    let entry = Entry {
-        key: key.public(),
-        seq,
-        issued_at: unix_now(),
-        body: Body::Publish(Publish {
-            content: id,
-            title: format!("film {seq}"),
-            size: manifest.total_size(),
-            chunk_size: manifest.chunk_size(),
-            chunks,
-            targets: Targets::All,
-            deadline: None,
-        }),
-    }
-    .sign(key)?;
-    distributor.client.publish(manifest, content::base_dir(dir)?, entry).await?;
-    Ok(Published { id, chunks, source: dir.to_owned() })
+    cinemesh_tests::publish(distributor, key, seq, dir, CHUNK).await
 }
 
 /// Waits until `node` holds `id` complete and returns where its files are.
@@ -296,63 +266,6 @@ async fn withdraw_removes_the_content_from_the_nodes() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A `cinemesh run` process, killed when dropped.
-struct Daemon {
-    child: Child,
-    api: String,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Daemon {
-    fn start(data_dir: &Path, key: &DistributorKey, bootstrap: &str) -> anyhow::Result<Self> {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_cinemesh-node"))
-            .args(["run", "--listen", "/ip4/127.0.0.1/tcp/0", "--api", "127.0.0.1:0", "--no-mdns", "--open"])
-            .args(["--log-format", "json", "--isp", "isp-a"])
-            .arg("--data-dir")
-            .arg(data_dir)
-            .args(["--trust", &key.to_string(), "--bootstrap", bootstrap])
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()?;
-        let stderr = child.stderr.take().context("no stderr")?;
-        // The daemon logs its API address; read lines until then (bounded: 200 lines).
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-                    if let Some(api) = v["fields"]["api"].as_str() {
-                        let _ = tx.send(api.to_owned());
-                    }
-                }
-            }
-        });
-        let mut daemon = Self { child, api: String::new() };
-        daemon.api =
-            rx.recv_timeout(Duration::from_secs(30)).context("the daemon never logged its API address")?;
-        Ok(daemon)
-    }
-
-    async fn get(&self, path: &str) -> anyhow::Result<String> {
-        Ok(reqwest::get(format!("http://{}{path}", self.api)).await?.error_for_status()?.text().await?)
-    }
-
-    async fn have_chunks(&self, id: &ContentId) -> anyhow::Result<(u32, bool)> {
-        let films: serde_json::Value = serde_json::from_str(&self.get("/films").await?)?;
-        let film = films.as_array().and_then(|a| a.iter().find(|f| f["content_id"] == id.to_hex()));
-        Ok(film
-            .map(|f| (f["have_chunks"].as_u64().unwrap_or(0) as u32, f["complete"] == true))
-            .unwrap_or((0, false)))
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_killed_mid_download_resumes_without_fetching_verified_chunks_again() -> anyhow::Result<()> {
     let (tmp, key, trusted) = setup()?;
@@ -365,7 +278,7 @@ async fn a_node_killed_mid_download_resumes_without_fetching_verified_chunks_aga
     let boot = distributor.addr.to_string();
     let data = tmp.path().join("cinema");
 
-    let daemon = Daemon::start(&data, &key.public(), &boot)?;
+    let daemon = NodeProcess::start(&data, &key.public(), &boot)?;
     let before = wait_for("the cinema to hold a few chunks", WAIT, || async {
         let (have, complete) = daemon.have_chunks(&p.id).await?;
         if complete {
@@ -376,7 +289,7 @@ async fn a_node_killed_mid_download_resumes_without_fetching_verified_chunks_aga
     .await?;
     drop(daemon); // SIGKILL: no clean shutdown
 
-    let daemon = Daemon::start(&data, &key.public(), &boot)?;
+    let daemon = NodeProcess::start(&data, &key.public(), &boot)?;
     wait_for("the cinema to complete after restart", WAIT, || async {
         Ok(daemon.have_chunks(&p.id).await?.1.then_some(()))
     })
@@ -553,6 +466,100 @@ async fn in_a_private_mesh_a_node_not_admitted_gets_no_catalogue_and_no_content(
         n.stop().await?;
     }
     Ok(())
+}
+
+/// What an outsider speaks: identify, and the chunk protocol through [`RawCodec`].
+#[derive(libp2p::swarm::NetworkBehaviour)]
+#[behaviour(prelude = "libp2p::swarm::derive_prelude")]
+struct Outsider {
+    identify: libp2p::identify::Behaviour,
+    xfer: libp2p::request_response::Behaviour<RawCodec>,
+}
+
+/// An outsider dialling a private mesh's node gets no connection at all, not even for a moment: the node
+/// denies it when the handshake names the peer, so the outsider never learns the node's identify (its
+/// addresses and protocols) nor an answer to a Hello, over 10 dials (issue 11: the outsider race).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_private_mesh_an_outsider_is_denied_at_connection_establishment() -> anyhow::Result<()> {
+    use cinemesh_overlay::net::protocol::{self, NodeInfo, Request};
+    use futures::StreamExt;
+    use libp2p::request_response::{self, ProtocolSupport};
+    use libp2p::swarm::SwarmEvent;
+    let (tmp, key, trusted) = setup()?;
+    let mut c = node_config(tmp.path(), "distributor", Role::Distributor, "dc", &trusted);
+    c.private = true;
+    let node = LocalNode::start(c).await?;
+    node.client.submit(sign(&key, 1, member(&node, "distributor"))?).await?;
+    let mut outsider = libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(Default::default(), libp2p::noise::Config::new, libp2p::yamux::Config::default)?
+        .with_behaviour(|key| Outsider {
+            identify: libp2p::identify::Behaviour::new(libp2p::identify::Config::new(
+                cinemesh_overlay::net::behaviour::IDENTIFY_PROTOCOL.to_owned(),
+                key.public(),
+            )),
+            xfer: request_response::Behaviour::with_codec(
+                RawCodec::default(),
+                [(protocol::PROTOCOL, ProtocolSupport::Outbound)],
+                request_response::Config::default(),
+            ),
+        })?
+        .build();
+    let hello = Request::Hello(NodeInfo {
+        role: "cinema".into(),
+        name: Some("outsider".into()),
+        isp: None,
+        site: None,
+        version: "0".into(),
+    });
+    let hello = protocol::encode_frame(&hello, protocol::MAX_REQUEST_BYTES)?;
+    let peer = node.client.peer_id();
+    let (mut dials, mut learned) = (0, Vec::new());
+    let deadline = tokio::time::Instant::now() + WAIT;
+    outsider.dial(node.addr.clone())?;
+    while dials < 10 {
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "{dials} dials done");
+        let ev = tokio::select! {
+            ev = outsider.select_next_some() => ev,
+            _ = tokio::time::sleep(Duration::from_millis(100)) => continue,
+        };
+        match ev {
+            SwarmEvent::ConnectionEstablished { .. } => {
+                outsider.behaviour_mut().xfer.send_request(&peer, hello.clone());
+            }
+            SwarmEvent::ConnectionClosed { num_established: 0, .. }
+            | SwarmEvent::OutgoingConnectionError { .. } => {
+                dials += 1;
+                outsider.dial(node.addr.clone())?;
+            }
+            SwarmEvent::Behaviour(OutsiderEvent::Identify(libp2p::identify::Event::Received {
+                info,
+                ..
+            })) => {
+                learned.push(format!("identify: {:?}", info.listen_addrs));
+            }
+            SwarmEvent::Behaviour(OutsiderEvent::Xfer(request_response::Event::Message { .. })) => {
+                learned.push("an answer to its Hello".to_owned());
+            }
+            _ => {}
+        }
+    }
+    assert!(learned.is_empty(), "the outsider got a connection: {learned:?}");
+    // The node's swarm never counted a connection established (the only peer it saw is the outsider):
+    // each was denied while being established.
+    let text = node.metrics_text();
+    let sum = |name: &str| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with(name))
+            .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
+            .sum()
+    };
+    let established = sum("libp2p_swarm_connections_established_total");
+    let denied = sum("libp2p_swarm_connections_incoming_error_total{error=\"Denied\"");
+    assert_eq!(established, 0.0, "connections established with the outsider");
+    assert!(denied >= 10.0, "{denied} connections denied");
+    assert!(node.metric("cinemesh_connections_refused_total") >= 10.0);
+    node.stop().await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -844,9 +851,12 @@ async fn storage_capacity_evicts_untargeted_content_then_refuses() -> anyhow::Re
     distributor.stop().await
 }
 
-/// A codec that sends whatever bytes it is given, as a hostile or broken peer would.
+/// A codec that sends whatever bytes it is given, as a hostile or broken peer would. While `stall` is set,
+/// answers are never read (as by a peer that asks and does not read).
 #[derive(Clone, Default)]
-struct RawCodec;
+struct RawCodec {
+    stall: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
 
 impl libp2p::request_response::Codec for RawCodec {
     type Protocol = libp2p::StreamProtocol;
@@ -867,6 +877,9 @@ impl libp2p::request_response::Codec for RawCodec {
         io: &mut T,
     ) -> std::io::Result<Vec<u8>> {
         use futures::AsyncReadExt;
+        if self.stall.load(std::sync::atomic::Ordering::SeqCst) {
+            futures::future::pending::<()>().await;
+        }
         let mut out = Vec::new();
         io.take(1 << 20).read_to_end(&mut out).await?;
         Ok(out)
@@ -892,27 +905,36 @@ impl libp2p::request_response::Codec for RawCodec {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_malformed_chunk_request_is_refused_and_counted() -> anyhow::Result<()> {
-    use futures::StreamExt;
+/// A peer speaking the chunk protocol through `codec`, dialling `node` (requests time out after 2 min).
+fn raw_peer(
+    codec: RawCodec,
+    node: &LocalNode,
+) -> anyhow::Result<libp2p::Swarm<libp2p::request_response::Behaviour<RawCodec>>> {
     use libp2p::request_response::{self, ProtocolSupport};
-    use libp2p::swarm::SwarmEvent;
-    let (tmp, _key, trusted) = setup()?;
-    let node = start_distributor(tmp.path(), &trusted).await?;
-
-    let mut attacker = libp2p::SwarmBuilder::with_new_identity()
+    let mut swarm = libp2p::SwarmBuilder::with_new_identity()
         .with_tokio()
         .with_tcp(Default::default(), libp2p::noise::Config::new, libp2p::yamux::Config::default)?
         .with_behaviour(|_| {
             request_response::Behaviour::with_codec(
-                RawCodec,
+                codec,
                 [(cinemesh_overlay::net::protocol::PROTOCOL, ProtocolSupport::Outbound)],
-                request_response::Config::default(),
+                request_response::Config::default().with_request_timeout(Duration::from_secs(120)),
             )
         })?
         .build();
+    swarm.dial(node.addr.clone())?;
+    Ok(swarm)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_chunk_request_is_refused_and_counted() -> anyhow::Result<()> {
+    use futures::StreamExt;
+    use libp2p::swarm::SwarmEvent;
+    let (tmp, _key, trusted) = setup()?;
+    let node = start_distributor(tmp.path(), &trusted).await?;
+
+    let mut attacker = raw_peer(RawCodec::default(), &node)?;
     let peer = node.client.peer_id();
-    attacker.dial(node.addr.clone())?;
     // A frame that claims 5 bytes of a request and carries bytes that decode as no request at all, then
     // one that claims far more than the limit.
     let garbage = vec![0, 0, 0, 5, 0xff, 0xff, 0xff, 0xff, 0xff];
@@ -947,6 +969,135 @@ async fn a_malformed_chunk_request_is_refused_and_counted() -> anyhow::Result<()
     }
     // The node is unharmed and still answers.
     assert!(node.client.status().await?.peer_id == peer.to_string());
+    node.stop().await
+}
+
+/// A tree whose manifest is about 370 KiB in a few bytes of files: 120 files, each under 12 directories
+/// with names of 240 bytes (a manifest lists every file's whole path).
+fn make_long_paths(dir: &Path) -> anyhow::Result<()> {
+    let mut deep = dir.to_owned();
+    for i in 0..12 {
+        deep.push(format!("{i:x}").repeat(240));
+    }
+    std::fs::create_dir_all(&deep)?;
+    for i in 0..120 {
+        std::fs::write(deep.join(format!("{i:03}{}", "f".repeat(237))), [i as u8])?;
+    }
+    Ok(())
+}
+
+/// A peer that asks for a large manifest again and again and never reads the answers: once the bytes of
+/// answers waiting for it pass the per-peer bound, it is refused instead of having more buffered in the
+/// node for minutes (issue 11 finding 3: a 40-byte request returning megabytes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_never_reads_its_answers_is_refused_beyond_the_buffered_bytes_bound() -> anyhow::Result<()>
+{
+    use cinemesh_overlay::net::protocol::{self, Request, Response};
+    use futures::StreamExt;
+    use libp2p::request_response;
+    use libp2p::swarm::SwarmEvent;
+    let (tmp, key, trusted) = setup()?;
+    let mut c = node_config(tmp.path(), "distributor", Role::Distributor, "dc", &trusted);
+    c.inbound_bytes = cinemesh_overlay::net::inbound::ByteLimits { per_peer: 2 << 20, total: 16 << 20 };
+    let node = LocalNode::start(c).await?;
+    let film = tmp.path().join("film");
+    make_long_paths(&film)?;
+    let p = publish(&node, &key, 1, &film).await?;
+
+    let codec = RawCodec::default();
+    let stall = codec.stall.clone();
+    let mut attacker = raw_peer(codec, &node)?;
+    let peer = node.client.peer_id();
+    let ask = protocol::encode_frame(&Request::Manifest { content: p.id }, protocol::MAX_REQUEST_BYTES)?;
+    stall.store(true, std::sync::atomic::Ordering::SeqCst);
+    // Ten unread answers of ~370 KiB would be 3.7 MiB; the bound is 2 MiB. Then one answer read.
+    let (mut asked, mut last) = (0, None);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let answer = loop {
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "no answer to the last request");
+        tokio::select! {
+            ev = attacker.select_next_some() => match ev {
+                SwarmEvent::ConnectionEstablished { .. } if asked == 0 => {
+                    attacker.behaviour_mut().send_request(&peer, ask.clone());
+                    asked = 1;
+                }
+                SwarmEvent::Behaviour(request_response::Event::Message {
+                    message: request_response::Message::Response { request_id, response }, ..
+                }) if Some(request_id) == last => break response,
+                _ => {}
+            },
+            _ = tokio::time::sleep(Duration::from_millis(100)), if asked > 0 && last.is_none() => {
+                if asked == 10 {
+                    stall.store(false, std::sync::atomic::Ordering::SeqCst);
+                    last = Some(attacker.behaviour_mut().send_request(&peer, ask.clone()));
+                } else {
+                    attacker.behaviour_mut().send_request(&peer, ask.clone());
+                    asked += 1;
+                }
+            }
+        }
+    };
+    let answer: Response = protocol::decode_body(&answer[4..], protocol::MAX_RESPONSE_BYTES)?;
+    match answer {
+        Response::Refused { reason } => assert!(reason.contains("bytes"), "{reason}"),
+        Response::Manifest(m) => bail!("answered a manifest of {} bytes beyond the bound", m.len()),
+        other => bail!("unexpected answer {other:?}"),
+    }
+    node.stop().await
+}
+
+/// A manifest asked by one peer many times at once is answered every time, from the cached encoding:
+/// without the cache, every ask reads and encodes the manifest again and asks beyond the bound on reads in
+/// progress (2 per peer) are refused (issue 11 finding 3, cached encodings).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manifest_asked_many_times_at_once_is_answered_from_the_cache() -> anyhow::Result<()> {
+    use cinemesh_overlay::net::protocol::{self, Request, Response};
+    use futures::StreamExt;
+    use libp2p::request_response;
+    use libp2p::swarm::SwarmEvent;
+    let (tmp, key, trusted) = setup()?;
+    let node = start_distributor(tmp.path(), &trusted).await?;
+    let film = tmp.path().join("film");
+    make_long_paths(&film)?;
+    let p = publish(&node, &key, 1, &film).await?;
+    let mut peer = raw_peer(RawCodec::default(), &node)?;
+    let ask = protocol::encode_frame(&Request::Manifest { content: p.id }, protocol::MAX_REQUEST_BYTES)?;
+    let mut answers = Vec::new();
+    let mut waiting = 0;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    // One ask, then, once answered, 8 at once.
+    while answers.len() < 9 {
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "{} of 9 answers", answers.len());
+        let ev = tokio::select! {
+            ev = peer.select_next_some() => ev,
+            _ = tokio::time::sleep(Duration::from_millis(100)) => continue,
+        };
+        match ev {
+            SwarmEvent::ConnectionEstablished { .. } => {
+                peer.behaviour_mut().send_request(&node.client.peer_id(), ask.clone());
+                waiting = 1;
+            }
+            SwarmEvent::Behaviour(request_response::Event::Message {
+                message: request_response::Message::Response { response, .. },
+                ..
+            }) => {
+                let answer: Response = protocol::decode_body(&response[4..], protocol::MAX_RESPONSE_BYTES)?;
+                answers.push(answer);
+                waiting -= 1;
+                if answers.len() == 1 {
+                    for _ in 0..8 {
+                        peer.behaviour_mut().send_request(&node.client.peer_id(), ask.clone());
+                        waiting += 1;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(waiting, 0);
+    for a in &answers {
+        assert!(matches!(a, Response::Manifest(_)), "refused or missing: {a:?}");
+    }
     node.stop().await
 }
 

@@ -339,6 +339,11 @@ impl Catalogue {
         self.members.get(peer).is_some_and(|r| r.value.is_none())
     }
 
+    /// The peers whose latest word is a Revoke.
+    pub fn revoked(&self) -> impl Iterator<Item = &str> {
+        self.members.iter().filter(|(_, r)| r.value.is_none()).map(|(p, _)| p.as_str())
+    }
+
     /// Whether any node has been admitted (a private mesh enforces admission only once it has a list).
     pub fn has_members(&self) -> bool {
         self.members().next().is_some()

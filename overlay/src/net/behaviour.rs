@@ -11,9 +11,9 @@ use libp2p::{
 };
 use prometheus_client::registry::Registry;
 
-use super::ip_limit;
 use super::protocol::{self, Codec};
 use super::provider_store::ProviderStore;
+use super::{admission, ip_limit};
 use super::{Config, NetError};
 
 /// Our Kademlia protocol name: never the IPFS one, so cinemesh nodes never join a public DHT.
@@ -31,6 +31,8 @@ pub struct Behaviour {
     pub limits: connection_limits::Behaviour,
     /// Inbound connections per remote IP.
     pub ip_limit: ip_limit::Behaviour,
+    /// Revoked and not admitted peers denied at establishment, before the behaviours below see them.
+    pub admission: admission::Behaviour,
     /// identify: learn peers' listen addresses (fed to Kademlia).
     pub identify: identify::Behaviour,
     /// ping: liveness and RTT.
@@ -130,6 +132,7 @@ fn behaviour(
     Ok(Behaviour {
         limits: connection_limits::Behaviour::new(limits),
         ip_limit: ip_limit::Behaviour::new(cfg.max_connections_per_ip),
+        admission: admission::Behaviour::default(),
         // Listen-address changes (a relay's `/p2p-circuit` address, a mapping) are pushed to peers at once.
         identify: identify::Behaviour::new(
             identify::Config::new(IDENTIFY_PROTOCOL.to_owned(), key.public())

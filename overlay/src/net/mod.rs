@@ -9,9 +9,12 @@
 //! - [`behaviour`]: TCP + noise + yamux (optionally behind a pre-shared key), identify, ping, Kademlia
 //!   (`/cinemesh/kad/1.0.0`, server mode, provider records keyed by content id), gossipsub (catalogue
 //!   topic, validated before forwarding), mDNS, connection limits, the chunk protocol.
+//! - [`admission`]: revoked and (in a private mesh) not admitted peers denied at connection establishment.
 //! - [`ip_limit`]: a cap on inbound connections per remote IP.
 //! - [`nat`]: NAT traversal: UPnP, AutoNAT v2, circuit relay v2 (client and server), DCUtR hole punching,
 //!   QUIC beside TCP; `[network.nat]`.
+//! - [`inbound`]: bounds on manifest reads in progress and on bytes of answers waiting to be sent.
+//! - [`answers`]: cached encodings of the answers to `Manifest` and `Sync` requests.
 //! - [`protocol`]: the chunk-transfer wire protocol.
 //! - [`provider_store`]: the Kademlia record store, bounded per peer, never dropping own records.
 //! - [`node`]: the event loop.
@@ -22,6 +25,8 @@
 //! - [`snapshot`]: the dashboard's read of the node (fleet view, reports, catalogue log) in one command.
 //! - [`metrics`]: `cinemesh_*` Prometheus metrics.
 
+pub mod admission;
+pub mod answers;
 pub mod behaviour;
 pub mod client;
 pub mod fleet;
@@ -106,6 +111,8 @@ pub struct Config {
     pub capacity: Option<u64>,
     /// `[network.nat]`: UPnP, AutoNAT, relays, hole punching, QUIC.
     pub nat: nat::NatConfig,
+    /// Bytes of answers (manifests, catalogue entries) waiting to be sent, per peer and in all, at most.
+    pub inbound_bytes: inbound::ByteLimits,
     /// Test-only misbehaviour.
     #[doc(hidden)]
     pub fault: Option<Fault>,
@@ -142,6 +149,7 @@ impl Config {
             capacity: None,
             // No router to ask on loopback.
             nat: nat::NatConfig { upnp: false, ..Default::default() },
+            inbound_bytes: inbound::ByteLimits::default(),
             fault: None,
             record_engine: false,
         }

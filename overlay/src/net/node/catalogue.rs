@@ -168,6 +168,9 @@ impl Node {
         for r in &applied.dropped {
             self.metrics.rejected(rejection_label(r));
         }
+        if !applied.entries.is_empty() {
+            self.answers.catalogue_changed();
+        }
         for e in &applied.entries {
             if let Err(err) = self.store.put_catalogue_entry(e.entry.key.as_bytes(), e.entry.seq, &e.encode())
             {
@@ -200,6 +203,7 @@ impl Node {
             Body::Publish(p) => self.offer(&p),
             Body::Withdraw { content } => self.withdraw(content),
             Body::Admit(_) | Body::Revoke { .. } => {
+                self.update_gate();
                 let revoked: Vec<PeerId> = self.peers.keys().filter(|p| self.revoked(p)).copied().collect();
                 for p in revoked {
                     self.metrics.connections_refused.inc();

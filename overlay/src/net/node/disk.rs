@@ -1,7 +1,7 @@
 //! Disk jobs on tokio's blocking pool: chunk writes (verify, write, fsync, mark), chunk reads, manifest
 //! checks and reads, installs, removals, verification. Each comes back to the event loop as a [`Done`].
 
-use libp2p::request_response::ResponseChannel;
+use libp2p::request_response::{InboundRequestId, ResponseChannel};
 use libp2p::PeerId;
 use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
@@ -52,6 +52,10 @@ pub enum Done {
     ManifestRead {
         /// Who asked.
         peer: PeerId,
+        /// Which request.
+        request: InboundRequestId,
+        /// Which content.
+        content: ContentId,
         /// Where the answer goes.
         channel: ResponseChannel<Response>,
         /// The canonical bytes, if we hold it.
@@ -168,13 +172,14 @@ impl Node {
     pub(super) fn spawn_manifest_read(
         &self,
         peer: PeerId,
+        request: InboundRequestId,
         content: ContentId,
         channel: ResponseChannel<Response>,
     ) {
         let store = self.store.clone();
         self.spawn_job(move || {
             let bytes = store.manifest(&content).ok().flatten().map(|m| m.encode());
-            Done::ManifestRead { peer, channel, bytes }
+            Done::ManifestRead { peer, request, content, channel, bytes }
         });
     }
 
@@ -253,13 +258,15 @@ impl Node {
                     self.engine.manifest(now, &peer, content, ManifestReply::Bad(reason));
                 }
             },
-            Done::ManifestRead { peer, channel, bytes } => {
+            Done::ManifestRead { peer, request, content, channel, bytes } => {
                 self.manifest_reads.release(&peer);
-                let response = match bytes {
-                    Some(b) => Response::Manifest(b),
-                    None => Response::Missing { load: 0.0 },
-                };
-                self.respond(channel, response);
+                match bytes {
+                    Some(b) => {
+                        self.answers.put_manifest(content, b.clone());
+                        self.respond_bounded(peer, request, channel, Response::Manifest(b));
+                    }
+                    None => self.respond(channel, Response::Missing { load: 0.0 }),
+                }
             }
             Done::Installed { content, result } => {
                 let result = result.map_err(|e| e.to_string());

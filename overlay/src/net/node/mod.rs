@@ -146,6 +146,10 @@ pub struct Node {
     manifests: HashMap<ContentId, Manifest>,
     /// Inbound manifest reads in progress (bounded per peer and in all).
     manifest_reads: super::inbound::Limit<PeerId>,
+    /// Bytes of manifest and sync answers handed to libp2p and not yet sent (bounded per peer and in all).
+    answer_bytes: super::inbound::Buffered<PeerId, InboundRequestId>,
+    /// Cached encodings of manifest and sync answers.
+    answers: super::answers::Answers,
     listen: Vec<Multiaddr>,
     bootstrap: Vec<(Multiaddr, Option<PeerId>, Instant, Duration)>,
     last_sync: Instant,
@@ -291,6 +295,8 @@ impl Node {
             uploads: Uploads::default(),
             manifests: HashMap::new(),
             manifest_reads: Default::default(),
+            answer_bytes: super::inbound::Buffered::new(cfg.inbound_bytes),
+            answers: Default::default(),
             listen: Vec::new(),
             bootstrap,
             last_sync: now,
@@ -314,6 +320,7 @@ impl Node {
         }
         node.apply_limits();
         node.nat_start();
+        node.update_gate();
         node.resume()?;
         node.drive();
         let client = Client::new(tx, me);

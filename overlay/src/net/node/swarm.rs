@@ -11,11 +11,27 @@ use rand::seq::IteratorRandom;
 use tracing::{debug, info};
 
 use super::{Node, BOOTSTRAP_BACKOFF};
+use crate::net::admission;
 use crate::net::behaviour::BehaviourEvent;
 use crate::net::fleet;
 use crate::net::protocol::NodeInfo;
 
 impl Node {
+    /// Gives the admission behaviour the catalogue's word on who may connect (at start, and after an
+    /// Admit or Revoke).
+    pub(super) fn update_gate(&mut self) {
+        let gate = admission::Gate::new(&self.catalogue, self.cfg.private);
+        self.swarm.behaviour_mut().admission.set(gate);
+    }
+
+    /// A connection denied at establishment: counted when the admission gate denied it.
+    fn count_denied(&self, cause: &libp2p::swarm::ConnectionDenied) {
+        if let Some(denied) = cause.downcast_ref::<admission::NotAdmitted>() {
+            debug!(peer = %denied.peer, "connection denied: peer revoked or not admitted");
+            self.metrics.connections_refused.inc();
+        }
+    }
+
     pub(super) fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         use libp2p::metrics::Recorder;
         self.libp2p_metrics.record(&event);
@@ -58,7 +74,16 @@ impl Node {
                 }
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+                if let libp2p::swarm::DialError::Denied { cause } = &error {
+                    self.count_denied(cause);
+                }
                 debug!(?peer_id, %error, "dial failed");
+            }
+            SwarmEvent::IncomingConnectionError {
+                error: libp2p::swarm::ListenError::Denied { cause },
+                ..
+            } => {
+                self.count_denied(&cause);
             }
             SwarmEvent::Behaviour(event) => self.on_behaviour_event(event),
             _ => {}

@@ -12,6 +12,7 @@ use crate::catalogue::{DistributorKey, Publish};
 use crate::core::engine::{self, Answer, ManifestReply, Offer, Output, PeerInfo, Reply};
 use crate::core::schedule::{self, Limits};
 use crate::core::Bitfield;
+use crate::net::answers::SyncAsk;
 use crate::net::metrics;
 use crate::net::protocol::{Request, Response, MAX_HAVE_CHUNKS, MAX_SYNC_ENTRIES};
 use crate::net::Fault;
@@ -36,7 +37,10 @@ impl Node {
                         self.engine.installed(now, content, Err("manifest no longer at hand".into()));
                     }
                 },
-                Output::Remove { content } => self.spawn_remove(content),
+                Output::Remove { content } => {
+                    self.answers.forget_manifest(&content);
+                    self.spawn_remove(content);
+                }
                 Output::Lookup { content } => {
                     self.metrics.provider_lookups.inc();
                     self.swarm.behaviour_mut().kad.get_providers(provider_key(&content));
@@ -177,6 +181,7 @@ impl Node {
                 }
             }
             E::InboundFailure { peer, request_id, error, .. } => {
+                self.answer_bytes.sent(&request_id);
                 // Malformed or oversized requests end here (the codec refuses them): count and move on.
                 debug!(%peer, %error, "inbound request failed");
                 self.metrics.protocol_error("inbound", &error.to_string());
@@ -187,6 +192,7 @@ impl Node {
                 }
             }
             E::ResponseSent { request_id, .. } => {
+                self.answer_bytes.sent(&request_id);
                 if let Some(upload) = self.uploads.by_request.remove(&request_id) {
                     self.engine.upload_done(now, upload, true);
                 }
@@ -218,8 +224,10 @@ impl Node {
                 self.on_hello(peer, info);
             }
             Request::Manifest { content } => {
-                if self.manifest_reads.acquire(&peer) {
-                    self.spawn_manifest_read(peer, content, channel);
+                if let Some(b) = self.answers.manifest(&content) {
+                    self.respond_bounded(peer, id, channel, Response::Manifest(b));
+                } else if self.manifest_reads.acquire(&peer) {
+                    self.spawn_manifest_read(peer, id, content, channel);
                 } else {
                     self.metrics.protocol_error("inbound", "too many manifest requests at once");
                     let reason = "too many manifest requests at once; ask again later".to_owned();
@@ -249,22 +257,62 @@ impl Node {
                 self.respond(channel, Response::Ack);
             }
             Request::Sync { heads } => {
-                let theirs: BTreeMap<[u8; 32], u64> = heads.into_iter().collect();
-                let mut entries = Vec::new();
-                // Only keys the asker trusts (it listed them) and we trust too.
-                let keys: Vec<DistributorKey> =
-                    self.catalogue.trusted().filter(|k| theirs.contains_key(k.as_bytes())).copied().collect();
-                for key in keys {
-                    let after = theirs.get(key.as_bytes()).copied().unwrap_or(0);
-                    let room = MAX_SYNC_ENTRIES - entries.len();
-                    entries
-                        .extend(self.catalogue.entries_after(&key, after, room).iter().map(|e| e.encode()));
-                    if entries.len() >= MAX_SYNC_ENTRIES {
-                        break;
-                    }
-                }
-                self.respond(channel, Response::Entries(entries));
+                let entries = self.sync_answer(heads);
+                self.respond_bounded(peer, id, channel, Response::Entries(entries));
             }
+        }
+    }
+
+    /// The encoded entries after the asker's `heads`, for the keys both sides trust (cached until the
+    /// catalogue changes).
+    fn sync_answer(&mut self, heads: Vec<([u8; 32], u64)>) -> Vec<Vec<u8>> {
+        let theirs: BTreeMap<[u8; 32], u64> = heads.into_iter().collect();
+        // Only keys the asker trusts (it listed them) and we trust too.
+        let keys: Vec<(DistributorKey, u64)> = self
+            .catalogue
+            .trusted()
+            .filter_map(|k| theirs.get(k.as_bytes()).map(|after| (*k, *after)))
+            .collect();
+        let ask: SyncAsk = keys.iter().map(|(k, after)| (*k.as_bytes(), *after)).collect();
+        if let Some(entries) = self.answers.sync(&ask) {
+            return entries;
+        }
+        let mut entries = Vec::new();
+        for (key, after) in keys {
+            let room = MAX_SYNC_ENTRIES - entries.len();
+            entries.extend(self.catalogue.entries_after(&key, after, room).iter().map(|e| e.encode()));
+            if entries.len() >= MAX_SYNC_ENTRIES {
+                break;
+            }
+        }
+        self.answers.put_sync(ask, entries.clone());
+        entries
+    }
+
+    /// Answers with `response` if the bytes of answers waiting for `peer` stay within the bounds
+    /// ([`crate::net::inbound::Buffered`]), else refuses: a peer that does not read its answers cannot
+    /// make the node hold more.
+    pub(super) fn respond_bounded(
+        &mut self,
+        peer: PeerId,
+        request: InboundRequestId,
+        channel: ResponseChannel<Response>,
+        response: Response,
+    ) {
+        let bytes = match &response {
+            Response::Manifest(b) => b.len(),
+            Response::Entries(e) => e.iter().map(Vec::len).sum(),
+            _ => 0,
+        };
+        if self.answer_bytes.admit(&peer, request, bytes as u64) {
+            if self.swarm.behaviour_mut().xfer.send_response(channel, response).is_err() {
+                // The connection or the request is gone: no event will free these bytes.
+                self.answer_bytes.sent(&request);
+            }
+        } else {
+            self.metrics.protocol_error("inbound", "too many bytes of answers waiting to be sent");
+            let reason = "too many bytes of answers waiting for you to read; ask again later".to_owned();
+            self.respond(channel, Response::Refused { reason });
         }
     }
 

@@ -1,0 +1,123 @@
+//! A real `cinemesh run` process on loopback for the tests: started from any argument list, its HTTP API
+//! address read from its JSON log, killed (SIGKILL, no clean shutdown) when dropped.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::Context;
+use cinemesh_overlay::catalogue::DistributorKey;
+use cinemesh_overlay::ContentId;
+
+/// The `cinemesh` CLI under the tests' name for it (`tests/src/bin/cinemesh-node.rs`), which cargo builds
+/// beside the test binaries' `deps/` directory (a library cannot use `CARGO_BIN_EXE_*`).
+pub fn bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    let dir = exe.parent().map(|d| if d.ends_with("deps") { d.parent().unwrap_or(d) } else { d });
+    dir.unwrap_or(Path::new(".")).join(format!("cinemesh-node{}", std::env::consts::EXE_SUFFIX))
+}
+
+/// A `cinemesh run` process, killed when dropped.
+#[derive(Debug)]
+pub struct NodeProcess {
+    child: Child,
+    /// Its HTTP API, `host:port`.
+    pub api: String,
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl NodeProcess {
+    /// A cinema on loopback (open mesh, no mDNS, ISP `isp-a`) with its data in `data_dir`, trusting `key`,
+    /// joining through `bootstrap`.
+    pub fn start(data_dir: &Path, key: &DistributorKey, bootstrap: &str) -> anyhow::Result<Self> {
+        Self::start_with(data_dir, key, bootstrap, &[], &[])
+    }
+
+    /// [`start`](Self::start) with more `run` flags and environment variables.
+    pub fn start_with(
+        data_dir: &Path,
+        key: &DistributorKey,
+        bootstrap: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
+        let mut cmd = Command::new(bin());
+        cmd.args(["run", "--listen", "/ip4/127.0.0.1/tcp/0", "--api", "127.0.0.1:0", "--no-mdns", "--open"])
+            .args(["--isp", "isp-a", "--data-dir"])
+            .arg(data_dir)
+            .args(["--trust", &key.to_string(), "--bootstrap", bootstrap])
+            .args(args)
+            .envs(env.iter().copied());
+        Self::spawn(cmd)
+    }
+
+    /// Spawns `cmd` (a `cinemesh run` command line, `--log-format json` is added) and waits until the
+    /// daemon logs its API address.
+    pub fn spawn(mut cmd: Command) -> anyhow::Result<Self> {
+        let mut child = cmd
+            .args(["--log-format", "json"])
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("cannot start the cinemesh-node daemon")?;
+        let stderr = child.stderr.take().context("no stderr")?;
+        // The daemon logs its API address; read on (the pipe must be drained) until it exits.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                    if let Some(api) = v["fields"]["api"].as_str() {
+                        let _ = tx.send(api.to_owned());
+                    }
+                }
+            }
+        });
+        let mut daemon = Self { child, api: String::new() };
+        daemon.api =
+            rx.recv_timeout(Duration::from_secs(30)).context("the daemon never logged its API address")?;
+        Ok(daemon)
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL, and waits until the process is gone (its files and locks are released).
+    pub fn kill(self) {
+        drop(self)
+    }
+
+    /// GET `path` of the API, as text.
+    pub async fn get(&self, path: &str) -> anyhow::Result<String> {
+        Ok(reqwest::get(format!("http://{}{path}", self.api)).await?.error_for_status()?.text().await?)
+    }
+
+    /// One sample of `/metrics` (0 when absent).
+    pub async fn metric(&self, sample: &str) -> anyhow::Result<f64> {
+        Ok(cinemesh::local::metric_value(&self.get("/metrics").await?, sample))
+    }
+
+    /// Content bytes received in all, whatever their sender's locality.
+    pub async fn bytes_received(&self) -> anyhow::Result<f64> {
+        Ok(cinemesh_sim::lab::probe::Bytes::from_metrics(&self.get("/metrics").await?).down)
+    }
+
+    /// Chunks held of `id`, and whether it is complete (0, false when the node does not know it).
+    pub async fn have_chunks(&self, id: &ContentId) -> anyhow::Result<(u32, bool)> {
+        let films: serde_json::Value = serde_json::from_str(&self.get("/films").await?)?;
+        let film = films.as_array().and_then(|a| a.iter().find(|f| f["content_id"] == id.to_hex()));
+        Ok(film
+            .map(|f| (f["have_chunks"].as_u64().unwrap_or(0) as u32, f["complete"] == true))
+            .unwrap_or((0, false)))
+    }
+}
