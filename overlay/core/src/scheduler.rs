@@ -35,7 +35,8 @@
 //! Corrupt: [`Output::Penalise`], the peer is banned for `transfer.corrupt_ban`, the chunk re-queued. Busy:
 //! back off `busy_backoff * (1 + load)` and remember the load (it lowers the score). Missing: the peer's bit
 //! is cleared. Io and request timeouts: re-queued, counted as a failure of the peer, whose throughput
-//! estimate is halved.
+//! estimate is halved (a peer never measured starts from half the assumed one, so a peer that never
+//! answers sinks below those never asked).
 //!
 //! ## Throughput
 //!
@@ -809,10 +810,14 @@ impl<P: PeerKey> Scheduler<P> {
         }
     }
 
+    /// A request to the peer timed out or failed: its throughput estimate is halved. A peer never measured
+    /// starts from half the assumed [`UNMEASURED_THROUGHPUT`] of the best peer, so a peer that claims
+    /// chunks and never answers sinks below every peer that does (it kept 0.5 before: issue 11, finding 4).
     fn peer_failed(&mut self, idx: u32) {
+        let tp_ref = self.tp_ref;
         if let Some(p) = self.peers[idx as usize].as_mut() {
             p.failures += 1;
-            p.ewma = p.ewma.map(|e| e * 0.5);
+            p.ewma = Some(p.ewma.unwrap_or(UNMEASURED_THROUGHPUT * tp_ref) * 0.5);
         }
         self.recount(idx);
         self.refresh(idx);

@@ -590,3 +590,28 @@ fn local_first_never_holds_requests_back_from_a_superseeder() {
     assert_eq!(reqs.iter().filter(|r| r.0 == 2).count(), 8, "{reqs:?}");
     assert_eq!(reqs.iter().filter(|r| r.0 == 1).count(), 8, "{reqs:?}");
 }
+
+#[test]
+fn a_peer_that_never_answers_sinks_below_one_never_asked() {
+    let t = TransferConfig { request_timeout: std::time::Duration::from_secs(10), ..no_endgame(1, 2) };
+    let policy = PolicyConfig { low_load: 0.0, ..PolicyConfig::default() };
+    let mut s = Scheduler::new(&t, &policy, local(), 1);
+    s.add_content(Time::ZERO, spec(1, 8, None), Bitfield::new(8));
+    for p in [1, 2, 3] {
+        s.peer_joined(Time::ZERO, p, local());
+        s.peer_bitfield(Time::ZERO, &p, &id(1), Bitfield::full(8));
+    }
+    let first = requests(&drain(&mut s, Time::ZERO));
+    assert_eq!(first.len(), 2);
+    // One answers (the best throughput is known now), the other never does.
+    let (answering, silent) = (first[0].0, first[1].0);
+    s.chunk_received(Time(MS), &answering, &id(1), first[0].2, 1_000_000);
+    assert_eq!(requests(&drain(&mut s, Time(MS)))[0].0, answering);
+    // The silent peer's request expires (asked at 0, 10 s timeout); the answering peer's (at 1 ms) not yet.
+    let at = Time(10_000 * MS + MS / 2);
+    s.handle_timeout(at);
+    let next = requests(&drain(&mut s, at));
+    let never_asked = [1, 2, 3].into_iter().find(|p| *p != answering && *p != silent).unwrap();
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].0, never_asked, "after its timeout the silent peer ranks below one never asked");
+}
