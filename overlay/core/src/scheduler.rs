@@ -79,6 +79,13 @@ pub const EWMA_ALPHA: f64 = 0.3;
 /// holder under `policy.local_first` (its chunks may be asked of other ISPs).
 pub const LOCAL_SLOW: f64 = 0.1;
 
+/// A request is given up as stalled once it has waited this many times what a chunk from that peer has
+/// been taking, and at least [`STALL_MIN`]; never later than `transfer.request_timeout`. A peer cut off mid-transfer thus loses its
+/// requests to others within seconds, not after the whole timeout (issue 11, finding 4).
+pub const STALL_FACTOR: f64 = 8.0;
+/// The shortest stall deadline.
+pub const STALL_MIN: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Throughput relative to the best peer assumed for a peer never measured.
 const UNMEASURED_THROUGHPUT: f64 = 0.5;
 
@@ -197,6 +204,8 @@ pub struct Stats {
 struct Req {
     sent: Time,
     seq: u64,
+    /// When it is given up: the stall deadline (see [`STALL_FACTOR`]) or `transfer.request_timeout`.
+    deadline: Time,
 }
 
 /// (content slot, chunk, peer index).
@@ -303,6 +312,8 @@ pub struct Scheduler<P: PeerKey> {
     out: VecDeque<Output<P>>,
     tp_ref: f64,
     window: Window,
+    /// The size of the last chunk received (for the stall deadline).
+    chunk_bytes: u64,
     stats: Stats,
 }
 
@@ -328,6 +339,7 @@ impl<P: PeerKey> Scheduler<P> {
             next_req_seq: 0,
             out: VecDeque::new(),
             tp_ref: 0.0,
+            chunk_bytes: 0,
             window: Window::new(transfer.min_requests_total, transfer.max_requests_total),
             stats: Stats::default(),
         }
@@ -692,6 +704,7 @@ impl<P: PeerKey> Scheduler<P> {
                 self.stats.received += 1;
                 self.window.on_chunk(now, bytes);
                 let secs = now.saturating_since(req.sent).as_secs_f64();
+                self.chunk_bytes = bytes;
                 if secs > 0.0 {
                     self.sample_throughput(i, bytes as f64 / secs);
                 }
@@ -937,8 +950,9 @@ impl<P: PeerKey> Scheduler<P> {
         let seq = self.next_req_seq;
         self.next_req_seq += 1;
         let key = (slot, chunk, idx);
-        self.requests.insert(key, Req { sent: now, seq });
-        self.deadlines.insert((now + self.transfer.request_timeout, seq), key);
+        let deadline = now + self.stall_after(idx);
+        self.requests.insert(key, Req { sent: now, seq, deadline });
+        self.deadlines.insert((deadline, seq), key);
         self.stats.requests += 1;
         if dup {
             self.stats.endgame_requests += 1;
@@ -961,10 +975,22 @@ impl<P: PeerKey> Scheduler<P> {
         Output::Request { peer, content, chunk }
     }
 
+    /// How long a request to peer `idx` may go unanswered before it counts as stalled: [`STALL_FACTOR`]
+    /// times the time a chunk from that peer has been taking (its measured throughput and the last chunk's
+    /// size), at least [`STALL_MIN`], at most `transfer.request_timeout`. A peer not measured yet gets the
+    /// timeout alone: a slow uploader's first chunk is never cut short.
+    fn stall_after(&self, idx: u32) -> std::time::Duration {
+        let timeout = self.transfer.request_timeout;
+        let own = self.peers[idx as usize].as_ref().and_then(|p| p.ewma).filter(|&e| e > 0.0);
+        let Some(rate) = own else { return timeout };
+        let secs = STALL_FACTOR * self.chunk_bytes as f64 / rate;
+        std::time::Duration::from_secs_f64(secs.min(timeout.as_secs_f64())).max(STALL_MIN).min(timeout)
+    }
+
     /// Forgets a request (answered, failed, cancelled or expired); does not re-queue the chunk.
     fn remove_request(&mut self, key: ReqKey) -> Option<Req> {
         let req = self.requests.remove(&key)?;
-        self.deadlines.remove(&(req_deadline(&self.transfer, req), req.seq));
+        self.deadlines.remove(&(req.deadline, req.seq));
         if let Some(c) = self.contents[key.0 as usize].as_mut() {
             c.in_flight -= 1;
         }
@@ -1132,10 +1158,6 @@ fn clamp_load(load: f32) -> f64 {
     } else {
         f64::from(load).clamp(0.0, 1.0)
     }
-}
-
-fn req_deadline(transfer: &TransferConfig, req: Req) -> Time {
-    req.sent + transfer.request_timeout
 }
 
 #[cold]

@@ -615,3 +615,41 @@ fn a_peer_that_never_answers_sinks_below_one_never_asked() {
     assert_eq!(next.len(), 1);
     assert_eq!(next[0].0, never_asked, "after its timeout the silent peer ranks below one never asked");
 }
+
+#[test]
+fn a_peer_that_stops_answering_loses_its_request_within_seconds_not_the_whole_timeout() {
+    // The default timeout is 5 minutes; chunks arrive in about 1 s from the answering peer.
+    let t = no_endgame(1, 2);
+    assert_eq!(t.request_timeout, std::time::Duration::from_secs(300));
+    let mut s = Scheduler::new(&t, &PolicyConfig::default(), local(), 3);
+    s.add_content(Time::ZERO, spec(1, 64, None), Bitfield::new(64));
+    for p in [1, 2] {
+        s.peer_joined(Time::ZERO, p, local());
+        s.peer_bitfield(Time::ZERO, &p, &id(1), Bitfield::full(64));
+    }
+    let mut now = Time::ZERO;
+    let mut pending = requests(&drain(&mut s, now));
+    let mut stalled: Option<(u32, Time)> = None;
+    let mut cut = None;
+    // Both answer in about a second; after 5 s peer 2 goes silent (cut off), peer 1 goes on.
+    for second in 1..=40u64 {
+        now = Time(now.0 + 1_000 * MS);
+        s.handle_timeout(now);
+        for r in std::mem::take(&mut pending) {
+            if second >= 5 && r.0 == 2 {
+                cut.get_or_insert(now);
+                pending.push(r);
+            } else {
+                s.chunk_received(now, &r.0, &id(1), r.2, 4_000_000);
+            }
+        }
+        if stalled.is_none() && s.stats().timeouts > 0 {
+            stalled = Some((2, now));
+        }
+        pending.extend(requests(&drain(&mut s, now)));
+    }
+    let (_, at) = stalled.expect("peer 2's request was given up");
+    let cut = cut.unwrap();
+    let waited = at.saturating_since(cut);
+    assert!(waited <= STALL_MIN + std::time::Duration::from_secs(2), "given up {waited:?} after the cut");
+}
