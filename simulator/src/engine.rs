@@ -37,6 +37,24 @@ use crate::topology::{mix64, NodeIx, Topology};
 /// Width of the bins the superseeder egress is first accumulated in, microseconds.
 const EGRESS_BIN_US: u64 = 10_000_000;
 
+/// Adds `bytes`, spread evenly over `[start, end]`, to the [`EGRESS_BIN_US`] bins (exactly: the last bin
+/// takes what rounding left).
+fn spread(bins: &mut Vec<u64>, start: Time, end: Time, bytes: u64) {
+    let (a, b) = (start.0 / EGRESS_BIN_US, end.0 / EGRESS_BIN_US);
+    if bins.len() <= b as usize {
+        bins.resize(b as usize + 1, 0);
+    }
+    let span = (end.0 - start.0).max(1) as f64;
+    let mut given = 0;
+    for bin in a..=b {
+        let lo = start.0.max(bin * EGRESS_BIN_US);
+        let hi = end.0.min((bin + 1) * EGRESS_BIN_US);
+        let part = if bin == b { bytes - given } else { (bytes as f64 * (hi - lo) as f64 / span) as u64 };
+        bins[bin as usize] += part;
+        given += part;
+    }
+}
+
 /// Film index within the scenario.
 pub type FilmIx = u16;
 
@@ -185,6 +203,10 @@ pub struct Outcome {
     pub isp_matrix: Vec<Vec<u64>>,
     /// Superseeder egress per [`EGRESS_BIN_US`] bin, bytes.
     pub egress_bins: Vec<u64>,
+    /// Cinemas' upload per bin, bytes (chunk transfers, each spread evenly over its duration).
+    pub upload_bins: Vec<u64>,
+    /// Cinemas' download per bin, by access class (sorted by name), bytes.
+    pub download_bins: Vec<(String, Vec<u64>)>,
     /// Width of an egress bin, seconds.
     pub egress_bin_secs: f64,
     /// Virtual time at the end, seconds.
@@ -270,6 +292,12 @@ pub struct Engine<'a> {
     ingress_link: Vec<Option<LinkId>>,
     isp_matrix: Vec<Vec<u64>>,
     egress_bins: Vec<u64>,
+    upload_bins: Vec<u64>,
+    /// Per access class (index into `classes`), the cinemas' download per bin.
+    download_bins: Vec<Vec<u64>>,
+    classes: Vec<String>,
+    /// Each node's index into `classes` (superseeders: none).
+    class_of: Vec<Option<usize>>,
     chunks: Vec<u32>,
     published: Vec<bool>,
     remaining_targets: u64,
@@ -370,6 +398,15 @@ impl<'a> Engine<'a> {
             }
         }
         let isps = sc.isp.len();
+        let mut classes: Vec<String> =
+            topo.nodes.iter().filter(|n| !n.seeder).map(|n| n.class.clone()).collect();
+        classes.sort();
+        classes.dedup();
+        let class_of = topo
+            .nodes
+            .iter()
+            .map(|n| (!n.seeder).then(|| classes.binary_search(&n.class).ok()).flatten())
+            .collect();
         let mut e = Engine {
             sc,
             topo,
@@ -391,6 +428,10 @@ impl<'a> Engine<'a> {
             ingress_link,
             isp_matrix: vec![vec![0; isps]; isps],
             egress_bins: Vec::new(),
+            upload_bins: Vec::new(),
+            download_bins: vec![Vec::new(); classes.len()],
+            classes,
+            class_of,
             chunks,
             published: vec![false; films],
             remaining_targets,
@@ -745,7 +786,12 @@ impl<'a> Engine<'a> {
             self.stats[dl].down_other_isp += t.bytes;
         }
         if self.topo.nodes[ul].seeder {
-            self.add_egress(t.start, self.now, t.bytes);
+            spread(&mut self.egress_bins, t.start, self.now, t.bytes);
+        } else {
+            spread(&mut self.upload_bins, t.start, self.now, t.bytes);
+        }
+        if let Some(c) = self.class_of[dl] {
+            spread(&mut self.download_bins[c], t.start, self.now, t.bytes);
         }
         let now = self.now;
         self.nodes[ul].engine.upload_done(now, t.upload, true);
@@ -759,23 +805,6 @@ impl<'a> Engine<'a> {
             self.duplicate_transfers += 1;
         }
         self.drive(t.dl);
-    }
-
-    /// Spreads `bytes` uniformly over `[start, end]` in the egress bins.
-    fn add_egress(&mut self, start: Time, end: Time, bytes: u64) {
-        let (a, b) = (start.0 / EGRESS_BIN_US, end.0 / EGRESS_BIN_US);
-        if self.egress_bins.len() <= b as usize {
-            self.egress_bins.resize(b as usize + 1, 0);
-        }
-        let span = (end.0 - start.0).max(1) as f64;
-        let mut given = 0;
-        for bin in a..=b {
-            let lo = start.0.max(bin * EGRESS_BIN_US);
-            let hi = end.0.min((bin + 1) * EGRESS_BIN_US);
-            let part = if bin == b { bytes - given } else { (bytes as f64 * (hi - lo) as f64 / span) as u64 };
-            self.egress_bins[bin as usize] += part;
-            given += part;
-        }
     }
 
     fn publish(&mut self, film: FilmIx) {
@@ -938,6 +967,8 @@ impl<'a> Engine<'a> {
             stats: self.stats,
             isp_matrix: self.isp_matrix,
             egress_bins: self.egress_bins,
+            upload_bins: self.upload_bins,
+            download_bins: self.classes.into_iter().zip(self.download_bins).collect(),
             egress_bin_secs: EGRESS_BIN_US as f64 / 1e6,
             end_secs: self.now.as_secs_f64(),
             events: self.events,

@@ -525,6 +525,43 @@ pub fn nodes_csv(rows: &[NodeRow]) -> String {
     s
 }
 
+/// `timeline.csv`: what moved in each bin of the run (chunk transfers spread evenly over their duration),
+/// in Mbit/s: the superseeders' egress, the cinemas' upload, the cinemas' download by access class, and the
+/// fleet's upload utilisation, (superseeders + cinemas) / (u_s + sum of u_i), the capacity the Kumar-Ross
+/// bound counts. Where a plan loses time against the bound shows here: an idle start, capacity left unused
+/// while cinemas wait, a long tail.
+pub fn timeline_csv(o: &Outcome) -> String {
+    let secs = o.egress_bin_secs;
+    let capacity: f64 = o.topo.nodes.iter().map(|n| n.up).sum();
+    let bins = o
+        .download_bins
+        .iter()
+        .map(|(_, b)| b.len())
+        .chain([o.egress_bins.len(), o.upload_bins.len()])
+        .max()
+        .unwrap_or(0);
+    let at = |v: &[u64], i: usize| v.get(i).copied().unwrap_or(0);
+    let mbit = |bytes: u64| bytes as f64 * 8.0 / secs / 1e6;
+    let mut s = String::from("t_s,superseeders_out_mbit_s,cinemas_up_mbit_s");
+    for (class, _) in &o.download_bins {
+        let _ = write!(s, ",{class}_down_mbit_s");
+    }
+    s.push_str(
+        ",fleet_up_utilisation
+",
+    );
+    for i in 0..bins {
+        let (seeders, cinemas) = (at(&o.egress_bins, i), at(&o.upload_bins, i));
+        let _ = write!(s, "{:.0},{:.1},{:.1}", i as f64 * secs, mbit(seeders), mbit(cinemas));
+        for (_, b) in &o.download_bins {
+            let _ = write!(s, ",{:.1}", mbit(at(b, i)));
+        }
+        let used = (seeders + cinemas) as f64 / secs;
+        let _ = writeln!(s, ",{:.3}", if capacity > 0.0 { used / capacity } else { 0.0 });
+    }
+    s
+}
+
 /// The completion-CDF series of film `f`'s targets with `B(k)` dashed beside them, in `unit` seconds.
 pub fn completion_series(
     label: &str,
@@ -626,7 +663,7 @@ pub fn plots(sc: &Scenario, o: &Outcome, r: &Report) -> Result<Vec<(&'static str
     ])
 }
 
-/// Writes `report.json`, `nodes.csv` and the plots into `dir`.
+/// Writes `report.json`, `nodes.csv`, `timeline.csv` and the plots into `dir`.
 pub fn write(dir: &Path, sc: &Scenario, o: &Outcome, r: &Report) -> Result<(), Error> {
     let werr = |p: &Path| {
         let path = p.display().to_string();
@@ -637,9 +674,13 @@ pub fn write(dir: &Path, sc: &Scenario, o: &Outcome, r: &Report) -> Result<(), E
         path: dir.join("report.json").display().to_string(),
         source: std::io::Error::other(e),
     })?;
-    let files = [("report.json", json + "\n"), ("nodes.csv", nodes_csv(&rows(sc, o)))]
-        .into_iter()
-        .chain(plots(sc, o, r)?);
+    let files = [
+        ("report.json", json + "\n"),
+        ("nodes.csv", nodes_csv(&rows(sc, o))),
+        ("timeline.csv", timeline_csv(o)),
+    ]
+    .into_iter()
+    .chain(plots(sc, o, r)?);
     for (name, body) in files {
         let p = dir.join(name);
         std::fs::write(&p, body).map_err(werr(&p))?;

@@ -35,7 +35,7 @@ fn same_scenario_and_seed_give_identical_bytes() {
     let mut files: Vec<_> =
         std::fs::read_dir(dirs[0].path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     files.sort();
-    assert_eq!(files.len(), 6, "{files:?}");
+    assert_eq!(files.len(), 7, "{files:?}");
     for f in files {
         let a = std::fs::read(dirs[0].path().join(&f)).unwrap();
         let b = std::fs::read(dirs[1].path().join(&f)).unwrap();
@@ -127,4 +127,41 @@ fn a_fast_downloader_among_slow_uploaders_keeps_its_link_busy() {
     // (A 4 GiB film: the window's slow start, a few dozen chunks, is small beside it.)
     let fixed = time(&["transfer.max_requests_total=8", "transfer.min_requests_total=8"]);
     assert!(fixed > 2.0 * adaptive, "fixed window {fixed:.1} s, adaptive {adaptive:.1} s");
+}
+
+#[test]
+fn the_timeline_accounts_for_every_byte_and_never_exceeds_the_fleet_capacity() {
+    let sc = scenario("small-8.toml", &[]);
+    let (o, _) = simulate(&sc, 3, None).unwrap();
+    let sum = |v: &[u64]| v.iter().sum::<u64>();
+    let seeders_up: u64 =
+        o.topo.nodes.iter().zip(&o.stats).filter(|(n, _)| n.seeder).map(|(_, s)| s.bytes_up).sum();
+    let cinemas_up: u64 =
+        o.topo.nodes.iter().zip(&o.stats).filter(|(n, _)| !n.seeder).map(|(_, s)| s.bytes_up).sum();
+    let cinemas_down: u64 =
+        o.topo.nodes.iter().zip(&o.stats).filter(|(n, _)| !n.seeder).map(|(_, s)| s.bytes_down).sum();
+    assert!(cinemas_down > 0);
+    assert_eq!(sum(&o.egress_bins), seeders_up, "superseeder egress");
+    assert_eq!(sum(&o.upload_bins), cinemas_up, "cinemas' upload");
+    let by_class: u64 = o.download_bins.iter().map(|(_, b)| sum(b)).sum();
+    assert_eq!(by_class, cinemas_down, "cinemas' download, all classes");
+    let classes: Vec<&str> = o.download_bins.iter().map(|(c, _)| c.as_str()).collect();
+    let mut sorted = classes.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(classes, sorted, "one column per class, sorted");
+    let csv = report::timeline_csv(&o);
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    assert_eq!(header.len(), 4 + classes.len());
+    assert_eq!(*header.last().unwrap(), "fleet_up_utilisation");
+    let mut rows = 0;
+    for line in lines {
+        let u: f64 = line.rsplit(',').next().unwrap().parse().unwrap();
+        // Spreading a transfer evenly over its duration can put a little more in a bin than its rate at
+        // that moment; the capacity itself is never exceeded by more than that.
+        assert!((0.0..=1.05).contains(&u), "utilisation {u} in {line}");
+        rows += 1;
+    }
+    assert!(rows as f64 >= o.end_secs / o.egress_bin_secs - 1.0, "{rows} rows for {} s", o.end_secs);
 }
