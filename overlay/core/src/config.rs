@@ -281,6 +281,11 @@ pub struct TransferConfig {
     pub min_requests_total: u32,
     /// Concurrent uploads served; further requests get a busy answer carrying this node's load.
     pub upload_slots: u32,
+    /// Share of the upload slots open to a downloader that holds nothing of the content yet; the rest open
+    /// in proportion to the share it holds (a chunk request says how many chunks its asker holds). A busy
+    /// uploader thus favours the downloaders nearest completion, the order in which the completion-CDF
+    /// bound finishes cinemas. 1.0 opens every slot to everyone.
+    pub open_slots: f64,
     /// A request unanswered after this long is given up and asked of another peer.
     #[serde(with = "human_duration")]
     pub request_timeout: Duration,
@@ -312,6 +317,7 @@ impl Default for TransferConfig {
             max_requests_total: 64,
             min_requests_total: 4,
             upload_slots: 16,
+            open_slots: 0.4,
             // A total, not an idle, timeout: a 4 MiB chunk from an ADSL uploader (1 Mbit/s) sharing its
             // 16 slots takes minutes. A dead peer fails its requests at once (connection closed).
             request_timeout: Duration::from_secs(300),
@@ -360,6 +366,11 @@ impl TransferConfig {
             (1..=1024).contains(&self.upload_slots),
             "transfer.upload_slots",
             "must be between 1 and 1024",
+        )?;
+        check(
+            (0.0..=1.0).contains(&self.open_slots),
+            "transfer.open_slots",
+            "must be between 0.0 and 1.0 (the share of upload slots open to a downloader holding nothing yet)",
         )?;
         check(!self.request_timeout.is_zero(), "transfer.request_timeout", "must be greater than zero")?;
         check(self.endgame_chunks <= 4096, "transfer.endgame_chunks", "must be <= 4096")?;

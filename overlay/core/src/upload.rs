@@ -59,6 +59,11 @@ impl<P: PeerKey> UploadSlots<P> {
         }
     }
 
+    /// The number of slots.
+    pub fn slots(&self) -> u32 {
+        self.slots
+    }
+
     /// Active uploads / slots (0.0 idle, 1.0 saturated).
     pub fn load(&self) -> f32 {
         self.active as f32 / self.slots as f32

@@ -455,7 +455,11 @@ impl<P: PeerKey> Engine<P> {
                     b.reserve(now, size);
                 }
                 self.charge_relay(now, &peer, content);
-                self.out.push_back(Output::Send { peer, request: Request::Chunk { content, index: chunk } });
+                let held = self.scheduler.progress(&content).map_or(0, |p| p.have);
+                self.out.push_back(Output::Send {
+                    peer,
+                    request: Request::Chunk { content, index: chunk, held },
+                });
             }
             scheduler::Output::Cancel { peer, content, chunk } => {
                 self.out.push_back(Output::Send { peer, request: Request::Cancel { content, index: chunk } });
@@ -1008,9 +1012,19 @@ impl<P: PeerKey> Engine<P> {
 
     // ---- uploads ----------------------------------------------------------------------------------
 
-    /// `peer` asks for chunk `index` of `content`; `upload` names the request until it is answered. The
-    /// engine answers at once (missing, busy) or asks the body to read the chunk.
-    pub fn chunk_request(&mut self, _now: Time, peer: &P, upload: UploadId, content: ContentId, index: u32) {
+    /// `peer` asks for chunk `index` of `content`, holding `asker_held` chunks of it; `upload` names the
+    /// request until it is answered. The engine answers at once (missing, busy) or asks the body to read
+    /// the chunk. With fewer free slots than `transfer.open_slots` leaves open to this asker's progress, it
+    /// answers busy: a busy uploader serves the downloaders nearest completion first.
+    pub fn chunk_request(
+        &mut self,
+        _now: Time,
+        peer: &P,
+        upload: UploadId,
+        content: ContentId,
+        index: u32,
+        asker_held: u32,
+    ) {
         self.input("chunk-request");
         let held = self.held.get(&content).is_some_and(|h| h.held.have.get(index));
         if !held {
@@ -1025,6 +1039,17 @@ impl<P: PeerKey> Engine<P> {
                 upload,
                 answer: Answer::Busy { load: self.slots.load().max(1.0) },
             });
+            return;
+        }
+        // Slots open to this asker: `open_slots` of them to one holding nothing, more the more it holds,
+        // all to one holding nearly everything; at least one, so an idle uploader always serves.
+        let total = self.held.get(&content).map_or(1, |h| h.held.have.len().max(1));
+        let progress = f64::from(asker_held.min(total)) / f64::from(total);
+        let open = self.cfg.transfer.open_slots.clamp(0.0, 1.0);
+        let allowed = (f64::from(self.slots.slots()) * (open + (1.0 - open) * progress)).max(1.0);
+        if f64::from(self.slots.active()) >= allowed {
+            self.stats.busy_answers += 1;
+            self.out.push_back(Output::Answer { upload, answer: Answer::Busy { load: self.slots.load() } });
             return;
         }
         match self.slots.request(peer) {

@@ -13,6 +13,8 @@ use super::*;
 
 const C: ContentId = ContentId([7; 32]);
 const CHUNK: u64 = 1 << 20;
+/// What an asker holding everything says: every upload slot is open to it (`transfer.open_slots`).
+const ALL_SLOTS: u32 = u32::MAX;
 
 fn cfg(role: Role, isp: &str) -> Config {
     let mut c = Config::new(role, TransferConfig::default(), PolicyConfig::default());
@@ -47,6 +49,47 @@ fn seeder(chunks: u32, slots: u32) -> Engine<u32> {
 }
 
 #[test]
+fn a_busy_uploader_keeps_its_last_slots_for_the_downloaders_nearest_completion() {
+    // 8 slots, half of them open to a downloader holding nothing (`open_slots = 0.5`).
+    let mut c = cfg(Role::Superseeder, "a");
+    c.transfer.upload_slots = 8;
+    c.transfer.open_slots = 0.5;
+    let mut e = Engine::new(c);
+    e.hold(t(0), C, Held { have: Bitfield::full(100), size: 100 * CHUNK, pinned: true });
+    drain(&mut e);
+    for i in 0..4 {
+        e.chunk_request(t(0), &1, u64::from(i), C, i, 0);
+    }
+    assert_eq!(drain(&mut e).len(), 4, "four reads");
+    // A fifth asker holding nothing finds the open half taken.
+    e.chunk_request(t(0), &2, 10, C, 10, 0);
+    assert_eq!(drain(&mut e), vec![Output::Answer { upload: 10, answer: Answer::Busy { load: 0.5 } }]);
+    // One holding 60 of the 100 chunks may use 0.5 + 0.5 x 0.6 = 80% of the slots: up to 6.4 of 8, so it
+    // is served while fewer than 7 are busy.
+    for i in 11..=13 {
+        e.chunk_request(t(0), &3, u64::from(i), C, i, 60);
+    }
+    assert_eq!(drain(&mut e).len(), 3, "three more reads");
+    e.chunk_request(t(0), &3, 14, C, 14, 60);
+    assert!(matches!(drain(&mut e)[..], [Output::Answer { upload: 14, answer: Answer::Busy { .. } }]));
+    // One about to complete (99 of 100: 7.96 slots) gets the last one, and no more.
+    e.chunk_request(t(0), &4, 15, C, 15, 99);
+    assert!(matches!(drain(&mut e)[..], [Output::Read { upload: 15, .. }]));
+    assert_eq!(e.uploads_active(), 8);
+    e.chunk_request(t(0), &4, 16, C, 16, 100);
+    assert!(matches!(drain(&mut e)[..], [Output::Answer { upload: 16, answer: Answer::Busy { .. } }]));
+    // An idle uploader serves anyone, whatever the share: at least one slot is always open.
+    let mut c = cfg(Role::Superseeder, "a");
+    c.transfer.upload_slots = 1;
+    c.transfer.open_slots = 0.0;
+    let mut idle = Engine::new(c);
+    idle.hold(t(0), C, Held { have: Bitfield::full(4), size: 4 * CHUNK, pinned: true });
+    drain(&mut idle);
+    idle.chunk_request(t(0), &1, 1, C, 0, 0);
+    assert_eq!(drain(&mut idle), vec![Output::Read { upload: 1, content: C, index: 0 }]);
+}
+
+#[test]
 fn the_targeting_rule() {
     assert!(!wants(Role::Distributor, true));
     assert!(wants(Role::Superseeder, false));
@@ -57,11 +100,11 @@ fn the_targeting_rule() {
 #[test]
 fn uploads_missing_busy_and_load_on_every_answer() {
     let mut e = seeder(4, 1);
-    e.chunk_request(t(0), &1, 10, C, 9);
+    e.chunk_request(t(0), &1, 10, C, 9, ALL_SLOTS);
     assert_eq!(drain(&mut e), vec![Output::Answer { upload: 10, answer: Answer::Missing { load: 0.0 } }]);
-    e.chunk_request(t(0), &1, 11, C, 0);
+    e.chunk_request(t(0), &1, 11, C, 0, ALL_SLOTS);
     assert_eq!(drain(&mut e), vec![Output::Read { upload: 11, content: C, index: 0 }]);
-    e.chunk_request(t(0), &2, 12, C, 1);
+    e.chunk_request(t(0), &2, 12, C, 1, ALL_SLOTS);
     assert_eq!(drain(&mut e), vec![Output::Answer { upload: 12, answer: Answer::Busy { load: 1.0 } }]);
     e.chunk_read(t(1), 11, Ok(CHUNK));
     assert_eq!(
@@ -77,7 +120,7 @@ fn uploads_missing_busy_and_load_on_every_answer() {
 #[test]
 fn a_cancel_frees_the_slot_at_once() {
     let mut e = seeder(4, 1);
-    e.chunk_request(t(0), &1, 1, C, 0);
+    e.chunk_request(t(0), &1, 1, C, 0, ALL_SLOTS);
     drain(&mut e);
     e.cancel(t(1), &1, &C, 0);
     assert_eq!(drain(&mut e), vec![Output::Answer { upload: 1, answer: Answer::Cancelled }]);
@@ -87,16 +130,16 @@ fn a_cancel_frees_the_slot_at_once() {
     assert!(drain(&mut e).is_empty());
     // Cancelled while sending: the body is told to abort; the slot stays taken while bytes may still be
     // on the link, and is free for the next asker once the body says the transfer ended.
-    e.chunk_request(t(3), &2, 2, C, 1);
+    e.chunk_request(t(3), &2, 2, C, 1, ALL_SLOTS);
     e.chunk_read(t(3), 2, Ok(CHUNK));
     drain(&mut e);
     e.cancel(t(4), &2, &C, 1);
     assert_eq!(drain(&mut e), vec![Output::Abort { upload: 2 }]);
-    e.chunk_request(t(5), &3, 3, C, 2);
+    e.chunk_request(t(5), &3, 3, C, 2, ALL_SLOTS);
     assert!(matches!(drain(&mut e)[..], [Output::Answer { upload: 3, answer: Answer::Busy { .. } }]));
     e.upload_done(t(6), 2, false);
     assert!(drain(&mut e).is_empty(), "an aborted upload is not counted as served");
-    e.chunk_request(t(7), &3, 4, C, 2);
+    e.chunk_request(t(7), &3, 4, C, 2, ALL_SLOTS);
     assert_eq!(drain(&mut e), vec![Output::Read { upload: 4, content: C, index: 2 }]);
 }
 
@@ -106,7 +149,7 @@ fn the_upload_limit_paces_answers_without_holding_anything_but_a_timer() {
     // 1 MiB/s, burst 256 KiB: four 1 MiB chunks read at once go out about a second apart.
     e.set_limits(t(0), Limits { upload: Some(CHUNK as f64), download: None });
     for i in 0..4 {
-        e.chunk_request(t(0), &1, u64::from(i), C, i);
+        e.chunk_request(t(0), &1, u64::from(i), C, i, ALL_SLOTS);
         e.chunk_read(t(0), u64::from(i), Ok(CHUNK));
     }
     let first = drain(&mut e).into_iter().filter(|o| matches!(o, Output::Answer { .. })).count();
@@ -134,7 +177,7 @@ fn the_upload_limit_paces_answers_without_holding_anything_but_a_timer() {
     );
     // Upload limit 0: nothing is read, every request is answered busy.
     e.set_limits(now, Limits { upload: Some(0.0), download: None });
-    e.chunk_request(now, &2, 99, C, 5);
+    e.chunk_request(now, &2, 99, C, 5, ALL_SLOTS);
     assert!(matches!(drain(&mut e)[..], [Output::Answer { upload: 99, answer: Answer::Busy { .. } }]));
 }
 
@@ -440,10 +483,10 @@ impl Mesh {
                         let have = e.bitfield_request(now, &from, &content);
                         self.wire.push(Wire::Bitfield { from: to, to: from, have });
                     }
-                    Request::Chunk { content, index } => {
+                    Request::Chunk { content, index, held } => {
                         self.next_upload += 1;
                         self.uploads.insert(self.next_upload, (from, to, index));
-                        e.chunk_request(now, &from, self.next_upload, content, index);
+                        e.chunk_request(now, &from, self.next_upload, content, index, held);
                     }
                     Request::Have { content, chunks } => e.have(now, &from, &content, &chunks),
                     Request::Cancel { content, index } => e.cancel(now, &from, &content, index),
