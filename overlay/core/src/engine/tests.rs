@@ -40,8 +40,14 @@ fn t(ms: u64) -> Time {
 
 /// A seeder holding `chunks` chunks of C.
 fn seeder(chunks: u32, slots: u32) -> Engine<u32> {
+    seeder_open(chunks, slots, TransferConfig::default().open_slots)
+}
+
+/// A seeder holding `chunks` chunks of C, `open` of its `slots` open to an asker holding nothing.
+fn seeder_open(chunks: u32, slots: u32, open: f64) -> Engine<u32> {
     let mut c = cfg(Role::Superseeder, "a");
     c.transfer.upload_slots = slots;
+    c.transfer.open_slots = open;
     let mut e = Engine::new(c);
     e.hold(t(0), C, Held { have: Bitfield::full(chunks), size: u64::from(chunks) * CHUNK, pinned: true });
     drain(&mut e);
@@ -51,12 +57,7 @@ fn seeder(chunks: u32, slots: u32) -> Engine<u32> {
 #[test]
 fn a_busy_uploader_keeps_its_last_slots_for_the_downloaders_nearest_completion() {
     // 8 slots, half of them open to a downloader holding nothing (`open_slots = 0.5`).
-    let mut c = cfg(Role::Superseeder, "a");
-    c.transfer.upload_slots = 8;
-    c.transfer.open_slots = 0.5;
-    let mut e = Engine::new(c);
-    e.hold(t(0), C, Held { have: Bitfield::full(100), size: 100 * CHUNK, pinned: true });
-    drain(&mut e);
+    let mut e = seeder_open(100, 8, 0.5);
     for i in 0..4 {
         e.chunk_request(t(0), &1, u64::from(i), C, i, 0);
     }
@@ -79,12 +80,7 @@ fn a_busy_uploader_keeps_its_last_slots_for_the_downloaders_nearest_completion()
     e.chunk_request(t(0), &4, 16, C, 16, 100);
     assert!(matches!(drain(&mut e)[..], [Output::Answer { upload: 16, answer: Answer::Busy { .. } }]));
     // An idle uploader serves anyone, whatever the share: at least one slot is always open.
-    let mut c = cfg(Role::Superseeder, "a");
-    c.transfer.upload_slots = 1;
-    c.transfer.open_slots = 0.0;
-    let mut idle = Engine::new(c);
-    idle.hold(t(0), C, Held { have: Bitfield::full(4), size: 4 * CHUNK, pinned: true });
-    drain(&mut idle);
+    let mut idle = seeder_open(4, 1, 0.0);
     idle.chunk_request(t(0), &1, 1, C, 0, 0);
     assert_eq!(drain(&mut idle), vec![Output::Read { upload: 1, content: C, index: 0 }]);
 }
