@@ -64,7 +64,8 @@ fn a_busy_uploader_keeps_its_last_slots_for_the_downloaders_nearest_completion()
     assert_eq!(drain(&mut e).len(), 4, "four reads");
     // A fifth asker holding nothing finds the open half taken.
     e.chunk_request(t(0), &2, 10, C, 10, 0);
-    assert_eq!(drain(&mut e), vec![Output::Answer { upload: 10, answer: Answer::Busy { load: 0.5 } }]);
+    // Busy as seen by that asker: no slot is open to it, so the load it is told is 1.0.
+    assert_eq!(drain(&mut e), vec![Output::Answer { upload: 10, answer: Answer::Busy { load: 1.0 } }]);
     // One holding 60 of the 100 chunks may use 0.5 + 0.5 x 0.6 = 80% of the slots: up to 6.4 of 8, so it
     // is served while fewer than 7 are busy.
     for i in 11..=13 {
