@@ -120,4 +120,24 @@ impl NodeProcess {
             .map(|f| (f["have_chunks"].as_u64().unwrap_or(0) as u32, f["complete"] == true))
             .unwrap_or((0, false)))
     }
+
+    /// Waits (up to `timeout`) until the node holds at least `at_least` chunks of `id` without having
+    /// completed it; fails if it completes first (`before` names the event the test needed to come
+    /// mid-transfer). Returns the chunks held.
+    pub async fn wait_partly_held(
+        &self,
+        id: &ContentId,
+        at_least: u32,
+        before: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<u32> {
+        cinemesh::local::wait_for("the cinema to hold a few chunks", timeout, || async {
+            let (have, complete) = self.have_chunks(id).await?;
+            if complete {
+                anyhow::bail!("the download finished before {before}; slow the distributor down");
+            }
+            Ok((have >= at_least).then_some(have))
+        })
+        .await
+    }
 }

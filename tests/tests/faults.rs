@@ -199,14 +199,7 @@ async fn a_disk_that_fills_refuses_then_resumes_once_space_is_freed() -> anyhow:
         &["--config", config.to_str().context("path")?],
         &[],
     )?;
-    let before = wait_for("the cinema to hold a few chunks", WAIT, || async {
-        let (have, complete) = daemon.have_chunks(&p.id).await?;
-        if complete {
-            bail!("the download finished before the disk filled; slow the distributor down");
-        }
-        Ok((have >= 4).then_some(have))
-    })
-    .await?;
+    let before = daemon.wait_partly_held(&p.id, 4, "the disk filled", WAIT).await?;
     let ballast = disk.0.join("ballast");
     let filled = fill(&ballast)?;
     let state = wait_for("the content to be refused for lack of space", WAIT, || async {

@@ -279,14 +279,7 @@ async fn a_node_killed_mid_download_resumes_without_fetching_verified_chunks_aga
     let data = tmp.path().join("cinema");
 
     let daemon = NodeProcess::start(&data, &key.public(), &boot)?;
-    let before = wait_for("the cinema to hold a few chunks", WAIT, || async {
-        let (have, complete) = daemon.have_chunks(&p.id).await?;
-        if complete {
-            bail!("the download finished before the kill; slow the distributor down");
-        }
-        Ok((have >= 8).then_some(have))
-    })
-    .await?;
+    let before = daemon.wait_partly_held(&p.id, 8, "the kill", WAIT).await?;
     drop(daemon); // SIGKILL: no clean shutdown
 
     let daemon = NodeProcess::start(&data, &key.public(), &boot)?;

@@ -1026,13 +1026,14 @@ impl<P: PeerKey> Engine<P> {
         asker_held: u32,
     ) {
         self.input("chunk-request");
-        let held = self.held.get(&content).is_some_and(|h| h.held.have.get(index));
-        if !held {
+        let Some(total) =
+            self.held.get(&content).filter(|h| h.held.have.get(index)).map(|h| h.held.have.len())
+        else {
             self.stats.missing_answers += 1;
             let load = self.slots.load();
             self.out.push_back(Output::Answer { upload, answer: Answer::Missing { load } });
             return;
-        }
+        };
         if self.upload_forbidden() {
             self.stats.busy_answers += 1;
             self.out.push_back(Output::Answer {
@@ -1042,8 +1043,9 @@ impl<P: PeerKey> Engine<P> {
             return;
         }
         // Slots open to this asker: `open_slots` of them to one holding nothing, more the more it holds,
-        // all to one holding nearly everything; at least one, so an idle uploader always serves.
-        let total = self.held.get(&content).map_or(1, |h| h.held.have.len().max(1));
+        // all to one holding nearly everything; at least one, so an idle uploader always serves. An asker
+        // claiming more than it holds gains at most the slots every asker could have before this rule.
+        let total = total.max(1);
         let progress = f64::from(asker_held.min(total)) / f64::from(total);
         let open = self.cfg.transfer.open_slots.clamp(0.0, 1.0);
         let allowed = (f64::from(self.slots.slots()) * (open + (1.0 - open) * progress)).max(1.0);
