@@ -101,8 +101,25 @@ pub fn decode(target: &str, data: &[u8]) {
             if let Ok(r) = protocol::decode_body::<Request>(data, protocol::MAX_REQUEST_BYTES) {
                 let _ = r.check();
             }
-            if let Ok(r) = protocol::decode_body::<Response>(data, protocol::MAX_RESPONSE_BYTES) {
-                let _ = r.check();
+            let decoded = protocol::decode_body::<Response>(data, protocol::MAX_RESPONSE_BYTES)
+                .ok()
+                .filter(|r| r.check().is_ok());
+            // The codec reads chunk answers without the decoder: the same bytes must give the same answer.
+            if let Ok(len) = u32::try_from(data.len()) {
+                use libp2p::request_response::Codec as _;
+                let mut frame = len.to_be_bytes().to_vec();
+                frame.extend_from_slice(data);
+                let read = futures::executor::block_on(
+                    protocol::Codec::default()
+                        .read_response(&protocol::PROTOCOL, &mut futures::io::Cursor::new(frame)),
+                )
+                .ok();
+                let encode = |r: &Response| protocol::encode_frame(r, usize::MAX).ok();
+                assert_eq!(
+                    read.as_ref().map(encode),
+                    decoded.as_ref().map(encode),
+                    "the codec and the decoder disagree"
+                );
             }
         }
         "manifest" => {

@@ -89,6 +89,8 @@ pub struct Metrics {
     pub download_rate: Gauge,
     /// Content upload rate over the last interval, bytes/s.
     pub upload_rate: Gauge,
+    /// Uploads holding a slot (reading, waiting for the upload limit, or sending), as of the last tick.
+    pub uploads_active: Gauge,
     /// Kademlia provider lookups started.
     pub provider_lookups: Counter,
     /// Chunk-protocol requests that failed, by direction and kind (malformed, timeout, closed, ...).
@@ -140,6 +142,7 @@ impl Metrics {
         r.register("disk_free_bytes", "Free bytes on the data directory's disk", m.disk_free_bytes.clone());
         r.register("download_rate_bytes", "Content download rate, bytes/s", m.download_rate.clone());
         r.register("upload_rate_bytes", "Content upload rate, bytes/s", m.upload_rate.clone());
+        r.register("uploads_active", "Uploads holding a slot", m.uploads_active.clone());
         r.register("provider_lookups", "Kademlia provider lookups started", m.provider_lookups.clone());
         r.register(
             "protocol_errors",

@@ -21,6 +21,10 @@
 //! negotiate it: upgrade the whole mesh together (the catalogue and the DHT still work across versions).
 //!
 //! Any request may be answered `Refused{reason}` (e.g. a private mesh and a non-admitted peer).
+//!
+//! An uploader never holds a whole chunk: it answers [`Response::ChunkFrom`], which the codec writes as the
+//! frame of `Chunk{bytes, load}` with the bytes read from the file [`PIECE`] at a time; an asker reads a
+//! `Chunk` answer's bytes straight into their buffer.
 
 use std::io;
 
@@ -163,6 +167,42 @@ pub enum Response {
         /// Why.
         reason: String,
     },
+    /// The uploader's side of [`Response::Chunk`]: the bytes stream from the file as they are written, so
+    /// an upload holds [`PIECE`] bytes at a time, not the whole chunk. On the wire it is exactly
+    /// `Chunk{bytes, load}`; it is never decoded (an asker reads `Chunk`).
+    #[serde(skip)]
+    ChunkFrom {
+        /// Where the bytes are.
+        source: ChunkSource,
+        /// Active uploads / slots.
+        load: f32,
+    },
+}
+
+/// Bytes read from the file and written at a time when a chunk answer streams from disk.
+pub const PIECE: usize = 256 * 1024;
+
+/// bincode's variant index of [`Response::Chunk`] (checked by a test against bincode itself).
+const CHUNK_TAG: u32 = 3;
+
+/// A held chunk, opened for an upload (see [`Response::ChunkFrom`]).
+#[derive(Debug, Clone)]
+pub struct ChunkSource {
+    /// The file holding the chunk, already open.
+    pub file: std::sync::Arc<std::fs::File>,
+    /// The chunk's offset in it.
+    pub offset: u64,
+    /// The chunk's length.
+    pub len: u64,
+    /// Flip the first byte on the way out (the `corrupt-uploads` fault of the tests).
+    pub corrupt: bool,
+}
+
+impl PartialEq for ChunkSource {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.file, &other.file)
+            && (self.offset, self.len, self.corrupt) == (other.offset, other.len, other.corrupt)
+    }
 }
 
 impl Request {
@@ -230,6 +270,36 @@ async fn read_frame<T: AsyncRead + Unpin + Send, M: DeserializeOwned>(
     decode_body(&body, max)
 }
 
+/// Reads a response frame. A `Chunk` answer's bytes are read straight into their own buffer (the frame is
+/// not buffered whole and then copied by the decoder); any other answer is decoded as [`read_frame`] does.
+async fn read_response_frame<T: AsyncRead + Unpin + Send>(io: &mut T, max: usize) -> io::Result<Response> {
+    let mut len = [0u8; 4];
+    io.read_exact(&mut len).await?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len > max {
+        return Err(invalid(format!("message of {len} bytes exceeds the limit of {max}")));
+    }
+    let mut head = [0u8; 12];
+    let head_len = len.min(head.len());
+    io.read_exact(&mut head[..head_len]).await?;
+    let tag = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
+    if head_len == head.len() && tag == CHUNK_TAG {
+        let n = u64::from_le_bytes(head[4..12].try_into().expect("8 bytes"));
+        if n.checked_add(16) != Some(len as u64) {
+            return Err(invalid(format!("malformed message: a chunk of {n} bytes in a frame of {len}")));
+        }
+        let mut bytes = vec![0u8; n as usize];
+        io.read_exact(&mut bytes).await?;
+        let mut load = [0u8; 4];
+        io.read_exact(&mut load).await?;
+        return Ok(Response::Chunk { bytes, load: f32::from_le_bytes(load) });
+    }
+    let mut body = vec![0u8; len];
+    body[..head_len].copy_from_slice(&head[..head_len]);
+    io.read_exact(&mut body[head_len..]).await?;
+    decode_body(&body, max)
+}
+
 async fn write_frame<T: AsyncWrite + Unpin + Send, M: Serialize>(
     io: &mut T,
     msg: &M,
@@ -237,6 +307,55 @@ async fn write_frame<T: AsyncWrite + Unpin + Send, M: Serialize>(
 ) -> io::Result<()> {
     let frame = encode_frame(msg, max)?;
     io.write_all(&frame).await?;
+    io.flush().await?;
+    io.close().await
+}
+
+/// Reads `n` bytes at `offset` of `file` into the front of `buf`, on the blocking pool when there is a
+/// tokio runtime (a page-cache miss must not stall the connection tasks).
+async fn read_piece(
+    file: std::sync::Arc<std::fs::File>,
+    mut buf: Vec<u8>,
+    n: usize,
+    offset: u64,
+) -> io::Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let read = move || file.read_exact_at(&mut buf[..n], offset).map(|()| buf);
+    match tokio::runtime::Handle::try_current() {
+        Ok(rt) => rt.spawn_blocking(read).await.map_err(io::Error::other)?,
+        Err(_) => read(),
+    }
+}
+
+/// Writes `Chunk{bytes, load}` with the bytes streamed from `source`, [`PIECE`] at a time: the same frame
+/// as [`encode_frame`] of the bytes in memory.
+async fn write_chunk_from<T: AsyncWrite + Unpin + Send>(
+    io: &mut T,
+    source: ChunkSource,
+    load: f32,
+    max: usize,
+) -> io::Result<()> {
+    let body = 4 + 8 + source.len + 4;
+    if body > max as u64 {
+        return Err(invalid(format!("message of {body} bytes exceeds the limit of {max}")));
+    }
+    let mut head = [0u8; 16];
+    head[..4].copy_from_slice(&(body as u32).to_be_bytes());
+    head[4..8].copy_from_slice(&CHUNK_TAG.to_le_bytes());
+    head[8..].copy_from_slice(&source.len.to_le_bytes());
+    io.write_all(&head).await?;
+    let mut buf = vec![0u8; PIECE.min(source.len as usize)];
+    let mut done = 0u64;
+    while done < source.len {
+        let n = (source.len - done).min(PIECE as u64) as usize;
+        buf = read_piece(source.file.clone(), buf, n, source.offset + done).await?;
+        if source.corrupt && done == 0 {
+            buf[0] ^= 0xff;
+        }
+        io.write_all(&buf[..n]).await?;
+        done += n as u64;
+    }
+    io.write_all(&load.to_le_bytes()).await?;
     io.flush().await?;
     io.close().await
 }
@@ -282,7 +401,7 @@ impl libp2p::request_response::Codec for Codec {
     where
         T: AsyncRead + Unpin + Send,
     {
-        let res = read_frame::<_, Response>(io, MAX_RESPONSE_BYTES)
+        let res = read_response_frame(io, MAX_RESPONSE_BYTES)
             .await
             .and_then(|res| res.check().map(|()| res).map_err(invalid));
         self.count(res)
@@ -299,7 +418,12 @@ impl libp2p::request_response::Codec for Codec {
     where
         T: AsyncWrite + Unpin + Send,
     {
-        write_frame(io, &res, MAX_RESPONSE_BYTES).await
+        match res {
+            Response::ChunkFrom { source, load } => {
+                write_chunk_from(io, source, load, MAX_RESPONSE_BYTES).await
+            }
+            res => write_frame(io, &res, MAX_RESPONSE_BYTES).await,
+        }
     }
 }
 
@@ -340,7 +464,71 @@ mod tests {
             let frame = encode_frame(&m, MAX_RESPONSE_BYTES).unwrap();
             let back: Response = decode_body(&frame[4..], MAX_RESPONSE_BYTES).unwrap();
             assert_eq!(back, m);
+            // The codec reads a chunk answer without the decoder: it must agree with it.
+            let read = futures::executor::block_on(
+                Codec::default().read_response(&PROTOCOL, &mut futures::io::Cursor::new(frame.clone())),
+            )
+            .unwrap();
+            assert_eq!(read, m);
+            // Cut anywhere, the frame is an error, never a shorter answer.
+            for cut in [1, 4, 5, 8, 15, frame.len() - 1].into_iter().filter(|&c| c < frame.len()) {
+                let r = futures::executor::block_on(
+                    Codec::default().read_response(&PROTOCOL, &mut futures::io::Cursor::new(&frame[..cut])),
+                );
+                assert!(r.is_err(), "{m:?} cut at {cut}");
+            }
         }
+        // A chunk whose length disagrees with its frame is refused.
+        let mut frame =
+            encode_frame(&Response::Chunk { bytes: vec![7; 10], load: 0.5 }, MAX_RESPONSE_BYTES).unwrap();
+        frame[8] = 11;
+        let r = futures::executor::block_on(
+            Codec::default().read_response(&PROTOCOL, &mut futures::io::Cursor::new(frame)),
+        );
+        assert!(r.unwrap_err().to_string().contains("malformed"));
+    }
+
+    #[test]
+    fn a_chunk_streamed_from_its_file_is_the_frame_of_the_chunk_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("film");
+        // Three pieces and a bit, at an offset, so the piece loop and the tail are both exercised.
+        let data: Vec<u8> = (0..(3 * PIECE + 1000 + 77)).map(|i| (i * 31 % 251) as u8).collect();
+        std::fs::write(&path, &data).unwrap();
+        let file = std::sync::Arc::new(std::fs::File::open(&path).unwrap());
+        let chunk = &data[77..];
+        for corrupt in [false, true] {
+            let source = ChunkSource { file: file.clone(), offset: 77, len: chunk.len() as u64, corrupt };
+            let mut wire = futures::io::Cursor::new(Vec::new());
+            futures::executor::block_on(Codec::default().write_response(
+                &PROTOCOL,
+                &mut wire,
+                Response::ChunkFrom { source, load: 0.75 },
+            ))
+            .unwrap();
+            let mut bytes = chunk.to_vec();
+            if corrupt {
+                bytes[0] ^= 0xff;
+            }
+            let expected = encode_frame(&Response::Chunk { bytes, load: 0.75 }, MAX_RESPONSE_BYTES).unwrap();
+            assert!(wire.get_ref() == &expected, "streamed frame differs (corrupt: {corrupt})");
+            let back = futures::executor::block_on(
+                Codec::default().read_response(&PROTOCOL, &mut futures::io::Cursor::new(wire.into_inner())),
+            )
+            .unwrap();
+            assert!(
+                matches!(back, Response::Chunk { bytes, load } if bytes.len() == chunk.len() && load == 0.75)
+            );
+        }
+        // A file shorter than the chunk it claims fails the write; it never sends a short frame as whole.
+        let source = ChunkSource { file, offset: 0, len: data.len() as u64 + 1, corrupt: false };
+        let mut wire = futures::io::Cursor::new(Vec::new());
+        let res = futures::executor::block_on(Codec::default().write_response(
+            &PROTOCOL,
+            &mut wire,
+            Response::ChunkFrom { source, load: 0.0 },
+        ));
+        assert!(res.is_err());
     }
 
     #[test]

@@ -100,6 +100,19 @@ impl Store {
         Ok(buf)
     }
 
+    /// Opens held chunk `idx` of `id` for an upload that streams it: the file, the chunk's offset in it and
+    /// its length. The open file stays readable if the content is removed meanwhile.
+    pub fn open_chunk(&self, id: &ContentId, idx: u32) -> Result<(File, u64, u64), StoreError> {
+        let c = self.load(id)?;
+        let chunk = chunk_ref(&c, idx)?;
+        if !self.bitfield(id)?.is_some_and(|b| b.get(idx)) {
+            return Err(StoreError::NotPresent { content: *id, chunk: idx });
+        }
+        let path = c.file(chunk.file);
+        let f = File::open(&path).map_err(|e| StoreError::io(&path, e))?;
+        Ok((f, chunk.offset, u64::from(chunk.len)))
+    }
+
     /// Rehashes every held chunk of `id` (on every core) and unmarks those whose bytes on disk no longer
     /// match, so they are fetched again.
     pub fn verify(&self, id: &ContentId) -> Result<VerifyReport, StoreError> {

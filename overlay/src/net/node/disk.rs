@@ -12,7 +12,9 @@ use crate::content::Manifest;
 use crate::core::engine::{ManifestReply, UploadId, Written};
 use crate::core::Bitfield;
 use crate::net::client::VerifyStatus;
+use crate::net::protocol::ChunkSource;
 use crate::net::protocol::Response;
+use crate::net::Fault;
 use crate::store::{ContentRoot, Have, StoreError};
 use crate::ContentId;
 
@@ -36,8 +38,8 @@ pub enum Done {
     Read {
         /// Which upload.
         upload: UploadId,
-        /// The bytes.
-        result: Result<Vec<u8>, StoreError>,
+        /// The chunk, opened: its file, offset and length.
+        result: Result<(std::fs::File, u64, u64), StoreError>,
     },
     /// A manifest answer was decoded and checked against the content id and the signed Publish.
     ManifestChecked {
@@ -129,7 +131,7 @@ impl Node {
 
     pub(super) fn spawn_read(&self, upload: UploadId, content: ContentId, index: u32) {
         let store = self.store.clone();
-        self.spawn_job(move || Done::Read { upload, result: store.read_chunk(&content, index) });
+        self.spawn_job(move || Done::Read { upload, result: store.open_chunk(&content, index) });
     }
 
     pub(super) fn spawn_install(&self, content: ContentId, manifest: Manifest) {
@@ -230,13 +232,15 @@ impl Node {
             }
             Done::Read { upload, result } => {
                 let result = match result {
-                    // The request may have been cancelled meanwhile: keep the bytes only while it waits.
-                    Ok(bytes) if self.uploads.channels.contains_key(&upload) => {
-                        let len = bytes.len() as u64;
-                        self.uploads.bytes.insert(upload, bytes);
+                    // The request may have been cancelled meanwhile: keep the file only while it waits. The
+                    // bytes are read as they are sent (`Response::ChunkFrom`), a piece at a time.
+                    Ok((file, offset, len)) if self.uploads.channels.contains_key(&upload) => {
+                        let corrupt = self.cfg.fault == Some(Fault::CorruptUploads);
+                        let source = ChunkSource { file: std::sync::Arc::new(file), offset, len, corrupt };
+                        self.uploads.sources.insert(upload, source);
                         Ok(len)
                     }
-                    Ok(bytes) => Ok(bytes.len() as u64),
+                    Ok((_, _, len)) => Ok(len),
                     Err(e) => {
                         debug!(upload, "cannot serve chunk: {e}");
                         Err(e.to_string())

@@ -46,7 +46,7 @@ use super::behaviour::{build_swarm, Behaviour, CATALOGUE_TOPIC};
 use super::client::Command;
 use super::fleet::{self, Fleet};
 use super::metrics::Metrics;
-use super::protocol::{NodeInfo, Response};
+use super::protocol::{ChunkSource, NodeInfo, Response};
 use super::{Client, Config, NetError};
 use crate::catalogue::{Catalogue, Rejection, SignedEntry};
 use crate::content::Manifest;
@@ -119,7 +119,8 @@ struct Peer {
 struct Uploads {
     next: UploadId,
     channels: HashMap<UploadId, ResponseChannel<Response>>,
-    bytes: HashMap<UploadId, Vec<u8>>,
+    /// Chunks opened for uploads waiting for the upload limit.
+    sources: HashMap<UploadId, ChunkSource>,
     by_request: HashMap<InboundRequestId, UploadId>,
 }
 

@@ -201,6 +201,7 @@ impl Node {
                 self.request_sync(peer);
             }
         }
+        self.metrics.uploads_active.set(i64::from(self.engine.uploads_active()));
         // Rates.
         let (t, up, down) = self.last_rate;
         let dt = t.elapsed().as_secs_f64();

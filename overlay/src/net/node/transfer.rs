@@ -15,7 +15,6 @@ use crate::core::Bitfield;
 use crate::net::answers::SyncAsk;
 use crate::net::metrics;
 use crate::net::protocol::{Request, Response, MAX_HAVE_CHUNKS, MAX_SYNC_ENTRIES};
-use crate::net::Fault;
 use crate::ContentId;
 
 impl Node {
@@ -130,16 +129,11 @@ impl Node {
 
     /// Gives the engine's answer to an inbound chunk request.
     fn answer(&mut self, upload: engine::UploadId, answer: Answer) {
-        let bytes = self.uploads.bytes.remove(&upload);
+        let source = self.uploads.sources.remove(&upload);
         let Some(channel) = self.uploads.channels.remove(&upload) else { return };
         let response = match answer {
-            Answer::Data { load, .. } => match bytes {
-                Some(mut bytes) => {
-                    if self.cfg.fault == Some(Fault::CorruptUploads) && !bytes.is_empty() {
-                        bytes[0] ^= 0xff;
-                    }
-                    Response::Chunk { bytes, load }
-                }
+            Answer::Data { load, .. } => match source {
+                Some(source) => Response::ChunkFrom { source, load },
                 None => Response::Missing { load },
             },
             Answer::Busy { load } => {
@@ -187,7 +181,7 @@ impl Node {
                 self.metrics.protocol_error("inbound", &error.to_string());
                 if let Some(upload) = self.uploads.by_request.remove(&request_id) {
                     self.uploads.channels.remove(&upload);
-                    self.uploads.bytes.remove(&upload);
+                    self.uploads.sources.remove(&upload);
                     self.engine.upload_done(now, upload, false);
                 }
             }
