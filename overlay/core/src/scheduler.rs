@@ -22,6 +22,15 @@
 //! tests for the chunk (bounded by about chunks/64 word operations in the worst case) — no per-decision
 //! scan of all peers or all chunks.
 //!
+//! ## Seeders beyond the window
+//!
+//! When the window is full, a ready seeder (a superseeder or the distributor, [`Scheduler::peer_seeder`])
+//! with no request in flight still gets one, beyond the window. The window is then full of requests at
+//! peers the seeder would have been picked before were it ready then (a stale busy load, or it joined
+//! late), and those can be slow cinemas sharing a small uplink: without this a downloader waits on them
+//! while the seeder, provisioned to serve, idles (seen in the lab: the origin idle for the last 30 s of
+//! lab-16). At most one request per seeder beyond the window ([`Stats::beyond_window`]).
+//!
 //! ## End-game
 //!
 //! When a content has no chunk left that is missing and not in flight (and every missing chunk is held by
@@ -47,7 +56,7 @@
 //! ## Bounds and memory
 //!
 //! Requests in flight are bounded by the request [`Window`](crate::window::Window), which adapts between
-//! `min_requests_total` and `max_requests_total` by the receive rate; the output queue holds at most the cancels,
+//! `min_requests_total` and `max_requests_total` by the receive rate, plus one per seeder peer; the output queue holds at most the cancels,
 //! penalties and completions caused by one input. Per content being fetched: about 10.25 bytes per chunk
 //! (availability, bucket index, candidates) plus one bitfield per connected peer that sent one; all of it
 //! is dropped when the content completes (a seeder keeps nothing but its own bitfield). Bitfields and haves
@@ -173,6 +182,8 @@ pub struct Stats {
     pub requests: u64,
     /// Of them, end-game duplicates (a second peer asked for an in-flight chunk).
     pub endgame_requests: u64,
+    /// Requests to an idle seeder sent with the window full.
+    pub beyond_window: u64,
     /// Chunks received that answered a request of ours.
     pub received: u64,
     /// Chunks received for a chunk already held (a late end-game duplicate, say): ignored.
@@ -305,6 +316,8 @@ pub struct Scheduler<P: PeerKey> {
     peer_index: BTreeMap<P, u32>,
     free_peers: Vec<u32>,
     ready: BTreeSet<ReadyKey>,
+    /// Peers marked seeders (`peer_seeder`): each may take one request beyond the window.
+    seeders: BTreeSet<u32>,
     blocked: BTreeSet<(Time, u32)>,
     requests: BTreeMap<ReqKey, Req>,
     deadlines: BTreeMap<(Time, u64), ReqKey>,
@@ -333,6 +346,7 @@ impl<P: PeerKey> Scheduler<P> {
             peer_index: BTreeMap::new(),
             free_peers: Vec::new(),
             ready: BTreeSet::new(),
+            seeders: BTreeSet::new(),
             blocked: BTreeSet::new(),
             requests: BTreeMap::new(),
             deadlines: BTreeMap::new(),
@@ -477,12 +491,18 @@ impl<P: PeerKey> Scheduler<P> {
             p.seeder = seeder;
             p.idle = false;
         }
+        if seeder {
+            self.seeders.insert(idx);
+        } else {
+            self.seeders.remove(&idx);
+        }
         self.refresh(idx);
     }
 
     /// A peer disconnected: its requests in flight are re-queued.
     pub fn peer_left(&mut self, _now: Time, peer: &P) {
         let Some(idx) = self.peer_index.remove(peer) else { return };
+        self.seeders.remove(&idx);
         let have = match self.peers[idx as usize].as_mut() {
             Some(p) => std::mem::take(&mut p.have),
             None => return,
@@ -908,7 +928,7 @@ impl<P: PeerKey> Scheduler<P> {
                 if !self.ready.is_empty() {
                     self.window.note_full();
                 }
-                return None;
+                return self.beyond_window(now);
             }
             let &(_, _, idx) = self.ready.first()?;
             match self.pick(idx) {
@@ -921,6 +941,30 @@ impl<P: PeerKey> Scheduler<P> {
                 }
             }
         }
+    }
+
+    /// With the window full, a ready seeder with nothing in flight still gets one request: the window is
+    /// full of requests at peers slower than the seeder (it would have been picked first otherwise), and a
+    /// seeder is provisioned to serve. At most one request per seeder beyond the window.
+    fn beyond_window(&mut self, now: Time) -> Option<Output<P>> {
+        let mut from = 0;
+        while let Some(&idx) = self.seeders.range(from..).next() {
+            from = idx + 1;
+            let idle =
+                self.peers[idx as usize].as_ref().is_some_and(|p| p.in_flight == 0 && p.ready_key.is_some());
+            if !idle {
+                continue;
+            }
+            if let Some((slot, chunk, dup)) = self.pick(idx) {
+                self.stats.beyond_window += 1;
+                return Some(self.send(now, idx, slot, chunk, dup));
+            }
+            if let Some(p) = self.peers[idx as usize].as_mut() {
+                p.idle = true;
+            }
+            self.refresh(idx);
+        }
+        None
     }
 
     /// The chunk to ask of peer `idx`: (content slot, chunk, is an end-game duplicate).

@@ -25,7 +25,7 @@
 //!
 //! - One targeting rule: [`wants`].
 //! - Bounds: sessions follow connections (bounded by the body's connection limits); requests in flight by
-//!   `transfer.max_requests_*`; uploads by `transfer.upload_slots`; have subscribers per content by
+//!   `transfer.max_requests_*` (plus one per seeder peer beyond the window); uploads by `transfer.upload_slots`; have subscribers per content by
 //!   [`Config::max_peers`]; a have batch by [`Config::have_batch`]; the output queue holds what one input
 //!   caused.
 //! - Deterministic: ordered maps only, and the scheduler's seeded RNG.

@@ -139,7 +139,7 @@ mod tests {
     }
 
     /// A cinema fetching C (`chunks` chunks) with `budget` bytes allowed over relays, connected to `peers`
-    /// (peer, link), every one holding all of C.
+    /// (peer, link), every one a cinema holding all of C (not a seeder: no request beyond the window).
     fn fetching(chunks: u32, budget: u64, peers: &[(u32, Link)]) -> (Engine<u32>, Vec<Output<u32>>) {
         let mut c = Config::new(Role::Cinema, TransferConfig::default(), PolicyConfig::default());
         c.relay_budget = budget;
@@ -149,7 +149,7 @@ mod tests {
         for &(p, link) in peers {
             e.connected(t(0), p);
             e.link(t(0), &p, link);
-            e.hello(t(0), p, PeerInfo { role: Some(Role::Superseeder), locality: Locality::default() });
+            e.hello(t(0), p, PeerInfo { role: Some(Role::Cinema), locality: Locality::default() });
         }
         let size = u64::from(chunks) * CHUNK;
         e.offer(t(0), Offer { content: C, chunks, size, chunk_size: CHUNK, deadline: None, targeted: true });

@@ -653,3 +653,34 @@ fn a_peer_that_stops_answering_loses_its_request_within_seconds_not_the_whole_ti
     let waited = at.saturating_since(cut);
     assert!(waited <= STALL_MIN + std::time::Duration::from_secs(2), "given up {waited:?} after the cut");
 }
+
+#[test]
+fn a_full_window_never_keeps_an_idle_seeder_from_a_chunk_only_it_holds() {
+    // A window of 4, filled by two cinemas of our ISP that hold every chunk but the last.
+    let mut s = Scheduler::new(&no_endgame(2, 4), &PolicyConfig::default(), local(), 4);
+    s.add_content(Time::ZERO, spec(1, 16, None), Bitfield::new(16));
+    for p in [1, 2] {
+        s.peer_joined(Time::ZERO, p, local());
+        s.peer_bitfield(Time::ZERO, &p, &id(1), bits(16, 0..15));
+    }
+    let first = requests(&drain(&mut s, Time::ZERO));
+    assert_eq!(first.len(), 4, "{first:?}");
+    assert!(first.iter().all(|r| (r.0 == 1 || r.0 == 2) && r.2 < 15), "{first:?}");
+    // A superseeder joins: the window is full, yet it gets one request, for the chunk only it holds.
+    s.peer_joined(Time(MS), 9, far());
+    s.peer_seeder(&9, true);
+    s.peer_bitfield(Time(MS), &9, &id(1), Bitfield::full(16));
+    let beyond = requests(&drain(&mut s, Time(MS)));
+    assert_eq!(beyond, vec![(9, id(1), 15)], "the seeder is asked for chunk 15 beyond the window");
+    assert_eq!(s.stats().beyond_window, 1);
+    // One request per seeder beyond the window: nothing more while it is in flight, and no cinema gets any.
+    s.peer_joined(Time(2 * MS), 3, local());
+    s.peer_bitfield(Time(2 * MS), &3, &id(1), Bitfield::full(16));
+    assert!(requests(&drain(&mut s, Time(2 * MS))).is_empty());
+    // Its answer frees it for the next one, still beyond the window the cinemas fill.
+    s.chunk_received(Time(3 * MS), &9, &id(1), 15, 4 << 20);
+    let next = requests(&drain(&mut s, Time(3 * MS)));
+    assert_eq!(next.len(), 1, "{next:?}");
+    assert_eq!(next[0].0, 9);
+    assert_eq!(s.in_flight(), 5, "4 in the window and 1 beyond it");
+}
