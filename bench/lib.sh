@@ -21,6 +21,9 @@ free_port() {
     return 1
 }
 
+# A field of /proc/PID/status in MiB (VmRSS, VmHWM).
+mem() { awk -v f="$2:" '$1 == f { printf "%.1f", $2 / 1024 }' "/proc/$1/status"; }
+
 # Waits until `$2...` succeeds, at most $1 seconds.
 wait_until() {
     local limit=$1; shift

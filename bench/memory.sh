@@ -19,8 +19,6 @@ for t in "$BIN" curl jq; do
 done
 
 . "$(dirname "$0")/lib.sh"
-# A field of /proc/PID/status in MiB (VmRSS, VmHWM).
-mem() { awk -v f="$2:" '$1 == f { printf "%.1f", $2 / 1024 }' "/proc/$1/status"; }
 all_complete() {
     api_get "$1" /films | jq -e --argjson n "$2" '(map(select(.complete)) | length) >= $n'
 }

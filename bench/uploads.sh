@@ -25,7 +25,6 @@ for t in "$BIN" curl jq bc; do
 done
 
 . "$(dirname "$0")/lib.sh"
-mem() { awk -v f="$2:" '$1 == f { printf "%.1f", $2 / 1024 }' "/proc/$1/status"; }
 gauge() { api_get "$1" /metrics | awk -v m="$2" '$1 ~ m && !v { v = $2 } END { print v }'; }
 
 pub=$("$BIN" keygen --out "$tmp/key" 2>/dev/null)

@@ -255,16 +255,22 @@ pub fn decode_body<M: DeserializeOwned>(body: &[u8], max: usize) -> io::Result<M
         .map_err(|e| invalid(format!("malformed message: {e}")))
 }
 
-async fn read_frame<T: AsyncRead + Unpin + Send, M: DeserializeOwned>(
-    io: &mut T,
-    max: usize,
-) -> io::Result<M> {
+/// Reads a frame's length prefix and checks it against `max` before anything is allocated.
+async fn read_len<T: AsyncRead + Unpin + Send>(io: &mut T, max: usize) -> io::Result<usize> {
     let mut len = [0u8; 4];
     io.read_exact(&mut len).await?;
     let len = u32::from_be_bytes(len) as usize;
     if len > max {
         return Err(invalid(format!("message of {len} bytes exceeds the limit of {max}")));
     }
+    Ok(len)
+}
+
+async fn read_frame<T: AsyncRead + Unpin + Send, M: DeserializeOwned>(
+    io: &mut T,
+    max: usize,
+) -> io::Result<M> {
+    let len = read_len(io, max).await?;
     let mut body = vec![0u8; len];
     io.read_exact(&mut body).await?;
     decode_body(&body, max)
@@ -273,12 +279,7 @@ async fn read_frame<T: AsyncRead + Unpin + Send, M: DeserializeOwned>(
 /// Reads a response frame. A `Chunk` answer's bytes are read straight into their own buffer (the frame is
 /// not buffered whole and then copied by the decoder); any other answer is decoded as [`read_frame`] does.
 async fn read_response_frame<T: AsyncRead + Unpin + Send>(io: &mut T, max: usize) -> io::Result<Response> {
-    let mut len = [0u8; 4];
-    io.read_exact(&mut len).await?;
-    let len = u32::from_be_bytes(len) as usize;
-    if len > max {
-        return Err(invalid(format!("message of {len} bytes exceeds the limit of {max}")));
-    }
+    let len = read_len(io, max).await?;
     let mut head = [0u8; 12];
     let head_len = len.min(head.len());
     io.read_exact(&mut head[..head_len]).await?;

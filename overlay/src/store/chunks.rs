@@ -89,13 +89,8 @@ impl Store {
     /// The bytes of chunk `idx`, only if it is held. Not rehashed here: the receiver verifies, and
     /// [`verify`](Self::verify) rechecks on demand.
     pub fn read_chunk(&self, id: &ContentId, idx: u32) -> Result<Vec<u8>, StoreError> {
-        let c = self.load(id)?;
-        let chunk = chunk_ref(&c, idx)?;
-        if !self.bitfield(id)?.is_some_and(|b| b.get(idx)) {
-            return Err(StoreError::NotPresent { content: *id, chunk: idx });
-        }
+        let (path, chunk) = self.held_chunk(id, idx)?;
         let mut buf = vec![0u8; chunk.len as usize];
-        let path = c.file(chunk.file);
         read_at(&path, chunk.offset, &mut buf)?;
         Ok(buf)
     }
@@ -103,14 +98,19 @@ impl Store {
     /// Opens held chunk `idx` of `id` for an upload that streams it: the file, the chunk's offset in it and
     /// its length. The open file stays readable if the content is removed meanwhile.
     pub fn open_chunk(&self, id: &ContentId, idx: u32) -> Result<(File, u64, u64), StoreError> {
+        let (path, chunk) = self.held_chunk(id, idx)?;
+        let f = File::open(&path).map_err(|e| StoreError::io(&path, e))?;
+        Ok((f, chunk.offset, u64::from(chunk.len)))
+    }
+
+    /// The file and place of chunk `idx` of `id`, only if it is held.
+    fn held_chunk(&self, id: &ContentId, idx: u32) -> Result<(std::path::PathBuf, ChunkRef), StoreError> {
         let c = self.load(id)?;
         let chunk = chunk_ref(&c, idx)?;
         if !self.bitfield(id)?.is_some_and(|b| b.get(idx)) {
             return Err(StoreError::NotPresent { content: *id, chunk: idx });
         }
-        let path = c.file(chunk.file);
-        let f = File::open(&path).map_err(|e| StoreError::io(&path, e))?;
-        Ok((f, chunk.offset, u64::from(chunk.len)))
+        Ok((c.file(chunk.file), chunk))
     }
 
     /// Rehashes every held chunk of `id` (on every core) and unmarks those whose bytes on disk no longer
