@@ -1,9 +1,13 @@
 //! A real `cinemesh run` process on loopback for the tests: started from any argument list, its HTTP API
-//! address read from its JSON log, killed (SIGKILL, no clean shutdown) when dropped.
+//! address read from its JSON log, killed (SIGKILL, no clean shutdown) when dropped. The last lines of its
+//! log are kept and written to the test's output when it is dropped, which the harness shows only for a
+//! failing test.
 
+use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -18,18 +22,24 @@ pub fn bin() -> PathBuf {
     dir.unwrap_or(Path::new(".")).join(format!("cinemesh-node{}", std::env::consts::EXE_SUFFIX))
 }
 
+/// Log lines kept of each daemon: enough for the minute before a failure at `info`.
+const LOG_TAIL: usize = 200;
+
 /// A `cinemesh run` process, killed when dropped.
 #[derive(Debug)]
 pub struct NodeProcess {
     child: Child,
     /// Its HTTP API, `host:port`.
     pub api: String,
+    log: Arc<Mutex<VecDeque<String>>>,
 }
 
 impl Drop for NodeProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // Captured by the test harness and shown only if the test fails.
+        println!("--- last log lines of the daemon with API {} ---\n{}", self.api, self.log_tail());
     }
 }
 
@@ -70,8 +80,11 @@ impl NodeProcess {
             .spawn()
             .context("cannot start the cinemesh-node daemon")?;
         let stderr = child.stderr.take().context("no stderr")?;
-        // The daemon logs its API address; read on (the pipe must be drained) until it exits.
+        // The daemon logs its API address; read on (the pipe must be drained) until it exits, keeping the
+        // last lines.
         let (tx, rx) = std::sync::mpsc::channel();
+        let log = Arc::new(Mutex::new(VecDeque::with_capacity(LOG_TAIL)));
+        let tail = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
@@ -79,12 +92,23 @@ impl NodeProcess {
                         let _ = tx.send(api.to_owned());
                     }
                 }
+                let mut tail = tail.lock().unwrap_or_else(|e| e.into_inner());
+                if tail.len() == LOG_TAIL {
+                    tail.pop_front();
+                }
+                tail.push_back(line);
             }
         });
-        let mut daemon = Self { child, api: String::new() };
+        let mut daemon = Self { child, api: String::new(), log };
         daemon.api =
             rx.recv_timeout(Duration::from_secs(30)).context("the daemon never logged its API address")?;
         Ok(daemon)
+    }
+
+    /// The last lines the daemon logged (at most 200), oldest first.
+    pub fn log_tail(&self) -> String {
+        let tail = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        tail.iter().map(String::as_str).collect::<Vec<_>>().join("\n")
     }
 
     /// The process id.

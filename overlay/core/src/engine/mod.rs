@@ -140,6 +140,8 @@ pub struct Stats {
     pub evictions: u64,
     /// Bytes of chunks requested over relayed connections (counted when asked, so never above the budget).
     pub relay_requested: u64,
+    /// Hellos and bitfield requests sent again after they failed in transit.
+    pub retries: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -149,7 +151,30 @@ struct Session {
     load: f32,
     /// Its only connection goes through a relay ([`Engine::link`]).
     relayed: bool,
+    /// Requests to it that failed in transit, sent again at the next housekeeping.
+    retry: Retry,
 }
+
+impl Session {
+    fn new() -> Self {
+        Self { joined: false, info: PeerInfo::default(), load: 0.0, relayed: false, retry: Retry::default() }
+    }
+}
+
+/// Requests that failed in transit ([`Engine::send_failed`]) and are asked again: without a hello the
+/// session would never join, without a bitfield the fetch would never learn what the peer holds, for as
+/// long as the connection lasts.
+#[derive(Debug, Clone, Default)]
+struct Retry {
+    hello: bool,
+    bitfields: BTreeSet<ContentId>,
+    /// Retries already made on this session: at most [`MAX_RETRIES`].
+    made: u32,
+}
+
+/// Retries of failed hellos and bitfield requests per session: a peer that fails every request is
+/// not asked forever.
+const MAX_RETRIES: u32 = 8;
 
 #[derive(Debug, Clone)]
 enum Fetch<P> {
@@ -379,6 +404,7 @@ impl<P: PeerKey> Engine<P> {
         }
         if self.housekeeping_at.is_some_and(|t| t <= now) {
             self.housekeeping_at = None;
+            self.retry_failed();
             self.housekeeping(now);
         }
         self.grant(now);
@@ -508,10 +534,7 @@ impl<P: PeerKey> Engine<P> {
         if self.sessions.contains_key(&peer) {
             return;
         }
-        self.sessions.insert(
-            peer.clone(),
-            Session { joined: false, info: PeerInfo::default(), load: 0.0, relayed: false },
-        );
+        self.sessions.insert(peer.clone(), Session::new());
         self.out.push_back(Output::Send { peer, request: Request::Hello });
     }
 
@@ -519,13 +542,9 @@ impl<P: PeerKey> Engine<P> {
     /// it gets asked for its bitfields of what we fetch and for manifests we wait for.
     pub fn hello(&mut self, now: Time, peer: P, info: PeerInfo) {
         self.input("hello");
-        let s = self.sessions.entry(peer.clone()).or_insert(Session {
-            joined: false,
-            info: PeerInfo::default(),
-            load: 0.0,
-            relayed: false,
-        });
+        let s = self.sessions.entry(peer.clone()).or_insert_with(Session::new);
         s.info = info;
+        s.retry.hello = false;
         if s.joined {
             return;
         }
@@ -548,6 +567,45 @@ impl<P: PeerKey> Engine<P> {
             self.ask_manifest(now, content);
         }
         self.drive(now);
+    }
+
+    /// A request we sent to `peer` got no answer: the connection it went on closed, it timed out, or the
+    /// peer refused it. A hello or a bitfield request is sent again at the next housekeeping (at most
+    /// [`MAX_RETRIES`] times per session); chunk and manifest requests have their own replies
+    /// ([`Reply::Failed`], [`ManifestReply::Missing`]), haves and cancels are not repeated.
+    pub fn send_failed(&mut self, now: Time, peer: &P, request: &Request) {
+        self.input("send-failed");
+        let Some(s) = self.sessions.get_mut(peer) else { return };
+        match request {
+            Request::Hello if !s.joined => s.retry.hello = true,
+            Request::Bitfield { content } if self.fetches.contains_key(content) => {
+                s.retry.bitfields.insert(*content);
+            }
+            _ => return,
+        }
+        if self.housekeeping_at.is_none() {
+            self.housekeeping_at = Some(now + self.cfg.housekeeping);
+        }
+    }
+
+    fn retry_failed(&mut self) {
+        for (peer, s) in &mut self.sessions {
+            let hello = std::mem::take(&mut s.retry.hello) && !s.joined;
+            let bitfields = std::mem::take(&mut s.retry.bitfields);
+            for request in hello.then_some(Request::Hello).into_iter().chain(
+                bitfields
+                    .into_iter()
+                    .filter(|c| matches!(self.fetches.get(c), Some(Fetch::Active)))
+                    .map(|content| Request::Bitfield { content }),
+            ) {
+                if s.retry.made >= MAX_RETRIES {
+                    break;
+                }
+                s.retry.made += 1;
+                self.stats.retries += 1;
+                self.out.push_back(Output::Send { peer: peer.clone(), request });
+            }
+        }
     }
 
     /// The last connection to `peer` closed: its requests fail, its uploads end, its subscriptions go.

@@ -34,6 +34,17 @@ fn drain(e: &mut Engine<u32>) -> Vec<Output<u32>> {
     std::iter::from_fn(|| e.poll_output()).collect()
 }
 
+/// The chunks the engine asks of `peer` in its pending outputs (which are drained).
+fn chunk_requests(e: &mut Engine<u32>, peer: u32) -> Vec<u32> {
+    drain(e)
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::Send { peer: p, request: Request::Chunk { index, .. } } if p == peer => Some(index),
+            _ => None,
+        })
+        .collect()
+}
+
 fn t(ms: u64) -> Time {
     Time::ZERO + Duration::from_millis(ms)
 }
@@ -239,13 +250,7 @@ fn a_fetch_asks_the_best_peer_penalises_a_bad_manifest_and_completes() {
     let out = drain(&mut e);
     assert!(out.contains(&Output::Send { peer: 1, request: Request::Bitfield { content: C } }));
     e.bitfield(t(4), &1, &C, Some(Bitfield::full(2)));
-    let reqs: Vec<u32> = drain(&mut e)
-        .into_iter()
-        .filter_map(|o| match o {
-            Output::Send { peer: 1, request: Request::Chunk { index, .. } } => Some(index),
-            _ => None,
-        })
-        .collect();
+    let reqs = chunk_requests(&mut e, 1);
     assert_eq!(reqs.len(), 2);
     for i in reqs {
         assert!(e.chunk_reply(t(5), &1, &C, i, Reply::Answer(Answer::Data { len: CHUNK, load: 0.1 })));
@@ -255,6 +260,66 @@ fn a_fetch_asks_the_best_peer_penalises_a_bad_manifest_and_completes() {
     assert!(out.contains(&Output::Event(Event::Complete { content: C })), "{out:?}");
     assert!(e.held(&C).is_some_and(|h| h.have.is_complete()));
     assert_eq!(e.fetch_state(&C), None);
+}
+
+#[test]
+fn a_hello_or_bitfield_lost_in_transit_is_sent_again_and_the_fetch_completes() {
+    let mut e = Engine::new(cfg(Role::Cinema, "a"));
+    e.connected(t(0), 1);
+    assert_eq!(drain(&mut e), vec![Output::Send { peer: 1, request: Request::Hello }]);
+    // The connection the hello went on closed: without a retry the session would never join.
+    e.send_failed(t(10), &1, &Request::Hello);
+    assert!(drain(&mut e).is_empty(), "not at once: at the next housekeeping");
+    let at = e.poll_timeout().expect("a retry is due");
+    e.handle_timeout(at);
+    assert_eq!(drain(&mut e), vec![Output::Send { peer: 1, request: Request::Hello }]);
+    e.hello(at, 1, info("a"));
+    drain(&mut e);
+    assert!(e.is_joined(&1));
+
+    // The fetch's only source: its bitfield request fails, and is asked again.
+    e.offer(t(2_000), offer(2, true));
+    drain(&mut e);
+    e.manifest(t(2_001), &1, C, ManifestReply::Good { size: 2 * CHUNK });
+    e.installed(t(2_002), C, Ok(Bitfield::new(2)));
+    let bitfield = Output::Send { peer: 1, request: Request::Bitfield { content: C } };
+    assert!(drain(&mut e).contains(&bitfield));
+    e.send_failed(t(2_003), &1, &Request::Bitfield { content: C });
+    let mut asked = false;
+    for _ in 0..10 {
+        let Some(at) = e.poll_timeout() else { break };
+        e.handle_timeout(at);
+        if drain(&mut e).contains(&bitfield) {
+            asked = true;
+            break;
+        }
+    }
+    assert!(asked, "the bitfield is asked again");
+    e.bitfield(t(4_000), &1, &C, Some(Bitfield::full(2)));
+    let reqs = chunk_requests(&mut e, 1);
+    assert_eq!(reqs.len(), 2, "both chunks are asked of the peer");
+    assert_eq!(e.stats().retries, 2);
+}
+
+#[test]
+fn a_peer_failing_every_request_is_not_asked_forever() {
+    let mut e = Engine::new(cfg(Role::Cinema, "a"));
+    e.connected(t(0), 1);
+    drain(&mut e);
+    let mut hellos = 0;
+    let mut now = t(0);
+    for _ in 0..50 {
+        e.send_failed(now, &1, &Request::Hello);
+        let Some(at) = e.poll_timeout() else { break };
+        now = at;
+        e.handle_timeout(now);
+        hellos += drain(&mut e)
+            .iter()
+            .filter(|o| matches!(o, Output::Send { request: Request::Hello, .. }))
+            .count();
+    }
+    assert_eq!(hellos as u32, MAX_RETRIES);
+    assert!(!e.is_joined(&1));
 }
 
 #[test]

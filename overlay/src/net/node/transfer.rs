@@ -324,6 +324,10 @@ impl Node {
         let now = self.now();
         match (what, response) {
             (Pending::Hello, Response::Hello(info)) => self.on_hello(peer, info),
+            (Pending::Hello, other) => {
+                debug!(%peer, ?other, "no hello in answer to ours");
+                self.engine.send_failed(now, &peer, &engine::Request::Hello);
+            }
             (Pending::Manifest(content), Response::Manifest(bytes)) => {
                 self.spawn_manifest_check(peer, content, bytes)
             }
@@ -337,7 +341,13 @@ impl Node {
                     Err(e) => debug!(%peer, "bad bitfield: {e}"),
                 }
             }
-            (Pending::Bitfield(content), _) => self.engine.bitfield(now, &peer, &content, None),
+            (Pending::Bitfield(content), Response::Missing { .. }) => {
+                self.engine.bitfield(now, &peer, &content, None)
+            }
+            (Pending::Bitfield(content), other) => {
+                debug!(%peer, ?other, "no bitfield in answer to ours");
+                self.engine.send_failed(now, &peer, &engine::Request::Bitfield { content });
+            }
             (Pending::Chunk(content, index), Response::Chunk { bytes, load }) => {
                 let len = bytes.len() as u64;
                 if let Some(p) = self.peers.get_mut(&peer) {
@@ -385,8 +395,11 @@ impl Node {
                 self.engine.chunk_reply(now, &peer, &content, index, Reply::Failed);
             }
             Pending::Manifest(content) => self.engine.manifest(now, &peer, content, ManifestReply::Missing),
-            Pending::Bitfield(content) => self.engine.bitfield(now, &peer, &content, None),
-            Pending::Hello | Pending::Have | Pending::Cancel | Pending::Sync => {}
+            Pending::Bitfield(content) => {
+                self.engine.send_failed(now, &peer, &engine::Request::Bitfield { content })
+            }
+            Pending::Hello => self.engine.send_failed(now, &peer, &engine::Request::Hello),
+            Pending::Have | Pending::Cancel | Pending::Sync => {}
         }
     }
 
