@@ -127,14 +127,22 @@ impl Lab {
     }
 
     /// Starts `cinemesh run` inside host `i`'s namespace (listening on port 4710, API on 127.0.0.1:4711
-    /// of the namespace, open mesh, no mDNS) with `args` after these.
+    /// of the namespace, open mesh, no mDNS) with `args` after these. Unless `args` name a `--config`, the
+    /// daemon keeps 1 MiB free on the disk as `NodeProcess::start` does (config file `<data>.toml`).
     pub fn daemon(&mut self, i: usize, data: &Path, args: &[&str]) -> anyhow::Result<()> {
         let listen = format!("/ip4/{}/tcp/4710", Self::ip(i));
-        let child = Command::new("ip")
-            .args(["netns", "exec", self.ns(i)])
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", self.ns(i)])
             .arg(bin())
             .args(["run", "--no-mdns", "--open", "--listen", &listen])
-            .args(["--api", "127.0.0.1:4711", "--data-dir"])
+            .args(["--api", "127.0.0.1:4711"]);
+        if !args.contains(&"--config") {
+            let config = data.with_extension("toml");
+            std::fs::write(&config, "[storage]\nreserve = \"1MiB\"\n")?;
+            cmd.arg("--config").arg(&config);
+        }
+        let child = cmd
+            .arg("--data-dir")
             .arg(data)
             .args(args)
             .stdin(Stdio::null())

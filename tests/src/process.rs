@@ -45,9 +45,15 @@ impl Drop for NodeProcess {
 
 impl NodeProcess {
     /// A cinema on loopback (open mesh, no mDNS, ISP `isp-a`) with its data in `data_dir`, trusting `key`,
-    /// joining through `bootstrap`.
+    /// joining through `bootstrap`, keeping 1 MiB free on the disk: the shipped 10 GiB reserve would make
+    /// the tests depend on the machine's free space (a CI run refused the content with 9.7 GiB free). The
+    /// config file is written beside `data_dir` (`<data_dir>.toml`).
     pub fn start(data_dir: &Path, key: &DistributorKey, bootstrap: &str) -> anyhow::Result<Self> {
-        Self::start_with(data_dir, key, bootstrap, &[], &[])
+        let config = data_dir.with_extension("toml");
+        std::fs::write(&config, "[storage]\nreserve = \"1MiB\"\n")
+            .with_context(|| format!("cannot write {}", config.display()))?;
+        let config = config.to_str().context("a config path that is not UTF-8")?;
+        Self::start_with(data_dir, key, bootstrap, &["--config", config], &[])
     }
 
     /// [`start`](Self::start) with more `run` flags and environment variables.

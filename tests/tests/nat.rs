@@ -177,10 +177,11 @@ impl Net {
         self.dir.path().join(name)
     }
 
-    /// Starts `cinemesh run` in `ns` with `toml` as its config file and `args`.
+    /// Starts `cinemesh run` in `ns` with `toml` as its config file (plus 1 MiB kept free on the disk, see
+    /// `NodeProcess::start`) and `args`.
     fn daemon(&mut self, ns: &str, name: &str, toml: &str, args: &[&str]) -> anyhow::Result<()> {
         let config = self.data(&format!("{name}.toml"));
-        std::fs::write(&config, toml)?;
+        std::fs::write(&config, format!("{toml}\n[storage]\nreserve = \"1MiB\"\n"))?;
         let log = std::fs::File::create(self.data(&format!("{name}.log")))?;
         let child = Command::new("ip")
             .args(["netns", "exec", ns, BIN, "run", "--no-mdns", "--open", "--name", name])
