@@ -595,14 +595,14 @@ impl<'a> Engine<'a> {
                         let have = e.bitfield_request(now, &from, &content);
                         self.send(to, from, Msg::Bitfield { content, have });
                     }
-                    Request::Chunk { content, index, held } => {
+                    Request::Chunk { content, index, rate } => {
                         self.next_upload += 1;
                         let upload = self.next_upload;
                         self.uploads.insert(
                             upload,
                             Upload { dl: from, ul: to, content, index, epochs: (w.epochs.1, w.epochs.0) },
                         );
-                        e.chunk_request(now, &from, upload, content, index, held);
+                        e.chunk_request(now, &from, upload, content, index, rate);
                     }
                     Request::Have { content, chunks } => e.have(now, &from, &content, &chunks),
                     Request::Cancel { content, index } => e.cancel(now, &from, &content, index),

@@ -115,7 +115,7 @@ fn write_seed_corpus() -> anyhow::Result<()> {
         Request::Hello(info.clone()),
         Request::Manifest { content },
         Request::Bitfield { content },
-        Request::Chunk { content, index: 3, held: 1 },
+        Request::Chunk { content, index: 3, rate: 1_000_000 },
         Request::Have { content, chunks: vec![1, 2, 900] },
         Request::Sync { heads: vec![([1; 32], 4), ([2; 32], 0)] },
         Request::Cancel { content, index: 9 },

@@ -281,10 +281,10 @@ pub struct TransferConfig {
     pub min_requests_total: u32,
     /// Concurrent uploads served; further requests get a busy answer carrying this node's load.
     pub upload_slots: u32,
-    /// Share of the upload slots open to a downloader that holds nothing of the content yet; the rest open
-    /// in proportion to the share it holds (a chunk request says how many chunks its asker holds). A busy
-    /// uploader thus favours the downloaders nearest completion, the order in which the completion-CDF
-    /// bound finishes cinemas. 1.0 opens every slot to everyone.
+    /// Share of the upload slots open to a downloader that has not measured its receive rate yet; the rest
+    /// open in proportion to its rate against the fastest asker's lately (a chunk request says its asker's
+    /// highest receive rate). A busy uploader thus favours the fastest downloaders, the order in which the
+    /// completion-CDF bound finishes cinemas. 1.0 opens every slot to everyone.
     pub open_slots: f64,
     /// A request unanswered after this long is given up and asked of another peer.
     #[serde(with = "human_duration")]

@@ -1,4 +1,4 @@
-//! The chunk-transfer protocol `/cinemesh/xfer/3.0.0`: request-response over a libp2p stream per request.
+//! The chunk-transfer protocol `/cinemesh/xfer/4.0.0`: request-response over a libp2p stream per request.
 //!
 //! Every message is a big-endian `u32` length followed by that many bytes of bincode (fixed-int,
 //! little-endian as bincode 1 does by default). Lengths are checked before anything is allocated: requests
@@ -11,14 +11,15 @@
 //! | `Hello(info)` | `Hello(info)` | exchange role, name, ISP and site once per connection |
 //! | `Manifest{content}` | `Manifest(bytes)` / `Missing` | fetch a manifest; the asker checks BLAKE3(bytes) = content id |
 //! | `Bitfield{content}` | `Bitfield{..}` / `Missing` | which chunks the peer holds; also subscribes the asker to have-updates |
-//! | `Chunk{content, index, held}` | `Chunk{bytes, load}` / `Busy{load}` / `Missing{load}` / `Cancelled` | one chunk; the asker verifies its hash; every answer carries the uploader's load |
+//! | `Chunk{content, index, rate}` | `Chunk{bytes, load}` / `Busy{load}` / `Missing{load}` / `Cancelled` | one chunk; the asker verifies its hash; every answer carries the uploader's load |
 //! | `Have{content, chunks}` | `Ack` | batched have-updates pushed to interested peers |
 //! | `Cancel{content, index}` | `Ack` | the asker no longer wants that chunk: the uploader frees its slot |
 //! | `Sync{heads}` | `Entries(..)` | catalogue anti-entropy: entries after the asker's heads |
 //!
-//! Version 2 added `Cancel`, the load on `Chunk` and `Missing`, and `Cancelled`; version 3 (this one) added
-//! `held` to `Chunk` (the asker's progress, `transfer.open_slots`). A peer of an older version does not
-//! negotiate it: upgrade the whole mesh together (the catalogue and the DHT still work across versions).
+//! Version 2 added `Cancel`, the load on `Chunk` and `Missing`, and `Cancelled`; version 3 added `held` to
+//! `Chunk` (the asker's progress); version 4 (this one) replaced it with `rate`, the asker's highest receive
+//! rate (`transfer.open_slots`). A peer of an older version does not negotiate it: upgrade the whole mesh
+//! together (the catalogue and the DHT still work across versions).
 //!
 //! Any request may be answered `Refused{reason}` (e.g. a private mesh and a non-admitted peer).
 //!
@@ -35,7 +36,7 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use crate::ContentId;
 
 /// The protocol name.
-pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/cinemesh/xfer/3.0.0");
+pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/cinemesh/xfer/4.0.0");
 
 /// Largest request on the wire.
 pub const MAX_REQUEST_BYTES: usize = 256 * 1024;
@@ -99,8 +100,8 @@ pub enum Request {
         content: ContentId,
         /// The chunk index.
         index: u32,
-        /// Chunks of this content the asker holds (a busy uploader serves those nearest completion first).
-        held: u32,
+        /// The asker's highest receive rate so far, bytes/s (a busy uploader serves the fastest first).
+        rate: u32,
     },
     /// I now hold these chunks too.
     Have {
@@ -440,7 +441,7 @@ mod tests {
     #[test]
     fn frames_round_trip() {
         let msgs = vec![
-            Request::Chunk { content: cid(), index: 7, held: 3 },
+            Request::Chunk { content: cid(), index: 7, rate: 3_000_000 },
             Request::Have { content: cid(), chunks: vec![1, 2, 3] },
             Request::Sync { heads: vec![([9; 32], 4)] },
             Request::Cancel { content: cid(), index: 3 },

@@ -239,10 +239,51 @@ pub struct Engine<P: PeerKey> {
     drive_at: Option<Time>,
     lookups: BTreeMap<ContentId, Time>,
     housekeeping_at: Option<Time>,
+    /// Our receive rate: bytes of chunks stored since the round began, and its highest value so far.
+    recv: ReceiveRate,
+    /// The highest receive rate askers told us, and when (it halves every [`ASKER_HALF_LIFE`]).
+    fastest_asker: (f64, Time),
     out: VecDeque<Output<P>>,
     stats: Stats,
     record: Option<BTreeSet<String>>,
 }
+
+/// This node's receive rate, measured over rounds of at least [`RECEIVE_ROUND`]: what its chunk requests
+/// tell uploaders (`Request::Chunk::rate`).
+#[derive(Debug, Clone, Default)]
+struct ReceiveRate {
+    round: Option<(Time, u64)>,
+    /// The highest rate of a round, bytes/s.
+    peak: f64,
+}
+
+impl ReceiveRate {
+    fn stored(&mut self, now: Time, len: u64) {
+        match &mut self.round {
+            None => self.round = Some((now, 0)),
+            Some((start, bytes)) => {
+                *bytes += len;
+                let secs = now.saturating_since(*start).as_secs_f64();
+                if secs >= RECEIVE_ROUND.as_secs_f64() {
+                    self.peak = self.peak.max(*bytes as f64 / secs);
+                    self.round = Some((now, 0));
+                }
+            }
+        }
+    }
+
+    fn peak(&self) -> u32 {
+        self.peak.min(f64::from(u32::MAX)) as u32
+    }
+}
+
+/// Shortest round over which the receive rate is measured.
+pub const RECEIVE_ROUND: Duration = Duration::from_secs(2);
+
+/// The fastest asker's rate, by which a busy uploader ranks askers, halves this often unless an asker
+/// says it again: a departed fast peer, or one that lied, does not set the bar for ever. Long enough to
+/// rank a fleet through its fast cinemas' whole download (60 s made the fleet's slowest cinema 27% later).
+pub const ASKER_HALF_LIFE: Duration = Duration::from_secs(600);
 
 /// A bucket for a limit of `rate` bytes/s, with a quarter second of burst (at least 64 KiB).
 fn bucket(rate: f64, now: Time) -> TokenBucket {
@@ -275,6 +316,8 @@ impl<P: PeerKey> Engine<P> {
             drive_at: None,
             lookups: BTreeMap::new(),
             housekeeping_at: None,
+            recv: ReceiveRate::default(),
+            fastest_asker: (0.0, Time::ZERO),
             out: VecDeque::new(),
             stats: Stats::default(),
             record: None,
@@ -481,10 +524,10 @@ impl<P: PeerKey> Engine<P> {
                     b.reserve(now, size);
                 }
                 self.charge_relay(now, &peer, content);
-                let held = self.scheduler.progress(&content).map_or(0, |p| p.have);
+                let rate = self.recv.peak();
                 self.out.push_back(Output::Send {
                     peer,
-                    request: Request::Chunk { content, index: chunk, held },
+                    request: Request::Chunk { content, index: chunk, rate },
                 });
             }
             scheduler::Output::Cancel { peer, content, chunk } => {
@@ -1022,6 +1065,9 @@ impl<P: PeerKey> Engine<P> {
             Written::NoSpace(_) => "written:no-space",
             Written::Io(_) => "written:io",
         });
+        if matches!(result, Written::Ok) {
+            self.recv.stored(now, len);
+        }
         match result {
             Written::Ok => {
                 let Some(h) = self.held.get_mut(content) else {
@@ -1070,23 +1116,22 @@ impl<P: PeerKey> Engine<P> {
 
     // ---- uploads ----------------------------------------------------------------------------------
 
-    /// `peer` asks for chunk `index` of `content`, holding `asker_held` chunks of it; `upload` names the
-    /// request until it is answered. The engine answers at once (missing, busy) or asks the body to read
-    /// the chunk. With fewer free slots than `transfer.open_slots` leaves open to this asker's progress, it
-    /// answers busy: a busy uploader serves the downloaders nearest completion first.
+    /// `peer` asks for chunk `index` of `content`, receiving at `asker_rate` bytes/s at best so far;
+    /// `upload` names the request until it is answered. The engine answers at once (missing, busy) or asks
+    /// the body to read the chunk. With fewer free slots than `transfer.open_slots` leaves open to this
+    /// asker's rate, it answers busy: a busy uploader serves the fastest downloaders first, the order in
+    /// which the completion-CDF bound finishes cinemas.
     pub fn chunk_request(
         &mut self,
-        _now: Time,
+        now: Time,
         peer: &P,
         upload: UploadId,
         content: ContentId,
         index: u32,
-        asker_held: u32,
+        asker_rate: u32,
     ) {
         self.input("chunk-request");
-        let Some(total) =
-            self.held.get(&content).filter(|h| h.held.have.get(index)).map(|h| h.held.have.len())
-        else {
+        if !self.held.get(&content).is_some_and(|h| h.held.have.get(index)) {
             self.stats.missing_answers += 1;
             let load = self.slots.load();
             self.out.push_back(Output::Answer { upload, answer: Answer::Missing { load } });
@@ -1100,13 +1145,13 @@ impl<P: PeerKey> Engine<P> {
             });
             return;
         }
-        // Slots open to this asker: `open_slots` of them to one holding nothing, more the more it holds,
-        // all to one holding nearly everything; at least one, so an idle uploader always serves. An asker
-        // claiming more than it holds gains at most the slots every asker could have before this rule.
-        let total = total.max(1);
-        let progress = f64::from(asker_held.min(total)) / f64::from(total);
+        // Slots open to this asker: `open_slots` of them to one that has not measured its rate yet, more the
+        // faster it receives relative to the fastest asker lately, all to that one; at least one, so an idle
+        // uploader always serves. An asker overstating its rate gains at most every slot, which any asker
+        // could have before this rule, and lowers the others' share for some [`ASKER_HALF_LIFE`]s.
+        let share = f64::from(asker_rate) / self.fastest_asker(now, f64::from(asker_rate));
         let open = self.cfg.transfer.open_slots.clamp(0.0, 1.0);
-        let allowed = (f64::from(self.slots.slots()) * (open + (1.0 - open) * progress)).max(1.0);
+        let allowed = (f64::from(self.slots.slots()) * (open + (1.0 - open) * share)).max(1.0);
         if f64::from(self.slots.active()) >= allowed {
             self.stats.busy_answers += 1;
             // Full for this asker: the load it sees is 1.0, so it backs off and ranks us as it would a full
@@ -1125,6 +1170,18 @@ impl<P: PeerKey> Engine<P> {
                 self.out.push_back(Output::Read { upload, content, index });
             }
         }
+    }
+
+    /// The fastest receive rate askers told us lately (at least `rate`, at least 1 byte/s), decayed by
+    /// [`ASKER_HALF_LIFE`] since it was told.
+    fn fastest_asker(&mut self, now: Time, rate: f64) -> f64 {
+        let (best, at) = self.fastest_asker;
+        let halvings = now.saturating_since(at).as_secs_f64() / ASKER_HALF_LIFE.as_secs_f64();
+        let decayed = best * 0.5f64.powf(halvings);
+        if rate >= decayed {
+            self.fastest_asker = (rate, now);
+        }
+        decayed.max(rate).max(1.0)
     }
 
     /// The body read the chunk for `upload` (`len` bytes), or could not. The answer goes out when the

@@ -13,7 +13,7 @@ use super::*;
 
 const C: ContentId = ContentId([7; 32]);
 const CHUNK: u64 = 1 << 20;
-/// What an asker holding everything says: every upload slot is open to it (`transfer.open_slots`).
+/// The highest receive rate an asker can say: every upload slot is open to it (`transfer.open_slots`).
 const ALL_SLOTS: u32 = u32::MAX;
 
 fn cfg(role: Role, isp: &str) -> Config {
@@ -49,6 +49,18 @@ fn t(ms: u64) -> Time {
     Time::ZERO + Duration::from_millis(ms)
 }
 
+/// A cinema fetching C (`chunks` chunks) from peer 1, which holds it all; its first requests are pending.
+fn fetching_from_one_peer(chunks: u32) -> Engine<u32> {
+    let mut e = Engine::new(cfg(Role::Cinema, "a"));
+    e.connected(t(0), 1);
+    e.hello(t(0), 1, info("a"));
+    e.offer(t(0), offer(chunks, true));
+    e.manifest(t(0), &1, C, ManifestReply::Good { size: u64::from(chunks) * CHUNK });
+    e.installed(t(0), C, Ok(Bitfield::new(chunks)));
+    e.bitfield(t(0), &1, &C, Some(Bitfield::full(chunks)));
+    e
+}
+
 /// A seeder holding `chunks` chunks of C.
 fn seeder(chunks: u32, slots: u32) -> Engine<u32> {
     seeder_open(chunks, slots, TransferConfig::default().open_slots)
@@ -65,36 +77,82 @@ fn seeder_open(chunks: u32, slots: u32, open: f64) -> Engine<u32> {
     e
 }
 
+/// Receive rates in the tests, bytes/s.
+const MB: u32 = 1_000_000;
+
 #[test]
-fn a_busy_uploader_keeps_its_last_slots_for_the_downloaders_nearest_completion() {
-    // 8 slots, half of them open to a downloader holding nothing (`open_slots = 0.5`).
+fn a_busy_uploader_keeps_its_last_slots_for_the_fastest_downloaders() {
+    // 8 slots, half of them open to a downloader that has not measured its rate (`open_slots = 0.5`).
     let mut e = seeder_open(100, 8, 0.5);
-    for i in 0..4 {
+    // The fastest asker so far receives at 100 MB/s: the reference.
+    e.chunk_request(t(0), &4, 1, C, 1, 100 * MB);
+    assert_eq!(drain(&mut e).len(), 1, "one read");
+    // One without a rate yet may use the open half: three more slots, then busy.
+    for i in 2..=4 {
         e.chunk_request(t(0), &1, u64::from(i), C, i, 0);
     }
-    assert_eq!(drain(&mut e).len(), 4, "four reads");
-    // A fifth asker holding nothing finds the open half taken.
-    e.chunk_request(t(0), &2, 10, C, 10, 0);
+    assert_eq!(drain(&mut e).len(), 3, "three more reads");
+    e.chunk_request(t(0), &1, 5, C, 5, 0);
     // Busy as seen by that asker: no slot is open to it, so the load it is told is 1.0.
-    assert_eq!(drain(&mut e), vec![Output::Answer { upload: 10, answer: Answer::Busy { load: 1.0 } }]);
-    // One holding 60 of the 100 chunks may use 0.5 + 0.5 x 0.6 = 80% of the slots: up to 6.4 of 8, so it
-    // is served while fewer than 7 are busy.
+    assert_eq!(drain(&mut e), vec![Output::Answer { upload: 5, answer: Answer::Busy { load: 1.0 } }]);
+    // One at 60 MB/s may use 0.5 + 0.5 x 0.6 = 80% of the slots: up to 6.4 of 8, so it is served while
+    // fewer than 7 are busy.
     for i in 11..=13 {
-        e.chunk_request(t(0), &3, u64::from(i), C, i, 60);
+        e.chunk_request(t(0), &3, u64::from(i), C, i, 60 * MB);
     }
     assert_eq!(drain(&mut e).len(), 3, "three more reads");
-    e.chunk_request(t(0), &3, 14, C, 14, 60);
+    e.chunk_request(t(0), &3, 14, C, 14, 60 * MB);
     assert!(matches!(drain(&mut e)[..], [Output::Answer { upload: 14, answer: Answer::Busy { .. } }]));
-    // One about to complete (99 of 100: 7.96 slots) gets the last one, and no more.
-    e.chunk_request(t(0), &4, 15, C, 15, 99);
+    // The fastest gets the last one, and no more.
+    e.chunk_request(t(0), &4, 15, C, 15, 100 * MB);
     assert!(matches!(drain(&mut e)[..], [Output::Read { upload: 15, .. }]));
     assert_eq!(e.uploads_active(), 8);
-    e.chunk_request(t(0), &4, 16, C, 16, 100);
+    e.chunk_request(t(0), &4, 16, C, 16, 100 * MB);
     assert!(matches!(drain(&mut e)[..], [Output::Answer { upload: 16, answer: Answer::Busy { .. } }]));
     // An idle uploader serves anyone, whatever the share: at least one slot is always open.
     let mut idle = seeder_open(4, 1, 0.0);
     idle.chunk_request(t(0), &1, 1, C, 0, 0);
     assert_eq!(drain(&mut idle), vec![Output::Read { upload: 1, content: C, index: 0 }]);
+}
+
+#[test]
+fn the_fastest_asker_sets_the_bar_for_a_while_only() {
+    // 2 slots, none open to slow askers but the one always open.
+    let mut e = seeder_open(100, 2, 0.0);
+    e.chunk_request(t(0), &1, 1, C, 1, 100 * MB);
+    assert_eq!(drain(&mut e).len(), 1);
+    // At a quarter of the fastest rate, a quarter of 2 slots: the one busy slot is all it may have.
+    e.chunk_request(t(1), &2, 2, C, 2, 25 * MB);
+    assert!(matches!(drain(&mut e)[..], [Output::Answer { upload: 2, answer: Answer::Busy { .. } }]));
+    // Two half-lives later nobody said 100 MB/s again: the bar is 25 MB/s, and it is the fastest.
+    e.chunk_request(t(2 * ASKER_HALF_LIFE.as_millis() as u64), &2, 3, C, 3, 25 * MB);
+    assert!(matches!(drain(&mut e)[..], [Output::Read { upload: 3, .. }]));
+}
+
+#[test]
+fn chunk_requests_carry_the_highest_receive_rate_measured() {
+    let mut e = fetching_from_one_peer(16);
+    // (index, rate) of the chunk requests among `out`.
+    let requests = |out: Vec<Output<u32>>| -> Vec<(u32, u32)> {
+        out.into_iter()
+            .filter_map(|o| match o {
+                Output::Send { request: Request::Chunk { index, rate, .. }, .. } => Some((index, rate)),
+                _ => None,
+            })
+            .collect()
+    };
+    let mut asked = requests(drain(&mut e));
+    assert!(asked.iter().all(|&(_, r)| r == 0), "no rate before anything arrived: {asked:?}");
+    // One chunk a second: the round opens at the first, and 2 MiB in the next 2 s is 1 MiB/s.
+    for (n, ms) in [0u64, 1_000, 2_000].into_iter().enumerate() {
+        let i = asked[n].0;
+        assert!(e.chunk_reply(t(ms), &1, &C, i, Reply::Answer(Answer::Data { len: CHUNK, load: 0.1 })));
+        e.chunk_written(t(ms), &1, &C, i, CHUNK, Written::Ok);
+        asked.extend(requests(drain(&mut e)));
+    }
+    let rates: Vec<u32> = asked.iter().map(|&(_, r)| r).collect();
+    assert_eq!(rates.last(), Some(&(CHUNK as u32)), "1 MiB/s after the round: {rates:?}");
+    assert!(rates[..rates.len() - 1].iter().all(|&r| r == 0), "{rates:?}");
 }
 
 #[test]
@@ -324,13 +382,7 @@ fn a_peer_failing_every_request_is_not_asked_forever() {
 
 #[test]
 fn a_full_disk_refuses_the_content_keeps_what_was_stored_and_resumes_later() {
-    let mut e = Engine::new(cfg(Role::Cinema, "a"));
-    e.connected(t(0), 1);
-    e.hello(t(0), 1, info("a"));
-    e.offer(t(0), offer(4, true));
-    e.manifest(t(0), &1, C, ManifestReply::Good { size: 4 * CHUNK });
-    e.installed(t(0), C, Ok(Bitfield::new(4)));
-    e.bitfield(t(0), &1, &C, Some(Bitfield::full(4)));
+    let mut e = fetching_from_one_peer(4);
     drain(&mut e);
     assert!(e.chunk_reply(t(1), &1, &C, 0, Reply::Answer(Answer::Data { len: CHUNK, load: 0.0 })));
     e.chunk_written(t(1), &1, &C, 0, CHUNK, Written::Ok);
@@ -545,10 +597,10 @@ impl Mesh {
                         let have = e.bitfield_request(now, &from, &content);
                         self.wire.push(Wire::Bitfield { from: to, to: from, have });
                     }
-                    Request::Chunk { content, index, held } => {
+                    Request::Chunk { content, index, rate } => {
                         self.next_upload += 1;
                         self.uploads.insert(self.next_upload, (from, to, index));
-                        e.chunk_request(now, &from, self.next_upload, content, index, held);
+                        e.chunk_request(now, &from, self.next_upload, content, index, rate);
                     }
                     Request::Have { content, chunks } => e.have(now, &from, &content, &chunks),
                     Request::Cancel { content, index } => e.cancel(now, &from, &content, index),

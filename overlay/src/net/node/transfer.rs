@@ -108,8 +108,8 @@ impl Node {
             engine::Request::Bitfield { content } => {
                 (Request::Bitfield { content }, Pending::Bitfield(content))
             }
-            engine::Request::Chunk { content, index, held } => {
-                (Request::Chunk { content, index, held }, Pending::Chunk(content, index))
+            engine::Request::Chunk { content, index, rate } => {
+                (Request::Chunk { content, index, rate }, Pending::Chunk(content, index))
             }
             engine::Request::Have { content, mut chunks } => {
                 chunks.truncate(MAX_HAVE_CHUNKS);
@@ -235,12 +235,12 @@ impl Node {
                 };
                 self.respond(channel, response);
             }
-            Request::Chunk { content, index, held } => {
+            Request::Chunk { content, index, rate } => {
                 self.uploads.next += 1;
                 let upload = self.uploads.next;
                 self.uploads.channels.insert(upload, channel);
                 self.uploads.by_request.insert(id, upload);
-                self.engine.chunk_request(now, &peer, upload, content, index, held);
+                self.engine.chunk_request(now, &peer, upload, content, index, rate);
             }
             Request::Have { content, chunks } => {
                 self.engine.have(now, &peer, &content, &chunks);
