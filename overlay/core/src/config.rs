@@ -291,7 +291,8 @@ pub struct TransferConfig {
     pub request_timeout: Duration,
     /// End-game: when no more than this many chunks are missing, ask several peers for each.
     pub endgame_chunks: u32,
-    /// After a busy answer, wait this long (scaled by the peer's load) before asking that peer again.
+    /// After a busy answer, wait this long times (1 + the peer's load) before asking that peer again,
+    /// doubled for each busy answer in a row from it (up to 8x) until it serves a chunk.
     #[serde(with = "human_duration")]
     pub busy_backoff: Duration,
     /// A peer that served a chunk failing verification is not asked again for this long.

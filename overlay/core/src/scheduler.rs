@@ -42,7 +42,8 @@
 //! ## Failures and timers
 //!
 //! Corrupt: [`Output::Penalise`], the peer is banned for `transfer.corrupt_ban`, the chunk re-queued. Busy:
-//! back off `busy_backoff * (1 + load)` and remember the load (it lowers the score). Missing: the peer's bit
+//! back off `busy_backoff * (1 + load)`, doubled for each busy answer in a row from that peer up to
+//! [`BUSY_STREAK_MAX`] (a chunk from it ends the streak), and remember the load (it lowers the score). Missing: the peer's bit
 //! is cleared. Io and request timeouts: re-queued, counted as a failure of the peer, whose throughput
 //! estimate is halved (a peer never measured starts from half the assumed one, so a peer that never
 //! answers sinks below those never asked).
@@ -94,6 +95,10 @@ pub const LOCAL_SLOW: f64 = 0.1;
 pub const STALL_FACTOR: f64 = 8.0;
 /// The shortest stall deadline.
 pub const STALL_MIN: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Busy answers in a row that double the back-off: at most `2^(BUSY_STREAK_MAX - 1)` times
+/// `busy_backoff * (1 + load)`.
+pub const BUSY_STREAK_MAX: u32 = 4;
 
 /// Throughput relative to the best peer assumed for a peer never measured.
 const UNMEASURED_THROUGHPUT: f64 = 0.5;
@@ -270,6 +275,8 @@ struct Peer<P> {
     /// never holds requests back from it (its capacity idle while cinemas wait is the waste to avoid).
     seeder: bool,
     blocked_until: Time,
+    /// Busy answers in a row since its last chunk: each doubles the back-off (up to [`BUSY_STREAK_MAX`]).
+    busy_streak: u32,
     /// Known to hold nothing we can ask for.
     idle: bool,
     ready_key: Option<ReadyKey>,
@@ -463,6 +470,7 @@ impl<P: PeerKey> Scheduler<P> {
             counted: false,
             seeder: false,
             blocked_until: Time::ZERO,
+            busy_streak: 0,
             idle: false,
             ready_key: None,
             have: Vec::new(),
@@ -722,6 +730,9 @@ impl<P: PeerKey> Scheduler<P> {
         match (idx, req) {
             (Some(i), Some(req)) => {
                 self.stats.received += 1;
+                if let Some(p) = self.peers[i as usize].as_mut() {
+                    p.busy_streak = 0;
+                }
                 self.window.on_chunk(now, bytes);
                 let secs = now.saturating_since(req.sent).as_secs_f64();
                 self.chunk_bytes = bytes;
@@ -803,10 +814,14 @@ impl<P: PeerKey> Scheduler<P> {
             Failure::Busy { load } => {
                 self.stats.busy += 1;
                 let load = if load.is_nan() { 1.0 } else { f64::from(load).clamp(0.0, 10.0) };
+                let mut streak = 0;
                 if let Some(p) = self.peers[idx as usize].as_mut() {
                     p.load = load.min(1.0);
+                    p.busy_streak = (p.busy_streak + 1).min(BUSY_STREAK_MAX);
+                    streak = p.busy_streak;
                 }
-                self.block(idx, now + self.transfer.busy_backoff.mul_f64(1.0 + load));
+                let doubling = f64::from(1u32 << streak.saturating_sub(1));
+                self.block(idx, now + self.transfer.busy_backoff.mul_f64((1.0 + load) * doubling));
             }
             Failure::Missing => {
                 self.stats.missing += 1;

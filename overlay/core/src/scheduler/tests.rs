@@ -195,6 +195,34 @@ fn busy_backs_off_by_load() {
 }
 
 #[test]
+fn busy_answers_in_a_row_double_the_back_off_until_a_chunk_arrives() {
+    let mut s = Scheduler::new(&transfer(1, 4), &PolicyConfig::default(), local(), 5);
+    s.add_content(Time::ZERO, spec(1, 4, None), Bitfield::new(4));
+    s.peer_joined(Time::ZERO, 1, far());
+    s.peer_bitfield(Time::ZERO, &1, &id(1), Bitfield::full(4));
+    let base = TransferConfig::default().busy_backoff.mul_f64(2.0); // busy_backoff * (1 + load 1.0)
+    let mut now = Time::ZERO;
+    let mut waits = Vec::new();
+    for _ in 0..6 {
+        let asked = requests(&drain(&mut s, now));
+        assert_eq!(asked.len(), 1, "asked again once the back-off ends");
+        s.chunk_failed(now, &1, &id(1), asked[0].2, Failure::Busy { load: 1.0 });
+        let until = s.poll_timeout().expect("a back-off");
+        waits.push(until.saturating_since(now));
+        now = until;
+        s.handle_timeout(now);
+    }
+    let expect: Vec<_> = [1.0, 2.0, 4.0, 8.0, 8.0, 8.0].iter().map(|&k| base.mul_f64(k)).collect();
+    assert_eq!(waits, expect, "doubling up to 2^(BUSY_STREAK_MAX - 1)");
+    // A chunk from the peer ends the streak: the next busy answer backs off the base time again.
+    let asked = requests(&drain(&mut s, now));
+    s.chunk_received(now, &1, &id(1), asked[0].2, 1 << 20);
+    let asked = requests(&drain(&mut s, now));
+    s.chunk_failed(now, &1, &id(1), asked[0].2, Failure::Busy { load: 1.0 });
+    assert_eq!(s.poll_timeout().map(|t| t.saturating_since(now)), Some(base));
+}
+
+#[test]
 fn timeouts_requeue() {
     let mut s = Scheduler::new(&transfer(1, 4), &PolicyConfig::default(), local(), 6);
     s.add_content(Time::ZERO, spec(1, 1, None), Bitfield::new(1));
