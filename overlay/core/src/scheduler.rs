@@ -948,12 +948,7 @@ impl<P: PeerKey> Scheduler<P> {
             let &(_, _, idx) = self.ready.first()?;
             match self.pick(idx) {
                 Some((slot, chunk, dup)) => return Some(self.send(now, idx, slot, chunk, dup)),
-                None => {
-                    if let Some(p) = self.peers[idx as usize].as_mut() {
-                        p.idle = true;
-                    }
-                    self.refresh(idx);
-                }
+                None => self.mark_idle(idx),
             }
         }
     }
@@ -974,10 +969,7 @@ impl<P: PeerKey> Scheduler<P> {
                 self.stats.beyond_window += 1;
                 return Some(self.send(now, idx, slot, chunk, dup));
             }
-            if let Some(p) = self.peers[idx as usize].as_mut() {
-                p.idle = true;
-            }
-            self.refresh(idx);
+            self.mark_idle(idx);
         }
         None
     }
@@ -1102,6 +1094,15 @@ impl<P: PeerKey> Scheduler<P> {
                 self.wake_all();
             }
         }
+    }
+
+    /// Peer `idx` holds nothing we can ask for now: it leaves the ready set until [`wake`](Self::wake)
+    /// (a have, a bitfield, an end-game slot freed).
+    fn mark_idle(&mut self, idx: u32) {
+        if let Some(p) = self.peers[idx as usize].as_mut() {
+            p.idle = true;
+        }
+        self.refresh(idx);
     }
 
     fn wake(&mut self, idx: u32) {

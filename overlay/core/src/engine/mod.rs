@@ -612,8 +612,8 @@ impl<P: PeerKey> Engine<P> {
         self.drive(now);
     }
 
-    /// A request we sent to `peer` got no answer: the connection it went on closed, it timed out, or the
-    /// peer refused it. A hello or a bitfield request is sent again at the next housekeeping (at most
+    /// A request we sent to `peer` got no usable answer: the connection it went on closed, it timed out,
+    /// the peer refused it, or its answer was malformed. A hello or a bitfield request is sent again at the next housekeeping (at most
     /// [`MAX_RETRIES`] times per session); chunk and manifest requests have their own replies
     /// ([`Reply::Failed`], [`ManifestReply::Missing`]), haves and cancels are not repeated.
     pub fn send_failed(&mut self, now: Time, peer: &P, request: &Request) {

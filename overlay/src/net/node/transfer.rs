@@ -338,7 +338,10 @@ impl Node {
             (Pending::Bitfield(content), Response::Bitfield { chunks, bits }) => {
                 match Bitfield::from_bytes(chunks, &bits) {
                     Ok(b) => self.engine.bitfield(now, &peer, &content, Some(b)),
-                    Err(e) => debug!(%peer, "bad bitfield: {e}"),
+                    Err(e) => {
+                        debug!(%peer, "bad bitfield: {e}");
+                        self.engine.send_failed(now, &peer, &engine::Request::Bitfield { content });
+                    }
                 }
             }
             (Pending::Bitfield(content), Response::Missing { .. }) => {
