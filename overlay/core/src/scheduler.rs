@@ -36,7 +36,9 @@
 //! When a content has no chunk left that is missing and not in flight (and every missing chunk is held by
 //! some peer), and no more than `transfer.endgame_chunks` chunks are missing, a ready peer with nothing else
 //! to do is also asked for an in-flight chunk it holds, at most [`ENDGAME_PEERS_PER_CHUNK`] peers per chunk
-//! (fewest requests first). When the chunk arrives, the other requests for it are cancelled
+//! (fewest requests first); a seeder may be one more, so a last chunk asked of two slow cinemas does not
+//! wait on them while the source provisioned to serve it idles (lab-hetero: ADSL cinemas held the last
+//! chunk of a fibre cinema for two minutes). When the chunk arrives, the other requests for it are cancelled
 //! ([`Output::Cancel`]). Duplicates count towards both in-flight limits.
 //!
 //! ## Failures and timers
@@ -989,7 +991,10 @@ impl<P: PeerKey> Scheduler<P> {
                 return Some((slot, chunk, false));
             }
             if c.endgame {
-                if let Some(chunk) = pick_duplicate(&self.requests, slot, idx, bits, &mut self.rng) {
+                // A seeder may add one more copy than a cinema: a last chunk asked of slow cinemas is
+                // then fetched from the source provisioned to serve it.
+                let cap = ENDGAME_PEERS_PER_CHUNK + usize::from(p.seeder);
+                if let Some(chunk) = pick_duplicate(&self.requests, slot, idx, bits, cap, &mut self.rng) {
                     return Some((slot, chunk, true));
                 }
             }
@@ -1226,18 +1231,19 @@ fn unreachable_pick() -> ! {
 }
 
 /// End-game: an in-flight chunk of `slot` that peer `idx` holds and was not asked for, asked of fewer than
-/// [`ENDGAME_PEERS_PER_CHUNK`] peers; fewest requests first, ties at random.
+/// `cap` peers; fewest requests first, ties at random.
 fn pick_duplicate(
     requests: &BTreeMap<ReqKey, Req>,
     slot: u32,
     idx: u32,
     bits: &Bitfield,
+    cap: usize,
     rng: &mut ChaCha8Rng,
 ) -> Option<u32> {
     let mut best: Option<(usize, u32)> = None;
     let mut ties = 0u32;
     let mut consider = |chunk: u32, count: usize, mine: bool, best: &mut Option<(usize, u32)>| {
-        if mine || count >= ENDGAME_PEERS_PER_CHUNK || !bits.get(chunk) {
+        if mine || count >= cap || !bits.get(chunk) {
             return;
         }
         match *best {

@@ -112,6 +112,41 @@ pub struct Built {
     pub egress: (Vec<f64>, f64),
     /// Film 0's completion times counted from coming online, per target.
     pub times: Vec<Option<f64>>,
+    /// `timeline.csv`.
+    pub timeline: String,
+}
+
+/// Sums cumulative `(t, value)` series, sampled at the times of the first.
+fn sum_series<'a>(series: impl Iterator<Item = &'a [(f64, f64)]>) -> Vec<(f64, f64)> {
+    let mut sum: Vec<(f64, f64)> = Vec::new();
+    for s in series {
+        if sum.is_empty() {
+            sum = s.to_vec();
+        } else {
+            sum = sum.iter().map(|&(t, v)| (t, v + at(s, t))).collect();
+        }
+    }
+    sum
+}
+
+/// `timeline.csv` of the lab, as the simulator writes it for its run: per bin of `bin` seconds from time 0
+/// to `end`, the superseeders' and the cinemas' upload in Mbit/s (from the daemons' bytes handed to
+/// streams, polled every second) and the fleet's upload utilisation against `capacity` bytes/s (u_s +
+/// sum of u_i). Side by side with the prediction's it shows where the real daemons lose time.
+pub fn timeline_csv(
+    seeders: &[(f64, f64)],
+    cinemas: &[(f64, f64)],
+    capacity: f64,
+    end: f64,
+    bin: f64,
+) -> String {
+    let (s, c) = (rates(seeders, end, bin), rates(cinemas, end, bin));
+    let mut out = String::from("t_s,superseeders_out_mbit_s,cinemas_up_mbit_s,fleet_up_utilisation\n");
+    for (i, (a, b)) in s.iter().zip(&c).enumerate() {
+        let used = if capacity > 0.0 { (a + b) / capacity } else { 0.0 };
+        out.push_str(&format!("{:.0},{:.1},{:.1},{used:.3}\n", i as f64 * bin, a * 8e-6, b * 8e-6));
+    }
+    out
 }
 
 /// Builds rows and report.
@@ -210,15 +245,12 @@ pub fn build(sc: &Scenario, seed: u64, topo: &Topology, targets: &[Vec<bool>], m
         .collect();
     let u_s = sc.seeders.up.0 * f64::from(sc.seeders.count);
     let seeders: Vec<usize> = (0..n).filter(|&i| topo.nodes[i].seeder).collect();
-    let mut sent: Vec<(f64, f64)> = Vec::new();
-    for &s in &seeders {
-        if sent.is_empty() {
-            sent = m.nodes[s].sent.clone();
-        } else {
-            sent = sent.iter().map(|&(t, v)| (t, v + at(&m.nodes[s].sent, t))).collect();
-        }
-    }
+    let sent = sum_series(seeders.iter().map(|&s| m.nodes[s].sent.as_slice()));
+    let cinemas_sent =
+        sum_series((0..n).filter(|&i| !topo.nodes[i].seeder).map(|i| m.nodes[i].sent.as_slice()));
+    let capacity: f64 = topo.nodes.iter().map(|x| x.up).sum();
     let bin = bin_width(m.end);
+    let timeline = timeline_csv(&sent, &cinemas_sent, capacity, m.end, bin);
     let egress = rates(&sent, m.end, bin);
     let last = films[0].t_measured.map_or(m.end, |t| p0 + t);
     let busy_sent = at(&sent, last) - at(&sent, p0);
@@ -269,7 +301,7 @@ pub fn build(sc: &Scenario, seed: u64, topo: &Topology, targets: &[Vec<bool>], m
         transfer_config: sc.transfer.clone(),
         policy_config: sc.policy.clone(),
     };
-    Built { rows, report, egress: (egress, bin), times }
+    Built { rows, report, egress: (egress, bin), times, timeline }
 }
 
 /// The terminal summary.
@@ -321,6 +353,7 @@ pub fn write(dir: &Path, sc: &Scenario, b: &Built) -> Result<(), LabError> {
     let files = vec![
         ("report.json", json),
         ("nodes.csv", report::nodes_csv(&b.rows)),
+        ("timeline.csv", b.timeline.clone()),
         (
             "completion-cdf.svg",
             plot::lines("Completion time CDF (lab)", &unit.1, "fraction of targets", &completion)?,
@@ -360,5 +393,21 @@ mod tests {
         assert_eq!(at(&[], 1.0), 0.0);
         assert_eq!(rates(&s, 4.0, 2.0), vec![10.0, 5.0]);
         assert_eq!((bin_width(50.0), bin_width(100.0), bin_width(1000.0)), (1.0, 2.0, 20.0));
+    }
+
+    #[test]
+    fn the_lab_timeline_bins_what_the_daemons_sent() {
+        // Superseeders: 1 MB/s for 4 s. Two cinemas: 0.5 MB/s each for the first 2 s, then idle.
+        let seeders = sum_series([&[(0.0, 0.0), (4.0, 4e6)][..]].into_iter());
+        let cinemas = sum_series(
+            [&[(0.0, 0.0), (2.0, 1e6), (4.0, 1e6)][..], &[(0.0, 0.0), (2.0, 1e6)][..]].into_iter(),
+        );
+        assert_eq!(cinemas, vec![(0.0, 0.0), (2.0, 2e6), (4.0, 2e6)]);
+        // Capacity 3 MB/s: 2 MB/s used in the first bin, 1 MB/s in the second.
+        let csv = timeline_csv(&seeders, &cinemas, 3e6, 4.0, 2.0);
+        assert_eq!(
+            csv,
+            "t_s,superseeders_out_mbit_s,cinemas_up_mbit_s,fleet_up_utilisation\n0,8.0,8.0,0.667\n2,8.0,0.0,0.333\n"
+        );
     }
 }

@@ -124,6 +124,32 @@ fn endgame_duplicates_then_cancel() {
 }
 
 #[test]
+fn a_seeder_adds_an_endgame_copy_of_a_chunk_already_asked_of_two_cinemas() {
+    let mut s = Scheduler::new(&transfer(4, 64), &PolicyConfig::default(), local(), 3);
+    s.add_content(Time::ZERO, spec(1, 1, None), Bitfield::new(1));
+    // The last chunk is asked of two cinemas (slow ones, say): the end-game's usual limit.
+    for p in [1, 2] {
+        s.peer_joined(Time::ZERO, p, far());
+        s.peer_bitfield(Time::ZERO, &p, &id(1), Bitfield::full(1));
+    }
+    assert_eq!(requests(&drain(&mut s, Time::ZERO)).len(), 2);
+    // A third cinema holding it is not asked.
+    s.peer_joined(Time(MS), 3, far());
+    s.peer_bitfield(Time(MS), &3, &id(1), Bitfield::full(1));
+    assert!(requests(&drain(&mut s, Time(MS))).is_empty());
+    // A seeder is: the chunk no longer waits on the slow cinemas alone.
+    s.peer_joined(Time(2 * MS), 9, far());
+    s.peer_seeder(&9, true);
+    s.peer_bitfield(Time(2 * MS), &9, &id(1), Bitfield::full(1));
+    assert_eq!(requests(&drain(&mut s, Time(2 * MS))), vec![(9, id(1), 0)]);
+    // The first copy to arrive wins; the other two are cancelled.
+    s.chunk_received(Time(3 * MS), &9, &id(1), 0, 100);
+    let cancels =
+        drain(&mut s, Time(3 * MS)).into_iter().filter(|o| matches!(o, Output::Cancel { .. })).count();
+    assert_eq!(cancels, 2);
+}
+
+#[test]
 fn endgame_waits_for_the_threshold() {
     let t = TransferConfig { endgame_chunks: 2, ..transfer(4, 64) };
     let mut s = Scheduler::new(&t, &PolicyConfig::default(), local(), 3);
