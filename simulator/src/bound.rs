@@ -11,6 +11,12 @@
 //! `T(k)/B(k)` says whether each cinema ran at its own speed ([`cdf_bound`], [`point_slowdowns`]). The
 //! quantiles are taken as `shared/tools/cdf_bound.py` takes them (sorted `s`, `s[N/2]`, `s[⌊0.9N⌋]`,
 //! `s[N-1]`), so the reports print that script's figures.
+//!
+//! `B(k)` counts access links only. Where an ISP's border is shaped and no seeder sits inside it, every
+//! byte a cinema of that ISP holds crossed that border first, so it cannot finish before `F / t` (`t` the
+//! border's rate): `B_border(k)` takes the k-th smallest `F / min(d_i, t_i)` instead, still a lower bound
+//! of the k-th completion, and the reports give the point slowdown against it beside the other
+//! ([`CdfFigures::bordered`]).
 
 use std::collections::BTreeMap;
 
@@ -123,6 +129,8 @@ pub struct Downloader {
     pub down: f64,
     /// Completion time counted from when it came online, seconds (`None`: never completed).
     pub time: Option<f64>,
+    /// Rate of its ISP's border, bytes/s, when shaped and no seeder sits inside that ISP.
+    pub border: Option<f64>,
 }
 
 /// The completion-CDF figures of one film: overall and per access class.
@@ -134,6 +142,10 @@ pub struct CdfFigures {
     pub slowdown: Slowdown,
     /// Point slowdown per access class (each cinema keeps its global `k`).
     pub per_class: BTreeMap<String, Slowdown>,
+    /// Point slowdown against `B_border(k)` (module docs), when some downloader sits behind a shaped
+    /// border; absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bordered: Option<Slowdown>,
 }
 
 impl CdfFigures {
@@ -148,10 +160,16 @@ impl CdfFigures {
         for (d, &x) in downloaders.iter().zip(&s) {
             classes.entry(d.class.clone()).or_default().push(x);
         }
+        let bordered = downloaders.iter().any(|d| d.border.is_some()).then(|| {
+            let pulls: Vec<f64> =
+                downloaders.iter().map(|d| d.border.map_or(d.down, |b| b.min(d.down))).collect();
+            Slowdown::of(&point_slowdowns(&times, &cdf_bound(size, u_s, &ups, &pulls)))
+        });
         CdfFigures {
             bound,
             slowdown: Slowdown::of(&s),
             per_class: classes.into_iter().map(|(c, v)| (c, Slowdown::of(&v))).collect(),
+            bordered,
         }
     }
 }
@@ -240,6 +258,7 @@ mod tests {
             up: 100.0,
             down,
             time: Some(time),
+            border: None,
         };
         // F = 100, u_s = 100 (1 s); fast downloads 100 (1 s), slow 10 (10 s); uploads 100 each, 4 cinemas:
         // k F / 500 < 1 s. B = [1, 1, 10, 10] over the sorted pulls [1, 1, 10, 10].
@@ -253,8 +272,30 @@ mod tests {
         assert_eq!(c.per_class["fast"].max, Some(3.0));
         assert_eq!(c.per_class["slow"].p50, Some(2.0));
         assert_eq!(c.slowdown.max, Some(3.0));
+        assert_eq!(c.bordered, None, "no border, no bordered figures");
         assert_eq!(utilisation(50.0, 10.0, 10.0), 0.5);
         assert_eq!(utilisation(50.0, 0.0, 10.0), 0.0);
+    }
+
+    #[test]
+    fn a_shaped_border_raises_the_bound_of_the_cinemas_behind_it() {
+        // F = 100, u_s = 100 (1 s), uploads 100 each. Two cinemas downloading 100 (1 s), one of them behind
+        // a border of 10 (10 s); completions 2 and 20.
+        let d = |border: Option<f64>, time: f64| Downloader {
+            class: "fibre".to_owned(),
+            up: 100.0,
+            down: 100.0,
+            time: Some(time),
+            border,
+        };
+        let c = CdfFigures::compute(100.0, 100.0, &[d(None, 2.0), d(Some(10.0), 20.0)]);
+        // Without the border: B = [1, 1], slowdowns 2 and 20. With it: B = [1, 10], slowdowns 2 and 2.
+        assert_eq!(c.slowdown.max, Some(20.0));
+        let b = c.bordered.expect("a border is set");
+        assert_eq!((b.p50, b.max), (Some(2.0), Some(2.0)));
+        // A border wider than the access link changes nothing.
+        let wide = CdfFigures::compute(100.0, 100.0, &[d(None, 2.0), d(Some(1000.0), 20.0)]);
+        assert_eq!(wide.bordered.map(|b| b.max), Some(wide.slowdown.max));
     }
 
     #[test]

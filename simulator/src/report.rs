@@ -229,6 +229,7 @@ impl Report {
         let f0 = &films[0];
         let publish0 = sc.film[0].publish.as_secs_f64();
         let first_publish = sc.film.iter().map(|f| f.publish.as_secs_f64()).fold(f64::INFINITY, f64::min);
+        let borders = isp_borders(sc, &o.topo);
         let downloaders: Vec<Downloader> = (0..o.stats.len())
             .filter(|&i| o.stats[i].targeted[0])
             .map(|i| {
@@ -239,6 +240,7 @@ impl Report {
                     up: n.up,
                     down: n.down,
                     time: o.stats[i].complete[0].map(|c| c - online),
+                    border: borders[n.isp as usize],
                 }
             })
             .collect();
@@ -401,6 +403,20 @@ pub fn online_after(online: Option<f64>, publish: f64) -> f64 {
     online.map(|t| (t - publish).max(0.0)).unwrap_or(0.0)
 }
 
+/// Per ISP of `topo`, its border's rate (bytes/s) when the scenario shapes it and no seeder sits inside it:
+/// what [`Downloader::border`] says of the cinemas behind it.
+pub fn isp_borders(sc: &Scenario, topo: &Topology) -> Vec<Option<f64>> {
+    topo.isps
+        .iter()
+        .enumerate()
+        .map(|(j, name)| {
+            let seeded = topo.nodes.iter().any(|n| n.seeder && n.isp as usize == j);
+            let transit = sc.isp.iter().find(|i| &i.name == name).and_then(|i| i.transit);
+            transit.filter(|_| !seeded).map(|t| t.0)
+        })
+        .collect()
+}
+
 /// The yardstick lines of a summary: point slowdown overall and per access class, superseeder utilisation.
 pub fn cdf_summary(c: &CdfFigures, utilisation: f64) -> String {
     let f = |x: Option<f64>| x.map(|x| format!("{x:.2}")).unwrap_or_else(|| "inf".to_owned());
@@ -408,6 +424,9 @@ pub fn cdf_summary(c: &CdfFigures, utilisation: f64) -> String {
     let mut s = format!("point slowdown T(k)/B(k) {} over {} cinemas", q(&c.slowdown), c.slowdown.n);
     for (class, x) in &c.per_class {
         let _ = write!(s, "; {class} ({}) {}", x.n, q(x));
+    }
+    if let Some(b) = &c.bordered {
+        let _ = write!(s, "\npoint slowdown against B(k) with the shaped ISP borders {}", q(b));
     }
     let _ = writeln!(
         s,

@@ -233,6 +233,7 @@ pub fn build(sc: &Scenario, seed: u64, topo: &Topology, targets: &[Vec<bool>], m
     let t0_targets: Vec<usize> = (0..n).filter(|&i| targets[0][i]).collect();
     let times: Vec<Option<f64>> =
         t0_targets.iter().map(|&i| rows[i].complete_s[0].map(|c| c - rows[i].online_s)).collect();
+    let borders = report::isp_borders(sc, topo);
     let downloaders: Vec<Downloader> = t0_targets
         .iter()
         .zip(&times)
@@ -241,6 +242,7 @@ pub fn build(sc: &Scenario, seed: u64, topo: &Topology, targets: &[Vec<bool>], m
             up: rows[i].up,
             down: rows[i].down,
             time,
+            border: borders[topo.nodes[i].isp as usize],
         })
         .collect();
     let u_s = sc.seeders.up.0 * f64::from(sc.seeders.count);
