@@ -81,7 +81,7 @@ pub fn rel_err(sim: f64, lab: f64) -> Option<f64> {
 }
 
 /// The headline figures compared: (name, JSON path).
-pub const FIGURES: [(&str, &[&str]); 11] = [
+pub const FIGURES: [(&str, &[&str]); 12] = [
     ("T_min (s)", &["t_min"]),
     ("T_measured (s)", &["t_measured"]),
     ("efficiency", &["efficiency"]),
@@ -91,6 +91,7 @@ pub const FIGURES: [(&str, &[&str]); 11] = [
     ("point slowdown p50", &["cdf", "slowdown", "p50"]),
     ("point slowdown p90", &["cdf", "slowdown", "p90"]),
     ("point slowdown max", &["cdf", "slowdown", "max"]),
+    ("p90 against B with borders", &["cdf", "bordered", "p90"]),
     ("superseeder utilisation", &["seeder_utilisation"]),
     ("transit ratio", &["transit_ratio"]),
 ];
