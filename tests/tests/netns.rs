@@ -168,6 +168,7 @@ fn the_lab_runs_a_tiny_scenario_and_leaves_nothing_behind() -> anyhow::Result<()
     for f in [
         "report.json",
         "nodes.csv",
+        "timeline.csv",
         "completion-cdf.svg",
         "seeder-egress.svg",
         "isp-matrix.svg",
@@ -196,6 +197,10 @@ fn the_lab_runs_a_tiny_scenario_and_leaves_nothing_behind() -> anyhow::Result<()
     // A lower bound is a lower bound: no cinema beats B(k) (5% for the poll and publish timing).
     let p50 = report.cdf.slowdown.p50.context("p50")?;
     assert!(p50 >= 0.95 && report.cdf.slowdown.max.context("max")? >= p50, "{text}");
+    // isp-a's border is shaped and no seeder is inside: B(k) with the borders is higher, still a bound.
+    let bordered = report.cdf.bordered.context("lab-tiny shapes isp-a's border")?;
+    let b50 = bordered.p50.context("bordered p50")?;
+    assert!((0.95..=p50).contains(&b50), "{b50} against {p50}: {text}");
     // The daemon counts a chunk as sent when it hands it to the stream, so over a few seconds the
     // utilisation can read a little above 1; far above would mean the shaping failed.
     assert!(report.seeder_utilisation > 0.2 && report.seeder_utilisation <= 1.5, "{text}");
