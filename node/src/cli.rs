@@ -10,7 +10,7 @@ use anyhow::{bail, Context};
 use cinemesh_overlay::catalogue::{
     Body, Entry, Keypair, Member, Policy, Publish, RateWindow, SignedEntry, Targets,
 };
-use cinemesh_overlay::config::ByteSize;
+use cinemesh_overlay::config::{ByteSize, ChunkSize};
 use cinemesh_overlay::content::{self, Manifest};
 use cinemesh_overlay::net::client::{FilmStatus, PeerStatus, Status};
 use cinemesh_overlay::ContentId;
@@ -55,9 +55,9 @@ pub enum Command {
     Manifest {
         /// File or directory.
         path: PathBuf,
-        /// Chunk size (a power of two, 64KiB..64MiB).
-        #[arg(long, default_value = "4MiB")]
-        chunk_size: ByteSize,
+        /// Chunk size: `auto` (from the content's size) or a power of two, 64KiB..64MiB.
+        #[arg(long, default_value = "auto")]
+        chunk_size: ChunkSize,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -212,9 +212,10 @@ pub struct PublishArgs {
     /// Deadline, RFC 3339 (e.g. 2026-12-01T18:00:00Z).
     #[arg(long)]
     deadline: Option<String>,
-    /// Chunk size.
-    #[arg(long, default_value = "4MiB")]
-    chunk_size: ByteSize,
+    /// Chunk size: `auto` (from the content's size: 4MiB from 2GiB up, smaller below, at least 256KiB)
+    /// or a power of two, 64KiB..64MiB.
+    #[arg(long, default_value = "auto")]
+    chunk_size: ChunkSize,
 }
 
 /// `cinemesh run` flags; each overrides the config file.
@@ -366,8 +367,10 @@ pub fn run() -> anyhow::Result<ExitCode> {
             );
         }
         Command::Manifest { path, chunk_size, json } => {
-            let chunk = content::check_chunk_size(chunk_size.0)?;
-            let m = Manifest::from_path(&path, chunk)?;
+            if let ChunkSize::Fixed(b) = chunk_size {
+                content::check_chunk_size(b.0)?;
+            }
+            let m = Manifest::scan(&path, chunk_size)?;
             let files = m.files().filter(|(_, e)| !e.is_dir()).count();
             if json {
                 let v = serde_json::json!({
@@ -744,11 +747,13 @@ async fn publish(args: PublishArgs) -> anyhow::Result<()> {
     let path = args.path.canonicalize().with_context(|| format!("cannot read {}", args.path.display()))?;
     let targets = parse_targets(&args.targets)?;
     let deadline = args.deadline.as_deref().map(parse_deadline).transpose()?;
-    let chunk = content::check_chunk_size(args.chunk_size.0)?;
+    if let ChunkSize::Fixed(b) = args.chunk_size {
+        content::check_chunk_size(b.0)?;
+    }
     eprintln!("hashing {} ...", path.display());
     let manifest = tokio::task::spawn_blocking({
-        let path = path.clone();
-        move || Manifest::from_path(&path, chunk)
+        let (path, chunk) = (path.clone(), args.chunk_size);
+        move || Manifest::scan(&path, chunk)
     })
     .await??;
     let base = content::base_dir(&path)?;

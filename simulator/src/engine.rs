@@ -700,7 +700,7 @@ impl<'a> Engine<'a> {
 
     fn chunk_len(&self, content: ContentId, index: u32) -> u64 {
         let f = film_of(&content) as usize;
-        let size = self.sc.chunk_size();
+        let size = self.sc.chunk_size(&self.sc.film[f]);
         let total = self.sc.film[f].size.0;
         size.min(total.saturating_sub(u64::from(index) * size))
     }
@@ -858,7 +858,7 @@ impl<'a> Engine<'a> {
             content: content_id(film),
             chunks: self.chunks[f],
             size: self.sc.film[f].size.0,
-            chunk_size: self.sc.chunk_size(),
+            chunk_size: self.sc.chunk_size(&self.sc.film[f]),
             deadline: self.sc.film[f].deadline.map(|d| publish + d),
             targeted: self.stats[xi].targeted[f],
         };

@@ -390,7 +390,7 @@ impl Scenario {
         for (i, film) in self.film.iter().enumerate() {
             let f = |k: &str| format!("film[{i}].{k}");
             check(film.size.0 >= 1, f("size"), "must be at least 1 byte")?;
-            let chunks = film.size.0.div_ceil(self.transfer.chunk_size.0);
+            let chunks = film.size.0.div_ceil(self.chunk_size(film));
             check(
                 chunks <= 1 << 22,
                 f("size"),
@@ -421,14 +421,14 @@ impl Scenario {
         Ok(())
     }
 
-    /// Bytes per chunk.
-    pub fn chunk_size(&self) -> u64 {
-        self.transfer.chunk_size.0
+    /// Bytes per chunk of `film`: `transfer.chunk_size` for its size, as the node's publish picks it.
+    pub fn chunk_size(&self, film: &Film) -> u64 {
+        self.transfer.chunk_size.for_size(film.size.0)
     }
 
-    /// Number of chunks of film `i`.
+    /// Number of chunks of `film`.
     pub fn chunks(&self, film: &Film) -> u32 {
-        film.size.0.div_ceil(self.transfer.chunk_size.0) as u32
+        film.size.0.div_ceil(self.chunk_size(film)) as u32
     }
 }
 

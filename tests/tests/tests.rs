@@ -310,6 +310,37 @@ async fn the_cli_pointed_at_no_daemon_says_so() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `cinemesh manifest` (and `publish`, which hashes the same way) picks the chunk size from the content's
+/// size unless told: a 3 MiB file gets 256 KiB chunks, `--chunk-size 1MiB` three chunks, and a size that
+/// is not a power of two is refused.
+#[test]
+fn the_chunk_size_is_picked_from_the_content_size_unless_given() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let file = tmp.path().join("trailer.mxf");
+    std::fs::write(&file, vec![7u8; 3 << 20])?;
+    let manifest = |extra: &[&str]| -> anyhow::Result<std::process::Output> {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_cinemesh-node"));
+        c.arg("manifest").arg(&file).arg("--json").args(extra);
+        Ok(c.output()?)
+    };
+    let json = |o: std::process::Output| -> anyhow::Result<serde_json::Value> {
+        anyhow::ensure!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        Ok(serde_json::from_slice(&o.stdout)?)
+    };
+    let auto = json(manifest(&[])?)?;
+    assert_eq!((auto["chunk_size"].as_u64(), auto["chunks"].as_u64()), (Some(256 << 10), Some(12)), "{auto}");
+    let fixed = json(manifest(&["--chunk-size", "1MiB"])?)?;
+    assert_eq!((fixed["chunk_size"].as_u64(), fixed["chunks"].as_u64()), (Some(1 << 20), Some(3)), "{fixed}");
+    let bad = manifest(&["--chunk-size", "3MiB"])?;
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("chunk size"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+    Ok(())
+}
+
 fn sign(key: &Keypair, seq: u64, body: Body) -> anyhow::Result<cinemesh_overlay::catalogue::SignedEntry> {
     Ok(Entry { key: key.public(), seq, issued_at: unix_now(), body }.sign(key)?)
 }

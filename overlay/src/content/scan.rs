@@ -22,6 +22,7 @@ use rayon::prelude::*;
 use super::error::ContentError;
 use super::manifest::{check_chunk_size, Manifest, MAX_ENTRIES};
 use super::path::RelPath;
+use crate::config::{ByteSize, ChunkSize};
 use crate::id::ChunkHash;
 
 /// A file found by the walk: its path in the content, where its bytes are read from, its size.
@@ -37,6 +38,12 @@ impl Manifest {
     /// See the [module doc](self) for what is followed and what is rejected.
     pub fn from_path(path: &Path, chunk_size: u32) -> Result<Manifest, ContentError> {
         check_chunk_size(u64::from(chunk_size))?;
+        Self::scan(path, ChunkSize::Fixed(ByteSize(u64::from(chunk_size))))
+    }
+
+    /// As [`from_path`](Self::from_path), the chunk size given by `chunk` for the content's total size
+    /// (`auto` picks it from the size: [`auto_chunk_size`](crate::config::auto_chunk_size)).
+    pub fn scan(path: &Path, chunk: ChunkSize) -> Result<Manifest, ContentError> {
         let root = fs::canonicalize(path).map_err(|e| ContentError::io(path, e))?;
         let meta = fs::metadata(&root).map_err(|e| ContentError::io(&root, e))?;
         let mut files = Vec::new();
@@ -49,6 +56,8 @@ impl Manifest {
         } else {
             return Err(special(&root, &meta.file_type()));
         }
+        let total: u64 = files.iter().map(|f| f.size).sum();
+        let chunk_size = check_chunk_size(chunk.for_size(total))?;
         let hashes = hash_files(&files, chunk_size)?;
         let mut hashes = hashes.into_iter();
         let mut out = Vec::with_capacity(files.len());
