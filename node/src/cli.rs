@@ -367,9 +367,6 @@ pub fn run() -> anyhow::Result<ExitCode> {
             );
         }
         Command::Manifest { path, chunk_size, json } => {
-            if let ChunkSize::Fixed(b) = chunk_size {
-                content::check_chunk_size(b.0)?;
-            }
             let m = Manifest::scan(&path, chunk_size)?;
             let files = m.files().filter(|(_, e)| !e.is_dir()).count();
             if json {
@@ -747,9 +744,6 @@ async fn publish(args: PublishArgs) -> anyhow::Result<()> {
     let path = args.path.canonicalize().with_context(|| format!("cannot read {}", args.path.display()))?;
     let targets = parse_targets(&args.targets)?;
     let deadline = args.deadline.as_deref().map(parse_deadline).transpose()?;
-    if let ChunkSize::Fixed(b) = args.chunk_size {
-        content::check_chunk_size(b.0)?;
-    }
     eprintln!("hashing {} ...", path.display());
     let manifest = tokio::task::spawn_blocking({
         let (path, chunk) = (path.clone(), args.chunk_size);

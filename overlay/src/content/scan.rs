@@ -37,7 +37,6 @@ impl Manifest {
     /// `chunk_size` bytes (a power of two in [`CHUNK_SIZE_RANGE`](crate::config::CHUNK_SIZE_RANGE)).
     /// See the [module doc](self) for what is followed and what is rejected.
     pub fn from_path(path: &Path, chunk_size: u32) -> Result<Manifest, ContentError> {
-        check_chunk_size(u64::from(chunk_size))?;
         Self::scan(path, ChunkSize::Fixed(ByteSize(u64::from(chunk_size))))
     }
 

@@ -116,33 +116,25 @@ pub struct Built {
     pub timeline: String,
 }
 
-/// Sums cumulative `(t, value)` series, sampled at the times of the first.
-fn sum_series<'a>(series: impl Iterator<Item = &'a [(f64, f64)]>) -> Vec<(f64, f64)> {
-    let mut sum: Vec<(f64, f64)> = Vec::new();
+/// Per-bin rates (bytes/s) of several cumulative series, summed: each node's own samples, whenever they
+/// were taken (a late or restarted daemon has fewer).
+fn summed_rates<'a>(series: impl Iterator<Item = &'a [(f64, f64)]>, end: f64, bin: f64) -> Vec<f64> {
+    let mut sum = vec![0.0; (end / bin).ceil().max(1.0) as usize];
     for s in series {
-        if sum.is_empty() {
-            sum = s.to_vec();
-        } else {
-            sum = sum.iter().map(|&(t, v)| (t, v + at(s, t))).collect();
+        for (acc, r) in sum.iter_mut().zip(rates(s, end, bin)) {
+            *acc += r;
         }
     }
     sum
 }
 
-/// `timeline.csv` of the lab, as the simulator writes it for its run: per bin of `bin` seconds from time 0
-/// to `end`, the superseeders' and the cinemas' upload in Mbit/s (from the daemons' bytes handed to
-/// streams, polled every second) and the fleet's upload utilisation against `capacity` bytes/s (u_s +
-/// sum of u_i). Side by side with the prediction's it shows where the real daemons lose time.
-pub fn timeline_csv(
-    seeders: &[(f64, f64)],
-    cinemas: &[(f64, f64)],
-    capacity: f64,
-    end: f64,
-    bin: f64,
-) -> String {
-    let (s, c) = (rates(seeders, end, bin), rates(cinemas, end, bin));
+/// `timeline.csv` of the lab, as the simulator writes it for its run: per bin of `bin` seconds from time 0,
+/// the superseeders' and the cinemas' upload rates `s` and `c` (bytes/s, from the daemons' bytes handed to
+/// streams, polled every second) in Mbit/s, and the fleet's upload utilisation against `capacity` bytes/s
+/// (u_s + sum of u_i). Side by side with the prediction's it shows where the real daemons lose time.
+pub fn timeline_csv(s: &[f64], c: &[f64], capacity: f64, bin: f64) -> String {
     let mut out = String::from("t_s,superseeders_out_mbit_s,cinemas_up_mbit_s,fleet_up_utilisation\n");
-    for (i, (a, b)) in s.iter().zip(&c).enumerate() {
+    for (i, (a, b)) in s.iter().zip(c).enumerate() {
         let used = if capacity > 0.0 { (a + b) / capacity } else { 0.0 };
         out.push_str(&format!("{:.0},{:.1},{:.1},{used:.3}\n", i as f64 * bin, a * 8e-6, b * 8e-6));
     }
@@ -247,15 +239,13 @@ pub fn build(sc: &Scenario, seed: u64, topo: &Topology, targets: &[Vec<bool>], m
         .collect();
     let u_s = sc.seeders.up.0 * f64::from(sc.seeders.count);
     let seeders: Vec<usize> = (0..n).filter(|&i| topo.nodes[i].seeder).collect();
-    let sent = sum_series(seeders.iter().map(|&s| m.nodes[s].sent.as_slice()));
-    let cinemas_sent =
-        sum_series((0..n).filter(|&i| !topo.nodes[i].seeder).map(|i| m.nodes[i].sent.as_slice()));
     let capacity: f64 = topo.nodes.iter().map(|x| x.up).sum();
     let bin = bin_width(m.end);
-    let timeline = timeline_csv(&sent, &cinemas_sent, capacity, m.end, bin);
-    let egress = rates(&sent, m.end, bin);
+    let egress = summed_rates(seeders.iter().map(|&s| m.nodes[s].sent.as_slice()), m.end, bin);
+    let cinemas = (0..n).filter(|&i| !topo.nodes[i].seeder).map(|i| m.nodes[i].sent.as_slice());
+    let timeline = timeline_csv(&egress, &summed_rates(cinemas, m.end, bin), capacity, bin);
     let last = films[0].t_measured.map_or(m.end, |t| p0 + t);
-    let busy_sent = at(&sent, last) - at(&sent, p0);
+    let busy_sent: f64 = seeders.iter().map(|&s| at(&m.nodes[s].sent, last) - at(&m.nodes[s].sent, p0)).sum();
     let mut isp_matrix = vec![vec![0u64; topo.isps.len()]; topo.isps.len()];
     for (i, node) in topo.nodes.iter().enumerate() {
         for (isp, bytes) in m.nodes[i].from_peer.values() {
@@ -399,14 +389,17 @@ mod tests {
 
     #[test]
     fn the_lab_timeline_bins_what_the_daemons_sent() {
-        // Superseeders: 1 MB/s for 4 s. Two cinemas: 0.5 MB/s each for the first 2 s, then idle.
-        let seeders = sum_series([&[(0.0, 0.0), (4.0, 4e6)][..]].into_iter());
-        let cinemas = sum_series(
-            [&[(0.0, 0.0), (2.0, 1e6), (4.0, 1e6)][..], &[(0.0, 0.0), (2.0, 1e6)][..]].into_iter(),
+        // Superseeders: 1 MB/s for 4 s. Two cinemas: 0.5 MB/s each for the first 2 s, then idle; the first
+        // was polled from 1 s on, the second only until 2 s.
+        let seeders = summed_rates([&[(0.0, 0.0), (4.0, 4e6)][..]].into_iter(), 4.0, 2.0);
+        let cinemas = summed_rates(
+            [&[(1.0, 0.5e6), (2.0, 1e6), (4.0, 1e6)][..], &[(0.0, 0.0), (2.0, 1e6)][..]].into_iter(),
+            4.0,
+            2.0,
         );
-        assert_eq!(cinemas, vec![(0.0, 0.0), (2.0, 2e6), (4.0, 2e6)]);
+        assert_eq!(cinemas, vec![1e6, 0.0]);
         // Capacity 3 MB/s: 2 MB/s used in the first bin, 1 MB/s in the second.
-        let csv = timeline_csv(&seeders, &cinemas, 3e6, 4.0, 2.0);
+        let csv = timeline_csv(&seeders, &cinemas, 3e6, 2.0);
         assert_eq!(
             csv,
             "t_s,superseeders_out_mbit_s,cinemas_up_mbit_s,fleet_up_utilisation\n0,8.0,8.0,0.667\n2,8.0,0.0,0.333\n"
