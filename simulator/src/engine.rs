@@ -229,6 +229,10 @@ pub struct Outcome {
     pub recorded: Vec<String>,
     /// Events processed per kind, in the order of [`EVENT_KINDS`]: where the simulator's time goes.
     pub events_by_kind: Vec<u64>,
+    /// The bandwidth model's grid, seconds.
+    pub rate_quantum_secs: f64,
+    /// Median chunk transfer time (flow start to end, about 9% resolution), seconds; `None` without any.
+    pub transfer_p50_secs: Option<f64>,
 }
 
 /// Progress callback: (chunks received so far, chunks needed in all).
@@ -311,6 +315,29 @@ pub struct Engine<'a> {
     ticks: u64,
     progress: Option<ProgressFn<'a>>,
     kinds: [u64; EVENT_KINDS.len()],
+    /// Chunk transfers by duration ([`DURATION_BUCKETS`] per octave from 1 ms): the quantum's self-check.
+    durations: Vec<u64>,
+}
+
+/// Buckets per octave of the transfer-duration histogram (about 9% wide).
+const DURATION_BUCKETS: f64 = 8.0;
+
+/// The histogram bucket of a transfer of `secs`.
+fn duration_bucket(secs: f64) -> usize {
+    ((secs.max(1e-3) / 1e-3).log2() * DURATION_BUCKETS).floor().min(400.0) as usize
+}
+
+/// The median of a duration histogram, seconds (the bucket's upper edge); `None` when empty.
+fn histogram_median(hist: &[u64]) -> Option<f64> {
+    let total: u64 = hist.iter().sum();
+    let mut seen = 0;
+    for (b, &n) in hist.iter().enumerate() {
+        seen += n;
+        if total > 0 && seen * 2 >= total {
+            return Some(1e-3 * 2f64.powf((b + 1) as f64 / DURATION_BUCKETS));
+        }
+    }
+    None
 }
 
 impl std::fmt::Debug for Engine<'_> {
@@ -323,7 +350,7 @@ impl<'a> Engine<'a> {
     /// Builds the world for `sc` with `seed`.
     pub fn new(sc: &'a Scenario, seed: u64) -> Self {
         let (topo, targets, rng) = world(sc, seed);
-        let mut net = Network::new(sc.sim.rate_quantum.as_micros() as u64);
+        let mut net = Network::new(sc.rate_quantum().as_micros() as u64);
         let n = topo.len();
         let films = sc.film.len();
         let chunks: Vec<u32> = sc.film.iter().map(|f| sc.chunks(f)).collect();
@@ -445,6 +472,7 @@ impl<'a> Engine<'a> {
             ticks: 0,
             progress: None,
             kinds: [0; EVENT_KINDS.len()],
+            durations: vec![0; 402],
         };
         e.schedule_churn();
         for (f, film) in sc.film.iter().enumerate() {
@@ -775,6 +803,7 @@ impl<'a> Engine<'a> {
         self.flows.remove(&t.upload);
         self.uploads.remove(&t.upload);
         self.transfers_done += 1;
+        self.durations[duration_bucket(self.now.saturating_since(t.start).as_secs_f64())] += 1;
         let (dl, ul) = (t.dl as usize, t.ul as usize);
         let (ui, di) = (self.topo.nodes[ul].isp as usize, self.topo.nodes[dl].isp as usize);
         self.isp_matrix[ui][di] += t.bytes;
@@ -980,6 +1009,8 @@ impl<'a> Engine<'a> {
             ticks: self.ticks,
             recorded,
             events_by_kind: self.kinds.to_vec(),
+            rate_quantum_secs: self.sc.rate_quantum().as_secs_f64(),
+            transfer_p50_secs: histogram_median(&self.durations),
         }
     }
 }

@@ -210,8 +210,8 @@ impl Default for Peers {
 #[serde(default, deny_unknown_fields)]
 pub struct SimConfig {
     /// Bandwidth shares are recomputed on this grid; a flow started between two ticks waits for the next.
-    #[serde(with = "human_duration")]
-    pub rate_quantum: Duration,
+    /// `auto` (the default): from the chunk size ([`Scenario::rate_quantum`]).
+    pub rate_quantum: RateQuantum,
     /// Stop at this virtual time even if some targets are incomplete.
     #[serde(with = "human_duration")]
     pub horizon: Duration,
@@ -229,13 +229,71 @@ pub struct SimConfig {
 impl Default for SimConfig {
     fn default() -> Self {
         Self {
-            rate_quantum: Duration::from_millis(500),
+            rate_quantum: RateQuantum::Auto,
             horizon: Duration::from_secs(14 * 24 * 3600),
             max_events: 2_000_000_000,
             kad_k: 20,
             kad_alpha: 3,
             record_engine: false,
         }
+    }
+}
+
+/// The bandwidth model's time grid (`sim.rate_quantum`): `auto` or a duration (`50ms`).
+///
+/// Every chunk transfer loses up to one quantum at its start (it waits for the next tick) and one at its end
+/// (its share idles until the next tick), so the quantum must be small against a chunk's transfer time:
+/// with 4 MiB chunks a fleet flow takes about a second, and a 1 s quantum made the 350-cinema fleet's
+/// point slowdown p90 2.63 where 50 ms gives 1.91 (docs/benchmarks.md). Each tick recomputes every flow's
+/// rate, so a smaller quantum costs wall time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RateQuantum {
+    /// [`AUTO_QUANTUM_RATE`]: a chunk's bytes at that rate, within [`AUTO_QUANTUM_RANGE`].
+    #[default]
+    Auto,
+    /// This grid, whatever the chunk size.
+    Fixed(Duration),
+}
+
+/// `auto` gives one quantum per chunk at this rate (bytes/s): 50 ms for 4 MiB chunks, about a twentieth of
+/// the second a 4 MiB chunk takes at the 30 Mbit/s a fleet flow gets (a superseeder's 1 Gbit/s among 32
+/// uploads); 800 ms for 64 MiB chunks; 6 ms for 512 KiB.
+pub const AUTO_QUANTUM_RATE: f64 = 80.0 * 1024.0 * 1024.0;
+
+/// The grid `auto` picks from.
+pub const AUTO_QUANTUM_RANGE: std::ops::RangeInclusive<Duration> =
+    Duration::from_millis(1)..=Duration::from_secs(1);
+
+impl std::str::FromStr for RateQuantum {
+    type Err = String;
+    fn from_str(input: &str) -> Result<Self, Self::Err> {
+        if input.trim().eq_ignore_ascii_case("auto") {
+            return Ok(RateQuantum::Auto);
+        }
+        humantime::parse_duration(input.trim())
+            .map(RateQuantum::Fixed)
+            .map_err(|e| format!("{e} in {input:?} (expected \"auto\" or e.g. \"50ms\")"))
+    }
+}
+
+impl std::fmt::Display for RateQuantum {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RateQuantum::Auto => f.write_str("auto"),
+            RateQuantum::Fixed(d) => write!(f, "{}", humantime::format_duration(*d)),
+        }
+    }
+}
+
+impl Serialize for RateQuantum {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for RateQuantum {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -414,7 +472,11 @@ impl Scenario {
         check(fraction(p.same_isp), "peers.same_isp", "must be between 0 and 1")?;
         check(p.seeder_links >= 1, "peers.seeder_links", "must be at least 1")?;
         let sim = &self.sim;
-        check(!sim.rate_quantum.is_zero(), "sim.rate_quantum", "must be greater than zero")?;
+        check(
+            sim.rate_quantum != RateQuantum::Fixed(Duration::ZERO),
+            "sim.rate_quantum",
+            "must be greater than zero",
+        )?;
         check(!sim.horizon.is_zero(), "sim.horizon", "must be greater than zero")?;
         check(sim.kad_k >= 2, "sim.kad_k", "must be at least 2")?;
         check(sim.kad_alpha >= 1, "sim.kad_alpha", "must be at least 1")?;
@@ -429,6 +491,21 @@ impl Scenario {
     /// Number of chunks of `film`.
     pub fn chunks(&self, film: &Film) -> u32 {
         film.size.0.div_ceil(self.chunk_size(film)) as u32
+    }
+
+    /// The bandwidth model's grid: `sim.rate_quantum`, or for `auto` the smallest film chunk's bytes at
+    /// [`AUTO_QUANTUM_RATE`], within [`AUTO_QUANTUM_RANGE`] (the upper end without films).
+    pub fn rate_quantum(&self) -> Duration {
+        match self.sim.rate_quantum {
+            RateQuantum::Fixed(d) => d,
+            RateQuantum::Auto => {
+                let chunk = self.film.iter().map(|f| self.chunk_size(f)).min();
+                let d = chunk.map_or(*AUTO_QUANTUM_RANGE.end(), |c| {
+                    Duration::from_secs_f64(c as f64 / AUTO_QUANTUM_RATE)
+                });
+                d.clamp(*AUTO_QUANTUM_RANGE.start(), *AUTO_QUANTUM_RANGE.end())
+            }
+        }
     }
 }
 
@@ -522,5 +599,29 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("out of range"), "{e}");
+    }
+
+    #[test]
+    fn the_rate_quantum_follows_the_chunk_size_unless_given() {
+        let quantum = |sets: &[&str]| {
+            let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+            Scenario::parse(crate::testing::MINI, "mini", &sets).map(|s| s.rate_quantum())
+        };
+        // MINI's 64 MiB film gets 256 KiB chunks (auto): 3.1 ms.
+        assert_eq!(quantum(&[]).unwrap(), Duration::from_micros(3125));
+        assert_eq!(quantum(&["transfer.chunk_size=4MiB"]).unwrap(), Duration::from_millis(50));
+        assert_eq!(quantum(&["transfer.chunk_size=64MiB"]).unwrap(), Duration::from_millis(800));
+        assert_eq!(quantum(&["transfer.chunk_size=64KiB"]).unwrap(), Duration::from_millis(1), "clamped");
+        assert_eq!(quantum(&["sim.rate_quantum=20ms"]).unwrap(), Duration::from_millis(20));
+        assert_eq!(
+            quantum(&["sim.rate_quantum=AUTO", "transfer.chunk_size=4MiB"]).unwrap(),
+            Duration::from_millis(50)
+        );
+        let e = quantum(&["sim.rate_quantum=0s"]).unwrap_err().to_string();
+        assert!(e.contains("sim.rate_quantum") && e.contains("greater than zero"), "{e}");
+        let e = quantum(&["sim.rate_quantum=fast"]).unwrap_err().to_string();
+        assert!(e.contains("auto") && e.contains("\"fast\""), "{e}");
+        assert_eq!(RateQuantum::Fixed(Duration::from_millis(50)).to_string(), "50ms");
+        assert_eq!("50ms".parse::<RateQuantum>().unwrap(), RateQuantum::Fixed(Duration::from_millis(50)));
     }
 }

@@ -165,3 +165,20 @@ fn the_timeline_accounts_for_every_byte_and_never_exceeds_the_fleet_capacity() {
     }
     assert!(rows as f64 >= o.end_secs / o.egress_bin_secs - 1.0, "{rows} rows for {} s", o.end_secs);
 }
+
+#[test]
+fn a_coarse_rate_quantum_is_reported_and_auto_is_not() {
+    // small-8's 4 MiB chunks take about 3 s: a 2 s grid loses up to 2 s at each end of every transfer.
+    let coarse = scenario("small-8.toml", &["sim.rate_quantum=2s"]);
+    let (_, slow) = simulate(&coarse, 3, None).unwrap();
+    assert_eq!(slow.rate_quantum_s, 2.0);
+    assert_eq!(slow.warnings.len(), 1, "{:?}", slow.warnings);
+    assert!(slow.warnings[0].contains("sim.rate_quantum 2000 ms"), "{:?}", slow.warnings);
+    let fine = scenario("small-8.toml", &["sim.rate_quantum=auto"]);
+    let (_, fast) = simulate(&fine, 3, None).unwrap();
+    assert!(fast.warnings.is_empty(), "{:?}", fast.warnings);
+    assert!(fast.rate_quantum_s < 0.1 * fast.transfer_p50_s.unwrap());
+    // The coarse grid's lost time shows: the same seed finishes later.
+    let (t_slow, t_fast) = (slow.t_measured.unwrap(), fast.t_measured.unwrap());
+    assert!(t_slow > 1.1 * t_fast, "coarse {t_slow:.1} s against auto {t_fast:.1} s");
+}
