@@ -667,36 +667,46 @@ impl<P: PeerKey> Scheduler<P> {
 
     /// A peer now has one more chunk. Returns true when that made the peer worth asking again (it was idle
     /// for want of a chunk we need): only then can [`poll_output`](Self::poll_output) decide anything new.
-    pub fn peer_has(&mut self, _now: Time, peer: &P, content: &ContentId, chunk: u32) -> bool {
+    pub fn peer_has(&mut self, now: Time, peer: &P, content: &ContentId, chunk: u32) -> bool {
+        self.peer_has_many(now, peer, content, &[chunk])
+    }
+
+    /// `peer` gained `chunks` of `content` (one have batch): as [`peer_has`](Self::peer_has) for each, with
+    /// one lookup of the peer and the content for the batch. True when the peer was woken.
+    pub fn peer_has_many(&mut self, _now: Time, peer: &P, content: &ContentId, chunks: &[u32]) -> bool {
         let Some((idx, slot)) = self.lookup(peer, content) else {
-            self.stats.ignored += 1;
+            self.stats.ignored += chunks.len() as u64;
             return false;
         };
         let Some(c) = self.contents[slot as usize].as_mut() else { return false };
         let Some(r) = c.rarity.as_mut() else { return false };
         let n = c.have.len();
-        if chunk >= n {
-            self.stats.ignored += 1;
-            return false;
-        }
         let Some(p) = self.peers[idx as usize].as_mut() else { return false };
         if p.have.len() <= slot as usize {
             p.have.resize_with(slot as usize + 1, || None);
         }
         let bits = p.have[slot as usize].get_or_insert_with(|| Bitfield::new(n));
-        if !bits.set(chunk) || c.have.get(chunk) {
-            return false;
+        let local_first = self.policy.local_first;
+        let mut wake = false;
+        for &chunk in chunks {
+            if chunk >= n {
+                self.stats.ignored += 1;
+                continue;
+            }
+            if !bits.set(chunk) || c.have.get(chunk) {
+                continue;
+            }
+            r.inc(chunk);
+            if p.counted {
+                local_inc(&mut c.local, &mut c.gaps, chunk);
+            }
+            let eligible = p.same_isp || p.seeder || !local_first || c.gaps.get(chunk);
+            wake |= p.idle && ((r.is_candidate(chunk) && eligible) || c.endgame);
         }
-        r.inc(chunk);
-        if p.counted {
-            local_inc(&mut c.local, &mut c.gaps, chunk);
-        }
-        let eligible = p.same_isp || p.seeder || !self.policy.local_first || c.gaps.get(chunk);
-        if p.idle && ((r.is_candidate(chunk) && eligible) || c.endgame) {
+        if wake {
             self.wake(idx);
-            return true;
         }
-        false
+        wake
     }
 
     /// A peer reported its load (0..=1).

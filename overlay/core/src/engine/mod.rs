@@ -955,10 +955,7 @@ impl<P: PeerKey> Engine<P> {
     /// `peer` gained `chunks` of `content`.
     pub fn have(&mut self, now: Time, peer: &P, content: &ContentId, chunks: &[u32]) {
         self.input("have");
-        let mut woke = false;
-        for &c in chunks {
-            woke |= self.scheduler.peer_has(now, peer, content, c);
-        }
+        let woke = self.scheduler.peer_has_many(now, peer, content, chunks);
         // A have changes what the scheduler can decide only by waking a peer idle for want of a chunk.
         if woke {
             self.drive(now);
