@@ -59,6 +59,24 @@ pub struct Network {
     on_link: Vec<Vec<u32>>,
     touched: Vec<LinkId>,
     frozen: Vec<bool>,
+    /// Which slots hold a flow in progress, one bit each: every pass walks these alone, in slot order, so a
+    /// tick late in a run (a few slow flows left in a table sized by the busiest moment) costs little.
+    alive: Vec<u64>,
+}
+
+/// The slots whose bit is set in `bits`, in increasing order.
+fn ones(bits: &[u64]) -> impl Iterator<Item = usize> + '_ {
+    bits.iter().enumerate().flat_map(|(w, &word)| {
+        let mut x = word;
+        std::iter::from_fn(move || {
+            if x == 0 {
+                return None;
+            }
+            let b = x.trailing_zeros() as usize;
+            x &= x - 1;
+            Some(w * 64 + b)
+        })
+    })
 }
 
 impl Network {
@@ -77,6 +95,7 @@ impl Network {
             on_link: Vec::new(),
             touched: Vec::new(),
             frozen: Vec::new(),
+            alive: Vec::new(),
         }
     }
 
@@ -114,15 +133,20 @@ impl Network {
             |gen| Flow { links: l, n_links: n as u8, remaining: bytes as f64, rate: 0.0, gen, alive: true };
         self.dirty = true;
         self.live += 1;
-        if let Some(i) = self.free.pop() {
+        let id = if let Some(i) = self.free.pop() {
             let gen = self.flows[i as usize].gen.wrapping_add(1);
             self.flows[i as usize] = flow(gen);
             FlowId { index: i, gen }
         } else {
             self.flows.push(flow(0));
             self.frozen.push(false);
+            if self.alive.len() * 64 < self.flows.len() {
+                self.alive.push(0);
+            }
             FlowId { index: (self.flows.len() - 1) as u32, gen: 0 }
-        }
+        };
+        self.alive[id.index as usize / 64] |= 1 << (id.index % 64);
+        id
     }
 
     /// True when the handle names a flow in progress.
@@ -143,6 +167,7 @@ impl Network {
         let f = &mut self.flows[id.index as usize];
         f.alive = false;
         f.rate = 0.0;
+        self.alive[id.index as usize / 64] &= !(1 << (id.index % 64));
         self.free.push(id.index);
         self.live -= 1;
         self.dirty = true;
@@ -155,7 +180,8 @@ impl Network {
     pub fn tick(&mut self, now: Time) -> (Vec<(FlowId, Time)>, Option<Time>) {
         let dt = now.0.saturating_sub(self.last_tick.0) as f64 / 1e6;
         self.last_tick = now;
-        for f in self.flows.iter_mut().filter(|f| f.alive) {
+        for i in ones(&self.alive) {
+            let f = &mut self.flows[i];
             f.remaining = (f.remaining - f.rate * dt).max(0.0);
         }
         if self.dirty {
@@ -165,7 +191,8 @@ impl Network {
         let window_end = now.0.saturating_add(self.quantum);
         let mut done = Vec::new();
         let mut earliest = u64::MAX;
-        for (i, f) in self.flows.iter().enumerate().filter(|(_, f)| f.alive) {
+        for i in ones(&self.alive) {
+            let f = &self.flows[i];
             if f.rate <= 0.0 {
                 continue;
             }
@@ -187,11 +214,10 @@ impl Network {
             self.cnt[l as usize] = 0;
         }
         self.touched.clear();
-        for (i, f) in self.flows.iter().enumerate() {
-            self.frozen[i] = !f.alive;
-            if !f.alive {
-                continue;
-            }
+        // Only alive flows are ever on a link's list, so only their `frozen` marks are read.
+        for i in ones(&self.alive) {
+            self.frozen[i] = false;
+            let f = &self.flows[i];
             for &l in &f.links[..f.n_links as usize] {
                 let li = l as usize;
                 if self.caps[li].is_finite() {
@@ -242,9 +268,9 @@ impl Network {
             }
             self.cnt[li] = 0;
         }
-        for (i, f) in self.flows.iter_mut().enumerate() {
-            if f.alive && !self.frozen[i] {
-                f.rate = UNLIMITED;
+        for i in ones(&self.alive) {
+            if !self.frozen[i] {
+                self.flows[i].rate = UNLIMITED;
             }
         }
     }
