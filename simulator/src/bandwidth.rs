@@ -4,6 +4,11 @@
 //! both ISPs when set, the downloader's download link). Rates are the max-min fair allocation: fill every
 //! flow's rate equally until some link saturates, freeze the flows crossing it, go on with the rest.
 //!
+//! A flow may also load a link it does not cross, by a share of its rate (the ACKs of a download on the
+//! downloader's upload link): that load is taken off the link's capacity before the filling, at the rate
+//! the flow had after the previous recomputation (a quantum old), and never limits the flow itself, as
+//! small ACK packets are not held to the data flows' share of a busy uplink.
+//!
 //! Rates are recomputed on a time grid (`sim.rate_quantum`), not on every flow start and end: a flow
 //! started between two ticks gets rate 0 until the next tick, a finished flow frees its share at the next
 //! tick. Between ticks rates are constant, so a completion inside the window is exact. This keeps the cost
@@ -41,6 +46,8 @@ struct Flow {
     rate: f64,
     gen: u32,
     alive: bool,
+    /// A link loaded by `share x rate` that does not limit the flow (its ACKs).
+    side: Option<(LinkId, f64)>,
 }
 
 /// Links, flows and their rates.
@@ -126,11 +133,29 @@ impl Network {
     /// Starts a flow of `bytes` over `links` (at most [`MAX_LINKS`]; extra links are ignored). Its rate is 0
     /// until the next [`tick`](Self::tick), which the caller must schedule at [`ceil_tick`](Self::ceil_tick).
     pub fn add_flow(&mut self, links: &[LinkId], bytes: u64) -> FlowId {
+        self.add_flow_with_side_load(links, None, bytes)
+    }
+
+    /// As [`add_flow`](Self::add_flow), and the flow loads `side` (a link, a share of its rate) without
+    /// being limited by it.
+    pub fn add_flow_with_side_load(
+        &mut self,
+        links: &[LinkId],
+        side: Option<(LinkId, f64)>,
+        bytes: u64,
+    ) -> FlowId {
         let mut l = [0; MAX_LINKS];
         let n = links.len().min(MAX_LINKS);
         l[..n].copy_from_slice(&links[..n]);
-        let flow =
-            |gen| Flow { links: l, n_links: n as u8, remaining: bytes as f64, rate: 0.0, gen, alive: true };
+        let flow = |gen| Flow {
+            links: l,
+            n_links: n as u8,
+            remaining: bytes as f64,
+            rate: 0.0,
+            gen,
+            alive: true,
+            side,
+        };
         self.dirty = true;
         self.live += 1;
         let id = if let Some(i) = self.free.pop() {
@@ -227,6 +252,16 @@ impl Network {
                     }
                     self.cnt[li] += 1;
                     self.on_link[li].push(i as u32);
+                }
+            }
+        }
+        // Side loads at the previous rates come off the capacity of the links flows cross.
+        for i in ones(&self.alive) {
+            let f = &self.flows[i];
+            if let Some((l, share)) = f.side {
+                let li = l as usize;
+                if self.cnt[li] > 0 && f.rate < UNLIMITED {
+                    self.rem[li] -= share * f.rate;
                 }
             }
         }
@@ -353,6 +388,33 @@ mod tests {
         assert_eq!(next, Some(s(14.0)));
         let (done, _) = net.tick(s(14.0));
         assert_eq!(done, vec![(f1, s(14.0))]);
+    }
+
+    #[test]
+    fn a_side_load_takes_its_share_off_the_link_without_limiting_its_flow() {
+        // Node A's uplink (100) serves B; B's download (1000) comes from C over C's uplink (500), and B's
+        // ACKs load B's uplink (100) by 0.1 of that download. B's uplink then carries a flow to D.
+        let mut net = Network::new(1000);
+        let (a_up, c_up, b_down, b_up, d_down) = (
+            net.add_link(100.0),
+            net.add_link(500.0),
+            net.add_link(1000.0),
+            net.add_link(100.0),
+            net.add_link(1e9),
+        );
+        let to_b = net.add_flow_with_side_load(&[c_up, b_down], Some((b_up, 0.1)), 1 << 30);
+        let from_b = net.add_flow(&[b_up, d_down], 1 << 30);
+        let other = net.add_flow(&[a_up], 1 << 30);
+        net.tick(Time::ZERO);
+        // The first allocation knows no previous rate: no side load yet.
+        assert_eq!(
+            (net.rate(to_b), net.rate(from_b), net.rate(other)),
+            (Some(500.0), Some(100.0), Some(100.0))
+        );
+        // The next takes 0.1 x 500 off B's uplink; the download itself is not held to B's uplink share.
+        net.remove_flow(other);
+        net.tick(Time(1000));
+        assert_eq!((net.rate(to_b), net.rate(from_b)), (Some(500.0), Some(50.0)));
     }
 
     #[test]

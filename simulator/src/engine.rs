@@ -354,17 +354,19 @@ impl<'a> Engine<'a> {
         let n = topo.len();
         let films = sc.film.len();
         let chunks: Vec<u32> = sc.film.iter().map(|f| sc.chunks(f)).collect();
+        // Links carry payload: every capacity is scaled by the payload's share of the bytes on the wire.
+        let ps = sc.sim.payload_share;
         let mut egress_link = Vec::new();
         let mut ingress_link = Vec::new();
         for isp in &sc.isp {
-            let t = isp.transit.map(|r| r.0);
+            let t = isp.transit.map(|r| r.0 * ps);
             egress_link.push(t.map(|c| net.add_link(c)));
             ingress_link.push(t.map(|c| net.add_link(c)));
         }
         let mut nodes = Vec::with_capacity(n);
         for (i, node) in topo.nodes.iter().enumerate() {
-            let up = net.add_link(node.up);
-            let down = net.add_link(node.down);
+            let up = net.add_link(node.up * ps);
+            let down = net.add_link(node.down * ps);
             let role = if node.seeder { Role::Superseeder } else { Role::Cinema };
             let mut transfer = sc.transfer.clone();
             if node.seeder {
@@ -750,7 +752,11 @@ impl<'a> Engine<'a> {
                     links.extend(self.ingress_link[b.isp as usize]);
                 }
                 links.push(self.nodes[u.dl as usize].down);
-                let flow = self.net.add_flow(&links, len);
+                // The ACKs coming back load the downloader's uplink (links carry payload: see `Engine::new`).
+                let acks = (self.sc.sim.ack_share > 0.0).then(|| {
+                    (self.nodes[u.dl as usize].up, self.sc.sim.ack_share * self.sc.sim.payload_share)
+                });
+                let flow = self.net.add_flow_with_side_load(&links, acks, len);
                 let ix = flow.index as usize;
                 if self.transfers.len() <= ix {
                     self.transfers.resize(ix + 1, None);

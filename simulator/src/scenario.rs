@@ -212,6 +212,12 @@ pub struct SimConfig {
     /// Bandwidth shares are recomputed on this grid; a flow started between two ticks waits for the next.
     /// `auto` (the default): from the chunk size ([`Scenario::rate_quantum`]).
     pub rate_quantum: RateQuantum,
+    /// Payload bytes per byte on the wire (TCP over IPv4 with timestamps in Ethernet frames: 1448 of 1514);
+    /// a flow's payload rate loads its data links by the inverse. 1.0: an ideal link.
+    pub payload_share: f64,
+    /// ACK bytes per payload byte, carried on the downloader's upload link (one 66-byte frame per two
+    /// 1448-byte segments: 0.0228). 0.0: ACKs are free.
+    pub ack_share: f64,
     /// Stop at this virtual time even if some targets are incomplete.
     #[serde(with = "human_duration")]
     pub horizon: Duration,
@@ -230,6 +236,8 @@ impl Default for SimConfig {
     fn default() -> Self {
         Self {
             rate_quantum: RateQuantum::Auto,
+            payload_share: PAYLOAD_SHARE,
+            ack_share: ACK_SHARE,
             horizon: Duration::from_secs(14 * 24 * 3600),
             max_events: 2_000_000_000,
             kad_k: 20,
@@ -296,6 +304,14 @@ impl<'de> Deserialize<'de> for RateQuantum {
         String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
     }
 }
+
+/// `sim.payload_share` by default: 1448 bytes of payload in a 1514-byte frame (Ethernet 14, IPv4 20, TCP 20
+/// and timestamps 12). The lab's shaping counts frames: its origin, which receives nothing, sent 0.95 of its
+/// shaped rate in chunk bytes (docs/benchmarks.md, "What the wire costs").
+pub const PAYLOAD_SHARE: f64 = 1448.0 / 1514.0;
+
+/// `sim.ack_share` by default: a 66-byte ACK frame per two full segments (delayed ACKs).
+pub const ACK_SHARE: f64 = 66.0 / (2.0 * 1448.0);
 
 /// Serde for `Option<Duration>` as a human string.
 mod opt_duration {
@@ -477,6 +493,16 @@ impl Scenario {
             "sim.rate_quantum",
             "must be greater than zero",
         )?;
+        check(
+            sim.payload_share > 0.0 && sim.payload_share <= 1.0,
+            "sim.payload_share",
+            "must be in (0, 1] (payload bytes per byte on the wire)",
+        )?;
+        check(
+            (0.0..1.0).contains(&sim.ack_share),
+            "sim.ack_share",
+            "must be in [0, 1) (ACK bytes per payload byte)",
+        )?;
         check(!sim.horizon.is_zero(), "sim.horizon", "must be greater than zero")?;
         check(sim.kad_k >= 2, "sim.kad_k", "must be at least 2")?;
         check(sim.kad_alpha >= 1, "sim.kad_alpha", "must be at least 1")?;
@@ -622,6 +648,16 @@ mod tests {
         let e = quantum(&["sim.rate_quantum=fast"]).unwrap_err().to_string();
         assert!(e.contains("auto") && e.contains("\"fast\""), "{e}");
         assert_eq!(RateQuantum::Fixed(Duration::from_millis(50)).to_string(), "50ms");
+        for (set, field) in [
+            ("sim.payload_share=0.0", "sim.payload_share"),
+            ("sim.payload_share=1.5", "sim.payload_share"),
+            ("sim.ack_share=1.0", "sim.ack_share"),
+            ("sim.ack_share=-0.1", "sim.ack_share"),
+        ] {
+            let e = quantum(&[set]).unwrap_err().to_string();
+            assert!(e.contains(field), "{set}: {e}");
+        }
+        assert!(quantum(&["sim.payload_share=1.0", "sim.ack_share=0.0"]).is_ok(), "the ideal link");
         assert_eq!("50ms".parse::<RateQuantum>().unwrap(), RateQuantum::Fixed(Duration::from_millis(50)));
     }
 }

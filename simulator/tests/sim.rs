@@ -182,3 +182,18 @@ fn a_coarse_rate_quantum_is_reported_and_auto_is_not() {
     let (t_slow, t_fast) = (slow.t_measured.unwrap(), fast.t_measured.unwrap());
     assert!(t_slow > 1.1 * t_fast, "coarse {t_slow:.1} s against auto {t_fast:.1} s");
 }
+
+#[test]
+fn the_wire_framing_and_the_acks_cost_their_share() {
+    // lab-8: an origin of 100 Mbit/s up that receives nothing, cinemas of 20 up / 100 down.
+    let real = scenario("lab-8.toml", &[]);
+    let ideal = scenario("lab-8.toml", &["sim.payload_share=1.0", "sim.ack_share=0.0"]);
+    let (_, r) = simulate(&real, 2, None).unwrap();
+    let (_, i) = simulate(&ideal, 2, None).unwrap();
+    let up = real.seeders.up.0;
+    // The origin's chunk bytes never exceed its link's payload share; on an ideal link they reach more.
+    assert!(r.seeder_egress_peak <= real.sim.payload_share * up * 1.0001, "{} of {up}", r.seeder_egress_peak);
+    assert!(i.seeder_egress_peak > real.sim.payload_share * up * 1.0001, "{} of {up}", i.seeder_egress_peak);
+    let (tr, ti) = (r.t_measured.unwrap(), i.t_measured.unwrap());
+    assert!(tr > 1.04 * ti, "framing and ACKs take at least 4%: {tr:.1} s against {ti:.1} s");
+}
