@@ -18,7 +18,7 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
-use cinemesh_core::Time;
+use cinemesh_core::{Bitfield, Time};
 
 /// Index of a link.
 pub type LinkId = u32;
@@ -68,22 +68,7 @@ pub struct Network {
     frozen: Vec<bool>,
     /// Which slots hold a flow in progress, one bit each: every pass walks these alone, in slot order, so a
     /// tick late in a run (a few slow flows left in a table sized by the busiest moment) costs little.
-    alive: Vec<u64>,
-}
-
-/// The slots whose bit is set in `bits`, in increasing order.
-fn ones(bits: &[u64]) -> impl Iterator<Item = usize> + '_ {
-    bits.iter().enumerate().flat_map(|(w, &word)| {
-        let mut x = word;
-        std::iter::from_fn(move || {
-            if x == 0 {
-                return None;
-            }
-            let b = x.trailing_zeros() as usize;
-            x &= x - 1;
-            Some(w * 64 + b)
-        })
-    })
+    alive: Bitfield,
 }
 
 impl Network {
@@ -102,7 +87,7 @@ impl Network {
             on_link: Vec::new(),
             touched: Vec::new(),
             frozen: Vec::new(),
-            alive: Vec::new(),
+            alive: Bitfield::new(0),
         }
     }
 
@@ -165,12 +150,17 @@ impl Network {
         } else {
             self.flows.push(flow(0));
             self.frozen.push(false);
-            if self.alive.len() * 64 < self.flows.len() {
-                self.alive.push(0);
+            if self.alive.len() < self.flows.len() as u32 {
+                // Grow the live set by doubling (the flow table never shrinks).
+                let mut grown = Bitfield::new((self.flows.len() as u32).max(64).next_power_of_two());
+                for i in self.alive.iter_ones() {
+                    grown.set(i);
+                }
+                self.alive = grown;
             }
             FlowId { index: (self.flows.len() - 1) as u32, gen: 0 }
         };
-        self.alive[id.index as usize / 64] |= 1 << (id.index % 64);
+        self.alive.set(id.index);
         id
     }
 
@@ -192,7 +182,7 @@ impl Network {
         let f = &mut self.flows[id.index as usize];
         f.alive = false;
         f.rate = 0.0;
-        self.alive[id.index as usize / 64] &= !(1 << (id.index % 64));
+        self.alive.clear(id.index);
         self.free.push(id.index);
         self.live -= 1;
         self.dirty = true;
@@ -205,7 +195,7 @@ impl Network {
     pub fn tick(&mut self, now: Time) -> (Vec<(FlowId, Time)>, Option<Time>) {
         let dt = now.0.saturating_sub(self.last_tick.0) as f64 / 1e6;
         self.last_tick = now;
-        for i in ones(&self.alive) {
+        for i in self.alive.iter_ones().map(|i| i as usize) {
             let f = &mut self.flows[i];
             f.remaining = (f.remaining - f.rate * dt).max(0.0);
         }
@@ -216,7 +206,7 @@ impl Network {
         let window_end = now.0.saturating_add(self.quantum);
         let mut done = Vec::new();
         let mut earliest = u64::MAX;
-        for i in ones(&self.alive) {
+        for i in self.alive.iter_ones().map(|i| i as usize) {
             let f = &self.flows[i];
             if f.rate <= 0.0 {
                 continue;
@@ -240,7 +230,7 @@ impl Network {
         }
         self.touched.clear();
         // Only alive flows are ever on a link's list, so only their `frozen` marks are read.
-        for i in ones(&self.alive) {
+        for i in self.alive.iter_ones().map(|i| i as usize) {
             self.frozen[i] = false;
             let f = &self.flows[i];
             for &l in &f.links[..f.n_links as usize] {
@@ -256,7 +246,7 @@ impl Network {
             }
         }
         // Side loads at the previous rates come off the capacity of the links flows cross.
-        for i in ones(&self.alive) {
+        for i in self.alive.iter_ones().map(|i| i as usize) {
             let f = &self.flows[i];
             if let Some((l, share)) = f.side {
                 let li = l as usize;
@@ -303,7 +293,7 @@ impl Network {
             }
             self.cnt[li] = 0;
         }
-        for i in ones(&self.alive) {
+        for i in self.alive.iter_ones().map(|i| i as usize) {
             if !self.frozen[i] {
                 self.flows[i].rate = UNLIMITED;
             }

@@ -251,9 +251,9 @@ impl Default for SimConfig {
 ///
 /// Every chunk transfer loses up to one quantum at its start (it waits for the next tick) and one at its end
 /// (its share idles until the next tick), so the quantum must be small against a chunk's transfer time:
-/// with 4 MiB chunks a fleet flow takes about a second, and a 1 s quantum made the 350-cinema fleet's
-/// point slowdown p90 2.63 where 50 ms gives 1.91 (docs/benchmarks.md). Each tick recomputes every flow's
-/// rate, so a smaller quantum costs wall time.
+/// with 4 MiB chunks the 350-cinema fleet's median transfer takes 3.4 s, and a 1 s quantum made its point
+/// slowdown p90 2.63 where 50 ms gives 1.91 (docs/benchmarks.md). Each tick recomputes every flow's rate,
+/// so a smaller quantum costs wall time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum RateQuantum {
     /// [`AUTO_QUANTUM_RATE`]: a chunk's bytes at that rate, within [`AUTO_QUANTUM_RANGE`].
@@ -263,9 +263,8 @@ pub enum RateQuantum {
     Fixed(Duration),
 }
 
-/// `auto` gives one quantum per chunk at this rate (bytes/s): 50 ms for 4 MiB chunks, about a twentieth of
-/// the second a 4 MiB chunk takes at the 30 Mbit/s a fleet flow gets (a superseeder's 1 Gbit/s among 32
-/// uploads); 800 ms for 64 MiB chunks; 6 ms for 512 KiB.
+/// `auto` gives one quantum per chunk at this rate (bytes/s): 50 ms for 4 MiB chunks (1.5% of the fleet's
+/// 3.4 s median transfer; the lab's 512 KiB chunks get 6 ms, 0.9% of their 0.66 s); 800 ms for 64 MiB.
 pub const AUTO_QUANTUM_RATE: f64 = 80.0 * 1024.0 * 1024.0;
 
 /// The grid `auto` picks from.
