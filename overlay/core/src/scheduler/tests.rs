@@ -738,3 +738,54 @@ fn a_full_window_never_keeps_an_idle_seeder_from_a_chunk_only_it_holds() {
     assert_eq!(next[0].0, 9);
     assert_eq!(s.in_flight(), 5, "4 in the window and 1 beyond it");
 }
+
+#[test]
+fn a_request_stalled_at_a_slow_uploader_leaves_the_window_as_it_is() {
+    // A fibre cinema's case: its first requests went to an uploader that turns out to be far slower than
+    // the rest (here it never answers), while 40 fast peers let the window grow. When those first requests
+    // stall, the window keeps its size (it used to halve once per stall; `timeouts_requeue` covers the
+    // chunks going elsewhere).
+    let t = TransferConfig {
+        max_requests_per_peer: 2,
+        max_requests_total: 64,
+        min_requests_total: 4,
+        endgame_chunks: 0,
+        request_timeout: Duration::from_secs(10),
+        ..Default::default()
+    };
+    let n = 8192;
+    let mut s = Scheduler::new(&t, &PolicyConfig::default(), local(), 5);
+    s.add_content(Time::ZERO, spec(1, n, None), Bitfield::new(n));
+    s.peer_joined(Time::ZERO, 100, local());
+    s.peer_bitfield(Time::ZERO, &100, &id(1), Bitfield::full(n));
+    let slow = requests(&drain(&mut s, Time::ZERO));
+    assert_eq!(slow.len(), 2, "{slow:?}");
+    assert!(slow.iter().all(|r| r.0 == 100));
+    for p in 1..=40 {
+        s.peer_joined(Time::ZERO, p, local());
+        s.peer_bitfield(Time::ZERO, &p, &id(1), Bitfield::full(n));
+    }
+    // Fast peers answer each request 100 ms after it was sent; peer 100 never answers.
+    let mut pending = requests(&drain(&mut s, Time::ZERO));
+    let mut now = Time::ZERO;
+    let mut checked = false;
+    for _ in 0..150 {
+        now = Time(now.0 + 100 * MS);
+        let before = s.window();
+        s.handle_timeout(now);
+        if s.stats().timeouts > 0 && !checked {
+            checked = true;
+            assert!(before > 4, "the window grew with the fast peers first: {before}");
+            assert_eq!(s.window(), before, "a stall at one slow uploader does not shrink the window");
+        }
+        for r in std::mem::take(&mut pending) {
+            if r.0 == 100 {
+                continue;
+            }
+            s.chunk_received(now, &r.0, &id(1), r.2, 4 << 20);
+        }
+        pending.extend(requests(&drain(&mut s, now)));
+    }
+    assert!(checked, "the slow uploader's requests stalled");
+    assert!(s.window() > 4, "{}", s.window());
+}
