@@ -922,8 +922,7 @@ impl<P: PeerKey> Scheduler<P> {
             }
             self.remove_request(key);
             self.stats.timeouts += 1;
-            // The window is left as it is: a stalled request says its peer is slow or gone (the peer
-            // pays, below), not that our own link is full (see `window`).
+            self.window.on_timeout();
             self.peer_failed(key.2);
             self.requeue(key.0, key.1);
         }

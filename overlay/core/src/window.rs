@@ -17,12 +17,8 @@
 //!   for [`HOLD_ROUNDS`] rounds before probing one step up again.
 //!
 //! A round in which the window was never full says nothing about it (the peers or the chunks were the
-//! limit) and leaves it as it is. A request that stalls or times out does not change the window either:
-//! unlike a TCP loss it tells of one slow or departed uploader, not of the downloader's own link, and the
-//! scheduler already moves the chunk elsewhere and ranks that peer down. (Halving the window on every stall
-//! made a fibre cinema's window fall from 64 to 4 when the requests it had sent early to ADSL uploaders
-//! stalled together, and climb back for two minutes: docs/benchmarks.md, "A stalled request no longer
-//! shrinks the window".) The window stays within `[min, max]`, both from the transfer config.
+//! limit) and leaves it as it is. A request timeout halves the window (a loss, as in TCP). The window stays
+//! within `[min, max]`, both from the transfer config.
 //!
 //! Sans-io and deterministic: inputs carry `now`.
 
@@ -152,6 +148,15 @@ impl Window {
         let step = if self.settled { (self.size / 4).max(1) } else { self.size };
         self.size = (self.size + step).min(self.max);
     }
+
+    /// A request timed out: halve the window.
+    pub fn on_timeout(&mut self) {
+        self.transition |= self.size != (self.size / 2).max(self.min);
+        self.size = (self.size / 2).max(self.min);
+        self.settled = true;
+        self.best = self.best.map(|(r, at)| (r, at.min(self.size)));
+        self.hold = HOLD_ROUNDS;
+    }
 }
 
 /// The rate factor a window of `size` must bring over the best at `at` to be kept.
@@ -204,5 +209,18 @@ mod tests {
             w.on_chunk(now, 4_000_000);
         }
         assert_eq!(w.size(), 4);
+    }
+
+    #[test]
+    fn timeout_halves_within_bounds() {
+        let mut w = Window::new(3, 64);
+        settle(&mut w, |n| f64::from(n) * 1e6, 200);
+        let before = w.size();
+        w.on_timeout();
+        assert_eq!(w.size(), (before / 2).max(3));
+        let mut fixed = Window::new(8, 8);
+        settle(&mut fixed, |n| f64::from(n) * 1e6, 100);
+        fixed.on_timeout();
+        assert_eq!(fixed.size(), 8);
     }
 }
