@@ -920,9 +920,9 @@ impl<P: PeerKey> Scheduler<P> {
             if t > now {
                 break;
             }
-            self.remove_request(key);
+            let sent = self.remove_request(key).map_or(now, |r| r.sent);
             self.stats.timeouts += 1;
-            self.window.on_timeout();
+            self.window.on_timeout(now, sent);
             self.peer_failed(key.2);
             self.requeue(key.0, key.1);
         }

@@ -17,7 +17,9 @@
 //!   for [`HOLD_ROUNDS`] rounds before probing one step up again.
 //!
 //! A round in which the window was never full says nothing about it (the peers or the chunks were the
-//! limit) and leaves it as it is. A request timeout halves the window (a loss, as in TCP). The window stays
+//! limit) and leaves it as it is. A request timeout halves the window (a loss, as in TCP), once per loss
+//! episode: a request sent before the last cut tells of the same episode (TCP NewReno's rule, RFC 6582), so
+//! a burst of timeouts of requests sent together long ago cuts once, not once each. The window stays
 //! within `[min, max]`, both from the transfer config.
 //!
 //! Sans-io and deterministic: inputs carry `now`.
@@ -51,6 +53,8 @@ pub struct Window {
     round_bytes: u64,
     round_chunks: u32,
     full: bool,
+    /// When a timeout last cut the window.
+    last_cut: Option<Time>,
 }
 
 impl Window {
@@ -70,6 +74,7 @@ impl Window {
             round_bytes: 0,
             round_chunks: 0,
             full: false,
+            last_cut: None,
         }
     }
 
@@ -149,13 +154,19 @@ impl Window {
         self.size = (self.size + step).min(self.max);
     }
 
-    /// A request timed out: halve the window.
-    pub fn on_timeout(&mut self) {
+    /// A request sent at `sent` timed out at `now`: halve the window, unless the request was sent before
+    /// the last cut (the same loss episode). True when the window was cut.
+    pub fn on_timeout(&mut self, now: Time, sent: Time) -> bool {
+        if self.last_cut.is_some_and(|cut| sent < cut) {
+            return false;
+        }
+        self.last_cut = Some(now);
         self.transition |= self.size != (self.size / 2).max(self.min);
         self.size = (self.size / 2).max(self.min);
         self.settled = true;
         self.best = self.best.map(|(r, at)| (r, at.min(self.size)));
         self.hold = HOLD_ROUNDS;
+        true
     }
 }
 
@@ -216,11 +227,27 @@ mod tests {
         let mut w = Window::new(3, 64);
         settle(&mut w, |n| f64::from(n) * 1e6, 200);
         let before = w.size();
-        w.on_timeout();
+        let t = Time::from_duration(std::time::Duration::from_secs(1000));
+        assert!(w.on_timeout(t, Time::ZERO));
         assert_eq!(w.size(), (before / 2).max(3));
         let mut fixed = Window::new(8, 8);
         settle(&mut fixed, |n| f64::from(n) * 1e6, 100);
-        fixed.on_timeout();
+        fixed.on_timeout(t, Time::ZERO);
         assert_eq!(fixed.size(), 8);
+    }
+
+    #[test]
+    fn timeouts_of_requests_sent_before_the_last_cut_cut_once() {
+        // Eight requests sent together at t = 10 s to a line that never delivers time out one after
+        // another at 310-317 s: one loss episode, one cut (a fibre cinema's window fell 64 -> 4 this way).
+        let mut w = Window::new(4, 64);
+        settle(&mut w, |n| f64::from(n) * 1e6, 400);
+        assert_eq!(w.size(), 64);
+        let at = |s: u64| Time::from_duration(std::time::Duration::from_secs(s));
+        let cuts = (0..8).filter(|i| w.on_timeout(at(310 + i), at(10))).count();
+        assert_eq!((cuts, w.size()), (1, 32));
+        // A request sent after that cut tells of a new episode.
+        assert!(w.on_timeout(at(400), at(320)));
+        assert_eq!(w.size(), 16);
     }
 }

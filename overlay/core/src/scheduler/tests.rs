@@ -738,3 +738,49 @@ fn a_full_window_never_keeps_an_idle_seeder_from_a_chunk_only_it_holds() {
     assert_eq!(next[0].0, 9);
     assert_eq!(s.in_flight(), 5, "4 in the window and 1 beyond it");
 }
+
+#[test]
+fn a_burst_of_timeouts_of_requests_asked_together_cuts_the_window_once() {
+    // Peers 1 and 2 never answer (an ADSL line that slices its upload 16 ways takes longer than the
+    // timeout over a 4 MiB chunk); peers 10..40 answer each request one second after it was sent, so the
+    // receive rate grows with the window, which climbs to its ceiling. At 300 s the four requests asked of
+    // the silent peers at 0 s time out within the same instant: one loss episode, one cut (64 -> 32), not
+    // four (64 -> 8), which left fast cinemas of the simulated fleet at a window of 4 at 80% of the film.
+    let t = TransferConfig { min_requests_total: 8, ..no_endgame(2, 64) };
+    let mut s = Scheduler::new(&t, &PolicyConfig::default(), local(), 9);
+    let chunks = 40_000;
+    s.add_content(Time::ZERO, spec(1, chunks, None), Bitfield::new(chunks));
+    for p in [1, 2] {
+        s.peer_joined(Time::ZERO, p, local());
+        s.peer_bitfield(Time::ZERO, &p, &id(1), Bitfield::full(chunks));
+    }
+    let silent = requests(&drain(&mut s, Time::ZERO));
+    assert_eq!(silent.len(), 4, "{silent:?}");
+    for p in 10..40 {
+        s.peer_joined(Time::ZERO, p, local());
+        s.peer_bitfield(Time::ZERO, &p, &id(1), Bitfield::full(chunks));
+    }
+    let mut pending: BTreeMap<(Time, u32), (u32, u32)> = BTreeMap::new();
+    let mut seq = 0;
+    let mut now = Time::ZERO;
+    let end = Time::from_duration(Duration::from_secs(299));
+    for _ in 0..100_000 {
+        for (peer, _, chunk) in requests(&drain(&mut s, now)) {
+            assert!(peer >= 10, "the silent peers hold their two requests each");
+            seq += 1;
+            pending.insert((now + Duration::from_secs(1), seq), (peer, chunk));
+        }
+        let Some(((at, _), (peer, chunk))) = pending.pop_first() else { break };
+        if at > end {
+            break;
+        }
+        now = at;
+        s.chunk_received(now, &peer, &id(1), chunk, 4 << 20);
+    }
+    assert_eq!(s.window(), 64, "uploader-limited: the window reached its ceiling");
+    assert_eq!(s.stats().timeouts, 0);
+    let deadline = Time::ZERO + t.request_timeout;
+    s.handle_timeout(deadline);
+    assert_eq!(s.stats().timeouts, 4);
+    assert_eq!(s.window(), 32, "one cut for the episode");
+}
