@@ -161,8 +161,9 @@ impl Window {
             return false;
         }
         self.last_cut = Some(now);
-        self.transition |= self.size != (self.size / 2).max(self.min);
-        self.size = (self.size / 2).max(self.min);
+        let half = (self.size / 2).max(self.min);
+        self.transition |= self.size != half;
+        self.size = half;
         self.settled = true;
         self.best = self.best.map(|(r, at)| (r, at.min(self.size)));
         self.hold = HOLD_ROUNDS;
@@ -239,7 +240,7 @@ mod tests {
     #[test]
     fn timeouts_of_requests_sent_before_the_last_cut_cut_once() {
         // Eight requests sent together at t = 10 s to a line that never delivers time out one after
-        // another at 310-317 s: one loss episode, one cut (a fibre cinema's window fell 64 -> 4 this way).
+        // another at 310-317 s: one loss episode, one cut (not four: 64 -> 4).
         let mut w = Window::new(4, 64);
         settle(&mut w, |n| f64::from(n) * 1e6, 400);
         assert_eq!(w.size(), 64);

@@ -745,7 +745,7 @@ fn a_burst_of_timeouts_of_requests_asked_together_cuts_the_window_once() {
     // timeout over a 4 MiB chunk); peers 10..40 answer each request one second after it was sent, so the
     // receive rate grows with the window, which climbs to its ceiling. At 300 s the four requests asked of
     // the silent peers at 0 s time out within the same instant: one loss episode, one cut (64 -> 32), not
-    // four (64 -> 8), which left fast cinemas of the simulated fleet at a window of 4 at 80% of the film.
+    // four (64 -> 8), as bursts of timeouts took fast cinemas of the simulated fleet to a window of 4.
     let t = TransferConfig { min_requests_total: 8, ..no_endgame(2, 64) };
     let mut s = Scheduler::new(&t, &PolicyConfig::default(), local(), 9);
     let chunks = 40_000;
