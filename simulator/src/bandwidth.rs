@@ -195,19 +195,21 @@ impl Network {
     pub fn tick(&mut self, now: Time) -> (Vec<(FlowId, Time)>, Option<Time>) {
         let dt = now.0.saturating_sub(self.last_tick.0) as f64 / 1e6;
         self.last_tick = now;
-        for i in self.alive.iter_ones().map(|i| i as usize) {
-            let f = &mut self.flows[i];
-            f.remaining = (f.remaining - f.rate * dt).max(0.0);
-        }
-        if self.dirty {
-            self.recompute();
+        // Every flow advances at the rate it had since the last tick: in the recomputation's first pass when
+        // rates change, else in the pass below (one walk of the flows fewer either way).
+        let dirty = self.dirty;
+        if dirty {
+            self.recompute(dt);
             self.dirty = false;
         }
         let window_end = now.0.saturating_add(self.quantum);
         let mut done = Vec::new();
         let mut earliest = u64::MAX;
         for i in self.alive.iter_ones().map(|i| i as usize) {
-            let f = &self.flows[i];
+            let f = &mut self.flows[i];
+            if !dirty {
+                f.remaining = (f.remaining - f.rate * dt).max(0.0);
+            }
             if f.rate <= 0.0 {
                 continue;
             }
@@ -222,8 +224,8 @@ impl Network {
         (done, next)
     }
 
-    /// Max-min fair rates by progressive filling.
-    fn recompute(&mut self) {
+    /// Max-min fair rates by progressive filling, after advancing every flow by `dt` seconds at its old rate.
+    fn recompute(&mut self, dt: f64) {
         for &l in &self.touched {
             self.on_link[l as usize].clear();
             self.cnt[l as usize] = 0;
@@ -232,7 +234,8 @@ impl Network {
         // Only alive flows are ever on a link's list, so only their `frozen` marks are read.
         for i in self.alive.iter_ones().map(|i| i as usize) {
             self.frozen[i] = false;
-            let f = &self.flows[i];
+            let f = &mut self.flows[i];
+            f.remaining = (f.remaining - f.rate * dt).max(0.0);
             for &l in &f.links[..f.n_links as usize] {
                 let li = l as usize;
                 if self.caps[li].is_finite() {

@@ -60,8 +60,9 @@
 //!
 //! Requests in flight are bounded by the request [`Window`](crate::window::Window), which adapts between
 //! `min_requests_total` and `max_requests_total` by the receive rate, plus one per seeder peer; the output queue holds at most the cancels,
-//! penalties and completions caused by one input. Per content being fetched: about 10.25 bytes per chunk
-//! (availability, bucket index, candidates) plus one bitfield per connected peer that sent one; all of it
+//! penalties and completions caused by one input. Per content being fetched: about 7.5 bytes per chunk
+//! (availability, bucket index, candidates, same-ISP count, gaps; 11.5 for 65,535 chunks or more) plus one
+//! bitfield per connected peer that sent one; all of it
 //! is dropped when the content completes (a seeder keeps nothing but its own bitfield). Bitfields and haves
 //! for a content that is not being fetched (unknown or complete) are ignored: call
 //! [`Scheduler::add_content`] first, then feed the peers' bitfields.
@@ -242,8 +243,8 @@ struct Content {
     endgame: bool,
     /// `None` once complete.
     rarity: Option<Rarity>,
-    /// Same-ISP peers holding each chunk (saturating; exact for chunks not held).
-    local: Vec<u16>,
+    /// Same-ISP peers holding each chunk (exact; dropped with the rarity index once complete).
+    local: LocalCounts,
     /// Chunks no same-ISP peer holds: the only ones asked of other ISPs under `policy.local_first`.
     gaps: Bitfield,
 }
@@ -399,7 +400,7 @@ impl<P: PeerKey> Scheduler<P> {
             in_flight: 0,
             endgame: false,
             rarity,
-            local: vec![0; spec.chunks as usize],
+            local: LocalCounts::new(spec.chunks),
             gaps: Bitfield::full(spec.chunks),
         };
         self.next_content_seq += 1;
@@ -557,12 +558,12 @@ impl<P: PeerKey> Scheduler<P> {
                 if n & (1 << b) != 0 {
                     r.inc(chunk);
                     if same_isp {
-                        local_inc(&mut c.local, &mut c.gaps, chunk);
+                        c.local.inc(&mut c.gaps, chunk);
                     }
                 } else {
                     r.dec(chunk);
                     if same_isp {
-                        opened |= local_dec(&mut c.local, &mut c.gaps, chunk);
+                        opened |= c.local.dec(&mut c.gaps, chunk);
                     }
                 }
             }
@@ -596,9 +597,9 @@ impl<P: PeerKey> Scheduler<P> {
             let mut opened = false;
             for chunk in bits.iter_ones() {
                 if count {
-                    local_inc(&mut c.local, &mut c.gaps, chunk);
+                    c.local.inc(&mut c.gaps, chunk);
                 } else {
-                    opened |= local_dec(&mut c.local, &mut c.gaps, chunk);
+                    opened |= c.local.dec(&mut c.gaps, chunk);
                 }
             }
             if opened {
@@ -635,6 +636,16 @@ impl<P: PeerKey> Scheduler<P> {
     pub fn peer_bits(&self, peer: &P, content: &ContentId) -> Option<&Bitfield> {
         let (idx, slot) = self.lookup(peer, content)?;
         self.peers[idx as usize].as_ref()?.bits(slot)
+    }
+
+    /// [`peer_bits`](Self::peer_bits) for many peers of one content: the content is looked up once.
+    pub fn bits_of<'a>(&'a self, content: &ContentId) -> impl Fn(&P) -> Option<&'a Bitfield> + 'a {
+        let slot = self.content_index.get(content).copied();
+        move |peer| {
+            let slot = slot?;
+            let idx = *self.peer_index.get(peer)?;
+            self.peers[idx as usize].as_ref()?.bits(slot)
+        }
     }
 
     /// A peer's full bitfield for a content (ignored for a content not being fetched, or of the wrong
@@ -698,7 +709,7 @@ impl<P: PeerKey> Scheduler<P> {
             }
             r.inc(chunk);
             if p.counted {
-                local_inc(&mut c.local, &mut c.gaps, chunk);
+                c.local.inc(&mut c.gaps, chunk);
             }
             let eligible = p.same_isp || p.seeder || !local_first || c.gaps.get(chunk);
             wake |= p.idle && ((r.is_candidate(chunk) && eligible) || c.endgame);
@@ -771,6 +782,8 @@ impl<P: PeerKey> Scheduler<P> {
         let Some(c) = self.contents[slot as usize].as_mut() else { return };
         if c.have.is_complete() {
             c.rarity = None;
+            c.local = LocalCounts::new(0);
+            c.gaps = Bitfield::new(0);
             c.endgame = false;
             self.out.push_back(Output::Complete { content: *content });
             for p in self.peers.iter_mut().flatten() {
@@ -863,7 +876,7 @@ impl<P: PeerKey> Scheduler<P> {
         if let Some(r) = c.rarity.as_mut() {
             if !c.have.get(chunk) {
                 r.dec(chunk);
-                if same_isp && local_dec(&mut c.local, &mut c.gaps, chunk) {
+                if same_isp && c.local.dec(&mut c.gaps, chunk) {
                     self.wake_remote(slot);
                 }
             }
@@ -1208,22 +1221,68 @@ impl<P: PeerKey> Scheduler<P> {
     }
 }
 
-/// One more same-ISP holder of `chunk`: it is no longer a gap.
-fn local_inc(local: &mut [u16], gaps: &mut Bitfield, chunk: u32) {
-    if let Some(n) = local.get_mut(chunk as usize) {
-        *n = n.saturating_add(1);
+/// Same-ISP holders per chunk: one byte each, the rare count above 254 kept exactly beside (a node with that
+/// many same-ISP peers), so a departed holder always reopens the gap it leaves.
+#[derive(Debug, Clone)]
+struct LocalCounts {
+    n: Vec<u8>,
+    /// Holders beyond 255, by chunk.
+    over: BTreeMap<u32, u32>,
+}
+
+impl LocalCounts {
+    fn new(chunks: u32) -> Self {
+        Self { n: vec![0; chunks as usize], over: BTreeMap::new() }
+    }
+
+    /// One more same-ISP holder of `chunk`: it is no longer a gap.
+    fn inc(&mut self, gaps: &mut Bitfield, chunk: u32) {
+        let Some(n) = self.n.get_mut(chunk as usize) else { return };
+        if *n == u8::MAX {
+            *self.over.entry(chunk).or_default() += 1;
+        } else {
+            *n += 1;
+        }
         gaps.clear(chunk);
+    }
+
+    /// One same-ISP holder fewer; true when `chunk` became a gap.
+    fn dec(&mut self, gaps: &mut Bitfield, chunk: u32) -> bool {
+        let Some(n) = self.n.get_mut(chunk as usize) else { return false };
+        if let Some(extra) = self.over.get_mut(&chunk) {
+            *extra -= 1;
+            if *extra == 0 {
+                self.over.remove(&chunk);
+            }
+            return false;
+        }
+        if *n == 0 {
+            return false;
+        }
+        *n -= 1;
+        *n == 0 && gaps.set(chunk)
     }
 }
 
-/// One same-ISP holder fewer; true when `chunk` became a gap.
-fn local_dec(local: &mut [u16], gaps: &mut Bitfield, chunk: u32) -> bool {
-    match local.get_mut(chunk as usize) {
-        Some(n) if *n > 0 => {
-            *n -= 1;
-            *n == 0 && gaps.set(chunk)
+#[cfg(test)]
+mod local_counts {
+    use super::*;
+
+    #[test]
+    fn counts_past_255_stay_exact_and_the_last_departure_reopens_the_gap() {
+        let mut gaps = Bitfield::full(4);
+        let mut l = LocalCounts::new(4);
+        for _ in 0..300 {
+            l.inc(&mut gaps, 2);
         }
-        _ => false,
+        assert!(!gaps.get(2));
+        for left in (1..300).rev() {
+            assert!(!l.dec(&mut gaps, 2), "a gap with {left} holders left");
+        }
+        assert!(l.dec(&mut gaps, 2), "the last holder gone: a gap again");
+        assert!(gaps.get(2));
+        assert!(!l.dec(&mut gaps, 2), "no holder to lose");
+        assert!(l.over.is_empty());
     }
 }
 

@@ -968,9 +968,14 @@ impl<P: PeerKey> Engine<P> {
     fn flush_haves(&mut self) {
         self.flush_at = None;
         for (content, chunks) in std::mem::take(&mut self.outbox) {
+            let Some(subs) = self.subscribers.get(&content) else { continue };
+            // Every subscriber's bitfield is looked up first, then read: the lookups do not wait on one
+            // another's memory (a flush is mostly cache misses on bitfields of peers far apart).
+            let bits_of = self.scheduler.bits_of(&content);
+            let known: Vec<Option<&Bitfield>> = subs.iter().map(bits_of).collect();
             for chunk_batch in chunks.chunks(self.cfg.have_batch.max(1)) {
-                for peer in self.subscribers.get(&content).into_iter().flatten() {
-                    let news: Vec<u32> = match self.scheduler.peer_bits(peer, &content) {
+                for (peer, bits) in subs.iter().zip(&known) {
+                    let news: Vec<u32> = match bits {
                         Some(bits) => chunk_batch.iter().copied().filter(|&c| !bits.get(c)).collect(),
                         None => chunk_batch.to_vec(),
                     };
