@@ -705,3 +705,77 @@ proptest! {
         }
     }
 }
+
+/// A downloader with a link of `link` bytes/s fetching `chunks` chunks from `peers` uploaders that each give
+/// every request of it `slice` bytes/s (an uploader slicing its link among many downloaders): the
+/// concurrent transfers share the link max-min, in steps of 10 ms. Returns when the fetch completed, seconds
+/// of virtual time.
+fn fetch_among_slow_uploaders(
+    transfer: TransferConfig,
+    peers: u32,
+    slice: f64,
+    link: f64,
+    chunks: u32,
+) -> f64 {
+    let mut c = cfg(Role::Cinema, "a");
+    c.transfer = transfer;
+    let mut e = Engine::new(c);
+    e.offer(t(0), offer(chunks, true));
+    e.manifest(t(0), &1, C, ManifestReply::Good { size: u64::from(chunks) * CHUNK });
+    e.installed(t(0), C, Ok(Bitfield::new(chunks)));
+    for p in 1..=peers {
+        e.connected(t(0), p);
+        e.hello(t(0), p, info("a"));
+        e.bitfield(t(0), &p, &C, Some(Bitfield::full(chunks)));
+    }
+    // (peer, chunk) -> bytes still to come.
+    let mut flows: BTreeMap<(u32, u32), f64> = BTreeMap::new();
+    let (step, mut now) = (Duration::from_millis(10), t(0));
+    for _ in 0..100_000 {
+        for o in drain(&mut e) {
+            match o {
+                Output::Send { peer, request: Request::Chunk { index, .. } } => {
+                    flows.insert((peer, index), CHUNK as f64);
+                }
+                Output::Send { peer, request: Request::Cancel { index, .. } } => {
+                    flows.remove(&(peer, index));
+                }
+                Output::Event(Event::Complete { .. }) => return now.saturating_since(t(0)).as_secs_f64(),
+                _ => {}
+            }
+        }
+        now = now + step;
+        let rate = slice.min(link / flows.len().max(1) as f64);
+        let mut arrived = Vec::new();
+        for (&k, left) in flows.iter_mut() {
+            *left -= rate * step.as_secs_f64();
+            if *left <= 0.0 {
+                arrived.push(k);
+            }
+        }
+        for (peer, index) in arrived {
+            flows.remove(&(peer, index));
+            let data = Reply::Answer(Answer::Data { len: CHUNK, load: 0.5 });
+            if e.chunk_reply(now, &peer, &C, index, data) {
+                e.chunk_written(now, &peer, &C, index, CHUNK, Written::Ok);
+            }
+        }
+        if e.poll_timeout().is_some_and(|at| at <= now) {
+            e.handle_timeout(now);
+        }
+    }
+    panic!("the fetch did not complete in 1,000 s of virtual time");
+}
+
+#[test]
+fn a_fast_downloader_among_slow_uploaders_keeps_its_link_busy() {
+    // 24 uploaders giving each request 1 MB/s, a 16 MB/s link: 16 requests in flight fill it, and the
+    // window starts at 4 (the node's defaults). The link alone needs 65.5 s for the 1,000 MiB.
+    let bound = 1_000.0 * CHUNK as f64 / 16e6;
+    let end = fetch_among_slow_uploaders(TransferConfig::default(), 24, 1e6, 16e6, 1_000);
+    assert!(end <= 1.1 * bound, "done at {end:.1} s, the link's own time is {bound:.1} s");
+    // The same with the window held at its floor: four slices of 1 MB/s, which is what the test guards.
+    let fixed = TransferConfig { max_requests_total: 4, ..TransferConfig::default() };
+    let end = fetch_among_slow_uploaders(fixed, 24, 1e6, 16e6, 1_000);
+    assert!(end >= 3.0 * bound, "a window of 4 cannot fill the link, yet done at {end:.1} s");
+}
