@@ -50,6 +50,13 @@ struct Flow {
     side: Option<(LinkId, f64)>,
 }
 
+impl Flow {
+    /// `dt` seconds at the current rate.
+    fn advance(&mut self, dt: f64) {
+        self.remaining = (self.remaining - self.rate * dt).max(0.0);
+    }
+}
+
 /// Links, flows and their rates.
 #[derive(Debug)]
 pub struct Network {
@@ -208,7 +215,7 @@ impl Network {
         for i in self.alive.iter_ones().map(|i| i as usize) {
             let f = &mut self.flows[i];
             if !dirty {
-                f.remaining = (f.remaining - f.rate * dt).max(0.0);
+                f.advance(dt);
             }
             if f.rate <= 0.0 {
                 continue;
@@ -235,7 +242,7 @@ impl Network {
         for i in self.alive.iter_ones().map(|i| i as usize) {
             self.frozen[i] = false;
             let f = &mut self.flows[i];
-            f.remaining = (f.remaining - f.rate * dt).max(0.0);
+            f.advance(dt);
             for &l in &f.links[..f.n_links as usize] {
                 let li = l as usize;
                 if self.caps[li].is_finite() {

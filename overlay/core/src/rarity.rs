@@ -21,7 +21,7 @@ use rand_chacha::ChaCha8Rng;
 
 use super::Bitfield;
 
-/// A bucket with room for more than this many chunks gives room back when a quarter full.
+/// A bucket with room for more than this many chunks gives room back when half full.
 const SHRINK_ABOVE: usize = 64;
 
 /// The integer a chunk number or a position within a bucket is stored as: `u16` for contents of fewer than
@@ -205,8 +205,8 @@ impl<I: Ix> Index<I> {
             self.pos[moved.get() as usize] = I::of(p);
         }
         // Chunks climb through the availability levels as the swarm fills, so every bucket once held many
-        // of them: give back most of a bucket's room once it is a quarter full (amortised O(1), the order
-        // within the bucket unchanged). Without it a 37,500-chunk film kept megabytes per node in buckets
+        // of them: once a bucket is half full, shrink its room to 1.5 times what it holds (amortised O(1), the
+        // order within the bucket unchanged). Without it a 37,500-chunk film kept megabytes per node in buckets
         // long emptied.
         if bucket.capacity() > SHRINK_ABOVE && bucket.len() < bucket.capacity() / 2 {
             bucket.shrink_to(bucket.len() + bucket.len() / 2);

@@ -634,8 +634,7 @@ impl<P: PeerKey> Scheduler<P> {
 
     /// What `peer` is known to hold of `content` (its bitfield and haves, while we fetch `content`).
     pub fn peer_bits(&self, peer: &P, content: &ContentId) -> Option<&Bitfield> {
-        let (idx, slot) = self.lookup(peer, content)?;
-        self.peers[idx as usize].as_ref()?.bits(slot)
+        self.bits_of(content)(peer)
     }
 
     /// [`peer_bits`](Self::peer_bits) for many peers of one content: the content is looked up once.

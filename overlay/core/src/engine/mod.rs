@@ -969,8 +969,7 @@ impl<P: PeerKey> Engine<P> {
         self.flush_at = None;
         for (content, chunks) in std::mem::take(&mut self.outbox) {
             let Some(subs) = self.subscribers.get(&content) else { continue };
-            // Every subscriber's bitfield is looked up first, then read: the lookups do not wait on one
-            // another's memory (a flush is mostly cache misses on bitfields of peers far apart).
+            // Every subscriber's bitfield is looked up once per flush (content included), not once per batch.
             let bits_of = self.scheduler.bits_of(&content);
             let known: Vec<Option<&Bitfield>> = subs.iter().map(bits_of).collect();
             for chunk_batch in chunks.chunks(self.cfg.have_batch.max(1)) {
