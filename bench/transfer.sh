@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Two real daemons on loopback (a distributor and one cinema): time to move a 1 GiB file, in MB/s, beside
 # iperf3's raw TCP figure on the same machine, plus the CPU seconds each daemon spent and the disk's
-# write-with-fsync rate (the store fsyncs every chunk).
+# write-with-fsync rate, and how many commits the cinema's store made (chunks written at the same time share
+# one fsync per file and one metadata flush).
 #
 #   bash bench/transfer.sh
 #
@@ -60,11 +61,22 @@ path=$(api_get "$c_api" /films | jq -r --arg id "$id" '.[] | select(.content_id 
 [ -d "$path" ] && path="$path/film.bin"   # a content is stored as a directory holding its files
 if cmp -s "$path" "$tmp/src/film.bin"; then same="identical"; else same="DIFFERENT"; fi
 
+# The cinema's store commits (one fsync per file and one metadata flush each; refreshed every second).
+chunks=$(api_get "$c_api" /films | jq --arg id "$id" '.[] | select(.content_id == $id) | .chunks')
+store_counts() {
+    api_get "$c_api" /metrics | awk '$1 == "cinemesh_store_commits_total" { c = $2 }
+        $1 == "cinemesh_store_committed_chunks_total" { k = $2 } END { print c + 0, k + 0 }'
+}
+all_committed() { [ "$(store_counts | cut -d' ' -f2)" -ge "$chunks" ]; }
+wait_until 5 all_committed || true
+read -r commits carried < <(store_counts)
+
 echo
 echo "cinemesh: ${SIZE_MIB} MiB in $(printf %.2f "$secs") s = ${mbs} MB/s (copy ${same}; chunks ${CHUNK})"
 echo "iperf3 raw TCP: ${iperf_mbs} MB/s (cinemesh at $(echo "scale=1; 100 * $mbs / $iperf_mbs" | bc -l)%)"
 echo "CPU during the transfer: distributor $(printf %.2f "$d_cpu") s, cinema $(printf %.2f "$c_cpu") s," \
     "together $(echo "scale=0; 100 * ($d_cpu + $c_cpu) / $secs" | bc -l)% of one core ($(nproc) cores)"
 echo "disk: $dd_out"
+echo "store: $carried chunks written in $commits commits"
 echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
 [ "$same" = identical ]

@@ -13,8 +13,6 @@
 //! | POST | `/catalogue` | `{entry}` (hex): apply and gossip a signed entry (withdraw, admit, revoke, policy) |
 //! | POST | `/verify` | `{content_id?}`: recheck stored chunks, re-fetch bad ones |
 //!
-//! Errors are JSON `{"error": "..."}` with a 4xx/5xx status. Bound to an address other than loopback, the
-//! API wants a token ([`auth`](crate::auth)).
 //! Errors are JSON `{"error": "..."}` with a 4xx/5xx status. Every `POST` needs the API token and a
 //! foreign `Host` header is refused on every call ([`crate::api_auth`]).
 

@@ -293,6 +293,15 @@ async fn a_node_killed_mid_download_resumes_without_fetching_verified_chunks_aga
         "fetched {fetched} chunks after restart; {before} of {} were verified before the kill",
         p.chunks
     );
+    // Every chunk written after the restart went through a store commit (refreshed once a second).
+    let committed = wait_for("the store's commits in the metrics", WAIT, || async {
+        let m = daemon.get("/metrics").await?;
+        let chunks = metric_value(&m, "cinemesh_store_committed_chunks_total");
+        Ok((chunks >= fetched).then(|| (metric_value(&m, "cinemesh_store_commits_total"), chunks)))
+    })
+    .await?;
+    assert!(committed.0 >= 1.0 && committed.0 <= committed.1, "commits, chunks: {committed:?}");
+    assert!(committed.1 <= (p.chunks - before) as f64, "commits, chunks: {committed:?}");
     let path = tmp.path().join("cinema/content").join(p.id.to_hex());
     assert_same_tree(&p.source, &path);
     drop(daemon);

@@ -91,6 +91,10 @@ pub struct Metrics {
     pub upload_rate: Gauge,
     /// Uploads holding a slot (reading, waiting for the upload limit, or sending), as of the last tick.
     pub uploads_active: Gauge,
+    /// Chunk-write commits of the store (one sync per file and one metadata flush each).
+    pub store_commits: Counter,
+    /// Chunks those commits carried.
+    pub store_committed_chunks: Counter,
     /// Kademlia provider lookups started.
     pub provider_lookups: Counter,
     /// Chunk-protocol requests that failed, by direction and kind (malformed, timeout, closed, ...).
@@ -143,6 +147,16 @@ impl Metrics {
         r.register("download_rate_bytes", "Content download rate, bytes/s", m.download_rate.clone());
         r.register("upload_rate_bytes", "Content upload rate, bytes/s", m.upload_rate.clone());
         r.register("uploads_active", "Uploads holding a slot", m.uploads_active.clone());
+        r.register(
+            "store_commits",
+            "Chunk-write commits of the store (one sync per file, one metadata flush)",
+            m.store_commits.clone(),
+        );
+        r.register(
+            "store_committed_chunks",
+            "Chunks carried by the store's commits",
+            m.store_committed_chunks.clone(),
+        );
         r.register("provider_lookups", "Kademlia provider lookups started", m.provider_lookups.clone());
         r.register(
             "protocol_errors",

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use rayon::prelude::*;
 
+use super::commit::{Settled, Written};
 use super::{Loaded, Store, StoreError};
 use crate::content::scan::{hash_range, READ_BUF};
 use crate::content::ChunkRef;
@@ -37,7 +38,9 @@ pub(crate) enum Crash {
 impl Store {
     /// Stores chunk `idx` of content `id`: checks its length and hash first (a mismatch is
     /// [`StoreError::Corrupt`] and nothing is written), writes it at its offset in the real file, syncs
-    /// the file, then marks it held in sled and flushes sled. A chunk already held is left as it is.
+    /// the file, then marks it held in sled and flushes sled; returns once the mark is durable. Writers at
+    /// the same time share the syncs and the flush ([`commit`](super::commit)). A chunk already held is
+    /// left as it is.
     pub fn write_chunk(&self, id: &ContentId, idx: u32, bytes: &[u8]) -> Result<(), StoreError> {
         self.write_chunk_with(id, idx, bytes, Crash::Never)
     }
@@ -49,6 +52,31 @@ impl Store {
         bytes: &[u8],
         crash: Crash,
     ) -> Result<(), StoreError> {
+        let Some(w) = self.write_unsynced(id, idx, bytes)? else { return Ok(()) };
+        if crash == Crash::BeforeMark {
+            return sync_file(&w.file, &w.path, w.created);
+        }
+        let (path, created) = (w.path.clone(), w.created);
+        match self.settle(self.commits.enqueue(w)) {
+            Settled::Marked => Ok(()),
+            // Its batch failed: this chunk alone, for its own verdict.
+            Settled::Failed => {
+                let f = OpenOptions::new().write(true).open(&path).map_err(|e| StoreError::io(&path, e))?;
+                sync_file(&f, &path, created)?;
+                let c = self.load(id)?;
+                self.mark(&c, &[idx])
+            }
+        }
+    }
+
+    /// Checks chunk `idx` of `id` against the manifest and writes it at its offset, without a sync: what
+    /// [`write_chunk`](Self::write_chunk) then commits. `None` if the chunk is already held.
+    pub(crate) fn write_unsynced(
+        &self,
+        id: &ContentId,
+        idx: u32,
+        bytes: &[u8],
+    ) -> Result<Option<Written>, StoreError> {
         let c = self.load(id)?;
         let chunk = chunk_ref(&c, idx)?;
         let corrupt = |reason: String| StoreError::Corrupt { content: *id, chunk: idx, reason };
@@ -59,31 +87,22 @@ impl Store {
             return Err(corrupt("hash does not match the manifest".into()));
         }
         if self.bitfield(id)?.is_some_and(|b| b.get(idx)) {
-            return Ok(());
+            return Ok(None);
         }
         let path = c.file(chunk.file);
         let size = c.manifest.entries()[chunk.file].size();
         let existed = path.exists();
-        let f = OpenOptions::new()
+        let file = OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(false)
             .open(&path)
             .map_err(|e| StoreError::io(&path, e))?;
-        if f.metadata().map_err(|e| StoreError::io(&path, e))?.len() != size {
-            f.set_len(size).map_err(|e| StoreError::io(&path, e))?;
+        if file.metadata().map_err(|e| StoreError::io(&path, e))?.len() != size {
+            file.set_len(size).map_err(|e| StoreError::io(&path, e))?;
         }
-        f.write_all_at(bytes, chunk.offset).map_err(|e| StoreError::io(&path, e))?;
-        f.sync_data().map_err(|e| StoreError::io(&path, e))?;
-        if !existed {
-            if let Some(dir) = path.parent() {
-                sync_dir(dir)?;
-            }
-        }
-        if crash == Crash::BeforeMark {
-            return Ok(());
-        }
-        self.mark(&c, &[idx])
+        file.write_all_at(bytes, chunk.offset).map_err(|e| StoreError::io(&path, e))?;
+        Ok(Some(Written { content: *id, index: idx, file, path, created: !existed }))
     }
 
     /// The bytes of chunk `idx`, only if it is held. Not rehashed here: the receiver verifies, and
@@ -161,6 +180,17 @@ pub(crate) fn hash_present(c: &Loaded, which: Vec<u32>) -> Result<(Bitfield, u32
 pub(crate) fn read_at(path: &Path, offset: u64, buf: &mut [u8]) -> Result<(), StoreError> {
     let f = File::open(path).map_err(|e| StoreError::io(path, e))?;
     f.read_exact_at(buf, offset).map_err(|e| StoreError::io(path, e))
+}
+
+/// Syncs a file's data and, if the file was just created, its directory entry.
+fn sync_file(f: &File, path: &Path, created: bool) -> Result<(), StoreError> {
+    f.sync_data().map_err(|e| StoreError::io(path, e))?;
+    if created {
+        if let Some(dir) = path.parent() {
+            sync_dir(dir)?;
+        }
+    }
+    Ok(())
 }
 
 /// Makes a directory's entries (new files, links) durable.

@@ -24,7 +24,8 @@
 //! # Durability
 //!
 //! A chunk is marked present only after its bytes matched the manifest's hash and were written and
-//! `fsync`ed in the real file; then the bit is set in sled and sled is flushed. A crash between the two
+//! `fsync`ed in the real file; then the bit is set in sled and sled is flushed (chunks written at the same
+//! time share the syncs and the flush: [`commit`] is a group commit). A crash between the two
 //! loses only the chunks in flight: their bytes may be on disk but they are not marked, and they are
 //! fetched again. The bitfield in sled is the truth on restart: nothing is rehashed wholesale, only the
 //! files' sizes are checked at [`Store::open`] (a file missing or of the wrong size loses its marks).
@@ -36,6 +37,7 @@
 
 pub mod catalogue;
 pub mod chunks;
+mod commit;
 pub mod error;
 pub mod peers;
 pub mod reuse;
@@ -116,6 +118,8 @@ pub struct Store {
     cache: Mutex<VecDeque<Arc<Loaded>>>,
     /// A background flush of the catalogue is on its way (see `catalogue_flush`).
     flush_pending: Arc<std::sync::atomic::AtomicBool>,
+    /// Chunk writes waiting for their sync and mark ([`commit`]).
+    commits: commit::Commits,
 }
 
 /// How long [`Store::open`] waits for sled's lock: a store closed an instant ago releases it from sled's
@@ -159,6 +163,7 @@ impl Store {
             reserve: DEFAULT_RESERVE,
             cache: Mutex::new(VecDeque::new()),
             flush_pending: Arc::default(),
+            commits: commit::Commits::default(),
         };
         store.quarantine_broken()?;
         store.collect_orphans()?;
@@ -439,6 +444,13 @@ impl Store {
 
     /// Sets the bits of `chunks`, indexes them, and flushes sled.
     pub(crate) fn mark(&self, c: &Loaded, chunks: &[u32]) -> Result<(), StoreError> {
+        self.mark_unflushed(c, chunks)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// [`mark`](Self::mark) without the flush: the caller flushes (a commit batch, once for all).
+    pub(crate) fn mark_unflushed(&self, c: &Loaded, chunks: &[u32]) -> Result<(), StoreError> {
         self.update_bits(&c.id, |b| {
             for &i in chunks {
                 b.set(i);
@@ -447,7 +459,6 @@ impl Store {
         for &i in chunks {
             self.index.insert(index_key(&c.manifest.hashes()[i as usize].0, &c.id), &i.to_be_bytes())?;
         }
-        self.db.flush()?;
         Ok(())
     }
 

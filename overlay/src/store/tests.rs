@@ -381,3 +381,100 @@ fn files_orphaned_by_a_crash_during_removal_are_collected_at_start() {
     assert!(other.exists(), "a file not named like a content id is not ours to delete");
     assert!(s.contents().unwrap().is_empty());
 }
+
+/// A content of `n` chunks in one file.
+fn reel(seed: u8, n: usize) -> (Manifest, Vec<Vec<u8>>) {
+    let a = data(seed, CS as usize * n);
+    let m = Manifest::from_memory(CS, &[("reel.mxf", &a)]).unwrap();
+    (m, a.chunks(CS as usize).map(<[u8]>::to_vec).collect())
+}
+
+#[test]
+fn chunks_written_together_share_one_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (m, chunks) = reel(21, 6);
+    let id = m.id();
+    {
+        let s = open(dir.path());
+        s.add_content(&m, ContentRoot::Managed, Have::Nothing).unwrap();
+        // Four writers' chunks are written and queued before any of them settles.
+        let tickets: Vec<u64> = (0..4)
+            .map(|i| s.commits.enqueue(s.write_unsynced(&id, i, &chunks[i as usize]).unwrap().unwrap()))
+            .collect();
+        assert_eq!(s.bitfield(&id).unwrap().unwrap().count(), 0, "nothing is marked before its sync");
+        // The last to settle leads and carries all four: one sync of the file, one flush.
+        assert_eq!(s.settle(tickets[3]), commit::Settled::Marked);
+        assert_eq!(s.commit_counts(), (1, 4));
+        for &t in &tickets[..3] {
+            assert_eq!(s.settle(t), commit::Settled::Marked);
+        }
+        assert_eq!(s.commit_counts(), (1, 4), "the others found their chunks already committed");
+        assert_eq!(s.bitfield(&id).unwrap().unwrap().iter_ones().collect::<Vec<_>>(), vec![0, 1, 2, 3]);
+        // A lone writer commits alone.
+        s.write_chunk(&id, 5, &chunks[5]).unwrap();
+        assert_eq!(s.commit_counts(), (2, 5));
+        // Already held: nothing written, nothing committed.
+        s.write_chunk(&id, 5, &chunks[5]).unwrap();
+        assert_eq!(s.commit_counts(), (2, 5));
+    }
+    let s = open(dir.path());
+    assert_eq!(s.bitfield(&id).unwrap().unwrap().iter_ones().collect::<Vec<_>>(), vec![0, 1, 2, 3, 5]);
+    assert_eq!(s.verify(&id).unwrap().bad, 0);
+}
+
+#[test]
+fn a_failed_commit_leaves_each_writer_to_mark_its_own_chunk() {
+    let dir = tempfile::tempdir().unwrap();
+    let (m, chunks) = reel(22, 3);
+    let id = m.id();
+    let s = open(dir.path());
+    s.add_content(&m, ContentRoot::Managed, Have::Nothing).unwrap();
+    let tickets: Vec<u64> = (0..2)
+        .map(|i| s.commits.enqueue(s.write_unsynced(&id, i, &chunks[i as usize]).unwrap().unwrap()))
+        .collect();
+    s.commits.fail_next.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(s.settle(tickets[0]), commit::Settled::Failed);
+    assert_eq!(s.settle(tickets[1]), commit::Settled::Failed);
+    assert_eq!(s.bitfield(&id).unwrap().unwrap().count(), 0, "a failed batch marks nothing");
+    assert_eq!(s.commit_counts(), (0, 0));
+    // Through write_chunk, the failure is retried alone and the chunk is stored.
+    s.commits.fail_next.store(true, std::sync::atomic::Ordering::Relaxed);
+    s.write_chunk(&id, 2, &chunks[2]).unwrap();
+    assert_eq!(s.bitfield(&id).unwrap().unwrap().iter_ones().collect::<Vec<_>>(), vec![2]);
+    // The next batch is fine again.
+    s.write_chunk(&id, 0, &chunks[0]).unwrap();
+    assert_eq!(s.commit_counts(), (1, 1));
+}
+
+#[test]
+fn concurrent_writers_all_land_and_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (m, chunks) = reel(23, 48);
+    let id = m.id();
+    {
+        let s = Arc::new(open(dir.path()));
+        s.add_content(&m, ContentRoot::Managed, Have::Nothing).unwrap();
+        let chunks = Arc::new(chunks.clone());
+        let threads: Vec<_> = (0..8u32)
+            .map(|t| {
+                let (s, chunks) = (s.clone(), chunks.clone());
+                std::thread::spawn(move || {
+                    for i in (t..48).step_by(8) {
+                        s.write_chunk(&id, i, &chunks[i as usize]).unwrap();
+                        // Every return means marked and durable.
+                        assert!(s.bitfield(&id).unwrap().unwrap().get(i));
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let (commits, carried) = s.commit_counts();
+        assert_eq!(carried, 48);
+        assert!((1..=48).contains(&commits), "{commits} commits");
+    }
+    let s = open(dir.path());
+    assert!(s.bitfield(&id).unwrap().unwrap().is_complete());
+    assert_eq!(s.verify(&id).unwrap().bad, 0);
+}

@@ -212,6 +212,11 @@ impl Node {
             if let Ok(free) = self.store.free_space() {
                 self.metrics.disk_free_bytes.set(free as i64);
             }
+            let (commits, chunks) = self.store.commit_counts();
+            self.metrics.store_commits.inc_by(commits.saturating_sub(self.metrics.store_commits.get()));
+            self.metrics
+                .store_committed_chunks
+                .inc_by(chunks.saturating_sub(self.metrics.store_committed_chunks.get()));
         }
     }
 }
