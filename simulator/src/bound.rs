@@ -131,6 +131,8 @@ pub struct Downloader {
     pub time: Option<f64>,
     /// Rate of its ISP's border, bytes/s, when shaped and no seeder sits inside that ISP.
     pub border: Option<f64>,
+    /// When it came online, seconds after the film's publish (0 if before).
+    pub online: f64,
 }
 
 /// The completion-CDF figures of one film: overall and per access class.
@@ -146,6 +148,10 @@ pub struct CdfFigures {
     /// border; absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bordered: Option<Slowdown>,
+    /// The smallest `r` such that some schedule finishes every downloader within `r` times its own point
+    /// ([`joint_max`]); absent above [`JOINT_MAX_DOWNLOADERS`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub joint_max: Option<f64>,
 }
 
 impl CdfFigures {
@@ -166,11 +172,147 @@ impl CdfFigures {
             Slowdown::of(&point_slowdowns(&times, &cdf_bound(size, u_s, &ups, &pulls)))
         });
         CdfFigures {
-            bound,
             slowdown: Slowdown::of(&s),
             per_class: classes.into_iter().map(|(c, v)| (c, Slowdown::of(&v))).collect(),
             bordered,
+            joint_max: joint_max(size, u_s, downloaders, &bound),
+            bound,
         }
+    }
+}
+
+/// Above this many downloaders [`joint_max`] is not computed (its flow network grows as the square).
+pub const JOINT_MAX_DOWNLOADERS: usize = 1_000;
+
+/// What any schedule could reach for every point at once: the smallest `r` such that, in a fluid model
+/// generous to the schedule (any uplink feeds any downlink; a downloader's uplink carries in full from the
+/// second it comes online, as if it already held what the others lack; the seeders' from the start),
+/// every downloader completes within `r·B` of its own point, the i-th by ascending `F/d_i` against
+/// `B(i)`. The points `B(k)` are each reachable alone, not together: the downloaders bounded by their own
+/// link need it from their start while the first points count every uplink for themselves. Exact in the
+/// model to 0.1%: bisection on `r`, each step a max-flow from the downloaders (`F` each) through the
+/// intervals between their deadlines (each carrying at most `d_i` per second to a downloader online then,
+/// and the uplinks online then in all) ([`Flow`]). `bench/joint_bound.py` computes the same from a
+/// `nodes.csv`. `None` without downloaders or above [`JOINT_MAX_DOWNLOADERS`].
+pub fn joint_max(size: f64, u_s: f64, downloaders: &[Downloader], bound: &[f64]) -> Option<f64> {
+    let n = downloaders.len();
+    if n == 0 || n > JOINT_MAX_DOWNLOADERS || size <= 0.0 || u_s <= 0.0 {
+        return None;
+    }
+    let mut rank: Vec<usize> = (0..n).collect();
+    rank.sort_by(|&a, &b| downloaders[b].down.total_cmp(&downloaders[a].down));
+    let mut point = vec![0.0; n];
+    for (k, &i) in rank.iter().enumerate() {
+        point[i] = bound[k];
+    }
+    // Flows in MB and MB/s keep the sums well inside f64's precision.
+    let scale = 1e-6;
+    let feasible = |r: f64| -> bool {
+        let deadline: Vec<f64> = (0..n).map(|i| downloaders[i].online + r * point[i]).collect();
+        let mut ts: Vec<f64> =
+            deadline.iter().chain(downloaders.iter().map(|d| &d.online)).copied().collect();
+        ts.push(0.0);
+        ts.sort_by(f64::total_cmp);
+        ts.dedup();
+        let m = ts.len() - 1;
+        let mut flow = Flow::new(2 + n + m);
+        for i in 0..n {
+            flow.add(0, 2 + i, size * scale);
+        }
+        for j in 0..m {
+            let (a, b) = (ts[j], ts[j + 1]);
+            let up: f64 = u_s + downloaders.iter().filter(|d| d.online <= a).map(|d| d.up).sum::<f64>();
+            flow.add(2 + n + j, 1, up * (b - a) * scale);
+            for (i, d) in downloaders.iter().enumerate() {
+                if a >= d.online && b <= deadline[i] * (1.0 + 1e-12) {
+                    flow.add(2 + i, 2 + n + j, d.down * (b - a) * scale);
+                }
+            }
+        }
+        flow.max_flow(0, 1) >= n as f64 * size * scale * (1.0 - 1e-9)
+    };
+    let (mut lo, mut hi) = (1.0, 2.0);
+    for _ in 0..64 {
+        if feasible(hi) {
+            break;
+        }
+        (lo, hi) = (hi, hi * 2.0);
+    }
+    while hi - lo > 1e-3 * lo {
+        let mid = (lo + hi) / 2.0;
+        if feasible(mid) {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    Some(hi)
+}
+
+/// Dinic's max-flow on `f64` capacities (the paths of [`joint_max`]'s network have three edges).
+struct Flow {
+    /// Per node: (to, capacity left, index of the reverse edge in `to`'s list).
+    edges: Vec<Vec<(usize, f64, usize)>>,
+}
+
+impl Flow {
+    const EPS: f64 = 1e-9;
+
+    fn new(nodes: usize) -> Self {
+        Flow { edges: vec![Vec::new(); nodes] }
+    }
+
+    fn add(&mut self, a: usize, b: usize, cap: f64) {
+        let (ra, rb) = (self.edges[b].len(), self.edges[a].len());
+        self.edges[a].push((b, cap, ra));
+        self.edges[b].push((a, 0.0, rb));
+    }
+
+    fn max_flow(&mut self, src: usize, sink: usize) -> f64 {
+        let mut total = 0.0;
+        loop {
+            let mut level = vec![usize::MAX; self.edges.len()];
+            level[src] = 0;
+            let mut queue = std::collections::VecDeque::from([src]);
+            while let Some(v) = queue.pop_front() {
+                for &(to, cap, _) in &self.edges[v] {
+                    if cap > Self::EPS && level[to] == usize::MAX {
+                        level[to] = level[v] + 1;
+                        queue.push_back(to);
+                    }
+                }
+            }
+            if level[sink] == usize::MAX {
+                return total;
+            }
+            let mut next = vec![0; self.edges.len()];
+            loop {
+                let f = self.push(src, sink, f64::INFINITY, &level, &mut next);
+                if f <= Self::EPS {
+                    break;
+                }
+                total += f;
+            }
+        }
+    }
+
+    fn push(&mut self, v: usize, sink: usize, f: f64, level: &[usize], next: &mut [usize]) -> f64 {
+        if v == sink {
+            return f;
+        }
+        while next[v] < self.edges[v].len() {
+            let (to, cap, rev) = self.edges[v][next[v]];
+            if cap > Self::EPS && level[to] == level[v] + 1 {
+                let got = self.push(to, sink, f.min(cap), level, next);
+                if got > 0.0 {
+                    self.edges[v][next[v]].1 -= got;
+                    self.edges[to][rev].1 += got;
+                    return got;
+                }
+            }
+            next[v] += 1;
+        }
+        0.0
     }
 }
 
@@ -259,6 +401,7 @@ mod tests {
             down,
             time: Some(time),
             border: None,
+            online: 0.0,
         };
         // F = 100, u_s = 100 (1 s); fast downloads 100 (1 s), slow 10 (10 s); uploads 100 each, 4 cinemas:
         // k F / 500 < 1 s. B = [1, 1, 10, 10] over the sorted pulls [1, 1, 10, 10].
@@ -287,6 +430,7 @@ mod tests {
             down: 100.0,
             time: Some(time),
             border,
+            online: 0.0,
         };
         let c = CdfFigures::compute(100.0, 100.0, &[d(None, 2.0), d(Some(10.0), 20.0)]);
         // Without the border: B = [1, 1], slowdowns 2 and 20. With it: B = [1, 10], slowdowns 2 and 2.
@@ -296,6 +440,36 @@ mod tests {
         // A border wider than the access link changes nothing.
         let wide = CdfFigures::compute(100.0, 100.0, &[d(None, 2.0), d(Some(1000.0), 20.0)]);
         assert_eq!(wide.bordered.map(|b| b.max), Some(wide.slowdown.max));
+    }
+
+    fn fluid(down: f64, up: f64, online: f64) -> Downloader {
+        Downloader { class: "c".to_owned(), up, down, time: None, border: None, online }
+    }
+
+    #[test]
+    fn one_downloader_reaches_its_point() {
+        let d = [fluid(5.0, 1.0, 0.0)];
+        let j = joint_max(10.0, 2.0, &d, &cdf_bound(10.0, 2.0, &[1.0], &[5.0])).unwrap();
+        assert!((1.0..1.002).contains(&j), "{j}");
+    }
+
+    #[test]
+    fn the_points_taken_together_cost_what_the_slow_link_needs_from_the_start() {
+        // F = 10, u_s = 10, no uploads: a fast cinema (down 10) and a slow one (down 1). Alone, B = [1, 10].
+        // Together: the slow one gets x while the fast one takes 10 - x until r; then the slow one runs at 1
+        // until 10 r: (10 - x) r = 10 and x r + 9 r = 10 give x = 0.5, r = 20 / 19.
+        let d = [fluid(1.0, 0.0, 0.0), fluid(10.0, 0.0, 0.0)];
+        let bound = cdf_bound(10.0, 10.0, &[0.0, 0.0], &[1.0, 10.0]);
+        assert_eq!(bound, vec![1.0, 10.0]);
+        let j = joint_max(10.0, 10.0, &d, &bound).unwrap();
+        assert!((j / (20.0 / 19.0) - 1.0).abs() < 2e-3, "{j}");
+        // A late joiner's window starts when it comes online; its uplink counts from then.
+        let late = [fluid(1.0, 0.0, 100.0), fluid(10.0, 0.0, 0.0)];
+        let j = joint_max(10.0, 10.0, &late, &bound).unwrap();
+        assert!((1.0..1.002).contains(&j), "apart in time, both reach their points: {j}");
+        // Too many downloaders: not computed.
+        let many = vec![fluid(1.0, 1.0, 0.0); JOINT_MAX_DOWNLOADERS + 1];
+        assert_eq!(joint_max(10.0, 10.0, &many, &vec![10.0; many.len()]), None);
     }
 
     #[test]

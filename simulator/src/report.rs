@@ -247,6 +247,7 @@ impl Report {
                     down: n.down,
                     time: o.stats[i].complete[0].map(|c| c - online),
                     border: borders[n.isp as usize],
+                    online,
                 }
             })
             .collect();
@@ -463,6 +464,12 @@ pub fn cdf_summary(c: &CdfFigures, utilisation: f64) -> String {
     }
     if let Some(b) = &c.bordered {
         let _ = write!(s, "\npoint slowdown against B(k) with the shaped ISP borders {}", q(b));
+    }
+    if let Some(j) = c.joint_max {
+        let _ = write!(
+            s,
+            "\nthe best any schedule does for every cinema at once: within {j:.2} of its own B(k) (fluid model, joint_max)"
+        );
     }
     let _ = writeln!(
         s,

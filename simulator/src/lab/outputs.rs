@@ -235,6 +235,7 @@ pub fn build(sc: &Scenario, seed: u64, topo: &Topology, targets: &[Vec<bool>], m
             down: rows[i].down,
             time,
             border: borders[topo.nodes[i].isp as usize],
+            online: rows[i].online_s,
         })
         .collect();
     let u_s = sc.seeders.up.0 * f64::from(sc.seeders.count);
