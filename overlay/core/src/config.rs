@@ -348,6 +348,10 @@ pub struct TransferConfig {
     /// highest receive rate). A busy uploader thus favours the fastest downloaders, the order in which the
     /// completion-CDF bound finishes cinemas. 1.0 opens every slot to everyone.
     pub open_slots: f64,
+    /// The same share on a superseeder or distributor, the fastest sources (none: `open_slots`). 0.2 ranks
+    /// their askers harder: on cinemas-350 the p90 point slowdown falls 1-5%, but the real labs lose 3-8%
+    /// (docs/benchmarks.md, "Seeders that rank harder").
+    pub seeder_open_slots: Option<f64>,
     /// A request unanswered after this long is given up and asked of another peer.
     #[serde(with = "human_duration")]
     pub request_timeout: Duration,
@@ -381,6 +385,7 @@ impl Default for TransferConfig {
             min_requests_total: 4,
             upload_slots: 16,
             open_slots: 0.4,
+            seeder_open_slots: None,
             // A total, not an idle, timeout: a 4 MiB chunk from an ADSL uploader (1 Mbit/s) sharing its
             // 16 slots takes minutes. A dead peer fails its requests at once (connection closed).
             request_timeout: Duration::from_secs(300),
@@ -436,6 +441,11 @@ impl TransferConfig {
             (0.0..=1.0).contains(&self.open_slots),
             "transfer.open_slots",
             "must be between 0.0 and 1.0 (the share of upload slots open to a downloader holding nothing yet)",
+        )?;
+        check(
+            self.seeder_open_slots.is_none_or(|s| (0.0..=1.0).contains(&s)),
+            "transfer.seeder_open_slots",
+            "must be between 0.0 and 1.0 (open_slots on a superseeder or distributor)",
         )?;
         check(!self.request_timeout.is_zero(), "transfer.request_timeout", "must be greater than zero")?;
         check(self.endgame_chunks <= 4096, "transfer.endgame_chunks", "must be <= 4096")?;

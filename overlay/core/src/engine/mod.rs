@@ -1151,7 +1151,13 @@ impl<P: PeerKey> Engine<P> {
         // uploader always serves. An asker overstating its rate gains at most every slot, which any asker
         // could have before this rule, and lowers the others' share for some [`ASKER_HALF_LIFE`]s.
         let share = f64::from(asker_rate) / self.fastest_asker(now, f64::from(asker_rate));
-        let open = self.cfg.transfer.open_slots.clamp(0.0, 1.0);
+        let open = match self.cfg.role {
+            Role::Cinema => self.cfg.transfer.open_slots,
+            Role::Superseeder | Role::Distributor => {
+                self.cfg.transfer.seeder_open_slots.unwrap_or(self.cfg.transfer.open_slots)
+            }
+        }
+        .clamp(0.0, 1.0);
         let allowed = (f64::from(self.slots.slots()) * (open + (1.0 - open) * share)).max(1.0);
         if f64::from(self.slots.active()) >= allowed {
             self.stats.busy_answers += 1;

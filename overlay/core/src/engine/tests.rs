@@ -63,14 +63,15 @@ fn fetching_from_one_peer(chunks: u32) -> Engine<u32> {
 
 /// A seeder holding `chunks` chunks of C.
 fn seeder(chunks: u32, slots: u32) -> Engine<u32> {
-    seeder_open(chunks, slots, TransferConfig::default().open_slots)
+    let c = TransferConfig::default();
+    seeder_open(chunks, slots, c.seeder_open_slots.unwrap_or(c.open_slots))
 }
 
 /// A seeder holding `chunks` chunks of C, `open` of its `slots` open to an asker holding nothing.
 fn seeder_open(chunks: u32, slots: u32, open: f64) -> Engine<u32> {
     let mut c = cfg(Role::Superseeder, "a");
     c.transfer.upload_slots = slots;
-    c.transfer.open_slots = open;
+    c.transfer.seeder_open_slots = Some(open);
     let mut e = Engine::new(c);
     e.hold(t(0), C, Held { have: Bitfield::full(chunks), size: u64::from(chunks) * CHUNK, pinned: true });
     drain(&mut e);
@@ -113,6 +114,41 @@ fn a_busy_uploader_keeps_its_last_slots_for_the_fastest_downloaders() {
     let mut idle = seeder_open(4, 1, 0.0);
     idle.chunk_request(t(0), &1, 1, C, 0, 0);
     assert_eq!(drain(&mut idle), vec![Output::Read { upload: 1, content: C, index: 0 }]);
+}
+
+#[test]
+fn seeders_keep_more_of_their_slots_for_the_fastest_downloaders_than_cinemas_do() {
+    // 10 slots; `open_slots = 0.5`, `seeder_open_slots = 0.2`: an asker without a measured rate may use 5 at
+    // a cinema, 2 at a superseeder or distributor. The fastest asker holds one of them.
+    let served = |role: Role| {
+        let mut c = cfg(role, "a");
+        c.transfer.upload_slots = 10;
+        c.transfer.open_slots = 0.5;
+        c.transfer.seeder_open_slots = Some(0.2);
+        let mut e = Engine::new(c);
+        e.hold(t(0), C, Held { have: Bitfield::full(100), size: 100 * CHUNK, pinned: true });
+        drain(&mut e);
+        e.chunk_request(t(0), &9, 100, C, 99, 100 * MB);
+        assert_eq!(drain(&mut e).len(), 1, "{role:?}: the fastest is served");
+        for i in 0..10 {
+            e.chunk_request(t(0), &1, u64::from(i), C, i, 0);
+        }
+        drain(&mut e).iter().filter(|o| matches!(o, Output::Read { .. })).count()
+    };
+    assert_eq!(served(Role::Cinema), 4);
+    assert_eq!(served(Role::Superseeder), 1);
+    assert_eq!(served(Role::Distributor), 1);
+    // Unset, seeders follow `open_slots`.
+    let mut c = cfg(Role::Superseeder, "a");
+    c.transfer.upload_slots = 10;
+    c.transfer.open_slots = 0.5;
+    let mut e = Engine::new(c);
+    e.hold(t(0), C, Held { have: Bitfield::full(100), size: 100 * CHUNK, pinned: true });
+    drain(&mut e);
+    for i in 0..10 {
+        e.chunk_request(t(0), &1, u64::from(i), C, i, 0);
+    }
+    assert_eq!(drain(&mut e).iter().filter(|o| matches!(o, Output::Read { .. })).count(), 5);
 }
 
 #[test]
