@@ -196,7 +196,15 @@ pub const JOINT_MAX_DOWNLOADERS: usize = 1_000;
 /// `nodes.csv`. `None` without downloaders or above [`JOINT_MAX_DOWNLOADERS`].
 pub fn joint_max(size: f64, u_s: f64, downloaders: &[Downloader], bound: &[f64]) -> Option<f64> {
     let n = downloaders.len();
-    if n == 0 || n > JOINT_MAX_DOWNLOADERS || size <= 0.0 || u_s <= 0.0 {
+    let usable = |x: f64| x.is_finite() && x > 0.0;
+    if n == 0
+        || n > JOINT_MAX_DOWNLOADERS
+        || !usable(size)
+        || !usable(u_s)
+        || bound.len() != n
+        || !bound.iter().all(|&b| usable(b))
+        || !downloaders.iter().all(|d| usable(d.down) && d.up.is_finite() && d.online.is_finite())
+    {
         return None;
     }
     let mut rank: Vec<usize> = (0..n).collect();
@@ -232,9 +240,11 @@ pub fn joint_max(size: f64, u_s: f64, downloaders: &[Downloader], bound: &[f64])
         flow.max_flow(0, 1) >= n as f64 * size * scale * (1.0 - 1e-9)
     };
     let (mut lo, mut hi) = (1.0, 2.0);
-    for _ in 0..64 {
-        if feasible(hi) {
-            break;
+    let mut doublings = 0;
+    while !feasible(hi) {
+        doublings += 1;
+        if doublings > 64 {
+            return None;
         }
         (lo, hi) = (hi, hi * 2.0);
     }
@@ -470,6 +480,9 @@ mod tests {
         // Too many downloaders: not computed.
         let many = vec![fluid(1.0, 1.0, 0.0); JOINT_MAX_DOWNLOADERS + 1];
         assert_eq!(joint_max(10.0, 10.0, &many, &vec![10.0; many.len()]), None);
+        // A downloader that cannot download: no figure rather than a wrong one.
+        let dead = [fluid(0.0, 0.0, 0.0), fluid(10.0, 0.0, 0.0)];
+        assert_eq!(joint_max(10.0, 10.0, &dead, &[1.0, f64::INFINITY]), None);
     }
 
     #[test]

@@ -9,9 +9,10 @@
 //! writer pays what it paid before. The queue holds only chunks whose writers are waiting on it, so it is
 //! bounded by the writers at once (the node's request window).
 //!
-//! If a batch fails (a full disk, a content removed meanwhile), none of its chunks is marked by it; each
-//! writer then syncs and marks its own chunk alone and returns its own verdict, so one bad chunk never
-//! fails another's write.
+//! If a batch fails (a full disk, a content removed meanwhile), each of its writers then syncs and marks
+//! its own chunk alone and returns its own verdict, so one bad chunk never fails another's write. Marks
+//! the failed batch may already have set (contents before the failing one) are of synced bytes, and
+//! marking again is harmless.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fs::File;

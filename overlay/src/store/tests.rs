@@ -389,6 +389,13 @@ fn reel(seed: u8, n: usize) -> (Manifest, Vec<Vec<u8>>) {
     (m, a.chunks(CS as usize).map(<[u8]>::to_vec).collect())
 }
 
+/// Writes chunks `0..n` of `id` without settling them, as writers at once would: their tickets.
+fn queue(s: &Store, id: &ContentId, chunks: &[Vec<u8>], n: u32) -> Vec<u64> {
+    (0..n)
+        .map(|i| s.commits.enqueue(s.write_unsynced(id, i, &chunks[i as usize]).unwrap().unwrap()))
+        .collect()
+}
+
 #[test]
 fn chunks_written_together_share_one_commit() {
     let dir = tempfile::tempdir().unwrap();
@@ -398,9 +405,7 @@ fn chunks_written_together_share_one_commit() {
         let s = open(dir.path());
         s.add_content(&m, ContentRoot::Managed, Have::Nothing).unwrap();
         // Four writers' chunks are written and queued before any of them settles.
-        let tickets: Vec<u64> = (0..4)
-            .map(|i| s.commits.enqueue(s.write_unsynced(&id, i, &chunks[i as usize]).unwrap().unwrap()))
-            .collect();
+        let tickets = queue(&s, &id, &chunks, 4);
         assert_eq!(s.bitfield(&id).unwrap().unwrap().count(), 0, "nothing is marked before its sync");
         // The last to settle leads and carries all four: one sync of the file, one flush.
         assert_eq!(s.settle(tickets[3]), commit::Settled::Marked);
@@ -429,9 +434,7 @@ fn a_failed_commit_leaves_each_writer_to_mark_its_own_chunk() {
     let id = m.id();
     let s = open(dir.path());
     s.add_content(&m, ContentRoot::Managed, Have::Nothing).unwrap();
-    let tickets: Vec<u64> = (0..2)
-        .map(|i| s.commits.enqueue(s.write_unsynced(&id, i, &chunks[i as usize]).unwrap().unwrap()))
-        .collect();
+    let tickets = queue(&s, &id, &chunks, 2);
     s.commits.fail_next.store(true, std::sync::atomic::Ordering::Relaxed);
     assert_eq!(s.settle(tickets[0]), commit::Settled::Failed);
     assert_eq!(s.settle(tickets[1]), commit::Settled::Failed);
