@@ -188,12 +188,19 @@ fn the_wire_framing_and_the_acks_cost_their_share() {
     // lab-8: an origin of 100 Mbit/s up that receives nothing, cinemas of 20 up / 100 down.
     let real = scenario("lab-8.toml", &[]);
     let ideal = scenario("lab-8.toml", &["sim.payload_share=1.0", "sim.ack_share=0.0"]);
-    let (_, r) = simulate(&real, 2, None).unwrap();
-    let (_, i) = simulate(&ideal, 2, None).unwrap();
     let up = real.seeders.up.0;
-    // The origin's chunk bytes never exceed its link's payload share; on an ideal link they reach more.
-    assert!(r.seeder_egress_peak <= real.sim.payload_share * up * 1.0001, "{} of {up}", r.seeder_egress_peak);
-    assert!(i.seeder_egress_peak > real.sim.payload_share * up * 1.0001, "{} of {up}", i.seeder_egress_peak);
-    let (tr, ti) = (r.t_measured.unwrap(), i.t_measured.unwrap());
-    assert!(tr > 1.04 * ti, "framing and ACKs take at least 4%: {tr:.1} s against {ti:.1} s");
+    // One seed's completion moves by a few percent with any change of the transfer rules (seed 2 gave 3.9%
+    // once), so the time is summed over four seeds; the framing alone costs 4.6% of every link.
+    let (mut tr, mut ti) = (0.0, 0.0);
+    for seed in 1..=4 {
+        let (_, r) = simulate(&real, seed, None).unwrap();
+        let (_, i) = simulate(&ideal, seed, None).unwrap();
+        // The origin's chunk bytes never exceed its link's payload share; on an ideal link they reach more.
+        let (rp, ip) = (r.seeder_egress_peak, i.seeder_egress_peak);
+        assert!(rp <= real.sim.payload_share * up * 1.0001, "seed {seed}: {rp} of {up}");
+        assert!(ip > real.sim.payload_share * up * 1.0001, "seed {seed}: {ip} of {up}");
+        tr += r.t_measured.unwrap();
+        ti += i.t_measured.unwrap();
+    }
+    assert!(tr > 1.04 * ti, "framing and ACKs take at least 4%: {tr:.1} s against {ti:.1} s (four seeds)");
 }

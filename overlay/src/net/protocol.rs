@@ -100,7 +100,8 @@ pub enum Request {
         content: ContentId,
         /// The chunk index.
         index: u32,
-        /// The asker's highest receive rate so far, bytes/s (a busy uploader serves the fastest first).
+        /// The asker's highest receive rate so far, bytes/s, raised while it is refused (a busy uploader
+        /// serves the fastest first; `cinemesh_core::engine::MAX_RATE_BOOST`).
         rate: u32,
     },
     /// I now hold these chunks too.

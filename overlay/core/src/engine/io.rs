@@ -76,8 +76,9 @@ pub enum Request {
         content: ContentId,
         /// Which chunk.
         index: u32,
-        /// The asker's highest receive rate so far, bytes/s (0 before it has one): a busy uploader keeps
-        /// its last slots for the fastest downloaders (`transfer.open_slots`).
+        /// The asker's highest receive rate so far, bytes/s (0 before it has one; up to
+        /// [`MAX_RATE_BOOST`](super::MAX_RATE_BOOST) times that while most answers are busy): a busy
+        /// uploader keeps its last slots for the fastest downloaders (`transfer.open_slots`).
         rate: u32,
     },
     /// Chunks we gained since the last batch (to a peer subscribed to our haves of this content).

@@ -165,30 +165,80 @@ fn the_fastest_asker_sets_the_bar_for_a_while_only() {
     assert!(matches!(drain(&mut e)[..], [Output::Read { upload: 3, .. }]));
 }
 
+/// (index, rate) of the chunk requests among `out`.
+fn rates_told(out: Vec<Output<u32>>) -> Vec<(u32, u32)> {
+    out.into_iter()
+        .filter_map(|o| match o {
+            Output::Send { request: Request::Chunk { index, rate, .. }, .. } => Some((index, rate)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Chunk `index` of C arrives from peer 1 at `now` (telling `load`) and is stored.
+fn store_from_1(e: &mut Engine<u32>, now: Time, index: u32, load: f32) {
+    assert!(e.chunk_reply(now, &1, &C, index, Reply::Answer(Answer::Data { len: CHUNK, load })));
+    e.chunk_written(now, &1, &C, index, CHUNK, Written::Ok);
+}
+
 #[test]
 fn chunk_requests_carry_the_highest_receive_rate_measured() {
     let mut e = fetching_from_one_peer(16);
-    // (index, rate) of the chunk requests among `out`.
-    let requests = |out: Vec<Output<u32>>| -> Vec<(u32, u32)> {
-        out.into_iter()
-            .filter_map(|o| match o {
-                Output::Send { request: Request::Chunk { index, rate, .. }, .. } => Some((index, rate)),
-                _ => None,
-            })
-            .collect()
-    };
-    let mut asked = requests(drain(&mut e));
+    let mut asked = rates_told(drain(&mut e));
     assert!(asked.iter().all(|&(_, r)| r == 0), "no rate before anything arrived: {asked:?}");
     // One chunk a second: the round opens at the first, and 2 MiB in the next 2 s is 1 MiB/s.
     for (n, ms) in [0u64, 1_000, 2_000].into_iter().enumerate() {
-        let i = asked[n].0;
-        assert!(e.chunk_reply(t(ms), &1, &C, i, Reply::Answer(Answer::Data { len: CHUNK, load: 0.1 })));
-        e.chunk_written(t(ms), &1, &C, i, CHUNK, Written::Ok);
-        asked.extend(requests(drain(&mut e)));
+        store_from_1(&mut e, t(ms), asked[n].0, 0.1);
+        asked.extend(rates_told(drain(&mut e)));
     }
     let rates: Vec<u32> = asked.iter().map(|&(_, r)| r).collect();
     assert_eq!(rates.last(), Some(&(CHUNK as u32)), "1 MiB/s after the round: {rates:?}");
     assert!(rates[..rates.len() - 1].iter().all(|&r| r == 0), "{rates:?}");
+}
+
+#[test]
+fn a_cinema_refused_by_busy_uploaders_tells_a_higher_rate_until_it_is_served() {
+    let mut e = fetching_from_one_peer(64);
+    let mut asked = rates_told(drain(&mut e));
+    // One chunk a second for two rounds: the peak is 1 MiB/s and that is what is told.
+    let mut ms = 0;
+    for _ in 0..5 {
+        store_from_1(&mut e, t(ms), asked.remove(0).0, 0.1);
+        asked.extend(rates_told(drain(&mut e)));
+        ms += 1_000;
+    }
+    assert_eq!(asked.last().map(|&(_, r)| r), Some(CHUNK as u32), "{asked:?}");
+    // Then most answers are busy (the peer is asked again after each back-off): each round of them, ended
+    // by the one chunk that came, doubles the rate told, up to MAX_RATE_BOOST times the peak.
+    let mut seen = Vec::new();
+    for _ in 0..8 {
+        ms += 3_000;
+        for (i, _) in std::mem::take(&mut asked) {
+            e.chunk_reply(t(ms), &1, &C, i, Reply::Answer(Answer::Busy { load: 1.0 }));
+        }
+        ms += 40_000;
+        e.handle_timeout(t(ms));
+        let mut round = rates_told(drain(&mut e));
+        assert!(round.len() >= 2, "{round:?}");
+        let (served, _) = round.remove(0);
+        for (i, _) in round {
+            e.chunk_reply(t(ms), &1, &C, i, Reply::Answer(Answer::Busy { load: 1.0 }));
+        }
+        store_from_1(&mut e, t(ms), served, 1.0);
+        ms += 40_000;
+        e.handle_timeout(t(ms));
+        asked = rates_told(drain(&mut e));
+        seen.extend(asked.iter().map(|&(_, r)| r));
+    }
+    assert!(seen.contains(&(2 * CHUNK as u32)), "doubled after a busy round: {seen:?}");
+    assert_eq!(seen.iter().max().map(|&r| f64::from(r)), Some(MAX_RATE_BOOST * CHUNK as f64), "{seen:?}");
+    // A round served again tells the peak again.
+    for _ in 0..3 {
+        store_from_1(&mut e, t(ms), asked.remove(0).0, 0.1);
+        asked.extend(rates_told(drain(&mut e)));
+        ms += 1_000;
+    }
+    assert_eq!(asked.last().map(|&(_, r)| r), Some(CHUNK as u32), "{asked:?}");
 }
 
 #[test]
