@@ -16,13 +16,14 @@
 //! uploader still sending aborts the flow. Control messages take latency but no bandwidth.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BTreeSet, BinaryHeap, HashMap};
 
 use cinemesh_core::engine::{
     self, Answer, Held, ManifestReply, Offer, Output, PeerInfo, Reply, Request, Role, UploadId, Written,
 };
 use cinemesh_core::schedule::Limits;
 use cinemesh_core::{Bitfield, ContentId, Time};
+use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -88,6 +89,10 @@ enum Ev {
     Online { node: NodeIx },
     /// A node goes offline.
     Offline { node: NodeIx },
+    /// A provider lookup's answer reaches `node`.
+    Providers { node: NodeIx, film: FilmIx },
+    /// A dial from `from` to `to` completes (or fails when `to` is offline).
+    Connect { from: NodeIx, to: NodeIx },
 }
 
 /// The kinds of events counted in [`Outcome::events_by_kind`], in its order.
@@ -103,7 +108,7 @@ pub const EVENT_KINDS: [&str; 12] = [
     "cancel",
     "chunk answer",
     "lost message",
-    "publish, start, churn",
+    "publish, start, churn, lookups, dials",
 ];
 
 fn kind_of(ev: &Ev, wires: &[Option<Wire>]) -> usize {
@@ -121,7 +126,12 @@ fn kind_of(ev: &Ev, wires: &[Option<Wire>]) -> usize {
             Some(Msg::Answer { .. }) => 9,
             None => 10,
         },
-        Ev::Publish { .. } | Ev::Start { .. } | Ev::Online { .. } | Ev::Offline { .. } => 11,
+        Ev::Publish { .. }
+        | Ev::Start { .. }
+        | Ev::Online { .. }
+        | Ev::Offline { .. }
+        | Ev::Providers { .. }
+        | Ev::Connect { .. } => 11,
     }
 }
 
@@ -266,6 +276,10 @@ struct NodeState {
     up: LinkId,
     down: LinkId,
     timer_at: Option<Time>,
+    /// Connections made by the engine's dials ([`Output::Dial`]), beside the topology's neighbours.
+    dialed: BTreeSet<NodeIx>,
+    /// Per film: the first lookup's answer was paid for by the delay before the offer.
+    lookup_paid: Vec<bool>,
 }
 
 impl std::fmt::Debug for NodeState {
@@ -304,6 +318,8 @@ pub struct Engine<'a> {
     class_of: Vec<Option<usize>>,
     chunks: Vec<u32>,
     published: Vec<bool>,
+    /// Per film, the nodes whose provider record is in the DHT (online or not: a record outlives its node).
+    providing: Vec<BTreeSet<NodeIx>>,
     remaining_targets: u64,
     needed_chunks: u64,
     received_chunks: u64,
@@ -393,7 +409,7 @@ impl<'a> Engine<'a> {
                     let held = Held { have: Bitfield::full(chunks[f]), size: film.size.0, pinned: true };
                     e.hold(Time::ZERO, content_id(f as FilmIx), held);
                 }
-                // Provide outputs: the DHT is modelled by the lookup delay, nothing to carry out.
+                // Provide outputs: `providing` starts with every superseeder.
                 while e.poll_output().is_some() {}
             }
             nodes.push(NodeState {
@@ -406,6 +422,8 @@ impl<'a> Engine<'a> {
                 up,
                 down,
                 timer_at: None,
+                dialed: BTreeSet::new(),
+                lookup_paid: vec![false; films],
             });
         }
         let mut stats = vec![NodeStats::default(); n];
@@ -463,6 +481,7 @@ impl<'a> Engine<'a> {
             class_of,
             chunks,
             published: vec![false; films],
+            providing: vec![(sc.cinemas..n as NodeIx).collect(); films],
             remaining_targets,
             needed_chunks,
             received_chunks: 0,
@@ -589,6 +608,8 @@ impl<'a> Engine<'a> {
             Ev::Start { node, film } => self.start(node, film),
             Ev::Online { node } => self.online(node),
             Ev::Offline { node } => self.offline(node),
+            Ev::Providers { node, film } => self.providers(node, film),
+            Ev::Connect { from, to } => self.connect(from, to),
         }
     }
 
@@ -695,11 +716,30 @@ impl<'a> Engine<'a> {
                     let chunks = self.chunks[film_of(&content) as usize];
                     self.nodes[x as usize].engine.installed(now, content, Ok(Bitfield::new(chunks)));
                 }
-                // The DHT is modelled by the lookup delay before the offer; content is never removed.
-                Output::Remove { .. }
-                | Output::Lookup { .. }
-                | Output::Provide { .. }
-                | Output::Unprovide { .. } => {}
+                Output::Lookup { content } => {
+                    let f = film_of(&content);
+                    let paid = std::mem::take(&mut self.nodes[x as usize].lookup_paid[f as usize]);
+                    let delay = if paid {
+                        0
+                    } else {
+                        kad::lookup(&self.topo, x, self.sc.sim.kad_k, self.sc.sim.kad_alpha, &mut self.rng)
+                            .micros
+                    };
+                    self.push(Time(now.0 + delay), Ev::Providers { node: x, film: f });
+                }
+                Output::Dial { peer } => {
+                    // Transport and security handshakes: two round trips.
+                    let at = Time(now.0 + 4 * self.topo.latency(x, peer));
+                    self.push(at, Ev::Connect { from: x, to: peer });
+                }
+                Output::Provide { content } => {
+                    self.providing[film_of(&content) as usize].insert(x);
+                }
+                Output::Unprovide { content } => {
+                    self.providing[film_of(&content) as usize].remove(&x);
+                }
+                // Content is never removed.
+                Output::Remove { .. } => {}
                 Output::Event(e) => match e {
                     engine::Event::Complete { content } => self.complete(x, film_of(&content)),
                     engine::Event::Penalised { .. } => self.penalties += 1,
@@ -877,7 +917,50 @@ impl<'a> Engine<'a> {
         }
         let l = kad::lookup(&self.topo, x, self.sc.sim.kad_k, self.sc.sim.kad_alpha, &mut self.rng);
         self.stats[xi].lookup[f] = Some(l);
+        self.nodes[xi].lookup_paid[f] = true;
         self.push(Time(at + l.micros), Ev::Start { node: x, film });
+    }
+
+    /// A lookup's answer: every provider record of the film but `x`'s own, in random order (as the DHT
+    /// returns them), offline ones included.
+    fn providers(&mut self, x: NodeIx, film: FilmIx) {
+        if !self.nodes[x as usize].online {
+            return;
+        }
+        let mut found: Vec<NodeIx> =
+            self.providing[film as usize].iter().copied().filter(|&p| p != x).collect();
+        found.shuffle(&mut self.rng);
+        self.nodes[x as usize].engine.providers(self.now, &content_id(film), &found);
+        self.drive(x);
+    }
+
+    /// Whether `a` and `b` are connected: topology neighbours both online, or a dial between them.
+    fn linked(&self, a: NodeIx, b: NodeIx) -> bool {
+        self.nodes[a as usize].dialed.contains(&b)
+            || (self.nodes[a as usize].online
+                && self.nodes[b as usize].online
+                && self.topo.neighbours[a as usize].binary_search(&b).is_ok())
+    }
+
+    /// `from`'s dial to `to` completes: both engines are told, or `from`'s is told it failed.
+    fn connect(&mut self, from: NodeIx, to: NodeIx) {
+        let now = self.now;
+        if !self.nodes[from as usize].online {
+            return;
+        }
+        if !self.nodes[to as usize].online {
+            self.nodes[from as usize].engine.dial_failed(now, &to);
+        } else if !self.linked(from, to) {
+            self.nodes[from as usize].dialed.insert(to);
+            self.nodes[to as usize].dialed.insert(from);
+            self.nodes[from as usize].engine.connected(now, to);
+            self.nodes[to as usize].engine.connected(now, from);
+            self.drive(to);
+        } else {
+            // Already connected: the engine learns it (it has the session, or gets it now).
+            self.nodes[from as usize].engine.connected(now, to);
+        }
+        self.drive(from);
     }
 
     /// The node's engine is offered the film, as the node's catalogue does on a Publish.
@@ -934,6 +1017,7 @@ impl<'a> Engine<'a> {
             if self.nodes[xi].got_entry[f] && !self.nodes[xi].started[f] && self.stats[xi].targeted[f] {
                 let l = kad::lookup(&self.topo, x, self.sc.sim.kad_k, self.sc.sim.kad_alpha, &mut self.rng);
                 self.stats[xi].lookup[f] = Some(l);
+                self.nodes[xi].lookup_paid[f] = true;
                 self.push(Time(now.0 + l.micros), Ev::Start { node: x, film: f as FilmIx });
             }
         }
@@ -969,6 +1053,12 @@ impl<'a> Engine<'a> {
             if !self.nodes[j as usize].online {
                 continue;
             }
+            self.nodes[j as usize].engine.disconnected(now, &x);
+            self.nodes[xi].engine.disconnected(now, &j);
+            self.drive(j);
+        }
+        for j in std::mem::take(&mut self.nodes[xi].dialed) {
+            self.nodes[j as usize].dialed.remove(&x);
             self.nodes[j as usize].engine.disconnected(now, &x);
             self.nodes[xi].engine.disconnected(now, &j);
             self.drive(j);

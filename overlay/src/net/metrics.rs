@@ -97,6 +97,7 @@ pub struct Metrics {
     pub store_committed_chunks: Counter,
     /// Kademlia provider lookups started.
     pub provider_lookups: Counter,
+    pub provider_dials: Counter,
     /// Chunk-protocol requests that failed, by direction and kind (malformed, timeout, closed, ...).
     pub protocol_errors: Family<ErrorLabel, Counter>,
     /// Chunk-protocol messages refused as malformed or over the size limits (requests and responses).
@@ -158,6 +159,7 @@ impl Metrics {
             m.store_committed_chunks.clone(),
         );
         r.register("provider_lookups", "Kademlia provider lookups started", m.provider_lookups.clone());
+        r.register("provider_dials", "Providers the engine chose to dial", m.provider_dials.clone());
         r.register(
             "protocol_errors",
             "Chunk-protocol requests that failed, by direction and kind",

@@ -255,10 +255,18 @@ pub enum Output<P> {
         /// Which content.
         content: ContentId,
     },
-    /// Look the content's providers up in the DHT and connect to them.
+    /// Look the content's providers up in the DHT and report them with
+    /// [`Engine::providers`](super::Engine::providers), which decides whom to dial.
     Lookup {
         /// Which content.
         content: ContentId,
+    },
+    /// Connect to `peer` (a provider the engine chose); report a failure with
+    /// [`Engine::dial_failed`](super::Engine::dial_failed), a success with
+    /// [`Engine::connected`](super::Engine::connected).
+    Dial {
+        /// Whom.
+        peer: P,
     },
     /// Announce in the DHT that this node provides the content.
     Provide {
@@ -285,6 +293,7 @@ impl<P> Output<P> {
             Output::Install { .. } => "install".into(),
             Output::Remove { .. } => "remove".into(),
             Output::Lookup { .. } => "lookup".into(),
+            Output::Dial { .. } => "dial".into(),
             Output::Provide { .. } => "provide".into(),
             Output::Unprovide { .. } => "unprovide".into(),
             Output::Event(e) => format!("event:{}", e.kind()),

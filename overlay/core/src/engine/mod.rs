@@ -136,6 +136,8 @@ pub struct Stats {
     pub haves_redundant: u64,
     /// Provider lookups asked for.
     pub lookups: u64,
+    /// Providers dialed (see [`Engine::providers`]).
+    pub dials: u64,
     /// Contents evicted to stay within capacity.
     pub evictions: u64,
     /// Bytes of chunks requested over relayed connections (counted when asked, so never above the budget).
@@ -238,6 +240,8 @@ pub struct Engine<P: PeerKey> {
     limits: Limits,
     drive_at: Option<Time>,
     lookups: BTreeMap<ContentId, Time>,
+    /// Providers dialed and not yet connected, and when (at most [`Config::max_peers`] with the sessions).
+    dialing: BTreeMap<P, Time>,
     housekeeping_at: Option<Time>,
     /// Our receive rate: bytes of chunks stored since the round began, and its highest value so far.
     recv: ReceiveRate,
@@ -310,6 +314,10 @@ impl ReceiveRate {
 /// A cinema refused by busy uploaders tells them at most this many times its peak receive rate.
 pub const MAX_RATE_BOOST: f64 = 8.0;
 
+/// A provider dialed ([`Output::Dial`]) that has not connected after this long no longer counts against
+/// [`Config::max_peers`] and may be dialed again.
+pub const DIAL_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Shortest round over which the receive rate is measured.
 pub const RECEIVE_ROUND: Duration = Duration::from_secs(2);
 
@@ -348,6 +356,7 @@ impl<P: PeerKey> Engine<P> {
             limits: Limits::default(),
             drive_at: None,
             lookups: BTreeMap::new(),
+            dialing: BTreeMap::new(),
             housekeeping_at: None,
             recv: ReceiveRate::default(),
             fastest_asker: (0.0, Time::ZERO),
@@ -507,13 +516,20 @@ impl<P: PeerKey> Engine<P> {
                 self.ask_manifest(now, content);
             }
         }
-        // Active fetches with nothing in flight and chunks missing: starved of sources, look for more.
+        // Active fetches with chunks missing and nothing in flight (starved of sources), or with fewer
+        // peers than `policy.dial_peers` (as a BitTorrent client asks its tracker again below its minimum
+        // of peers): look for more, at most once per `lookup_interval`.
+        self.dialing.retain(|_, since| now.saturating_since(*since) < DIAL_TIMEOUT);
+        let short = self.sessions.len() + self.dialing.len() < self.dial_limit();
         let starved: Vec<ContentId> = self
             .fetches
             .iter()
             .filter(|(c, f)| {
                 matches!(f, Fetch::Active)
-                    && self.scheduler.progress(c).is_some_and(|p| p.in_flight == 0 && p.have < p.total)
+                    && self
+                        .scheduler
+                        .progress(c)
+                        .is_some_and(|p| p.have < p.total && (p.in_flight == 0 || short))
             })
             .map(|(c, _)| *c)
             .collect();
@@ -607,6 +623,7 @@ impl<P: PeerKey> Engine<P> {
     /// The first connection to `peer` is up: we say hello.
     pub fn connected(&mut self, _now: Time, peer: P) {
         self.input("connected");
+        self.dialing.remove(&peer);
         if self.sessions.contains_key(&peer) {
             return;
         }
@@ -784,6 +801,41 @@ impl<P: PeerKey> Engine<P> {
             self.stats.lookups += 1;
             self.out.push_back(Output::Lookup { content });
         }
+    }
+
+    /// A provider lookup of `content` answered `providers` (the body leaves itself out, and any peer it
+    /// would refuse a connection to). While the content is fetched, the engine dials those it has no
+    /// session with and is not dialing already, in the order given, as long as its sessions and dials in
+    /// progress stay below `policy.dial_peers` and [`Config::max_peers`]. A dial that fails ([`dial_failed`](Self::dial_failed))
+    /// or stays unanswered for [`DIAL_TIMEOUT`] frees its place.
+    pub fn providers(&mut self, now: Time, content: &ContentId, providers: &[P]) {
+        self.input("providers");
+        if !self.fetches.contains_key(content) {
+            return;
+        }
+        self.dialing.retain(|_, since| now.saturating_since(*since) < DIAL_TIMEOUT);
+        for peer in providers {
+            if self.sessions.len() + self.dialing.len() >= self.dial_limit() {
+                break;
+            }
+            if self.sessions.contains_key(peer) || self.dialing.contains_key(peer) {
+                continue;
+            }
+            self.dialing.insert(peer.clone(), now);
+            self.stats.dials += 1;
+            self.out.push_back(Output::Dial { peer: peer.clone() });
+        }
+    }
+
+    /// Peers (sessions and dials in progress) below which lookups' providers are dialed.
+    fn dial_limit(&self) -> usize {
+        self.cfg.policy.dial_peers.min(self.cfg.max_peers) as usize
+    }
+
+    /// A dial the engine asked for ([`Output::Dial`]) failed: its place is free.
+    pub fn dial_failed(&mut self, _now: Time, peer: &P) {
+        self.input("dial-failed");
+        self.dialing.remove(peer);
     }
 
     fn score(&self, s: &Session) -> f64 {

@@ -366,6 +366,55 @@ fn haves_are_batched_to_subscribers_only() {
     assert_eq!(e.peer(&1).map(|p| p.1), Some(0.5), "the load of every answer is kept");
 }
 
+fn dials(out: &[Output<u32>]) -> Vec<u32> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Dial { peer } => Some(*peer),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_lookup_dials_the_providers_it_lacks_up_to_dial_peers_and_a_failed_dial_frees_its_place() {
+    let mut c = cfg(Role::Cinema, "a");
+    c.policy.dial_peers = 4;
+    let mut e = Engine::new(c);
+    e.connected(t(0), 1);
+    e.hello(t(0), 1, info("a"));
+    e.providers(t(0), &C, &[2, 3]);
+    assert!(dials(&drain(&mut e)).is_empty(), "nothing fetched: a stale lookup's answer dials no one");
+    e.offer(t(0), offer(4, true));
+    assert!(drain(&mut e).contains(&Output::Lookup { content: C }));
+    // Peer 1 is connected; 2, 3 and 4 fill the four places; 5 and 6 wait for one.
+    e.providers(t(1), &C, &[1, 2, 3, 4, 5, 6]);
+    assert_eq!(dials(&drain(&mut e)), vec![2, 3, 4]);
+    e.providers(t(2), &C, &[2, 3, 5]);
+    assert!(dials(&drain(&mut e)).is_empty(), "dials in progress count, none is repeated");
+    e.dial_failed(t(3), &3);
+    e.connected(t(3), 2);
+    e.providers(t(4), &C, &[2, 3, 5, 6]);
+    assert_eq!(dials(&drain(&mut e)), vec![3], "the failed dial's place; 2 connected, still counted");
+    // A dial that never answers frees its place after DIAL_TIMEOUT.
+    let later = t(4) + DIAL_TIMEOUT;
+    e.providers(later, &C, &[5, 6]);
+    assert_eq!(dials(&drain(&mut e)), vec![5, 6]);
+    assert_eq!(e.stats().dials, 6);
+}
+
+#[test]
+fn dials_stay_within_max_peers_whatever_dial_peers_says() {
+    let mut c = cfg(Role::Cinema, "a");
+    c.policy.dial_peers = 1_000;
+    c.max_peers = 3;
+    let mut e = Engine::new(c);
+    e.offer(t(0), offer(4, true));
+    drain(&mut e);
+    let found: Vec<u32> = (1..=50).collect();
+    e.providers(t(1), &C, &found);
+    assert_eq!(dials(&drain(&mut e)), vec![1, 2, 3]);
+}
+
 #[test]
 fn a_fetch_asks_the_best_peer_penalises_a_bad_manifest_and_completes() {
     let mut e = Engine::new(cfg(Role::Cinema, "a"));

@@ -6,11 +6,12 @@ use std::time::{Duration, Instant};
 use libp2p::kad::{self, GetProvidersOk, QueryResult};
 use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::swarm::SwarmEvent;
-use libp2p::{gossipsub, identify, mdns};
+use libp2p::{gossipsub, identify, mdns, PeerId};
 use rand::seq::IteratorRandom;
 use tracing::{debug, info};
 
 use super::{Node, BOOTSTRAP_BACKOFF};
+use crate::core::ContentId;
 use crate::net::admission;
 use crate::net::behaviour::BehaviourEvent;
 use crate::net::fleet;
@@ -76,6 +77,9 @@ impl Node {
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
                 if let libp2p::swarm::DialError::Denied { cause } = &error {
                     self.count_denied(cause);
+                }
+                if let Some(p) = peer_id.filter(|p| !self.swarm.is_connected(p)) {
+                    self.engine.dial_failed(now, &p);
                 }
                 debug!(?peer_id, %error, "dial failed");
             }
@@ -151,13 +155,19 @@ impl Node {
 
     fn on_kad_result(&mut self, result: QueryResult) {
         match result {
-            QueryResult::GetProviders(Ok(GetProvidersOk::FoundProviders { providers, .. })) => {
-                for p in providers {
-                    if p != self.me && !self.swarm.is_connected(&p) {
-                        debug!(peer = %p, "dialing provider");
-                        let _ = self.swarm.dial(DialOpts::peer_id(p).build());
-                    }
-                }
+            QueryResult::GetProviders(Ok(GetProvidersOk::FoundProviders { key, providers })) => {
+                let Ok(id) = <[u8; 32]>::try_from(key.as_ref()) else { return };
+                // Whom to dial is the engine's decision; who may be a peer at all is the admission's.
+                let found: Vec<PeerId> = providers
+                    .into_iter()
+                    .filter(|p| {
+                        *p != self.me
+                            && !self.revoked(p)
+                            && (!self.catalogue.has_members() || self.allowed(p))
+                    })
+                    .collect();
+                let now = self.now();
+                self.engine.providers(now, &ContentId(id), &found);
             }
             QueryResult::StartProviding(Err(e)) => debug!("start providing: {e:?}"),
             QueryResult::Bootstrap(Err(e)) => debug!("kad bootstrap: {e:?}"),

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use libp2p::request_response::{self, InboundRequestId, ResponseChannel};
+use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::PeerId;
 use tracing::{debug, info, warn};
 
@@ -43,6 +44,15 @@ impl Node {
                 Output::Lookup { content } => {
                     self.metrics.provider_lookups.inc();
                     self.swarm.behaviour_mut().kad.get_providers(provider_key(&content));
+                }
+                Output::Dial { peer } => {
+                    self.metrics.provider_dials.inc();
+                    debug!(%peer, "dialing provider");
+                    if let Err(e) = self.swarm.dial(DialOpts::peer_id(peer).build()) {
+                        debug!(%peer, "cannot dial provider: {e}");
+                        let now = self.now();
+                        self.engine.dial_failed(now, &peer);
+                    }
                 }
                 Output::Provide { content } => {
                     if let Err(e) = self.swarm.behaviour_mut().kad.start_providing(provider_key(&content)) {
