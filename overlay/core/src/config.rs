@@ -497,7 +497,8 @@ pub struct PolicyConfig {
     /// ISP.
     pub local_first: bool,
     /// A fetch with fewer peers than this (connected, or being dialed) looks its providers up again
-    /// (every `lookup_interval`, 10 s) and dials them until it has this many; never beyond
+    /// (after `lookup_interval`, 10 s, doubled after each answer with no one new, up to 160 s) and
+    /// dials them until it has this many; never beyond
     /// `network.max_connections`. Peers that connect by themselves (the DHT, the gossip mesh, other
     /// nodes' dials) count but are never refused for it. As rtorrent's `min_peers` (40).
     pub dial_peers: u32,

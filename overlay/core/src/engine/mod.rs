@@ -242,6 +242,9 @@ pub struct Engine<P: PeerKey> {
     lookups: BTreeMap<ContentId, Time>,
     /// Providers dialed and not yet connected, and when (at most [`Config::max_peers`] with the sessions).
     dialing: BTreeMap<P, Time>,
+    /// How often a fetch short of peers looks its providers up again: `lookup_interval`, doubled (up to
+    /// [`MAX_SHORT_LOOKUP_EVERY`]) by each answer that found no one new to dial.
+    short_every: Duration,
     housekeeping_at: Option<Time>,
     /// Our receive rate: bytes of chunks stored since the round began, and its highest value so far.
     recv: ReceiveRate,
@@ -318,6 +321,11 @@ pub const MAX_RATE_BOOST: f64 = 8.0;
 /// [`Config::max_peers`] and may be dialed again.
 pub const DIAL_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Longest wait between two lookups of a fetch short of peers whose lookups find no one new (a fleet
+/// smaller than `policy.dial_peers`): looking up every 10 s there cost real 16-cinema labs about 2% of
+/// their efficiency (docs/benchmarks.md, "Whom to dial is the engine's decision").
+pub const MAX_SHORT_LOOKUP_EVERY: Duration = Duration::from_secs(160);
+
 /// Shortest round over which the receive rate is measured.
 pub const RECEIVE_ROUND: Duration = Duration::from_secs(2);
 
@@ -336,6 +344,7 @@ impl<P: PeerKey> Engine<P> {
     pub fn new(cfg: Config) -> Self {
         let scheduler = Scheduler::new(&cfg.transfer, &cfg.policy, cfg.locality.clone(), cfg.seed);
         let slots = UploadSlots::new(cfg.transfer.upload_slots);
+        let short_every = cfg.lookup_interval;
         Self {
             cfg,
             scheduler,
@@ -357,6 +366,7 @@ impl<P: PeerKey> Engine<P> {
             drive_at: None,
             lookups: BTreeMap::new(),
             dialing: BTreeMap::new(),
+            short_every,
             housekeeping_at: None,
             recv: ReceiveRate::default(),
             fastest_asker: (0.0, Time::ZERO),
@@ -518,9 +528,13 @@ impl<P: PeerKey> Engine<P> {
         }
         // Active fetches with chunks missing and nothing in flight (starved of sources), or with fewer
         // peers than `policy.dial_peers` (as a BitTorrent client asks its tracker again below its minimum
-        // of peers): look for more, at most once per `lookup_interval`.
+        // of peers): look for more, at most once per `lookup_interval`; short of peers, once per
+        // `short_every`, which doubles after each answer that found no one new to dial.
         self.dialing.retain(|_, since| now.saturating_since(*since) < DIAL_TIMEOUT);
         let short = self.sessions.len() + self.dialing.len() < self.dial_limit();
+        let short_due = |c: &ContentId| {
+            short && self.lookups.get(c).is_none_or(|t| now.saturating_since(*t) >= self.short_every)
+        };
         let starved: Vec<ContentId> = self
             .fetches
             .iter()
@@ -529,7 +543,7 @@ impl<P: PeerKey> Engine<P> {
                     && self
                         .scheduler
                         .progress(c)
-                        .is_some_and(|p| p.have < p.total && (p.in_flight == 0 || short))
+                        .is_some_and(|p| p.have < p.total && (p.in_flight == 0 || short_due(c)))
             })
             .map(|(c, _)| *c)
             .collect();
@@ -814,6 +828,7 @@ impl<P: PeerKey> Engine<P> {
             return;
         }
         self.dialing.retain(|_, since| now.saturating_since(*since) < DIAL_TIMEOUT);
+        let before = self.stats.dials;
         for peer in providers {
             if self.sessions.len() + self.dialing.len() >= self.dial_limit() {
                 break;
@@ -825,6 +840,11 @@ impl<P: PeerKey> Engine<P> {
             self.stats.dials += 1;
             self.out.push_back(Output::Dial { peer: peer.clone() });
         }
+        self.short_every = if self.stats.dials > before {
+            self.cfg.lookup_interval
+        } else {
+            (self.short_every * 2).min(MAX_SHORT_LOOKUP_EVERY)
+        };
     }
 
     /// Peers (sessions and dials in progress) below which lookups' providers are dialed.

@@ -403,6 +403,33 @@ fn a_lookup_dials_the_providers_it_lacks_up_to_dial_peers_and_a_failed_dial_free
 }
 
 #[test]
+fn a_fetch_short_of_peers_looks_up_again_less_often_while_no_one_new_is_found() {
+    let mut e = fetching_from_one_peer(64);
+    assert!(drain(&mut e).contains(&Output::Lookup { content: C }), "the fetch's first lookup");
+    let lookups_until = |e: &mut Engine<u32>, from: u64, to: u64| -> Vec<u64> {
+        let mut at = Vec::new();
+        for s in from..to {
+            e.handle_timeout(t(s * 1000 + 500));
+            if drain(e).contains(&Output::Lookup { content: C }) {
+                at.push(s);
+            }
+        }
+        at
+    };
+    // One peer of 40 wanted, requests in flight (not starved): a lookup every 10 s while answers bring
+    // someone new to dial, and twice as long after each answer that does not.
+    assert_eq!(lookups_until(&mut e, 1, 11), vec![10]);
+    e.providers(t(10_600), &C, &[1]);
+    assert!(dials(&drain(&mut e)).is_empty(), "peer 1 is connected already");
+    assert_eq!(lookups_until(&mut e, 11, 31), vec![30], "20 s after an answer with no one new");
+    e.providers(t(30_600), &C, &[1]);
+    assert_eq!(lookups_until(&mut e, 31, 71), vec![70], "then 40 s");
+    e.providers(t(70_600), &C, &[1, 2]);
+    assert_eq!(dials(&drain(&mut e)), vec![2]);
+    assert_eq!(lookups_until(&mut e, 71, 81), vec![80], "an answer that found someone: 10 s again");
+}
+
+#[test]
 fn dials_stay_within_max_peers_whatever_dial_peers_says() {
     let mut c = cfg(Role::Cinema, "a");
     c.policy.dial_peers = 1_000;
