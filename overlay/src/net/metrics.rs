@@ -97,6 +97,7 @@ pub struct Metrics {
     pub store_committed_chunks: Counter,
     /// Kademlia provider lookups started.
     pub provider_lookups: Counter,
+    /// Providers the engine chose to dial (`Output::Dial`).
     pub provider_dials: Counter,
     /// Chunk-protocol requests that failed, by direction and kind (malformed, timeout, closed, ...).
     pub protocol_errors: Family<ErrorLabel, Counter>,
