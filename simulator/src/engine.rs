@@ -200,6 +200,8 @@ pub struct NodeStats {
     pub down_other_isp: u64,
     /// When the node first came online, seconds of virtual time.
     pub online: Option<f64>,
+    /// The most connections it held at once (topology links and dials).
+    pub links_max: u32,
 }
 
 /// Everything the run measured, before formatting.
@@ -231,6 +233,8 @@ pub struct Outcome {
     pub busy: u64,
     /// Penalise outputs.
     pub penalties: u64,
+    /// Dials that failed because one end already held `peers.max_connections` connections.
+    pub dials_refused: u64,
     /// Targets that did not complete by the end.
     pub incomplete: u32,
     /// Bandwidth recomputations.
@@ -328,6 +332,7 @@ pub struct Engine<'a> {
     duplicate_transfers: u64,
     busy: u64,
     penalties: u64,
+    dials_refused: u64,
     ticks: u64,
     progress: Option<ProgressFn<'a>>,
     kinds: [u64; EVENT_KINDS.len()],
@@ -390,6 +395,7 @@ impl<'a> Engine<'a> {
             }
             let mut cfg = engine::Config::new(role, transfer, sc.policy.clone());
             cfg.locality = node.locality.clone();
+            cfg.max_peers = sc.peers.max_connections;
             cfg.seed = mix64(seed ^ ((i as u64) << 1));
             let mut e = engine::Engine::new(cfg);
             if sc.sim.record_engine {
@@ -490,6 +496,7 @@ impl<'a> Engine<'a> {
             duplicate_transfers: 0,
             busy: 0,
             penalties: 0,
+            dials_refused: 0,
             ticks: 0,
             progress: None,
             kinds: [0; EVENT_KINDS.len()],
@@ -934,6 +941,17 @@ impl<'a> Engine<'a> {
         self.drive(x);
     }
 
+    /// Connections `x` holds: its online topology neighbours (when online itself) and its dials.
+    fn links(&self, x: NodeIx) -> usize {
+        let n = &self.nodes[x as usize];
+        let topo = if n.online {
+            self.topo.neighbours[x as usize].iter().filter(|&&y| self.nodes[y as usize].online).count()
+        } else {
+            0
+        };
+        topo + n.dialed.len()
+    }
+
     /// Whether `a` and `b` are connected: topology neighbours both online, or a dial between them.
     fn linked(&self, a: NodeIx, b: NodeIx) -> bool {
         self.nodes[a as usize].dialed.contains(&b)
@@ -951,8 +969,21 @@ impl<'a> Engine<'a> {
         if !self.nodes[to as usize].online {
             self.nodes[from as usize].engine.dial_failed(now, &to);
         } else if !self.linked(from, to) {
+            // Either end at its connection limit refuses, as libp2p's `connection_limits` does in the node.
+            let max = self.sc.peers.max_connections as usize;
+            if self.links(from) >= max || self.links(to) >= max {
+                self.dials_refused += 1;
+                self.nodes[from as usize].engine.dial_failed(now, &to);
+                self.drive(from);
+                return;
+            }
             self.nodes[from as usize].dialed.insert(to);
             self.nodes[to as usize].dialed.insert(from);
+            for x in [from, to] {
+                let n = self.links(x) as u32;
+                let s = &mut self.stats[x as usize];
+                s.links_max = s.links_max.max(n);
+            }
             self.nodes[from as usize].engine.connected(now, to);
             self.nodes[to as usize].engine.connected(now, from);
             self.drive(to);
@@ -1101,6 +1132,7 @@ impl<'a> Engine<'a> {
             duplicate_transfers: self.duplicate_transfers,
             busy: self.busy,
             penalties: self.penalties,
+            dials_refused: self.dials_refused,
             incomplete,
             ticks: self.ticks,
             recorded,

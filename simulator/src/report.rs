@@ -156,6 +156,8 @@ pub struct Report {
     pub busy_answers: u64,
     /// Peers penalised.
     pub penalties: u64,
+    /// Dials refused because one end held `peers.max_connections` connections.
+    pub dials_refused: u64,
     /// Bandwidth recomputations.
     pub rate_ticks: u64,
     /// The bandwidth model's grid (`sim.rate_quantum`, resolved), seconds.
@@ -302,6 +304,7 @@ impl Report {
             duplicate_transfers: o.duplicate_transfers,
             busy_answers: o.busy,
             penalties: o.penalties,
+            dials_refused: o.dials_refused,
             rate_ticks: o.ticks,
             rate_quantum_s: o.rate_quantum_secs,
             transfer_p50_s: o.transfer_p50_secs,

@@ -197,11 +197,15 @@ pub struct Peers {
     pub same_isp: f64,
     /// Connections each cinema opens to superseeders (found as providers in the DHT).
     pub seeder_links: u32,
+    /// Connections a node holds at most, as the node's `network.max_connections`: a dial to (or from) a node
+    /// already holding this many fails, and the engine's `max_peers` is set to it, as the node sets it.
+    /// The topology's own links are made regardless.
+    pub max_connections: u32,
 }
 
 impl Default for Peers {
     fn default() -> Self {
-        Self { degree: 40, same_isp: 0.5, seeder_links: 3 }
+        Self { degree: 40, same_isp: 0.5, seeder_links: 3, max_connections: 256 }
     }
 }
 
@@ -486,6 +490,11 @@ impl Scenario {
         check((1..=1000).contains(&p.degree), "peers.degree", "must be between 1 and 1000")?;
         check(fraction(p.same_isp), "peers.same_isp", "must be between 0 and 1")?;
         check(p.seeder_links >= 1, "peers.seeder_links", "must be at least 1")?;
+        check(
+            (1..=100_000).contains(&p.max_connections),
+            "peers.max_connections",
+            "must be between 1 and 100000",
+        )?;
         let sim = &self.sim;
         check(
             sim.rate_quantum != RateQuantum::Fixed(Duration::ZERO),

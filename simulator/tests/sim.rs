@@ -82,6 +82,25 @@ fn churn_with_sessions_still_completes_every_target() {
     assert!(r.efficiency.unwrap() < 1.0);
 }
 
+#[test]
+fn dials_stop_at_either_ends_connection_limit_as_the_node_refuses_them() {
+    // One ring link and the superseeder each: the engines dial the other cinemas as providers.
+    let links = |max: &str| {
+        let sc = scenario("small-8.toml", &["peers.degree=1", max]);
+        let (o, r) = simulate(&sc, 2, None).unwrap();
+        assert_eq!(r.incomplete, 0, "every target completes ({max})");
+        let most =
+            o.topo.nodes.iter().zip(&o.stats).filter(|(n, _)| !n.seeder).map(|(_, s)| s.links_max).max();
+        (most.unwrap(), o.dials_refused)
+    };
+    let (free, refused) = links("peers.max_connections=256");
+    assert!(free > 4, "without a limit a cinema dials beyond 4 connections: {free}");
+    assert_eq!(refused, 0);
+    let (capped, refused) = links("peers.max_connections=4");
+    assert!(capped <= 4, "no cinema holds more than 4 connections: {capped}");
+    assert!(refused > 0, "dials beyond the limit are refused");
+}
+
 /// One fibre cinema and 32 slow superseeders (5 Mbit/s each, 160 Mbit/s in all): the film can reach the
 /// cinema no faster than F / 160 Mbit/s.
 const SLOW_UPLOADERS: &str = r#"
