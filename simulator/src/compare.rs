@@ -61,6 +61,20 @@ impl Side {
         self.cinemas().into_iter().map(|(n, c, t)| (n, (c, t))).collect()
     }
 
+    /// A numeric `nodes.csv` column by node name (every node, superseeders too); rows without it are left out.
+    pub fn by_name(&self, col: &str) -> BTreeMap<String, f64> {
+        self.rows
+            .iter()
+            .filter_map(|r| Some((r.get("name")?.clone(), r.get(col)?.parse::<f64>().ok()?)))
+            .collect()
+    }
+
+    /// A numeric `nodes.csv` column summed over every node; `None` when no row has it (older outputs).
+    pub fn total(&self, col: &str) -> Option<f64> {
+        let v = self.by_name(col);
+        (!v.is_empty()).then(|| v.values().sum())
+    }
+
     /// As [`times`](Self::times), in `nodes.csv` order: (name, class, time).
     pub fn cinemas(&self) -> Vec<(String, String, Option<f64>)> {
         self.rows
@@ -100,6 +114,7 @@ pub const FIGURES: [(&str, &[&str]); 12] = [
 pub fn render(sim: &Side, lab: &Side) -> String {
     let mut s = String::new();
     let opt = |x: Option<f64>| x.map(|x| format!("{x:.3}")).unwrap_or_else(|| "-".into());
+    let opt0 = |x: Option<f64>| x.map(|x| format!("{x:.0}")).unwrap_or_else(|| "-".into());
     let pct = |e: Option<f64>| e.map(|e| format!("{:+.1}%", e * 100.0)).unwrap_or_else(|| "-".into());
     let _ = writeln!(s, "{:<26} {:>12} {:>12} {:>9}", "figure", "simulator", "lab", "sim err");
     for (name, path) in FIGURES {
@@ -107,18 +122,33 @@ pub fn render(sim: &Side, lab: &Side) -> String {
         let e = a.zip(b).and_then(|(a, b)| rel_err(a, b));
         let _ = writeln!(s, "{name:<26} {:>12} {:>12} {:>9}", opt(a), opt(b), pct(e));
     }
+    for (name, col) in [("busy answers given", "busy_answers"), ("busy answers received", "busy_received")] {
+        let (a, b) = (sim.total(col), lab.total(col));
+        let e = a.zip(b).and_then(|(a, b)| rel_err(a, b));
+        let _ = writeln!(s, "{name:<26} {:>12} {:>12} {:>9}", opt0(a), opt0(b), pct(e));
+    }
     let (st, lt) = (sim.times(), lab.cinemas());
+    let (sb, lb) = (sim.by_name("busy_received"), lab.by_name("busy_received"));
     let _ = writeln!(
         s,
-        "\n{:<14} {:<10} {:>10} {:>10} {:>9}",
-        "cinema", "class", "sim (s)", "lab (s)", "sim err"
+        "\n{:<14} {:<10} {:>10} {:>10} {:>9} {:>12} {:>12}",
+        "cinema", "class", "sim (s)", "lab (s)", "sim err", "busy sim", "busy lab"
     );
     let mut errs = Vec::new();
     for (name, class, l) in &lt {
         let si = st.get(name).and_then(|x| x.1);
         let e = si.zip(*l).and_then(|(a, b)| rel_err(a, b));
         errs.extend(e.map(f64::abs));
-        let _ = writeln!(s, "{name:<14} {class:<10} {:>10} {:>10} {:>9}", opt(si), opt(*l), pct(e));
+        let (bs, bl) = (sb.get(name).copied(), lb.get(name).copied());
+        let _ = writeln!(
+            s,
+            "{name:<14} {class:<10} {:>10} {:>10} {:>9} {:>12} {:>12}",
+            opt(si),
+            opt(*l),
+            pct(e),
+            opt0(bs),
+            opt0(bl)
+        );
     }
     let q = Quantiles::of(&errs);
     let _ = writeln!(

@@ -202,6 +202,10 @@ pub struct NodeStats {
     pub online: Option<f64>,
     /// The most connections it held at once (topology links and dials).
     pub links_max: u32,
+    /// Chunk requests its engine answered busy.
+    pub busy_answers: u64,
+    /// Busy answers its engine received.
+    pub busy_received: u64,
 }
 
 /// Everything the run measured, before formatting.
@@ -1108,7 +1112,11 @@ impl<'a> Engine<'a> {
         all
     }
 
-    fn finish(self) -> Outcome {
+    fn finish(mut self) -> Outcome {
+        for (s, n) in self.stats.iter_mut().zip(&self.nodes) {
+            s.busy_answers = n.engine.stats().busy_answers;
+            s.busy_received = n.engine.scheduler_stats().busy;
+        }
         let mut incomplete = 0;
         for s in &self.stats {
             for (t, c) in s.targeted.iter().zip(&s.complete) {

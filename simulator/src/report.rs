@@ -516,6 +516,12 @@ pub struct NodeRow {
     pub lookup_hops: Option<u32>,
     /// Provider lookup duration, ms (simulator only).
     pub lookup_ms: Option<f64>,
+    /// Chunk requests this node answered busy (the engine's `busy_answers`; the node's
+    /// `cinemesh_busy_answers_total`).
+    pub busy_answers: Option<u64>,
+    /// Busy answers this node received to its chunk requests (the scheduler's `busy`; the node's
+    /// `cinemesh_chunks_failed_total{reason="busy"}`).
+    pub busy_received: Option<u64>,
 }
 
 /// The simulator's rows.
@@ -544,6 +550,8 @@ pub fn rows(sc: &Scenario, o: &Outcome) -> Vec<NodeRow> {
                 duplicates: Some(st.duplicates[0]),
                 lookup_hops: l.map(|l| l.hops),
                 lookup_ms: l.map(|l| l.micros as f64 / 1e3),
+                busy_answers: Some(st.busy_answers),
+                busy_received: Some(st.busy_received),
             }
         })
         .collect()
@@ -553,7 +561,7 @@ pub fn rows(sc: &Scenario, o: &Outcome) -> Vec<NodeRow> {
 pub fn nodes_csv(rows: &[NodeRow]) -> String {
     let films = rows.iter().map(|r| r.complete_s.len()).max().unwrap_or(1).max(1);
     let mut s = String::from(
-        "node,name,isp,class,seeder,up_mbit,down_mbit,online_s,complete_s,bytes_up,bytes_down,down_same_isp,down_other_isp,gossip_ms,duplicates,lookup_hops,lookup_ms",
+        "node,name,isp,class,seeder,up_mbit,down_mbit,online_s,complete_s,bytes_up,bytes_down,down_same_isp,down_other_isp,gossip_ms,duplicates,lookup_hops,lookup_ms,busy_answers,busy_received",
     );
     for f in 1..films {
         let _ = write!(s, ",complete_s_{f}");
@@ -564,7 +572,7 @@ pub fn nodes_csv(rows: &[NodeRow]) -> String {
     for (i, r) in rows.iter().enumerate() {
         let _ = write!(
             s,
-            "{i},{},{},{},{},{:.3},{:.3},{:.3},{},{},{},{},{},{},{},{},{}",
+            "{i},{},{},{},{},{:.3},{:.3},{:.3},{},{},{},{},{},{},{},{},{},{},{}",
             r.name,
             r.isp,
             r.class,
@@ -581,6 +589,8 @@ pub fn nodes_csv(rows: &[NodeRow]) -> String {
             num(r.duplicates),
             num(r.lookup_hops),
             opt(r.lookup_ms),
+            r.busy_answers.map(|x| x.to_string()).unwrap_or_default(),
+            r.busy_received.map(|x| x.to_string()).unwrap_or_default(),
         );
         for f in 1..films {
             let _ = write!(s, ",{}", opt(r.complete_s.get(f).copied().flatten()));

@@ -189,6 +189,17 @@ fn the_lab_runs_a_tiny_scenario_and_leaves_nothing_behind() -> anyhow::Result<()
         assert!(num("complete_s") > 0.0 && num("bytes_down") >= size as f64, "{row:?}");
         assert_eq!(num("down_same_isp") + num("down_other_isp"), num("bytes_down"), "{row:?}");
     }
+    // Both bodies report the engine's busy counters per node, and the comparison sets them side by side.
+    for dir in [opts.out.clone(), opts.out.join("sim")] {
+        let rows = cinemesh_sim::compare::parse_csv(&std::fs::read_to_string(dir.join("nodes.csv"))?);
+        for row in &rows {
+            for col in ["busy_answers", "busy_received"] {
+                assert!(row[col].parse::<u64>().is_ok(), "{col} in {}: {row:?}", dir.display());
+            }
+        }
+    }
+    let compare = std::fs::read_to_string(opts.out.join("compare.txt"))?;
+    assert!(compare.contains("busy answers received"), "{compare}");
     let late: Vec<_> =
         csv.iter().filter(|r| (2.95..4.0).contains(&r["online_s"].parse::<f64>().unwrap_or(0.0))).collect();
     assert_eq!(late.len(), 1, "the late cinema comes online 3 s after the publish: {csv:?}");

@@ -191,6 +191,8 @@ pub fn build(sc: &Scenario, seed: u64, topo: &Topology, targets: &[Vec<bool>], m
             duplicates: None,
             lookup_hops: None,
             lookup_ms: None,
+            busy_answers: Some(b.busy_answers as u64),
+            busy_received: Some(b.busy_received as u64),
         });
     }
     let seeder_isp = topo.nodes[topo.first_seeder as usize].isp as usize;

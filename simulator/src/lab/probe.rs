@@ -75,7 +75,7 @@ pub fn by_label(metrics: &str, name: &str, label: &str) -> BTreeMap<String, f64>
     out
 }
 
-/// Content bytes a node sent and received, split by locality.
+/// Content bytes a node sent and received, split by locality, and its busy answers given and received.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Bytes {
     /// Sent in all.
@@ -86,6 +86,10 @@ pub struct Bytes {
     pub down_same_isp: f64,
     /// Received from other ISPs (or of unknown locality).
     pub down_other_isp: f64,
+    /// Chunk requests it answered busy (`cinemesh_busy_answers_total`).
+    pub busy_answers: f64,
+    /// Busy answers to its own chunk requests (`cinemesh_chunks_failed_total{reason="busy"}`).
+    pub busy_received: f64,
 }
 
 impl Bytes {
@@ -99,6 +103,11 @@ impl Bytes {
             down: recv.values().sum(),
             down_same_isp: get("SameSite") + get("SameIsp"),
             down_other_isp: get("OtherIsp") + get("Unknown"),
+            busy_answers: by_label(m, "cinemesh_busy_answers_total", "").values().sum(),
+            busy_received: by_label(m, "cinemesh_chunks_failed_total", "reason")
+                .get("busy")
+                .copied()
+                .unwrap_or(0.0),
         }
     }
 
@@ -109,6 +118,8 @@ impl Bytes {
             down: self.down + o.down,
             down_same_isp: self.down_same_isp + o.down_same_isp,
             down_other_isp: self.down_other_isp + o.down_other_isp,
+            busy_answers: self.busy_answers + o.busy_answers,
+            busy_received: self.busy_received + o.busy_received,
         }
     }
 }
@@ -155,13 +166,26 @@ cinemesh_bytes_received_total{locality="SameIsp"} 2
 cinemesh_bytes_received_total{locality="OtherIsp"} 30
 cinemesh_bytes_received_total{locality="Unknown"} 4
 cinemesh_chunks_served_total 9
+cinemesh_busy_answers_total 12
+cinemesh_chunks_failed_total{reason="busy"} 5
+cinemesh_chunks_failed_total{reason="io"} 2
 # EOF
 "#;
 
     #[test]
     fn metrics_by_locality() {
         let b = Bytes::from_metrics(METRICS);
-        assert_eq!(b, Bytes { up: 150.0, down: 37.0, down_same_isp: 3.0, down_other_isp: 34.0 });
+        assert_eq!(
+            b,
+            Bytes {
+                up: 150.0,
+                down: 37.0,
+                down_same_isp: 3.0,
+                down_other_isp: 34.0,
+                busy_answers: 12.0,
+                busy_received: 5.0
+            }
+        );
         assert_eq!(by_label(METRICS, "cinemesh_chunks_served_total", "x").get(""), Some(&9.0));
         assert_eq!(b.plus(b).up, 300.0);
     }
