@@ -48,6 +48,8 @@ struct Flow {
     alive: bool,
     /// A link loaded by `share x rate` that does not limit the flow (its ACKs).
     side: Option<(LinkId, f64)>,
+    /// Bytes left at which the flow is reported released ([`Network::set_release`]), until it is.
+    release: Option<f64>,
 }
 
 impl Flow {
@@ -76,6 +78,8 @@ pub struct Network {
     /// Which slots hold a flow in progress, one bit each: every pass walks these alone, in slot order, so a
     /// tick late in a run (a few slow flows left in a table sized by the busiest moment) costs little.
     alive: Bitfield,
+    /// Flows whose release point falls before the next grid time, with its exact time ([`Network::tick`]).
+    released: Vec<(FlowId, Time)>,
 }
 
 impl Network {
@@ -95,6 +99,7 @@ impl Network {
             touched: Vec::new(),
             frozen: Vec::new(),
             alive: Bitfield::new(0),
+            released: Vec::new(),
         }
     }
 
@@ -147,6 +152,7 @@ impl Network {
             gen,
             alive: true,
             side,
+            release: None,
         };
         self.dirty = true;
         self.live += 1;
@@ -169,6 +175,21 @@ impl Network {
         };
         self.alive.set(id.index);
         id
+    }
+
+    /// Reports the flow released ([`take_released`](Self::take_released)) once at most `bytes_left` of it
+    /// remain: the sender has handed the rest to its transport's buffers (at once when the flow is no longer
+    /// than that).
+    pub fn set_release(&mut self, id: FlowId, bytes_left: u64) {
+        if self.contains(id) {
+            self.flows[id.index as usize].release = Some(bytes_left as f64);
+            self.dirty = true;
+        }
+    }
+
+    /// The flows whose release point [`tick`](Self::tick) found before the next grid time, with its time.
+    pub fn take_released(&mut self) -> Vec<(FlowId, Time)> {
+        std::mem::take(&mut self.released)
     }
 
     /// True when the handle names a flow in progress.
@@ -217,12 +238,30 @@ impl Network {
             if !dirty {
                 f.advance(dt);
             }
+            let id = FlowId { index: i as u32, gen: f.gen };
+            if let Some(left) = f.release {
+                let at = if f.remaining <= left {
+                    Some(now.0)
+                } else if f.rate > 0.0 {
+                    Some(now.0.saturating_add(((f.remaining - left) / f.rate * 1e6).ceil() as u64))
+                } else {
+                    None
+                };
+                match at {
+                    Some(at) if at < window_end => {
+                        self.released.push((id, Time(at)));
+                        f.release = None;
+                    }
+                    Some(at) => earliest = earliest.min(at),
+                    None => {}
+                }
+            }
             if f.rate <= 0.0 {
                 continue;
             }
             let finish = now.0.saturating_add((f.remaining / f.rate * 1e6).ceil() as u64);
             if finish < window_end {
-                done.push((FlowId { index: i as u32, gen: f.gen }, Time(finish)));
+                done.push((id, Time(finish)));
             } else {
                 earliest = earliest.min(finish);
             }
@@ -318,6 +357,35 @@ mod tests {
     fn rates(net: &mut Network, flows: &[FlowId]) -> Vec<f64> {
         net.tick(Time::ZERO);
         flows.iter().map(|&f| net.rate(f).unwrap()).collect()
+    }
+
+    #[test]
+    fn a_flow_is_released_when_its_last_bytes_fit_the_buffer_and_done_when_it_ends() {
+        // 1,000 bytes at 100 B/s on a 1 s grid, released with 200 bytes left: at 8 s, done at 10 s.
+        let mut net = Network::new(1_000_000);
+        let l = net.add_link(100.0);
+        let f = net.add_flow(&[l], 1000);
+        net.set_release(f, 200);
+        let (mut released, mut done, mut t) = (None, None, Time::ZERO);
+        for _ in 0..20 {
+            let (d, next) = net.tick(t);
+            if let Some(&(_, at)) = net.take_released().first() {
+                assert!(released.is_none(), "released once");
+                released = Some(at);
+            }
+            if let Some(&(_, at)) = d.first() {
+                done = Some(at);
+                break;
+            }
+            t = next.expect("a flow in progress needs a tick");
+        }
+        assert_eq!(released, Some(Time(8_000_000)));
+        assert_eq!(done, Some(Time(10_000_000)));
+        // A flow no longer than the buffer is released at once.
+        let g = net.add_flow(&[l], 100);
+        net.set_release(g, 200);
+        net.tick(Time(10_000_000));
+        assert_eq!(net.take_released(), vec![(g, Time(10_000_000))]);
     }
 
     #[test]

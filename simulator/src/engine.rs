@@ -77,6 +77,8 @@ enum Ev {
     Tick,
     /// A flow may have finished.
     FlowDone { flow: FlowId },
+    /// A flow's last `sim.send_buffer` bytes are in the sender's buffers: its upload slot is free.
+    FlowRelease { flow: FlowId },
     /// A message reaches its receiver (`wires[slot]`).
     Deliver { slot: u32 },
     /// A node's engine timer.
@@ -98,7 +100,7 @@ enum Ev {
 /// The kinds of events counted in [`Outcome::events_by_kind`], in its order.
 pub const EVENT_KINDS: [&str; 12] = [
     "rate tick",
-    "flow done",
+    "flow done or released",
     "engine timer",
     "hello",
     "manifest",
@@ -114,7 +116,7 @@ pub const EVENT_KINDS: [&str; 12] = [
 fn kind_of(ev: &Ev, wires: &[Option<Wire>]) -> usize {
     match ev {
         Ev::Tick => 0,
-        Ev::FlowDone { .. } => 1,
+        Ev::FlowDone { .. } | Ev::FlowRelease { .. } => 1,
         Ev::Timer { .. } => 2,
         Ev::Deliver { slot } => match wires.get(*slot as usize).and_then(Option::as_ref).map(|w| &w.msg) {
             Some(Msg::Hello | Msg::Request(Request::Hello)) => 3,
@@ -163,6 +165,8 @@ struct Transfer {
     bytes: u64,
     load: f32,
     start: Time,
+    /// The uploader was told the upload ended (`sim.send_buffer`), before the flow finished.
+    released: bool,
 }
 
 /// An inbound chunk request being served: who asked for what.
@@ -593,11 +597,15 @@ impl<'a> Engine<'a> {
                 for (flow, at) in done {
                     self.push(at, Ev::FlowDone { flow });
                 }
+                for (flow, at) in self.net.take_released() {
+                    self.push(at, Ev::FlowRelease { flow });
+                }
                 if let Some(next) = next {
                     self.request_tick(next.max(Time(self.now.0 + 1)));
                 }
             }
             Ev::FlowDone { flow } => self.flow_done(flow),
+            Ev::FlowRelease { flow } => self.flow_release(flow),
             Ev::Deliver { slot } => {
                 let wire = self.wires[slot as usize].take();
                 self.free_wires.push(slot);
@@ -822,8 +830,12 @@ impl<'a> Engine<'a> {
                     bytes: len,
                     load,
                     start: self.now,
+                    released: false,
                 });
                 self.flows.insert(upload, flow);
+                if let Some(b) = self.sc.sim.send_buffer {
+                    self.net.set_release(flow, b.0);
+                }
                 self.request_tick(self.now);
             }
             other => {
@@ -847,6 +859,23 @@ impl<'a> Engine<'a> {
         if self.stats[x as usize].targeted[f] {
             self.remaining_targets -= 1;
         }
+    }
+
+    /// The uploader's transport holds the rest of the flow: its engine frees the slot, as a node's does when
+    /// the answer has been written to the stream (`ResponseSent`), before the asker has it all.
+    fn flow_release(&mut self, flow: FlowId) {
+        if !self.net.contains(flow) {
+            return;
+        }
+        let Some(t) = self.transfers[flow.index as usize].as_mut() else { return };
+        if t.released {
+            return;
+        }
+        t.released = true;
+        let (ul, upload) = (t.ul, t.upload);
+        let now = self.now;
+        self.nodes[ul as usize].engine.upload_done(now, upload, true);
+        self.drive(ul);
     }
 
     fn flow_done(&mut self, flow: FlowId) {
@@ -880,8 +909,10 @@ impl<'a> Engine<'a> {
             spread(&mut self.download_bins[c], t.start, self.now, t.bytes);
         }
         let now = self.now;
-        self.nodes[ul].engine.upload_done(now, t.upload, true);
-        self.drive(t.ul);
+        if !t.released {
+            self.nodes[ul].engine.upload_done(now, t.upload, true);
+            self.drive(t.ul);
+        }
         let content = content_id(t.film);
         let reply = Reply::Answer(Answer::Data { len: t.bytes, load: t.load });
         let e = &mut self.nodes[dl].engine;

@@ -222,6 +222,11 @@ pub struct SimConfig {
     /// ACK bytes per payload byte, carried on the downloader's upload link (one 66-byte frame per two
     /// 1448-byte segments: 0.0228). 0.0: ACKs are free.
     pub ack_share: f64,
+    /// Bytes of a chunk answer the uploader's transport may still hold when the node counts the upload done
+    /// and frees its slot (the node frees it at `ResponseSent`: the bytes are in yamux's and TCP's buffers,
+    /// not yet at the asker). Unset: a slot is held until the asker has the whole chunk.
+    #[serde(default)]
+    pub send_buffer: Option<ByteSize>,
     /// Stop at this virtual time even if some targets are incomplete.
     #[serde(with = "human_duration")]
     pub horizon: Duration,
@@ -242,6 +247,7 @@ impl Default for SimConfig {
             rate_quantum: RateQuantum::Auto,
             payload_share: PAYLOAD_SHARE,
             ack_share: ACK_SHARE,
+            send_buffer: None,
             horizon: Duration::from_secs(14 * 24 * 3600),
             max_events: 2_000_000_000,
             kad_k: 20,

@@ -83,6 +83,21 @@ fn churn_with_sessions_still_completes_every_target() {
 }
 
 #[test]
+fn a_send_buffer_frees_upload_slots_before_the_asker_has_the_chunk() {
+    // Two upload slots each: held until the asker has the chunk, they turn askers away; freed once a
+    // chunk's last 4 MiB (all of it) are in the sender's buffers, they do so less than half as often.
+    let run = |sets: &[&str]| {
+        let sc = scenario("small-8.toml", sets);
+        let (o, r) = simulate(&sc, 4, None).unwrap();
+        assert_eq!(r.incomplete, 0, "{sets:?}");
+        o.busy
+    };
+    let held = run(&["transfer.upload_slots=2"]);
+    let freed = run(&["transfer.upload_slots=2", "sim.send_buffer=4MiB"]);
+    assert!(held > 0 && freed * 2 < held, "busy answers: {held} with slots held, {freed} with a send buffer");
+}
+
+#[test]
 fn dials_stop_at_either_ends_connection_limit_as_the_node_refuses_them() {
     // One ring link and the superseeder each: the engines dial the other cinemas as providers.
     let links = |max: &str| {
