@@ -204,7 +204,7 @@ pub struct NodeStats {
     pub down_other_isp: u64,
     /// When the node first came online, seconds of virtual time.
     pub online: Option<f64>,
-    /// The most connections it held at once (topology links and dials).
+    /// The most connections it held at once (topology links and dials), counted when a dial connects.
     pub links_max: u32,
     /// Chunk requests its engine answered busy.
     pub busy_answers: u64,
@@ -976,15 +976,24 @@ impl<'a> Engine<'a> {
         self.drive(x);
     }
 
-    /// Connections `x` holds: its online topology neighbours (when online itself) and its dials.
-    fn links(&self, x: NodeIx) -> usize {
+    /// The nodes `x` is connected to, each once: its online topology neighbours (when online itself), then
+    /// the nodes it dialed or was dialed by that are not among them.
+    fn peers_of(&self, x: NodeIx) -> Vec<NodeIx> {
         let n = &self.nodes[x as usize];
-        let topo = if n.online {
-            self.topo.neighbours[x as usize].iter().filter(|&&y| self.nodes[y as usize].online).count()
+        let neighbours = &self.topo.neighbours[x as usize];
+        let mut peers: Vec<NodeIx> = if n.online {
+            neighbours.iter().copied().filter(|&y| self.nodes[y as usize].online).collect()
         } else {
-            0
+            Vec::new()
         };
-        topo + n.dialed.len()
+        let dialed: Vec<NodeIx> = n.dialed.iter().copied().filter(|y| !peers.contains(y)).collect();
+        peers.extend(dialed);
+        peers
+    }
+
+    /// Connections `x` holds ([`peers_of`](Self::peers_of)).
+    fn links(&self, x: NodeIx) -> usize {
+        self.peers_of(x).len()
     }
 
     /// Whether `a` and `b` are connected: topology neighbours both online, or a dial between them.
@@ -1114,21 +1123,13 @@ impl<'a> Engine<'a> {
         }
         self.uploads.retain(|_, u| u.dl != x && u.ul != x);
         self.request_tick(now);
-        for k in 0..self.topo.neighbours[xi].len() {
-            let j = self.topo.neighbours[xi][k];
-            if !self.nodes[j as usize].online {
-                continue;
-            }
-            self.nodes[j as usize].engine.disconnected(now, &x);
-            self.nodes[xi].engine.disconnected(now, &j);
-            self.drive(j);
-        }
-        for j in std::mem::take(&mut self.nodes[xi].dialed) {
+        for j in self.peers_of(x) {
             self.nodes[j as usize].dialed.remove(&x);
             self.nodes[j as usize].engine.disconnected(now, &x);
             self.nodes[xi].engine.disconnected(now, &j);
             self.drive(j);
         }
+        self.nodes[xi].dialed.clear();
         // Outputs of an offline node go nowhere.
         while self.nodes[xi].engine.poll_output().is_some() {}
         let back = now + exp(&mut self.rng, self.sc.churn.offline_mean);

@@ -75,6 +75,11 @@ pub fn by_label(metrics: &str, name: &str, label: &str) -> BTreeMap<String, f64>
     out
 }
 
+/// The sum of a counter family over all its labels (or its one unlabelled sample).
+pub fn total(metrics: &str, name: &str) -> f64 {
+    by_label(metrics, name, "").values().sum()
+}
+
 /// Content bytes a node sent and received, split by locality, and its busy answers given and received.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Bytes {
@@ -103,7 +108,7 @@ impl Bytes {
             down: recv.values().sum(),
             down_same_isp: get("SameSite") + get("SameIsp"),
             down_other_isp: get("OtherIsp") + get("Unknown"),
-            busy_answers: by_label(m, "cinemesh_busy_answers_total", "").values().sum(),
+            busy_answers: total(m, "cinemesh_busy_answers_total"),
             busy_received: by_label(m, "cinemesh_chunks_failed_total", "reason")
                 .get("busy")
                 .copied()
@@ -187,6 +192,7 @@ cinemesh_chunks_failed_total{reason="io"} 2
             }
         );
         assert_eq!(by_label(METRICS, "cinemesh_chunks_served_total", "x").get(""), Some(&9.0));
+        assert_eq!(total(METRICS, "cinemesh_chunks_failed_total"), 7.0);
         assert_eq!(b.plus(b).up, 300.0);
     }
 
