@@ -215,6 +215,14 @@ fn the_lab_runs_a_tiny_scenario_and_leaves_nothing_behind() -> anyhow::Result<()
     // The daemon counts a chunk as sent when it hands it to the stream, so over a few seconds the
     // utilisation can read a little above 1; far above would mean the shaping failed.
     assert!(report.seeder_utilisation > 0.2 && report.seeder_utilisation <= 1.5, "{text}");
+    // The links' own counters: content is most of what they carried, never all of it (headers, ACKs), so
+    // the bound on those content rates is above Kumar-Ross.
+    let wire = report.wire.context("the links' counters were read")?;
+    for share in [wire.seeder_payload_share, wire.cinema_payload_share, wire.cinema_down_payload_share] {
+        assert!((0.5..1.0).contains(&share), "{wire:?}: {text}");
+    }
+    assert!(wire.t_min > report.t_min && wire.efficiency > report.efficiency, "{wire:?}: {text}");
+    assert!(text.contains("wire: content is"), "{text}");
     assert!(text.contains("per-node |error|"), "{text}");
     Ok(())
 }

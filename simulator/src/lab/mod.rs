@@ -69,6 +69,9 @@ pub struct Measured {
     pub end: f64,
     /// True when every target completed before the timeout.
     pub finished: bool,
+    /// Per node: bytes its link sent and received ([`net::link_bytes`]), read at the end of the run;
+    /// `None` when they could not be read.
+    pub wire: Vec<Option<(u64, u64)>>,
 }
 
 /// The work directory (one per machine: one lab at a time).
@@ -391,6 +394,7 @@ pub fn run(sc: &Scenario, opts: &Options, interrupted: &AtomicBool) -> Result<Me
     let end = t0.elapsed().as_secs_f64();
     let nodes = observer.finish();
     result?;
+    let wire = (0..n).map(|i| net::link_bytes(i).ok()).collect();
     let hook_done = (0..n).map(|i| read_done(&path(i, ".done"), t0_unix)).collect();
     // Keep the daemons' logs beside the outputs.
     let logs = opts.out.join("logs");
@@ -400,7 +404,7 @@ pub fn run(sc: &Scenario, opts: &Options, interrupted: &AtomicBool) -> Result<Me
         }
     }
     drop(guard);
-    Ok(Measured { nodes, first_start, hook_done, published, end, finished })
+    Ok(Measured { nodes, first_start, hook_done, published, end, finished, wire })
 }
 
 /// What `cinemesh-sim lab` does: the simulator's prediction into `out/sim`, the lab run into `out`, and

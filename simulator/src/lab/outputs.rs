@@ -53,6 +53,8 @@ pub struct LabReport {
     pub seeder_egress_copies: f64,
     /// Highest superseeder egress over one bin, bytes/s.
     pub seeder_egress_peak: f64,
+    /// What the links carried beside the content, from the kernel's counters (`None` when unread).
+    pub wire: Option<WireFigures>,
     /// Catalogue entry first listed by `/films` after publish, ms (poll resolution).
     pub gossip_delivery_ms: Quantiles,
     /// ISP names.
@@ -73,6 +75,60 @@ pub struct LabReport {
     pub transfer_config: TransferConfig,
     /// The `[policy]` section the daemons ran.
     pub policy_config: PolicyConfig,
+}
+
+/// The content's share of what the links carried, and the bound on links that carry content at that share.
+///
+/// Kumar-Ross counts a link's whole rate as content; a TCP link also carries headers (about 3.5% of a
+/// full-size frame), the ACKs of the node's own downloads and the overlay's control traffic. Splitting the
+/// efficiency in two tells the wire's cost from the schedule's: `efficiency` here is how fully the run
+/// used the content rate its links did carry.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct WireFigures {
+    /// Content bytes the superseeders delivered over the bytes their links sent.
+    pub seeder_payload_share: f64,
+    /// Content bytes the cinemas delivered over the bytes their links sent (ACKs of their downloads
+    /// included).
+    pub cinema_payload_share: f64,
+    /// Content bytes the cinemas received over the bytes their links received.
+    pub cinema_down_payload_share: f64,
+    /// Film 0's Kumar-Ross bound with every upload and download at its class's share of its rate, seconds.
+    pub t_min: f64,
+    /// `t_min / t_measured`.
+    pub efficiency: Option<f64>,
+}
+
+/// [`WireFigures`] from the nodes' rows and their links' `(sent, received)` bytes, for film 0's targets
+/// (`targeted`); `None` when a counter is missing or a class sent nothing.
+pub fn wire_figures(
+    sc: &Scenario,
+    rows: &[NodeRow],
+    wire: &[Option<(u64, u64)>],
+    targeted: impl Fn(usize) -> bool,
+    t_measured: Option<f64>,
+) -> Option<WireFigures> {
+    let share = |seeders: bool, down: bool| -> Option<f64> {
+        let (mut content, mut carried) = (0u64, 0u64);
+        for (r, w) in rows.iter().zip(wire).filter(|(r, _)| r.seeder == seeders) {
+            let (tx, rx) = (*w)?;
+            content += if down { r.bytes_down } else { r.bytes_up };
+            carried += if down { rx } else { tx };
+        }
+        (carried > 0 && content > 0).then(|| (content as f64 / carried as f64).min(1.0))
+    };
+    let (ss, cs, cds) = (share(true, false)?, share(false, false)?, share(false, true)?);
+    let ts: Vec<&NodeRow> = rows.iter().enumerate().filter(|&(i, _)| targeted(i)).map(|(_, r)| r).collect();
+    let ups: Vec<f64> = ts.iter().map(|r| r.up * cs).collect();
+    let downs: Vec<f64> = ts.iter().map(|r| r.down * cds).collect();
+    let u_s = sc.seeders.up.0 * f64::from(sc.seeders.count) * ss;
+    let t_min = bound::kumar_ross(sc.film[0].size.0 as f64, u_s, &ups, &downs).t_min;
+    Some(WireFigures {
+        seeder_payload_share: ss,
+        cinema_payload_share: cs,
+        cinema_down_payload_share: cds,
+        t_min,
+        efficiency: t_measured.map(|t| bound::efficiency(t_min, t)),
+    })
 }
 
 /// Linear interpolation of a sorted `(t, value)` series at `t`.
@@ -263,6 +319,7 @@ pub fn build(sc: &Scenario, seed: u64, topo: &Topology, targets: &[Vec<bool>], m
     let total_film: u64 = sc.film.iter().map(|f| f.size.0).sum();
     let gossip: Vec<f64> = rows.iter().filter_map(|r| r.gossip_ms).collect();
     let incomplete = films.iter().map(|f| f.targets - f.complete).sum();
+    let wire = wire_figures(sc, &rows, &m.wire, |i| targets[0][i], films[0].t_measured);
     let report = LabReport {
         body: "lab",
         scenario: sc.name.clone(),
@@ -285,6 +342,7 @@ pub fn build(sc: &Scenario, seed: u64, topo: &Topology, targets: &[Vec<bool>], m
         seeder_egress_bytes,
         seeder_egress_copies: seeder_egress_bytes as f64 / total_film.max(1) as f64,
         seeder_egress_peak: egress.iter().copied().fold(0.0, f64::max),
+        wire,
         gossip_delivery_ms: Quantiles::of(&gossip),
         isps: topo.isps.clone(),
         isp_matrix,
@@ -332,6 +390,17 @@ pub fn summary(r: &LabReport) -> String {
         r.seeder_egress_peak * 8.0 / 1e6,
         SHAPING
     );
+    if let Some(w) = &r.wire {
+        s += &format!(
+            "wire: content is {:.3} of the bytes the superseeders' links sent, {:.3} of the cinemas' ({:.3} of \
+             what they received); Kumar-Ross at those content rates {:.1} s, efficiency against it {}\n",
+            w.seeder_payload_share,
+            w.cinema_payload_share,
+            w.cinema_down_payload_share,
+            w.t_min,
+            opt(w.efficiency, 3)
+        );
+    }
     s
 }
 
@@ -388,6 +457,51 @@ mod tests {
         assert_eq!(at(&[], 1.0), 0.0);
         assert_eq!(rates(&s, 4.0, 2.0), vec![10.0, 5.0]);
         assert_eq!((bin_width(50.0), bin_width(100.0), bin_width(1000.0)), (1.0, 2.0, 20.0));
+    }
+
+    #[test]
+    fn wire_figures_scale_every_link_by_its_class_content_share() {
+        // MINI: a 100 Mbit/s superseeder and four 100/100 Mbit/s cinemas, a 64 MiB film. Kumar-Ross:
+        // max(F/u_s, F/d, 4F/(5 x 12.5 MB/s)) = 4F/62.5e6.
+        let sc = Scenario::parse(crate::testing::MINI, "mini", &[]).unwrap();
+        let f = sc.film[0].size.0 as f64;
+        let row = |seeder: bool, up: u64, down: u64| NodeRow {
+            name: String::new(),
+            isp: String::new(),
+            class: String::new(),
+            seeder,
+            up: 12.5e6,
+            down: 12.5e6,
+            online_s: 0.0,
+            complete_s: vec![Some(10.0)],
+            bytes_up: up,
+            bytes_down: down,
+            down_same_isp: down,
+            down_other_isp: 0,
+            gossip_ms: None,
+            duplicates: None,
+            lookup_hops: None,
+            lookup_ms: None,
+            busy_answers: None,
+            busy_received: None,
+        };
+        let mut rows = vec![row(false, 90, 90), row(false, 90, 95), row(false, 90, 0), row(false, 90, 95)];
+        rows.push(row(true, 160, 0));
+        // The superseeder's link sent 200 bytes for its 160 (0.8); the cinemas' 400 for 360 (0.9), and
+        // received 400 for 280 (0.7).
+        let mut wire = vec![Some((100, 100)); 4];
+        wire.push(Some((200, 0)));
+        let w = wire_figures(&sc, &rows, &wire, |i| i < 4, Some(20.0)).unwrap();
+        assert_eq!((w.seeder_payload_share, w.cinema_payload_share), (0.8, 0.9));
+        assert!((w.cinema_down_payload_share - 0.7).abs() < 1e-12);
+        // Content rates: u_s 10 MB/s, u_i 11.25 MB/s, d_i 8.75 MB/s: max(F/10e6, F/8.75e6, 4F/55e6).
+        let t_min = f / 8.75e6;
+        assert!((w.t_min - t_min).abs() < 1e-9, "{} {t_min}", w.t_min);
+        assert!(w.t_min > 4.0 * f / 62.5e6, "the wire's cost raises the bound");
+        assert!((w.efficiency.unwrap() - t_min / 20.0).abs() < 1e-12);
+        // A node whose counters could not be read: no figures rather than wrong ones.
+        wire[2] = None;
+        assert_eq!(wire_figures(&sc, &rows, &wire, |i| i < 4, Some(20.0)), None);
     }
 
     #[test]
