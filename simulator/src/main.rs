@@ -100,6 +100,10 @@ enum Cmd {
         /// Interval of the daemons' API polls.
         #[arg(long, default_value = "250ms")]
         poll: humantime::Duration,
+        /// Run every daemon with `transfer.upload_limit` at this share (0-1] of its own link's upload rate,
+        /// as an operator following the guide sets it (0.95); unset: the scenario's `transfer.upload_limit`.
+        #[arg(long, value_parser = parse_share)]
+        upload_limit_share: Option<f64>,
     },
     /// Print two runs' figures side by side (the simulator's and the lab's output directories).
     Compare {
@@ -319,6 +323,16 @@ struct LabArgs {
     node_bin: Option<PathBuf>,
     timeout: std::time::Duration,
     poll: std::time::Duration,
+    upload_limit_share: Option<f64>,
+}
+
+/// A share of a link's rate: a number in (0, 1].
+fn parse_share(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(x) if x > 0.0 && x <= 1.0 => Ok(x),
+        Ok(x) => Err(format!("{x} is not in (0, 1]: a share of the link's rate (0.95: 95%)")),
+        Err(e) => Err(format!("{text:?}: {e}")),
+    }
 }
 
 fn lab(a: LabArgs) -> anyhow::Result<()> {
@@ -337,6 +351,7 @@ fn lab(a: LabArgs) -> anyhow::Result<()> {
         seed: a.seed,
         timeout: a.timeout,
         poll: a.poll,
+        upload_limit_share: a.upload_limit_share,
     };
     let (report, text) = cinemesh_sim::lab::run_and_compare(&sc, &opts, &interrupted)?;
     print!("{text}");
@@ -370,9 +385,16 @@ fn main() -> ExitCode {
         }
         Cmd::Merge { shards, out, emit_config } => merge(&shards, &out, emit_config),
         Cmd::Bound { scenario, seed, sets } => bound(&scenario, seed, &sets),
-        Cmd::Lab { scenario, seed, sets, out, node_bin, timeout, poll } => {
-            lab(LabArgs { scenario, seed, sets, out, node_bin, timeout: timeout.into(), poll: poll.into() })
-        }
+        Cmd::Lab { scenario, seed, sets, out, node_bin, timeout, poll, upload_limit_share } => lab(LabArgs {
+            scenario,
+            seed,
+            sets,
+            out,
+            node_bin,
+            timeout: timeout.into(),
+            poll: poll.into(),
+            upload_limit_share,
+        }),
         Cmd::Compare { sim_out, lab_out } => compare(&sim_out, &lab_out),
     };
     match r {
@@ -380,6 +402,20 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_share;
+
+    #[test]
+    fn an_upload_limit_share_is_a_share_of_the_link() {
+        assert_eq!(parse_share("0.95"), Ok(0.95));
+        assert_eq!(parse_share("1"), Ok(1.0));
+        for bad in ["0", "-0.5", "1.2", "NaN", "95%"] {
+            assert!(parse_share(bad).is_err(), "{bad}");
         }
     }
 }

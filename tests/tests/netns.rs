@@ -87,6 +87,7 @@ fn the_lab_writes_configs_the_node_accepts() -> anyhow::Result<()> {
         bootstrap: Some("/ip4/10.201.0.13/tcp/4710/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN"),
         upload_slots: None,
         done_file: Path::new("/tmp/cml-lab/n1.done"),
+        upload_limit: None,
     };
     let text = cinemesh_sim::lab::config::node_config(&sc, &spec)?;
     let cfg = cinemesh::config::Config::from_toml(&text, Path::new("lab.toml"))?;
@@ -98,6 +99,14 @@ fn the_lab_writes_configs_the_node_accepts() -> anyhow::Result<()> {
     assert_eq!(cfg.node.isp.as_deref(), Some("isp-b"));
     assert!(!cfg.network.mdns);
     assert_eq!(cfg.api.listen.to_string(), cinemesh_sim::lab::config::API);
+    // `--upload-limit-share`: a per-daemon upload limit the node takes as its own.
+    let paced = cinemesh_sim::lab::config::NodeSpec { upload_limit: Some(2.375e6), ..spec };
+    let cfg = cinemesh::config::Config::from_toml(
+        &cinemesh_sim::lab::config::node_config(&sc, &paced)?,
+        Path::new("lab.toml"),
+    )?;
+    cfg.validate()?;
+    assert_eq!(cfg.transfer.upload_limit.map(|r| r.bytes_per_sec()), Some(2.375e6));
     Ok(())
 }
 
@@ -134,6 +143,7 @@ fn the_lab_runs_a_tiny_scenario_and_leaves_nothing_behind() -> anyhow::Result<()
         seed: 1,
         timeout: Duration::from_secs(120),
         poll: Duration::from_millis(250),
+        upload_limit_share: None,
     };
 
     // Interrupted once the cinemas' namespaces exist.

@@ -34,6 +34,8 @@ pub struct NodeSpec<'a> {
     pub upload_slots: Option<u32>,
     /// File the completion hook appends `<unix time> <content id>` to.
     pub done_file: &'a Path,
+    /// This daemon's `transfer.upload_limit`, bytes/s (`None`: the scenario's).
+    pub upload_limit: Option<f64>,
 }
 
 fn value<T: serde::Serialize>(what: &str, v: &T) -> Result<toml::Value, LabError> {
@@ -45,6 +47,9 @@ pub fn node_config(sc: &Scenario, spec: &NodeSpec<'_>) -> Result<String, LabErro
     let mut transfer = sc.transfer.clone();
     if let Some(n) = spec.upload_slots {
         transfer.upload_slots = n;
+    }
+    if let Some(rate) = spec.upload_limit {
+        transfer.upload_limit = Some(cinemesh_core::config::Rate(rate));
     }
     let hook = format!(
         "echo \"$(date +%s.%N) $CINEMESH_CONTENT_ID\" >> '{}'",
@@ -103,6 +108,7 @@ mod tests {
             bootstrap: Some("/ip4/10.201.0.5/tcp/4710/p2p/12D3x"),
             upload_slots: None,
             done_file: Path::new("/tmp/cml-lab/done-n2"),
+            upload_limit: None,
         };
         let text = node_config(&sc, &spec).unwrap();
         let t: toml::Table = text.parse().unwrap();
@@ -120,5 +126,11 @@ mod tests {
         let t: toml::Table = node_config(&sc, &seeder).unwrap().parse().unwrap();
         assert!(t["network"]["bootstrap"].as_array().unwrap().is_empty());
         assert_eq!(t["transfer"]["upload_slots"].as_integer(), Some(32));
+        // `--upload-limit-share`: the daemon paces its uploads at its own rate.
+        let paced = NodeSpec { upload_limit: Some(2.375e6), ..seeder };
+        let t: toml::Table = node_config(&sc, &paced).unwrap().parse().unwrap();
+        let back: cinemesh_core::config::TransferConfig = t["transfer"].clone().try_into().unwrap();
+        assert_eq!(back.upload_limit.map(|r| r.bytes_per_sec()), Some(2.375e6));
+        assert_eq!(sc.transfer.upload_limit, None);
     }
 }

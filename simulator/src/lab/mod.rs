@@ -52,6 +52,9 @@ pub struct Options {
     pub timeout: Duration,
     /// Interval of the API polls (`/films`; `/metrics` and `/peers` every fourth).
     pub poll: Duration,
+    /// Every daemon's `transfer.upload_limit` at this share of its own link's upload rate (`None`: the
+    /// scenario's `transfer.upload_limit`, the same for all).
+    pub upload_limit_share: Option<f64>,
 }
 
 /// What a lab run measured, before formatting.
@@ -242,6 +245,7 @@ pub fn run(sc: &Scenario, opts: &Options, interrupted: &AtomicBool) -> Result<Me
             bootstrap,
             upload_slots: if node.seeder { sc.seeders.upload_slots } else { None },
             done_file: &path(i, ".done"),
+            upload_limit: opts.upload_limit_share.map(|share| node.up * share),
         };
         let text = config::node_config(sc, &spec)?;
         std::fs::write(path(i, ".toml"), text).map_err(LabError::io("cannot write a node config"))
@@ -420,7 +424,8 @@ pub fn run_and_compare(
     crate::report::write(&sim_dir, sc, &outcome, &prediction)?;
     let m = run(sc, opts, interrupted)?;
     let (topo, targets, _) = engine::world(sc, opts.seed);
-    let built = outputs::build(sc, opts.seed, &topo, &targets, &m);
+    let mut built = outputs::build(sc, opts.seed, &topo, &targets, &m);
+    built.report.upload_limit_share = opts.upload_limit_share;
     outputs::write(&opts.out, sc, &built)?;
     let sim = crate::compare::Side::load(&sim_dir)?;
     let lab = crate::compare::Side::load(&opts.out)?;

@@ -69,6 +69,9 @@ pub struct LabReport {
     pub incomplete: u32,
     /// The links.
     pub shaping: &'static str,
+    /// Every daemon's upload limit as a share of its link's rate (`cinemesh-sim lab --upload-limit-share`);
+    /// `None`: the scenario's `transfer.upload_limit` (in `transfer_config`).
+    pub upload_limit_share: Option<f64>,
     /// The `[gossip]` section the daemons ran.
     pub gossip_config: GossipConfig,
     /// The `[transfer]` section the daemons ran.
@@ -350,6 +353,7 @@ pub fn build(sc: &Scenario, seed: u64, topo: &Topology, targets: &[Vec<bool>], m
         finished: m.finished,
         incomplete,
         shaping: SHAPING,
+        upload_limit_share: None,
         gossip_config: sc.gossip.clone(),
         transfer_config: sc.transfer.clone(),
         policy_config: sc.policy.clone(),
@@ -390,6 +394,9 @@ pub fn summary(r: &LabReport) -> String {
         r.seeder_egress_peak * 8.0 / 1e6,
         SHAPING
     );
+    if let Some(share) = r.upload_limit_share {
+        s += &format!("daemons' upload limit: {share} of each link's rate (--upload-limit-share)\n");
+    }
     if let Some(w) = &r.wire {
         s += &format!(
             "wire: content is {:.3} of the bytes the superseeders' links sent, {:.3} of the cinemas' ({:.3} of \
