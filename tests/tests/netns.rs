@@ -233,6 +233,15 @@ fn the_lab_runs_a_tiny_scenario_and_leaves_nothing_behind() -> anyhow::Result<()
     }
     assert!(wire.t_min > report.t_min && wire.efficiency > report.efficiency, "{wire:?}: {text}");
     assert!(text.contains("wire: content is"), "{text}");
+    // The timeline bins the links' own counters beside the daemons' content counters.
+    let timeline = std::fs::read_to_string(opts.out.join("timeline.csv"))?;
+    assert!(timeline.lines().next().is_some_and(|h| h.ends_with(",fleet_wire_utilisation")), "{timeline}");
+    let wire_peak = timeline
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.rsplit(',').next()?.parse::<f64>().ok())
+        .fold(0.0, f64::max);
+    assert!(wire_peak > 0.05 && wire_peak <= 1.2, "{timeline}");
     assert!(text.contains("per-node |error|"), "{text}");
     Ok(())
 }

@@ -34,6 +34,8 @@ pub struct NodeObs {
     pub from_peer: BTreeMap<(u32, String), (String, u64)>,
     /// (time, total bytes sent over all sessions).
     pub sent: Vec<(f64, f64)>,
+    /// (time, bytes the node's link has sent since the first tick: its `eth0` counter, frames and all).
+    pub wire_sent: Vec<(f64, f64)>,
 }
 
 impl NodeObs {
@@ -97,11 +99,30 @@ impl Observer {
     }
 }
 
+/// Bytes `eth0` has sent, from the text of `/proc/net/dev`.
+pub fn link_sent(net_dev: &str) -> Option<u64> {
+    let line = net_dev.lines().find(|l| l.trim_start().starts_with("eth0:"))?;
+    // After the name: 8 receive counters, then transmit bytes.
+    line.split_once(':')?.1.split_whitespace().nth(8)?.parse().ok()
+}
+
 fn poll(obs: &Mutex<NodeObs>, api: SocketAddr, t0: Instant, tick: Duration, stop: &AtomicBool) {
     let timeout = Duration::from_secs(2);
     let mut n: u64 = 0;
+    let mut wire_base = None;
     loop {
         let last = stop.load(Ordering::SeqCst);
+        // This thread is in the node's namespace: its own view of /proc holds the node's interfaces.
+        if let Some(tx) =
+            std::fs::read_to_string("/proc/thread-self/net/dev").ok().and_then(|d| link_sent(&d))
+        {
+            let t = t0.elapsed().as_secs_f64();
+            let base = *wire_base.get_or_insert(tx);
+            let mut o = lock(obs);
+            if o.wire_sent.len() < MAX_SAMPLES {
+                o.wire_sent.push((t, tx.saturating_sub(base) as f64));
+            }
+        }
         if let Ok(body) = probe::get(api, "/films", timeout) {
             let t = t0.elapsed().as_secs_f64();
             let mut o = lock(obs);
@@ -144,5 +165,22 @@ fn poll(obs: &Mutex<NodeObs>, api: SocketAddr, t0: Instant, tick: Duration, stop
         }
         n += 1;
         std::thread::sleep(tick);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::link_sent;
+
+    #[test]
+    fn the_link_counter_from_proc_net_dev() {
+        let text = "Inter-|   Receive                                                |  Transmit
+ face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed
+    lo:    1200      10    0    0    0     0          0         0     1200      10    0    0    0     0       0          0
+  eth0: 292629157  201234    0    0    0     0          0         0 225040345  160000    0    0    0     0       0          0
+";
+        assert_eq!(link_sent(text), Some(225_040_345));
+        assert_eq!(link_sent("  lo: 1 2 3 4 5 6 7 8 9 10"), None);
+        assert_eq!(link_sent("  eth0: 1 2 3"), None);
     }
 }

@@ -191,11 +191,21 @@ fn summed_rates<'a>(series: impl Iterator<Item = &'a [(f64, f64)]>, end: f64, bi
 /// the superseeders' and the cinemas' upload rates `s` and `c` (bytes/s, from the daemons' bytes handed to
 /// streams, polled every second) in Mbit/s, and the fleet's upload utilisation against `capacity` bytes/s
 /// (u_s + sum of u_i). Side by side with the prediction's it shows where the real daemons lose time.
-pub fn timeline_csv(s: &[f64], c: &[f64], capacity: f64, bin: f64) -> String {
-    let mut out = String::from("t_s,superseeders_out_mbit_s,cinemas_up_mbit_s,fleet_up_utilisation\n");
+pub fn timeline_csv(s: &[f64], c: &[f64], wire: &[f64], capacity: f64, bin: f64) -> String {
+    let mut out = String::from(
+        "t_s,superseeders_out_mbit_s,cinemas_up_mbit_s,fleet_up_utilisation,fleet_wire_utilisation\n",
+    );
+    let share = |x: f64| if capacity > 0.0 { x / capacity } else { 0.0 };
     for (i, (a, b)) in s.iter().zip(c).enumerate() {
-        let used = if capacity > 0.0 { (a + b) / capacity } else { 0.0 };
-        out.push_str(&format!("{:.0},{:.1},{:.1},{used:.3}\n", i as f64 * bin, a * 8e-6, b * 8e-6));
+        let w = wire.get(i).copied().unwrap_or(0.0);
+        out.push_str(&format!(
+            "{:.0},{:.1},{:.1},{:.3},{:.3}\n",
+            i as f64 * bin,
+            a * 8e-6,
+            b * 8e-6,
+            share(a + b),
+            share(w)
+        ));
     }
     out
 }
@@ -305,7 +315,8 @@ pub fn build(sc: &Scenario, seed: u64, topo: &Topology, targets: &[Vec<bool>], m
     let bin = bin_width(m.end);
     let egress = summed_rates(seeders.iter().map(|&s| m.nodes[s].sent.as_slice()), m.end, bin);
     let cinemas = (0..n).filter(|&i| !topo.nodes[i].seeder).map(|i| m.nodes[i].sent.as_slice());
-    let timeline = timeline_csv(&egress, &summed_rates(cinemas, m.end, bin), capacity, bin);
+    let wire = summed_rates(m.nodes.iter().map(|o| o.wire_sent.as_slice()), m.end, bin);
+    let timeline = timeline_csv(&egress, &summed_rates(cinemas, m.end, bin), &wire, capacity, bin);
     let last = films[0].t_measured.map_or(m.end, |t| p0 + t);
     let busy_sent: f64 = seeders.iter().map(|&s| at(&m.nodes[s].sent, last) - at(&m.nodes[s].sent, p0)).sum();
     let mut isp_matrix = vec![vec![0u64; topo.isps.len()]; topo.isps.len()];
@@ -523,10 +534,12 @@ mod tests {
         );
         assert_eq!(cinemas, vec![1e6, 0.0]);
         // Capacity 3 MB/s: 2 MB/s used in the first bin, 1 MB/s in the second.
-        let csv = timeline_csv(&seeders, &cinemas, 3e6, 2.0);
+        // The links' frames: 2.4 MB/s in the first bin, 1.2 in the second (and no third bin).
+        let csv = timeline_csv(&seeders, &cinemas, &[2.4e6, 1.2e6, 9e6], 3e6, 2.0);
         assert_eq!(
             csv,
-            "t_s,superseeders_out_mbit_s,cinemas_up_mbit_s,fleet_up_utilisation\n0,8.0,8.0,0.667\n2,8.0,0.0,0.333\n"
+            "t_s,superseeders_out_mbit_s,cinemas_up_mbit_s,fleet_up_utilisation,fleet_wire_utilisation\n\
+             0,8.0,8.0,0.667,0.800\n2,8.0,0.0,0.333,0.400\n"
         );
     }
 }
