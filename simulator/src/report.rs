@@ -178,10 +178,22 @@ pub struct Report {
 
 /// The bound of film `f` over the nodes of `topo` for which `targeted(node)` holds.
 pub fn film_bound(sc: &Scenario, topo: &Topology, f: usize, targeted: impl Fn(usize) -> bool) -> Bound {
+    film_bound_at(sc, topo, f, targeted, [1.0; 3])
+}
+
+/// [`film_bound`] with every link at a share of its rate: `[superseeders' upload, targets' upload,
+/// targets' download]` (the content share of what the links carry, in the lab).
+pub fn film_bound_at(
+    sc: &Scenario,
+    topo: &Topology,
+    f: usize,
+    targeted: impl Fn(usize) -> bool,
+    [seeder_up, up, down]: [f64; 3],
+) -> Bound {
     let targets: Vec<usize> = (0..topo.len()).filter(|&i| targeted(i)).collect();
-    let ups: Vec<f64> = targets.iter().map(|&i| topo.nodes[i].up).collect();
-    let downs: Vec<f64> = targets.iter().map(|&i| topo.nodes[i].down).collect();
-    let u_s = sc.seeders.up.0 * f64::from(sc.seeders.count);
+    let ups: Vec<f64> = targets.iter().map(|&i| topo.nodes[i].up * up).collect();
+    let downs: Vec<f64> = targets.iter().map(|&i| topo.nodes[i].down * down).collect();
+    let u_s = sc.seeders.up.0 * f64::from(sc.seeders.count) * seeder_up;
     bound::kumar_ross(sc.film[f].size.0 as f64, u_s, &ups, &downs)
 }
 

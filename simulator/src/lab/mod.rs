@@ -72,8 +72,8 @@ pub struct Measured {
     pub end: f64,
     /// True when every target completed before the timeout.
     pub finished: bool,
-    /// Per node: bytes its link sent and received ([`net::link_bytes`]), read at the end of the run;
-    /// `None` when they could not be read.
+    /// Per node: bytes its link sent and received (`eth0`, read by its poller at the end of the run,
+    /// [`observe::link_counters`]); `None` when they could not be read.
     pub wire: Vec<Option<(u64, u64)>>,
 }
 
@@ -397,8 +397,8 @@ pub fn run(sc: &Scenario, opts: &Options, interrupted: &AtomicBool) -> Result<Me
     })();
     let end = t0.elapsed().as_secs_f64();
     let nodes = observer.finish();
+    let wire = nodes.iter().map(|o| o.link).collect();
     result?;
-    let wire = (0..n).map(|i| net::link_bytes(i).ok()).collect();
     let hook_done = (0..n).map(|i| read_done(&path(i, ".done"), t0_unix)).collect();
     // Keep the daemons' logs beside the outputs.
     let logs = opts.out.join("logs");

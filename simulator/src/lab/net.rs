@@ -142,25 +142,6 @@ pub fn build_node(i: usize, isp: usize, up: f64, down: f64) -> Result<(), LabErr
     Ok(())
 }
 
-/// What node `i`'s link has carried since its namespace was made, `(sent, received)` bytes, as the kernel
-/// counts them on its `eth0`: whole frames (Ethernet, IP and TCP headers), ACKs and control traffic
-/// included, so beside the content bytes they tell what the wire cost.
-pub fn link_bytes(i: usize) -> Result<(u64, u64), LabError> {
-    let ns = node_ns(i);
-    let cmd = ["ip", "-n", ns.as_str(), "-j", "-s", "link", "show", "dev", "eth0"];
-    parse_link_bytes(&run(&cmd)?).ok_or_else(|| LabError::Command {
-        cmd: cmd.join(" "),
-        reason: "no stats64 tx/rx bytes in its output".into(),
-    })
-}
-
-/// `(tx, rx)` bytes from `ip -j -s link show`'s JSON.
-pub fn parse_link_bytes(json: &str) -> Option<(u64, u64)> {
-    let v: serde_json::Value = serde_json::from_str(json).ok()?;
-    let stats = v.get(0)?.get("stats64")?;
-    Some((stats["tx"]["bytes"].as_u64()?, stats["rx"]["bytes"].as_u64()?))
-}
-
 /// Namespaces whose name starts with [`PREFIX`].
 pub fn ours() -> Result<Vec<String>, LabError> {
     Ok(run(&["ip", "netns", "list"])?
@@ -213,14 +194,5 @@ mod tests {
         // 1 Mbit/s: 4 ms is 500 bytes, less than a packet: 4 KiB.
         assert_eq!(tbf_args(1e6 / 8.0).unwrap()[9], "4096");
         assert_eq!(tbf_args(100e9 / 8.0), None);
-    }
-
-    #[test]
-    fn link_counters_from_ip_json() {
-        let out = r#"[{"ifindex":2,"ifname":"eth0","stats64":{"rx":{"bytes":2926,"packets":31},"tx":{"bytes":225040345,"packets":9}}}]"#;
-        assert_eq!(parse_link_bytes(out), Some((225_040_345, 2926)));
-        assert_eq!(parse_link_bytes(r#"[{"ifname":"eth0"}]"#), None);
-        assert_eq!(parse_link_bytes("[]"), None);
-        assert_eq!(parse_link_bytes("Device \"eth0\" does not exist."), None);
     }
 }

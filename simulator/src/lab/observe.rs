@@ -36,6 +36,8 @@ pub struct NodeObs {
     pub sent: Vec<(f64, f64)>,
     /// (time, bytes the node's link has sent since the first tick: its `eth0` counter, frames and all).
     pub wire_sent: Vec<(f64, f64)>,
+    /// The link's `(sent, received)` byte counters at the last tick (since its namespace was made).
+    pub link: Option<(u64, u64)>,
 }
 
 impl NodeObs {
@@ -99,11 +101,13 @@ impl Observer {
     }
 }
 
-/// Bytes `eth0` has sent, from the text of `/proc/net/dev`.
-pub fn link_sent(net_dev: &str) -> Option<u64> {
+/// `(sent, received)` bytes of `eth0` from the text of `/proc/net/dev`: whole frames (Ethernet, IP and TCP
+/// headers), ACKs and control traffic included, so beside the content bytes they tell what the wire cost.
+pub fn link_counters(net_dev: &str) -> Option<(u64, u64)> {
     let line = net_dev.lines().find(|l| l.trim_start().starts_with("eth0:"))?;
-    // After the name: 8 receive counters, then transmit bytes.
-    line.split_once(':')?.1.split_whitespace().nth(8)?.parse().ok()
+    // After the name: 8 receive counters (bytes first), then the transmit bytes.
+    let fields: Vec<&str> = line.split_once(':')?.1.split_whitespace().collect();
+    Some((fields.get(8)?.parse().ok()?, fields.first()?.parse().ok()?))
 }
 
 fn poll(obs: &Mutex<NodeObs>, api: SocketAddr, t0: Instant, tick: Duration, stop: &AtomicBool) {
@@ -113,12 +117,13 @@ fn poll(obs: &Mutex<NodeObs>, api: SocketAddr, t0: Instant, tick: Duration, stop
     loop {
         let last = stop.load(Ordering::SeqCst);
         // This thread is in the node's namespace: its own view of /proc holds the node's interfaces.
-        if let Some(tx) =
-            std::fs::read_to_string("/proc/thread-self/net/dev").ok().and_then(|d| link_sent(&d))
+        if let Some((tx, rx)) =
+            std::fs::read_to_string("/proc/thread-self/net/dev").ok().and_then(|d| link_counters(&d))
         {
             let t = t0.elapsed().as_secs_f64();
             let base = *wire_base.get_or_insert(tx);
             let mut o = lock(obs);
+            o.link = Some((tx, rx));
             if o.wire_sent.len() < MAX_SAMPLES {
                 o.wire_sent.push((t, tx.saturating_sub(base) as f64));
             }
@@ -170,7 +175,7 @@ fn poll(obs: &Mutex<NodeObs>, api: SocketAddr, t0: Instant, tick: Duration, stop
 
 #[cfg(test)]
 mod tests {
-    use super::link_sent;
+    use super::link_counters;
 
     #[test]
     fn the_link_counter_from_proc_net_dev() {
@@ -179,8 +184,9 @@ mod tests {
     lo:    1200      10    0    0    0     0          0         0     1200      10    0    0    0     0       0          0
   eth0: 292629157  201234    0    0    0     0          0         0 225040345  160000    0    0    0     0       0          0
 ";
-        assert_eq!(link_sent(text), Some(225_040_345));
-        assert_eq!(link_sent("  lo: 1 2 3 4 5 6 7 8 9 10"), None);
-        assert_eq!(link_sent("  eth0: 1 2 3"), None);
+        assert_eq!(link_counters(text), Some((225_040_345, 292_629_157)));
+        assert_eq!(link_counters("  lo: 1 2 3 4 5 6 7 8 9 10"), None);
+        assert_eq!(link_counters("  eth0: 1 2 3"), None);
+        assert_eq!(link_counters("  eth0: x 2 3 4 5 6 7 8 9 10"), None);
     }
 }

@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::{LabError, Measured};
 use crate::bound::{self, CdfFigures, Downloader};
 use crate::plot::{self, Series};
-use crate::report::{self, film_bound, FilmReport, NodeRow, Quantiles};
+use crate::report::{self, film_bound, film_bound_at, FilmReport, NodeRow, Quantiles};
 use crate::scenario::Scenario;
 use crate::topology::Topology;
 
@@ -105,6 +105,7 @@ pub struct WireFigures {
 /// (`targeted`); `None` when a counter is missing or a class sent nothing.
 pub fn wire_figures(
     sc: &Scenario,
+    topo: &Topology,
     rows: &[NodeRow],
     wire: &[Option<(u64, u64)>],
     targeted: impl Fn(usize) -> bool,
@@ -120,11 +121,7 @@ pub fn wire_figures(
         (carried > 0 && content > 0).then(|| (content as f64 / carried as f64).min(1.0))
     };
     let (ss, cs, cds) = (share(true, false)?, share(false, false)?, share(false, true)?);
-    let ts: Vec<&NodeRow> = rows.iter().enumerate().filter(|&(i, _)| targeted(i)).map(|(_, r)| r).collect();
-    let ups: Vec<f64> = ts.iter().map(|r| r.up * cs).collect();
-    let downs: Vec<f64> = ts.iter().map(|r| r.down * cds).collect();
-    let u_s = sc.seeders.up.0 * f64::from(sc.seeders.count) * ss;
-    let t_min = bound::kumar_ross(sc.film[0].size.0 as f64, u_s, &ups, &downs).t_min;
+    let t_min = film_bound_at(sc, topo, 0, targeted, [ss, cs, cds]).t_min;
     Some(WireFigures {
         seeder_payload_share: ss,
         cinema_payload_share: cs,
@@ -333,7 +330,7 @@ pub fn build(sc: &Scenario, seed: u64, topo: &Topology, targets: &[Vec<bool>], m
     let total_film: u64 = sc.film.iter().map(|f| f.size.0).sum();
     let gossip: Vec<f64> = rows.iter().filter_map(|r| r.gossip_ms).collect();
     let incomplete = films.iter().map(|f| f.targets - f.complete).sum();
-    let wire = wire_figures(sc, &rows, &m.wire, |i| targets[0][i], films[0].t_measured);
+    let wire = wire_figures(sc, topo, &rows, &m.wire, |i| targets[0][i], films[0].t_measured);
     let report = LabReport {
         body: "lab",
         scenario: sc.name.clone(),
@@ -482,6 +479,8 @@ mod tests {
         // MINI: a 100 Mbit/s superseeder and four 100/100 Mbit/s cinemas, a 64 MiB film. Kumar-Ross:
         // max(F/u_s, F/d, 4F/(5 x 12.5 MB/s)) = 4F/62.5e6.
         let sc = Scenario::parse(crate::testing::MINI, "mini", &[]).unwrap();
+        let topo = crate::engine::world(&sc, 1).0;
+        assert_eq!(topo.first_seeder, 4, "cinemas 0-3, then the superseeder");
         let f = sc.film[0].size.0 as f64;
         let row = |seeder: bool, up: u64, down: u64| NodeRow {
             name: String::new(),
@@ -509,7 +508,7 @@ mod tests {
         // received 400 for 280 (0.7).
         let mut wire = vec![Some((100, 100)); 4];
         wire.push(Some((200, 0)));
-        let w = wire_figures(&sc, &rows, &wire, |i| i < 4, Some(20.0)).unwrap();
+        let w = wire_figures(&sc, &topo, &rows, &wire, |i| i < 4, Some(20.0)).unwrap();
         assert_eq!((w.seeder_payload_share, w.cinema_payload_share), (0.8, 0.9));
         assert!((w.cinema_down_payload_share - 0.7).abs() < 1e-12);
         // Content rates: u_s 10 MB/s, u_i 11.25 MB/s, d_i 8.75 MB/s: max(F/10e6, F/8.75e6, 4F/55e6).
@@ -519,7 +518,7 @@ mod tests {
         assert!((w.efficiency.unwrap() - t_min / 20.0).abs() < 1e-12);
         // A node whose counters could not be read: no figures rather than wrong ones.
         wire[2] = None;
-        assert_eq!(wire_figures(&sc, &rows, &wire, |i| i < 4, Some(20.0)), None);
+        assert_eq!(wire_figures(&sc, &topo, &rows, &wire, |i| i < 4, Some(20.0)), None);
     }
 
     #[test]
