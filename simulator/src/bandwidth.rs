@@ -50,6 +50,8 @@ struct Flow {
     side: Option<(LinkId, f64)>,
     /// Bytes left at which the flow is reported released ([`Network::set_release`]), until it is.
     release: Option<f64>,
+    /// The slot of its path's count in [`Network::paths`], when it shares its path's one share.
+    path: Option<u32>,
 }
 
 impl Flow {
@@ -72,6 +74,8 @@ pub struct Network {
     // Scratch space reused by every recomputation.
     rem: Vec<f64>,
     cnt: Vec<u32>,
+    /// Per link: the sum of its unfrozen flows' weights.
+    wsum: Vec<f64>,
     on_link: Vec<Vec<u32>>,
     touched: Vec<LinkId>,
     frozen: Vec<bool>,
@@ -80,6 +84,11 @@ pub struct Network {
     alive: Bitfield,
     /// Flows whose release point falls before the next grid time, with its exact time ([`Network::tick`]).
     released: Vec<(FlowId, Time)>,
+    /// Flows in progress per path key (see [`Network::add_flow_on_path`]): the key's count slot.
+    path_slot: std::collections::HashMap<u64, u32>,
+    /// Per count slot: the key and how many flows in progress share it.
+    paths: Vec<(u64, u32)>,
+    free_paths: Vec<u32>,
 }
 
 impl Network {
@@ -95,11 +104,15 @@ impl Network {
             dirty: false,
             rem: Vec::new(),
             cnt: Vec::new(),
+            wsum: Vec::new(),
             on_link: Vec::new(),
             touched: Vec::new(),
             frozen: Vec::new(),
             alive: Bitfield::new(0),
             released: Vec::new(),
+            path_slot: std::collections::HashMap::new(),
+            paths: Vec::new(),
+            free_paths: Vec::new(),
         }
     }
 
@@ -108,6 +121,7 @@ impl Network {
         self.caps.push(capacity);
         self.rem.push(0.0);
         self.cnt.push(0);
+        self.wsum.push(0.0);
         self.on_link.push(Vec::new());
         (self.caps.len() - 1) as LinkId
     }
@@ -141,6 +155,33 @@ impl Network {
         side: Option<(LinkId, f64)>,
         bytes: u64,
     ) -> FlowId {
+        self.add_flow_on_path(links, side, None, bytes)
+    }
+
+    /// As [`add_flow_with_side_load`](Self::add_flow_with_side_load); flows given the same `path` key
+    /// share one fair share between them, split equally (weighted max-min fairness), as the streams of one
+    /// connection share its TCP flow. `None`: a share of its own.
+    pub fn add_flow_on_path(
+        &mut self,
+        links: &[LinkId],
+        side: Option<(LinkId, f64)>,
+        path: Option<u64>,
+        bytes: u64,
+    ) -> FlowId {
+        let path = path.map(|key| {
+            let slot = *self.path_slot.entry(key).or_insert_with(|| match self.free_paths.pop() {
+                Some(i) => {
+                    self.paths[i as usize] = (key, 0);
+                    i
+                }
+                None => {
+                    self.paths.push((key, 0));
+                    (self.paths.len() - 1) as u32
+                }
+            });
+            self.paths[slot as usize].1 += 1;
+            slot
+        });
         let mut l = [0; MAX_LINKS];
         let n = links.len().min(MAX_LINKS);
         l[..n].copy_from_slice(&links[..n]);
@@ -153,6 +194,7 @@ impl Network {
             alive: true,
             side,
             release: None,
+            path,
         };
         self.dirty = true;
         self.live += 1;
@@ -210,6 +252,14 @@ impl Network {
         let f = &mut self.flows[id.index as usize];
         f.alive = false;
         f.rate = 0.0;
+        if let Some(slot) = f.path.take() {
+            let (key, n) = &mut self.paths[slot as usize];
+            *n -= 1;
+            if *n == 0 {
+                self.path_slot.remove(key);
+                self.free_paths.push(slot);
+            }
+        }
         self.alive.clear(id.index);
         self.free.push(id.index);
         self.live -= 1;
@@ -275,6 +325,7 @@ impl Network {
         for &l in &self.touched {
             self.on_link[l as usize].clear();
             self.cnt[l as usize] = 0;
+            self.wsum[l as usize] = 0.0;
         }
         self.touched.clear();
         // Only alive flows are ever on a link's list, so only their `frozen` marks are read.
@@ -282,14 +333,17 @@ impl Network {
             self.frozen[i] = false;
             let f = &mut self.flows[i];
             f.advance(dt);
+            let w = f.path.map_or(1.0, |p| 1.0 / f64::from(self.paths[p as usize].1));
             for &l in &f.links[..f.n_links as usize] {
                 let li = l as usize;
                 if self.caps[li].is_finite() {
                     if self.cnt[li] == 0 {
                         self.touched.push(l);
                         self.rem[li] = self.caps[li];
+                        self.wsum[li] = 0.0;
                     }
                     self.cnt[li] += 1;
+                    self.wsum[li] += w;
                     self.on_link[li].push(i as u32);
                 }
             }
@@ -304,11 +358,11 @@ impl Network {
                 }
             }
         }
-        let key = |rem: f64, cnt: u32| (rem.max(0.0) / cnt as f64).to_bits();
+        let key = |rem: f64, wsum: f64| (rem.max(0.0) / wsum.max(f64::MIN_POSITIVE)).to_bits();
         let mut heap: BinaryHeap<Reverse<(u64, LinkId)>> = self
             .touched
             .iter()
-            .map(|&l| Reverse((key(self.rem[l as usize], self.cnt[l as usize]), l)))
+            .map(|&l| Reverse((key(self.rem[l as usize], self.wsum[l as usize]), l)))
             .collect();
         while let Some(Reverse((k, l))) = heap.pop() {
             let li = l as usize;
@@ -317,7 +371,7 @@ impl Network {
             }
             // Freezing flows elsewhere only raises a link's share, so a stale entry pops early: re-queue it
             // with its current share instead of pushing on every change.
-            let cur = key(self.rem[li], self.cnt[li]);
+            let cur = key(self.rem[li], self.wsum[li]);
             if cur != k {
                 heap.push(Reverse((cur, l)));
                 continue;
@@ -330,14 +384,16 @@ impl Network {
                 }
                 self.frozen[fi] = true;
                 let f = &mut self.flows[fi];
-                f.rate = share;
+                let w = f.path.map_or(1.0, |p| 1.0 / f64::from(self.paths[p as usize].1));
+                f.rate = share * w;
                 for &m in &f.links[..f.n_links as usize] {
                     let mi = m as usize;
                     if m == l || !self.caps[mi].is_finite() {
                         continue;
                     }
-                    self.rem[mi] -= share;
+                    self.rem[mi] -= share * w;
                     self.cnt[mi] -= 1;
+                    self.wsum[mi] -= w;
                 }
             }
             self.cnt[li] = 0;
@@ -394,6 +450,30 @@ mod tests {
         let l = net.add_link(10.0);
         let f = [net.add_flow(&[l], 100), net.add_flow(&[l], 100)];
         assert_eq!(rates(&mut net, &f), vec![5.0, 5.0]);
+    }
+
+    #[test]
+    fn flows_on_one_path_share_one_share() {
+        // An uploader of 90 answers A three chunks over one connection and B one: A's three get 15 each
+        // (45 together), B 45; each its own flow, A would take 67.5.
+        let mut net = Network::new(1_000_000);
+        let up = net.add_link(90.0);
+        let (a, b) = (net.add_link(1000.0), net.add_link(1000.0));
+        let mut f: Vec<FlowId> = (0..3).map(|_| net.add_flow_on_path(&[up, a], None, Some(1), 100)).collect();
+        f.push(net.add_flow_on_path(&[up, b], None, Some(2), 100));
+        assert_eq!(rates(&mut net, &f), vec![15.0, 15.0, 15.0, 45.0]);
+        // A path's share is its flows' together: one ends, the other two take 22.5 each.
+        net.remove_flow(f[0]);
+        assert_eq!(rates(&mut net, &f[1..]), vec![22.5, 22.5, 45.0]);
+        // A third path, two answers to a downloader whose link takes 12: 6 each; the other paths share the
+        // remaining 78 of the uplink, 39 each.
+        let slow = net.add_link(12.0);
+        let g = [
+            net.add_flow_on_path(&[up, slow], None, Some(3), 100),
+            net.add_flow_on_path(&[up, slow], None, Some(3), 100),
+        ];
+        let r = rates(&mut net, &[f[1], f[2], f[3], g[0], g[1]]);
+        assert_eq!(r, vec![19.5, 19.5, 39.0, 6.0, 6.0]);
     }
 
     #[test]

@@ -815,7 +815,8 @@ impl<'a> Engine<'a> {
                 let acks = (self.sc.sim.ack_share > 0.0).then(|| {
                     (self.nodes[u.dl as usize].up, self.sc.sim.ack_share * self.sc.sim.payload_share)
                 });
-                let flow = self.net.add_flow_with_side_load(&links, acks, len);
+                let path = self.sc.sim.per_connection.then(|| (u64::from(u.ul) << 32) | u64::from(u.dl));
+                let flow = self.net.add_flow_on_path(&links, acks, path, len);
                 let ix = flow.index as usize;
                 if self.transfers.len() <= ix {
                     self.transfers.resize(ix + 1, None);

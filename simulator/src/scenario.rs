@@ -227,6 +227,10 @@ pub struct SimConfig {
     /// not yet at the asker). Unset: a slot is held until the asker has the whole chunk.
     #[serde(default)]
     pub send_buffer: Option<ByteSize>,
+    /// Chunk answers from one node to another share one fair share of the links, split equally between
+    /// them, as the streams of one connection share its TCP flow (true); false: every answer is a flow of
+    /// its own, as the uploads of a node pacing them through its upload limit are.
+    pub per_connection: bool,
     /// Stop at this virtual time even if some targets are incomplete.
     #[serde(with = "human_duration")]
     pub horizon: Duration,
@@ -248,6 +252,7 @@ impl Default for SimConfig {
             payload_share: PAYLOAD_SHARE,
             ack_share: ACK_SHARE,
             send_buffer: None,
+            per_connection: false,
             horizon: Duration::from_secs(14 * 24 * 3600),
             max_events: 2_000_000_000,
             kad_k: 20,

@@ -98,6 +98,26 @@ fn a_send_buffer_frees_upload_slots_before_the_asker_has_the_chunk() {
 }
 
 #[test]
+fn answers_on_one_connection_share_one_share() {
+    // Two requests per peer: some answers travel the same node pair at once. With `sim.per_connection`
+    // they split one share (the bandwidth model's weights, tested in `bandwidth.rs`); the engine must hand
+    // the pair to the model, so the run's timings move, and every target still completes.
+    let run = |sets: &[&str]| {
+        let sc = scenario("small-8.toml", sets);
+        let (o, r) = simulate(&sc, 3, None).unwrap();
+        assert_eq!(r.incomplete, 0, "{sets:?}");
+        o.stats.iter().map(|s| s.complete.clone()).collect::<Vec<_>>()
+    };
+    let own = run(&["transfer.max_requests_per_peer=2"]);
+    let shared = run(&["transfer.max_requests_per_peer=2", "sim.per_connection=true"]);
+    assert_ne!(own, shared, "per-connection sharing changed no completion time");
+    // One request per peer: no pair carries two answers at once in this run (a cancelled answer still on
+    // its way could be one), so the two models agree exactly.
+    let one = |extra: &[&str]| run(&[&["transfer.max_requests_per_peer=1"], extra].concat());
+    assert_eq!(one(&[]), one(&["sim.per_connection=true"]));
+}
+
+#[test]
 fn dials_stop_at_either_ends_connection_limit_as_the_node_refuses_them() {
     // One ring link and the superseeder each: the engines dial the other cinemas as providers.
     let links = |max: &str| {
