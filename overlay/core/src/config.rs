@@ -343,6 +343,11 @@ pub struct TransferConfig {
     pub min_requests_total: u32,
     /// Concurrent uploads served; further requests get a busy answer carrying this node's load.
     pub upload_slots: u32,
+    /// A peer whose last answer said a load (its uploads in progress / its slots) below this has slots to
+    /// spare: it is asked one chunk at a time, and one beyond the full request window when nothing of ours
+    /// is in flight there (as a seeder is). At or above it, its slots are contended and it may take up to
+    /// `max_requests_per_peer`. 0.0: every peer is contended (no request beyond the window but to seeders).
+    pub spare_load: f64,
     /// Share of the upload slots open to a downloader that has not measured its receive rate yet; the rest
     /// open in proportion to its rate against the fastest asker's lately (a chunk request says its asker's
     /// highest receive rate). A busy uploader thus favours the fastest downloaders, the order in which the
@@ -384,6 +389,9 @@ impl Default for TransferConfig {
             max_requests_total: 64,
             min_requests_total: 4,
             upload_slots: 16,
+            // Measured on real labs and the simulated fleet (docs/benchmarks.md, "Uploaders with slots to
+            // spare").
+            spare_load: 0.5,
             open_slots: 0.4,
             seeder_open_slots: None,
             // A total, not an idle, timeout: a 4 MiB chunk from an ADSL uploader (1 Mbit/s) sharing its
@@ -436,6 +444,11 @@ impl TransferConfig {
             (1..=1024).contains(&self.upload_slots),
             "transfer.upload_slots",
             "must be between 1 and 1024",
+        )?;
+        check(
+            (0.0..=1.0).contains(&self.spare_load),
+            "transfer.spare_load",
+            "must be between 0.0 and 1.0 (the load below which a peer's upload slots count as spare)",
         )?;
         check(
             (0.0..=1.0).contains(&self.open_slots),

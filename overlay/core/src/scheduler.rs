@@ -8,7 +8,7 @@
 //! ## The pick: peer first, then its rarest chunk
 //!
 //! A decision starts from the *peer*, not the chunk. The scheduler keeps a `ready` set of peers that can
-//! take a request now (below `max_requests_per_peer`, not backing off after a busy answer, not banned for
+//! take a request now (below `max_requests_per_peer`, or one for a spare uploader, see below; not backing off after a busy answer, not banned for
 //! corruption, and not known to have nothing we need), ordered by [`policy::score`](super::policy::score)
 //! divided by one plus the requests already in flight to that peer (its link is shared among them, so a
 //! first request to another peer adds more than a second to the same one), with a random tie-break drawn each time the peer's entry is refreshed. `poll_output` takes the best
@@ -30,6 +30,22 @@
 //! late), and those can be slow cinemas sharing a small uplink: without this a downloader waits on them
 //! while the seeder, provisioned to serve, idles (seen in the lab: the origin idle for the last 30 s of
 //! lab-16). At most one request per seeder beyond the window ([`Stats::beyond_window`]).
+//!
+//! ## Spare uploaders
+//!
+//! A peer's answers say its load: its uploads in progress over its slots. Below `transfer.spare_load` its
+//! slots are not contended, so its link is shared by the connections of its askers (TCP per connection;
+//! a real node frees a slot as soon as the chunk is read, and its transport carries every answer at once):
+//! a second request of ours there gets no more of its link and only slows the first, and a first request
+//! takes nobody's slot. Such a peer is asked one chunk at a time, and, when the window is full, one beyond
+//! it if nothing of ours is in flight there, as a seeder is ([`Stats::beyond_window`]). Every downloader
+//! is then at every uploader with room: equal shares where links are alike, and the request window's slow
+//! start no longer decides who gets most of the swarm. At or above the threshold a peer's slots are
+//! contended and it may take up to `max_requests_per_peer`, as a fast downloader holding two slots of a
+//! busy uploader gets more of its link where slots bind. A peer that has not said a load yet is asked one
+//! chunk at a time, and nothing beyond the window: a first burst to every peer would also be measured by
+//! the window as its own rate.
+//! Measured: docs/benchmarks.md, "Uploaders with slots to spare".
 //!
 //! ## End-game
 //!
@@ -59,7 +75,7 @@
 //! ## Bounds and memory
 //!
 //! Requests in flight are bounded by the request [`Window`](crate::window::Window), which adapts between
-//! `min_requests_total` and `max_requests_total` by the receive rate, plus one per seeder peer; the output queue holds at most the cancels,
+//! `min_requests_total` and `max_requests_total` by the receive rate, plus one per seeder or spare peer; the output queue holds at most the cancels,
 //! penalties and completions caused by one input. Per content being fetched: about 7.5 bytes per chunk
 //! (availability, bucket index, candidates, same-ISP count, gaps; 11.5 for 65,535 chunks or more) plus one
 //! bitfield per connected peer that sent one; all of it
@@ -265,6 +281,8 @@ struct Peer<P> {
     same_site: bool,
     same_isp: bool,
     load: f64,
+    /// It has said a load (in an answer): only then can it be spare beyond the window.
+    load_said: bool,
     ewma: Option<f64>,
     in_flight: u32,
     failures: u64,
@@ -328,6 +346,9 @@ pub struct Scheduler<P: PeerKey> {
     ready: BTreeSet<ReadyKey>,
     /// Peers marked seeders (`peer_seeder`): each may take one request beyond the window.
     seeders: BTreeSet<u32>,
+    /// Ready cinemas with nothing in flight whose last load was below `transfer.spare_load`, in the ready
+    /// set's order: each may take one request beyond the window.
+    spare: BTreeSet<ReadyKey>,
     blocked: BTreeSet<(Time, u32)>,
     requests: BTreeMap<ReqKey, Req>,
     deadlines: BTreeMap<(Time, u64), ReqKey>,
@@ -357,6 +378,7 @@ impl<P: PeerKey> Scheduler<P> {
             free_peers: Vec::new(),
             ready: BTreeSet::new(),
             seeders: BTreeSet::new(),
+            spare: BTreeSet::new(),
             blocked: BTreeSet::new(),
             requests: BTreeMap::new(),
             deadlines: BTreeMap::new(),
@@ -465,6 +487,7 @@ impl<P: PeerKey> Scheduler<P> {
             same_site,
             same_isp,
             load: 0.0,
+            load_said: false,
             ewma: None,
             in_flight: 0,
             failures: 0,
@@ -532,6 +555,7 @@ impl<P: PeerKey> Scheduler<P> {
         if let Some(p) = self.peers[idx as usize].take() {
             if let Some(k) = p.ready_key {
                 self.ready.remove(&k);
+                self.spare.remove(&k);
             }
             if p.blocked {
                 self.blocked.remove(&(p.blocked_until, idx));
@@ -724,6 +748,7 @@ impl<P: PeerKey> Scheduler<P> {
         let Some(&idx) = self.peer_index.get(peer) else { return };
         if let Some(p) = self.peers[idx as usize].as_mut() {
             p.load = clamp_load(load);
+            p.load_said = true;
         }
         self.refresh(idx);
     }
@@ -841,6 +866,7 @@ impl<P: PeerKey> Scheduler<P> {
                 let mut streak = 0;
                 if let Some(p) = self.peers[idx as usize].as_mut() {
                     p.load = load.min(1.0);
+                    p.load_said = true;
                     p.busy_streak = (p.busy_streak + 1).min(BUSY_STREAK_MAX);
                     streak = p.busy_streak;
                 }
@@ -989,6 +1015,15 @@ impl<P: PeerKey> Scheduler<P> {
             if !idle {
                 continue;
             }
+            if let Some((slot, chunk, dup)) = self.pick(idx) {
+                self.stats.beyond_window += 1;
+                return Some(self.send(now, idx, slot, chunk, dup));
+            }
+            self.mark_idle(idx);
+        }
+        // Then one request to each spare uploader with nothing of ours in flight (sending or marking it idle
+        // takes it out of `spare`).
+        while let Some(&(_, _, idx)) = self.spare.first() {
             if let Some((slot, chunk, dup)) = self.pick(idx) {
                 self.stats.beyond_window += 1;
                 return Some(self.send(now, idx, slot, chunk, dup));
@@ -1152,8 +1187,13 @@ impl<P: PeerKey> Scheduler<P> {
         let Some(p) = self.peers.get_mut(idx as usize).and_then(Option::as_mut) else { return };
         if let Some(k) = p.ready_key.take() {
             self.ready.remove(&k);
+            self.spare.remove(&k);
         }
-        if p.in_flight >= self.transfer.max_requests_per_peer || p.blocked || p.idle {
+        // A peer whose slots are not contended shares its link among its askers' connections: a second
+        // request of ours there would only slow the first (see the module docs, "Spare uploaders").
+        let spare = self.transfer.spare_load > p.load;
+        let cap = if spare { 1 } else { self.transfer.max_requests_per_peer };
+        if p.in_flight >= cap || p.blocked || p.idle {
             return;
         }
         let throughput = match p.ewma {
@@ -1167,6 +1207,9 @@ impl<P: PeerKey> Scheduler<P> {
         let key = (Reverse(s.to_bits()), self.rng.gen::<u64>(), idx);
         self.ready.insert(key);
         p.ready_key = Some(key);
+        if spare && p.load_said && p.in_flight == 0 && !p.seeder {
+            self.spare.insert(key);
+        }
     }
 
     /// Progress of a content being fetched.

@@ -145,6 +145,7 @@ mod tests {
         c.relay_budget = budget;
         // Two requests in flight in all: who gets a freed slot shows whom the engine prefers.
         c.transfer.max_requests_total = 2;
+        c.transfer.spare_load = 0.0;
         let mut e = Engine::new(c);
         for &(p, link) in peers {
             e.connected(t(0), p);

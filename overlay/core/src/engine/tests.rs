@@ -17,7 +17,10 @@ const CHUNK: u64 = 1 << 20;
 const ALL_SLOTS: u32 = u32::MAX;
 
 fn cfg(role: Role, isp: &str) -> Config {
-    let mut c = Config::new(role, TransferConfig::default(), PolicyConfig::default());
+    // Every peer counts as contended (two requests each from the start): these tests follow requests one
+    // by one; spare uploaders have their own tests in the scheduler.
+    let transfer = TransferConfig { spare_load: 0.0, ..TransferConfig::default() };
+    let mut c = Config::new(role, transfer, PolicyConfig::default());
     c.locality = Locality { isp: Some(isp.into()), site: None };
     c
 }

@@ -28,6 +28,8 @@ fn transfer(per_peer: u32, total: u32) -> TransferConfig {
         max_requests_per_peer: per_peer,
         max_requests_total: total,
         min_requests_total: total,
+        // Every peer contended, as before spare uploaders (tested on their own below).
+        spare_load: 0.0,
         ..Default::default()
     }
 }
@@ -417,6 +419,8 @@ fn run_case(c: &Case) -> Result<(), TestCaseError> {
         request_timeout: Duration::from_secs(5),
         busy_backoff: Duration::from_millis(200),
         corrupt_ban: Duration::from_secs(3),
+        // Half the cases with spare uploaders: no peer has said a load, so every one is spare.
+        spare_load: if c.seed % 2 == 0 { 0.0 } else { 0.5 },
         ..Default::default()
     };
     let mut rng = ChaCha8Rng::seed_from_u64(c.seed);
@@ -466,7 +470,9 @@ fn run_case(c: &Case) -> Result<(), TestCaseError> {
                     prop_assert!(outstanding.insert((peer, ci, chunk), now).is_none(), "same request twice");
                     let to_peer = outstanding.keys().filter(|k| k.0 == peer).count();
                     prop_assert!(to_peer as u32 <= c.per_peer, "per-peer bound");
-                    prop_assert!(outstanding.len() as u32 <= c.total, "total bound");
+                    // A spare uploader may take one request beyond the window.
+                    let beyond = if t.spare_load > 0.0 { c.peers } else { 0 };
+                    prop_assert!(outstanding.len() as u32 <= c.total + beyond, "total bound");
                     let same = outstanding.keys().filter(|k| k.1 == ci && k.2 == chunk).count();
                     prop_assert!(same <= ENDGAME_PEERS_PER_CHUNK, "too many duplicates");
                     prop_assert_eq!(s.in_flight(), outstanding.len());
@@ -737,6 +743,66 @@ fn a_full_window_never_keeps_an_idle_seeder_from_a_chunk_only_it_holds() {
     assert_eq!(next.len(), 1, "{next:?}");
     assert_eq!(next[0].0, 9);
     assert_eq!(s.in_flight(), 5, "4 in the window and 1 beyond it");
+}
+
+#[test]
+fn an_uploader_with_slots_to_spare_is_asked_one_chunk_a_contended_one_two() {
+    let t = TransferConfig { spare_load: 0.5, ..transfer(2, 8) };
+    let mut s = Scheduler::new(&t, &PolicyConfig::default(), local(), 5);
+    s.add_content(Time::ZERO, spec(1, 32, None), Bitfield::new(32));
+    for p in [1, 2] {
+        s.peer_joined(Time::ZERO, p, local());
+        s.peer_bitfield(Time::ZERO, &p, &id(1), Bitfield::full(32));
+    }
+    // Neither has said a load: both spare, one request each, though the window has room for eight.
+    let first = requests(&drain(&mut s, Time::ZERO));
+    assert_eq!(first.iter().map(|r| r.0).collect::<BTreeSet<_>>(), BTreeSet::from([1, 2]), "{first:?}");
+    assert_eq!(first.len(), 2);
+    // Peer 1's slots fill: a second request to it gets more of its link now; peer 2 stays at one.
+    s.peer_load(Time(MS), &1, 0.75);
+    let next = requests(&drain(&mut s, Time(MS)));
+    assert_eq!(next.iter().map(|r| r.0).collect::<Vec<_>>(), vec![1], "{next:?}");
+    assert_eq!((s.peer_in_flight(&1), s.peer_in_flight(&2)), (2, 1));
+}
+
+#[test]
+fn a_full_window_still_asks_each_uploader_with_slots_to_spare_once() {
+    // A window of 2, filled at two contended peers.
+    let t = TransferConfig { spare_load: 0.5, ..transfer(2, 2) };
+    let mut s = Scheduler::new(&t, &PolicyConfig::default(), local(), 6);
+    s.add_content(Time::ZERO, spec(1, 32, None), Bitfield::new(32));
+    for p in [1, 2] {
+        s.peer_joined(Time::ZERO, p, local());
+        s.peer_load(Time::ZERO, &p, 1.0);
+        s.peer_bitfield(Time::ZERO, &p, &id(1), Bitfield::full(32));
+    }
+    assert_eq!(requests(&drain(&mut s, Time::ZERO)).len(), 2);
+    // A peer with slots to spare joins: one request beyond the window; a contended one gets none.
+    for (p, load) in [(3, 0.25), (4, 0.75)] {
+        s.peer_joined(Time(MS), p, local());
+        s.peer_load(Time(MS), &p, load);
+        s.peer_bitfield(Time(MS), &p, &id(1), Bitfield::full(32));
+    }
+    let beyond = requests(&drain(&mut s, Time(MS)));
+    assert_eq!(beyond.iter().map(|r| r.0).collect::<Vec<_>>(), vec![3], "{beyond:?}");
+    assert_eq!(s.stats().beyond_window, 1);
+    assert_eq!(s.in_flight(), 3, "2 in the window and 1 beyond it");
+    // Nothing more while it is in flight; its answer frees it for the next one.
+    assert!(requests(&drain(&mut s, Time(2 * MS))).is_empty());
+    let chunk = beyond[0].2;
+    s.chunk_received(Time(3 * MS), &3, &id(1), chunk, 4 << 20);
+    let next = requests(&drain(&mut s, Time(3 * MS)));
+    assert_eq!(next.iter().map(|r| r.0).collect::<Vec<_>>(), vec![3], "{next:?}");
+    // With spare_load 0 no peer is spare: the full window holds.
+    let t = TransferConfig { spare_load: 0.0, ..transfer(2, 2) };
+    let mut s = Scheduler::new(&t, &PolicyConfig::default(), local(), 6);
+    s.add_content(Time::ZERO, spec(1, 32, None), Bitfield::new(32));
+    for p in [1, 2, 3] {
+        s.peer_joined(Time::ZERO, p, local());
+        s.peer_bitfield(Time::ZERO, &p, &id(1), Bitfield::full(32));
+    }
+    assert_eq!(requests(&drain(&mut s, Time::ZERO)).len(), 2);
+    assert_eq!(s.stats().beyond_window, 0);
 }
 
 #[test]
