@@ -51,8 +51,9 @@ start_pair() {
     d_pid=$!; pids+=("$d_pid")
     wait_until 20 api_get "$d_api" /status
     d_peer=$(api_get "$d_api" /status | jq -r .peer_id)
-    "$BIN" run --data-dir "$tmp/c" --listen /ip4/127.0.0.1/tcp/0 --api "$c_api" --no-mdns --open --trust "$pub" \
-        --bootstrap "/ip4/127.0.0.1/tcp/$d_port/p2p/$d_peer" 2> "$tmp/c.log" &
+    # CINEMESH_CONFIG: a configuration file for the cinema (e.g. to compare transfer settings).
+    "$BIN" run ${CINEMESH_CONFIG:+--config "$CINEMESH_CONFIG"} --data-dir "$tmp/c" --listen /ip4/127.0.0.1/tcp/0 \
+        --api "$c_api" --no-mdns --open --trust "$pub" --bootstrap "/ip4/127.0.0.1/tcp/$d_port/p2p/$d_peer" 2> "$tmp/c.log" &
     c_pid=$!; pids+=("$c_pid")
     wait_until 20 api_get "$c_api" /status
     wait_until 30 has_peer "$c_api"

@@ -41,7 +41,8 @@
 //! it if nothing of ours is in flight there, as a seeder is ([`Stats::beyond_window`]). Every downloader
 //! is then at every uploader with room: equal shares where links are alike, and the request window's slow
 //! start no longer decides who gets most of the swarm. At or above the threshold a peer's slots are
-//! contended and it may take up to `max_requests_per_peer`, as a fast downloader holding two slots of a
+//! contended and it may take up to `max_requests_per_peer`, as a lone peer always may (its second request
+//! keeps the link busy across the round trip), and as a fast downloader holding two slots of a
 //! busy uploader gets more of its link where slots bind. A peer that has not said a load yet is asked one
 //! chunk at a time, and nothing beyond the window: a first burst to every peer would also be measured by
 //! the window as its own rate.
@@ -1192,7 +1193,10 @@ impl<P: PeerKey> Scheduler<P> {
         // A peer whose slots are not contended shares its link among its askers' connections: a second
         // request of ours there would only slow the first (see the module docs, "Spare uploaders").
         let spare = self.transfer.spare_load > p.load;
-        let cap = if spare { 1 } else { self.transfer.max_requests_per_peer };
+        // A lone peer keeps its second request: with no one else to ask, the second keeps its link busy across
+        // the request round trip (two daemons on loopback: 204-216 MB/s with one, 290-309 with two).
+        let lone = self.peer_index.len() <= 1;
+        let cap = if spare && !lone { 1 } else { self.transfer.max_requests_per_peer };
         if p.in_flight >= cap || p.blocked || p.idle {
             return;
         }
