@@ -325,7 +325,6 @@ impl Network {
         for &l in &self.touched {
             self.on_link[l as usize].clear();
             self.cnt[l as usize] = 0;
-            self.wsum[l as usize] = 0.0;
         }
         self.touched.clear();
         // Only alive flows are ever on a link's list, so only their `frozen` marks are read.
@@ -333,7 +332,7 @@ impl Network {
             self.frozen[i] = false;
             let f = &mut self.flows[i];
             f.advance(dt);
-            let w = f.path.map_or(1.0, |p| 1.0 / f64::from(self.paths[p as usize].1));
+            let w = weight(&self.paths, f);
             for &l in &f.links[..f.n_links as usize] {
                 let li = l as usize;
                 if self.caps[li].is_finite() {
@@ -384,7 +383,7 @@ impl Network {
                 }
                 self.frozen[fi] = true;
                 let f = &mut self.flows[fi];
-                let w = f.path.map_or(1.0, |p| 1.0 / f64::from(self.paths[p as usize].1));
+                let w = weight(&self.paths, f);
                 f.rate = share * w;
                 for &m in &f.links[..f.n_links as usize] {
                     let mi = m as usize;
@@ -404,6 +403,11 @@ impl Network {
             }
         }
     }
+}
+
+/// A flow's weight in the filling: 1, or an equal part of its path's one share.
+fn weight(paths: &[(u64, u32)], f: &Flow) -> f64 {
+    f.path.map_or(1.0, |p| 1.0 / f64::from(paths[p as usize].1))
 }
 
 #[cfg(test)]
