@@ -766,6 +766,30 @@ fn an_uploader_with_slots_to_spare_is_asked_one_chunk_a_contended_one_two() {
 }
 
 #[test]
+fn a_lone_uploader_with_slots_to_spare_keeps_its_second_request_until_a_second_peer_joins() {
+    let t = TransferConfig { spare_load: 0.5, ..transfer(2, 8) };
+    let mut s = Scheduler::new(&t, &PolicyConfig::default(), local(), 7);
+    s.add_content(Time::ZERO, spec(1, 32, None), Bitfield::new(32));
+    s.peer_joined(Time::ZERO, 1, local());
+    s.peer_load(Time::ZERO, &1, 0.25);
+    s.peer_bitfield(Time::ZERO, &1, &id(1), Bitfield::full(32));
+    // The only peer: two requests though it has slots to spare (the second keeps its link busy across
+    // the round trip).
+    let first = requests(&drain(&mut s, Time::ZERO));
+    assert_eq!(first.iter().map(|r| r.0).collect::<Vec<_>>(), vec![1, 1], "{first:?}");
+    // A second peer joins: it gets one; peer 1, answering one of its two, is not asked again while the
+    // other is in flight.
+    s.peer_joined(Time(MS), 2, local());
+    s.peer_load(Time(MS), &2, 0.25);
+    s.peer_bitfield(Time(MS), &2, &id(1), Bitfield::full(32));
+    assert_eq!(requests(&drain(&mut s, Time(MS))).iter().map(|r| r.0).collect::<Vec<_>>(), vec![2]);
+    s.chunk_received(Time(2 * MS), &1, &id(1), first[0].2, 4 << 20);
+    s.peer_load(Time(2 * MS), &1, 0.25);
+    assert!(requests(&drain(&mut s, Time(2 * MS))).is_empty());
+    assert_eq!((s.peer_in_flight(&1), s.peer_in_flight(&2)), (1, 1));
+}
+
+#[test]
 fn a_full_window_still_asks_each_uploader_with_slots_to_spare_once() {
     // A window of 2, filled at two contended peers.
     let t = TransferConfig { spare_load: 0.5, ..transfer(2, 2) };
