@@ -29,6 +29,7 @@ pub mod error;
 pub mod gossip;
 pub mod kad;
 pub mod lab;
+pub mod locality;
 pub mod plot;
 pub mod report;
 pub mod scenario;

@@ -197,6 +197,28 @@ pub fn film_bound_at(
     bound::kumar_ross(sc.film[f].size.0 as f64, u_s, &ups, &downs)
 }
 
+/// Film 0's targets as the completion-CDF yardstick sees them, in node order: access class, links, when
+/// each came online and its completion time counted from then.
+pub fn film0_downloaders(sc: &Scenario, o: &Outcome) -> Vec<Downloader> {
+    let publish0 = sc.film[0].publish.as_secs_f64();
+    let borders = isp_borders(sc, &o.topo);
+    (0..o.stats.len())
+        .filter(|&i| o.stats[i].targeted[0])
+        .map(|i| {
+            let n = &o.topo.nodes[i];
+            let online = online_after(o.stats[i].online, publish0);
+            Downloader {
+                class: n.class.clone(),
+                up: n.up,
+                down: n.down,
+                time: o.stats[i].complete[0].map(|c| c - online),
+                border: borders[n.isp as usize],
+                online,
+            }
+        })
+        .collect()
+}
+
 impl Report {
     /// Computes the report of a run.
     pub fn new(sc: &Scenario, seed: u64, o: &Outcome) -> Report {
@@ -247,24 +269,8 @@ impl Report {
         let dups: Vec<u32> = o.stats.iter().flat_map(|s| s.duplicates.iter().copied()).collect();
         let lookups: Vec<_> = o.stats.iter().flat_map(|s| s.lookup.iter().flatten().copied()).collect();
         let f0 = &films[0];
-        let publish0 = sc.film[0].publish.as_secs_f64();
         let first_publish = sc.film.iter().map(|f| f.publish.as_secs_f64()).fold(f64::INFINITY, f64::min);
-        let borders = isp_borders(sc, &o.topo);
-        let downloaders: Vec<Downloader> = (0..o.stats.len())
-            .filter(|&i| o.stats[i].targeted[0])
-            .map(|i| {
-                let n = &o.topo.nodes[i];
-                let online = online_after(o.stats[i].online, publish0);
-                Downloader {
-                    class: n.class.clone(),
-                    up: n.up,
-                    down: n.down,
-                    time: o.stats[i].complete[0].map(|c| c - online),
-                    border: borders[n.isp as usize],
-                    online,
-                }
-            })
-            .collect();
+        let downloaders = film0_downloaders(sc, o);
         let u_s = sc.seeders.up.0 * f64::from(sc.seeders.count);
         Report {
             cdf: CdfFigures::compute(sc.film[0].size.0 as f64, u_s, &downloaders),

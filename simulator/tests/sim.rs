@@ -60,6 +60,28 @@ fn locality_weights_cut_transit_against_locality_blind() {
 }
 
 #[test]
+fn the_locality_check_compares_the_same_topology_with_locality_off() {
+    // One ISP of cinemas: local first never holds a request back (the seeder is always eligible), so the
+    // two runs are the same run and every point compares equal.
+    let one = scenario("full-mesh-12.toml", &[]);
+    let runs = cinemesh_sim::locality::run(&one, 1, 0.05).unwrap();
+    assert_eq!(runs.check.points.len(), 12);
+    assert!(runs.check.points.iter().all(|p| p.ratio == 1.0), "{:?}", runs.check.points);
+    assert!(runs.check.holds());
+    // Two ISPs: the blind run is the locality-blind policy with the scenario's other weights, and it
+    // moves more bytes across the border.
+    let two = scenario("two-isp-locality.toml", &[]);
+    let runs = cinemesh_sim::locality::run(&two, 1, 0.05).unwrap();
+    let b = &runs.blind_scenario.policy;
+    assert_eq!((b.same_site, b.same_isp, b.local_first), (0.0, 0.0, false));
+    assert_eq!(b.low_load, two.policy.low_load);
+    assert!(runs.local.1.transit_bytes < runs.blind.1.transit_bytes);
+    assert_eq!(runs.check.points.len(), 24);
+    assert_eq!(runs.check.tenths.len(), 10);
+    assert!(runs.check.tenths.iter().all(Option::is_some), "both runs complete every target");
+}
+
+#[test]
 fn a_late_node_still_completes() {
     let sc = scenario("small-8.toml", &["churn.late=2", "churn.late_join=60s"]);
     let (o, r) = simulate(&sc, 3, None).unwrap();

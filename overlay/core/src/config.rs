@@ -486,6 +486,9 @@ impl TransferConfig {
     }
 }
 
+/// Default of [`PolicyConfig::local_margin`].
+pub const LOCAL_MARGIN: f64 = 2.0;
+
 /// Default of [`PolicyConfig::dial_peers`].
 pub const DIAL_PEERS: u32 = 40;
 
@@ -509,6 +512,12 @@ pub struct PolicyConfig {
     /// content into every ISP), and the end-game asks anyone. Off: only the weights above favour the own
     /// ISP.
     pub local_first: bool,
+    /// Under `local_first`, how much better a cinema of another ISP must score than the best peer able to
+    /// take a request (the same score as above, shared by the requests in flight there) before it is
+    /// asked for a chunk our ISP holds. Locality is a preference among the peers able to serve, never a
+    /// wait: with no ready peer left and room in the request window, the held-back peers are asked
+    /// anyway. At least 1 (1: the better peer wins, wherever it is).
+    pub local_margin: f64,
     /// A fetch with fewer peers than this (connected, or being dialed) looks its providers up again
     /// (after `lookup_interval`, 10 s, doubled after each answer with no one new, up to 160 s) and
     /// dials them until it has this many; never beyond
@@ -528,6 +537,7 @@ impl Default for PolicyConfig {
             low_load: 0.3,
             throughput: 0.2,
             local_first: true,
+            local_margin: LOCAL_MARGIN,
             dial_peers: DIAL_PEERS,
         }
     }
@@ -549,6 +559,11 @@ impl PolicyConfig {
         ] {
             check(w.is_finite() && (0.0..=10.0).contains(&w), field, "must be a number between 0 and 10")?;
         }
+        check(
+            self.local_margin.is_finite() && (1.0..=1000.0).contains(&self.local_margin),
+            "policy.local_margin",
+            "must be a number between 1 and 1000",
+        )?;
         check(self.dial_peers <= 10_000, "policy.dial_peers", "must be at most 10000")?;
         Ok(())
     }

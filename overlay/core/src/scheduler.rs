@@ -48,6 +48,20 @@
 //! the window as its own rate.
 //! Measured: docs/benchmarks.md, "Uploaders with slots to spare".
 //!
+//! ## Local first, a preference
+//!
+//! Under `policy.local_first` a cinema of another ISP is asked only for the gaps of ours: chunks no usable
+//! same-ISP peer holds (counted per chunk, `gaps`; a same-ISP peer measured below [`LOCAL_SLOW`] of the
+//! best does not count). Superseeders and the distributor are always eligible. A peer of another ISP
+//! that holds chunks we lack, none of them gaps, is *held back*: it leaves the ready set for the `held`
+//! set (same score order; a held-back peer never measured gets no credit for throughput, so it is not
+//! preferred on hope alone). It is still asked, for any chunk, in two cases: when it scores more than
+//! `policy.local_margin` times the best ready peer (the peers of our ISP able to take a request are that
+//! much worse), and when the window has room and no ready peer is left. So locality orders the peers able
+//! to keep the downloader busy and never keeps a request back: the fleet's fastest cinemas were 7-10%
+//! later with the filter alone than locality-blind (docs/benchmarks.md, "Does locality make a cinema
+//! wait?"). Requests sent this way are counted in [`Stats::yielded`].
+//!
 //! ## End-game
 //!
 //! When a content has no chunk left that is missing and not in flight (and every missing chunk is held by
@@ -209,6 +223,9 @@ pub struct Stats {
     pub endgame_requests: u64,
     /// Requests to an idle seeder sent with the window full.
     pub beyond_window: u64,
+    /// Requests to peers of other ISPs for chunks our ISP holds, sent because the window had room and no
+    /// other peer could take one.
+    pub yielded: u64,
     /// Chunks received that answered a request of ours.
     pub received: u64,
     /// Chunks received for a chunk already held (a late end-game duplicate, say): ignored.
@@ -284,6 +301,9 @@ struct Peer<P> {
     load: f64,
     /// It has said a load (in an answer): only then can it be spare beyond the window.
     load_said: bool,
+    /// Idle only because `policy.local_first` keeps its chunks for our ISP: asked when the window has room
+    /// and no ready peer is left.
+    held: bool,
     ewma: Option<f64>,
     in_flight: u32,
     failures: u64,
@@ -350,6 +370,11 @@ pub struct Scheduler<P: PeerKey> {
     /// Ready cinemas with nothing in flight whose last load was below `transfer.spare_load`, in the ready
     /// set's order: each may take one request beyond the window.
     spare: BTreeSet<ReadyKey>,
+    /// Peers of other ISPs held back by local first (module docs, "Local first, a preference"), below
+    /// their cap and not backing off, in score order.
+    held: BTreeSet<ReadyKey>,
+    /// Set by [`pick`](Self::pick) when only local first's filter kept a chunk from the peer.
+    held_hint: bool,
     blocked: BTreeSet<(Time, u32)>,
     requests: BTreeMap<ReqKey, Req>,
     deadlines: BTreeMap<(Time, u64), ReqKey>,
@@ -380,6 +405,8 @@ impl<P: PeerKey> Scheduler<P> {
             ready: BTreeSet::new(),
             seeders: BTreeSet::new(),
             spare: BTreeSet::new(),
+            held: BTreeSet::new(),
+            held_hint: false,
             blocked: BTreeSet::new(),
             requests: BTreeMap::new(),
             deadlines: BTreeMap::new(),
@@ -489,6 +516,7 @@ impl<P: PeerKey> Scheduler<P> {
             same_isp,
             load: 0.0,
             load_said: false,
+            held: false,
             ewma: None,
             in_flight: 0,
             failures: 0,
@@ -557,6 +585,7 @@ impl<P: PeerKey> Scheduler<P> {
             if let Some(k) = p.ready_key {
                 self.ready.remove(&k);
                 self.spare.remove(&k);
+                self.held.remove(&k);
             }
             if p.blocked {
                 self.blocked.remove(&(p.blocked_until, idx));
@@ -996,9 +1025,26 @@ impl<P: PeerKey> Scheduler<P> {
                 }
                 return self.beyond_window(now);
             }
-            let &(_, _, idx) = self.ready.first()?;
-            match self.pick(idx) {
+            let Some(&(Reverse(sb), _, idx)) = self.ready.first() else {
+                return self.yield_held(now);
+            };
+            // A held-back peer of another ISP that scores `local_margin` times the best ready peer is asked
+            // first: locality is a preference among the peers able to serve, never a wait.
+            if let Some(&(Reverse(hb), _, held)) = self.held.first() {
+                let better = f64::from_bits(hb) > self.policy.local_margin * f64::from_bits(sb);
+                if better {
+                    match self.pick(held, true) {
+                        Some((slot, chunk, dup)) => return Some(self.yielded(now, held, slot, chunk, dup)),
+                        None => {
+                            self.mark_idle(held);
+                            continue;
+                        }
+                    }
+                }
+            }
+            match self.pick(idx, false) {
                 Some((slot, chunk, dup)) => return Some(self.send(now, idx, slot, chunk, dup)),
+                None if self.held_hint => self.hold(idx),
                 None => self.mark_idle(idx),
             }
         }
@@ -1016,7 +1062,7 @@ impl<P: PeerKey> Scheduler<P> {
             if !idle {
                 continue;
             }
-            if let Some((slot, chunk, dup)) = self.pick(idx) {
+            if let Some((slot, chunk, dup)) = self.pick(idx, false) {
                 self.stats.beyond_window += 1;
                 return Some(self.send(now, idx, slot, chunk, dup));
             }
@@ -1025,23 +1071,50 @@ impl<P: PeerKey> Scheduler<P> {
         // Then one request to each spare uploader with nothing of ours in flight (sending or marking it idle
         // takes it out of `spare`).
         while let Some(&(_, _, idx)) = self.spare.first() {
-            if let Some((slot, chunk, dup)) = self.pick(idx) {
+            if let Some((slot, chunk, dup)) = self.pick(idx, false) {
                 self.stats.beyond_window += 1;
                 return Some(self.send(now, idx, slot, chunk, dup));
             }
+            // A spare peer held back by local first goes idle here rather than into `held`: holding it
+            // made the fleet's fastest cinemas 5% later (docs/benchmarks.md, "Does locality make a cinema
+            // wait?").
             self.mark_idle(idx);
         }
         None
     }
 
-    /// The chunk to ask of peer `idx`: (content slot, chunk, is an end-game duplicate).
-    fn pick(&mut self, idx: u32) -> Option<(u32, u32, bool)> {
+    /// The window has room and no ready peer is left: the peers held back by local first are asked after
+    /// all, best first.
+    fn yield_held(&mut self, now: Time) -> Option<Output<P>> {
+        while let Some(&(_, _, idx)) = self.held.first() {
+            match self.pick(idx, true) {
+                Some((slot, chunk, dup)) => return Some(self.yielded(now, idx, slot, chunk, dup)),
+                None => self.mark_idle(idx),
+            }
+        }
+        None
+    }
+
+    /// A request to a held-back peer for a chunk our ISP holds.
+    fn yielded(&mut self, now: Time, idx: u32, slot: u32, chunk: u32, dup: bool) -> Output<P> {
+        self.stats.yielded += 1;
+        self.send(now, idx, slot, chunk, dup)
+    }
+
+    /// The chunk to ask of peer `idx`: (content slot, chunk, is an end-game duplicate). `any`: without
+    /// local first's filter. Sets `held_hint` when only that filter kept a chunk back.
+    fn pick(&mut self, idx: u32, any: bool) -> Option<(u32, u32, bool)> {
+        self.held_hint = false;
         let p = self.peers[idx as usize].as_ref()?;
         for &slot in &self.order {
             let Some(c) = self.contents[slot as usize].as_ref() else { continue };
             let (Some(r), Some(bits)) = (c.rarity.as_ref(), p.bits(slot)) else { continue };
-            let pick = if self.policy.local_first && !p.same_isp && !p.seeder {
-                r.pick(&bits.and(&c.gaps), &mut self.rng)
+            let pick = if self.policy.local_first && !p.same_isp && !p.seeder && !any {
+                let pick = r.pick(&bits.and(&c.gaps), &mut self.rng);
+                if pick.is_none() && r.pick(bits, &mut self.rng).is_some() {
+                    self.held_hint = true;
+                }
+                pick
             } else {
                 r.pick(bits, &mut self.rng)
             };
@@ -1164,6 +1237,17 @@ impl<P: PeerKey> Scheduler<P> {
     fn mark_idle(&mut self, idx: u32) {
         if let Some(p) = self.peers[idx as usize].as_mut() {
             p.idle = true;
+            p.held = false;
+        }
+        self.refresh(idx);
+    }
+
+    /// Peer `idx` holds chunks we lack but local first keeps them for our ISP: idle, and asked only by
+    /// [`yield_held`](Self::yield_held).
+    fn hold(&mut self, idx: u32) {
+        if let Some(p) = self.peers[idx as usize].as_mut() {
+            p.idle = true;
+            p.held = true;
         }
         self.refresh(idx);
     }
@@ -1171,6 +1255,7 @@ impl<P: PeerKey> Scheduler<P> {
     fn wake(&mut self, idx: u32) {
         if let Some(p) = self.peers[idx as usize].as_mut() {
             p.idle = false;
+            p.held = false;
         }
         self.refresh(idx);
     }
@@ -1189,6 +1274,7 @@ impl<P: PeerKey> Scheduler<P> {
         if let Some(k) = p.ready_key.take() {
             self.ready.remove(&k);
             self.spare.remove(&k);
+            self.held.remove(&k);
         }
         // A peer whose slots are not contended shares its link among its askers' connections: a second
         // request of ours there would only slow the first (see the module docs, "Spare uploaders").
@@ -1197,11 +1283,13 @@ impl<P: PeerKey> Scheduler<P> {
         // the request round trip (two daemons on loopback: 204-216 MB/s with one, 290-309 with two).
         let lone = self.peer_index.len() <= 1;
         let cap = if spare && !lone { 1 } else { self.transfer.max_requests_per_peer };
-        if p.in_flight >= cap || p.blocked || p.idle {
+        if p.in_flight >= cap || p.blocked || (p.idle && !p.held) {
             return;
         }
         let throughput = match p.ewma {
             Some(e) if self.tp_ref > 0.0 => (e / self.tp_ref).min(1.0),
+            // A held-back peer never measured is not preferred to our ISP's peers on hope alone.
+            None if p.held => 0.0,
             _ => UNMEASURED_THROUGHPUT,
         };
         let inputs = ScoreInputs { same_site: p.same_site, same_isp: p.same_isp, load: p.load, throughput };
@@ -1209,8 +1297,12 @@ impl<P: PeerKey> Scheduler<P> {
         // adds less than a first one to another, so the score is shared by the requests already in flight.
         let s = policy::score(&self.policy, &inputs).max(0.0) / f64::from(1 + p.in_flight);
         let key = (Reverse(s.to_bits()), self.rng.gen::<u64>(), idx);
-        self.ready.insert(key);
         p.ready_key = Some(key);
+        if p.idle {
+            self.held.insert(key);
+            return;
+        }
+        self.ready.insert(key);
         if spare && p.load_said && p.in_flight == 0 && !p.seeder {
             self.spare.insert(key);
         }

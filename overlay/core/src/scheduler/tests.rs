@@ -70,6 +70,9 @@ fn rarest_first() {
         for p in 1..=3 {
             s.peer_joined(Time::ZERO, p, if p == 1 { local() } else { far() });
         }
+        // The far peers' slots are full: they never beat peer 1 by `policy.local_margin`.
+        s.peer_load(Time::ZERO, &2, 1.0);
+        s.peer_load(Time::ZERO, &3, 1.0);
         s.peer_bitfield(Time::ZERO, &1, &id(1), Bitfield::full(8));
         s.peer_bitfield(Time::ZERO, &2, &id(1), bits(8, [0, 1, 2, 3, 4, 6, 7]));
         s.peer_bitfield(Time::ZERO, &3, &id(1), bits(8, [0, 1, 2, 3, 4, 7]));
@@ -588,6 +591,52 @@ fn local_first_asks_other_isps_only_for_the_gaps_of_ours() {
     // the border.
     assert_eq!(remote, (8..16).collect::<Vec<_>>());
     assert_eq!(near, (0..8).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_peer_of_another_isp_far_better_than_ours_is_asked_for_what_our_isp_holds() {
+    // A window of 2. Peer 1, of our ISP, holds everything with its slots full (load 1); peer 2, a cinema of
+    // another ISP, holds everything with its slots free (load 0).
+    let run = |margin: f64| {
+        let policy = PolicyConfig { local_margin: margin, ..PolicyConfig::default() };
+        let mut s = Scheduler::new(&no_endgame(2, 2), &policy, local(), 4);
+        s.add_content(Time::ZERO, spec(1, 16, None), Bitfield::new(16));
+        for (p, at, load) in [(1, local(), 1.0), (2, far(), 0.0)] {
+            s.peer_joined(Time::ZERO, p, at);
+            s.peer_load(Time::ZERO, &p, load);
+            s.peer_bitfield(Time::ZERO, &p, &id(1), Bitfield::full(16));
+        }
+        let reqs = requests(&drain(&mut s, Time::ZERO));
+        (reqs.iter().map(|r| r.0).collect::<Vec<_>>(), s.stats().yielded)
+    };
+    // Scores (`low_load` 0.3, `throughput` 0.2): ours 0.1 (never measured: half the best throughput),
+    // theirs 0.3 (held back and never measured: no credit for throughput), three times ours. With a margin
+    // of 2 the far peer takes the first request; its score is then shared by it (0.15) and ours takes the
+    // second.
+    assert_eq!(run(2.0), (vec![2, 1], 1));
+    // A margin above what separates them: our ISP's peer fills the window.
+    assert_eq!(run(10.0), (vec![1, 1], 0));
+}
+
+#[test]
+fn with_room_in_the_window_and_no_peer_of_ours_left_local_first_keeps_no_request_back() {
+    // Peer 1 of our ISP and peers 2 and 3 of another all hold everything; one request per peer, a window
+    // of 8, a margin no peer reaches.
+    let run = |local_first: bool| {
+        let policy = PolicyConfig { local_first, local_margin: 1000.0, ..PolicyConfig::default() };
+        let mut s = Scheduler::new(&no_endgame(1, 8), &policy, local(), 5);
+        s.add_content(Time::ZERO, spec(1, 16, None), Bitfield::new(16));
+        for (p, at) in [(1, local()), (2, far()), (3, far())] {
+            s.peer_joined(Time::ZERO, p, at);
+            s.peer_bitfield(Time::ZERO, &p, &id(1), Bitfield::full(16));
+        }
+        let reqs = requests(&drain(&mut s, Time::ZERO));
+        (reqs.iter().map(|r| r.0).collect::<BTreeSet<_>>(), s.stats().yielded)
+    };
+    // Our ISP's peer takes the one request it can; the window still has room, so the held-back peers are
+    // asked too, as they would be without local first.
+    assert_eq!(run(true), (BTreeSet::from([1, 2, 3]), 2));
+    assert_eq!(run(false), (BTreeSet::from([1, 2, 3]), 0));
 }
 
 #[test]
