@@ -179,6 +179,7 @@ fn the_lab_runs_a_tiny_scenario_and_leaves_nothing_behind() -> anyhow::Result<()
         "report.json",
         "nodes.csv",
         "timeline.csv",
+        "requests.csv",
         "completion-cdf.svg",
         "seeder-egress.svg",
         "isp-matrix.svg",
@@ -243,5 +244,18 @@ fn the_lab_runs_a_tiny_scenario_and_leaves_nothing_behind() -> anyhow::Result<()
         .fold(0.0, f64::max);
     assert!(wire_peak > 0.05 && wire_peak <= 1.2, "{timeline}");
     assert!(text.contains("per-node |error|"), "{text}");
+    // Each cinema's requests, about once a second and at the end: it asked for each of the film's 8 chunks
+    // of 1 MiB at least once, within a window of at least one request.
+    let requests = cinemesh_sim::compare::parse_csv(&std::fs::read_to_string(opts.out.join("requests.csv"))?);
+    for row in csv.iter().filter(|r| r["seeder"] == "false") {
+        let name = &row["name"];
+        let last = requests
+            .iter()
+            .rev()
+            .find(|r| &r["node"] == name)
+            .with_context(|| format!("{name} in requests.csv"))?;
+        let num = |k: &str| last[k].parse::<f64>().unwrap_or(f64::NAN);
+        assert!(num("window") >= 1.0 && num("requests") >= (size >> 20) as f64, "{last:?}");
+    }
     Ok(())
 }

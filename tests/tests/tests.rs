@@ -302,6 +302,14 @@ async fn a_node_killed_mid_download_resumes_without_fetching_verified_chunks_aga
     .await?;
     assert!(committed.0 >= 1.0 && committed.0 <= committed.1, "commits, chunks: {committed:?}");
     assert!(committed.1 <= (p.chunks - before) as f64, "commits, chunks: {committed:?}");
+    // Every chunk fetched after the restart was asked for, within a window of at least the minimum.
+    let (requests, window) = wait_for("the requests in the metrics", WAIT, || async {
+        let m = daemon.get("/metrics").await?;
+        let requests = metric_value(&m, "cinemesh_chunk_requests_total");
+        Ok((requests >= fetched).then(|| (requests, metric_value(&m, "cinemesh_request_window"))))
+    })
+    .await?;
+    assert!(requests >= fetched && window >= 1.0, "requests {requests}, window {window}");
     let path = tmp.path().join("cinema/content").join(p.id.to_hex());
     assert_same_tree(&p.source, &path);
     drop(daemon);

@@ -107,6 +107,19 @@ pub struct Metrics {
     pub fleet_rejected: Counter,
     /// Anti-entropy exchanges that brought entries.
     pub sync_entries: Counter,
+    /// The request window's size, as of the last tick.
+    pub request_window: Gauge,
+    /// Chunk requests in flight, as of the last tick.
+    pub requests_in_flight: Gauge,
+    /// Chunk requests sent.
+    pub chunk_requests: Counter,
+    /// Of them, sent beyond a full window (to a seeder or a spare uploader with none of ours in flight).
+    pub chunk_requests_beyond_window: Counter,
+    /// Of them, sent to a peer of another ISP for a chunk our ISP holds (`policy.local_margin`, or no other
+    /// peer left).
+    pub chunk_requests_yielded: Counter,
+    /// Of them, end-game duplicates.
+    pub chunk_requests_endgame: Counter,
 }
 
 impl Metrics {
@@ -177,6 +190,24 @@ impl Metrics {
             m.fleet_rejected.clone(),
         );
         r.register("sync_entries", "Catalogue entries obtained by anti-entropy", m.sync_entries.clone());
+        r.register("request_window", "The request window's size", m.request_window.clone());
+        r.register("requests_in_flight", "Chunk requests in flight", m.requests_in_flight.clone());
+        r.register("chunk_requests", "Chunk requests sent", m.chunk_requests.clone());
+        r.register(
+            "chunk_requests_beyond_window",
+            "Chunk requests sent beyond a full window, to a seeder or a spare uploader",
+            m.chunk_requests_beyond_window.clone(),
+        );
+        r.register(
+            "chunk_requests_yielded",
+            "Chunk requests sent to a peer of another ISP for a chunk our ISP holds",
+            m.chunk_requests_yielded.clone(),
+        );
+        r.register(
+            "chunk_requests_endgame",
+            "End-game duplicate chunk requests",
+            m.chunk_requests_endgame.clone(),
+        );
         m
     }
 

@@ -38,6 +38,40 @@ pub struct NodeObs {
     pub wire_sent: Vec<(f64, f64)>,
     /// The link's `(sent, received)` byte counters at the last tick (since its namespace was made).
     pub link: Option<(u64, u64)>,
+    /// The request window and the requests, from `/metrics`, about once a second.
+    pub requests: Vec<RequestSample>,
+}
+
+/// One reading of a node's request metrics (`cinemesh_request_window`, `..._requests_in_flight`,
+/// `..._chunk_requests_total`, `..._beyond_window_total`, `..._yielded_total`), seconds after time 0.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RequestSample {
+    /// When.
+    pub t: f64,
+    /// The request window's size.
+    pub window: f64,
+    /// Requests in flight.
+    pub in_flight: f64,
+    /// Requests sent in this daemon session.
+    pub sent: f64,
+    /// Of them, beyond a full window.
+    pub beyond_window: f64,
+    /// Of them, yielded by local first.
+    pub yielded: f64,
+}
+
+impl RequestSample {
+    /// The reading in a `/metrics` body taken at `t`.
+    pub fn from_metrics(t: f64, m: &str) -> RequestSample {
+        RequestSample {
+            t,
+            window: probe::total(m, "cinemesh_request_window"),
+            in_flight: probe::total(m, "cinemesh_requests_in_flight"),
+            sent: probe::total(m, "cinemesh_chunk_requests_total"),
+            beyond_window: probe::total(m, "cinemesh_chunk_requests_beyond_window_total"),
+            yielded: probe::total(m, "cinemesh_chunk_requests_yielded_total"),
+        }
+    }
 }
 
 impl NodeObs {
@@ -154,6 +188,9 @@ fn poll(obs: &Mutex<NodeObs>, api: SocketAddr, t0: Instant, tick: Duration, stop
                 let total = o.total().up;
                 if o.sent.len() < MAX_SAMPLES {
                     o.sent.push((t, total));
+                }
+                if o.requests.len() < MAX_SAMPLES {
+                    o.requests.push(RequestSample::from_metrics(t, &m));
                 }
             }
             if let Ok(p) = probe::get(api, "/peers", timeout) {

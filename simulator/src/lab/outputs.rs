@@ -6,6 +6,7 @@ use std::path::Path;
 use cinemesh_core::config::{GossipConfig, PolicyConfig, TransferConfig};
 use serde::Serialize;
 
+use super::observe::RequestSample;
 use super::{LabError, Measured};
 use crate::bound::{self, CdfFigures, Downloader};
 use crate::plot::{self, Series};
@@ -170,6 +171,24 @@ pub struct Built {
     pub times: Vec<Option<f64>>,
     /// `timeline.csv`.
     pub timeline: String,
+    /// `requests.csv`.
+    pub requests: String,
+}
+
+/// `requests.csv`: each node's request window and requests, about once a second (the daemons'
+/// `cinemesh_request_window`, `cinemesh_requests_in_flight` and `cinemesh_chunk_requests*_total`; the
+/// counters restart with a daemon).
+pub fn requests_csv<'a>(nodes: impl Iterator<Item = (&'a str, &'a [RequestSample])>) -> String {
+    let mut out = String::from("node,t_s,window,in_flight,requests,beyond_window,yielded\n");
+    for (name, samples) in nodes {
+        for s in samples {
+            out += &format!(
+                "{name},{:.2},{},{},{},{},{}\n",
+                s.t, s.window, s.in_flight, s.sent, s.beyond_window, s.yielded
+            );
+        }
+    }
+    out
 }
 
 /// Per-bin rates (bytes/s) of several cumulative series, summed: each node's own samples, whenever they
@@ -366,7 +385,9 @@ pub fn build(sc: &Scenario, seed: u64, topo: &Topology, targets: &[Vec<bool>], m
         transfer_config: sc.transfer.clone(),
         policy_config: sc.policy.clone(),
     };
-    Built { rows, report, egress: (egress, bin), times, timeline }
+    let requests =
+        requests_csv(rows.iter().zip(&m.nodes).map(|(r, o)| (r.name.as_str(), o.requests.as_slice())));
+    Built { rows, report, egress: (egress, bin), times, timeline, requests }
 }
 
 /// The terminal summary.
@@ -433,6 +454,7 @@ pub fn write(dir: &Path, sc: &Scenario, b: &Built) -> Result<(), LabError> {
         ("report.json", json),
         ("nodes.csv", report::nodes_csv(&b.rows)),
         ("timeline.csv", b.timeline.clone()),
+        ("requests.csv", b.requests.clone()),
         (
             "completion-cdf.svg",
             plot::lines("Completion time CDF (lab)", &unit.1, "fraction of targets", &completion)?,
@@ -519,6 +541,23 @@ mod tests {
         // A node whose counters could not be read: no figures rather than wrong ones.
         wire[2] = None;
         assert_eq!(wire_figures(&sc, &topo, &rows, &wire, |i| i < 4, Some(20.0)), None);
+    }
+
+    #[test]
+    fn the_request_metrics_of_every_node_become_one_csv() {
+        let m = "# TYPE cinemesh_request_window gauge\ncinemesh_request_window 16\ncinemesh_requests_in_flight 19\n\
+                 cinemesh_chunk_requests_total 120\ncinemesh_chunk_requests_beyond_window_total 30\n\
+                 cinemesh_chunk_requests_yielded_total 0\ncinemesh_chunk_requests_endgame_total 2\n";
+        let s = RequestSample::from_metrics(1.5, m);
+        assert_eq!(
+            (s.window, s.in_flight, s.sent, s.beyond_window, s.yielded),
+            (16.0, 19.0, 120.0, 30.0, 0.0)
+        );
+        let csv = requests_csv([("cinema-0", &[s][..]), ("cinema-1", &[][..])].into_iter());
+        assert_eq!(
+            csv,
+            "node,t_s,window,in_flight,requests,beyond_window,yielded\ncinema-0,1.50,16,19,120,30,0\n"
+        );
     }
 
     #[test]

@@ -461,6 +461,11 @@ impl<P: PeerKey> Engine<P> {
         self.scheduler.in_flight()
     }
 
+    /// The request window's size (requests beyond it: seeders and spare uploaders, see the scheduler).
+    pub fn request_window(&self) -> u32 {
+        self.scheduler.window()
+    }
+
     /// The limits in force.
     pub fn limits(&self) -> Limits {
         self.limits

@@ -212,6 +212,18 @@ impl Node {
             }
         }
         self.metrics.uploads_active.set(i64::from(self.engine.uploads_active()));
+        self.metrics.request_window.set(i64::from(self.engine.request_window()));
+        self.metrics.requests_in_flight.set(self.engine.in_flight() as i64);
+        let s = self.engine.scheduler_stats();
+        let m = &self.metrics;
+        for (counter, total) in [
+            (&m.chunk_requests, s.requests),
+            (&m.chunk_requests_beyond_window, s.beyond_window),
+            (&m.chunk_requests_yielded, s.yielded),
+            (&m.chunk_requests_endgame, s.endgame_requests),
+        ] {
+            counter.inc_by(total.saturating_sub(counter.get()));
+        }
         // Rates.
         let (t, up, down) = self.last_rate;
         let dt = t.elapsed().as_secs_f64();
