@@ -58,7 +58,7 @@
 //! preferred on hope alone). It is still asked, for any chunk, in two cases: when it scores more than
 //! `policy.local_margin` times the best ready peer (the peers of our ISP able to take a request are that
 //! much worse), and when the window has room and no ready peer is left. So locality orders the peers able
-//! to keep the downloader busy and never keeps a request back: the fleet's fastest cinemas were 7-10%
+//! to keep the downloader busy and never keeps a request back: the fleet's fastest tenth was 6-11%
 //! later with the filter alone than locality-blind (docs/benchmarks.md, "Does locality make a cinema
 //! wait?"). Requests sent this way are counted in [`Stats::yielded`].
 //!
@@ -223,8 +223,8 @@ pub struct Stats {
     pub endgame_requests: u64,
     /// Requests to an idle seeder sent with the window full.
     pub beyond_window: u64,
-    /// Requests to peers of other ISPs for chunks our ISP holds, sent because the window had room and no
-    /// other peer could take one.
+    /// Requests to peers of other ISPs for chunks our ISP holds: they scored `policy.local_margin` times
+    /// the best ready peer, or the window had room and no other peer could take one.
     pub yielded: u64,
     /// Chunks received that answered a request of ours.
     pub received: u64,
@@ -301,8 +301,8 @@ struct Peer<P> {
     load: f64,
     /// It has said a load (in an answer): only then can it be spare beyond the window.
     load_said: bool,
-    /// Idle only because `policy.local_first` keeps its chunks for our ISP: asked when the window has room
-    /// and no ready peer is left.
+    /// Idle only because `policy.local_first` keeps its chunks for our ISP: asked when it scores
+    /// `policy.local_margin` times the best ready peer, or when the window has room and no ready peer is left.
     held: bool,
     ewma: Option<f64>,
     in_flight: u32,
@@ -1242,8 +1242,8 @@ impl<P: PeerKey> Scheduler<P> {
         self.refresh(idx);
     }
 
-    /// Peer `idx` holds chunks we lack but local first keeps them for our ISP: idle, and asked only by
-    /// [`yield_held`](Self::yield_held).
+    /// Peer `idx` holds chunks we lack but local first keeps them for our ISP: idle, and asked only past
+    /// `policy.local_margin` or by [`yield_held`](Self::yield_held).
     fn hold(&mut self, idx: u32) {
         if let Some(p) = self.peers[idx as usize].as_mut() {
             p.idle = true;
