@@ -23,11 +23,7 @@ pub const BLIND: &str = "policy.same_site=0 policy.same_isp=0 policy.local_first
 /// The scenario with locality turned off: no site or ISP weight in a peer's score and no local first;
 /// every other setting as given.
 pub fn blind(sc: &Scenario) -> Scenario {
-    let mut b = sc.clone();
-    b.policy.same_site = 0.0;
-    b.policy.same_isp = 0.0;
-    b.policy.local_first = false;
-    b
+    Scenario { policy: sc.policy.without_locality(), ..sc.clone() }
 }
 
 /// The default tolerance: issue 10's "no CDF point more than 5% slower".

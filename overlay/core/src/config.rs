@@ -546,7 +546,12 @@ impl Default for PolicyConfig {
 impl PolicyConfig {
     /// Locality-blind (for comparison runs): only load and throughput count, and local first is off.
     pub fn locality_blind() -> Self {
-        Self { same_site: 0.0, same_isp: 0.0, local_first: false, ..Self::default() }
+        Self::default().without_locality()
+    }
+
+    /// These settings with locality turned off: no site or ISP weight and no local first.
+    pub fn without_locality(&self) -> Self {
+        Self { same_site: 0.0, same_isp: 0.0, local_first: false, ..self.clone() }
     }
 
     /// Every weight finite, in 0..=10, and not all zero.
