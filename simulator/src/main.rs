@@ -104,6 +104,11 @@ enum Cmd {
         /// as an operator following the guide sets it (0.95); unset: the scenario's `transfer.upload_limit`.
         #[arg(long, value_parser = parse_share)]
         upload_limit_share: Option<f64>,
+        /// TCP congestion control in every node's namespace (`cubic`, Linux's default; `bbr`; `reno`; any
+        /// the kernel has). Unset: the host's (`sysctl net.ipv4.tcp_congestion_control`). The report says
+        /// which ran and how much TCP retransmitted.
+        #[arg(long, value_parser = parse_congestion_control)]
+        congestion_control: Option<String>,
     },
     /// Print two runs' figures side by side (the simulator's and the lab's output directories).
     Compare {
@@ -343,6 +348,19 @@ struct LabArgs {
     timeout: std::time::Duration,
     poll: std::time::Duration,
     upload_limit_share: Option<f64>,
+    congestion_control: Option<String>,
+}
+
+/// A congestion control algorithm's name as the kernel spells them: lower-case letters, digits and `_`.
+fn parse_congestion_control(text: &str) -> Result<String, String> {
+    let ok = !text.is_empty()
+        && text.len() <= 16
+        && text.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if ok {
+        Ok(text.to_owned())
+    } else {
+        Err(format!("{text:?} is not a congestion control name (cubic, bbr, reno...)"))
+    }
 }
 
 /// A share of a link's rate: a number in (0, 1].
@@ -371,6 +389,7 @@ fn lab(a: LabArgs) -> anyhow::Result<()> {
         timeout: a.timeout,
         poll: a.poll,
         upload_limit_share: a.upload_limit_share,
+        congestion_control: a.congestion_control,
     };
     let (report, text) = cinemesh_sim::lab::run_and_compare(&sc, &opts, &interrupted)?;
     print!("{text}");
@@ -481,7 +500,17 @@ fn main() -> ExitCode {
         }
         Cmd::Merge { shards, out, emit_config } => merge(&shards, &out, emit_config),
         Cmd::Bound { scenario, seed, sets } => bound(&scenario, seed, &sets),
-        Cmd::Lab { scenario, seed, sets, out, node_bin, timeout, poll, upload_limit_share } => lab(LabArgs {
+        Cmd::Lab {
+            scenario,
+            seed,
+            sets,
+            out,
+            node_bin,
+            timeout,
+            poll,
+            upload_limit_share,
+            congestion_control,
+        } => lab(LabArgs {
             scenario,
             seed,
             sets,
@@ -490,6 +519,7 @@ fn main() -> ExitCode {
             timeout: timeout.into(),
             poll: poll.into(),
             upload_limit_share,
+            congestion_control,
         }),
         Cmd::Compare { sim_out, lab_out } => compare(&sim_out, &lab_out),
         Cmd::Locality { scenario, seed, sets, tolerance, out } => {
@@ -507,7 +537,16 @@ fn main() -> ExitCode {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_share;
+    use super::{parse_congestion_control, parse_share};
+
+    #[test]
+    fn congestion_control_names() {
+        assert_eq!(parse_congestion_control("cubic"), Ok("cubic".to_owned()));
+        assert_eq!(parse_congestion_control("bbr"), Ok("bbr".to_owned()));
+        for bad in ["", "Cubic", "cubic; rm", "../x", "averyveryverylongname"] {
+            assert!(parse_congestion_control(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn an_upload_limit_share_is_a_share_of_the_link() {

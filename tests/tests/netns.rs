@@ -144,6 +144,8 @@ fn the_lab_runs_a_tiny_scenario_and_leaves_nothing_behind() -> anyhow::Result<()
         timeout: Duration::from_secs(120),
         poll: Duration::from_millis(250),
         upload_limit_share: None,
+        // Reno: in every kernel, and not the default of any, so the report can only say it if the lab set it.
+        congestion_control: Some("reno".to_owned()),
     };
 
     // Interrupted once the cinemas' namespaces exist.
@@ -234,6 +236,12 @@ fn the_lab_runs_a_tiny_scenario_and_leaves_nothing_behind() -> anyhow::Result<()
     }
     assert!(wire.t_min > report.t_min && wire.efficiency > report.efficiency, "{wire:?}: {text}");
     assert!(text.contains("wire: content is"), "{text}");
+    // TCP as the lab set it, and what it resent: a share, counted in every namespace.
+    assert_eq!(report.tcp.congestion_control.as_deref(), Some("reno"), "{text}");
+    for share in [report.tcp.seeder_retransmitted, report.tcp.cinema_retransmitted] {
+        assert!(share.is_some_and(|s| (0.0..1.0).contains(&s)), "{:?}: {text}", report.tcp);
+    }
+    assert!(text.contains("TCP congestion control reno; segments retransmitted:"), "{text}");
     // The timeline bins the links' own counters beside the daemons' content counters.
     let timeline = std::fs::read_to_string(opts.out.join("timeline.csv"))?;
     assert!(timeline.lines().next().is_some_and(|h| h.ends_with(",fleet_wire_utilisation")), "{timeline}");
@@ -257,5 +265,18 @@ fn the_lab_runs_a_tiny_scenario_and_leaves_nothing_behind() -> anyhow::Result<()
         let num = |k: &str| last[k].parse::<f64>().unwrap_or(f64::NAN);
         assert!(num("window") >= 1.0 && num("requests") >= (size >> 20) as f64, "{last:?}");
     }
+
+    // A congestion control the kernel lacks: a clear error naming those it has, and nothing left behind.
+    let bad = Options { congestion_control: Some("nosuchcc".to_owned()), ..opts };
+    match lab::run(&sc, &bad, &AtomicBool::new(false)) {
+        Err(LabError::Unsupported(msg)) => {
+            assert!(
+                msg.contains("\"nosuchcc\"") && msg.contains("this kernel has: ") && msg.contains("reno"),
+                "{msg}"
+            )
+        }
+        other => panic!("expected an error naming the kernel's congestion controls, got {other:?}"),
+    }
+    assert_eq!(lab_leftovers()?, Vec::<String>::new(), "a lab stopped by its setup leaves nothing");
     Ok(())
 }

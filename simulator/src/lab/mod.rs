@@ -55,6 +55,9 @@ pub struct Options {
     /// Every daemon's `transfer.upload_limit` at this share of its own link's upload rate (`None`: the
     /// scenario's `transfer.upload_limit`, the same for all).
     pub upload_limit_share: Option<f64>,
+    /// TCP's congestion control in every node's namespace (`cubic`, `bbr`...; `None`: the host's, which a
+    /// new namespace inherits).
+    pub congestion_control: Option<String>,
 }
 
 /// What a lab run measured, before formatting.
@@ -75,6 +78,11 @@ pub struct Measured {
     /// Per node: bytes its link sent and received (`eth0`, read by its poller at the end of the run,
     /// [`observe::link_counters`]); `None` when they could not be read.
     pub wire: Vec<Option<(u64, u64)>>,
+    /// Per node: its namespace's TCP `(segments sent, retransmitted)` at the end of the run
+    /// ([`observe::tcp_segments`]); `None` when unread.
+    pub tcp: Vec<Option<(u64, u64)>>,
+    /// TCP's congestion control in the nodes' namespaces (node 0's, read after setting up the network).
+    pub congestion_control: Option<String>,
 }
 
 /// The work directory (one per machine: one lab at a time).
@@ -217,7 +225,11 @@ pub fn run(sc: &Scenario, opts: &Options, interrupted: &AtomicBool) -> Result<Me
     for (i, node) in topo.nodes.iter().enumerate() {
         check()?;
         net::build_node(i, node.isp as usize, node.up, node.down)?;
+        if let Some(cc) = &opts.congestion_control {
+            net::set_congestion_control(&net::node_ns(i), cc)?;
+        }
     }
+    let congestion_control = net::congestion_control(&net::node_ns(0)).ok();
 
     // Films, key, configs.
     let films: Vec<PathBuf> = sc
@@ -398,6 +410,7 @@ pub fn run(sc: &Scenario, opts: &Options, interrupted: &AtomicBool) -> Result<Me
     let end = t0.elapsed().as_secs_f64();
     let nodes = observer.finish();
     let wire = nodes.iter().map(|o| o.link).collect();
+    let tcp = nodes.iter().map(|o| o.tcp).collect();
     result?;
     let hook_done = (0..n).map(|i| read_done(&path(i, ".done"), t0_unix)).collect();
     // Keep the daemons' logs beside the outputs.
@@ -408,7 +421,7 @@ pub fn run(sc: &Scenario, opts: &Options, interrupted: &AtomicBool) -> Result<Me
         }
     }
     drop(guard);
-    Ok(Measured { nodes, first_start, hook_done, published, end, finished, wire })
+    Ok(Measured { nodes, first_start, hook_done, published, end, finished, wire, tcp, congestion_control })
 }
 
 /// What `cinemesh-sim lab` does: the simulator's prediction into `out/sim`, the lab run into `out`, and

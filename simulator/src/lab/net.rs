@@ -82,6 +82,47 @@ fn shape(ns: &str, dev: &str, rate: f64) -> Result<(), LabError> {
     run(&cmd).map(|_| ())
 }
 
+/// The per-namespace sysctl naming TCP's congestion control.
+const CONGESTION_CONTROL: &str = "/proc/sys/net/ipv4/tcp_congestion_control";
+
+/// Runs `f` on a thread inside namespace `ns` (`/proc/sys/net` and `/proc/thread-self/net` are then
+/// the namespace's).
+fn in_ns<T: Send>(ns: &str, f: impl FnOnce() -> Result<T, LabError> + Send) -> Result<T, LabError> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            super::probe::enter(ns)?;
+            f()
+        })
+        .join()
+        .unwrap_or_else(|_| Err(LabError::Unsupported(format!("a thread in {ns} panicked"))))
+    })
+}
+
+/// TCP's congestion control in namespace `ns` (`net.ipv4.tcp_congestion_control`: a new namespace
+/// starts with the host's).
+pub fn congestion_control(ns: &str) -> Result<String, LabError> {
+    in_ns(ns, || {
+        std::fs::read_to_string(CONGESTION_CONTROL)
+            .map(|t| t.trim().to_owned())
+            .map_err(LabError::io(format!("cannot read {CONGESTION_CONTROL} in {ns}")))
+    })
+}
+
+/// Sets TCP's congestion control in namespace `ns` to `name` (`cubic`, `bbr`, `reno`...); a name the
+/// kernel does not have is an error naming the ones it has.
+pub fn set_congestion_control(ns: &str, name: &str) -> Result<(), LabError> {
+    in_ns(ns, || {
+        std::fs::write(CONGESTION_CONTROL, name).map_err(|e| {
+            let have = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_available_congestion_control")
+                .unwrap_or_default();
+            LabError::Unsupported(format!(
+                "TCP congestion control {name:?} ({e}); this kernel has: {}",
+                have.trim()
+            ))
+        })
+    })
+}
+
 /// Creates namespace `ns` with its loopback up.
 pub fn add_ns(ns: &str) -> Result<(), LabError> {
     run(&["ip", "netns", "add", ns])?;

@@ -38,6 +38,8 @@ pub struct NodeObs {
     pub wire_sent: Vec<(f64, f64)>,
     /// The link's `(sent, received)` byte counters at the last tick (since its namespace was made).
     pub link: Option<(u64, u64)>,
+    /// The namespace's TCP `(segments sent, segments retransmitted)` at the last tick ([`tcp_segments`]).
+    pub tcp: Option<(u64, u64)>,
     /// The request window and the requests, from `/metrics`, about once a second.
     pub requests: Vec<RequestSample>,
 }
@@ -144,6 +146,19 @@ pub fn link_counters(net_dev: &str) -> Option<(u64, u64)> {
     Some((fields.get(8)?.parse().ok()?, fields.first()?.parse().ok()?))
 }
 
+/// `(OutSegs, RetransSegs)` of TCP from the text of `/proc/net/snmp`: the segments the namespace's TCP sent
+/// (retransmissions excluded) and retransmitted. Their ratio tells how much of a link's frames were resent
+/// after a loss at a shaper's queue: the congestion control's cost, which the simulator does not model.
+pub fn tcp_segments(snmp: &str) -> Option<(u64, u64)> {
+    let mut tcp = snmp.lines().filter(|l| l.starts_with("Tcp:"));
+    let (names, values) = (tcp.next()?, tcp.next()?);
+    let field = |name: &str| -> Option<u64> {
+        let i = names.split_whitespace().position(|n| n == name)?;
+        values.split_whitespace().nth(i)?.parse().ok()
+    };
+    Some((field("OutSegs")?, field("RetransSegs")?))
+}
+
 fn poll(obs: &Mutex<NodeObs>, api: SocketAddr, t0: Instant, tick: Duration, stop: &AtomicBool) {
     let timeout = Duration::from_secs(2);
     let mut n: u64 = 0;
@@ -161,6 +176,11 @@ fn poll(obs: &Mutex<NodeObs>, api: SocketAddr, t0: Instant, tick: Duration, stop
             if o.wire_sent.len() < MAX_SAMPLES {
                 o.wire_sent.push((t, tx.saturating_sub(base) as f64));
             }
+        }
+        if let Some(segs) =
+            std::fs::read_to_string("/proc/thread-self/net/snmp").ok().and_then(|d| tcp_segments(&d))
+        {
+            lock(obs).tcp = Some(segs);
         }
         if let Ok(body) = probe::get(api, "/films", timeout) {
             let t = t0.elapsed().as_secs_f64();
@@ -212,7 +232,20 @@ fn poll(obs: &Mutex<NodeObs>, api: SocketAddr, t0: Instant, tick: Duration, stop
 
 #[cfg(test)]
 mod tests {
-    use super::link_counters;
+    use super::{link_counters, tcp_segments};
+
+    #[test]
+    fn tcp_segments_from_proc_net_snmp() {
+        let text = "Ip: Forwarding DefaultTTL\nIp: 1 64\n\
+                    Tcp: RtoAlgorithm RtoMin RtoMax MaxConn ActiveOpens PassiveOpens AttemptFails EstabResets \
+                    CurrEstab InSegs OutSegs RetransSegs InErrs OutRsts InCsumErrors\n\
+                    Tcp: 1 200 120000 -1 40 38 0 2 30 185342 201113 36021 0 5 0\n\
+                    Udp: InDatagrams\nUdp: 7\n";
+        assert_eq!(tcp_segments(text), Some((201_113, 36_021)));
+        assert_eq!(tcp_segments("Tcp: OutSegs RetransSegs\n"), None, "no values line");
+        assert_eq!(tcp_segments("Tcp: OutSegs\nTcp: 5\n"), None, "no RetransSegs");
+        assert_eq!(tcp_segments("Tcp: OutSegs RetransSegs\nTcp: x 1\n"), None);
+    }
 
     #[test]
     fn the_link_counter_from_proc_net_dev() {

@@ -56,6 +56,8 @@ pub struct LabReport {
     pub seeder_egress_peak: f64,
     /// What the links carried beside the content, from the kernel's counters (`None` when unread).
     pub wire: Option<WireFigures>,
+    /// The nodes' TCP: its congestion control and what it retransmitted.
+    pub tcp: TcpFigures,
     /// Catalogue entry first listed by `/films` after publish, ms (poll resolution).
     pub gossip_delivery_ms: Quantiles,
     /// ISP names.
@@ -79,6 +81,41 @@ pub struct LabReport {
     pub transfer_config: TransferConfig,
     /// The `[policy]` section the daemons ran.
     pub policy_config: PolicyConfig,
+}
+
+/// The nodes' TCP, from their namespaces: which congestion control ran and what share of the segments it
+/// resent. A shaper's queue that overflows drops segments; the resent ones take link time that carried no
+/// new content, and the flows that lose more get less of the link. The simulator models neither.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TcpFigures {
+    /// `net.ipv4.tcp_congestion_control` in the nodes' namespaces (`cinemesh-sim lab
+    /// --congestion-control`, or the host's); `None` when unread.
+    pub congestion_control: Option<String>,
+    /// Segments the superseeders' TCP retransmitted over the segments it sent (`RetransSegs / OutSegs`).
+    pub seeder_retransmitted: Option<f64>,
+    /// The same for the cinemas.
+    pub cinema_retransmitted: Option<f64>,
+}
+
+impl TcpFigures {
+    /// From every node's `(OutSegs, RetransSegs)`; a class's share is `None` when a counter of it is
+    /// missing or it sent nothing.
+    pub fn compute(rows: &[NodeRow], tcp: &[Option<(u64, u64)>], congestion_control: Option<String>) -> Self {
+        let share = |seeders: bool| -> Option<f64> {
+            let (mut out, mut resent) = (0u64, 0u64);
+            for (_, t) in rows.iter().zip(tcp).filter(|(r, _)| r.seeder == seeders) {
+                let (o, r) = (*t)?;
+                out += o;
+                resent += r;
+            }
+            (out > 0).then(|| resent as f64 / out as f64)
+        };
+        TcpFigures {
+            congestion_control,
+            seeder_retransmitted: share(true),
+            cinema_retransmitted: share(false),
+        }
+    }
 }
 
 /// The content's share of what the links carried, and the bound on links that carry content at that share.
@@ -373,6 +410,7 @@ pub fn build(sc: &Scenario, seed: u64, topo: &Topology, targets: &[Vec<bool>], m
         seeder_egress_copies: seeder_egress_bytes as f64 / total_film.max(1) as f64,
         seeder_egress_peak: egress.iter().copied().fold(0.0, f64::max),
         wire,
+        tcp: TcpFigures::compute(&rows, &m.tcp, m.congestion_control.clone()),
         gossip_delivery_ms: Quantiles::of(&gossip),
         isps: topo.isps.clone(),
         isp_matrix,
@@ -422,6 +460,13 @@ pub fn summary(r: &LabReport) -> String {
         r.seeder_egress_copies,
         r.seeder_egress_peak * 8.0 / 1e6,
         SHAPING
+    );
+    let pct = |x: Option<f64>| x.map_or("-".to_owned(), |x| format!("{:.1}%", 100.0 * x));
+    s += &format!(
+        "TCP congestion control {}; segments retransmitted: {} of the superseeders', {} of the cinemas'\n",
+        r.tcp.congestion_control.as_deref().unwrap_or("unknown"),
+        pct(r.tcp.seeder_retransmitted),
+        pct(r.tcp.cinema_retransmitted)
     );
     if let Some(share) = r.upload_limit_share {
         s += &format!("daemons' upload limit: {share} of each link's rate (--upload-limit-share)\n");
@@ -496,15 +541,9 @@ mod tests {
         assert_eq!((bin_width(50.0), bin_width(100.0), bin_width(1000.0)), (1.0, 2.0, 20.0));
     }
 
-    #[test]
-    fn wire_figures_scale_every_link_by_its_class_content_share() {
-        // MINI: a 100 Mbit/s superseeder and four 100/100 Mbit/s cinemas, a 64 MiB film. Kumar-Ross:
-        // max(F/u_s, F/d, 4F/(5 x 12.5 MB/s)) = 4F/62.5e6.
-        let sc = Scenario::parse(crate::testing::MINI, "mini", &[]).unwrap();
-        let topo = crate::engine::world(&sc, 1).0;
-        assert_eq!(topo.first_seeder, 4, "cinemas 0-3, then the superseeder");
-        let f = sc.film[0].size.0 as f64;
-        let row = |seeder: bool, up: u64, down: u64| NodeRow {
+    /// A node's row on a 100/100 Mbit/s link that completed at 10 s, having sent `up` and received `down`.
+    fn row(seeder: bool, up: u64, down: u64) -> NodeRow {
+        NodeRow {
             name: String::new(),
             isp: String::new(),
             class: String::new(),
@@ -523,7 +562,32 @@ mod tests {
             lookup_ms: None,
             busy_answers: None,
             busy_received: None,
-        };
+        }
+    }
+
+    #[test]
+    fn retransmitted_shares_per_class() {
+        let rows = vec![row(false, 0, 0), row(false, 0, 0), row(true, 0, 0)];
+        let t = TcpFigures::compute(
+            &rows,
+            &[Some((100, 10)), Some((300, 50)), Some((1000, 2))],
+            Some("cubic".into()),
+        );
+        assert_eq!(t.congestion_control.as_deref(), Some("cubic"));
+        assert_eq!(t.cinema_retransmitted, Some(60.0 / 400.0));
+        assert_eq!(t.seeder_retransmitted, Some(0.002));
+        let t = TcpFigures::compute(&rows, &[Some((100, 10)), None, Some((0, 0))], None);
+        assert_eq!((t.cinema_retransmitted, t.seeder_retransmitted), (None, None), "one unread, none sent");
+    }
+
+    #[test]
+    fn wire_figures_scale_every_link_by_its_class_content_share() {
+        // MINI: a 100 Mbit/s superseeder and four 100/100 Mbit/s cinemas, a 64 MiB film. Kumar-Ross:
+        // max(F/u_s, F/d, 4F/(5 x 12.5 MB/s)) = 4F/62.5e6.
+        let sc = Scenario::parse(crate::testing::MINI, "mini", &[]).unwrap();
+        let topo = crate::engine::world(&sc, 1).0;
+        assert_eq!(topo.first_seeder, 4, "cinemas 0-3, then the superseeder");
+        let f = sc.film[0].size.0 as f64;
         let mut rows = vec![row(false, 90, 90), row(false, 90, 95), row(false, 90, 0), row(false, 90, 95)];
         rows.push(row(true, 160, 0));
         // The superseeder's link sent 200 bytes for its 160 (0.8); the cinemas' 400 for 360 (0.9), and
