@@ -85,7 +85,8 @@
 //!
 //! Each answered request gives a sample `bytes / (now - sent)`, folded into a per-peer EWMA (alpha
 //! [`EWMA_ALPHA`]). The score uses it relative to a reference: the best EWMA seen, raised (and every ready
-//! peer re-scored) when some peer beats it by 25%, so re-scoring happens O(log) times, not per chunk.
+//! or held-back peer re-scored) when some peer beats it by 25%, so re-scoring happens O(log) times, not per
+//! chunk.
 //!
 //! ## Bounds and memory
 //!
@@ -859,8 +860,10 @@ impl<P: PeerKey> Scheduler<P> {
         p.ewma = Some(e);
         if e > self.tp_ref * 1.25 {
             self.tp_ref = e;
-            let ready: Vec<u32> = self.ready.iter().map(|k| k.2).collect();
-            for i in ready {
+            // Every peer whose score counts its throughput against the best: the ready ones and those held
+            // back by local first (compared with the best ready peer under `local_margin`).
+            let scored: Vec<u32> = self.ready.iter().chain(&self.held).map(|k| k.2).collect();
+            for i in scored {
                 self.refresh(i);
             }
             if self.policy.local_first {

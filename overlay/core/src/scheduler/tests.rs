@@ -923,3 +923,42 @@ fn a_burst_of_timeouts_of_requests_asked_together_cuts_the_window_once() {
     assert_eq!(s.stats().timeouts, 4);
     assert_eq!(s.window(), 32, "one cut for the episode");
 }
+
+#[test]
+fn a_held_back_peer_is_rescored_when_the_best_throughput_rises() {
+    // A window of 2, one request per peer. Peer 1 of our ISP holds chunks 0-6; peer 2, a cinema of another
+    // ISP, holds all 8, so chunk 7 is a gap only it can fill.
+    let mut s = Scheduler::new(&no_endgame(1, 2), &PolicyConfig::default(), local(), 6);
+    s.add_content(Time::ZERO, spec(1, 8, None), Bitfield::new(8));
+    for (p, at, bits_) in [(1, local(), bits(8, 0..7)), (2, far(), Bitfield::full(8))] {
+        s.peer_joined(Time::ZERO, p, at);
+        s.peer_load(Time::ZERO, &p, 0.0);
+        s.peer_bitfield(Time::ZERO, &p, &id(1), bits_);
+    }
+    let first = requests(&drain(&mut s, Time::ZERO));
+    let at_1 = first.iter().find(|r| r.0 == 1).map(|r| r.2).expect("peer 1 asked");
+    assert!(first.contains(&(2, id(1), 7)), "the gap is asked of peer 2: {first:?}");
+    // Peer 2 delivers the gap at 10 MB/s, the best rate so far; peer 3 of our ISP joins with chunks 0-6.
+    // Peer 2 now holds only what our ISP holds: it is held back, and peer 3 takes the window's room.
+    let t1 = Time(100 * MS);
+    s.chunk_received(t1, &2, &id(1), 7, 1_000_000);
+    s.peer_joined(t1, 3, local());
+    s.peer_load(t1, &3, 0.0);
+    s.peer_bitfield(t1, &3, &id(1), bits(8, 0..7));
+    let second = requests(&drain(&mut s, t1));
+    assert!(second.iter().all(|r| r.0 == 3), "{second:?}");
+    let held_score = |s: &Scheduler<u32>| {
+        s.held
+            .iter()
+            .find(|k| k.2 == s.peer_index[&2])
+            .map(|k| f64::from_bits(k.0 .0))
+            .expect("peer 2 held back")
+    };
+    // Its score: low load 0.3 x 1 + throughput 0.2 x (its rate / the best) 1.
+    assert!((held_score(&s) - 0.5).abs() < 1e-9, "{}", held_score(&s));
+    // Peer 1 delivers 10 MB in 110 ms: the best rate is now about 9.1 times peer 2's, and the score of the
+    // held-back peer follows, as a ready peer's does.
+    s.chunk_received(Time(110 * MS), &1, &id(1), at_1, 10_000_000);
+    let expected = 0.3 + 0.2 * (1e7 / (1e7 / 0.11));
+    assert!((held_score(&s) - expected).abs() < 1e-9, "{} against {expected}", held_score(&s));
+}
