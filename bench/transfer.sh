@@ -9,6 +9,8 @@
 # Needs the release binary (`cargo build --release -p cinemesh`; CINEMESH overrides its path), iperf3
 # (`apt-get install -y iperf3`), curl and jq. SIZE_MIB (default 1024) and CHUNK (default 4MiB) can be set;
 # DATA_ROOT (default /tmp) is where the temp dir goes: DATA_ROOT=/dev/shm puts it on tmpfs (fsync free).
+# PERF_DATA=FILE records both daemons with `perf record --call-graph dwarf` during the timed transfer only
+# (`perf report -i FILE --sort comm,dso,sym`).
 # Everything lives in a temp dir; every process started here is killed on exit.
 set -euo pipefail
 
@@ -46,13 +48,28 @@ bytes=$((SIZE_MIB * 1024 * 1024))
 
 start_pair
 
+if [ "${WARM:-1}" = 1 ]; then
+    # Memory the guest has not touched for a while may have gone back to the host (a VM's balloon or free
+    # page reporting): the first write into it runs 5-10x slower, which would time the host, not cinemesh.
+    # Writing and deleting twice the film's size first hands the cinema's page cache memory already
+    # backed. WARM=0 skips it.
+    dd if=/dev/zero of="$tmp/warm.bin" bs=4M count=$((SIZE_MIB / 2)) 2>/dev/null
+    rm -f "$tmp/warm.bin"
+fi
+
 echo "== publish (hashing in the CLI is not timed)"
 id=$("$BIN" publish --key "$tmp/key" --api "$d_api" "$tmp/src/film.bin" --chunk-size "$CHUNK" 2>/dev/null)
 echo "content $id"
 d_cpu0=$(cpu_secs "$d_pid"); c_cpu0=$(cpu_secs "$c_pid")
 start=$(date +%s.%N)
+if [ -n "${PERF_DATA:-}" ]; then
+    # Both daemons' samples during the timed transfer only (not the publish's import, not the check).
+    perf record -F 999 --call-graph dwarf,32768 -o "$PERF_DATA" -p "$d_pid,$c_pid" >/dev/null 2>&1 &
+    perf_pid=$!
+fi
 wait_until "$TIMEOUT" complete "$c_api" "$id"
 end=$(date +%s.%N)
+if [ -n "${PERF_DATA:-}" ]; then kill -INT "$perf_pid"; wait "$perf_pid" || true; fi
 d_cpu=$(echo "$(cpu_secs "$d_pid") - $d_cpu0" | bc -l); c_cpu=$(echo "$(cpu_secs "$c_pid") - $c_cpu0" | bc -l)
 secs=$(echo "$end - $start" | bc -l)
 mbs=$(echo "scale=0; $bytes / $secs / 1000000" | bc -l)
