@@ -288,7 +288,7 @@ impl ReceiveRate {
         self.busy = self.busy.saturating_add(1);
     }
 
-    /// A chunk of `len` bytes stored at `now`; ends the round once it has lasted [`RECEIVE_ROUND`].
+    /// A chunk of `len` bytes arrived at `now` (kept to be written); ends the round once it has lasted
     fn stored(&mut self, now: Time, len: u64) {
         self.stored = self.stored.saturating_add(1);
         match &mut self.round {
@@ -1106,8 +1106,10 @@ impl<P: PeerKey> Engine<P> {
     // ---- downloads --------------------------------------------------------------------------------
 
     /// What came back for our request of chunk `index` of `content` from `peer`. `true`: the body verifies
-    /// and writes the bytes, then reports with [`chunk_written`](Self::chunk_written); `false`: it drops
-    /// them (we hold the chunk by now, or no longer fetch the content).
+    /// and writes the bytes, then reports with [`chunk_written`](Self::chunk_written), and the peer's request
+    /// slot is free meanwhile (the next request may go out while this chunk is hashed and synced); `false`:
+    /// it drops them (we hold the chunk by now, another copy of it is being written, or we no longer fetch
+    /// the content).
     pub fn chunk_reply(
         &mut self,
         now: Time,
@@ -1133,8 +1135,14 @@ impl<P: PeerKey> Engine<P> {
                 if held || !matches!(self.fetches.get(content), Some(Fetch::Active)) {
                     self.stats.chunks_discarded += 1;
                     self.scheduler.chunk_received(now, peer, content, index, len);
-                } else {
+                } else if self.scheduler.chunk_arrived(now, peer, content, index, len) {
+                    // The peer's request slot is free from here; the chunk is the body's to verify and write.
+                    // The receive rate counts it now, so the next request tells it.
+                    self.recv.stored(now, len);
                     keep = true;
+                } else {
+                    // Held, or another copy of it is being written.
+                    self.stats.chunks_discarded += 1;
                 }
             }
             Reply::Answer(Answer::Busy { load }) => {
@@ -1178,9 +1186,6 @@ impl<P: PeerKey> Engine<P> {
             Written::NoSpace(_) => "written:no-space",
             Written::Io(_) => "written:io",
         });
-        if matches!(result, Written::Ok) {
-            self.recv.stored(now, len);
-        }
         match result {
             Written::Ok => {
                 let Some(h) = self.held.get_mut(content) else {

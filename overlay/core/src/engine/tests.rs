@@ -944,3 +944,24 @@ fn a_fast_downloader_among_slow_uploaders_keeps_its_link_busy() {
     let end = fetch_among_slow_uploaders(fixed, 24, 1e6, 16e6, 1_000);
     assert!(end >= 3.0 * bound, "a window of 4 cannot fill the link, yet done at {end:.1} s");
 }
+
+#[test]
+fn the_next_request_goes_out_when_a_chunk_arrives_not_when_it_is_written() {
+    // One peer holding 3 chunks, asked 2 at once (the lone peer keeps its second request); each arrival
+    // frees its slot at once.
+    let mut e = fetching_from_one_peer(3);
+    assert_eq!(TransferConfig::default().max_requests_per_peer, 2);
+    let asked: Vec<u32> = rates_told(drain(&mut e)).into_iter().map(|a| a.0).collect();
+    assert_eq!(asked.len(), 2);
+    let data = || Reply::Answer(Answer::Data { len: CHUNK, load: 0.1 });
+    assert!(e.chunk_reply(t(100), &1, &C, asked[0], data()));
+    let third: Vec<u32> = rates_told(drain(&mut e)).into_iter().map(|a| a.0).collect();
+    assert_eq!(third.len(), 1, "asked again before chunk {} is written", asked[0]);
+    assert!(!asked.contains(&third[0]), "never a chunk in flight or being written");
+    // Its write fails: the chunk is a candidate again, the only one, asked when the next slot frees.
+    e.chunk_written(t(150), &1, &C, asked[0], CHUNK, Written::Io("disk".into()));
+    assert!(rates_told(drain(&mut e)).is_empty(), "the peer's two slots are taken");
+    assert!(e.chunk_reply(t(200), &1, &C, asked[1], data()));
+    let again: Vec<u32> = rates_told(drain(&mut e)).into_iter().map(|a| a.0).collect();
+    assert_eq!(again, vec![asked[0]], "the chunk whose write failed");
+}

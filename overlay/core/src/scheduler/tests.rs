@@ -207,6 +207,70 @@ fn corrupt_penalises_bans_and_refetches_elsewhere() {
     assert_eq!(s.stats().io, 1);
 }
 
+/// One peer holding `n` chunks of content 1, asked at most `per_peer` at once, a window of `total`.
+fn one_holder(per_peer: u32, total: u32, n: u32) -> Scheduler<u32> {
+    let mut s = Scheduler::new(&no_endgame(per_peer, total), &PolicyConfig::default(), local(), 7);
+    s.add_content(Time::ZERO, spec(1, n, None), Bitfield::new(n));
+    s.peer_joined(Time::ZERO, 1, local());
+    s.peer_bitfield(Time::ZERO, &1, &id(1), Bitfield::full(n));
+    s
+}
+
+#[test]
+fn a_peer_is_asked_again_as_soon_as_a_chunk_arrives_not_once_it_is_written() {
+    let mut s = one_holder(1, 4, 3);
+    let first = requests(&drain(&mut s, Time::ZERO));
+    assert_eq!(first.len(), 1, "one request per peer");
+    let a = first[0].2;
+    assert!(s.chunk_arrived(Time(MS), &1, &id(1), a, 4096));
+    let second = requests(&drain(&mut s, Time(MS)));
+    assert_eq!(second.len(), 1, "the peer's slot is free while chunk {a} is written");
+    let b = second[0].2;
+    assert_ne!(a, b, "a chunk being written is not asked again");
+    assert_eq!(s.peer_in_flight(&1), 1);
+    assert_eq!(s.progress(&id(1)).unwrap().have, 0, "arrived is not held");
+    // A second copy of the chunk being written (a late answer) is not written again.
+    assert!(!s.chunk_arrived(Time(MS), &1, &id(1), a, 4096));
+    s.chunk_received(Time(2 * MS), &1, &id(1), a, 4096);
+    assert_eq!(s.progress(&id(1)).unwrap().have, 1);
+    assert_eq!(s.stats().received, 1, "the request was counted once, when the chunk arrived");
+    assert_eq!(requests(&drain(&mut s, Time(2 * MS))), vec![], "the window still holds chunk {b}");
+}
+
+#[test]
+fn a_chunk_that_fails_its_write_after_arriving_is_asked_again_even_if_its_peer_left() {
+    let mut s = one_holder(1, 4, 1);
+    assert_eq!(requests(&drain(&mut s, Time::ZERO)), vec![(1, id(1), 0)]);
+    assert!(s.chunk_arrived(Time(MS), &1, &id(1), 0, 4096));
+    assert_eq!(drain(&mut s, Time(MS)), vec![]);
+    s.chunk_failed(Time(2 * MS), &1, &id(1), 0, Failure::Local);
+    assert_eq!(requests(&drain(&mut s, Time(2 * MS))), vec![(1, id(1), 0)], "a failed write: asked again");
+    assert!(s.chunk_arrived(Time(3 * MS), &1, &id(1), 0, 4096));
+    s.peer_left(Time(3 * MS), &1);
+    s.chunk_failed(Time(4 * MS), &1, &id(1), 0, Failure::Corrupt);
+    s.peer_joined(Time(5 * MS), 2, local());
+    s.peer_bitfield(Time(5 * MS), &2, &id(1), Bitfield::full(1));
+    assert_eq!(
+        requests(&drain(&mut s, Time(5 * MS))),
+        vec![(2, id(1), 0)],
+        "its peer gone, still asked again"
+    );
+}
+
+#[test]
+fn chunks_being_written_count_against_the_window() {
+    // The window bounds the chunks a body holds in memory, arrived or on the way.
+    let mut s = one_holder(4, 2, 4);
+    let reqs = requests(&drain(&mut s, Time::ZERO));
+    assert_eq!(reqs.len(), 2);
+    for r in &reqs {
+        assert!(s.chunk_arrived(Time(MS), &1, &id(1), r.2, 4096));
+    }
+    assert_eq!(requests(&drain(&mut s, Time(MS))), vec![], "two chunks being written fill a window of two");
+    s.chunk_received(Time(2 * MS), &1, &id(1), reqs[0].2, 4096);
+    assert_eq!(requests(&drain(&mut s, Time(2 * MS))).len(), 1, "one written, one more asked");
+}
+
 #[test]
 fn busy_backs_off_by_load() {
     let mut s = Scheduler::new(&transfer(1, 4), &PolicyConfig::default(), local(), 5);
@@ -461,6 +525,8 @@ fn run_case(c: &Case) -> Result<(), TestCaseError> {
     }
     // (peer, content index, chunk) -> sent at
     let mut outstanding: BTreeMap<(u32, usize, u32), Time> = BTreeMap::new();
+    // (peer, content index, chunk, its peer left since) arrived and being written.
+    let mut writing: Vec<(u32, usize, u32, bool)> = Vec::new();
     let mut completes = [0u32; 2];
     for step in 0..20_000u32 {
         while let Some(o) = s.poll_output(now) {
@@ -470,12 +536,20 @@ fn run_case(c: &Case) -> Result<(), TestCaseError> {
                     prop_assert!(connected.contains(&peer), "asked a peer that left");
                     prop_assert!(holds[&(peer, ci)].get(chunk), "asked {peer} for chunk {chunk} it lacks");
                     prop_assert!(!have[ci].get(chunk), "asked for chunk {chunk} already held");
+                    let written = writing.iter().any(|w| w.1 == ci && w.2 == chunk);
+                    prop_assert!(!written, "asked for chunk {chunk} while it is being written");
                     prop_assert!(outstanding.insert((peer, ci, chunk), now).is_none(), "same request twice");
                     let to_peer = outstanding.keys().filter(|k| k.0 == peer).count();
                     prop_assert!(to_peer as u32 <= c.per_peer, "per-peer bound");
                     // A spare uploader may take one request beyond the window.
                     let beyond = if t.spare_load > 0.0 { c.peers } else { 0 };
-                    prop_assert!(outstanding.len() as u32 <= c.total + beyond, "total bound");
+                    // A peer that left with a chunk being written may take its one beyond the window again.
+                    let orphans = writing.iter().filter(|w| w.3).count() as u32;
+                    let held = outstanding.len() + writing.len();
+                    prop_assert!(
+                        held as u32 <= c.total + beyond + orphans,
+                        "total bound, chunks being written included"
+                    );
                     let same = outstanding.keys().filter(|k| k.1 == ci && k.2 == chunk).count();
                     prop_assert!(same <= ENDGAME_PEERS_PER_CHUNK, "too many duplicates");
                     prop_assert_eq!(s.in_flight(), outstanding.len());
@@ -504,8 +578,24 @@ fn run_case(c: &Case) -> Result<(), TestCaseError> {
             now = now + Duration::from_millis(rng.gen_range(1..50));
             let fail = rng.gen_range(0..100) < c.fail_pct;
             if !fail {
-                have[ci].set(chunk);
-                s.chunk_received(now, &p, &ids[ci], chunk, 4096);
+                // Half the chunks arrive first and are written later (as the engine does); the others are
+                // reported written at once (as a body without that step would).
+                let in_writing = writing.iter().any(|w| w.1 == ci && w.2 == chunk);
+                if in_writing || rng.gen_bool(0.5) {
+                    let keep = s.chunk_arrived(now, &p, &ids[ci], chunk, 4096);
+                    prop_assert_eq!(
+                        keep,
+                        !have[ci].get(chunk) && !in_writing,
+                        "write chunk {} again?",
+                        chunk
+                    );
+                    if keep {
+                        writing.push((p, ci, chunk, false));
+                    }
+                } else {
+                    have[ci].set(chunk);
+                    s.chunk_received(now, &p, &ids[ci], chunk, 4096);
+                }
             } else {
                 let failure = match rng.gen_range(0..4) {
                     0 => Failure::Corrupt,
@@ -519,11 +609,24 @@ fn run_case(c: &Case) -> Result<(), TestCaseError> {
                 }
                 s.chunk_failed(now, &p, &ids[ci], chunk, failure);
             }
+        } else if roll < 72 && !writing.is_empty() {
+            // A write ends: durable, or it failed its check or the disk.
+            let (p, ci, chunk, _) = writing.swap_remove(rng.gen_range(0..writing.len()));
+            if rng.gen_bool(0.8) {
+                have[ci].set(chunk);
+                s.chunk_received(now, &p, &ids[ci], chunk, 4096);
+            } else {
+                let failure = if rng.gen_bool(0.5) { Failure::Corrupt } else { Failure::Local };
+                s.chunk_failed(now, &p, &ids[ci], chunk, failure);
+            }
         } else if roll < 75 {
             let p = rng.gen_range(1..c.peers);
             if connected.remove(&p) {
                 s.peer_left(now, &p);
                 outstanding.retain(|k, _| k.0 != p);
+                for w in writing.iter_mut().filter(|w| w.0 == p) {
+                    w.3 = true;
+                }
             } else {
                 join(&mut s, now, p, &holds);
                 connected.insert(p);
@@ -541,7 +644,7 @@ fn run_case(c: &Case) -> Result<(), TestCaseError> {
             if outstanding.is_empty() || rng.gen_bool(0.2) {
                 match next {
                     Some(t) => now = now.max(t),
-                    None if connected.len() as u32 == c.peers => {
+                    None if connected.len() as u32 == c.peers && writing.is_empty() => {
                         return Err(TestCaseError::fail(format!("stuck at step {step}: {:?}", s.stats())));
                     }
                     None => {}
