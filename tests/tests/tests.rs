@@ -310,6 +310,12 @@ async fn a_node_killed_mid_download_resumes_without_fetching_verified_chunks_aga
     })
     .await?;
     assert!(requests >= fetched && window >= 1.0, "requests {requests}, window {window}");
+    // Complete: no chunk is left between its arrival and its write (the gauge, refreshed every 250 ms, is
+    // exported and falls to 0).
+    wait_for("cinemesh_chunks_writing 0 in the metrics", WAIT, || async {
+        Ok(daemon.get("/metrics").await?.lines().any(|l| l == "cinemesh_chunks_writing 0").then_some(()))
+    })
+    .await?;
     let path = tmp.path().join("cinema/content").join(p.id.to_hex());
     assert_same_tree(&p.source, &path);
     drop(daemon);

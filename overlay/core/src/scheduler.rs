@@ -1451,6 +1451,11 @@ impl<P: PeerKey> Scheduler<P> {
         self.requests.len()
     }
 
+    /// Chunks that arrived and are being verified and written ([`chunk_arrived`](Self::chunk_arrived)).
+    pub fn writing(&self) -> usize {
+        self.writing.len()
+    }
+
     /// Requests in flight to `peer` (0 if unknown).
     pub fn peer_in_flight(&self, peer: &P) -> u32 {
         self.peer_index.get(peer).and_then(|&i| self.peers[i as usize].as_ref()).map_or(0, |p| p.in_flight)

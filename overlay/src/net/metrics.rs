@@ -111,6 +111,8 @@ pub struct Metrics {
     pub request_window: Gauge,
     /// Chunk requests in flight, as of the last tick.
     pub requests_in_flight: Gauge,
+    /// Chunks arrived and being verified and written, as of the last tick.
+    pub chunks_writing: Gauge,
     /// Chunk requests sent.
     pub chunk_requests: Counter,
     /// Of them, sent beyond a full window (to a seeder or a spare uploader with none of ours in flight).
@@ -192,6 +194,11 @@ impl Metrics {
         r.register("sync_entries", "Catalogue entries obtained by anti-entropy", m.sync_entries.clone());
         r.register("request_window", "The request window's size", m.request_window.clone());
         r.register("requests_in_flight", "Chunk requests in flight", m.requests_in_flight.clone());
+        r.register(
+            "chunks_writing",
+            "Chunks arrived and being verified and written",
+            m.chunks_writing.clone(),
+        );
         r.register("chunk_requests", "Chunk requests sent", m.chunk_requests.clone());
         r.register(
             "chunk_requests_beyond_window",

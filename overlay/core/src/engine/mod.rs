@@ -461,6 +461,12 @@ impl<P: PeerKey> Engine<P> {
         self.scheduler.in_flight()
     }
 
+    /// Chunks that arrived and wait on the body's verify and write; with [`in_flight`](Self::in_flight)
+    /// within the request window.
+    pub fn chunks_writing(&self) -> usize {
+        self.scheduler.writing()
+    }
+
     /// The request window's size (requests beyond it: seeders and spare uploaders, see the scheduler).
     pub fn request_window(&self) -> u32 {
         self.scheduler.window()

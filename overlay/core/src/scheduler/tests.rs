@@ -267,7 +267,9 @@ fn chunks_being_written_count_against_the_window() {
         assert!(s.chunk_arrived(Time(MS), &1, &id(1), r.2, 4096));
     }
     assert_eq!(requests(&drain(&mut s, Time(MS))), vec![], "two chunks being written fill a window of two");
+    assert_eq!((s.in_flight(), s.writing()), (0, 2));
     s.chunk_received(Time(2 * MS), &1, &id(1), reqs[0].2, 4096);
+    assert_eq!(s.writing(), 1);
     assert_eq!(requests(&drain(&mut s, Time(2 * MS))).len(), 1, "one written, one more asked");
 }
 

@@ -214,6 +214,7 @@ impl Node {
         self.metrics.uploads_active.set(i64::from(self.engine.uploads_active()));
         self.metrics.request_window.set(i64::from(self.engine.request_window()));
         self.metrics.requests_in_flight.set(self.engine.in_flight() as i64);
+        self.metrics.chunks_writing.set(self.engine.chunks_writing() as i64);
         let s = self.engine.scheduler_stats();
         let m = &self.metrics;
         for (counter, total) in [
