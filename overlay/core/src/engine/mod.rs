@@ -246,7 +246,7 @@ pub struct Engine<P: PeerKey> {
     /// [`MAX_SHORT_LOOKUP_EVERY`]) by each answer, of any content, that found no one new to dial.
     short_every: Duration,
     housekeeping_at: Option<Time>,
-    /// Our receive rate: bytes of chunks stored since the round began, and its highest value so far.
+    /// Our receive rate: bytes of chunks arrived (kept to be written) since the round began, and its highest value so far.
     recv: ReceiveRate,
     /// The highest receive rate askers told us, and when (it halves every [`ASKER_HALF_LIFE`]).
     fastest_asker: (f64, Time),
@@ -269,28 +269,29 @@ struct ReceiveRate {
     round: Option<(Time, u64)>,
     /// The highest rate of a round, bytes/s.
     peak: f64,
-    /// Busy answers and stored chunks in this round.
+    /// Busy answers and chunks arrived (kept to be written) in this round.
     busy: u32,
-    stored: u32,
+    arrived: u32,
     /// The factor on the peak told to uploaders (1 to [`MAX_RATE_BOOST`]).
     boost: f64,
 }
 
 impl Default for ReceiveRate {
     fn default() -> Self {
-        Self { round: None, peak: 0.0, busy: 0, stored: 0, boost: 1.0 }
+        Self { round: None, peak: 0.0, busy: 0, arrived: 0, boost: 1.0 }
     }
 }
 
 impl ReceiveRate {
-    /// A busy answer: counted in the round (which only a stored chunk ends).
+    /// A busy answer: counted in the round (which only an arrived chunk ends).
     fn busy(&mut self) {
         self.busy = self.busy.saturating_add(1);
     }
 
     /// A chunk of `len` bytes arrived at `now` (kept to be written); ends the round once it has lasted
-    fn stored(&mut self, now: Time, len: u64) {
-        self.stored = self.stored.saturating_add(1);
+    /// [`RECEIVE_ROUND`].
+    fn arrived(&mut self, now: Time, len: u64) {
+        self.arrived = self.arrived.saturating_add(1);
         match &mut self.round {
             None => self.round = Some((now, 0)),
             Some((start, bytes)) => {
@@ -300,9 +301,9 @@ impl ReceiveRate {
                     self.peak = self.peak.max(*bytes as f64 / secs);
                     self.round = Some((now, 0));
                     self.boost =
-                        if self.busy > self.stored { (self.boost * 2.0).min(MAX_RATE_BOOST) } else { 1.0 };
+                        if self.busy > self.arrived { (self.boost * 2.0).min(MAX_RATE_BOOST) } else { 1.0 };
                     self.busy = 0;
-                    self.stored = 0;
+                    self.arrived = 0;
                 }
             }
         }
@@ -1144,7 +1145,7 @@ impl<P: PeerKey> Engine<P> {
                 } else if self.scheduler.chunk_arrived(now, peer, content, index, len) {
                     // The peer's request slot is free from here; the chunk is the body's to verify and write.
                     // The receive rate counts it now, so the next request tells it.
-                    self.recv.stored(now, len);
+                    self.recv.arrived(now, len);
                     keep = true;
                 } else {
                     // Held, or another copy of it is being written.
