@@ -53,8 +53,14 @@ start_pair() {
     d_peer=$(api_get "$d_api" /status | jq -r .peer_id)
     # CINEMESH_CONFIG: a configuration file for the cinema (e.g. to compare transfer settings).
     "$BIN" run ${CINEMESH_CONFIG:+--config "$CINEMESH_CONFIG"} --data-dir "$tmp/c" --listen /ip4/127.0.0.1/tcp/0 \
-        --api "$c_api" --no-mdns --open --trust "$pub" --bootstrap "/ip4/127.0.0.1/tcp/$d_port/p2p/$d_peer" 2> "$tmp/c.log" &
+        --api "$c_api" --no-mdns --open --trust "$pub" --bootstrap "$(boot_addr "$d_port")/p2p/$d_peer" 2> "$tmp/c.log" &
     c_pid=$!; pids+=("$c_pid")
     wait_until 20 api_get "$c_api" /status
     wait_until 30 has_peer "$c_api"
+}
+
+# The distributor's address the cinema bootstraps to: TCP, or its QUIC twin on the same port with
+# TRANSPORT=quic.
+boot_addr() {
+    if [ "${TRANSPORT:-tcp}" = quic ]; then echo "/ip4/127.0.0.1/udp/$1/quic-v1"; else echo "/ip4/127.0.0.1/tcp/$1"; fi
 }

@@ -10,7 +10,8 @@
 # (`apt-get install -y iperf3`), curl and jq. SIZE_MIB (default 1024) and CHUNK (default 4MiB) can be set;
 # DATA_ROOT (default /tmp) is where the temp dir goes: DATA_ROOT=/dev/shm puts it on tmpfs (fsync free).
 # PERF_DATA=FILE records both daemons with `perf record --call-graph dwarf` during the timed transfer only
-# (`perf report -i FILE --sort comm,dso,sym`).
+# (`perf report -i FILE --sort comm,dso,sym`). TRANSPORT=quic bootstraps the cinema to the distributor's
+# QUIC address instead of its TCP one.
 # Everything lives in a temp dir; every process started here is killed on exit.
 set -euo pipefail
 
@@ -95,5 +96,6 @@ echo "CPU during the transfer: distributor $(printf %.2f "$d_cpu") s, cinema $(p
     "together $(echo "scale=0; 100 * ($d_cpu + $c_cpu) / $secs" | bc -l)% of one core ($(nproc) cores)"
 echo "disk: $dd_out"
 echo "store: $carried chunks written in $commits commits"
+echo "chunk bytes by link: $(api_get "$c_api" /metrics | awk '$1 ~ /^cinemesh_chunk_bytes_by_link_total/ && $2 > 0 { printf "%s %s ", $1, $2 }')"
 echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
 [ "$same" = identical ]
