@@ -46,13 +46,13 @@ start_pair() {
     pub=$("$BIN" keygen --out "$tmp/key" 2>/dev/null)
     local d_port d_peer
     d_port=$(free_port); d_api=127.0.0.1:$(free_port); c_api=127.0.0.1:$(free_port)
-    "$BIN" run --data-dir "$tmp/d" --listen "/ip4/127.0.0.1/tcp/$d_port" --api "$d_api" --no-mdns --open \
+    ${PIN:+taskset -c 0} "$BIN" run --data-dir "$tmp/d" --listen "/ip4/127.0.0.1/tcp/$d_port" --api "$d_api" --no-mdns --open \
         --role distributor --trust "$pub" 2> "$tmp/d.log" &
     d_pid=$!; pids+=("$d_pid")
     wait_until 20 api_get "$d_api" /status
     d_peer=$(api_get "$d_api" /status | jq -r .peer_id)
     # CINEMESH_CONFIG: a configuration file for the cinema (e.g. to compare transfer settings).
-    "$BIN" run ${CINEMESH_CONFIG:+--config "$CINEMESH_CONFIG"} --data-dir "$tmp/c" --listen /ip4/127.0.0.1/tcp/0 \
+    ${PIN:+taskset -c 1} "$BIN" run ${CINEMESH_CONFIG:+--config "$CINEMESH_CONFIG"} --data-dir "$tmp/c" --listen /ip4/127.0.0.1/tcp/0 \
         --api "$c_api" --no-mdns --open --trust "$pub" --bootstrap "$(boot_addr "$d_port")/p2p/$d_peer" 2> "$tmp/c.log" &
     c_pid=$!; pids+=("$c_pid")
     wait_until 20 api_get "$c_api" /status

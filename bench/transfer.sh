@@ -11,7 +11,8 @@
 # DATA_ROOT (default /tmp) is where the temp dir goes: DATA_ROOT=/dev/shm puts it on tmpfs (fsync free).
 # PERF_DATA=FILE records both daemons with `perf record --call-graph dwarf` during the timed transfer only
 # (`perf report -i FILE --sort comm,dso,sym`). TRANSPORT=quic bootstraps the cinema to the distributor's
-# QUIC address instead of its TCP one.
+# QUIC address instead of its TCP one. PIN=1 pins the distributor to core 0 and the cinema to core 1
+# (`taskset`; each daemon's runtime then starts one worker), as if each had a machine of its own.
 # Everything lives in a temp dir; every process started here is killed on exit.
 set -euo pipefail
 
