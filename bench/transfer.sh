@@ -24,6 +24,10 @@ TIMEOUT=${TIMEOUT:-600}
 for t in "$BIN" iperf3 curl jq; do
     command -v "$t" >/dev/null || { echo "missing: $t" >&2; exit 1; }
 done
+if [ -n "${PIN:-}" ]; then
+    command -v taskset >/dev/null || { echo "PIN needs taskset (util-linux)" >&2; exit 1; }
+    [ "$(nproc)" -ge 2 ] || { echo "PIN needs two cores, this machine has $(nproc)" >&2; exit 1; }
+fi
 
 . "$(dirname "$0")/lib.sh"
 # CPU seconds (user + system) a process has used so far.
