@@ -152,6 +152,10 @@ pub struct CdfFigures {
     /// ([`joint_max`]); absent above [`JOINT_MAX_DOWNLOADERS`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub joint_max: Option<f64>,
+    /// `T(N) / B(N)`: the last point, Kumar-Ross with each cinema's time counted from when it came online
+    /// (its inverse is the report's `last_point_efficiency`); `None` when some downloader never completed
+    /// or there is none.
+    pub last_point: Option<f64>,
 }
 
 impl CdfFigures {
@@ -171,7 +175,9 @@ impl CdfFigures {
                 downloaders.iter().map(|d| d.border.map_or(d.down, |b| b.min(d.down))).collect();
             Slowdown::of(&point_slowdowns(&times, &cdf_bound(size, u_s, &ups, &pulls)))
         });
+        let last = times.iter().try_fold(0.0_f64, |m, t| t.map(|t| m.max(t)));
         CdfFigures {
+            last_point: last.zip(bound.last()).map(|(t, b)| t / b).filter(|x| x.is_finite()),
             slowdown: Slowdown::of(&s),
             per_class: classes.into_iter().map(|(c, v)| (c, Slowdown::of(&v))).collect(),
             bordered,

@@ -204,6 +204,8 @@ pub struct NodeStats {
     pub down_other_isp: u64,
     /// When the node first came online, seconds of virtual time.
     pub online: Option<f64>,
+    /// Seconds it spent offline (churn) after film 0's publish and before it completed film 0.
+    pub offline: f64,
     /// The most connections it held at once (topology links and dials), counted when a dial connects.
     pub links_max: u32,
     /// Chunk requests its engine answered busy.
@@ -284,6 +286,8 @@ struct NodeState {
     got_entry: Vec<bool>,
     done: Vec<bool>,
     online: bool,
+    /// When it last went offline (churn), seconds of virtual time.
+    offline_since: Option<f64>,
     epoch: u32,
     up: LinkId,
     down: LinkId,
@@ -432,6 +436,7 @@ impl<'a> Engine<'a> {
                 got_entry: vec![false; films],
                 done: vec![false; films],
                 online: false,
+                offline_since: None,
                 epoch: 0,
                 up,
                 down,
@@ -1069,6 +1074,13 @@ impl<'a> Engine<'a> {
         self.nodes[xi].epoch += 1;
         let now = self.now;
         self.stats[xi].online.get_or_insert(now.as_secs_f64());
+        if let Some(since) = self.nodes[xi].offline_since.take() {
+            // Only the time film 0's fetch could have used: after its publish, before its completion.
+            let publish0 = self.sc.film.first().map_or(0.0, |f| f.publish.as_secs_f64());
+            if self.stats[xi].complete.first().is_some_and(Option::is_none) {
+                self.stats[xi].offline += (now.as_secs_f64() - since.max(publish0)).max(0.0);
+            }
+        }
         let mut nearest = u64::MAX;
         for k in 0..self.topo.neighbours[xi].len() {
             let j = self.topo.neighbours[xi][k];
@@ -1111,6 +1123,7 @@ impl<'a> Engine<'a> {
         }
         self.nodes[xi].online = false;
         let now = self.now;
+        self.nodes[xi].offline_since = Some(now.as_secs_f64());
         for ix in 0..self.transfers.len() {
             let Some(t) = self.transfers[ix] else { continue };
             if t.dl != x && t.ul != x {

@@ -113,8 +113,12 @@ pub struct Report {
     pub t_min: f64,
     /// Film 0's measured time, seconds.
     pub t_measured: Option<f64>,
-    /// Film 0's efficiency.
+    /// Film 0's efficiency: `t_min` over the time from its publish to the last completion, so a cinema that
+    /// comes online late (or is offline for hours) weighs on it with time no schedule could use.
     pub efficiency: Option<f64>,
+    /// Film 0's efficiency at the completion CDF's last point: `B(N) / T(N)`, each cinema's time counted
+    /// from when it came online (the completion-CDF yardstick's Kumar-Ross; `1 / cdf.last_point`).
+    pub last_point_efficiency: Option<f64>,
     /// Per film.
     pub films: Vec<FilmReport>,
     /// Bytes that crossed an ISP border.
@@ -272,8 +276,8 @@ impl Report {
         let first_publish = sc.film.iter().map(|f| f.publish.as_secs_f64()).fold(f64::INFINITY, f64::min);
         let downloaders = film0_downloaders(sc, o);
         let u_s = sc.seeders.up.0 * f64::from(sc.seeders.count);
+        let cdf = CdfFigures::compute(sc.film[0].size.0 as f64, u_s, &downloaders);
         Report {
-            cdf: CdfFigures::compute(sc.film[0].size.0 as f64, u_s, &downloaders),
             seeder_utilisation: bound::utilisation(
                 seeder_egress_bytes as f64,
                 u_s,
@@ -286,6 +290,7 @@ impl Report {
             t_min: f0.bound.t_min,
             t_measured: f0.t_measured,
             efficiency: f0.efficiency,
+            last_point_efficiency: cdf.last_point.map(|x| 1.0 / x),
             transit_bytes,
             transit_min_bytes,
             transit_ratio: if transit_min_bytes > 0 {
@@ -331,6 +336,7 @@ impl Report {
             gossip_config: sc.gossip.clone(),
             transfer_config: sc.transfer.clone(),
             policy_config: sc.policy.clone(),
+            cdf,
         }
     }
 
@@ -486,6 +492,13 @@ pub fn cdf_summary(c: &CdfFigures, utilisation: f64) -> String {
     if let Some(b) = &c.bordered {
         let _ = write!(s, "\npoint slowdown against B(k) with the shaped ISP borders {}", q(b));
     }
+    if let Some(x) = c.last_point {
+        let _ = write!(
+            s,
+            "\nlast point T(N)/B(N) {x:.2}: Kumar-Ross efficiency {:.3} with each cinema counted from when it came online",
+            1.0 / x
+        );
+    }
     if let Some(j) = c.joint_max {
         let _ = write!(
             s,
@@ -518,6 +531,9 @@ pub struct NodeRow {
     pub online_s: f64,
     /// Completion of each film, seconds after its publish.
     pub complete_s: Vec<Option<f64>>,
+    /// Film 0: seconds offline (churn) after its publish and before its completion, which the point
+    /// slowdown counts like any other (simulator only: the lab's daemons run throughout).
+    pub offline_s: Option<f64>,
     /// Content bytes uploaded.
     pub bytes_up: u64,
     /// Content bytes downloaded.
@@ -560,6 +576,7 @@ pub fn rows(sc: &Scenario, o: &Outcome) -> Vec<NodeRow> {
                 down: n.down,
                 online_s: online_after(st.online, publish0),
                 complete_s: st.complete.clone(),
+                offline_s: Some(st.offline),
                 bytes_up: st.bytes_up,
                 bytes_down: st.bytes_down,
                 down_same_isp: st.down_same_isp,
@@ -579,7 +596,7 @@ pub fn rows(sc: &Scenario, o: &Outcome) -> Vec<NodeRow> {
 pub fn nodes_csv(rows: &[NodeRow]) -> String {
     let films = rows.iter().map(|r| r.complete_s.len()).max().unwrap_or(1).max(1);
     let mut s = String::from(
-        "node,name,isp,class,seeder,up_mbit,down_mbit,online_s,complete_s,bytes_up,bytes_down,down_same_isp,down_other_isp,gossip_ms,duplicates,lookup_hops,lookup_ms,busy_answers,busy_received",
+        "node,name,isp,class,seeder,up_mbit,down_mbit,online_s,complete_s,offline_s,bytes_up,bytes_down,down_same_isp,down_other_isp,gossip_ms,duplicates,lookup_hops,lookup_ms,busy_answers,busy_received",
     );
     for f in 1..films {
         let _ = write!(s, ",complete_s_{f}");
@@ -590,7 +607,7 @@ pub fn nodes_csv(rows: &[NodeRow]) -> String {
     for (i, r) in rows.iter().enumerate() {
         let _ = write!(
             s,
-            "{i},{},{},{},{},{:.3},{:.3},{:.3},{},{},{},{},{},{},{},{},{},{},{}",
+            "{i},{},{},{},{},{:.3},{:.3},{:.3},{},{},{},{},{},{},{},{},{},{},{},{}",
             r.name,
             r.isp,
             r.class,
@@ -599,6 +616,7 @@ pub fn nodes_csv(rows: &[NodeRow]) -> String {
             r.down * 8.0 / 1e6,
             r.online_s,
             opt(r.complete_s.first().copied().flatten()),
+            opt(r.offline_s),
             r.bytes_up,
             r.bytes_down,
             r.down_same_isp,

@@ -91,6 +91,13 @@ fn a_late_node_still_completes() {
     // They got the catalogue entry by anti-entropy on connect, after they joined.
     let gossip_late = o.stats.iter().filter_map(|s| s.gossip[0]).filter(|&t| t >= 60.0).count();
     assert_eq!(gossip_late, 2);
+    // From the publish, the joiners' first 60 s weigh on the efficiency; counted from each cinema's own
+    // start (the CDF's last point) they do not.
+    let (from_publish, last_point) = (r.efficiency.unwrap(), r.last_point_efficiency.unwrap());
+    assert!(last_point > from_publish && last_point <= 1.0, "{last_point} against {from_publish}");
+    let t_n = report::film0_downloaders(&sc, &o).iter().map(|d| d.time.unwrap()).fold(0.0, f64::max);
+    let b_n = *r.cdf.bound.last().unwrap();
+    assert!((last_point - b_n / t_n).abs() < 1e-9, "B(N)/T(N) = {b_n}/{t_n}, reported {last_point}");
 }
 
 #[test]
@@ -99,9 +106,27 @@ fn churn_with_sessions_still_completes_every_target() {
         "small-8.toml",
         &["churn.offline_fraction=0.25", "churn.session_mean=40s", "churn.offline_mean=10s"],
     );
-    let (_, r) = simulate(&sc, 5, None).unwrap();
+    let (o, r) = simulate(&sc, 5, None).unwrap();
     assert_eq!(r.incomplete, 0);
     assert!(r.efficiency.unwrap() < 1.0);
+    // The time a cinema spent offline before completing is recorded, and it downloaded nothing then: its
+    // time from first online is at least that plus its own link's time for the film.
+    let (size, publish) = (sc.film[0].size.0 as f64, sc.film[0].publish.as_secs_f64());
+    let mut offline = 0;
+    for (s, n) in o.stats.iter().zip(&o.topo.nodes).filter(|(s, _)| s.targeted[0]) {
+        let time = s.complete[0].unwrap() - report::online_after(s.online, publish);
+        assert!(
+            time >= s.offline + size / n.down - 1e-6,
+            "{}: {time} s with {} s offline",
+            n.name,
+            s.offline
+        );
+        offline += usize::from(s.offline > 0.0);
+    }
+    assert!(offline > 0, "40 s sessions and 10 s away: some cinema was offline before it completed");
+    let rows = report::rows(&sc, &o);
+    assert!(report::nodes_csv(&rows)
+        .starts_with("node,name,isp,class,seeder,up_mbit,down_mbit,online_s,complete_s,offline_s,"));
 }
 
 #[test]

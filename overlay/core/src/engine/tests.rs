@@ -120,6 +120,34 @@ fn a_busy_uploader_keeps_its_last_slots_for_the_fastest_downloaders() {
 }
 
 #[test]
+fn a_busy_uploader_serves_a_far_slower_asker_in_any_free_slot() {
+    // 8 slots, none open beyond the one always open to an asker without a measured rate (`open = 0`).
+    let mut e = seeder_open(100, 8, 0.0);
+    e.chunk_request(t(0), &9, 1, C, 0, 100 * MB);
+    assert_eq!(drain(&mut e).len(), 1, "the fastest is served");
+    // An asker at 1.5 MB/s, below a fiftieth of 100 MB/s, is bound by its own link: it takes every free
+    // slot but none beyond them.
+    for i in 1..8 {
+        e.chunk_request(t(0), &1, 10 + u64::from(i), C, i, 3 * MB / 2);
+    }
+    assert_eq!(drain(&mut e).iter().filter(|o| matches!(o, Output::Read { .. })).count(), 7);
+    e.chunk_request(t(0), &1, 20, C, 20, 3 * MB / 2);
+    assert_eq!(drain(&mut e), vec![Output::Answer { upload: 20, answer: Answer::Busy { load: 1.0 } }]);
+    // At 2.5 MB/s (a fortieth) it is ranked as before: 8 x 0.025 = 0.2 slots, so the uploader's one slot in
+    // use already refuses it; and so is an asker that has not measured its rate.
+    for rate in [5 * MB / 2, 0] {
+        let mut e = seeder_open(100, 8, 0.0);
+        e.chunk_request(t(0), &9, 1, C, 0, 100 * MB);
+        e.chunk_request(t(0), &1, 2, C, 1, rate);
+        assert_eq!(
+            drain(&mut e)[1..],
+            [Output::Answer { upload: 2, answer: Answer::Busy { load: 1.0 } }],
+            "rate {rate}"
+        );
+    }
+}
+
+#[test]
 fn seeders_keep_more_of_their_slots_for_the_fastest_downloaders_than_cinemas_do() {
     // 10 slots; `open_slots = 0.5`, `seeder_open_slots = 0.2`: an asker without a measured rate may use 5 at
     // a cinema, 2 at a superseeder or distributor. The fastest asker holds one of them.
