@@ -209,6 +209,8 @@ fn the_lab_runs_a_tiny_scenario_and_leaves_nothing_behind() -> anyhow::Result<()
             for col in ["busy_answers", "busy_received"] {
                 assert!(row[col].parse::<u64>().is_ok(), "{col} in {}: {row:?}", dir.display());
             }
+            // Time offline before completing: the simulator's churn; the lab's daemons run throughout.
+            assert!(row.contains_key("offline_s"), "offline_s in {}: {row:?}", dir.display());
         }
     }
     let compare = std::fs::read_to_string(opts.out.join("compare.txt"))?;
@@ -221,6 +223,11 @@ fn the_lab_runs_a_tiny_scenario_and_leaves_nothing_behind() -> anyhow::Result<()
     // A lower bound is a lower bound: no cinema beats B(k) (5% for the poll and publish timing).
     let p50 = report.cdf.slowdown.p50.context("p50")?;
     assert!(p50 >= 0.95 && report.cdf.slowdown.max.context("max")? >= p50, "{text}");
+    // The last point counts each cinema from its start (the late one 3 s after the publish), so it is at
+    // least the efficiency from the publish, and still below the bound (5% for the timing).
+    let (last, from_publish) =
+        (report.last_point_efficiency.context("last point")?, report.efficiency.context("efficiency")?);
+    assert!(last >= from_publish - 1e-9 && last <= 1.05, "{last} against {from_publish}: {text}");
     // isp-a's border is shaped and no seeder is inside: B(k) with the borders is higher, still a bound.
     let bordered = report.cdf.bordered.context("lab-tiny shapes isp-a's border")?;
     let b50 = bordered.p50.context("bordered p50")?;

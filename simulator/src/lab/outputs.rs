@@ -36,6 +36,8 @@ pub struct LabReport {
     pub t_measured: Option<f64>,
     /// Film 0's efficiency.
     pub efficiency: Option<f64>,
+    /// `B(N) / T(N)`, each cinema counted from when it came online (as the simulator's report).
+    pub last_point_efficiency: Option<f64>,
     /// Per film.
     pub films: Vec<FilmReport>,
     /// Film 0's completion-CDF yardstick.
@@ -388,6 +390,7 @@ pub fn build(sc: &Scenario, seed: u64, topo: &Topology, targets: &[Vec<bool>], m
     let gossip: Vec<f64> = rows.iter().filter_map(|r| r.gossip_ms).collect();
     let incomplete = films.iter().map(|f| f.targets - f.complete).sum();
     let wire = wire_figures(sc, topo, &rows, &m.wire, |i| targets[0][i], films[0].t_measured);
+    let cdf = CdfFigures::compute(sc.film[0].size.0 as f64, u_s, &downloaders);
     let report = LabReport {
         body: "lab",
         scenario: sc.name.clone(),
@@ -397,7 +400,8 @@ pub fn build(sc: &Scenario, seed: u64, topo: &Topology, targets: &[Vec<bool>], m
         t_min: films[0].bound.t_min,
         t_measured: films[0].t_measured,
         efficiency: films[0].efficiency,
-        cdf: CdfFigures::compute(sc.film[0].size.0 as f64, u_s, &downloaders),
+        last_point_efficiency: cdf.last_point.map(|x| 1.0 / x),
+        cdf,
         seeder_utilisation: bound::utilisation(busy_sent, u_s, last - p0),
         films,
         transit_bytes,
