@@ -114,6 +114,11 @@ async fn six_cinemas_get_a_multi_file_tree_byte_for_byte() -> anyhow::Result<()>
     // The cinemas served each other: the distributor uploaded at most half of the six copies.
     let served = metric_value(&distributor.metrics_text(), "cinemesh_chunks_served_total");
     assert!(served <= (3 * p.chunks) as f64, "distributor served {served} chunks for 6 x {}", p.chunks);
+    // Every upload decision of the engine has its counter, the far slower askers' included.
+    assert!(
+        distributor.metrics_text().contains("\ncinemesh_uploads_slow_asker_total "),
+        "slow-asker counter"
+    );
     for c in cinemas {
         c.stop().await?;
     }

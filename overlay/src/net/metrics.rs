@@ -122,6 +122,8 @@ pub struct Metrics {
     pub chunk_requests_yielded: Counter,
     /// Of them, end-game duplicates.
     pub chunk_requests_endgame: Counter,
+    /// Uploads to far slower askers that the ranking by rate alone would have refused.
+    pub uploads_slow_asker: Counter,
 }
 
 impl Metrics {
@@ -214,6 +216,11 @@ impl Metrics {
             "chunk_requests_endgame",
             "End-game duplicate chunk requests",
             m.chunk_requests_endgame.clone(),
+        );
+        r.register(
+            "uploads_slow_asker",
+            "Uploads to askers below a fiftieth of the fastest asker's rate that the ranking by rate would have refused",
+            m.uploads_slow_asker.clone(),
         );
         m
     }

@@ -124,6 +124,9 @@ pub struct Stats {
     pub missing_answers: u64,
     /// Uploads whose bytes were handed to the transport.
     pub uploads_served: u64,
+    /// Uploads started for an asker below [`SLOW_ASKER_SHARE`] of the fastest that the ranking by rate
+    /// (`transfer.open_slots`) would have answered busy.
+    pub slow_asker_uploads: u64,
     /// Uploads cancelled by the asker (slot freed).
     pub uploads_cancelled: u64,
     /// Chunks verified and stored (distinct).
@@ -1294,11 +1297,9 @@ impl<P: PeerKey> Engine<P> {
         .clamp(0.0, 1.0);
         // A slow asker (below `SLOW_ASKER_SHARE` of the fastest) may take any free slot.
         let slow = asker_rate > 0 && share < SLOW_ASKER_SHARE;
-        let allowed = if slow {
-            f64::from(self.slots.slots())
-        } else {
-            (f64::from(self.slots.slots()) * (open + (1.0 - open) * share)).max(1.0)
-        };
+        let ranked = (f64::from(self.slots.slots()) * (open + (1.0 - open) * share)).max(1.0);
+        let beyond_rank = f64::from(self.slots.active()) >= ranked;
+        let allowed = if slow { f64::from(self.slots.slots()) } else { ranked };
         if f64::from(self.slots.active()) >= allowed {
             self.stats.busy_answers += 1;
             // Full for this asker: the load it sees is 1.0, so it backs off and ranks us as it would a full
@@ -1312,6 +1313,7 @@ impl<P: PeerKey> Engine<P> {
                 self.out.push_back(Output::Answer { upload, answer: Answer::Busy { load } });
             }
             UploadDecision::Serve => {
+                self.stats.slow_asker_uploads += u64::from(beyond_rank);
                 self.uploads
                     .insert(upload, Upload { peer: peer.clone(), content, index, state: UpState::Reading });
                 self.out.push_back(Output::Read { upload, content, index });

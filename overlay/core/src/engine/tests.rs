@@ -131,6 +131,7 @@ fn a_busy_uploader_serves_a_far_slower_asker_in_any_free_slot() {
         e.chunk_request(t(0), &1, 10 + u64::from(i), C, i, 3 * MB / 2);
     }
     assert_eq!(drain(&mut e).iter().filter(|o| matches!(o, Output::Read { .. })).count(), 7);
+    assert_eq!(e.stats().slow_asker_uploads, 7, "each beyond the one slot the ranking leaves it");
     e.chunk_request(t(0), &1, 20, C, 20, 3 * MB / 2);
     assert_eq!(drain(&mut e), vec![Output::Answer { upload: 20, answer: Answer::Busy { load: 1.0 } }]);
     // At 2.5 MB/s (a fortieth) it is ranked as before: 8 x 0.025 = 0.2 slots, so the uploader's one slot in
@@ -144,6 +145,7 @@ fn a_busy_uploader_serves_a_far_slower_asker_in_any_free_slot() {
             [Output::Answer { upload: 2, answer: Answer::Busy { load: 1.0 } }],
             "rate {rate}"
         );
+        assert_eq!(e.stats().slow_asker_uploads, 0);
     }
 }
 

@@ -225,6 +225,8 @@ impl Node {
         ] {
             counter.inc_by(total.saturating_sub(counter.get()));
         }
+        let slow = self.engine.stats().slow_asker_uploads;
+        m.uploads_slow_asker.inc_by(slow.saturating_sub(m.uploads_slow_asker.get()));
         // Rates.
         let (t, up, down) = self.last_rate;
         let dt = t.elapsed().as_secs_f64();
