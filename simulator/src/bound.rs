@@ -154,7 +154,8 @@ pub struct CdfFigures {
     pub joint_max: Option<f64>,
     /// `T(N) / B(N)`: the last point, Kumar-Ross with each cinema's time counted from when it came online
     /// (its inverse is the report's `last_point_efficiency`); `None` when some downloader never completed
-    /// or there is none.
+    /// or there is none. Absent from reports written before it existed.
+    #[serde(default)]
     pub last_point: Option<f64>,
 }
 
