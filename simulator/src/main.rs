@@ -226,6 +226,7 @@ fn sweep(a: SweepArgs) -> anyhow::Result<()> {
                         seed,
                         t_measured: r.t_measured,
                         efficiency: r.efficiency,
+                        last_point_efficiency: r.last_point_efficiency,
                         transit_ratio: r.transit_ratio,
                         slowdown_p90: r.cdf.slowdown.p90,
                         slowdown_max: r.cdf.slowdown.max,
@@ -303,13 +304,14 @@ fn finish_sweep(m: sweep::Merged, out: &Path, emit_config: Option<PathBuf>) -> a
         let sets: Vec<String> = m.fixed.iter().chain(&best.sets).cloned().collect();
         let sc = Scenario::parse(&m.scenario, &m.origin, &sets)?;
         let comment = format!(
-            "cinemesh node config: best of a cinemesh-sim sweep of {}\nsettings: {}\nmean point slowdown p90 {:.2} max {:.2}, T_measured {:.0} s, efficiency {:.3}, transit ratio {:.2} over {} seeds",
+            "cinemesh node config: best of a cinemesh-sim sweep of {}\nsettings: {}\nmean point slowdown p90 {:.2} max {:.2}, T_measured {:.0} s, efficiency {:.3} (last point {:.3}), transit ratio {:.2} over {} seeds",
             m.origin,
             best.sets.join(" "),
             best.mean_slowdown_p90,
             best.mean_slowdown_max,
             best.mean_t_measured,
             best.mean_efficiency,
+            best.mean_last_point_efficiency,
             best.mean_transit_ratio,
             best.runs
         );
@@ -436,7 +438,8 @@ fn locality(
     report::write(&out.join("blind"), &runs.blind_scenario, &b.0, &b.1)?;
     let figures = |r: &report::Report| {
         serde_json::json!({
-            "slowdown": r.cdf.slowdown, "transit_ratio": r.transit_ratio, "efficiency": r.efficiency
+            "slowdown": r.cdf.slowdown, "transit_ratio": r.transit_ratio, "efficiency": r.efficiency,
+            "last_point_efficiency": r.last_point_efficiency
         })
     };
     let json = serde_json::json!({

@@ -87,6 +87,9 @@ pub struct Ranked {
     pub mean_t_measured: f64,
     /// Mean efficiency over the complete runs.
     pub mean_efficiency: f64,
+    /// Mean efficiency at the completion CDF's last point (each cinema from when it came online) over the
+    /// complete runs.
+    pub mean_last_point_efficiency: f64,
     /// Mean transit ratio.
     pub mean_transit_ratio: f64,
     /// Mean point slowdown at p90 over the complete runs.
@@ -102,6 +105,8 @@ pub struct RunFigures {
     pub t_measured: Option<f64>,
     /// Efficiency against Kumar-Ross.
     pub efficiency: Option<f64>,
+    /// The same at the CDF's last point.
+    pub last_point_efficiency: Option<f64>,
     /// Inter-ISP bytes over the minimum.
     pub transit_ratio: f64,
     /// Point slowdown at p90.
@@ -121,6 +126,7 @@ pub fn aggregate(sets: Vec<String>, runs: &[RunFigures]) -> Ranked {
         incomplete_runs: (runs.len() - complete.len()) as u32,
         mean_t_measured: mean(complete.iter().filter_map(|r| r.t_measured).collect()),
         mean_efficiency: mean(complete.iter().filter_map(|r| r.efficiency).collect()),
+        mean_last_point_efficiency: mean(complete.iter().filter_map(|r| r.last_point_efficiency).collect()),
         mean_transit_ratio: mean(runs.iter().map(|r| r.transit_ratio).collect()),
         mean_slowdown_p90: mean(complete.iter().filter_map(|r| r.slowdown_p90).collect()),
         mean_slowdown_max: mean(complete.iter().filter_map(|r| r.slowdown_max).collect()),
@@ -154,12 +160,12 @@ pub fn rank(mut r: Vec<Ranked>) -> Vec<Ranked> {
 /// The ranking as CSV.
 pub fn ranking_csv(r: &[Ranked]) -> String {
     let mut s = String::from(
-        "rank,config,runs,incomplete_runs,mean_slowdown_p90,mean_slowdown_max,mean_transit_ratio,mean_t_measured_s,mean_efficiency\n",
+        "rank,config,runs,incomplete_runs,mean_slowdown_p90,mean_slowdown_max,mean_transit_ratio,mean_t_measured_s,mean_efficiency,mean_last_point_efficiency\n",
     );
     for (i, x) in r.iter().enumerate() {
         let _ = writeln!(
             s,
-            "{},{},{},{},{:.3},{:.3},{:.3},{:.1},{:.4}",
+            "{},{},{},{},{:.3},{:.3},{:.3},{:.1},{:.4},{:.4}",
             i + 1,
             x.sets.join(" "),
             x.runs,
@@ -169,6 +175,7 @@ pub fn ranking_csv(r: &[Ranked]) -> String {
             x.mean_transit_ratio,
             x.mean_t_measured,
             x.mean_efficiency,
+            x.mean_last_point_efficiency,
         );
     }
     s
@@ -226,6 +233,9 @@ pub struct ShardRun {
     pub t_measured: Option<f64>,
     /// Efficiency against Kumar-Ross.
     pub efficiency: Option<f64>,
+    /// The same at the CDF's last point (absent from shard files written before it existed).
+    #[serde(default)]
+    pub last_point_efficiency: Option<f64>,
     /// Inter-ISP bytes over the minimum.
     pub transit_ratio: f64,
     /// Point slowdown of film 0 at p90.
@@ -240,6 +250,7 @@ impl ShardRun {
         RunFigures {
             t_measured: self.t_measured,
             efficiency: self.efficiency,
+            last_point_efficiency: self.last_point_efficiency,
             transit_ratio: self.transit_ratio,
             slowdown_p90: self.slowdown_p90,
             slowdown_max: self.slowdown_max,
@@ -389,6 +400,7 @@ mod tests {
         let fig = |t: Option<f64>, p90: f64, max: f64, transit: f64| RunFigures {
             t_measured: t,
             efficiency: t.map(|t| 100.0 / t),
+            last_point_efficiency: t.map(|t| 95.0 / t),
             transit_ratio: transit,
             slowdown_p90: t.map(|_| p90),
             slowdown_max: t.map(|_| max),
@@ -413,6 +425,7 @@ mod tests {
                 seed,
                 t_measured: Some(100.0 + 10.0 * c as f64 + seed as f64),
                 efficiency: Some(0.9),
+                last_point_efficiency: Some(0.95),
                 transit_ratio: 1.0 + c as f64 / 10.0,
                 slowdown_p90: Some(1.0 + c as f64 / 10.0),
                 slowdown_max: Some(2.0),
@@ -457,6 +470,12 @@ mod tests {
                 && "x".parse::<Shard>().is_err()
         );
         assert_eq!("2/3".parse::<Shard>().unwrap(), Shard { index: 2, count: 3 });
+        assert!(whole.ranked.iter().all(|r| (r.mean_last_point_efficiency - 0.95).abs() < 1e-12));
+        assert!(ranking_csv(&whole.ranked).lines().next().unwrap().ends_with(",mean_last_point_efficiency"));
+        // A shard file written before the last point existed still merges; its runs just lack it.
+        let old = r#"{"config":0,"seed":1,"t_measured":100.0,"efficiency":0.9,"transit_ratio":1.0,"slowdown_p90":1.1,"slowdown_max":2.0}"#;
+        let run: ShardRun = serde_json::from_str(old).unwrap();
+        assert_eq!(run.last_point_efficiency, None);
     }
 
     #[test]
