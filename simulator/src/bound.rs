@@ -186,6 +186,11 @@ impl CdfFigures {
             bound,
         }
     }
+
+    /// `B(N) / T(N)`: Kumar-Ross efficiency at the last point (both bodies' `last_point_efficiency`).
+    pub fn last_point_efficiency(&self) -> Option<f64> {
+        self.last_point.map(|x| 1.0 / x)
+    }
 }
 
 /// Above this many downloaders [`joint_max`] is not computed (its flow network grows as the square).

@@ -290,7 +290,7 @@ impl Report {
             t_min: f0.bound.t_min,
             t_measured: f0.t_measured,
             efficiency: f0.efficiency,
-            last_point_efficiency: cdf.last_point.map(|x| 1.0 / x),
+            last_point_efficiency: cdf.last_point_efficiency(),
             transit_bytes,
             transit_min_bytes,
             transit_ratio: if transit_min_bytes > 0 {

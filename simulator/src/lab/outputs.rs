@@ -400,7 +400,7 @@ pub fn build(sc: &Scenario, seed: u64, topo: &Topology, targets: &[Vec<bool>], m
         t_min: films[0].bound.t_min,
         t_measured: films[0].t_measured,
         efficiency: films[0].efficiency,
-        last_point_efficiency: cdf.last_point.map(|x| 1.0 / x),
+        last_point_efficiency: cdf.last_point_efficiency(),
         cdf,
         seeder_utilisation: bound::utilisation(busy_sent, u_s, last - p0),
         films,

@@ -327,8 +327,9 @@ pub const MAX_RATE_BOOST: f64 = 8.0;
 /// completion-CDF bound puts it at its own link's time, to which every busy answer adds. Measured on
 /// cinemas-350 (docs/benchmarks.md, "The fleet's Kumar-Ross efficiency"): its ADSL cinemas, refused
 /// during the fibre cinemas' rush, finish the fleet at 0.878-0.929 of Kumar-Ross (each cinema counted from
-/// its start) without the rule, at 0.922-0.929 with it, the p90 point slowdown unchanged; a twentieth,
-/// which lets the VDSL cinemas in too, raised the p90 by 3-5%.
+/// its start) without the rule, at 0.922-0.929 with it, the p90 point slowdown within the seeds' spread (mean
+/// 1.86 -> 1.84); a twentieth, which lets the VDSL cinemas in too (a prototype that also took in askers
+/// without a rate), raised the p90 by 3-5%.
 pub const SLOW_ASKER_SHARE: f64 = 0.02;
 
 /// A provider dialed ([`Output::Dial`]) that has not connected after this long no longer counts against
