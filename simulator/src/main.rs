@@ -296,8 +296,10 @@ fn finish_sweep(m: sweep::Merged, out: &Path, emit_config: Option<PathBuf>) -> a
     std::fs::write(out.join("ranking.csv"), &csv)
         .with_context(|| format!("cannot write {}/ranking.csv", out.display()))?;
     println!(
-        "objective: all targets complete, then lowest mean point slowdown p90 (2% buckets), then lowest transit \
-         ratio, then lowest largest point slowdown, then lowest T_measured"
+        "objective: all targets complete, then last-point efficiency >= {} (Kumar-Ross), then lowest mean point \
+         slowdown p90 (2% buckets), then lowest transit ratio, then lowest largest point slowdown, then lowest \
+         T_measured",
+        sweep::KUMAR_ROSS_GOAL
     );
     print!("{csv}");
     if let Some(best) = m.ranked.first() {

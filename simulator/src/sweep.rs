@@ -2,9 +2,17 @@
 //! parallel, ranked by a stated objective, the best written as a node config.
 //!
 //! Objective (issue 10: a sweep that ranks by the last cinema alone hides the fast ones): first every
-//! target complete in every run; then the lowest mean point slowdown at p90 (`T(k)/B(k)` of film 0, see
-//! [`bound`](crate::bound)), where means within 2% of each other count as equal; then the lowest mean
-//! transit ratio; then the lowest mean largest point slowdown; then the lowest mean `T_measured`.
+//! target complete in every run; then a mean efficiency at the completion CDF's last point (Kumar-Ross, each
+//! cinema counted from when it came online) of at least [`KUMAR_ROSS_GOAL`]; then the lowest mean point
+//! slowdown at p90 (`T(k)/B(k)` of film 0, see [`bound`](crate::bound)), where means within 2% of the best
+//! of their tier count as equal; then the lowest mean transit ratio; then the lowest mean largest point
+//! slowdown; then the lowest mean `T_measured`.
+//!
+//! The goal comes before the p90 because the p90 and the transit ratio cannot see the last cinema: on
+//! cinemas-350 (docs/benchmarks.md, "The sweep with the issue's objective") `open_slots = 0.3` kept the p90
+//! within 2% and cut transit by 7%, while its ADSL cinemas, turned away during the fibre cinemas' rush,
+//! took the last point from 0.925 to 0.878 of Kumar-Ross. Where no configuration reaches the goal, it
+//! ranks nothing.
 //!
 //! A sweep larger than one machine splits: `sweep --shard I/N` runs every N-th (configuration, seed) job
 //! starting at the I-th and writes a [`ShardFile`] (`shard-I-of-N.json`, self-contained: the scenario text,
@@ -133,14 +141,26 @@ pub fn aggregate(sets: Vec<String>, runs: &[RunFigures]) -> Ranked {
     }
 }
 
+/// The Kumar-Ross goal of issue 10: the last cinema within 1 / 0.9 of its bound (the completion CDF's last
+/// point, each cinema counted from when it came online).
+pub const KUMAR_ROSS_GOAL: f64 = 0.9;
+
 /// Sorts best first by the objective in the module doc.
 pub fn rank(mut r: Vec<Ranked>) -> Vec<Ranked> {
-    let best = r
-        .iter()
-        .filter(|x| x.incomplete_runs == 0)
-        .map(|x| x.mean_slowdown_p90)
-        .fold(f64::INFINITY, f64::min);
-    let bucket = |t: f64| {
+    // The tiers before the p90: runs with a target incomplete, then the Kumar-Ross goal missed (a NaN mean
+    // misses it).
+    let tier = |x: &Ranked| {
+        let meets = x.mean_last_point_efficiency.partial_cmp(&KUMAR_ROSS_GOAL).is_some_and(|o| o.is_ge());
+        (x.incomplete_runs, !meets)
+    };
+    let mut best: BTreeMap<(u32, bool), f64> = BTreeMap::new();
+    for x in &r {
+        let b = best.entry(tier(x)).or_insert(f64::INFINITY);
+        *b = b.min(x.mean_slowdown_p90);
+    }
+    let bucket = |x: &Ranked| {
+        let best = best[&tier(x)];
+        let t = x.mean_slowdown_p90;
         if best.is_finite() && best > 0.0 && t.is_finite() {
             (t / best * 50.0).floor() as u64
         } else {
@@ -148,8 +168,8 @@ pub fn rank(mut r: Vec<Ranked>) -> Vec<Ranked> {
         }
     };
     r.sort_by(|a, b| {
-        (a.incomplete_runs, bucket(a.mean_slowdown_p90))
-            .cmp(&(b.incomplete_runs, bucket(b.mean_slowdown_p90)))
+        (tier(a), bucket(a))
+            .cmp(&(tier(b), bucket(b)))
             .then(a.mean_transit_ratio.total_cmp(&b.mean_transit_ratio))
             .then(a.mean_slowdown_max.total_cmp(&b.mean_slowdown_max))
             .then(a.mean_t_measured.total_cmp(&b.mean_t_measured))
@@ -414,6 +434,23 @@ mod tests {
         ]);
         let order: Vec<&str> = r.iter().map(|x| x.sets[0].as_str()).collect();
         assert_eq!(order, ["fast-local", "fast-leaky", "last-early", "broken"]);
+
+        // The last cinema beyond the Kumar-Ross goal (0.95 / 110 < 0.9): ranked after every configuration
+        // that meets it, whatever its p90 and transit; among themselves the misses rank as before.
+        let r = rank(vec![
+            aggregate(vec!["last-late-local".into()], &[fig(Some(110.0), 1.2, 1.5, 1.0)]),
+            aggregate(vec!["last-later".into()], &[fig(Some(120.0), 1.0, 1.5, 1.0)]),
+            aggregate(vec!["meets-leaky".into()], &[fig(Some(100.0), 1.5, 1.6, 3.0)]),
+            aggregate(vec!["meets-local".into()], &[fig(Some(100.0), 1.52, 1.6, 2.0)]),
+        ]);
+        let order: Vec<&str> = r.iter().map(|x| x.sets[0].as_str()).collect();
+        assert_eq!(order, ["meets-local", "meets-leaky", "last-later", "last-late-local"]);
+        // Where none meets it, the goal ranks nothing.
+        let r = rank(vec![
+            aggregate(vec!["leaky".into()], &[fig(Some(110.0), 1.2, 1.5, 3.0)]),
+            aggregate(vec!["local".into()], &[fig(Some(120.0), 1.21, 1.5, 1.0)]),
+        ]);
+        assert_eq!(r[0].sets[0], "local");
     }
 
     fn shard_file(shard: Shard, configs: &[Vec<String>], seeds: u64) -> ShardFile {
