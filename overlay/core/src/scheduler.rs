@@ -52,7 +52,8 @@
 //!
 //! Under `policy.local_first` a cinema of another ISP is asked only for the gaps of ours: chunks no usable
 //! same-ISP peer holds (counted per chunk, `gaps`; a same-ISP peer measured below [`LOCAL_SLOW`] of the
-//! best does not count). Superseeders and the distributor are always eligible. A peer of another ISP
+//! best does not count). Superseeders and the distributor are always eligible, unless
+//! `policy.local_first_seeders` holds them to the same rule. A peer of another ISP
 //! that holds chunks we lack, none of them gaps, is *held back*: it leaves the ready set for the `held`
 //! set (same score order; a held-back peer never measured gets no credit for throughput, so it is not
 //! preferred on hope alone). It is still asked, for any chunk, in two cases: when it scores more than
@@ -332,6 +333,7 @@ struct Peer<P> {
     /// Its chunks are in the content's same-ISP counts (`local`, `gaps`) right now.
     counted: bool,
     /// A superseeder or the distributor: provisioned to inject content into every ISP, so `local_first`
+    /// (unless `policy.local_first_seeders`)
     /// never holds requests back from it (its capacity idle while cinemas wait is the waste to avoid).
     seeder: bool,
     blocked_until: Time,
@@ -784,6 +786,7 @@ impl<P: PeerKey> Scheduler<P> {
         }
         let bits = p.have[slot as usize].get_or_insert_with(|| Bitfield::new(n));
         let local_first = self.policy.local_first;
+        let seeders_held = self.policy.local_first_seeders;
         let mut wake = false;
         for &chunk in chunks {
             if chunk >= n {
@@ -797,7 +800,7 @@ impl<P: PeerKey> Scheduler<P> {
             if p.counted {
                 c.local.inc(&mut c.gaps, chunk);
             }
-            let eligible = p.same_isp || p.seeder || !local_first || c.gaps.get(chunk);
+            let eligible = p.same_isp || (p.seeder && !seeders_held) || !local_first || c.gaps.get(chunk);
             wake |= p.idle && ((r.is_candidate(chunk) && eligible) || c.endgame);
         }
         if wake {
@@ -1223,7 +1226,8 @@ impl<P: PeerKey> Scheduler<P> {
         for &slot in &self.order {
             let Some(c) = self.contents[slot as usize].as_ref() else { continue };
             let (Some(r), Some(bits)) = (c.rarity.as_ref(), p.bits(slot)) else { continue };
-            let pick = if self.policy.local_first && !p.same_isp && !p.seeder && !any {
+            let exempt = p.seeder && !self.policy.local_first_seeders;
+            let pick = if self.policy.local_first && !p.same_isp && !exempt && !any {
                 let pick = r.pick(&bits.and(&c.gaps), &mut self.rng);
                 if pick.is_none() && r.pick(bits, &mut self.rng).is_some() {
                     self.held_hint = true;
