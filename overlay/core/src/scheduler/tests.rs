@@ -810,15 +810,19 @@ fn local_first_seeders_asks_a_superseeder_only_for_the_gaps_of_our_isp() {
     // A cinema of our ISP holds chunks 0-11; a superseeder elsewhere holds all 16. A window of 12: the
     // cinema takes 8, the superseeder the 4 gaps, and the window is full (with room left, the held-back
     // superseeder would be asked for more: locality is never a wait).
-    let policy = PolicyConfig { local_first_seeders: true, ..PolicyConfig::default() };
-    let mut s = Scheduler::new(&no_endgame(8, 12), &policy, local(), 2);
-    s.add_content(Time::ZERO, spec(1, 16, None), Bitfield::new(16));
-    s.peer_joined(Time::ZERO, 1, local());
-    s.peer_joined(Time::ZERO, 2, far());
-    s.peer_seeder(&2, true);
-    s.peer_bitfield(Time::ZERO, &1, &id(1), bits(16, 0..12));
-    s.peer_bitfield(Time::ZERO, &2, &id(1), Bitfield::full(16));
-    let reqs = requests(&drain(&mut s, Time::ZERO));
+    let start = |local_first_seeders: bool| {
+        let policy = PolicyConfig { local_first_seeders, ..PolicyConfig::default() };
+        let mut s = Scheduler::new(&no_endgame(8, 12), &policy, local(), 2);
+        s.add_content(Time::ZERO, spec(1, 16, None), Bitfield::new(16));
+        s.peer_joined(Time::ZERO, 1, local());
+        s.peer_joined(Time::ZERO, 2, far());
+        s.peer_seeder(&2, true);
+        s.peer_bitfield(Time::ZERO, &1, &id(1), bits(16, 0..12));
+        s.peer_bitfield(Time::ZERO, &2, &id(1), Bitfield::full(16));
+        let reqs = requests(&drain(&mut s, Time::ZERO));
+        (s, reqs)
+    };
+    let (mut s, reqs) = start(true);
     let mut to_seeder: Vec<u32> = reqs.iter().filter(|r| r.0 == 2).map(|r| r.2).collect();
     to_seeder.sort_unstable();
     assert_eq!(to_seeder, vec![12, 13, 14, 15], "only the gaps: {reqs:?}");
@@ -829,14 +833,7 @@ fn local_first_seeders_asks_a_superseeder_only_for_the_gaps_of_our_isp() {
     let after = requests(&drain(&mut s, Time(MS)));
     assert!(!after.is_empty() && after.iter().all(|r| r.0 == 2 && r.2 < 12), "{after:?}");
     // Off (the default), the same superseeder is asked for chunks our ISP holds too.
-    let mut d = Scheduler::new(&no_endgame(8, 16), &PolicyConfig::default(), local(), 2);
-    d.add_content(Time::ZERO, spec(1, 16, None), Bitfield::new(16));
-    d.peer_joined(Time::ZERO, 1, local());
-    d.peer_joined(Time::ZERO, 2, far());
-    d.peer_seeder(&2, true);
-    d.peer_bitfield(Time::ZERO, &1, &id(1), bits(16, 0..12));
-    d.peer_bitfield(Time::ZERO, &2, &id(1), Bitfield::full(16));
-    let reqs = requests(&drain(&mut d, Time::ZERO));
+    let (_, reqs) = start(false);
     assert!(reqs.iter().any(|r| r.0 == 2 && r.2 < 12), "{reqs:?}");
 }
 
