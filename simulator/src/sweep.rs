@@ -10,9 +10,9 @@
 //!
 //! The goal comes before the p90 because the p90 and the transit ratio cannot see the last cinema: on
 //! cinemas-350 (docs/benchmarks.md, "The sweep with the objective") `open_slots = 0.3` kept the p90
-//! within 2% and cut transit by 7%, while its last cinema (an ADSL one, online from the start) came later: the last
-//! point fell from 0.925 to 0.878 of Kumar-Ross. Where no configuration reaches the goal, it ranks
-//! nothing.
+//! within 2% and cut transit by 7%, while its last cinema (an ADSL one, online from the start) came
+//! later: the last point fell from 0.925 to 0.878 of Kumar-Ross. Where no configuration reaches the goal,
+//! it ranks nothing.
 //!
 //! A sweep larger than one machine splits: `sweep --shard I/N` runs every N-th (configuration, seed) job
 //! starting at the I-th and writes a [`ShardFile`] (`shard-I-of-N.json`, self-contained: the scenario text,
