@@ -241,6 +241,9 @@ pub struct Outcome {
     pub duplicate_transfers: u64,
     /// Busy answers.
     pub busy: u64,
+    /// Chunk requests sent beyond the count the peer's load allows, to cover its round trip (the
+    /// schedulers' `pipelined`, summed).
+    pub pipelined: u64,
     /// Penalise outputs.
     pub penalties: u64,
     /// Dials that failed because one end already held `peers.max_connections` connections.
@@ -687,7 +690,12 @@ impl<'a> Engine<'a> {
             Msg::Hello => {
                 let i = info(self, from);
                 self.nodes[to as usize].engine.hello(now, from, i);
+                // The hello's answer took a round trip: each end learns it, as the node's ping tells both.
+                let rtt = std::time::Duration::from_micros(2 * self.topo.latency(from, to));
+                self.nodes[to as usize].engine.round_trip(now, &from, rtt);
+                self.nodes[from as usize].engine.round_trip(now, &to, rtt);
                 self.drive(to);
+                self.drive(from);
             }
             Msg::Manifest { content, good } => {
                 let reply = match good {
@@ -702,13 +710,15 @@ impl<'a> Engine<'a> {
                 self.drive(to);
             }
             Msg::Answer { content, index, answer } => {
-                self.nodes[to as usize].engine.chunk_reply(
-                    now,
-                    &from,
-                    &content,
-                    index,
-                    Reply::Answer(answer),
-                );
+                let e = &mut self.nodes[to as usize].engine;
+                let kept = e.chunk_reply(now, &from, &content, index, Reply::Answer(answer));
+                if let Answer::Data { len, .. } = answer {
+                    if kept {
+                        e.chunk_written(now, &from, &content, index, len, Written::Ok);
+                    } else {
+                        self.duplicate_transfers += 1;
+                    }
+                }
                 self.drive(to);
             }
         }
@@ -919,15 +929,9 @@ impl<'a> Engine<'a> {
             self.nodes[ul].engine.upload_done(now, t.upload, true);
             self.drive(t.ul);
         }
-        let content = content_id(t.film);
-        let reply = Reply::Answer(Answer::Data { len: t.bytes, load: t.load });
-        let e = &mut self.nodes[dl].engine;
-        if e.chunk_reply(now, &t.ul, &content, t.chunk, reply) {
-            e.chunk_written(now, &t.ul, &content, t.chunk, t.bytes, Written::Ok);
-        } else {
-            self.duplicate_transfers += 1;
-        }
-        self.drive(t.dl);
+        // The last byte reaches the downloader one-way latency after the uploader's link sent it.
+        let answer = Answer::Data { len: t.bytes, load: t.load };
+        self.send(t.ul, t.dl, Msg::Answer { content: content_id(t.film), index: t.chunk, answer });
     }
 
     fn publish(&mut self, film: FilmIx) {
@@ -1185,6 +1189,7 @@ impl<'a> Engine<'a> {
             transfers: self.transfers_done,
             duplicate_transfers: self.duplicate_transfers,
             busy: self.busy,
+            pipelined: self.nodes.iter().map(|n| n.engine.scheduler_stats().pipelined).sum(),
             penalties: self.penalties,
             dials_refused: self.dials_refused,
             incomplete,

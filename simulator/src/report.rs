@@ -158,6 +158,9 @@ pub struct Report {
     pub duplicate_transfers: u64,
     /// Busy answers.
     pub busy_answers: u64,
+    /// Chunk requests sent to a peer beyond the count its load allows, to keep its link busy across the
+    /// round trip.
+    pub pipelined_requests: u64,
     /// Peers penalised.
     pub penalties: u64,
     /// Dials refused because one end held `peers.max_connections` connections.
@@ -326,6 +329,7 @@ impl Report {
             transfers: o.transfers,
             duplicate_transfers: o.duplicate_transfers,
             busy_answers: o.busy,
+            pipelined_requests: o.pipelined,
             penalties: o.penalties,
             dials_refused: o.dials_refused,
             rate_ticks: o.ticks,
@@ -409,11 +413,12 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "{} events, {} chunk transfers ({} duplicate), {} busy answers, {} rate ticks, {} incomplete",
+            "{} events, {} chunk transfers ({} duplicate), {} busy answers, {} requests pipelined over round trips, {} rate ticks, {} incomplete",
             self.events,
             self.transfers,
             self.duplicate_transfers,
             self.busy_answers,
+            self.pipelined_requests,
             self.rate_ticks,
             self.incomplete
         );

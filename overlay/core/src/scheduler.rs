@@ -48,6 +48,19 @@
 //! the window as its own rate.
 //! Measured: docs/benchmarks.md, "Uploaders with slots to spare".
 //!
+//! ## Far peers: requests that cover the round trip
+//!
+//! The counts above suit a peer near us: its chunk takes longer on its link than a round trip. A fast peer
+//! far away (a superseeder 180 ms from an overseas cinema) idles between our requests for most of each
+//! round trip. So each peer may take, beyond the count its load allows, the chunks it carries in one round
+//! trip at its pace, less [`PIPELINE_SLACK`] of a chunk, rounded up ([`Stats::pipelined`]). The round trip
+//! is the least one measured ([`Scheduler::peer_rtt`]: the node's ping, the simulator's latency); the pace
+//! is the rate its link carries our chunks while it sends: over each answered request, the requests in
+//! flight to it when it was sent times its bytes, over its time less the round trip (Little's law on the
+//! part of the time spent on the link). A peer near us never gets more than before (the fleet's peers,
+//! 16-50 ms away, carry well under a quarter of a chunk in a round trip: 0.1-0.4% of its requests are
+//! pipelined). The request window still bounds them all. Measured: docs/benchmarks.md, "Far peers".
+//!
 //! ## Local first, a preference
 //!
 //! Under `policy.local_first` a cinema of another ISP is asked only for the gaps of ours: chunks no usable
@@ -150,6 +163,23 @@ pub const STALL_MIN: std::time::Duration = std::time::Duration::from_secs(10);
 /// `busy_backoff * (1 + load)`.
 pub const BUSY_STREAK_MAX: u32 = 4;
 
+/// A peer whose round trip holds less than this share of a chunk at its pace gets no request beyond the
+/// count its load allows: its link may idle up to a fifth of the time between two chunks, where a second
+/// request would only slow the first (module docs, "Far peers").
+pub const PIPELINE_SLACK: f64 = 0.25;
+
+/// Requests beyond the one a peer is sending that keep its link busy across the round trip: the chunks it
+/// carries in one round trip at its pace, less [`PIPELINE_SLACK`], rounded up. 0 until both are measured.
+fn round_trip_chunks<P>(p: &Peer<P>, chunk_bytes: u64) -> u32 {
+    let (Some(pace), Some(rtt)) = (p.pace, p.rtt) else { return 0 };
+    if chunk_bytes == 0 {
+        return 0;
+    }
+    let chunks = pace * rtt.as_secs_f64() / chunk_bytes as f64;
+    // Saturating float-to-int conversion: a huge round trip asks for `u32::MAX`, which the caller bounds.
+    (chunks - PIPELINE_SLACK).ceil().max(0.0) as u32
+}
+
 /// Throughput relative to the best peer assumed for a peer never measured.
 const UNMEASURED_THROUGHPUT: f64 = 0.5;
 
@@ -242,6 +272,9 @@ pub struct Stats {
     /// Requests to peers of other ISPs for chunks our ISP holds: they scored `policy.local_margin` times
     /// the best ready peer, or the window had room and no other peer could take one.
     pub yielded: u64,
+    /// Requests sent to a peer beyond the count its load allows (`max_requests_per_peer`, or one at a
+    /// spare uploader), to keep its link busy across the round trip.
+    pub pipelined: u64,
     /// Chunks received that answered a request of ours.
     pub received: u64,
     /// Chunks received for a chunk already held (a late end-game duplicate, say): ignored.
@@ -273,6 +306,8 @@ pub struct Stats {
 struct Req {
     sent: Time,
     seq: u64,
+    /// Requests in flight to its peer once it was sent (itself included): its share of the peer's pace.
+    depth: u32,
     /// When it is given up: the stall deadline (see [`STALL_FACTOR`]) or `transfer.request_timeout`.
     deadline: Time,
 }
@@ -321,6 +356,12 @@ struct Peer<P> {
     /// `policy.local_margin` times the best ready peer, or when the window has room and no ready peer is left.
     held: bool,
     ewma: Option<f64>,
+    /// The rate at which its link carries our chunks while it sends, bytes/s: an EWMA over answered
+    /// requests of the requests in flight to it when one was sent times its bytes, over its time less the
+    /// round trip (at least a quarter of its time). Known once `rtt` is.
+    pace: Option<f64>,
+    /// The least round trip measured to it (the node's pings, the simulator's latency).
+    rtt: Option<std::time::Duration>,
     in_flight: u32,
     /// Chunks from it that arrived and are being written: with `in_flight`, what it may have beyond the
     /// window is one of either.
@@ -548,6 +589,8 @@ impl<P: PeerKey> Scheduler<P> {
             load_said: false,
             held: false,
             ewma: None,
+            pace: None,
+            rtt: None,
             in_flight: 0,
             failures: 0,
             blocked: false,
@@ -809,6 +852,16 @@ impl<P: PeerKey> Scheduler<P> {
         wake
     }
 
+    /// The round trip to `peer` was measured (the node's ping): a fast peer far away gets enough requests
+    /// in flight to keep its link busy across it.
+    pub fn peer_rtt(&mut self, peer: &P, rtt: std::time::Duration) {
+        let Some(&idx) = self.peer_index.get(peer) else { return };
+        if let Some(p) = self.peers[idx as usize].as_mut() {
+            p.rtt = Some(p.rtt.map_or(rtt, |r| r.min(rtt)));
+        }
+        self.refresh(idx);
+    }
+
     /// A peer reported its load (0..=1).
     pub fn peer_load(&mut self, _now: Time, peer: &P, load: f32) {
         let Some(&idx) = self.peer_index.get(peer) else { return };
@@ -888,6 +941,14 @@ impl<P: PeerKey> Scheduler<P> {
                 let secs = now.saturating_since(req.sent).as_secs_f64();
                 self.chunk_bytes = bytes;
                 if secs > 0.0 {
+                    if let Some(p) = self.peers[i as usize].as_mut() {
+                        if let Some(rtt) = p.rtt {
+                            let sending = (secs - rtt.as_secs_f64()).max(secs / 4.0);
+                            let sample = f64::from(req.depth) * bytes as f64 / sending;
+                            p.pace =
+                                Some(p.pace.map_or(sample, |e| e * (1.0 - EWMA_ALPHA) + sample * EWMA_ALPHA));
+                        }
+                    }
                     self.sample_throughput(i, bytes as f64 / secs);
                 }
             }
@@ -1256,7 +1317,12 @@ impl<P: PeerKey> Scheduler<P> {
         self.next_req_seq += 1;
         let key = (slot, chunk, idx);
         let deadline = now + self.stall_after(idx);
-        self.requests.insert(key, Req { sent: now, seq, deadline });
+        let (depth, base) =
+            self.peers[idx as usize].as_ref().map_or((1, 1), |p| (p.in_flight + 1, self.base_cap(p)));
+        if depth > base {
+            self.stats.pipelined += 1;
+        }
+        self.requests.insert(key, Req { sent: now, seq, depth, deadline });
         self.deadlines.insert((deadline, seq), key);
         self.stats.requests += 1;
         if dup {
@@ -1388,6 +1454,20 @@ impl<P: PeerKey> Scheduler<P> {
         }
     }
 
+    /// Requests a peer's load allows in flight: one at a spare uploader, `max_requests_per_peer` at a
+    /// contended one. A lone peer keeps its second request: with no one else to ask, the second keeps its
+    /// link busy across the request round trip (two daemons on loopback: 204-216 MB/s with one, 290-309
+    /// with two).
+    fn base_cap(&self, p: &Peer<P>) -> u32 {
+        let spare = self.transfer.spare_load > p.load;
+        let lone = self.peer_index.len() <= 1;
+        if spare && !lone {
+            1
+        } else {
+            self.transfer.max_requests_per_peer
+        }
+    }
+
     /// Re-files a peer in the ready set after any change of its state.
     fn refresh(&mut self, idx: u32) {
         let Some(p) = self.peers.get_mut(idx as usize).and_then(Option::as_mut) else { return };
@@ -1396,13 +1476,14 @@ impl<P: PeerKey> Scheduler<P> {
             self.spare.remove(&k);
             self.held.remove(&k);
         }
+        let Some(p) = self.peers[idx as usize].as_ref() else { return };
         // A peer whose slots are not contended shares its link among its askers' connections: a second
-        // request of ours there would only slow the first (see the module docs, "Spare uploaders").
+        // request of ours there would only slow the first (see the module docs, "Spare uploaders"), unless
+        // its round trip holds a good part of a chunk at its pace.
         let spare = self.transfer.spare_load > p.load;
-        // A lone peer keeps its second request: with no one else to ask, the second keeps its link busy across
-        // the request round trip (two daemons on loopback: 204-216 MB/s with one, 290-309 with two).
-        let lone = self.peer_index.len() <= 1;
-        let cap = if spare && !lone { 1 } else { self.transfer.max_requests_per_peer };
+        let base = self.base_cap(p);
+        let cap = base.max(1 + round_trip_chunks(p, self.chunk_bytes));
+        let cap = cap.min(self.transfer.max_requests_total.max(1));
         if p.in_flight >= cap || p.blocked || (p.idle && !p.held) {
             return;
         }
@@ -1416,14 +1497,18 @@ impl<P: PeerKey> Scheduler<P> {
         // A peer's link is shared among the requests it serves: a second request of ours to the same peer
         // adds less than a first one to another, so the score is shared by the requests already in flight.
         let s = policy::score(&self.policy, &inputs).max(0.0) / f64::from(1 + p.in_flight);
+        let (idle, spare_now) =
+            (p.idle, spare && p.load_said && p.in_flight == 0 && p.writing == 0 && !p.seeder);
         let key = (Reverse(s.to_bits()), self.rng.gen::<u64>(), idx);
-        p.ready_key = Some(key);
-        if p.idle {
+        if let Some(p) = self.peers[idx as usize].as_mut() {
+            p.ready_key = Some(key);
+        }
+        if idle {
             self.held.insert(key);
             return;
         }
         self.ready.insert(key);
-        if spare && p.load_said && p.in_flight == 0 && p.writing == 0 && !p.seeder {
+        if spare_now {
             self.spare.insert(key);
         }
     }

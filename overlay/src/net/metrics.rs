@@ -122,6 +122,8 @@ pub struct Metrics {
     pub chunk_requests_yielded: Counter,
     /// Of them, end-game duplicates.
     pub chunk_requests_endgame: Counter,
+    /// Of them, sent to a peer beyond the count its load allows, to cover its round trip.
+    pub chunk_requests_pipelined: Counter,
     /// Uploads to far slower askers that the ranking by rate alone would have refused.
     pub uploads_slow_asker: Counter,
 }
@@ -211,6 +213,11 @@ impl Metrics {
             "chunk_requests_yielded",
             "Chunk requests sent to a peer of another ISP for a chunk our ISP holds",
             m.chunk_requests_yielded.clone(),
+        );
+        r.register(
+            "chunk_requests_pipelined",
+            "Chunk requests sent to a peer beyond the count its load allows, to keep its link busy across the round trip",
+            m.chunk_requests_pipelined.clone(),
         );
         r.register(
             "chunk_requests_endgame",

@@ -45,7 +45,7 @@ pub struct NodeObs {
 }
 
 /// One reading of a node's request metrics (`cinemesh_request_window`, `..._requests_in_flight`,
-/// `..._chunk_requests_total`, `..._beyond_window_total`, `..._yielded_total`), seconds after time 0.
+/// `..._chunk_requests_total`, `..._beyond_window_total`, `..._yielded_total`, `..._pipelined_total`), seconds after time 0.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct RequestSample {
     /// When.
@@ -60,6 +60,8 @@ pub struct RequestSample {
     pub beyond_window: f64,
     /// Of them, yielded by local first.
     pub yielded: f64,
+    /// Of them, beyond a peer's count for its load, to cover its round trip.
+    pub pipelined: f64,
 }
 
 impl RequestSample {
@@ -72,6 +74,7 @@ impl RequestSample {
             sent: probe::total(m, "cinemesh_chunk_requests_total"),
             beyond_window: probe::total(m, "cinemesh_chunk_requests_beyond_window_total"),
             yielded: probe::total(m, "cinemesh_chunk_requests_yielded_total"),
+            pipelined: probe::total(m, "cinemesh_chunk_requests_pipelined_total"),
         }
     }
 }

@@ -158,11 +158,20 @@ struct Session {
     relayed: bool,
     /// Requests to it that failed in transit, sent again at the next housekeeping.
     retry: Retry,
+    /// The last round trip measured to it ([`Engine::round_trip`]), kept for when it joins.
+    rtt: Option<Duration>,
 }
 
 impl Session {
     fn new() -> Self {
-        Self { joined: false, info: PeerInfo::default(), load: 0.0, relayed: false, retry: Retry::default() }
+        Self {
+            joined: false,
+            info: PeerInfo::default(),
+            load: 0.0,
+            relayed: false,
+            retry: Retry::default(),
+            rtt: None,
+        }
     }
 }
 
@@ -701,6 +710,19 @@ impl<P: PeerKey> Engine<P> {
             self.ask_manifest(now, content);
         }
         self.drive(now);
+    }
+
+    /// The round trip to `peer` was measured (the node's ping on the connection; the simulator's latency
+    /// when the peer's hello answer arrives). The scheduler keeps enough chunk requests at a fast peer to
+    /// cover it.
+    pub fn round_trip(&mut self, now: Time, peer: &P, rtt: Duration) {
+        self.input("round-trip");
+        let Some(s) = self.sessions.get_mut(peer) else { return };
+        s.rtt = Some(rtt);
+        if s.joined {
+            self.scheduler.peer_rtt(peer, rtt);
+            self.drive(now);
+        }
     }
 
     /// A request we sent to `peer` got no usable answer: the connection it went on closed, it timed out,

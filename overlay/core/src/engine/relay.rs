@@ -76,6 +76,9 @@ impl<P: PeerKey> Engine<P> {
             .is_some_and(|s| matches!(s.info.role, Some(Role::Superseeder | Role::Distributor)));
         self.scheduler.peer_joined(now, peer.clone(), locality);
         self.scheduler.peer_seeder(peer, seeder);
+        if let Some(rtt) = self.sessions.get(peer).and_then(|s| s.rtt) {
+            self.scheduler.peer_rtt(peer, rtt);
+        }
         if relayed {
             self.scheduler.peer_load(now, peer, RELAYED_LOAD);
         }

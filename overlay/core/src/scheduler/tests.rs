@@ -1099,3 +1099,76 @@ fn a_held_back_peer_is_rescored_when_the_best_throughput_rises() {
     let expected = 0.3 + 0.2 * (1e7 / (1e7 / 0.11));
     assert!((held_score(&s) - expected).abs() < 1e-9, "{} against {expected}", held_score(&s));
 }
+
+/// Two uploaders serving our requests one after the other (FIFO) at `rate` bytes/s each, `rtt` away;
+/// `n` chunks of 4 MB fetched with the window fixed at `total` (peer 2 holds none of them unless
+/// `near_holds`). With `tell`, the round trips are fed to the scheduler as the node's ping would. Returns (the time the last chunk arrived, the most requests in
+/// flight at each peer, the most in flight in all, the requests pipelined).
+fn fetch_over_round_trips(tell: bool, near_holds: bool, total: u32, n: u32) -> (Time, [u32; 2], usize, u64) {
+    const BYTES: u64 = 4_000_000;
+    let peers = [(1u32, 50e6, Duration::from_millis(200)), (2u32, 5e6, Duration::from_millis(2))];
+    let mut s = Scheduler::new(&transfer(2, total), &PolicyConfig::default(), local(), 3);
+    s.add_content(Time::ZERO, spec(1, n, None), Bitfield::new(n));
+    for (p, _, rtt) in peers {
+        s.peer_joined(Time::ZERO, p, local());
+        let held = if p == 1 || near_holds { Bitfield::full(n) } else { Bitfield::new(n) };
+        s.peer_bitfield(Time::ZERO, &p, &id(1), held);
+        if tell {
+            s.peer_rtt(&p, rtt);
+        }
+    }
+    // Each uploader's link is free from `free[i]`; a request reaches it half a round trip after it is sent
+    // and its chunk arrives half a round trip after the link sent it.
+    let mut free = [Time::ZERO; 2];
+    let mut arrivals: BTreeMap<(Time, u32), (u32, u32)> = BTreeMap::new();
+    let (mut seq, mut now, mut most, mut most_total) = (0u32, Time::ZERO, [0u32; 2], 0usize);
+    for _ in 0..100_000 {
+        for out in drain(&mut s, now) {
+            if let Output::Request { peer, chunk, .. } = out {
+                let i = (peer - 1) as usize;
+                let (_, rate, rtt) = peers[i];
+                let reach = now + rtt / 2;
+                let start = if free[i] > reach { free[i] } else { reach };
+                free[i] = start + Duration::from_secs_f64(BYTES as f64 / rate);
+                arrivals.insert((free[i] + rtt / 2, seq), (peer, chunk));
+                seq += 1;
+            }
+        }
+        for (i, m) in most.iter_mut().enumerate() {
+            *m = (*m).max(s.peer_in_flight(&(i as u32 + 1)));
+        }
+        most_total = most_total.max(s.in_flight());
+        let Some(((at, _), (peer, chunk))) = arrivals.pop_first() else { break };
+        now = at;
+        s.chunk_received(now, &peer, &id(1), chunk, BYTES);
+    }
+    let done = s.progress(&id(1)).expect("the content");
+    assert_eq!((done.have, done.in_flight), (n, 0), "every chunk fetched");
+    (now, most, most_total, s.stats().pipelined)
+}
+
+#[test]
+fn a_fast_peer_far_away_gets_the_requests_its_round_trip_holds_and_a_near_one_no_more() {
+    // Peer 1 carries 50 MB/s 200 ms away: 2.5 chunks of 4 MB in a round trip, so 1 + ceil(2.5 - 0.25) = 4
+    // requests keep its link busy; two leave it idle 0.2 s of every 0.36. Peer 2, 2 ms away at 5 MB/s,
+    // carries 0.0025 of a chunk in a round trip: it stays at `max_requests_per_peer`.
+    let (told, most, _, pipelined) = fetch_over_round_trips(true, true, 32, 300);
+    let (blind, most_blind, _, none) = fetch_over_round_trips(false, true, 32, 300);
+    // At least 4; more while its pace is overestimated (requests counted in its depth may be past its link
+    // already), bounded by twice that.
+    assert!((4..=8).contains(&most[0]), "the far peer's requests: {most:?}");
+    assert_eq!(most[1], 2, "the near peer's requests: {most:?}");
+    assert_eq!(most_blind, [2, 2]);
+    assert!(pipelined > 0 && none == 0, "{pipelined} {none}");
+    // Fetched faster: at 4 in flight peer 1 sends without a pause.
+    let (t, b) = (told.as_secs_f64(), blind.as_secs_f64());
+    assert!(t < 0.8 * b, "{t:.1} s against {b:.1} s without the round trips");
+}
+
+#[test]
+fn requests_that_cover_a_round_trip_stay_within_the_window() {
+    // The far peer alone holds the chunks and would take 4 or more; the window of 3 bounds it.
+    let (_, most, total, pipelined) = fetch_over_round_trips(true, false, 3, 60);
+    assert_eq!((most[0], total), (3, 3), "{most:?}");
+    assert!(pipelined > 0);
+}

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use libp2p::kad::{self, GetProvidersOk, QueryResult};
 use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::swarm::SwarmEvent;
-use libp2p::{gossipsub, identify, mdns, PeerId};
+use libp2p::{gossipsub, identify, mdns, ping, PeerId};
 use rand::seq::IteratorRandom;
 use tracing::{debug, info};
 
@@ -144,6 +144,10 @@ impl Node {
                     self.on_gossip(propagation_source, message_id, message.data);
                 }
             }
+            BehaviourEvent::Ping(ping::Event { peer, result: Ok(rtt), .. }) => {
+                let now = self.now();
+                self.engine.round_trip(now, &peer, rtt);
+            }
             BehaviourEvent::Xfer(event) => self.on_xfer_event(event),
             event @ (BehaviourEvent::RelayClient(_)
             | BehaviourEvent::Dcutr(_)
@@ -222,6 +226,7 @@ impl Node {
             (&m.chunk_requests_beyond_window, s.beyond_window),
             (&m.chunk_requests_yielded, s.yielded),
             (&m.chunk_requests_endgame, s.endgame_requests),
+            (&m.chunk_requests_pipelined, s.pipelined),
         ] {
             counter.inc_by(total.saturating_sub(counter.get()));
         }
