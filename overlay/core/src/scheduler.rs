@@ -57,9 +57,13 @@
 //! is the least one measured ([`Scheduler::peer_rtt`]: the node's ping, the simulator's latency); the pace
 //! is the rate its link carries our chunks while it sends: over each answered request, the requests in
 //! flight to it when it was sent times its bytes, over its time less the round trip (Little's law on the
-//! part of the time spent on the link). A peer near us never gets more than before (the fleet's peers,
-//! 16-50 ms away, carry well under a quarter of a chunk in a round trip: 0.1-0.4% of its requests are
-//! pipelined). The request window still bounds them all. Measured: docs/benchmarks.md, "Far peers".
+//! part of the time spent on the link). Peers near us rarely get more than before (the fleet's peers,
+//! 16-50 ms away, carry well under a quarter of a chunk in a round trip: about one request in 10,000 is
+//! pipelined). The request window still bounds them all. Such a peer is asked one chunk per chunk's time at
+//! its pace: answers sent at once share its link and arrive together, so requests sent in a burst would
+//! leave again together and its link would idle for a round trip each time (the lone far cinema of
+//! `scenarios/far-4.toml`: 0.55 of its link in bursts, 0.89 paced). Measured: docs/benchmarks.md, "Far
+//! peers".
 //!
 //! ## Local first, a preference
 //!
@@ -367,7 +371,7 @@ struct Peer<P> {
     /// window is one of either.
     writing: u32,
     failures: u64,
-    /// Busy back-off or corruption ban in force until `blocked_until`.
+    /// Busy back-off, corruption ban or the pacing of a far peer's requests in force until `blocked_until`.
     blocked: bool,
     /// Banned for corruption: its chunks do not count as held by our ISP meanwhile.
     banned: bool,
@@ -1343,7 +1347,22 @@ impl<P: PeerKey> Scheduler<P> {
         };
         self.refresh(idx);
         self.update_endgame(slot);
+        self.pace_requests(now, idx);
         Output::Request { peer, content, chunk }
+    }
+
+    /// A peer whose round trip holds more requests than its load allows is asked one chunk per chunk's
+    /// time at its pace, not in a burst: answers sent at once share its link and arrive together, so the
+    /// next requests would leave together and its link would idle for every round trip (module docs, "Far
+    /// peers").
+    fn pace_requests(&mut self, now: Time, idx: u32) {
+        let Some(p) = self.peers[idx as usize].as_ref() else { return };
+        if round_trip_chunks(p, self.chunk_bytes) < self.base_cap(p) {
+            return;
+        }
+        let Some(pace) = p.pace.filter(|&x| x > 0.0) else { return };
+        let gap = std::time::Duration::from_secs_f64(self.chunk_bytes as f64 / pace);
+        self.block(idx, now + gap);
     }
 
     /// How long a request to peer `idx` may go unanswered before it counts as stalled: [`STALL_FACTOR`]

@@ -1138,6 +1138,13 @@ fn fetch_over_round_trips(tell: bool, near_holds: bool, total: u32, n: u32) -> (
             *m = (*m).max(s.peer_in_flight(&(i as u32 + 1)));
         }
         most_total = most_total.max(s.in_flight());
+        // The next event: a timer of the scheduler's (a paced peer may be asked again), or an arrival.
+        let next = arrivals.first_key_value().map(|(k, _)| k.0);
+        if let Some(t) = s.poll_timeout().filter(|&t| next.is_none_or(|a| t < a)) {
+            now = t;
+            s.handle_timeout(now);
+            continue;
+        }
         let Some(((at, _), (peer, chunk))) = arrivals.pop_first() else { break };
         now = at;
         s.chunk_received(now, &peer, &id(1), chunk, BYTES);
@@ -1154,9 +1161,11 @@ fn a_fast_peer_far_away_gets_the_requests_its_round_trip_holds_and_a_near_one_no
     // carries 0.0025 of a chunk in a round trip: it stays at `max_requests_per_peer`.
     let (told, most, _, pipelined) = fetch_over_round_trips(true, true, 32, 300);
     let (blind, most_blind, _, none) = fetch_over_round_trips(false, true, 32, 300);
-    // At least 4; more while its pace is overestimated (requests counted in its depth may be past its link
-    // already), bounded by twice that.
-    assert!((4..=8).contains(&most[0]), "the far peer's requests: {most:?}");
+    // At least 4. More, because this uploader serves one request after the other: a request counted in
+    // another's depth may be past its link already, so its pace reads high (about three times here, 9
+    // requests). Answers that share the link, as a node's streams on one connection do, read it near its
+    // rate (docs/benchmarks.md, "Far peers").
+    assert!((4..=12).contains(&most[0]), "the far peer's requests: {most:?}");
     assert_eq!(most[1], 2, "the near peer's requests: {most:?}");
     assert_eq!(most_blind, [2, 2]);
     assert!(pipelined > 0 && none == 0, "{pipelined} {none}");
@@ -1171,4 +1180,30 @@ fn requests_that_cover_a_round_trip_stay_within_the_window() {
     let (_, most, total, pipelined) = fetch_over_round_trips(true, false, 3, 60);
     assert_eq!((most[0], total), (3, 3), "{most:?}");
     assert!(pipelined > 0);
+}
+
+#[test]
+fn a_far_peer_is_asked_one_chunk_per_chunk_time_at_its_pace_not_in_a_burst() {
+    let mut s = Scheduler::new(&transfer(2, 32), &PolicyConfig::default(), local(), 9);
+    s.add_content(Time::ZERO, spec(1, 100, None), Bitfield::new(100));
+    s.peer_joined(Time::ZERO, 1, local());
+    s.peer_bitfield(Time::ZERO, &1, &id(1), Bitfield::full(100));
+    s.peer_rtt(&1, Duration::from_millis(200));
+    // Not measured yet: the count its load allows, at once.
+    let first = requests(&drain(&mut s, Time::ZERO));
+    assert_eq!(first.len(), 2);
+    // The first 4 MB arrives after 280 ms, 80 ms of it on the link: 50 MB/s, 2.5 chunks per round trip, so
+    // 4 requests keep its link busy. They go one per 80 ms, each as the last one's chunk would be sent.
+    let t = Time(280 * MS);
+    s.chunk_received(t, &1, &id(1), first[0].2, 4_000_000);
+    assert_eq!(requests(&drain(&mut s, t)).len(), 1);
+    assert!(requests(&drain(&mut s, Time(320 * MS))).is_empty(), "paced, not a burst");
+    assert_eq!(s.poll_timeout(), Some(Time(360 * MS)), "woken when the next one may go");
+    s.handle_timeout(Time(360 * MS));
+    assert_eq!(requests(&drain(&mut s, Time(360 * MS))).len(), 1);
+    s.handle_timeout(Time(440 * MS));
+    assert_eq!(requests(&drain(&mut s, Time(440 * MS))).len(), 1);
+    assert_eq!(s.peer_in_flight(&1), 4);
+    s.handle_timeout(Time(520 * MS));
+    assert!(requests(&drain(&mut s, Time(520 * MS))).is_empty(), "at its round trip's count");
 }
