@@ -55,9 +55,9 @@
 //! round trip. So each peer may take, beyond the count its load allows, the chunks it carries in one round
 //! trip at its pace, less [`PIPELINE_SLACK`] of a chunk, rounded up ([`Stats::pipelined`]). The round trip
 //! is the least one measured ([`Scheduler::peer_rtt`]: the node's ping, the simulator's latency); the pace
-//! is the rate its link carries our chunks while it sends: over each answered request, the requests in
-//! flight to it when it was sent times its bytes, over its time less the round trip (Little's law on the
-//! part of the time spent on the link). Peers near us rarely get more than before (the fleet's peers,
+//! is the rate its link carries our chunks while it sends: the bytes that arrived over the time its link
+//! was busy with our requests, a request being on it no earlier than a round trip after it was sent
+//! (`Pace`). Peers near us rarely get more than before (the fleet's peers,
 //! 16-50 ms away, carry well under a quarter of a chunk in a round trip: about one request in 10,000 is
 //! pipelined). The request window still bounds them all. Such a peer is asked one chunk per chunk's time at
 //! its pace: answers sent at once share its link and arrive together, so requests sent in a burst would
@@ -175,13 +175,57 @@ pub const PIPELINE_SLACK: f64 = 0.25;
 /// Requests beyond the one a peer is sending that keep its link busy across the round trip: the chunks it
 /// carries in one round trip at its pace, less [`PIPELINE_SLACK`], rounded up. 0 until both are measured.
 fn round_trip_chunks<P>(p: &Peer<P>, chunk_bytes: u64) -> u32 {
-    let (Some(pace), Some(rtt)) = (p.pace, p.rtt) else { return 0 };
+    let (Some(pace), Some(rtt)) = (p.pace.rate(), p.rtt) else { return 0 };
     if chunk_bytes == 0 {
         return 0;
     }
     let chunks = pace * rtt.as_secs_f64() / chunk_bytes as f64;
     // Saturating float-to-int conversion: a huge round trip asks for `u32::MAX`, which the caller bounds.
     (chunks - PIPELINE_SLACK).ceil().max(0.0) as u32
+}
+
+/// How long the pace remembers: its sums decay by e every this much time.
+pub const PACE_MEMORY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The rate at which a peer's link carries our chunks while it is sending them: the bytes that arrived
+/// over the time its link was busy with our requests, both summed with a decay of e per [`PACE_MEMORY`].
+///
+/// A request can be on the uploader's link no earlier than a round trip after it was sent (the request's
+/// one-way trip, then its data's), so the link was busy for us between two arrivals only from the later of
+/// the previous arrival and the request's send plus the round trip (the least measured, so never later
+/// than the truth: the pace errs low). An uploader serving our requests one after the other counts each
+/// chunk's own time; one that shares its link among them counts their common time once, and the answers
+/// that end together add their bytes to it; a lone request counts its time less the round trip. Sums that
+/// decay with time, not per arrival, keep answers that end together in one ratio.
+/// It replaced requests-in-flight over time-less-round-trip (Little's law), which read about three times
+/// high at an uploader that queues: a request counted in flight may already be past its link.
+#[derive(Debug, Clone, Copy, Default)]
+struct Pace {
+    bytes: f64,
+    busy: f64,
+    last_arrival: Option<Time>,
+}
+
+impl Pace {
+    /// A chunk of `bytes` arrived at `now`, asked for by a request the link could serve from `ready`.
+    fn arrived(&mut self, now: Time, ready: Time, bytes: u64) {
+        let (from, keep) = match self.last_arrival {
+            None => (ready, 0.0),
+            Some(last) => {
+                let gap = now.saturating_since(last).as_secs_f64();
+                (last.max(ready), (-gap / PACE_MEMORY.as_secs_f64()).exp())
+            }
+        };
+        let busy = now.saturating_since(from).as_secs_f64();
+        self.bytes = self.bytes * keep + bytes as f64;
+        self.busy = self.busy * keep + busy;
+        self.last_arrival = Some(self.last_arrival.map_or(now, |a| a.max(now)));
+    }
+
+    /// Bytes/s, once some busy time was seen.
+    fn rate(&self) -> Option<f64> {
+        (self.busy > 0.0).then(|| self.bytes / self.busy)
+    }
 }
 
 /// Throughput relative to the best peer assumed for a peer never measured.
@@ -310,8 +354,6 @@ pub struct Stats {
 struct Req {
     sent: Time,
     seq: u64,
-    /// Requests in flight to its peer once it was sent (itself included): its share of the peer's pace.
-    depth: u32,
     /// When it is given up: the stall deadline (see [`STALL_FACTOR`]) or `transfer.request_timeout`.
     deadline: Time,
 }
@@ -360,10 +402,9 @@ struct Peer<P> {
     /// `policy.local_margin` times the best ready peer, or when the window has room and no ready peer is left.
     held: bool,
     ewma: Option<f64>,
-    /// The rate at which its link carries our chunks while it sends, bytes/s: an EWMA over answered
-    /// requests of the requests in flight to it when one was sent times its bytes, over its time less the
-    /// round trip (at least a quarter of its time). Known once `rtt` is.
-    pace: Option<f64>,
+    /// The rate at which its link carries our chunks while it sends, bytes/s ([`Pace`]). Known once `rtt`
+    /// is and a chunk came.
+    pace: Pace,
     /// The least round trip measured to it (the node's pings, the simulator's latency).
     rtt: Option<std::time::Duration>,
     in_flight: u32,
@@ -593,7 +634,7 @@ impl<P: PeerKey> Scheduler<P> {
             load_said: false,
             held: false,
             ewma: None,
-            pace: None,
+            pace: Pace::default(),
             rtt: None,
             in_flight: 0,
             failures: 0,
@@ -947,10 +988,7 @@ impl<P: PeerKey> Scheduler<P> {
                 if secs > 0.0 {
                     if let Some(p) = self.peers[i as usize].as_mut() {
                         if let Some(rtt) = p.rtt {
-                            let sending = (secs - rtt.as_secs_f64()).max(secs / 4.0);
-                            let sample = f64::from(req.depth) * bytes as f64 / sending;
-                            p.pace =
-                                Some(p.pace.map_or(sample, |e| e * (1.0 - EWMA_ALPHA) + sample * EWMA_ALPHA));
+                            p.pace.arrived(now, req.sent + rtt, bytes);
                         }
                     }
                     self.sample_throughput(i, bytes as f64 / secs);
@@ -1326,7 +1364,7 @@ impl<P: PeerKey> Scheduler<P> {
         if depth > base {
             self.stats.pipelined += 1;
         }
-        self.requests.insert(key, Req { sent: now, seq, depth, deadline });
+        self.requests.insert(key, Req { sent: now, seq, deadline });
         self.deadlines.insert((deadline, seq), key);
         self.stats.requests += 1;
         if dup {
@@ -1360,7 +1398,7 @@ impl<P: PeerKey> Scheduler<P> {
         if round_trip_chunks(p, self.chunk_bytes) < self.base_cap(p) {
             return;
         }
-        let Some(pace) = p.pace.filter(|&x| x > 0.0) else { return };
+        let Some(pace) = p.pace.rate().filter(|&x| x > 0.0) else { return };
         let gap = std::time::Duration::from_secs_f64(self.chunk_bytes as f64 / pace);
         self.block(idx, now + gap);
     }

@@ -12,6 +12,7 @@
 pub mod config;
 pub mod daemon;
 pub mod error;
+pub mod memory;
 pub mod net;
 pub mod observe;
 pub mod outputs;
@@ -83,6 +84,8 @@ pub struct Measured {
     pub tcp: Vec<Option<(u64, u64)>>,
     /// TCP's congestion control in the nodes' namespaces (node 0's, read after setting up the network).
     pub congestion_control: Option<String>,
+    /// What was done about the machine's memory, and what the guest reported to its host meanwhile.
+    pub memory: memory::MemoryFigures,
 }
 
 /// The work directory (one per machine: one lab at a time).
@@ -119,6 +122,9 @@ pub fn clean_previous() -> Result<(), LabError> {
 struct Guard {
     daemons: Vec<Option<Daemon>>,
     work: PathBuf,
+    /// Free page reporting held off for the run; restored after the daemons stop (fields drop after
+    /// [`Guard::drop`]).
+    reporting: Option<memory::HeldReporting>,
 }
 
 impl Drop for Guard {
@@ -208,7 +214,7 @@ pub fn run(sc: &Scenario, opts: &Options, interrupted: &AtomicBool) -> Result<Me
     clean_previous()?;
     let work = work_dir();
     std::fs::create_dir_all(&work).map_err(LabError::io(format!("cannot create {}", work.display())))?;
-    let mut guard = Guard { daemons: Vec::new(), work: work.clone() };
+    let mut guard = Guard { daemons: Vec::new(), work: work.clone(), reporting: None };
     std::fs::write(work.join("lab.pid"), std::process::id().to_string())
         .map_err(LabError::io("cannot write the lab's pid file"))?;
     let check = || if interrupted.load(Ordering::SeqCst) { Err(LabError::Interrupted) } else { Ok(()) };
@@ -272,6 +278,13 @@ pub fn run(sc: &Scenario, opts: &Options, interrupted: &AtomicBool) -> Result<Me
         reason: reason.to_owned(),
         log: path(i, ".log").display().to_string(),
     };
+
+    // The memory the daemons write into: reporting held off, then warmed (module `memory`).
+    guard.reporting = memory::HeldReporting::hold_machine();
+    let writes = (n as u64) * sc.film.iter().map(|f| f.size.0).sum::<u64>();
+    let warmed_bytes = memory::warm_budget(writes);
+    let warm_secs = memory::warm(&work, warmed_bytes)?.as_secs_f64();
+    let reported_before = memory::machine_reported_kib();
 
     // The distributor first; everyone bootstraps from it.
     write_config(seeder, None)?;
@@ -420,8 +433,25 @@ pub fn run(sc: &Scenario, opts: &Options, interrupted: &AtomicBool) -> Result<Me
             let _ = std::fs::copy(path(i, ".log"), logs.join(format!("{}.log", node.name)));
         }
     }
+    let memory = memory::MemoryFigures {
+        reporting_order: guard.reporting.as_ref().map(memory::HeldReporting::orders),
+        reported_kib: memory::machine_reported_kib().zip(reported_before).map(|(a, b)| a.saturating_sub(b)),
+        warmed_bytes,
+        warm_secs,
+    };
     drop(guard);
-    Ok(Measured { nodes, first_start, hook_done, published, end, finished, wire, tcp, congestion_control })
+    Ok(Measured {
+        nodes,
+        first_start,
+        hook_done,
+        published,
+        end,
+        finished,
+        wire,
+        tcp,
+        congestion_control,
+        memory,
+    })
 }
 
 /// What `cinemesh-sim lab` does: the simulator's prediction into `out/sim`, the lab run into `out`, and

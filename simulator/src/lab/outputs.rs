@@ -60,6 +60,8 @@ pub struct LabReport {
     pub wire: Option<WireFigures>,
     /// The nodes' TCP: its congestion control and what it retransmitted.
     pub tcp: TcpFigures,
+    /// The machine's memory: free page reporting held off, the page cache warmed (`lab::memory`).
+    pub memory: super::memory::MemoryFigures,
     /// Catalogue entry first listed by `/films` after publish, ms (poll resolution).
     pub gossip_delivery_ms: Quantiles,
     /// ISP names.
@@ -416,6 +418,7 @@ pub fn build(sc: &Scenario, seed: u64, topo: &Topology, targets: &[Vec<bool>], m
         seeder_egress_peak: egress.iter().copied().fold(0.0, f64::max),
         wire,
         tcp: TcpFigures::compute(&rows, &m.tcp, m.congestion_control.clone()),
+        memory: m.memory.clone(),
         gossip_delivery_ms: Quantiles::of(&gossip),
         isps: topo.isps.clone(),
         isp_matrix,
@@ -431,6 +434,24 @@ pub fn build(sc: &Scenario, seed: u64, topo: &Topology, targets: &[Vec<bool>], m
     let requests =
         requests_csv(rows.iter().zip(&m.nodes).map(|(r, o)| (r.name.as_str(), o.requests.as_slice())));
     Built { rows, report, egress: (egress, bin), times, timeline, requests }
+}
+
+/// The summary's line on the machine's memory: a VM that hands free memory back to its host makes the
+/// daemons' first writes fault on the host, so a run with reporting on measured the host too.
+fn memory_line(m: &super::memory::MemoryFigures) -> String {
+    let warmed = format!("page cache warmed: {:.2} GB in {:.1} s", m.warmed_bytes as f64 / 1e9, m.warm_secs);
+    let reported = m.reported_kib.map_or(String::new(), |k| {
+        format!("; the guest reported {:.0} MiB of free memory to its host during the run", k as f64 / 1024.0)
+    });
+    match m.reporting_order {
+        Some((before, during)) => format!(
+            "memory: free page reporting held off (page_reporting_order {before} -> {during}, restored); {warmed}{reported}\n"
+        ),
+        None if m.reported_kib.is_some_and(|k| k > 0) => format!(
+            "memory: free page reporting could not be held off; {warmed}{reported}: first writes into that memory fault on the host, and the figures measure it too\n"
+        ),
+        None => format!("memory: {warmed}{reported}\n"),
+    }
 }
 
 /// The terminal summary.
@@ -473,6 +494,7 @@ pub fn summary(r: &LabReport) -> String {
         pct(r.tcp.seeder_retransmitted),
         pct(r.tcp.cinema_retransmitted)
     );
+    s += &memory_line(&r.memory);
     if let Some(share) = r.upload_limit_share {
         s += &format!("daemons' upload limit: {share} of each link's rate (--upload-limit-share)\n");
     }
