@@ -3,12 +3,32 @@
 
 tmp=$(mktemp -d "${DATA_ROOT:-/tmp}/cinemesh-bench-XXXXXX")
 pids=()
+reporting_param=/sys/module/page_reporting/parameters/page_reporting_order
+reporting_was=
 cleanup() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
     for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
     rm -rf "$tmp"
+    if [ -n "$reporting_was" ]; then echo "$reporting_was" > "$reporting_param" || true; fi
 }
 trap cleanup EXIT INT TERM
+
+# A VM with free page reporting hands free memory back to its host, and the first write into it faults on
+# the host, several times slower (docs/benchmarks.md, "The lab measured its VM's page faults"). As root,
+# holds reporting off until exit: the largest order the kernel accepts, above any free block. Says what it
+# did; does nothing without page reporting or root.
+hold_page_reporting() {
+    [ -w "$reporting_param" ] || return 0
+    local was o
+    was=$(cat "$reporting_param")
+    for o in $(seq 20 -1 $((was + 1))); do
+        if echo "$o" > "$reporting_param" 2>/dev/null; then
+            reporting_was=$was
+            echo "free page reporting held off (page_reporting_order $was -> $o, restored on exit)"
+            return 0
+        fi
+    done
+}
 
 # A TCP port nobody listens on (random, checked with ss; at most 100 tries).
 free_port() {

@@ -57,8 +57,9 @@ start_pair
 if [ "${WARM:-1}" = 1 ]; then
     # Memory the guest has not touched for a while may have gone back to the host (a VM's balloon or free
     # page reporting): the first write into it runs 5-10x slower, which would time the host, not cinemesh.
-    # Writing and deleting twice the film's size first hands the cinema's page cache memory already
-    # backed. WARM=0 skips it.
+    # Reporting held off (as root), writing and deleting twice the film's size first hands the cinema's
+    # page cache memory already backed. WARM=0 skips both.
+    hold_page_reporting
     dd if=/dev/zero of="$tmp/warm.bin" bs=4M count=$((SIZE_MIB / 2)) 2>/dev/null
     rm -f "$tmp/warm.bin"
 fi
