@@ -129,9 +129,7 @@ pub fn warm(dir: &Path, bytes: u64) -> Result<Duration, LabError> {
     })();
     let removed = std::fs::remove_file(&path);
     result.map_err(LabError::io(format!("cannot warm the page cache in {}", dir.display())))?;
-    if bytes > 0 {
-        removed.map_err(LabError::io(format!("cannot remove {}", path.display())))?;
-    }
+    removed.map_err(LabError::io(format!("cannot remove {}", path.display())))?;
     Ok(start.elapsed())
 }
 
@@ -176,6 +174,7 @@ mod tests {
         warm(d.path(), 9 << 20).unwrap();
         assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 0);
         assert!(warm(&d.path().join("missing"), 1).is_err());
-        assert!(warm_budget(1 << 20) <= 1 << 20);
+        // Bounded by the memory available (read from /proc/meminfo), never the whole request.
+        assert!(warm_budget(u64::MAX) < u64::MAX / 2);
     }
 }
