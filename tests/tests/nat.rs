@@ -261,7 +261,9 @@ impl Net {
             let p = entry.path();
             if p.extension().is_some_and(|e| e == "log") {
                 let text = std::fs::read_to_string(&p).unwrap_or_default();
-                let tail: Vec<&str> = text.lines().rev().take(25).collect();
+                let lines =
+                    std::env::var("NAT_TEST_LOG_LINES").ok().and_then(|n| n.parse().ok()).unwrap_or(25);
+                let tail: Vec<&str> = text.lines().rev().take(lines).collect();
                 out.push_str(&format!("--- {}\n", p.display()));
                 for l in tail.into_iter().rev() {
                     out.push_str(l);
@@ -504,6 +506,8 @@ fn autonat_tells_a_public_superseeder_from_a_cinema_behind_nat() -> anyhow::Resu
     let started = Instant::now();
     net.daemon(&seed, "seed", toml, &["--role", "superseeder", "--trust", &trust, "--bootstrap", &boot])?;
     net.cinema(&c1, "cinema-1", &trust, &boot, "upnp = false")?;
+    // Its address is probed once: a dial-back denied by the per-peer connection limit (the bootstrap
+    // connection, a relayed one, the direct ones replacing it) would mark it unreachable for the run.
     let s = net.wait_status(&seed, "AutoNAT confirming it public", Duration::from_secs(60), |s| {
         s["reachability"] == "public"
     })?;
@@ -512,7 +516,7 @@ fn autonat_tells_a_public_superseeder_from_a_cinema_behind_nat() -> anyhow::Resu
         started.elapsed().as_secs_f64()
     );
     let external = s["external_addresses"].to_string();
-    assert!(external.contains("/ip4/11.0.0.2/"), "its public address is confirmed: {s}");
+    assert!(external.contains("/ip4/11.0.0.2/tcp/4710"), "its public address is confirmed: {s}");
     // Meanwhile the cinema was probed too, and never found public.
     let c = net.json(&c1, &["status"])?;
     assert!(

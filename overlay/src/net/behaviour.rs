@@ -214,3 +214,76 @@ pub fn build_swarm(
     };
     Ok(swarm)
 }
+
+#[cfg(test)]
+mod tests {
+    use futures::StreamExt;
+    use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+    use libp2p::swarm::SwarmEvent;
+    use libp2p::Multiaddr;
+
+    use super::*;
+
+    fn swarm(dir: &std::path::Path) -> Swarm<Behaviour> {
+        let cfg = Config::loopback(Keypair::generate_ed25519(), dir.to_path_buf());
+        build_swarm(&cfg, &mut Registry::default(), Codec::default()).expect("swarm")
+    }
+
+    async fn listening(s: &mut Swarm<Behaviour>) -> Multiaddr {
+        s.listen_on("/ip4/127.0.0.1/tcp/0".parse().expect("static multiaddr")).expect("listen");
+        loop {
+            if let SwarmEvent::NewListenAddr { address, .. } = s.select_next_some().await {
+                return address;
+            }
+        }
+    }
+
+    /// AutoNAT v2 probes each address once: a dial-back denied by the per-peer connection limit marks a
+    /// reachable address unreachable for the rest of the run. With the default limits it fits beside
+    /// three connections to the server (a relayed one and the direct ones replacing it, in the field).
+    #[tokio::test]
+    async fn an_autonat_dial_back_fits_beside_three_connections_to_the_server() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut a = swarm(dir.path());
+        let mut b = swarm(dir.path());
+        let a_addr = listening(&mut a).await;
+        let b_addr = listening(&mut b).await;
+        let (a_id, b_id) = (*a.local_peer_id(), *b.local_peer_id());
+        a.dial(b_addr.clone()).expect("dial b");
+        let again = |addr: &Multiaddr, peer| {
+            DialOpts::peer_id(peer).addresses(vec![addr.clone()]).condition(PeerCondition::Always).build()
+        };
+        let (mut from_a, mut from_b) = (false, false);
+        let mut most = 0;
+        let deadline = tokio::time::sleep(Duration::from_secs(30));
+        tokio::pin!(deadline);
+        let confirmed = loop {
+            tokio::select! {
+                e = a.select_next_some() => match e {
+                    SwarmEvent::ConnectionEstablished { peer_id, num_established, .. } if peer_id == b_id => {
+                        most = most.max(num_established.get());
+                        if !from_a {
+                            from_a = true;
+                            a.dial(again(&b_addr, b_id)).expect("second dial to b");
+                        }
+                    }
+                    SwarmEvent::ExternalAddrConfirmed { address } => break address,
+                    _ => {}
+                },
+                e = b.select_next_some() => {
+                    if let SwarmEvent::ConnectionEstablished { peer_id, .. } = e {
+                        if peer_id == a_id && !from_b {
+                            from_b = true;
+                            b.dial(again(&a_addr, a_id)).expect("dial back to a");
+                        }
+                    }
+                }
+                _ = &mut deadline => panic!(
+                    "AutoNAT never confirmed {a_addr} within 30 s; at most {most} connections to the server"
+                ),
+            }
+        };
+        assert_eq!(confirmed, a_addr, "the confirmed address is the one a listens on");
+        assert!(most >= 4, "the dial-back came beside three connections: at most {most} at once");
+    }
+}
