@@ -52,7 +52,8 @@ pub struct Behaviour {
     /// Hole punching over relayed connections (DCUtR).
     pub dcutr: Toggle<dcutr::Behaviour>,
     /// AutoNAT v2 client: asks peers to dial our candidate addresses back; confirms the ones that work.
-    pub autonat_client: Toggle<autonat::v2::client::Behaviour>,
+    /// Relayed candidates are kept from it ([`super::nat::probe`]).
+    pub autonat_client: Toggle<super::nat::probe::DirectCandidates<autonat::v2::client::Behaviour>>,
     /// AutoNAT v2 server: dials others back from a fresh port.
     pub autonat_server: Toggle<autonat::v2::server::Behaviour>,
     /// UPnP IGD port mapping on the router.
@@ -150,7 +151,10 @@ fn behaviour(
             .then(|| relay::Behaviour::new(peer_id, nat.relay_limits()))
             .into(),
         dcutr: nat.hole_punching.then(|| dcutr::Behaviour::new(peer_id)).into(),
-        autonat_client: nat.autonat.then(autonat::v2::client::Behaviour::default).into(),
+        autonat_client: nat
+            .autonat
+            .then(|| super::nat::probe::DirectCandidates(autonat::v2::client::Behaviour::default()))
+            .into(),
         autonat_server: nat.autonat.then(autonat::v2::server::Behaviour::default).into(),
         upnp: nat.upnp.then(upnp::tokio::Behaviour::default).into(),
     })

@@ -15,6 +15,8 @@
 //! - [`config`]: `[network.nat]`: UPnP, AutoNAT, hole punching, QUIC, the relay server's limits, the
 //!   relay budget for film bytes, addresses the operator declares.
 //! - [`metrics`]: reachability, chunk bytes per connection kind, hole punches, relay reservations.
+//! - [`probe`]: the AutoNAT client hears only of candidates a peer could dial straight back (no relay
+//!   circuits), so it never asks for a dial-back that cannot answer.
 //! - [`addr`]: what a multiaddr says: relayed or direct, TCP or QUIC, and the QUIC listen addresses that
 //!   go beside the TCP ones.
 //!
@@ -26,5 +28,6 @@
 pub mod addr;
 pub mod config;
 pub mod metrics;
+pub mod probe;
 
 pub use config::NatConfig;

@@ -1,0 +1,205 @@
+//! AutoNAT probes only addresses a peer could dial straight back.
+//!
+//! identify turns what a peer observed into candidate external addresses, translating each of our
+//! listen addresses to the observed IP, a relay's `/p2p-circuit` address included
+//! (`/ip4/<our NAT's IP>/tcp/4710/p2p/<relay>/p2p-circuit`), and an observation over a relayed
+//! connection is a bare `/p2p/<peer>`. AutoNAT v2 would ask a server to dial those back: a circuit
+//! "dial-back" reuses the server's connection to the relay and opens a relayed connection that proves
+//! nothing, which the node closes at once (a direct one is up), so the probe fails without an answer
+//! and is asked again every 5 s, a relay circuit each time. [`DirectCandidates`] keeps such candidates
+//! from the AutoNAT client.
+
+use std::task::{Context, Poll};
+
+use libp2p::core::transport::PortUse;
+use libp2p::core::Endpoint;
+use libp2p::multiaddr::Protocol;
+use libp2p::swarm::{
+    ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandler, THandlerInEvent, THandlerOutEvent,
+    ToSwarm,
+};
+use libp2p::{Multiaddr, PeerId};
+
+/// Whether `addr` is one a peer could dial back directly: an IP or DNS name, then TCP or UDP with QUIC,
+/// optionally our `/p2p/<id>`; never through a relay.
+pub fn worth_probing(addr: &Multiaddr) -> bool {
+    let parts: Vec<Protocol<'_>> = addr.iter().collect();
+    let parts = match parts.as_slice() {
+        [rest @ .., Protocol::P2p(_)] => rest,
+        all => all,
+    };
+    matches!(
+        parts,
+        [
+            Protocol::Ip4(_) | Protocol::Ip6(_) | Protocol::Dns(_) | Protocol::Dns4(_) | Protocol::Dns6(_),
+            Protocol::Tcp(_)
+        ] | [
+            Protocol::Ip4(_) | Protocol::Ip6(_) | Protocol::Dns(_) | Protocol::Dns4(_) | Protocol::Dns6(_),
+            Protocol::Udp(_),
+            Protocol::QuicV1
+        ]
+    )
+}
+
+/// A behaviour (the AutoNAT client) that hears of external address candidates only when they are
+/// [`worth_probing`]; everything else passes through unchanged.
+pub struct DirectCandidates<B>(pub B);
+
+impl<B> std::fmt::Debug for DirectCandidates<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DirectCandidates")
+    }
+}
+
+impl<B: NetworkBehaviour> NetworkBehaviour for DirectCandidates<B> {
+    type ConnectionHandler = B::ConnectionHandler;
+    type ToSwarm = B::ToSwarm;
+
+    fn handle_pending_inbound_connection(
+        &mut self,
+        id: ConnectionId,
+        local: &Multiaddr,
+        remote: &Multiaddr,
+    ) -> Result<(), ConnectionDenied> {
+        self.0.handle_pending_inbound_connection(id, local, remote)
+    }
+
+    fn handle_established_inbound_connection(
+        &mut self,
+        id: ConnectionId,
+        peer: PeerId,
+        local: &Multiaddr,
+        remote: &Multiaddr,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.0.handle_established_inbound_connection(id, peer, local, remote)
+    }
+
+    fn handle_pending_outbound_connection(
+        &mut self,
+        id: ConnectionId,
+        peer: Option<PeerId>,
+        addresses: &[Multiaddr],
+        role: Endpoint,
+    ) -> Result<Vec<Multiaddr>, ConnectionDenied> {
+        self.0.handle_pending_outbound_connection(id, peer, addresses, role)
+    }
+
+    fn handle_established_outbound_connection(
+        &mut self,
+        id: ConnectionId,
+        peer: PeerId,
+        addr: &Multiaddr,
+        role: Endpoint,
+        port_use: PortUse,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.0.handle_established_outbound_connection(id, peer, addr, role, port_use)
+    }
+
+    fn on_swarm_event(&mut self, event: FromSwarm<'_>) {
+        if let FromSwarm::NewExternalAddrCandidate(c) = event {
+            if !worth_probing(c.addr) {
+                return;
+            }
+        }
+        self.0.on_swarm_event(event)
+    }
+
+    fn on_connection_handler_event(&mut self, peer: PeerId, id: ConnectionId, event: THandlerOutEvent<Self>) {
+        self.0.on_connection_handler_event(peer, id, event)
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
+        self.0.poll(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use libp2p::swarm::{dummy, NewExternalAddrCandidate};
+
+    use super::*;
+
+    fn a(s: &str) -> Multiaddr {
+        s.parse().expect("multiaddr")
+    }
+
+    #[test]
+    fn only_direct_addresses_are_worth_probing() {
+        let me = PeerId::random();
+        for yes in [
+            "/ip4/198.51.100.7/tcp/4710".to_string(),
+            format!("/ip4/198.51.100.7/tcp/4710/p2p/{me}"),
+            "/ip6/2001:db8::7/udp/4710/quic-v1".to_string(),
+            "/dns4/cinema.example/tcp/4710".to_string(),
+        ] {
+            assert!(worth_probing(&a(&yes)), "{yes}");
+        }
+        let relay = PeerId::random();
+        for no in [
+            format!("/ip4/198.51.100.7/tcp/4710/p2p/{relay}/p2p-circuit"),
+            format!("/ip4/198.51.100.7/udp/4710/quic-v1/p2p/{relay}/p2p-circuit/p2p/{me}"),
+            format!("/p2p/{me}"),
+            "/ip4/198.51.100.7/udp/4710".to_string(),
+            "/ip4/198.51.100.7".to_string(),
+            "/ip4/198.51.100.7/udp/4710/quic".to_string(),
+        ] {
+            assert!(!worth_probing(&a(&no)), "{no}");
+        }
+    }
+
+    /// Records the candidates it hears of.
+    #[derive(Default)]
+    struct Heard(Vec<Multiaddr>);
+
+    impl NetworkBehaviour for Heard {
+        type ConnectionHandler = dummy::ConnectionHandler;
+        type ToSwarm = ();
+
+        fn handle_established_inbound_connection(
+            &mut self,
+            _: ConnectionId,
+            _: PeerId,
+            _: &Multiaddr,
+            _: &Multiaddr,
+        ) -> Result<THandler<Self>, ConnectionDenied> {
+            Ok(dummy::ConnectionHandler)
+        }
+
+        fn handle_established_outbound_connection(
+            &mut self,
+            _: ConnectionId,
+            _: PeerId,
+            _: &Multiaddr,
+            _: Endpoint,
+            _: PortUse,
+        ) -> Result<THandler<Self>, ConnectionDenied> {
+            Ok(dummy::ConnectionHandler)
+        }
+
+        fn on_swarm_event(&mut self, event: FromSwarm<'_>) {
+            if let FromSwarm::NewExternalAddrCandidate(c) = event {
+                self.0.push(c.addr.clone());
+            }
+        }
+
+        fn on_connection_handler_event(&mut self, _: PeerId, _: ConnectionId, e: THandlerOutEvent<Self>) {
+            match e {}
+        }
+
+        fn poll(&mut self, _: &mut Context<'_>) -> Poll<ToSwarm<(), THandlerInEvent<Self>>> {
+            Poll::Pending
+        }
+    }
+
+    #[test]
+    fn the_wrapped_behaviour_hears_only_direct_candidates() {
+        let relay = PeerId::random();
+        let direct = a("/ip4/198.51.100.7/tcp/4710");
+        let circuit = a(&format!("/ip4/198.51.100.7/tcp/4710/p2p/{relay}/p2p-circuit"));
+        let mut b = DirectCandidates(Heard::default());
+        for addr in [&circuit, &direct, &a(&format!("/p2p/{relay}"))] {
+            b.on_swarm_event(FromSwarm::NewExternalAddrCandidate(NewExternalAddrCandidate { addr }));
+        }
+        assert_eq!(b.0 .0, vec![direct]);
+    }
+}
