@@ -41,6 +41,14 @@ pub fn worth_probing(addr: &Multiaddr) -> bool {
     )
 }
 
+/// Whether [`DirectCandidates`] passes `event` on: anything but a candidate not [`worth_probing`].
+fn passes(event: &FromSwarm<'_>) -> bool {
+    match event {
+        FromSwarm::NewExternalAddrCandidate(c) => worth_probing(c.addr),
+        _ => true,
+    }
+}
+
 /// A behaviour (the AutoNAT client) that hears of external address candidates only when they are
 /// [`worth_probing`]; everything else passes through unchanged.
 pub struct DirectCandidates<B>(pub B);
@@ -96,12 +104,9 @@ impl<B: NetworkBehaviour> NetworkBehaviour for DirectCandidates<B> {
     }
 
     fn on_swarm_event(&mut self, event: FromSwarm<'_>) {
-        if let FromSwarm::NewExternalAddrCandidate(c) = event {
-            if !worth_probing(c.addr) {
-                return;
-            }
+        if passes(&event) {
+            self.0.on_swarm_event(event)
         }
-        self.0.on_swarm_event(event)
     }
 
     fn on_connection_handler_event(&mut self, peer: PeerId, id: ConnectionId, event: THandlerOutEvent<Self>) {
@@ -115,7 +120,8 @@ impl<B: NetworkBehaviour> NetworkBehaviour for DirectCandidates<B> {
 
 #[cfg(test)]
 mod tests {
-    use libp2p::swarm::{dummy, NewExternalAddrCandidate};
+    use libp2p::swarm::behaviour::ExternalAddrConfirmed;
+    use libp2p::swarm::NewExternalAddrCandidate;
 
     use super::*;
 
@@ -147,59 +153,18 @@ mod tests {
         }
     }
 
-    /// Records the candidates it hears of.
-    #[derive(Default)]
-    struct Heard(Vec<Multiaddr>);
-
-    impl NetworkBehaviour for Heard {
-        type ConnectionHandler = dummy::ConnectionHandler;
-        type ToSwarm = ();
-
-        fn handle_established_inbound_connection(
-            &mut self,
-            _: ConnectionId,
-            _: PeerId,
-            _: &Multiaddr,
-            _: &Multiaddr,
-        ) -> Result<THandler<Self>, ConnectionDenied> {
-            Ok(dummy::ConnectionHandler)
-        }
-
-        fn handle_established_outbound_connection(
-            &mut self,
-            _: ConnectionId,
-            _: PeerId,
-            _: &Multiaddr,
-            _: Endpoint,
-            _: PortUse,
-        ) -> Result<THandler<Self>, ConnectionDenied> {
-            Ok(dummy::ConnectionHandler)
-        }
-
-        fn on_swarm_event(&mut self, event: FromSwarm<'_>) {
-            if let FromSwarm::NewExternalAddrCandidate(c) = event {
-                self.0.push(c.addr.clone());
-            }
-        }
-
-        fn on_connection_handler_event(&mut self, _: PeerId, _: ConnectionId, e: THandlerOutEvent<Self>) {
-            match e {}
-        }
-
-        fn poll(&mut self, _: &mut Context<'_>) -> Poll<ToSwarm<(), THandlerInEvent<Self>>> {
-            Poll::Pending
-        }
-    }
-
     #[test]
     fn the_wrapped_behaviour_hears_only_direct_candidates() {
         let relay = PeerId::random();
         let direct = a("/ip4/198.51.100.7/tcp/4710");
         let circuit = a(&format!("/ip4/198.51.100.7/tcp/4710/p2p/{relay}/p2p-circuit"));
-        let mut b = DirectCandidates(Heard::default());
-        for addr in [&circuit, &direct, &a(&format!("/p2p/{relay}"))] {
-            b.on_swarm_event(FromSwarm::NewExternalAddrCandidate(NewExternalAddrCandidate { addr }));
-        }
-        assert_eq!(b.0 .0, vec![direct]);
+        let bare = a(&format!("/p2p/{relay}"));
+        let heard: Vec<&Multiaddr> = [&circuit, &direct, &bare]
+            .into_iter()
+            .filter(|addr| passes(&FromSwarm::NewExternalAddrCandidate(NewExternalAddrCandidate { addr })))
+            .collect();
+        assert_eq!(heard, vec![&direct]);
+        // Everything else passes, a confirmed circuit address included.
+        assert!(passes(&FromSwarm::ExternalAddrConfirmed(ExternalAddrConfirmed { addr: &circuit })));
     }
 }
