@@ -524,5 +524,20 @@ fn autonat_tells_a_public_superseeder_from_a_cinema_behind_nat() -> anyhow::Resu
         "{c}"
     );
     assert_eq!(c["external_addresses"], serde_json::json!([]), "{c}");
+    // Once public the superseeder relays too, and the cinema holds a reservation on it as well. It
+    // relays only once reachable directly, so it hands out its direct address, never its own circuit
+    // through the distributor: the cinema never listens on a circuit nested in another.
+    let via_seed = format!("/p2p/{}/p2p-circuit", s["peer_id"].as_str().unwrap_or("?"));
+    let c = net.wait_status(&c1, "a reservation on the superseeder", Duration::from_secs(30), |c| {
+        c["listen"].as_array().is_some_and(|l| l.iter().any(|a| a.as_str().unwrap_or("").contains(&via_seed)))
+    })?;
+    let nested: Vec<&str> = c["listen"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a.as_str())
+        .filter(|a| a.matches("/p2p-circuit").count() > 1)
+        .collect();
+    assert!(nested.is_empty(), "nested circuits: {nested:?}");
     Ok(())
 }

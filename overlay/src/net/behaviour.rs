@@ -48,12 +48,14 @@ pub struct Behaviour {
     /// Circuit relay v2 client: reservations on relays, connections through them (`/p2p-circuit`).
     pub relay_client: relay::client::Behaviour,
     /// Circuit relay v2 server (`network.nat.relay_server`; superseeders and the distributor by default).
-    pub relay: Toggle<relay::Behaviour>,
+    /// It hears only of direct external addresses ([`super::nat::probe`]): a node relays once it is
+    /// itself reachable directly.
+    pub relay: Toggle<super::nat::probe::DirectAddrs<relay::Behaviour>>,
     /// Hole punching over relayed connections (DCUtR).
     pub dcutr: Toggle<dcutr::Behaviour>,
     /// AutoNAT v2 client: asks peers to dial our candidate addresses back; confirms the ones that work.
     /// Relayed candidates are kept from it ([`super::nat::probe`]).
-    pub autonat_client: Toggle<super::nat::probe::DirectCandidates<autonat::v2::client::Behaviour>>,
+    pub autonat_client: Toggle<super::nat::probe::DirectAddrs<autonat::v2::client::Behaviour>>,
     /// AutoNAT v2 server: dials others back from a fresh port.
     pub autonat_server: Toggle<autonat::v2::server::Behaviour>,
     /// UPnP IGD port mapping on the router.
@@ -148,12 +150,12 @@ fn behaviour(
         relay_client,
         relay: nat
             .relay_server_on(cfg.role)
-            .then(|| relay::Behaviour::new(peer_id, nat.relay_limits()))
+            .then(|| super::nat::probe::DirectAddrs(relay::Behaviour::new(peer_id, nat.relay_limits())))
             .into(),
         dcutr: nat.hole_punching.then(|| dcutr::Behaviour::new(peer_id)).into(),
         autonat_client: nat
             .autonat
-            .then(|| super::nat::probe::DirectCandidates(autonat::v2::client::Behaviour::default()))
+            .then(|| super::nat::probe::DirectAddrs(autonat::v2::client::Behaviour::default()))
             .into(),
         autonat_server: nat.autonat.then(autonat::v2::server::Behaviour::default).into(),
         upnp: nat.upnp.then(upnp::tokio::Behaviour::default).into(),

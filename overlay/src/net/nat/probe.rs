@@ -1,4 +1,4 @@
-//! AutoNAT probes only addresses a peer could dial straight back.
+//! AutoNAT and the relay server see only addresses a peer could dial straight.
 //!
 //! identify turns what a peer observed into candidate external addresses, translating each of our
 //! listen addresses to the observed IP, a relay's `/p2p-circuit` address included
@@ -6,8 +6,17 @@
 //! connection is a bare `/p2p/<peer>`. AutoNAT v2 would ask a server to dial those back: a circuit
 //! "dial-back" reuses the server's connection to the relay and opens a relayed connection that proves
 //! nothing, which the node closes at once (a direct one is up), so the probe fails without an answer
-//! and is asked again every 5 s, a relay circuit each time. [`DirectCandidates`] keeps such candidates
-//! from the AutoNAT client.
+//! and is asked again every 5 s, a relay circuit each time.
+//!
+//! The relay client confirms its `/p2p-circuit` listen addresses as external addresses, and a relay
+//! server serves (and advertises the hop protocol) once it has any external address, handing them all
+//! to the nodes that reserve with it. A superseeder still waiting for AutoNAT, holding a reservation on
+//! the distributor, thus served as a relay it could only be reached through, and its cinemas listened
+//! on nested circuits (`/ip4/<distributor>/tcp/4710/p2p/<distributor>/p2p-circuit/p2p/<superseeder>/
+//! p2p-circuit/p2p/<cinema>`) that no one can dial.
+//!
+//! [`DirectAddrs`] wraps both: the AutoNAT client hears only of candidates [`worth_probing`], the relay
+//! server only of direct external addresses, so a node relays once it is itself reachable directly.
 
 use std::task::{Context, Poll};
 
@@ -41,25 +50,29 @@ pub fn worth_probing(addr: &Multiaddr) -> bool {
     )
 }
 
-/// Whether [`DirectCandidates`] passes `event` on: anything but a candidate not [`worth_probing`].
+/// Whether [`DirectAddrs`] passes `event` on: anything but a candidate not [`worth_probing`] and an
+/// external address confirmed or expired through a relay.
 fn passes(event: &FromSwarm<'_>) -> bool {
     match event {
         FromSwarm::NewExternalAddrCandidate(c) => worth_probing(c.addr),
+        FromSwarm::ExternalAddrConfirmed(c) => !super::addr::is_relayed(c.addr),
+        FromSwarm::ExternalAddrExpired(c) => !super::addr::is_relayed(c.addr),
         _ => true,
     }
 }
 
-/// A behaviour (the AutoNAT client) that hears of external address candidates only when they are
-/// [`worth_probing`]; everything else passes through unchanged.
-pub struct DirectCandidates<B>(pub B);
+/// A behaviour (the AutoNAT client, the relay server) that hears of external address candidates only
+/// when they are [`worth_probing`], and of external addresses only when they are direct; everything
+/// else passes through unchanged.
+pub struct DirectAddrs<B>(pub B);
 
-impl<B> std::fmt::Debug for DirectCandidates<B> {
+impl<B> std::fmt::Debug for DirectAddrs<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("DirectCandidates")
+        f.write_str("DirectAddrs")
     }
 }
 
-impl<B: NetworkBehaviour> NetworkBehaviour for DirectCandidates<B> {
+impl<B: NetworkBehaviour> NetworkBehaviour for DirectAddrs<B> {
     type ConnectionHandler = B::ConnectionHandler;
     type ToSwarm = B::ToSwarm;
 
@@ -120,7 +133,7 @@ impl<B: NetworkBehaviour> NetworkBehaviour for DirectCandidates<B> {
 
 #[cfg(test)]
 mod tests {
-    use libp2p::swarm::behaviour::ExternalAddrConfirmed;
+    use libp2p::swarm::behaviour::{ExternalAddrConfirmed, ExternalAddrExpired};
     use libp2p::swarm::NewExternalAddrCandidate;
 
     use super::*;
@@ -154,7 +167,7 @@ mod tests {
     }
 
     #[test]
-    fn the_wrapped_behaviour_hears_only_direct_candidates() {
+    fn the_wrapped_behaviour_hears_only_direct_addresses() {
         let relay = PeerId::random();
         let direct = a("/ip4/198.51.100.7/tcp/4710");
         let circuit = a(&format!("/ip4/198.51.100.7/tcp/4710/p2p/{relay}/p2p-circuit"));
@@ -164,7 +177,10 @@ mod tests {
             .filter(|addr| passes(&FromSwarm::NewExternalAddrCandidate(NewExternalAddrCandidate { addr })))
             .collect();
         assert_eq!(heard, vec![&direct]);
-        // Everything else passes, a confirmed circuit address included.
-        assert!(passes(&FromSwarm::ExternalAddrConfirmed(ExternalAddrConfirmed { addr: &circuit })));
+        // External addresses: only direct ones, confirmed or expired.
+        assert!(passes(&FromSwarm::ExternalAddrConfirmed(ExternalAddrConfirmed { addr: &direct })));
+        assert!(!passes(&FromSwarm::ExternalAddrConfirmed(ExternalAddrConfirmed { addr: &circuit })));
+        assert!(passes(&FromSwarm::ExternalAddrExpired(ExternalAddrExpired { addr: &direct })));
+        assert!(!passes(&FromSwarm::ExternalAddrExpired(ExternalAddrExpired { addr: &circuit })));
     }
 }
