@@ -321,10 +321,16 @@ impl RunArgs {
     }
 }
 
-/// Sets up logging (`RUST_LOG` overrides the default `info`).
+/// The daemon's log filter unless `RUST_LOG` is set. An AutoNAT server's dial-back to a cinema behind
+/// NAT times out by design (libp2p warns each time: every 15 s per such cinema), so that module logs
+/// errors only.
+pub const DEFAULT_LOG_FILTER: &str =
+    "info,libp2p_gossipsub=warn,libp2p_kad=warn,libp2p_autonat::v2::server::handler::dial_request=error";
+
+/// Sets up logging (`RUST_LOG` overrides [`DEFAULT_LOG_FILTER`]).
 pub fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,libp2p_gossipsub=warn,libp2p_kad=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Human => builder.try_init(),
@@ -834,6 +840,15 @@ async fn status(api: &ApiArgs, json: bool, watch: bool) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_log_filter_is_valid() {
+        // `EnvFilter::new` would skip a malformed directive with only a note on stderr.
+        for directive in DEFAULT_LOG_FILTER.split(',') {
+            assert!(tracing_subscriber::EnvFilter::try_new(directive).is_ok(), "{directive}");
+        }
+        assert!(tracing_subscriber::EnvFilter::try_new(DEFAULT_LOG_FILTER).is_ok());
+    }
 
     #[test]
     fn windows_parse() {
