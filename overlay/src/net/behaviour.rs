@@ -237,11 +237,14 @@ mod tests {
 
     async fn listening(s: &mut Swarm<Behaviour>) -> Multiaddr {
         s.listen_on("/ip4/127.0.0.1/tcp/0".parse().expect("static multiaddr")).expect("listen");
-        loop {
-            if let SwarmEvent::NewListenAddr { address, .. } = s.select_next_some().await {
-                return address;
+        let first_address = async {
+            loop {
+                if let SwarmEvent::NewListenAddr { address, .. } = s.select_next_some().await {
+                    return address;
+                }
             }
-        }
+        };
+        tokio::time::timeout(Duration::from_secs(10), first_address).await.expect("listening within 10 s")
     }
 
     /// AutoNAT v2 probes each address once: a dial-back denied by the per-peer connection limit marks a

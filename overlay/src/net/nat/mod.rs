@@ -16,7 +16,8 @@
 //!   relay budget for film bytes, addresses the operator declares.
 //! - [`metrics`]: reachability, chunk bytes per connection kind, hole punches, relay reservations.
 //! - [`probe`]: the AutoNAT client hears only of candidates a peer could dial straight back (no relay
-//!   circuits), so it never asks for a dial-back that cannot answer.
+//!   circuits), so it never asks for a dial-back that cannot answer; the relay server hears only of
+//!   direct external addresses, so a node relays once it is reachable directly.
 //! - [`addr`]: what a multiaddr says: relayed or direct, TCP or QUIC, and the QUIC listen addresses that
 //!   go beside the TCP ones.
 //!
