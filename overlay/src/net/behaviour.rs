@@ -45,8 +45,9 @@ pub struct Behaviour {
     pub mdns: Toggle<mdns::tokio::Behaviour>,
     /// The chunk-transfer protocol.
     pub xfer: request_response::Behaviour<Codec>,
-    /// Circuit relay v2 client: reservations on relays, connections through them (`/p2p-circuit`).
-    pub relay_client: relay::client::Behaviour,
+    /// Circuit relay v2 client: reservations on relays, connections through them (`/p2p-circuit`);
+    /// a reservation answered after the node gave it back is ignored ([`super::nat::reservation`]).
+    pub relay_client: super::nat::reservation::RelayClient,
     /// Circuit relay v2 server (`network.nat.relay_server`; superseeders and the distributor by default).
     /// It hears only of direct external addresses ([`super::nat::probe`]): a node relays once it is
     /// itself reachable directly.
@@ -147,7 +148,7 @@ fn behaviour(
         gossipsub,
         mdns: mdns.into(),
         xfer,
-        relay_client,
+        relay_client: super::nat::reservation::RelayClient::new(relay_client),
         relay: nat
             .relay_server_on(cfg.role)
             .then(|| super::nat::probe::DirectAddrs(relay::Behaviour::new(peer_id, nat.relay_limits())))

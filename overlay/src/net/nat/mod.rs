@@ -18,6 +18,8 @@
 //! - [`probe`]: the AutoNAT client hears only of candidates a peer could dial straight back (no relay
 //!   circuits), so it never asks for a dial-back that cannot answer; the relay server hears only of
 //!   direct external addresses, so a node relays once it is reachable directly.
+//! - [`reservation`]: the relay client, which ignores a reservation accepted after the node gave it
+//!   back (libp2p-relay 0.22 panics on it).
 //! - [`addr`]: what a multiaddr says: relayed or direct, TCP or QUIC, and the QUIC listen addresses that
 //!   go beside the TCP ones.
 //!
@@ -30,5 +32,6 @@ pub mod addr;
 pub mod config;
 pub mod metrics;
 pub mod probe;
+pub mod reservation;
 
 pub use config::NatConfig;

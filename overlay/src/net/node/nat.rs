@@ -288,6 +288,7 @@ impl Node {
         if now.dialable() && !self.nat.relays.is_empty() {
             for (relay, (id, accepted)) in std::mem::take(&mut self.nat.relays) {
                 debug!(%relay, "reachable directly: giving the relay reservation back");
+                self.swarm.behaviour_mut().relay_client.give_back(relay);
                 self.swarm.remove_listener(id);
                 if accepted {
                     self.nat.reach.relay(false);
