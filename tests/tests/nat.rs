@@ -541,3 +541,50 @@ fn autonat_tells_a_public_superseeder_from_a_cinema_behind_nat() -> anyhow::Resu
     assert!(nested.is_empty(), "nested circuits: {nested:?}");
     Ok(())
 }
+
+/// A cinema behind NAT holding its one reservation (`max_relays = 1`) loses that relay: it asks the
+/// other relay it is connected to at once, not when that relay next happens to send identify (every
+/// 5 minutes).
+#[test]
+#[ignore = "needs root"]
+fn a_cinema_that_loses_its_relay_reserves_on_another_at_once() -> anyhow::Result<()> {
+    let mut net = Net::new("e")?;
+    let c1 = net.site(1, Nat::PortPreserving)?;
+    let seed = net.ns("seed");
+    net.add(&seed)?;
+    net.wire(&seed, "eth0", "11.0.0.2/24", &net.ns("wan"), "vseed", None)?;
+    let (trust, boot) = net.distributor("10MB/s", "")?;
+    let dist_id = boot.rsplit('/').next().context("distributor id")?.to_owned();
+    let toml = "[network]\nlisten = [\"/ip4/0.0.0.0/tcp/4710\"]\n\n[network.nat]\nupnp = false\n";
+    net.daemon(&seed, "seed", toml, &["--role", "superseeder", "--trust", &trust, "--bootstrap", &boot])?;
+    net.cinema(&c1, "cinema-1", &trust, &boot, "upnp = false\nmax_relays = 1")?;
+    // The superseeder relays once AutoNAT found it public.
+    let s = net.wait_status(&seed, "AutoNAT confirming it public", Duration::from_secs(60), |s| {
+        s["reachability"] == "public"
+    })?;
+    let seed_id = s["peer_id"].as_str().context("superseeder id")?.to_owned();
+    net.wait_peers(&c1, "the cinema connected to the superseeder", Duration::from_secs(30), |p| {
+        peer_by_name(p, "seed").is_some()
+    })?;
+    let via = |id: &str| format!("/p2p/{id}/p2p-circuit");
+    let holds = |s: &serde_json::Value, id: &str| {
+        s["listen"].as_array().is_some_and(|l| l.iter().any(|a| a.as_str().unwrap_or("").contains(&via(id))))
+    };
+    let c =
+        net.wait_status(&c1, "the cinema's reservation", Duration::from_secs(30), has_relay_reservation)?;
+    // Its one relay goes away (the distributor, or the superseeder if it reserved there first).
+    let (lost, other, daemon) =
+        if holds(&c, &dist_id) { (&dist_id, &seed_id, 0) } else { (&seed_id, &dist_id, 1) };
+    assert!(holds(&c, lost), "one reservation, on a relay we know: {c}");
+    let gone = Instant::now();
+    net.daemons[daemon].kill()?;
+    net.daemons[daemon].wait()?;
+    let c = net
+        .wait_status(&c1, "a reservation on the other relay", Duration::from_secs(20), |s| holds(s, other))?;
+    eprintln!(
+        "nat: the cinema reserved on its other relay {} ms after the first went away (one status read)",
+        gone.elapsed().as_millis()
+    );
+    assert!(!holds(&c, lost), "the lost relay's circuit is gone: {c}");
+    Ok(())
+}

@@ -6,7 +6,8 @@
 //! request-response spreads requests over every connection to a peer, and film bytes must not take the
 //! relay when a direct path exists.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::time::{Duration, Instant};
 
 use libp2p::core::transport::ListenerId;
 use libp2p::core::ConnectedPoint;
@@ -21,6 +22,9 @@ use crate::net::behaviour::BehaviourEvent;
 use crate::net::nat::addr;
 use crate::net::nat::metrics::{NatMetrics, ResultLabel};
 
+/// How long a relay whose reservation ended without us giving it back waits before it is asked again.
+const RELAY_RETRY: Duration = Duration::from_secs(60);
+
 /// The node's NAT state: bounded by the connection limits (links, dialed addresses) and by
 /// `network.nat.max_relays` (relay listeners).
 #[derive(Debug, Default)]
@@ -32,6 +36,11 @@ pub(super) struct Nat {
     dialed: HashMap<PeerId, Multiaddr>,
     /// Relay listeners: relay peer -> (listener, reservation accepted).
     relays: HashMap<PeerId, (ListenerId, bool)>,
+    /// Connected peers whose identify says they relay (the hop protocol): where a reservation can be asked.
+    relays_seen: BTreeSet<PeerId>,
+    /// Relays whose reservation ended without us giving it back (denied, expired, failed): not asked
+    /// again before this instant. At most one entry per peer in `relays_seen`.
+    relay_retry: HashMap<PeerId, Instant>,
     /// Peers the engine was told are reachable only through a relay (it assumes direct otherwise, so
     /// only changes are told: a mesh without relays never feeds `Engine::link`).
     told_relayed: HashSet<PeerId>,
@@ -98,6 +107,8 @@ impl Node {
         if !self.nat.links.values().any(|(p, _)| *p == peer) {
             self.nat.dialed.remove(&peer);
             self.nat.told_relayed.remove(&peer);
+            self.nat.relays_seen.remove(&peer);
+            self.nat.relay_retry.remove(&peer);
         }
         self.nat_link_changed(peer);
         self.nat_refresh();
@@ -153,36 +164,61 @@ impl Node {
         self.nat_refresh();
     }
 
-    /// identify told us what `peer` speaks: a relay is used for a reservation while we are not dialable.
+    /// identify told us what `peer` speaks: a relay is remembered, and used for a reservation while we
+    /// are not dialable.
     pub(super) fn nat_identified(&mut self, peer: PeerId, info: &identify::Info) {
-        let nat = &self.cfg.nat;
-        let is_relay = info.protocols.contains(&relay::HOP_PROTOCOL_NAME);
-        if !is_relay
-            || !nat.relay_client
-            || self.nat.reach.state().dialable()
-            || self.nat.relays.contains_key(&peer)
-            || self.nat.relays.len() >= nat.max_relays as usize
-        {
-            return;
-        }
-        let Some(listen) = self.nat.dialed.get(&peer).and_then(|a| addr::circuit_listen_addr(a, peer)) else {
-            return;
-        };
-        match self.swarm.listen_on(listen.clone()) {
-            Ok(id) => {
-                info!(%listen, "asking a relay for a reservation: this node is not known to be reachable");
-                self.nat.relays.insert(peer, (id, false));
-            }
-            Err(e) => debug!(%listen, "cannot listen through the relay: {e}"),
+        if info.protocols.contains(&relay::HOP_PROTOCOL_NAME) {
+            self.nat.relays_seen.insert(peer);
+            self.nat_reserve();
+        } else {
+            self.nat.relays_seen.remove(&peer);
+            self.nat.relay_retry.remove(&peer);
         }
     }
 
-    /// A listener closed: when it was a relay's, its reservation is gone.
+    /// While this node is not known to be reachable, asks the connected relays it knows for reservations,
+    /// up to `max_relays`: at the first identify of a relay, and again as soon as a reservation is lost
+    /// (its relay restarted, or denied or expired it: that relay is asked again after [`RELAY_RETRY`]).
+    fn nat_reserve(&mut self) {
+        let nat = &self.cfg.nat;
+        if !nat.relay_client || self.nat.reach.state().dialable() {
+            return;
+        }
+        let now = Instant::now();
+        self.nat.relay_retry.retain(|_, at| *at > now);
+        let wanted = (nat.max_relays as usize).saturating_sub(self.nat.relays.len());
+        let candidates: Vec<(PeerId, Multiaddr)> = self
+            .nat
+            .relays_seen
+            .iter()
+            .filter(|p| !self.nat.relays.contains_key(p) && !self.nat.relay_retry.contains_key(p))
+            .filter_map(|p| Some((*p, addr::circuit_listen_addr(self.nat.dialed.get(p)?, *p)?)))
+            .take(wanted)
+            .collect();
+        for (peer, listen) in candidates {
+            match self.swarm.listen_on(listen.clone()) {
+                Ok(id) => {
+                    info!(%listen, "asking a relay for a reservation: this node is not known to be reachable");
+                    self.nat.relays.insert(peer, (id, false));
+                }
+                Err(e) => {
+                    debug!(%listen, "cannot listen through the relay: {e}");
+                    self.nat.relay_retry.insert(peer, now + RELAY_RETRY);
+                }
+            }
+        }
+    }
+
+    /// A listener closed: when it was a relay's, its reservation is gone (not given back: those are no
+    /// longer in `relays`), and another relay is asked.
     pub(super) fn nat_listener_closed(&mut self, id: ListenerId) {
         let relay = self.nat.relays.iter().find(|(_, (l, _))| *l == id).map(|(p, _)| *p);
         if let Some(peer) = relay {
             if let Some((_, true)) = self.nat.relays.remove(&peer) {
                 self.nat.reach.relay(false);
+            }
+            if self.nat.relays_seen.contains(&peer) {
+                self.nat.relay_retry.insert(peer, Instant::now() + RELAY_RETRY);
             }
             self.nat_refresh();
         }
@@ -275,7 +311,8 @@ impl Node {
         self.nat_refresh();
     }
 
-    /// Metrics follow the state; once dialable, relay reservations are given back.
+    /// Metrics follow the state; once dialable, relay reservations are given back, and while not,
+    /// reservations are asked of the relays we know.
     fn nat_refresh(&mut self) {
         let now = self.nat.reach.state();
         if self.nat.shown != Some(now) {
@@ -296,5 +333,7 @@ impl Node {
             }
             self.nat.metrics.relay_reservations.set(i64::from(self.nat.reach.relays()));
         }
+        // Not (or no longer) dialable: hold reservations on the relays we know.
+        self.nat_reserve();
     }
 }
