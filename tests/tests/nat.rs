@@ -297,6 +297,26 @@ impl Net {
         self.daemon(ns, name, &toml, &["--trust", trust, "--bootstrap", boot, "--isp", name])
     }
 
+    /// The distributor, a superseeder on the WAN at 11.0.0.2 with no address configured (AutoNAT finds
+    /// it public), and cinema-1 behind a port-preserving NAT with `cinema_nat` in `[network.nat]`. Returns
+    /// the cinema's and the superseeder's namespaces and the distributor's address.
+    fn superseeder_and_cinema(&mut self, cinema_nat: &str) -> anyhow::Result<(String, String, String)> {
+        let c1 = self.site(1, Nat::PortPreserving)?;
+        let seed = self.ns("seed");
+        self.add(&seed)?;
+        self.wire(&seed, "eth0", "11.0.0.2/24", &self.ns("wan"), "vseed", None)?;
+        let (trust, boot) = self.distributor("10MB/s", "")?;
+        let toml = "[network]\nlisten = [\"/ip4/0.0.0.0/tcp/4710\"]\n\n[network.nat]\nupnp = false\n";
+        self.daemon(
+            &seed,
+            "seed",
+            toml,
+            &["--role", "superseeder", "--trust", &trust, "--bootstrap", &boot],
+        )?;
+        self.cinema(&c1, "cinema-1", &trust, &boot, cinema_nat)?;
+        Ok((c1, seed, boot))
+    }
+
     /// Publishes a generated film of `size` bytes from the distributor; returns its content id.
     fn publish(&self, size: u64, chunk: &str) -> anyhow::Result<String> {
         let film = self.data("film");
@@ -497,22 +517,15 @@ fn a_cinema_behind_a_upnp_router_gets_a_port_mapping() -> anyhow::Result<()> {
 #[ignore = "needs root"]
 fn autonat_tells_a_public_superseeder_from_a_cinema_behind_nat() -> anyhow::Result<()> {
     let mut net = Net::new("d")?;
-    let c1 = net.site(1, Nat::PortPreserving)?;
-    let seed = net.ns("seed");
-    net.add(&seed)?;
-    net.wire(&seed, "eth0", "11.0.0.2/24", &net.ns("wan"), "vseed", None)?;
-    let (trust, boot) = net.distributor("10MB/s", "")?;
-    let toml = "[network]\nlisten = [\"/ip4/0.0.0.0/tcp/4710\"]\n\n[network.nat]\nupnp = false\n";
     let started = Instant::now();
-    net.daemon(&seed, "seed", toml, &["--role", "superseeder", "--trust", &trust, "--bootstrap", &boot])?;
-    net.cinema(&c1, "cinema-1", &trust, &boot, "upnp = false")?;
+    let (c1, seed, _) = net.superseeder_and_cinema("upnp = false")?;
     // Its address is probed once: a dial-back denied by the per-peer connection limit (the bootstrap
     // connection, a relayed one, the direct ones replacing it) would mark it unreachable for the run.
     let s = net.wait_status(&seed, "AutoNAT confirming it public", Duration::from_secs(60), |s| {
         s["reachability"] == "public"
     })?;
     eprintln!(
-        "nat: AutoNAT confirmed the superseeder public {:.1} s after its start",
+        "nat: AutoNAT confirmed the superseeder public {:.1} s after the distributor, superseeder and cinema were started",
         started.elapsed().as_secs_f64()
     );
     let external = s["external_addresses"].to_string();
@@ -549,15 +562,8 @@ fn autonat_tells_a_public_superseeder_from_a_cinema_behind_nat() -> anyhow::Resu
 #[ignore = "needs root"]
 fn a_cinema_that_loses_its_relay_reserves_on_another_at_once() -> anyhow::Result<()> {
     let mut net = Net::new("e")?;
-    let c1 = net.site(1, Nat::PortPreserving)?;
-    let seed = net.ns("seed");
-    net.add(&seed)?;
-    net.wire(&seed, "eth0", "11.0.0.2/24", &net.ns("wan"), "vseed", None)?;
-    let (trust, boot) = net.distributor("10MB/s", "")?;
+    let (c1, seed, boot) = net.superseeder_and_cinema("upnp = false\nmax_relays = 1")?;
     let dist_id = boot.rsplit('/').next().context("distributor id")?.to_owned();
-    let toml = "[network]\nlisten = [\"/ip4/0.0.0.0/tcp/4710\"]\n\n[network.nat]\nupnp = false\n";
-    net.daemon(&seed, "seed", toml, &["--role", "superseeder", "--trust", &trust, "--bootstrap", &boot])?;
-    net.cinema(&c1, "cinema-1", &trust, &boot, "upnp = false\nmax_relays = 1")?;
     // The superseeder relays once AutoNAT found it public.
     let s = net.wait_status(&seed, "AutoNAT confirming it public", Duration::from_secs(60), |s| {
         s["reachability"] == "public"
