@@ -178,7 +178,7 @@ impl Node {
 
     /// While this node is not known to be reachable, asks the connected relays it knows for reservations,
     /// up to `max_relays`: at the first identify of a relay, and again as soon as a reservation is lost
-    /// (its relay restarted, or denied or expired it: that relay is asked again after [`RELAY_RETRY`]).
+    /// (its relay restarted, or denied or expired it: that relay is not asked again for [`RELAY_RETRY`]).
     fn nat_reserve(&mut self) {
         let nat = &self.cfg.nat;
         if !nat.relay_client || self.nat.reach.state().dialable() {
