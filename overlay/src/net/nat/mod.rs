@@ -28,6 +28,53 @@
 //! budget. How the node is reachable is tracked by the sans-io
 //! [`Tracker`](crate::core::reachability::Tracker) from the events handled in `node/nat.rs`.
 
+/// The connection set-up hooks of `NetworkBehaviour`, passed unchanged to the behaviour in field `$f`:
+/// for the wrappers here ([`probe::DirectAddrs`], [`reservation::RelayClient`]), which only look at
+/// swarm events, handler events and what the inner behaviour asks of the swarm.
+macro_rules! forward_connection_setup {
+    ($f:tt) => {
+        fn handle_pending_inbound_connection(
+            &mut self,
+            id: libp2p::swarm::ConnectionId,
+            local: &libp2p::Multiaddr,
+            remote: &libp2p::Multiaddr,
+        ) -> Result<(), libp2p::swarm::ConnectionDenied> {
+            self.$f.handle_pending_inbound_connection(id, local, remote)
+        }
+
+        fn handle_established_inbound_connection(
+            &mut self,
+            id: libp2p::swarm::ConnectionId,
+            peer: libp2p::PeerId,
+            local: &libp2p::Multiaddr,
+            remote: &libp2p::Multiaddr,
+        ) -> Result<libp2p::swarm::THandler<Self>, libp2p::swarm::ConnectionDenied> {
+            self.$f.handle_established_inbound_connection(id, peer, local, remote)
+        }
+
+        fn handle_pending_outbound_connection(
+            &mut self,
+            id: libp2p::swarm::ConnectionId,
+            peer: Option<libp2p::PeerId>,
+            addresses: &[libp2p::Multiaddr],
+            role: libp2p::core::Endpoint,
+        ) -> Result<Vec<libp2p::Multiaddr>, libp2p::swarm::ConnectionDenied> {
+            self.$f.handle_pending_outbound_connection(id, peer, addresses, role)
+        }
+
+        fn handle_established_outbound_connection(
+            &mut self,
+            id: libp2p::swarm::ConnectionId,
+            peer: libp2p::PeerId,
+            addr: &libp2p::Multiaddr,
+            role: libp2p::core::Endpoint,
+            port_use: libp2p::core::transport::PortUse,
+        ) -> Result<libp2p::swarm::THandler<Self>, libp2p::swarm::ConnectionDenied> {
+            self.$f.handle_established_outbound_connection(id, peer, addr, role, port_use)
+        }
+    };
+}
+
 pub mod addr;
 pub mod config;
 pub mod metrics;

@@ -16,14 +16,12 @@
 use std::collections::{HashMap, HashSet};
 use std::task::{Context, Poll};
 
-use libp2p::core::transport::PortUse;
-use libp2p::core::Endpoint;
 use libp2p::relay;
 use libp2p::swarm::{
-    ConnectionClosed, ConnectionDenied, ConnectionId, DialFailure, FromSwarm, NetworkBehaviour,
-    NotifyHandler, THandler, THandlerInEvent, THandlerOutEvent, ToSwarm,
+    ConnectionClosed, ConnectionId, DialFailure, FromSwarm, NetworkBehaviour, NotifyHandler, THandlerInEvent,
+    THandlerOutEvent, ToSwarm,
 };
-use libp2p::{Multiaddr, PeerId};
+use libp2p::PeerId;
 use tracing::debug;
 
 /// The relay client behaviour with [`RelayClient::give_back`].
@@ -79,45 +77,7 @@ impl NetworkBehaviour for RelayClient {
     type ConnectionHandler = <relay::client::Behaviour as NetworkBehaviour>::ConnectionHandler;
     type ToSwarm = relay::client::Event;
 
-    fn handle_pending_inbound_connection(
-        &mut self,
-        id: ConnectionId,
-        local: &Multiaddr,
-        remote: &Multiaddr,
-    ) -> Result<(), ConnectionDenied> {
-        self.inner.handle_pending_inbound_connection(id, local, remote)
-    }
-
-    fn handle_established_inbound_connection(
-        &mut self,
-        id: ConnectionId,
-        peer: PeerId,
-        local: &Multiaddr,
-        remote: &Multiaddr,
-    ) -> Result<THandler<Self>, ConnectionDenied> {
-        self.inner.handle_established_inbound_connection(id, peer, local, remote)
-    }
-
-    fn handle_pending_outbound_connection(
-        &mut self,
-        id: ConnectionId,
-        peer: Option<PeerId>,
-        addresses: &[Multiaddr],
-        role: Endpoint,
-    ) -> Result<Vec<Multiaddr>, ConnectionDenied> {
-        self.inner.handle_pending_outbound_connection(id, peer, addresses, role)
-    }
-
-    fn handle_established_outbound_connection(
-        &mut self,
-        id: ConnectionId,
-        peer: PeerId,
-        addr: &Multiaddr,
-        role: Endpoint,
-        port_use: PortUse,
-    ) -> Result<THandler<Self>, ConnectionDenied> {
-        self.inner.handle_established_outbound_connection(id, peer, addr, role, port_use)
-    }
+    forward_connection_setup!(inner);
 
     fn on_swarm_event(&mut self, event: FromSwarm<'_>) {
         match &event {
