@@ -210,6 +210,20 @@ impl Net {
         Ok(serde_json::from_str(&run(&cmd)?)?)
     }
 
+    /// `GET path` from the daemon's API inside `ns` (bash's `/dev/tcp`: no HTTP client to install).
+    fn http_get(&self, ns: &str, path: &str) -> anyhow::Result<String> {
+        let script = format!(
+            "exec 3<>/dev/tcp/127.0.0.1/4711 && printf 'GET {path} HTTP/1.0\\r\\nHost: localhost\\r\\n\\r\\n' >&3 && cat <&3"
+        );
+        let page = run(&["ip", "netns", "exec", ns, "timeout", "10", "bash", "-c", &script])?;
+        match page.split_once("\r\n\r\n") {
+            Some((head, body)) if head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200") => {
+                Ok(body.to_owned())
+            }
+            _ => bail!("{ns}: GET {path}: {}", page.lines().next().unwrap_or("no answer")),
+        }
+    }
+
     /// Waits until `check` holds on `ns`'s status (`status --json`), up to `timeout`.
     fn wait_status(
         &self,
@@ -593,4 +607,47 @@ fn a_cinema_that_loses_its_relay_reserves_on_another_at_once() -> anyhow::Result
     );
     assert!(!holds(&c, lost), "the lost relay's circuit is gone: {c}");
     Ok(())
+}
+
+/// A full relay (`relay_max_reservations = 1`, the distributor, the only relay) refuses the second
+/// cinema behind NAT. That cinema asks again every `relay_retry` (here 1 s) on its own timer, with no
+/// NAT or identify event to wake it (AutoNAT off), and holds the reservation once the slot frees.
+#[test]
+#[ignore = "needs root"]
+fn a_cinema_refused_by_a_full_relay_asks_again_after_relay_retry() -> anyhow::Result<()> {
+    let mut net = Net::new("f")?;
+    let (c1, c2) = (net.site(1, Nat::PortPreserving)?, net.site(2, Nat::PortPreserving)?);
+    let (trust, boot) = net.distributor("10MB/s", "relay_max_reservations = 1")?;
+    let nat = "upnp = false\nautonat = false\nmax_relays = 1\nrelay_retry = \"1s\"";
+    net.cinema(&c1, "cinema-1", &trust, &boot, nat)?;
+    net.cinema(&c2, "cinema-2", &trust, &boot, nat)?;
+    let dist = net.ns("dist");
+    // One of them holds the relay's one slot; the other is refused, again and again.
+    let denied = |net: &Net| -> u64 {
+        net.http_get(&dist, "/metrics")
+            .ok()
+            .and_then(|m| metric(&m, "libp2p_relay_events_total{event=\"ReservationReqDenied\"}"))
+            .unwrap_or(0.0) as u64
+    };
+    let start = Instant::now();
+    let mut refused = 0;
+    while start.elapsed() < Duration::from_secs(20) && refused < 4 {
+        refused = denied(&net);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(refused >= 4, "the refused cinema asked {refused} times in 20 s\n{}", net.logs());
+    let s1 = net.json(&c1, &["status"])?;
+    let (holder, waiting, daemon) = if has_relay_reservation(&s1) { (c1, c2, 1) } else { (c2, c1, 2) };
+    let s = net.json(&holder, &["status"])?;
+    assert!(has_relay_reservation(&s), "one cinema holds the slot: {s}");
+    // The slot frees: the refused cinema takes it on its next try.
+    net.daemons[daemon].kill()?;
+    net.daemons[daemon].wait()?;
+    net.wait_status(&waiting, "the freed reservation", Duration::from_secs(20), has_relay_reservation)?;
+    Ok(())
+}
+
+/// The value of the sample `name` (name and labels, exactly as exposed) in a Prometheus text page.
+fn metric(page: &str, name: &str) -> Option<f64> {
+    page.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }

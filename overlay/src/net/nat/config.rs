@@ -27,6 +27,10 @@ pub struct NatConfig {
     pub relay_client: bool,
     /// Relays to hold a reservation on at once (0..=8).
     pub max_relays: u32,
+    /// How long a relay that refused or ended a reservation waits before this node asks it again
+    /// (1s..=1h). Other relays it knows are asked at once.
+    #[serde(with = "human_duration")]
+    pub relay_retry: Duration,
     /// Serve as a relay for others. Unset: on for superseeders and the distributor, off for cinemas.
     pub relay_server: Option<bool>,
     /// As a relay: reservations held at once (one per node behind NAT that relies on this relay).
@@ -57,6 +61,7 @@ impl Default for NatConfig {
             quic: true,
             relay_client: true,
             max_relays: 2,
+            relay_retry: Duration::from_secs(60),
             relay_server: None,
             relay_max_reservations: 512,
             relay_max_circuits: 64,
@@ -94,6 +99,9 @@ impl NatConfig {
         let field = |f: &str| format!("network.nat.{f}");
         if self.max_relays > 8 {
             return Err(ConfigError::new(field("max_relays"), "must be between 0 and 8"));
+        }
+        if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&self.relay_retry) {
+            return Err(ConfigError::new(field("relay_retry"), "must be between 1s and 1h"));
         }
         if !(1..=100_000).contains(&self.relay_max_reservations) {
             return Err(ConfigError::new(field("relay_max_reservations"), "must be between 1 and 100000"));
@@ -141,6 +149,8 @@ mod tests {
         assert!(c.relay_server_on(Role::Cinema));
         let c = NatConfig { external_addresses: vec!["nope".into()], ..Default::default() };
         assert_eq!(c.validate().unwrap_err().field, "network.nat.external_addresses");
+        let c = NatConfig { relay_retry: Duration::from_millis(500), ..Default::default() };
+        assert_eq!(c.validate().unwrap_err().field, "network.nat.relay_retry");
         let c = NatConfig { relay_max_circuit_bytes: ByteSize(1), ..Default::default() };
         assert_eq!(c.validate().unwrap_err().field, "network.nat.relay_max_circuit_bytes");
         let limits = NatConfig::default().relay_limits();

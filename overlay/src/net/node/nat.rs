@@ -7,7 +7,7 @@
 //! relay when a direct path exists.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use libp2p::core::transport::ListenerId;
 use libp2p::core::ConnectedPoint;
@@ -21,9 +21,6 @@ use crate::core::{Link, Reachability};
 use crate::net::behaviour::BehaviourEvent;
 use crate::net::nat::addr;
 use crate::net::nat::metrics::{NatMetrics, ResultLabel};
-
-/// How long a relay whose reservation ended without us giving it back waits before it is asked again.
-const RELAY_RETRY: Duration = Duration::from_secs(60);
 
 /// The node's NAT state: bounded by the connection limits (links, dialed addresses) and by
 /// `network.nat.max_relays` (relay listeners).
@@ -39,7 +36,8 @@ pub(super) struct Nat {
     /// Connected peers whose identify says they relay (the hop protocol): where a reservation can be asked.
     relays_seen: BTreeSet<PeerId>,
     /// Relays whose reservation ended without us giving it back (denied, expired, failed): not asked
-    /// again before this instant. At most one entry per peer in `relays_seen`.
+    /// again before this instant (`network.nat.relay_retry` after it ended; [`Node::nat_tick`] asks
+    /// again then). At most one entry per peer in `relays_seen`.
     relay_retry: HashMap<PeerId, Instant>,
     /// Peers the engine was told are reachable only through a relay (it assumes direct otherwise, so
     /// only changes are told: a mesh without relays never feeds `Engine::link`).
@@ -178,7 +176,8 @@ impl Node {
 
     /// While this node is not known to be reachable, asks the connected relays it knows for reservations,
     /// up to `max_relays`: at the first identify of a relay, and again as soon as a reservation is lost
-    /// (its relay restarted, or denied or expired it: that relay is not asked again for [`RELAY_RETRY`]).
+    /// (its relay restarted, or denied or expired it: that relay is not asked again for
+    /// `network.nat.relay_retry`).
     fn nat_reserve(&mut self) {
         let nat = &self.cfg.nat;
         if !nat.relay_client || self.nat.reach.state().dialable() {
@@ -203,9 +202,20 @@ impl Node {
                 }
                 Err(e) => {
                     debug!(%listen, "cannot listen through the relay: {e}");
-                    self.nat.relay_retry.insert(peer, now + RELAY_RETRY);
+                    self.nat.relay_retry.insert(peer, now + nat.relay_retry);
                 }
             }
+        }
+    }
+
+    /// Every tick: a relay whose wait after a refused or ended reservation is over is asked again (while
+    /// this node still lacks reservations), without waiting for a NAT or identify event.
+    pub(super) fn nat_tick(&mut self) {
+        let now = Instant::now();
+        let before = self.nat.relay_retry.len();
+        self.nat.relay_retry.retain(|_, at| *at > now);
+        if self.nat.relay_retry.len() < before {
+            self.nat_reserve();
         }
     }
 
@@ -218,7 +228,7 @@ impl Node {
                 self.nat.reach.relay(false);
             }
             if self.nat.relays_seen.contains(&peer) {
-                self.nat.relay_retry.insert(peer, Instant::now() + RELAY_RETRY);
+                self.nat.relay_retry.insert(peer, Instant::now() + self.cfg.nat.relay_retry);
             }
             self.nat_refresh();
         }
@@ -255,6 +265,10 @@ impl Node {
                         self.nat.reach.relay(true);
                     }
                 }
+            }
+            BehaviourEvent::Relay(relay::Event::ReservationReqDenied { src_peer_id, status }) => {
+                // Counted in `libp2p_relay_events_total{event="ReservationReqDenied"}`.
+                info!(peer = %src_peer_id, ?status, "as a relay: reservation denied (relay_max_reservations?)");
             }
             BehaviourEvent::Dcutr(dcutr::Event { remote_peer_id, result }) => match result {
                 Ok(id) => {

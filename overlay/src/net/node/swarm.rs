@@ -111,6 +111,8 @@ impl Node {
             BehaviourEvent::Kad(e) => self.libp2p_metrics.record(e),
             BehaviourEvent::Ping(e) => self.libp2p_metrics.record(e),
             BehaviourEvent::Gossipsub(e) => self.libp2p_metrics.record(e),
+            BehaviourEvent::Relay(e) => self.libp2p_metrics.record(e),
+            BehaviourEvent::Dcutr(e) => self.libp2p_metrics.record(e),
             _ => {}
         }
         match event {
@@ -150,6 +152,7 @@ impl Node {
             }
             BehaviourEvent::Xfer(event) => self.on_xfer_event(event),
             event @ (BehaviourEvent::RelayClient(_)
+            | BehaviourEvent::Relay(_)
             | BehaviourEvent::Dcutr(_)
             | BehaviourEvent::AutonatClient(_)
             | BehaviourEvent::Upnp(_)) => self.on_nat_event(event),
@@ -185,6 +188,7 @@ impl Node {
         }
         self.maybe_report();
         self.apply_limits();
+        self.nat_tick();
         let now_i = Instant::now();
         // Bootstrap peers: redial with exponential back-off until connected.
         for (addr, peer, next, backoff) in &mut self.bootstrap {
