@@ -407,6 +407,8 @@ impl<'a> Engine<'a> {
             let mut transfer = sc.transfer.clone();
             if node.seeder {
                 transfer.upload_slots = sc.seeders.upload_slots.unwrap_or(sc.transfer.upload_slots);
+            } else if sc.sim.declared_downlinks {
+                transfer.downlink = Some(cinemesh_core::config::Rate(node.down));
             }
             let mut cfg = engine::Config::new(role, transfer, sc.policy.clone());
             cfg.locality = node.locality.clone();

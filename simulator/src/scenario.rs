@@ -243,6 +243,9 @@ pub struct SimConfig {
     /// Record the kinds of engine inputs and outputs every node sees (the parity test with the node).
     #[serde(default)]
     pub record_engine: bool,
+    /// Every cinema declares its line (`transfer.downlink` = its access class's download rate), as the
+    /// operator guide asks of a cinema that knows it. false: `transfer.downlink` as the scenario sets it.
+    pub declared_downlinks: bool,
 }
 
 impl Default for SimConfig {
@@ -258,6 +261,7 @@ impl Default for SimConfig {
             kad_k: 20,
             kad_alpha: 3,
             record_engine: false,
+            declared_downlinks: true,
         }
     }
 }

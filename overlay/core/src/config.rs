@@ -373,6 +373,11 @@ pub struct TransferConfig {
     pub upload_limit: Option<Rate>,
     /// Download limit for this node (none = unlimited).
     pub download_limit: Option<Rate>,
+    /// The download rate of this node's line, when the operator knows it (e.g. `"1Gbit/s"`; none =
+    /// unknown). A line faster than 200 Mbit/s lets the request window grow on less proof, none at all
+    /// from 800 Mbit/s ([`Window::with_link`](crate::window::Window::with_link)), so the swarm's upload
+    /// goes to the fastest lines first, as the completion-CDF bound asks. It never limits anything.
+    pub downlink: Option<Rate>,
     /// Weekly windows (UTC) with their own limits, e.g. low upload during screenings; the most restrictive
     /// of these, the static limits and the distributor's signed policy applies.
     pub schedule: Vec<crate::schedule::RateWindow>,
@@ -402,6 +407,7 @@ impl Default for TransferConfig {
             corrupt_ban: Duration::from_secs(600),
             upload_limit: None,
             download_limit: None,
+            downlink: None,
             schedule: Vec::new(),
         }
     }
@@ -481,6 +487,13 @@ impl TransferConfig {
             if let Some(r) = limit {
                 check(r.0 >= 1024.0, field, "must be at least 1KiB/s (omit it for unlimited)")?;
             }
+        }
+        if let Some(r) = self.downlink {
+            check(
+                r.0 >= 1024.0 && r.0.is_finite(),
+                "transfer.downlink",
+                "must be at least 1KiB/s (omit it when the line's rate is not known)",
+            )?;
         }
         Ok(())
     }
@@ -631,6 +644,10 @@ mod tests {
     fn bad_values_name_the_field() {
         let c = TransferConfig { upload_slots: 0, ..Default::default() };
         assert_eq!(c.validate().unwrap_err().field, "transfer.upload_slots");
+        for rate in [100.0, f64::INFINITY, f64::NAN] {
+            let c = TransferConfig { downlink: Some(Rate(rate)), ..Default::default() };
+            assert_eq!(c.validate().unwrap_err().field, "transfer.downlink", "{rate}");
+        }
         let g = GossipConfig { mesh_n_low: 9, ..Default::default() };
         assert_eq!(g.validate().unwrap_err().field, "gossip.mesh_n_low");
         let p = PolicyConfig { same_isp: f64::NAN, ..Default::default() };

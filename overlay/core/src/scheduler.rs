@@ -525,7 +525,13 @@ impl<P: PeerKey> Scheduler<P> {
             out: VecDeque::new(),
             tp_ref: 0.0,
             chunk_bytes: 0,
-            window: Window::new(transfer.min_requests_total, transfer.max_requests_total),
+            window: Window::new(transfer.min_requests_total, transfer.max_requests_total).with_link(
+                // The line, or the limit below it.
+                match (transfer.downlink, transfer.download_limit) {
+                    (Some(line), Some(limit)) => Some(line.0.min(limit.0)),
+                    (line, _) => line.map(|r| r.0),
+                },
+            ),
             stats: Stats::default(),
         }
     }

@@ -12,7 +12,9 @@
 //! the window was full at some point (requests were held back by it):
 //! - if the rate beat the best rate seen at a smaller window by at least half of what the larger window
 //!   would bring were the uploaders the only limit ([`GAIN`]), the window grows: it doubles until the first
-//!   step that brought nothing (slow start), then grows by a quarter (at least one);
+//!   step that brought nothing (slow start), then grows by a quarter (at least one). On a line the
+//!   operator declared fast (`transfer.downlink`) less than half is asked, down to any gain at all from
+//!   [`LINK_FREE`] ([`Window::with_link`]);
 //! - otherwise, if the window grew since that best, it returns to the size that gave it, and holds there
 //!   for [`HOLD_ROUNDS`] rounds before probing one step up again.
 //!
@@ -33,6 +35,10 @@ pub const ROUND_MIN: std::time::Duration = std::time::Duration::from_secs(1);
 /// A larger window must bring at least this share of the rate it would bring if the uploaders were the
 /// only limit (the rate grows in proportion to the window): half of it.
 pub const GAIN: f64 = 0.5;
+/// A declared line at or below this rate (bytes/s; 200 Mbit/s) asks the full [`GAIN`] of a larger window.
+pub const LINK_FULL: f64 = 25e6;
+/// A declared line at or above this rate (bytes/s; 800 Mbit/s) asks a larger window for any gain at all.
+pub const LINK_FREE: f64 = 100e6;
 /// Rounds held at a size that was found best before probing above it again.
 pub const HOLD_ROUNDS: u32 = 4;
 
@@ -55,6 +61,8 @@ pub struct Window {
     full: bool,
     /// When a timeout last cut the window.
     last_cut: Option<Time>,
+    /// The share of the proportional gain a larger window must bring ([`GAIN`], less on a fast line).
+    gain: f64,
 }
 
 impl Window {
@@ -75,7 +83,29 @@ impl Window {
             round_chunks: 0,
             full: false,
             last_cut: None,
+            gain: GAIN,
         }
+    }
+
+    /// The same window on a line of `downlink` bytes/s, when it is known: the gain a larger window must
+    /// bring falls from [`GAIN`] at [`LINK_FULL`] to none at [`LINK_FREE`].
+    ///
+    /// Why: the windows part in a swarm's first rounds, and the cinemas whose windows grew first take most
+    /// of the upload and finish first. The completion-CDF bound wants that concentration, but by line
+    /// speed: the fastest lines first. Early on no line is the limit, so which windows grow first is luck
+    /// (simulated 350-cinema fleet: a 979 Mbit/s cinema finished 63rd, a 640 Mbit/s one 113th). A fast
+    /// line asking less proof grows first by design. Lines up to 200 Mbit/s, and nodes that do not
+    /// declare theirs, keep the rule as it was.
+    pub fn with_link(mut self, downlink: Option<f64>) -> Self {
+        if let Some(d) = downlink {
+            self.gain = GAIN * ((LINK_FREE - d) / (LINK_FREE - LINK_FULL)).clamp(0.0, 1.0);
+        }
+        self
+    }
+
+    /// The share of the proportional gain a larger window must bring.
+    pub fn gain_share(&self) -> f64 {
+        self.gain
     }
 
     /// Requests in flight allowed now.
@@ -122,7 +152,7 @@ impl Window {
                 self.best = Some((rate, self.size));
                 self.grow();
             }
-            Some((best, at)) if self.size > at && rate > best * gain(at, self.size) => {
+            Some((best, at)) if self.size > at && rate > best * gain(self.gain, at, self.size) => {
                 self.best = Some((rate, self.size));
                 self.grow();
             }
@@ -172,8 +202,8 @@ impl Window {
 }
 
 /// The rate factor a window of `size` must bring over the best at `at` to be kept.
-fn gain(at: u32, size: u32) -> f64 {
-    1.0 + GAIN * (f64::from(size) / f64::from(at.max(1)) - 1.0)
+fn gain(share: f64, at: u32, size: u32) -> f64 {
+    1.0 + share * (f64::from(size) / f64::from(at.max(1)) - 1.0)
 }
 
 #[cfg(test)]
@@ -210,6 +240,27 @@ mod tests {
         let seen = settle(&mut w, |n| (f64::from(n) * 1e6).min(12e6), 2000);
         let tail = &seen[seen.len() - 200..];
         assert!(tail.iter().all(|&s| (12..=20).contains(&s)), "{seen:?}");
+    }
+
+    #[test]
+    fn a_declared_fast_line_grows_where_a_slow_line_holds() {
+        // Uploaders already shared: each larger window brings a third of the proportional gain (rate grows
+        // as n^(1/3)). The rule's half stops such a window early; a 1 Gbit/s line asks for any gain.
+        let rate = |n: u32| 4e6 * f64::from(n).powf(1.0 / 3.0);
+        let end = |link: Option<f64>| {
+            let mut w = Window::new(4, 64).with_link(link);
+            *settle(&mut w, rate, 1500).last().unwrap()
+        };
+        let (undeclared, slow, fast) = (end(None), end(Some(100e6 / 8.0)), end(Some(1e9 / 8.0)));
+        assert!(undeclared <= 8, "undeclared: {undeclared}");
+        assert_eq!(slow, undeclared, "a 100 Mbit/s line keeps the rule");
+        assert_eq!(fast, 64, "a 1 Gbit/s line grows while anything is gained");
+        // Half-way between 200 and 800 Mbit/s, a quarter of the proportional gain.
+        assert!((Window::new(4, 64).with_link(Some(62.5e6)).gain_share() - GAIN / 2.0).abs() < 1e-9);
+        // Its own link still stops it: past the knee a larger window gains nothing.
+        let mut w = Window::new(2, 64).with_link(Some(1e9 / 8.0));
+        let seen = settle(&mut w, |n| (f64::from(n) * 1e6).min(12e6), 2000);
+        assert!(seen[seen.len() - 200..].iter().all(|&s| (12..=20).contains(&s)), "{seen:?}");
     }
 
     #[test]
