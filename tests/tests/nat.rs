@@ -19,6 +19,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use cinemesh::local::metric_value;
 use cinemesh_sim::lab::net::{add_bridge, add_ns, run};
 
 const BIN: &str = env!("CARGO_BIN_EXE_cinemesh-node");
@@ -224,6 +225,26 @@ impl Net {
         }
     }
 
+    /// Polls `probe` every 200 ms until it gives `Ok`, up to `timeout`; the failure names `what` and the
+    /// last thing `probe` saw (its `Err`).
+    fn wait<T>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut probe: impl FnMut() -> Result<T, String>,
+    ) -> anyhow::Result<T> {
+        let start = Instant::now();
+        let mut last = String::from("nothing read");
+        while start.elapsed() < timeout {
+            match probe() {
+                Ok(v) => return Ok(v),
+                Err(seen) => last = seen,
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        bail!("{what} not within {timeout:?}; last: {last}\n{}", self.logs())
+    }
+
     /// Waits until `check` holds on `ns`'s status (`status --json`), up to `timeout`.
     fn wait_status(
         &self,
@@ -232,18 +253,11 @@ impl Net {
         timeout: Duration,
         check: impl Fn(&serde_json::Value) -> bool,
     ) -> anyhow::Result<serde_json::Value> {
-        let start = Instant::now();
-        let mut last = serde_json::Value::Null;
-        while start.elapsed() < timeout {
-            if let Ok(s) = self.json(ns, &["status"]) {
-                if check(&s) {
-                    return Ok(s);
-                }
-                last = s;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        bail!("{ns}: {what} not within {timeout:?}; last status: {last}\n{}", self.logs())
+        self.wait(&format!("{ns}: {what}"), timeout, || match self.json(ns, &["status"]) {
+            Ok(s) if check(&s) => Ok(s),
+            Ok(s) => Err(format!("status {s}")),
+            Err(e) => Err(e.to_string()),
+        })
     }
 
     /// Waits until `check` holds on `ns`'s peer list (`peers --json`), up to `timeout`.
@@ -254,18 +268,11 @@ impl Net {
         timeout: Duration,
         check: impl Fn(&[serde_json::Value]) -> bool,
     ) -> anyhow::Result<Vec<serde_json::Value>> {
-        let start = Instant::now();
-        let mut last = Vec::new();
-        while start.elapsed() < timeout {
-            if let Ok(serde_json::Value::Array(p)) = self.json(ns, &["peers"]) {
-                if check(&p) {
-                    return Ok(p);
-                }
-                last = p;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        bail!("{ns}: {what} not within {timeout:?}; peers: {last:?}\n{}", self.logs())
+        self.wait(&format!("{ns}: {what}"), timeout, || match self.json(ns, &["peers"]) {
+            Ok(serde_json::Value::Array(p)) if check(&p) => Ok(p),
+            Ok(p) => Err(format!("peers {p}")),
+            Err(e) => Err(e.to_string()),
+        })
     }
 
     /// The tail of every daemon's log, for a failure message.
@@ -623,19 +630,15 @@ fn a_cinema_refused_by_a_full_relay_asks_again_after_relay_retry() -> anyhow::Re
     net.cinema(&c2, "cinema-2", &trust, &boot, nat)?;
     let dist = net.ns("dist");
     // One of them holds the relay's one slot; the other is refused, again and again.
-    let denied = |net: &Net| -> u64 {
-        net.http_get(&dist, "/metrics")
-            .ok()
-            .and_then(|m| metric(&m, "libp2p_relay_events_total{event=\"ReservationReqDenied\"}"))
-            .unwrap_or(0.0) as u64
-    };
-    let start = Instant::now();
-    let mut refused = 0;
-    while start.elapsed() < Duration::from_secs(20) && refused < 4 {
-        refused = denied(&net);
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    assert!(refused >= 4, "the refused cinema asked {refused} times in 20 s\n{}", net.logs());
+    let sample = "libp2p_relay_events_total{event=\"ReservationReqDenied\"}";
+    net.wait("the relay refusing the second cinema 4 times", Duration::from_secs(20), || {
+        let refused = net.http_get(&dist, "/metrics").map(|m| metric_value(&m, sample)).unwrap_or(0.0);
+        if refused >= 4.0 {
+            Ok(())
+        } else {
+            Err(format!("refused {refused} times"))
+        }
+    })?;
     let s1 = net.json(&c1, &["status"])?;
     let (holder, waiting, daemon) = if has_relay_reservation(&s1) { (c1, c2, 1) } else { (c2, c1, 2) };
     let s = net.json(&holder, &["status"])?;
@@ -645,9 +648,4 @@ fn a_cinema_refused_by_a_full_relay_asks_again_after_relay_retry() -> anyhow::Re
     net.daemons[daemon].wait()?;
     net.wait_status(&waiting, "the freed reservation", Duration::from_secs(20), has_relay_reservation)?;
     Ok(())
-}
-
-/// The value of the sample `name` (name and labels, exactly as exposed) in a Prometheus text page.
-fn metric(page: &str, name: &str) -> Option<f64> {
-    page.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
