@@ -285,6 +285,8 @@ pub fn world(sc: &Scenario, seed: u64) -> (Topology, Vec<Vec<bool>>, ChaCha8Rng)
 
 struct NodeState {
     engine: engine::Engine<NodeIx>,
+    /// The line it declares in its hello (`transfer.downlink`), bytes/s.
+    declared: Option<u64>,
     started: Vec<bool>,
     got_entry: Vec<bool>,
     done: Vec<bool>,
@@ -410,6 +412,7 @@ impl<'a> Engine<'a> {
             } else if sc.sim.declared_downlinks {
                 transfer.downlink = Some(cinemesh_core::config::Rate(node.down));
             }
+            let declared = transfer.downlink.map(|r| r.0 as u64);
             let mut cfg = engine::Config::new(role, transfer, sc.policy.clone());
             cfg.locality = node.locality.clone();
             cfg.max_peers = sc.peers.max_connections;
@@ -437,6 +440,7 @@ impl<'a> Engine<'a> {
             }
             nodes.push(NodeState {
                 engine: e,
+                declared,
                 started: vec![false; films],
                 got_entry: vec![false; films],
                 done: vec![false; films],
@@ -656,7 +660,11 @@ impl<'a> Engine<'a> {
         let info = |s: &Self, x: NodeIx| {
             let n = &s.topo.nodes[x as usize];
             let role = if n.seeder { Role::Superseeder } else { Role::Cinema };
-            PeerInfo { role: Some(role), locality: n.locality.clone() }
+            PeerInfo {
+                role: Some(role),
+                locality: n.locality.clone(),
+                downlink: s.nodes[x as usize].declared,
+            }
         };
         match w.msg {
             Msg::Request(req) => {

@@ -110,6 +110,7 @@ fn write_seed_corpus() -> anyhow::Result<()> {
         isp: Some("orange".into()),
         site: None,
         version: "0.1.0".into(),
+        downlink: Some(125_000_000),
     };
     let requests = [
         Request::Hello(info.clone()),

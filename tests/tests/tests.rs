@@ -125,6 +125,39 @@ async fn six_cinemas_get_a_multi_file_tree_byte_for_byte() -> anyhow::Result<()>
     distributor.stop().await
 }
 
+/// Waits until `node`'s `cinemesh_lines_alike` gauge reads `value`.
+async fn wait_lines_alike(node: &LocalNode, value: f64) -> anyhow::Result<()> {
+    wait_for(&format!("cinemesh_lines_alike {value}"), WAIT, || {
+        let v = metric_value(&node.metrics_text(), "cinemesh_lines_alike");
+        async move { Ok((v == value).then_some(())) }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cinemas_declaring_alike_lines_are_served_alike_until_a_faster_one_joins() -> anyhow::Result<()> {
+    let (tmp, _key, trusted) = setup()?;
+    let distributor = start_distributor(tmp.path(), &trusted).await?;
+    let with_line = |name: &str, line: f64| {
+        let mut c = cinema(tmp.path(), name, "isp-a", &trusted, &distributor);
+        c.transfer.downlink = Some(Rate(line));
+        c
+    };
+    // 100 and 110 Mbit/s: alike (within a factor 1.2), as the hello tells the distributor.
+    let a = LocalNode::start(with_line("cinema-a", 12.5e6)).await?;
+    let b = LocalNode::start(with_line("cinema-b", 13.75e6)).await?;
+    wait_lines_alike(&distributor, 1.0).await?;
+    // A 1 Gbit/s cinema: the lines differ, so askers are ranked by rate again.
+    let fast = LocalNode::start(with_line("cinema-fast", 125e6)).await?;
+    wait_lines_alike(&distributor, 0.0).await?;
+    // It leaves: alike again.
+    fast.stop().await?;
+    wait_lines_alike(&distributor, 1.0).await?;
+    a.stop().await?;
+    b.stop().await?;
+    distributor.stop().await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_started_after_the_publish_catches_up() -> anyhow::Result<()> {
     let (tmp, key, trusted) = setup()?;
@@ -563,6 +596,7 @@ async fn in_a_private_mesh_an_outsider_is_denied_at_connection_establishment() -
         isp: None,
         site: None,
         version: "0".into(),
+        downlink: None,
     });
     let hello = protocol::encode_frame(&hello, protocol::MAX_REQUEST_BYTES)?;
     let peer = node.client.peer_id();

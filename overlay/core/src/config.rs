@@ -376,7 +376,9 @@ pub struct TransferConfig {
     /// The download rate of this node's line, when the operator knows it (e.g. `"1Gbit/s"`; none =
     /// unknown). A line faster than 200 Mbit/s lets the request window grow on less proof, none at all
     /// from 800 Mbit/s ([`Window::with_link`](crate::window::Window::with_link)), so the swarm's upload
-    /// goes to the fastest lines first, as the completion-CDF bound asks. It never limits anything.
+    /// goes to the fastest lines first, as the completion-CDF bound asks. Peers learn it from the hello:
+    /// where every cinema declares an alike line, all are served alike
+    /// ([`ALIKE_LINES`](crate::engine::ALIKE_LINES)). It never limits anything.
     pub downlink: Option<Rate>,
     /// Weekly windows (UTC) with their own limits, e.g. low upload during screenings; the most restrictive
     /// of these, the static limits and the distributor's signed policy applies.

@@ -495,6 +495,8 @@ pub struct Scheduler<P: PeerKey> {
     /// The size of the last chunk received (for the stall deadline).
     chunk_bytes: u64,
     stats: Stats,
+    /// The peers' declared lines are alike ([`Scheduler::set_alike`]).
+    alike: bool,
 }
 
 impl<P: PeerKey> Scheduler<P> {
@@ -533,6 +535,33 @@ impl<P: PeerKey> Scheduler<P> {
                 },
             ),
             stats: Stats::default(),
+            alike: false,
+        }
+    }
+
+    /// The peers' declared lines are alike, or no longer are ([`ALIKE_LINES`](crate::engine::ALIKE_LINES)):
+    /// while they are, a peer is asked one chunk at a time, however contended (as a spare one is; a lone
+    /// peer keeps `max_requests_per_peer`), and the request window holds at least one request per peer
+    /// (up to `max_requests_total`). Every cinema then holds a request at every uploader: equal shares, so
+    /// they finish together, which is what the last cinema's time needs where no line is faster.
+    pub fn set_alike(&mut self, alike: bool) {
+        if alike == self.alike {
+            return;
+        }
+        self.alike = alike;
+        for idx in 0..self.peers.len() as u32 {
+            self.refresh(idx);
+        }
+    }
+
+    /// Requests in flight allowed now: the window, or one per peer while lines are alike.
+    fn window_size(&self) -> u32 {
+        let size = self.window.size();
+        if self.alike {
+            let peers = u32::try_from(self.peer_index.len()).unwrap_or(u32::MAX);
+            size.max(peers.min(self.transfer.max_requests_total.max(1)))
+        } else {
+            size
         }
     }
 
@@ -1244,7 +1273,7 @@ impl<P: PeerKey> Scheduler<P> {
         }
         self.expire_blocks(now);
         loop {
-            if self.requests.len() + self.writing.len() >= self.window.size() as usize {
+            if self.requests.len() + self.writing.len() >= self.window_size() as usize {
                 if !self.ready.is_empty() {
                     self.window.note_full();
                 }
@@ -1524,7 +1553,7 @@ impl<P: PeerKey> Scheduler<P> {
     fn base_cap(&self, p: &Peer<P>) -> u32 {
         let spare = self.transfer.spare_load > p.load;
         let lone = self.peer_index.len() <= 1;
-        if spare && !lone {
+        if (spare || self.alike) && !lone {
             1
         } else {
             self.transfer.max_requests_per_peer
@@ -1595,7 +1624,7 @@ impl<P: PeerKey> Scheduler<P> {
 
     /// The request window: requests in flight allowed now.
     pub fn window(&self) -> u32 {
-        self.window.size()
+        self.window_size()
     }
 
     /// Requests in flight, all peers and contents.

@@ -113,6 +113,8 @@ pub struct Metrics {
     pub requests_in_flight: Gauge,
     /// Chunks arrived and being verified and written, as of the last tick.
     pub chunks_writing: Gauge,
+    /// 1 while every cinema among the peers declares a line alike to the others', as of the last tick.
+    pub lines_alike: Gauge,
     /// Chunk requests sent.
     pub chunk_requests: Counter,
     /// Of them, sent beyond a full window (to a seeder or a spare uploader with none of ours in flight).
@@ -202,6 +204,11 @@ impl Metrics {
             "chunks_writing",
             "Chunks arrived and being verified and written",
             m.chunks_writing.clone(),
+        );
+        r.register(
+            "lines_alike",
+            "1 while every cinema among the peers declares an alike line: askers are served alike",
+            m.lines_alike.clone(),
         );
         r.register("chunk_requests", "Chunk requests sent", m.chunk_requests.clone());
         r.register(

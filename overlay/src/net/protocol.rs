@@ -1,4 +1,4 @@
-//! The chunk-transfer protocol `/cinemesh/xfer/4.0.0`: request-response over a libp2p stream per request.
+//! The chunk-transfer protocol `/cinemesh/xfer/5.0.0`: request-response over a libp2p stream per request.
 //!
 //! Every message is a big-endian `u32` length followed by that many bytes of bincode (fixed-int,
 //! little-endian as bincode 1 does by default). Lengths are checked before anything is allocated: requests
@@ -36,7 +36,7 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use crate::ContentId;
 
 /// The protocol name.
-pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/cinemesh/xfer/4.0.0");
+pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/cinemesh/xfer/5.0.0");
 
 /// Largest request on the wire.
 pub const MAX_REQUEST_BYTES: usize = 256 * 1024;
@@ -64,6 +64,11 @@ pub struct NodeInfo {
     pub site: Option<String>,
     /// Software version.
     pub version: String,
+    /// The download rate of its line, bytes/s, when its operator declares it (`transfer.downlink`). Peers
+    /// compare it with the others' (`cinemesh_core::engine::ALIKE_LINES`): where every cinema's line is
+    /// alike, uploaders serve all askers alike. A false value moves at most this node's own place in
+    /// that order.
+    pub downlink: Option<u64>,
 }
 
 impl NodeInfo {
@@ -449,6 +454,7 @@ mod tests {
             Request::Hello(NodeInfo {
                 role: "cinema".into(),
                 isp: Some("orange".into()),
+                downlink: Some(125_000_000),
                 ..Default::default()
             }),
         ];

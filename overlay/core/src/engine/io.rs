@@ -208,6 +208,9 @@ pub struct PeerInfo {
     pub role: Option<Role>,
     /// Where it is (from its Admit entry when there is one, else what it declares).
     pub locality: Locality,
+    /// The download rate of its line in bytes/s, as its operator declares it (`transfer.downlink`); `None`
+    /// when not declared. Only compared with the other peers' (see [`ALIKE_LINES`](super::ALIKE_LINES)).
+    pub downlink: Option<u64>,
 }
 
 /// A decision for the body to carry out.

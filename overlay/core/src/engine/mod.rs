@@ -262,6 +262,9 @@ pub struct Engine<P: PeerKey> {
     recv: ReceiveRate,
     /// The highest receive rate askers told us, and when (it halves every [`ASKER_HALF_LIFE`]).
     fastest_asker: (f64, Time),
+    /// Every cinema among our peers, and we if we are one, declared a line within [`ALIKE_LINES`] of the
+    /// others' (see there).
+    alike: bool,
     out: VecDeque<Output<P>>,
     stats: Stats,
     record: Option<BTreeSet<String>>,
@@ -326,6 +329,21 @@ impl ReceiveRate {
         (self.peak * self.boost).min(f64::from(u32::MAX)) as u32
     }
 }
+
+/// Declared lines within this factor of each other are alike. While every cinema among a node's peers
+/// declares its line (`transfer.downlink`) and all of them, with the node's own if it is a cinema, are
+/// alike, no cinema has a claim to be served first: the node serves every asker alike (its open share of
+/// upload slots is 1.0, whatever `transfer.open_slots` says) and, fetching, asks one chunk per peer with a
+/// request window of at least one request per peer ([`Scheduler::set_alike`]).
+///
+/// Why: busy uploaders rank askers by the receive rate they tell, the order in which the completion-CDF
+/// bound finishes cinemas whose lines differ. Where the lines are alike the told rates differ by luck, the
+/// ranking feeds it (a cinema refused once receives less, tells less and is refused again), and the last
+/// cinemas finish alone, each at its own downlink's pace, while the swarm's uplinks idle. Simulated
+/// (`cinemesh-sim run scenarios/lab-16.toml`, seeds 1-8): 0.850 of the Kumar-Ross bound with the ranking,
+/// 0.920 with lines declared alike; lab-8 0.911 -> 0.927 (docs/benchmarks.md, "Alike lines are served
+/// alike"). A fleet whose lines differ, or that declares none, is ranked as before.
+pub const ALIKE_LINES: f64 = 1.2;
 
 /// A cinema refused by busy uploaders tells them at most this many times its peak receive rate.
 pub const MAX_RATE_BOOST: f64 = 8.0;
@@ -395,6 +413,7 @@ impl<P: PeerKey> Engine<P> {
             housekeeping_at: None,
             recv: ReceiveRate::default(),
             fastest_asker: (0.0, Time::ZERO),
+            alike: false,
             out: VecDeque::new(),
             stats: Stats::default(),
             record: None,
@@ -483,6 +502,12 @@ impl<P: PeerKey> Engine<P> {
     /// Requests in flight.
     pub fn in_flight(&self) -> usize {
         self.scheduler.in_flight()
+    }
+
+    /// True while every cinema among the peers declares a line alike to the others' ([`ALIKE_LINES`]): all
+    /// askers are served alike.
+    pub fn lines_alike(&self) -> bool {
+        self.alike
     }
 
     /// Chunks that arrived and wait on the body's verify and write; with [`in_flight`](Self::in_flight)
@@ -678,6 +703,7 @@ impl<P: PeerKey> Engine<P> {
             return;
         }
         self.sessions.insert(peer.clone(), Session::new());
+        self.lines_changed();
         self.out.push_back(Output::Send { peer, request: Request::Hello });
     }
 
@@ -689,11 +715,13 @@ impl<P: PeerKey> Engine<P> {
         s.info = info;
         s.retry.hello = false;
         if s.joined {
+            self.lines_changed();
             return;
         }
         s.joined = true;
         let locality = s.info.locality.clone();
         self.join_scheduler(now, &peer, locality);
+        self.lines_changed();
         self.out.push_back(Output::Event(Event::Joined { peer: peer.clone() }));
         let active: Vec<ContentId> =
             self.fetches.iter().filter(|(_, f)| matches!(f, Fetch::Active)).map(|(c, _)| *c).collect();
@@ -710,6 +738,39 @@ impl<P: PeerKey> Engine<P> {
             self.ask_manifest(now, content);
         }
         self.drive(now);
+    }
+
+    /// The peers' declared lines changed (a hello, a departure): are they, with ours if we are a cinema,
+    /// alike ([`ALIKE_LINES`])? O(peers), at most [`Config::max_peers`].
+    fn lines_changed(&mut self) {
+        let own = match self.cfg.role {
+            Role::Cinema => Some(self.cfg.transfer.downlink.map(|r| r.0)),
+            Role::Superseeder | Role::Distributor => None,
+        };
+        // A peer that has not said hello yet may be a cinema whose line differs: until it has, the lines
+        // are not known to be alike.
+        let cinemas = self
+            .sessions
+            .values()
+            .filter(|s| !s.joined || s.info.role == Some(Role::Cinema))
+            .map(|s| s.info.downlink.filter(|_| s.joined).map(|d| d as f64));
+        let mut lines = own.into_iter().chain(cinemas);
+        let (mut lo, mut hi, mut peers) = (f64::INFINITY, 0.0f64, 0u32);
+        let declared = lines.all(|line| match line {
+            Some(d) if d > 0.0 => {
+                (lo, hi) = (lo.min(d), hi.max(d));
+                peers += 1;
+                true
+            }
+            _ => false,
+        });
+        // At least one cinema besides us.
+        let enough = peers > u32::from(matches!(self.cfg.role, Role::Cinema));
+        let alike = declared && enough && hi <= ALIKE_LINES * lo;
+        if alike != self.alike {
+            self.alike = alike;
+            self.scheduler.set_alike(alike);
+        }
     }
 
     /// The round trip to `peer` was measured (the node's ping on the connection; the simulator's latency
@@ -771,6 +832,7 @@ impl<P: PeerKey> Engine<P> {
             return;
         }
         self.scheduler.peer_left(now, peer);
+        self.lines_changed();
         self.slots.peer_left(peer);
         let gone: Vec<UploadId> =
             self.uploads.iter().filter(|(_, u)| &u.peer == peer).map(|(id, _)| *id).collect();
@@ -1312,6 +1374,7 @@ impl<P: PeerKey> Engine<P> {
         // could have before this rule, and lowers the others' share for some [`ASKER_HALF_LIFE`]s.
         let share = f64::from(asker_rate) / self.fastest_asker(now, f64::from(asker_rate));
         let open = match self.cfg.role {
+            _ if self.alike => 1.0,
             Role::Cinema => self.cfg.transfer.open_slots,
             Role::Superseeder | Role::Distributor => {
                 self.cfg.transfer.seeder_open_slots.unwrap_or(self.cfg.transfer.open_slots)

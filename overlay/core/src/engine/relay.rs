@@ -153,7 +153,11 @@ mod tests {
         for &(p, link) in peers {
             e.connected(t(0), p);
             e.link(t(0), &p, link);
-            e.hello(t(0), p, PeerInfo { role: Some(Role::Cinema), locality: Locality::default() });
+            e.hello(
+                t(0),
+                p,
+                PeerInfo { role: Some(Role::Cinema), locality: Locality::default(), downlink: None },
+            );
         }
         let size = u64::from(chunks) * CHUNK;
         e.offer(t(0), Offer { content: C, chunks, size, chunk_size: CHUNK, deadline: None, targeted: true });

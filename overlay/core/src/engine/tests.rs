@@ -30,7 +30,11 @@ fn offer(chunks: u32, targeted: bool) -> Offer {
 }
 
 fn info(isp: &str) -> PeerInfo {
-    PeerInfo { role: Some(Role::Cinema), locality: Locality { isp: Some(isp.into()), site: None } }
+    PeerInfo {
+        role: Some(Role::Cinema),
+        locality: Locality { isp: Some(isp.into()), site: None },
+        downlink: None,
+    }
 }
 
 fn drain(e: &mut Engine<u32>) -> Vec<Output<u32>> {
@@ -196,6 +200,95 @@ fn the_fastest_asker_sets_the_bar_for_a_while_only() {
     // Two half-lives later nobody said 100 MB/s again: the bar is 25 MB/s, and it is the fastest.
     e.chunk_request(t(2 * ASKER_HALF_LIFE.as_millis() as u64), &2, 3, C, 3, 25 * MB);
     assert!(matches!(drain(&mut e)[..], [Output::Read { upload: 3, .. }]));
+}
+
+/// 100 Mbit/s in bytes/s: a declared line.
+const LINE: u64 = 12_500_000;
+
+/// A cinema peer that declares `downlink`.
+fn cinema_with_line(downlink: Option<u64>) -> PeerInfo {
+    PeerInfo { downlink, ..info("a") }
+}
+
+/// Uploads a superseeder with 4 slots and no open share (`open = 0`) starts for an asker receiving at a
+/// fifth of the fastest asker's rate, its peers cinemas 1 and 2 (the askers) and 3, 4 declaring `lines`
+/// (`None`: connected, no hello yet).
+fn served_to_a_slower_asker(lines: [Option<Option<u64>>; 4]) -> usize {
+    let mut e = seeder_open(100, 4, 0.0);
+    for (peer, line) in (1..).zip(lines) {
+        e.connected(t(0), peer);
+        if let Some(line) = line {
+            e.hello(t(0), peer, cinema_with_line(line));
+        }
+    }
+    drain(&mut e);
+    e.chunk_request(t(0), &1, 1, C, 0, 10 * MB);
+    assert_eq!(drain(&mut e).len(), 1, "the fastest is served");
+    for i in 1..=4 {
+        e.chunk_request(t(0), &2, 10 + u64::from(i), C, i, 2 * MB);
+    }
+    drain(&mut e).iter().filter(|o| matches!(o, Output::Read { .. })).count()
+}
+
+#[test]
+fn where_every_cinema_declares_an_alike_line_a_busy_uploader_serves_every_asker_alike() {
+    let alike = Some(Some(LINE));
+    // Lines within ALIKE_LINES of each other (100 and 110 Mbit/s): no asker is ranked; the slower one
+    // takes every free slot (3 of 4), and no more.
+    let near = Some(Some(LINE * 11 / 10));
+    assert_eq!(served_to_a_slower_asker([alike, near, alike, alike]), 3);
+    // One line three times faster: ranked by rate as before (a fifth of 4 slots: the one always open,
+    // which the fastest holds).
+    assert_eq!(served_to_a_slower_asker([alike, alike, alike, Some(Some(3 * LINE))]), 0);
+    // A cinema that declares no line, or has not said hello yet, may have any line: ranked.
+    assert_eq!(served_to_a_slower_asker([alike, alike, alike, Some(None)]), 0);
+    assert_eq!(served_to_a_slower_asker([alike, alike, alike, None]), 0);
+}
+
+/// The chunk requests a cinema declaring `own` sends at once when it starts fetching C from `peers.len()`
+/// cinemas that hold it all and declare `peers`; per peer, in peer order.
+fn first_requests(own: Option<u64>, peers: &[Option<u64>]) -> Vec<usize> {
+    let mut c = cfg(Role::Cinema, "a");
+    c.transfer.downlink = own.map(|d| crate::config::Rate(d as f64));
+    let mut e = Engine::new(c);
+    let ids = 1..=peers.len() as u32;
+    for (peer, &line) in ids.clone().zip(peers) {
+        e.connected(t(0), peer);
+        e.hello(t(0), peer, cinema_with_line(line));
+    }
+    e.offer(t(0), offer(100, true));
+    e.manifest(t(0), &1, C, ManifestReply::Good { size: 100 * CHUNK });
+    e.installed(t(0), C, Ok(Bitfield::new(100)));
+    for peer in ids.clone() {
+        e.bitfield(t(0), &peer, &C, Some(Bitfield::full(100)));
+    }
+    let out = drain(&mut e);
+    ids.map(|peer| {
+        out.iter()
+            .filter(|o| matches!(o, Output::Send { peer: p, request: Request::Chunk { .. } } if *p == peer))
+            .count()
+    })
+    .collect()
+}
+
+#[test]
+fn a_cinema_among_alike_lines_asks_one_chunk_of_every_peer() {
+    // The default window starts at 4 requests, 2 per contended peer (every peer is, here).
+    let window = TransferConfig::default().min_requests_total as usize;
+    let alike = Some(LINE);
+    // Lines alike (ours too): one request per peer, however contended, and one at every peer even where
+    // there are more peers than the window holds.
+    assert_eq!(first_requests(alike, &[alike; 3]), vec![1, 1, 1]);
+    assert_eq!(first_requests(alike, &[alike; 6]), vec![1; 6]);
+    // Our own line undeclared or faster, or a peer's: the window, two at a peer.
+    for (own, peers) in
+        [(None, vec![alike; 3]), (Some(2 * LINE), vec![alike; 3]), (alike, vec![alike, alike, None])]
+    {
+        let sent = first_requests(own, &peers);
+        assert_eq!(sent.iter().sum::<usize>(), window, "{own:?} {peers:?}: {sent:?}");
+        assert!(sent.contains(&2), "{own:?} {peers:?}: {sent:?}");
+    }
+    assert_eq!(first_requests(None, &[alike; 6]).iter().sum::<usize>(), window);
 }
 
 /// (index, rate) of the chunk requests among `out`.

@@ -101,6 +101,7 @@ impl Node {
             isp: self.cfg.isp.clone(),
             site: self.cfg.site.clone(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
+            downlink: self.cfg.transfer.downlink.map(|r| r.0 as u64),
         }
     }
 
@@ -223,6 +224,7 @@ impl Node {
         self.metrics.request_window.set(i64::from(self.engine.request_window()));
         self.metrics.requests_in_flight.set(self.engine.in_flight() as i64);
         self.metrics.chunks_writing.set(self.engine.chunks_writing() as i64);
+        self.metrics.lines_alike.set(i64::from(self.engine.lines_alike()));
         let s = self.engine.scheduler_stats();
         let m = &self.metrics;
         for (counter, total) in [

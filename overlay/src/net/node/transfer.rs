@@ -323,11 +323,12 @@ impl Node {
     fn on_hello(&mut self, peer: PeerId, info: crate::net::protocol::NodeInfo) {
         let locality = self.locality_of(&peer, info.isp.clone(), info.site.clone());
         let role = info.role.parse().ok();
+        let downlink = info.downlink;
         if let Some(state) = self.peers.get_mut(&peer) {
             state.info = Some(info);
         }
         let now = self.now();
-        self.engine.hello(now, peer, PeerInfo { role, locality });
+        self.engine.hello(now, peer, PeerInfo { role, locality, downlink });
     }
 
     fn on_response(&mut self, peer: PeerId, what: Pending, response: Response) {
