@@ -66,8 +66,9 @@ pub struct NodeInfo {
     pub version: String,
     /// The download rate of its line, bytes/s, when its operator declares it (`transfer.downlink`). Peers
     /// compare it with the others' (`cinemesh_core::engine::ALIKE_LINES`): where every cinema's line is
-    /// alike, uploaders serve all askers alike. A false value moves at most this node's own place in
-    /// that order.
+    /// alike, uploaders serve all askers alike. A false value can only turn that off for this node's
+    /// peers (they then rank askers by rate, as where lines differ) or, declared alike, get the share
+    /// every alike cinema gets.
     pub downlink: Option<u64>,
 }
 
