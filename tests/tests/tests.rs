@@ -158,6 +158,52 @@ async fn cinemas_declaring_alike_lines_are_served_alike_until_a_faster_one_joins
     distributor.stop().await
 }
 
+/// Open direct connections of `node` (every kind but relayed).
+fn direct_connections(node: &LocalNode) -> f64 {
+    let m = node.metrics_text();
+    ["tcp", "quic", "hole-punched"]
+        .iter()
+        .map(|l| metric_value(&m, &format!("cinemesh_connections_by_link{{link=\"{l}\"}}")))
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_two_direct_connections_to_one_peer_one_is_closed_and_the_film_still_arrives() -> anyhow::Result<()>
+{
+    let (tmp, key, trusted) = setup()?;
+    let distributor = start_distributor(tmp.path(), &trusted).await?;
+    // The cinema lists the distributor twice, over TCP and over QUIC: both are dialed at its first tick.
+    let listen = distributor.client.status().await?.listen;
+    let peer = distributor.addr.iter().last().context("the address ends in /p2p")?;
+    let quic = listen.iter().find(|a| a.contains("quic")).context("the distributor listens on QUIC")?;
+    let mut c = cinema(tmp.path(), "cinema-a", "isp-a", &trusted, &distributor);
+    c.bootstrap.push(quic.parse::<libp2p::Multiaddr>()?.with(peer));
+    let a = LocalNode::start(c).await?;
+    wait_for("a second connection to the distributor", WAIT, || {
+        let n = direct_connections(&a);
+        async move { Ok((n >= 2.0).then_some(())) }
+    })
+    .await?;
+    // Once both settled, the cinema (it dialed both) keeps its TCP connection and closes the other.
+    wait_for("one connection left at both ends", WAIT, || {
+        let (at_a, at_d) = (direct_connections(&a), direct_connections(&distributor));
+        async move { Ok((at_a == 1.0 && at_d == 1.0).then_some(())) }
+    })
+    .await?;
+    let m = a.metrics_text();
+    assert_eq!(metric_value(&m, "cinemesh_duplicate_connections_closed_total"), 1.0);
+    assert_eq!(metric_value(&m, "cinemesh_connections_by_link{link=\"tcp\"}"), 1.0, "TCP is kept");
+    assert_eq!(metric_value(&distributor.metrics_text(), "cinemesh_duplicate_connections_closed_total"), 0.0);
+    // The peer is still a peer: a film published now arrives.
+    let src = tmp.path().join("src");
+    make_tree(&src, 3 * u64::from(CHUNK) + 17)?;
+    let p = publish(&distributor, &key, 1, &src).await?;
+    let got = wait_complete(&a, p.id).await?;
+    assert_same_tree(&src, &got);
+    a.stop().await?;
+    distributor.stop().await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_started_after_the_publish_catches_up() -> anyhow::Result<()> {
     let (tmp, key, trusted) = setup()?;

@@ -45,6 +45,8 @@ pub struct NatMetrics {
     pub relay_reservations: Gauge,
     /// Bytes of the relay film budget not yet used.
     pub relay_budget_left: Gauge,
+    /// Direct connections closed because another to the same peer stays (`nat::duplicate`).
+    pub duplicates_closed: Counter,
 }
 
 impl NatMetrics {
@@ -69,6 +71,11 @@ impl NatMetrics {
             "relay_budget_left_bytes",
             "Bytes of film still allowed over relays",
             m.relay_budget_left.clone(),
+        );
+        r.register(
+            "duplicate_connections_closed",
+            "Direct connections closed because another to the same peer stays",
+            m.duplicates_closed.clone(),
         );
         m
     }

@@ -20,6 +20,8 @@
 //!   direct external addresses, so a node relays once it is reachable directly.
 //! - [`reservation`]: the relay client, which ignores a reservation accepted after the node gave it
 //!   back (libp2p-relay 0.22 panics on it).
+//! - [`duplicate`]: one direct connection per peer: which redundant ones this node closes (request-response
+//!   spreads requests over all of them, and a TCP connection left idle restarts slowly).
 //! - [`addr`]: what a multiaddr says: relayed or direct, TCP or QUIC, and the QUIC listen addresses that
 //!   go beside the TCP ones.
 //!
@@ -77,6 +79,7 @@ macro_rules! forward_connection_setup {
 
 pub mod addr;
 pub mod config;
+pub mod duplicate;
 pub mod metrics;
 pub mod probe;
 pub mod reservation;

@@ -4,13 +4,14 @@
 //!
 //! A direct connection to a peer that also has a relayed one closes the relayed one: libp2p's
 //! request-response spreads requests over every connection to a peer, and film bytes must not take the
-//! relay when a direct path exists.
+//! relay when a direct path exists. Of several direct connections to one peer, the redundant ones close
+//! too, once they have settled (`nat::duplicate`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Instant;
 
 use libp2p::core::transport::ListenerId;
-use libp2p::core::ConnectedPoint;
+use libp2p::core::{ConnectedPoint, Endpoint};
 use libp2p::swarm::ConnectionId;
 use libp2p::{autonat, dcutr, identify, relay, upnp, Multiaddr, PeerId};
 use tracing::{debug, info};
@@ -20,6 +21,7 @@ use crate::core::reachability::Tracker;
 use crate::core::{Link, Reachability};
 use crate::net::behaviour::BehaviourEvent;
 use crate::net::nat::addr;
+use crate::net::nat::duplicate::{self, Direct};
 use crate::net::nat::metrics::{NatMetrics, ResultLabel};
 
 /// The node's NAT state: bounded by the connection limits (links, dialed addresses) and by
@@ -29,6 +31,9 @@ pub(super) struct Nat {
     reach: Tracker,
     /// Every open connection: its peer and kind.
     links: HashMap<ConnectionId, (PeerId, Link)>,
+    /// Every open direct connection: whether we dialed it (DCUtR's role for a hole-punched one), and
+    /// since when it is open. Same keys as `links`, relayed ones left out.
+    direct: HashMap<ConnectionId, (bool, Instant)>,
     /// The address we dialed each peer at (for a reservation on it when it is a relay).
     dialed: HashMap<PeerId, Multiaddr>,
     /// Relay listeners: relay peer -> (listener, reservation accepted).
@@ -91,6 +96,10 @@ impl Node {
             self.nat.dialed.insert(peer, remote.clone());
         }
         self.nat.links.insert(id, (peer, link));
+        if !link.is_relayed() {
+            let ours = matches!(endpoint, ConnectedPoint::Dialer { role_override: Endpoint::Dialer, .. });
+            self.nat.direct.insert(id, (ours, Instant::now()));
+        }
         self.nat.metrics.connections_by_link.get_or_create(&NatMetrics::link(link)).inc();
         self.nat_link_changed(peer);
     }
@@ -98,6 +107,7 @@ impl Node {
     /// A connection closed.
     pub(super) fn nat_connection_down(&mut self, peer: PeerId, id: ConnectionId) {
         let Some((_, link)) = self.nat.links.remove(&id) else { return };
+        self.nat.direct.remove(&id);
         self.nat.metrics.connections_by_link.get_or_create(&NatMetrics::link(link)).dec();
         if link == Link::HolePunched {
             self.nat.reach.hole_punched(false);
@@ -216,6 +226,31 @@ impl Node {
         self.nat.relay_retry.retain(|_, at| *at > now);
         if self.nat.relay_retry.len() < before {
             self.nat_reserve();
+        }
+        self.close_duplicates(now);
+    }
+
+    /// Closes the direct connections made redundant by another to the same peer (`nat::duplicate`).
+    fn close_duplicates(&mut self, now: Instant) {
+        let mut by_peer: HashMap<PeerId, Vec<Direct>> = HashMap::new();
+        for (id, (ours, since)) in &self.nat.direct {
+            let Some((peer, link)) = self.nat.links.get(id) else { continue };
+            by_peer.entry(*peer).or_default().push(Direct {
+                id: *id,
+                ours: *ours,
+                quic: *link == Link::Quic,
+                age: now.saturating_duration_since(*since),
+            });
+        }
+        let me = *self.swarm.local_peer_id();
+        for (peer, conns) in by_peer.into_iter().filter(|(_, c)| c.len() > 1) {
+            for id in duplicate::redundant(&me, &peer, &conns) {
+                debug!(%peer, ?id, "closing a redundant direct connection");
+                // Forgotten now, so the next tick does not close it again while it closes.
+                self.nat.direct.remove(&id);
+                self.nat.metrics.duplicates_closed.inc();
+                self.swarm.close_connection(id);
+            }
         }
     }
 
