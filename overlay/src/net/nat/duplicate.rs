@@ -10,16 +10,18 @@
 //! and finished last (docs/benchmarks.md, "One direct connection per peer").
 //!
 //! [`redundant`] says which of a peer's direct connections this node closes. Each side closes only
-//! connections it dialed itself, and both choose the same connection to keep from what they both see:
+//! connections it dialed itself. Where one side dialed them all, it alone decides: it keeps one, TCP
+//! before QUIC (QUIC costs more CPU per byte here), then the oldest. Where both sides dialed, both choose
+//! the same connection to keep from what they both see:
 //!
 //! - the oldest, when it was open [`APART`] or more before every other: an AutoNAT dial-back comes
 //!   seconds after the connection that asked for it, and the requests on the newer connection are the
 //!   younger ones, so closing it wastes the least of a transfer under way;
 //! - of connections opened within [`NEAR`] of each other (both sides dialed at once), one dialed by the
-//!   side with the smaller peer id; its dialer picks which: TCP before QUIC (QUIC costs more CPU per
-//!   byte here), then the oldest;
+//!   side with the smaller peer id; its dialer picks which, as above;
 //! - nothing, while two connections' ages differ by between `NEAR` and `APART`: the two sides, whose
-//!   clocks see the same opening a round trip apart, might then choose differently.
+//!   clocks see the same opening a round trip apart, might then choose differently, and both could close
+//!   their own. The two connections then stay, as before this rule.
 //!
 //! Nothing is closed until every direct connection to the peer has been open for [`SETTLE`]: an AutoNAT
 //! dial-back finishes its exchange in a round trip or two, and closing the connection that carried the
@@ -60,6 +62,17 @@ pub fn redundant(me: &PeerId, peer: &PeerId, conns: &[Direct]) -> Vec<Connection
     if conns.len() < 2 || conns.iter().any(|c| c.age < SETTLE) {
         return Vec::new();
     }
+    // A side's pick among its own connections: TCP first, then the oldest.
+    let best = |a: &&Direct, b: &&Direct| a.quic.cmp(&b.quic).then(b.age.cmp(&a.age)).then(a.id.cmp(&b.id));
+    let close_all_but = |keep: Option<ConnectionId>| {
+        conns.iter().filter(|c| c.ours && Some(c.id) != keep).map(|c| c.id).collect::<Vec<_>>()
+    };
+    if conns.iter().all(|c| c.ours) {
+        return close_all_but(conns.iter().min_by(best).map(|c| c.id));
+    }
+    if conns.iter().all(|c| !c.ours) {
+        return Vec::new();
+    }
     let behind = |c: &Direct| oldest - c.age;
     if conns.iter().any(|c| (NEAR..APART).contains(&behind(c))) {
         return Vec::new();
@@ -68,12 +81,8 @@ pub fn redundant(me: &PeerId, peer: &PeerId, conns: &[Direct]) -> Vec<Connection
     // Which side dialed the connection kept: the smaller peer id's, if it dialed one of the first.
     let ours_kept =
         if first.iter().any(|c| c.ours) && first.iter().any(|c| !c.ours) { me < peer } else { first[0].ours };
-    let keep = first
-        .iter()
-        .filter(|c| c.ours && ours_kept)
-        .min_by(|a, b| a.quic.cmp(&b.quic).then(b.age.cmp(&a.age)).then(a.id.cmp(&b.id)))
-        .map(|c| c.id);
-    conns.iter().filter(|c| c.ours && Some(c.id) != keep).map(|c| c.id).collect()
+    let keep = first.iter().copied().filter(|c| c.ours && ours_kept).min_by(best).map(|c| c.id);
+    close_all_but(keep)
 }
 
 #[cfg(test)]
@@ -148,6 +157,19 @@ mod tests {
                 [conn(1, true, true, 30_100), conn(2, true, false, 30_000), conn(3, true, false, 10_000)];
             assert_eq!(redundant(&me, &peer, &conns), ids(&[1, 3]), "TCP first among the first opened");
             assert!(redundant(&peer, &me, &mirror(&conns, &[])).is_empty(), "the other side closes nothing");
+        }
+    }
+
+    #[test]
+    fn a_side_that_dialed_them_all_keeps_one_whenever_they_opened() {
+        let (small, big) = pair();
+        for (me, peer) in [(small, big), (big, small)] {
+            // 1 s apart: unclear for two dialers, but only this side decides here.
+            let conns = [conn(1, true, false, 31_000), conn(2, true, false, 30_000)];
+            assert_eq!(redundant(&me, &peer, &conns), ids(&[2]), "the oldest");
+            let conns = [conn(1, true, true, 90_000), conn(2, true, false, 30_000)];
+            assert_eq!(redundant(&me, &peer, &conns), ids(&[1]), "TCP before an older QUIC");
+            assert!(redundant(&peer, &me, &mirror(&conns, &[])).is_empty());
         }
     }
 
