@@ -746,6 +746,9 @@ impl<'a> Engine<'a> {
                     let result = bytes.ok_or_else(|| "unknown upload".to_owned());
                     self.nodes[x as usize].engine.chunk_read(now, upload, result);
                 }
+                // The node cannot take back a chunk answer handed to request-response: the flow runs on
+                // and ends as any other (`sim.abortable_uploads`).
+                Output::Abort { .. } if !self.sc.sim.abortable_uploads => {}
                 Output::Abort { upload } => {
                     if let Some(flow) = self.flows.remove(&upload) {
                         self.net.remove_flow(flow);

@@ -246,6 +246,10 @@ pub struct SimConfig {
     /// Every cinema declares its line (`transfer.downlink` = its access class's download rate), as the
     /// operator guide asks of a cinema that knows it. false: `transfer.downlink` as the scenario sets it.
     pub declared_downlinks: bool,
+    /// A cancelled upload whose bytes are on the way stops at once (true), as a transport that can reset a
+    /// stream would. false (the node's case): request-response cannot take back an answer once handed
+    /// over, so the chunk still crosses the links and reaches the asker, who discards it if held.
+    pub abortable_uploads: bool,
 }
 
 impl Default for SimConfig {
@@ -262,6 +266,7 @@ impl Default for SimConfig {
             kad_alpha: 3,
             record_engine: false,
             declared_downlinks: true,
+            abortable_uploads: false,
         }
     }
 }

@@ -1233,6 +1233,50 @@ async fn a_manifest_asked_many_times_at_once_is_answered_from_the_cache() -> any
     node.stop().await
 }
 
+/// A manifest a node does not hold is answered `Missing` at once, however many asks arrive together: at a
+/// publish every cinema asks its peers in turn and most hold nothing yet. Before, each ask waited for a disk
+/// read and asks beyond the bound on reads in progress (2 per peer) were refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manifest_not_held_is_answered_missing_without_a_disk_read() -> anyhow::Result<()> {
+    use cinemesh_overlay::net::protocol::{self, Request, Response};
+    use futures::StreamExt;
+    use libp2p::request_response;
+    use libp2p::swarm::SwarmEvent;
+    let (tmp, _key, trusted) = setup()?;
+    let node = start_distributor(tmp.path(), &trusted).await?;
+    let mut peer = raw_peer(RawCodec::default(), &node)?;
+    let unknown = ContentId([7; 32]);
+    let ask = protocol::encode_frame(&Request::Manifest { content: unknown }, protocol::MAX_REQUEST_BYTES)?;
+    let mut answers = Vec::new();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while answers.len() < 8 {
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "{} of 8 answers", answers.len());
+        let ev = tokio::select! {
+            ev = peer.select_next_some() => ev,
+            _ = tokio::time::sleep(Duration::from_millis(100)) => continue,
+        };
+        match ev {
+            SwarmEvent::ConnectionEstablished { .. } => {
+                for _ in 0..8 {
+                    peer.behaviour_mut().send_request(&node.client.peer_id(), ask.clone());
+                }
+            }
+            SwarmEvent::Behaviour(request_response::Event::Message {
+                message: request_response::Message::Response { response, .. },
+                ..
+            }) => {
+                let answer: Response = protocol::decode_body(&response[4..], protocol::MAX_RESPONSE_BYTES)?;
+                answers.push(answer);
+            }
+            _ => {}
+        }
+    }
+    for a in &answers {
+        assert!(matches!(a, Response::Missing { .. }), "not answered missing: {a:?}");
+    }
+    node.stop().await
+}
+
 /// Kinds of engine inputs and outputs whose use depends on timing (end-game cancels, busy answers, a
 /// request caught by a closing connection): either body may see them in one run and not in another.
 /// `in:send-failed` (a hello or bitfield request lost in transit) is the node's alone: the simulator's

@@ -90,6 +90,13 @@
 //! chunk of a fibre cinema for two minutes). When the chunk arrives, the other requests for it are cancelled
 //! ([`Output::Cancel`]). Duplicates count towards both in-flight limits.
 //!
+//! A cancel cannot take back a chunk whose bytes are on the way (request-response hands the answer over
+//! whole), so a copy that arrives second costs its uploader a chunk of link for nothing: the real lab-16
+//! received 2.1-2.5% of its bytes twice. A copy is therefore asked only of a peer that would bring the chunk
+//! sooner than the requests in flight are due (each peer's usual time per chunk, its throughput EWMA), or
+//! once every request for the chunk has waited [`ENDGAME_LATE`] times that; the scheduler wakes at that
+//! moment ([`Scheduler::poll_timeout`]). Unmeasured peers hold no copy back.
+//!
 //! ## Arrived, then written
 //!
 //! A chunk's bytes arrive ([`Scheduler::chunk_arrived`]) before they are verified and durable
@@ -148,6 +155,10 @@ use crate::{ContentId, Time};
 
 /// In end-game, at most this many peers are asked for the same chunk at once.
 pub const ENDGAME_PEERS_PER_CHUNK: usize = 2;
+
+/// An end-game copy that would not arrive sooner is still asked once every request for the chunk has
+/// waited this many times what a chunk from its peer has been taking ([`pick_duplicate`]).
+pub const ENDGAME_LATE: f64 = 2.0;
 
 /// Weight of a new sample in a peer's throughput EWMA.
 pub const EWMA_ALPHA: f64 = 0.3;
@@ -497,6 +508,9 @@ pub struct Scheduler<P: PeerKey> {
     stats: Stats,
     /// The peers' declared lines are alike ([`Scheduler::set_alike`]).
     alike: bool,
+    /// The earliest time an end-game copy held back because it would not arrive sooner than the request in
+    /// flight becomes worth asking ([`pick_duplicate`]): idle peers are woken then.
+    endgame_recheck: Option<Time>,
 }
 
 impl<P: PeerKey> Scheduler<P> {
@@ -536,6 +550,7 @@ impl<P: PeerKey> Scheduler<P> {
             ),
             stats: Stats::default(),
             alike: false,
+            endgame_recheck: None,
         }
     }
 
@@ -1238,6 +1253,10 @@ impl<P: PeerKey> Scheduler<P> {
     /// Time passed: expire requests older than `transfer.request_timeout`, end back-offs.
     pub fn handle_timeout(&mut self, now: Time) {
         self.expire_blocks(now);
+        if self.endgame_recheck.is_some_and(|t| t <= now) {
+            self.endgame_recheck = None;
+            self.wake_all();
+        }
         while let Some((&(t, _), &key)) = self.deadlines.first_key_value() {
             if t > now {
                 break;
@@ -1254,10 +1273,7 @@ impl<P: PeerKey> Scheduler<P> {
     pub fn poll_timeout(&self) -> Option<Time> {
         let d = self.deadlines.first_key_value().map(|(k, _)| k.0);
         let b = self.blocked.first().map(|k| k.0);
-        match (d, b) {
-            (Some(d), Some(b)) => Some(d.min(b)),
-            (d, b) => d.or(b),
-        }
+        [d, b, self.endgame_recheck].into_iter().flatten().min()
     }
 
     /// The next queued cancel, penalty or completion, without deciding any new request (a caller holding
@@ -1287,7 +1303,7 @@ impl<P: PeerKey> Scheduler<P> {
             if let Some(&(Reverse(hb), _, held)) = self.held.first() {
                 let better = f64::from_bits(hb) > self.policy.local_margin * f64::from_bits(sb);
                 if better {
-                    match self.pick(held, true) {
+                    match self.pick(now, held, true) {
                         Some((slot, chunk, dup)) => return Some(self.yielded(now, held, slot, chunk, dup)),
                         None => {
                             self.mark_idle(held);
@@ -1296,7 +1312,7 @@ impl<P: PeerKey> Scheduler<P> {
                     }
                 }
             }
-            match self.pick(idx, false) {
+            match self.pick(now, idx, false) {
                 Some((slot, chunk, dup)) => return Some(self.send(now, idx, slot, chunk, dup)),
                 None if self.held_hint => self.hold(idx),
                 None => self.mark_idle(idx),
@@ -1317,7 +1333,7 @@ impl<P: PeerKey> Scheduler<P> {
             if !idle {
                 continue;
             }
-            if let Some((slot, chunk, dup)) = self.pick(idx, false) {
+            if let Some((slot, chunk, dup)) = self.pick(now, idx, false) {
                 self.stats.beyond_window += 1;
                 return Some(self.send(now, idx, slot, chunk, dup));
             }
@@ -1326,7 +1342,7 @@ impl<P: PeerKey> Scheduler<P> {
         // Then one request to each spare uploader with nothing of ours in flight (sending or marking it idle
         // takes it out of `spare`).
         while let Some(&(_, _, idx)) = self.spare.first() {
-            if let Some((slot, chunk, dup)) = self.pick(idx, false) {
+            if let Some((slot, chunk, dup)) = self.pick(now, idx, false) {
                 self.stats.beyond_window += 1;
                 return Some(self.send(now, idx, slot, chunk, dup));
             }
@@ -1342,7 +1358,7 @@ impl<P: PeerKey> Scheduler<P> {
     /// all, best first.
     fn yield_held(&mut self, now: Time) -> Option<Output<P>> {
         while let Some(&(_, _, idx)) = self.held.first() {
-            match self.pick(idx, true) {
+            match self.pick(now, idx, true) {
                 Some((slot, chunk, dup)) => return Some(self.yielded(now, idx, slot, chunk, dup)),
                 None => self.mark_idle(idx),
             }
@@ -1358,7 +1374,7 @@ impl<P: PeerKey> Scheduler<P> {
 
     /// The chunk to ask of peer `idx`: (content slot, chunk, is an end-game duplicate). `any`: without
     /// local first's filter. Sets `held_hint` when only that filter kept a chunk back.
-    fn pick(&mut self, idx: u32, any: bool) -> Option<(u32, u32, bool)> {
+    fn pick(&mut self, now: Time, idx: u32, any: bool) -> Option<(u32, u32, bool)> {
         self.held_hint = false;
         let p = self.peers[idx as usize].as_ref()?;
         for &slot in &self.order {
@@ -1381,7 +1397,15 @@ impl<P: PeerKey> Scheduler<P> {
                 // A seeder may add one more copy than a cinema: a last chunk asked of slow cinemas is
                 // then fetched from the source provisioned to serve it.
                 let cap = ENDGAME_PEERS_PER_CHUNK + usize::from(p.seeder);
-                if let Some(chunk) = pick_duplicate(&self.requests, slot, idx, bits, cap, &mut self.rng) {
+                let take = |i: u32| {
+                    chunk_time(self.peers[i as usize].as_ref().and_then(|p| p.ewma), self.chunk_bytes)
+                };
+                let copy = EndgameCopy { now, mine: idx, takes: take(idx), cap };
+                let (pick, later) = pick_duplicate(&self.requests, slot, bits, &copy, take, &mut self.rng);
+                if let Some(t) = later {
+                    self.endgame_recheck = Some(self.endgame_recheck.map_or(t, |r| r.min(t)));
+                }
+                if let Some(chunk) = pick {
                     return Some((slot, chunk, true));
                 }
             }
@@ -1739,55 +1763,99 @@ fn unreachable_pick() -> ! {
     unreachable!("scheduler picked a request for a peer or content that is gone")
 }
 
-/// End-game: an in-flight chunk of `slot` that peer `idx` holds and was not asked for, asked of fewer than
-/// `cap` peers; fewest requests first, ties at random.
+/// How long a chunk of `bytes` takes from a peer whose requests have been taking `ewma` bytes/s; `None`
+/// when not measured yet.
+fn chunk_time(ewma: Option<f64>, bytes: u64) -> Option<std::time::Duration> {
+    let rate = ewma.filter(|&e| e > 0.0)?;
+    (bytes > 0).then(|| std::time::Duration::from_secs_f64((bytes as f64 / rate).min(1e6)))
+}
+
+/// The peer an end-game copy would be asked of.
+struct EndgameCopy {
+    now: Time,
+    /// Its index.
+    mine: u32,
+    /// How long a chunk takes from it (`None`: not measured).
+    takes: Option<std::time::Duration>,
+    /// Requests per chunk at most, its own included.
+    cap: usize,
+}
+
+/// End-game: an in-flight chunk of `slot` that the peer of `copy` holds and was not asked for, asked of
+/// fewer than `copy.cap` peers, and that the copy would bring sooner than the requests in flight (each sent
+/// at `sent`, due `takes(peer)` later) or whose every request is late (waited [`ENDGAME_LATE`] times that):
+/// a copy that would come later only spends an uploader's link, as request-response cannot take a chunk's
+/// bytes back once they are on the way (the real lab-16 received 2.1-2.5% of its bytes twice). Fewest
+/// requests first, ties at random. A peer not measured yet, or a request to one, holds no copy back. Also
+/// returns, when copies were held back and none taken, the earliest time one of them turns late.
 fn pick_duplicate(
     requests: &BTreeMap<ReqKey, Req>,
     slot: u32,
-    idx: u32,
     bits: &Bitfield,
-    cap: usize,
+    copy: &EndgameCopy,
+    takes: impl Fn(u32) -> Option<std::time::Duration>,
     rng: &mut ChaCha8Rng,
-) -> Option<u32> {
+) -> (Option<u32>, Option<Time>) {
+    // Per chunk in flight: its requests, whether one is this peer's, when the first is due and when the
+    // last turns late (`None`: one of them cannot be estimated).
+    struct InFlight {
+        chunk: u32,
+        count: usize,
+        mine: bool,
+        due: Option<(Time, Time)>,
+    }
     let mut best: Option<(usize, u32)> = None;
+    let mut later: Option<Time> = None;
     let mut ties = 0u32;
-    let mut consider = |chunk: u32, count: usize, mine: bool, best: &mut Option<(usize, u32)>| {
-        if mine || count >= cap || !bits.get(chunk) {
+    let mut consider = |f: &InFlight, best: &mut Option<(usize, u32)>| {
+        if f.mine || f.count >= copy.cap || !bits.get(f.chunk) {
             return;
         }
+        if let (Some((due, late)), Some(takes)) = (f.due, copy.takes) {
+            if copy.now + takes >= due && copy.now < late {
+                later = Some(later.map_or(late, |l: Time| l.min(late)));
+                return;
+            }
+        }
         match *best {
-            Some((b, _)) if count > b => {}
-            Some((b, _)) if count == b => {
+            Some((b, _)) if f.count > b => {}
+            Some((b, _)) if f.count == b => {
                 ties += 1;
                 if rng.gen_range(0..ties) == 0 {
-                    *best = Some((count, chunk));
+                    *best = Some((f.count, f.chunk));
                 }
             }
             _ => {
-                *best = Some((count, chunk));
+                *best = Some((f.count, f.chunk));
                 ties = 1;
             }
         }
     };
-    let mut cur: Option<(u32, usize, bool)> = None;
-    for (&(_, chunk, peer), _) in requests.range((slot, 0, 0)..=(slot, u32::MAX, u32::MAX)) {
+    let mut cur: Option<InFlight> = None;
+    for (&(_, chunk, peer), req) in requests.range((slot, 0, 0)..=(slot, u32::MAX, u32::MAX)) {
+        let due = takes(peer).map(|t| (req.sent + t, req.sent + t.mul_f64(ENDGAME_LATE)));
         match cur.as_mut() {
-            Some((c, n, mine)) if *c == chunk => {
-                *n += 1;
-                *mine |= peer == idx;
+            Some(f) if f.chunk == chunk => {
+                f.count += 1;
+                f.mine |= peer == copy.mine;
+                f.due = match (f.due, due) {
+                    (Some(a), Some(b)) => Some((a.0.min(b.0), a.1.max(b.1))),
+                    _ => None,
+                };
             }
             _ => {
-                if let Some((c, n, mine)) = cur {
-                    consider(c, n, mine, &mut best);
+                if let Some(f) = cur.take() {
+                    consider(&f, &mut best);
                 }
-                cur = Some((chunk, 1, peer == idx));
+                cur = Some(InFlight { chunk, count: 1, mine: peer == copy.mine, due });
             }
         }
     }
-    if let Some((c, n, mine)) = cur {
-        consider(c, n, mine, &mut best);
+    if let Some(f) = cur {
+        consider(&f, &mut best);
     }
-    best.map(|(_, c)| c)
+    let later = if best.is_some() { None } else { later };
+    (best.map(|(_, c)| c), later)
 }
 
 #[cfg(test)]

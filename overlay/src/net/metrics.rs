@@ -126,6 +126,15 @@ pub struct Metrics {
     pub chunk_requests_endgame: Counter,
     /// Of them, sent to a peer beyond the count its load allows, to cover its round trip.
     pub chunk_requests_pipelined: Counter,
+    /// Of them, expired after `transfer.request_timeout`.
+    pub chunk_requests_timed_out: Counter,
+    /// Cancels sent for requests another peer served first (end game).
+    pub chunk_cancels: Counter,
+    /// Chunks received that were held by then (a late end-game copy, say): their bytes were spent for nothing.
+    pub chunks_duplicate: Counter,
+    /// Chunks received that no request to that peer was waiting for (after a timeout or a cancel) and not
+    /// held: kept.
+    pub chunks_unsolicited: Counter,
     /// Uploads to far slower askers that the ranking by rate alone would have refused.
     pub uploads_slow_asker: Counter,
 }
@@ -230,6 +239,26 @@ impl Metrics {
             "chunk_requests_endgame",
             "End-game duplicate chunk requests",
             m.chunk_requests_endgame.clone(),
+        );
+        r.register(
+            "chunk_requests_timed_out",
+            "Chunk requests expired after transfer.request_timeout",
+            m.chunk_requests_timed_out.clone(),
+        );
+        r.register(
+            "chunk_cancels",
+            "Cancels sent for chunk requests another peer served first",
+            m.chunk_cancels.clone(),
+        );
+        r.register(
+            "chunks_duplicate",
+            "Chunks received that were held by then (late end-game copies): bytes spent for nothing",
+            m.chunks_duplicate.clone(),
+        );
+        r.register(
+            "chunks_unsolicited",
+            "Chunks received that no request to that peer was waiting for, not held yet: kept",
+            m.chunks_unsolicited.clone(),
         );
         r.register(
             "uploads_slow_asker",

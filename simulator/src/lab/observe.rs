@@ -45,7 +45,8 @@ pub struct NodeObs {
 }
 
 /// One reading of a node's request metrics (`cinemesh_request_window`, `..._requests_in_flight`,
-/// `..._chunk_requests_total`, `..._beyond_window_total`, `..._yielded_total`, `..._pipelined_total`), seconds after time 0.
+/// `..._chunk_requests_total`, `..._beyond_window_total`, `..._yielded_total`, `..._pipelined_total`,
+/// `..._endgame_total`, `..._timed_out_total`, `cinemesh_chunk_cancels_total`, `cinemesh_chunks_duplicate_total`), seconds after time 0.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct RequestSample {
     /// When.
@@ -62,6 +63,14 @@ pub struct RequestSample {
     pub yielded: f64,
     /// Of them, beyond a peer's count for its load, to cover its round trip.
     pub pipelined: f64,
+    /// Of them, end-game duplicates.
+    pub endgame: f64,
+    /// Of them, expired after `transfer.request_timeout`.
+    pub timed_out: f64,
+    /// Cancels sent (end game).
+    pub cancels: f64,
+    /// Chunks received that were held by then: bytes spent for nothing.
+    pub duplicate: f64,
 }
 
 impl RequestSample {
@@ -75,6 +84,10 @@ impl RequestSample {
             beyond_window: probe::total(m, "cinemesh_chunk_requests_beyond_window_total"),
             yielded: probe::total(m, "cinemesh_chunk_requests_yielded_total"),
             pipelined: probe::total(m, "cinemesh_chunk_requests_pipelined_total"),
+            endgame: probe::total(m, "cinemesh_chunk_requests_endgame_total"),
+            timed_out: probe::total(m, "cinemesh_chunk_requests_timed_out_total"),
+            cancels: probe::total(m, "cinemesh_chunk_cancels_total"),
+            duplicate: probe::total(m, "cinemesh_chunks_duplicate_total"),
         }
     }
 }

@@ -154,6 +154,55 @@ fn a_seeder_adds_an_endgame_copy_of_a_chunk_already_asked_of_two_cinemas() {
     assert_eq!(cancels, 2);
 }
 
+/// Two peers measured: peer 1 takes 1 s per chunk of 1 MB, peer 2 0.1 s (content 1, one chunk from each).
+fn measured_slow_and_fast() -> Scheduler<u32> {
+    let mut s = Scheduler::new(&transfer(1, 64), &PolicyConfig::default(), local(), 3);
+    s.add_content(Time::ZERO, spec(1, 2, None), Bitfield::new(2));
+    for p in [1, 2] {
+        s.peer_joined(Time::ZERO, p, far());
+        s.peer_bitfield(Time::ZERO, &p, &id(1), Bitfield::full(2));
+    }
+    let mut reqs = requests(&drain(&mut s, Time::ZERO));
+    assert_eq!(reqs.len(), 2, "{reqs:?}");
+    reqs.sort_by_key(|r| std::cmp::Reverse(r.0));
+    for (p, _, c) in reqs {
+        s.chunk_received(Time(if p == 1 { 1_000 * MS } else { 100 * MS }), &p, &id(1), c, 1_000_000);
+    }
+    assert!(s.progress(&id(1)).is_none_or(|p| p.have == 2));
+    s
+}
+
+/// End-game copies cost an uploader a whole chunk when both arrive (request-response cannot take bytes back):
+/// a copy is asked when it would come sooner than the request in flight, not when it would come later,
+/// until that request is late (`ENDGAME_LATE` times its peer's usual time), at a wake-up the scheduler sets.
+#[test]
+fn an_endgame_copy_is_asked_when_it_would_come_sooner_or_the_request_is_late() {
+    let at = |ms: u64| Time(ms * MS);
+    // The last chunk asked of the slow peer (the only holder at first): the fast one's copy comes sooner.
+    let mut s = measured_slow_and_fast();
+    s.add_content(at(1_000), spec(2, 1, None), Bitfield::new(1));
+    s.peer_bitfield(at(1_000), &1, &id(2), Bitfield::full(1));
+    assert_eq!(requests(&drain(&mut s, at(1_000))), vec![(1, id(2), 0)]);
+    s.peer_bitfield(at(1_000), &2, &id(2), Bitfield::full(1));
+    assert_eq!(requests(&drain(&mut s, at(1_000))), vec![(2, id(2), 0)], "a copy that comes sooner");
+    assert_eq!(s.stats().endgame_requests, 1);
+
+    // Asked of the fast peer: the slow one's copy would come later, so not until the request is late.
+    let mut s = measured_slow_and_fast();
+    s.add_content(at(1_000), spec(2, 1, None), Bitfield::new(1));
+    s.peer_bitfield(at(1_000), &2, &id(2), Bitfield::full(1));
+    assert_eq!(requests(&drain(&mut s, at(1_000))), vec![(2, id(2), 0)]);
+    s.peer_bitfield(at(1_000), &1, &id(2), Bitfield::full(1));
+    assert!(requests(&drain(&mut s, at(1_000))).is_empty(), "a copy that would come later");
+    // Due at 1.1 s, late at 1.2 s (twice 0.1 s): the scheduler wakes then and asks the copy.
+    assert_eq!(s.poll_timeout(), Some(at(1_200)));
+    s.handle_timeout(at(1_150));
+    assert!(requests(&drain(&mut s, at(1_150))).is_empty());
+    s.handle_timeout(at(1_200));
+    assert_eq!(requests(&drain(&mut s, at(1_200))), vec![(1, id(2), 0)], "the request is late");
+    assert_eq!(s.stats().endgame_requests, 1);
+}
+
 #[test]
 fn endgame_waits_for_the_threshold() {
     let t = TransferConfig { endgame_chunks: 2, ..transfer(4, 64) };
@@ -169,7 +218,11 @@ fn endgame_waits_for_the_threshold() {
     s.chunk_received(Time(MS), &reqs[0].0, &id(1), reqs[0].2, 1);
     s.chunk_received(Time(MS), &reqs[1].0, &id(1), reqs[1].2, 1);
     assert!(s.is_endgame(&id(1)));
-    assert_eq!(requests(&drain(&mut s, Time(MS))).len(), 2);
+    // Both peers bring a chunk in 1 ms: a copy of the other's would not come sooner, but once the two
+    // requests are late (2 ms), both are copied.
+    assert!(requests(&drain(&mut s, Time(MS))).is_empty());
+    s.handle_timeout(Time(2 * MS));
+    assert_eq!(requests(&drain(&mut s, Time(2 * MS))).len(), 2);
 }
 
 #[test]

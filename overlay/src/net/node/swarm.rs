@@ -233,6 +233,10 @@ impl Node {
             (&m.chunk_requests_yielded, s.yielded),
             (&m.chunk_requests_endgame, s.endgame_requests),
             (&m.chunk_requests_pipelined, s.pipelined),
+            (&m.chunk_requests_timed_out, s.timeouts),
+            (&m.chunk_cancels, s.cancels),
+            (&m.chunks_duplicate, s.duplicates),
+            (&m.chunks_unsolicited, s.unsolicited),
         ] {
             counter.inc_by(total.saturating_sub(counter.get()));
         }

@@ -230,6 +230,11 @@ impl Node {
             Request::Manifest { content } => {
                 if let Some(b) = self.answers.manifest(&content) {
                     self.respond_bounded(peer, id, channel, Response::Manifest(b));
+                } else if self.engine.held(&content).is_none() {
+                    // Not held (the simulator answers from the same fact): no disk read. At a publish every
+                    // cinema asks its peers in turn and most of them hold nothing yet; each such answer used
+                    // to wait for a disk job.
+                    self.respond(channel, Response::Missing { load: 0.0 });
                 } else if self.manifest_reads.acquire(&peer) {
                     self.spawn_manifest_read(peer, id, content, channel);
                 } else {
