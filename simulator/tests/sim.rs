@@ -158,9 +158,12 @@ fn answers_on_one_connection_share_one_share() {
     let own = run(&["transfer.max_requests_per_peer=2"]);
     let shared = run(&["transfer.max_requests_per_peer=2", "sim.per_connection=true"]);
     assert_ne!(own, shared, "per-connection sharing changed no completion time");
-    // One request per peer: no pair carries two answers at once in this run (a cancelled answer still on
-    // its way could be one), so the two models agree exactly.
-    let one = |extra: &[&str]| run(&[&["transfer.max_requests_per_peer=1"], extra].concat());
+    // One request per peer, and a cancelled answer stopped at once (`sim.abortable_uploads`; run on, it
+    // shares its pair with the next answer): no pair carries two answers at once, so the two models agree
+    // exactly.
+    let one = |extra: &[&str]| {
+        run(&[&["transfer.max_requests_per_peer=1", "sim.abortable_uploads=true"], extra].concat())
+    };
     assert_eq!(one(&[]), one(&["sim.per_connection=true"]));
 }
 
