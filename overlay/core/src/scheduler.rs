@@ -93,8 +93,8 @@
 //! A cancel cannot take back a chunk whose bytes are on the way (request-response hands the answer over
 //! whole), so a copy that arrives second costs its uploader a chunk of link for nothing: the real lab-16
 //! received 2.1-2.5% of its bytes twice. A copy is therefore asked only of a peer that would bring the chunk
-//! sooner than the requests in flight are due (each peer's usual time per chunk, its throughput EWMA), or
-//! once every request for the chunk has waited [`ENDGAME_LATE`] times that; the scheduler wakes at that
+//! within [`ENDGAME_SOONER`] of the time the requests in flight still need (each peer's usual time per
+//! chunk, its throughput EWMA), or once every request for the chunk has waited [`ENDGAME_LATE`] times that; the scheduler wakes at that
 //! moment ([`Scheduler::poll_timeout`]). Unmeasured peers hold no copy back.
 //!
 //! ## Arrived, then written
@@ -158,7 +158,11 @@ pub const ENDGAME_PEERS_PER_CHUNK: usize = 2;
 
 /// An end-game copy that would not arrive sooner is still asked once every request for the chunk has
 /// waited this many times what a chunk from its peer has been taking ([`pick_duplicate`]).
-pub const ENDGAME_LATE: f64 = 2.0;
+pub const ENDGAME_LATE: f64 = 3.0;
+
+/// An end-game copy comes sooner when it would arrive within this share of the time the requests in flight
+/// still need ([`pick_duplicate`]).
+pub const ENDGAME_SOONER: f64 = 0.5;
 
 /// Weight of a new sample in a peer's throughput EWMA.
 pub const EWMA_ALPHA: f64 = 0.3;
@@ -1782,8 +1786,8 @@ struct EndgameCopy {
 }
 
 /// End-game: an in-flight chunk of `slot` that the peer of `copy` holds and was not asked for, asked of
-/// fewer than `copy.cap` peers, and that the copy would bring sooner than the requests in flight (each sent
-/// at `sent`, due `takes(peer)` later) or whose every request is late (waited [`ENDGAME_LATE`] times that):
+/// fewer than `copy.cap` peers, and that the copy would bring within [`ENDGAME_SOONER`] of the time the
+/// requests in flight still need (each sent at `sent`, due `takes(peer)` later) or whose every request is late (waited [`ENDGAME_LATE`] times that):
 /// a copy that would come later only spends an uploader's link, as request-response cannot take a chunk's
 /// bytes back once they are on the way (the real lab-16 received 2.1-2.5% of its bytes twice). Fewest
 /// requests first, ties at random. A peer not measured yet, or a request to one, holds no copy back. Also
@@ -1812,7 +1816,8 @@ fn pick_duplicate(
             return;
         }
         if let (Some((due, late)), Some(takes)) = (f.due, copy.takes) {
-            if copy.now + takes >= due && copy.now < late {
+            let left = due.saturating_since(copy.now);
+            if takes.as_secs_f64() >= ENDGAME_SOONER * left.as_secs_f64() && copy.now < late {
                 later = Some(later.map_or(late, |l: Time| l.min(late)));
                 return;
             }
