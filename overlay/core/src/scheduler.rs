@@ -92,10 +92,11 @@
 //!
 //! A cancel cannot take back a chunk whose bytes are on the way (request-response hands the answer over
 //! whole), so a copy that arrives second costs its uploader a chunk of link for nothing: the real lab-16
-//! received 2.1-2.5% of its bytes twice. A copy is therefore asked only of a peer that would bring the chunk
-//! within [`ENDGAME_SOONER`] of the time the requests in flight still need (each peer's usual time per
-//! chunk, its throughput EWMA), or once every request for the chunk has waited [`ENDGAME_LATE`] times that; the scheduler wakes at that
-//! moment ([`Scheduler::poll_timeout`]). Unmeasured peers hold no copy back.
+//! received 2.1-2.55% of its bytes twice. A copy is therefore asked only of a peer that would bring the
+//! chunk within [`ENDGAME_SOONER`] of the time the requests in flight still need (each peer's usual time per
+//! chunk, its throughput EWMA), or once every request for the chunk has waited [`ENDGAME_LATE`] times
+//! that; the scheduler wakes at that moment ([`Scheduler::poll_timeout`]). Unmeasured peers hold no copy
+//! back.
 //!
 //! ## Arrived, then written
 //!
@@ -512,8 +513,8 @@ pub struct Scheduler<P: PeerKey> {
     stats: Stats,
     /// The peers' declared lines are alike ([`Scheduler::set_alike`]).
     alike: bool,
-    /// The earliest time an end-game copy held back because it would not arrive sooner than the request in
-    /// flight becomes worth asking ([`pick_duplicate`]): idle peers are woken then.
+    /// The earliest time an end-game copy held back because it would not arrive soon enough turns late and
+    /// worth asking ([`pick_duplicate`]): idle peers are woken then.
     endgame_recheck: Option<Time>,
 }
 
@@ -1787,9 +1788,10 @@ struct EndgameCopy {
 
 /// End-game: an in-flight chunk of `slot` that the peer of `copy` holds and was not asked for, asked of
 /// fewer than `copy.cap` peers, and that the copy would bring within [`ENDGAME_SOONER`] of the time the
-/// requests in flight still need (each sent at `sent`, due `takes(peer)` later) or whose every request is late (waited [`ENDGAME_LATE`] times that):
-/// a copy that would come later only spends an uploader's link, as request-response cannot take a chunk's
-/// bytes back once they are on the way (the real lab-16 received 2.1-2.5% of its bytes twice). Fewest
+/// requests in flight still need (each sent at `sent`, due `takes(peer)` later) or whose every request is
+/// late (waited [`ENDGAME_LATE`] times that): a copy that would come later only spends an uploader's link,
+/// as request-response cannot take a chunk's bytes back once they are on the way (the real lab-16 received
+/// 2.1-2.55% of its bytes twice). Fewest
 /// requests first, ties at random. A peer not measured yet, or a request to one, holds no copy back. Also
 /// returns, when copies were held back and none taken, the earliest time one of them turns late.
 fn pick_duplicate(

@@ -126,7 +126,8 @@ pub struct Metrics {
     pub chunk_requests_endgame: Counter,
     /// Of them, sent to a peer beyond the count its load allows, to cover its round trip.
     pub chunk_requests_pipelined: Counter,
-    /// Of them, expired after `transfer.request_timeout`.
+    /// Of them, given up: stalled (`STALL_FACTOR` times the peer's usual time per chunk, at least 10 s) or
+    /// past `transfer.request_timeout`.
     pub chunk_requests_timed_out: Counter,
     /// Cancels sent for requests another peer served first (end game).
     pub chunk_cancels: Counter,
@@ -242,7 +243,7 @@ impl Metrics {
         );
         r.register(
             "chunk_requests_timed_out",
-            "Chunk requests expired after transfer.request_timeout",
+            "Chunk requests given up as stalled (8x the peer's usual time per chunk, at least 10 s) or past transfer.request_timeout",
             m.chunk_requests_timed_out.clone(),
         );
         r.register(

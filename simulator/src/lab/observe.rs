@@ -46,7 +46,8 @@ pub struct NodeObs {
 
 /// One reading of a node's request metrics (`cinemesh_request_window`, `..._requests_in_flight`,
 /// `..._chunk_requests_total`, `..._beyond_window_total`, `..._yielded_total`, `..._pipelined_total`,
-/// `..._endgame_total`, `..._timed_out_total`, `cinemesh_chunk_cancels_total`, `cinemesh_chunks_duplicate_total`), seconds after time 0.
+/// `..._endgame_total`, `..._timed_out_total`, `cinemesh_chunk_cancels_total`,
+/// `cinemesh_chunks_duplicate_total`), seconds after time 0.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct RequestSample {
     /// When.
@@ -65,7 +66,7 @@ pub struct RequestSample {
     pub pipelined: f64,
     /// Of them, end-game duplicates.
     pub endgame: f64,
-    /// Of them, expired after `transfer.request_timeout`.
+    /// Of them, given up as stalled or past `transfer.request_timeout`.
     pub timed_out: f64,
     /// Cancels sent (end game).
     pub cancels: f64,
