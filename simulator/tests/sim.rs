@@ -155,8 +155,10 @@ fn answers_on_one_connection_share_one_share() {
         assert_eq!(r.incomplete, 0, "{sets:?}");
         o.stats.iter().map(|s| s.complete.clone()).collect::<Vec<_>>()
     };
-    let own = run(&["transfer.max_requests_per_peer=2"]);
-    let shared = run(&["transfer.max_requests_per_peer=2", "sim.per_connection=true"]);
+    // No peer counts as having slots to spare (`spare_load` 0), so every peer is asked two chunks at once.
+    let two = ["transfer.max_requests_per_peer=2", "transfer.spare_load=0"];
+    let own = run(&two);
+    let shared = run(&[&two[..], &["sim.per_connection=true"]].concat());
     assert_ne!(own, shared, "per-connection sharing changed no completion time");
     // One request per peer, and a cancelled answer stopped at once (`sim.abortable_uploads`; run on, it
     // shares its pair with the next answer): no pair carries two answers at once, so the two models agree
