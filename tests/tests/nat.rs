@@ -193,7 +193,10 @@ impl Net {
             .args(args)
             .env(
                 "RUST_LOG",
-                std::env::var("NAT_TEST_LOG").unwrap_or_else(|_| "info,libp2p_dcutr=debug".into()),
+                std::env::var("NAT_TEST_LOG").unwrap_or_else(|_| {
+                    "info,libp2p_dcutr=debug,libp2p_autonat=debug,cinemesh_overlay::net::node::nat=debug"
+                        .into()
+                }),
             )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -283,7 +286,7 @@ impl Net {
             if p.extension().is_some_and(|e| e == "log") {
                 let text = std::fs::read_to_string(&p).unwrap_or_default();
                 let lines =
-                    std::env::var("NAT_TEST_LOG_LINES").ok().and_then(|n| n.parse().ok()).unwrap_or(25);
+                    std::env::var("NAT_TEST_LOG_LINES").ok().and_then(|n| n.parse().ok()).unwrap_or(60);
                 let tail: Vec<&str> = text.lines().rev().take(lines).collect();
                 out.push_str(&format!("--- {}\n", p.display()));
                 for l in tail.into_iter().rev() {
