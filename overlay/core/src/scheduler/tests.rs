@@ -179,20 +179,29 @@ fn measured_slow_and_fast() -> Scheduler<u32> {
 #[test]
 fn an_endgame_copy_is_asked_when_it_would_come_sooner_or_the_request_is_late() {
     let at = |ms: u64| Time(ms * MS);
-    // The last chunk asked of the slow peer (the only holder at first): the fast one's copy comes sooner.
-    let mut s = measured_slow_and_fast();
-    s.add_content(at(1_000), spec(2, 1, None), Bitfield::new(1));
-    s.peer_bitfield(at(1_000), &1, &id(2), Bitfield::full(1));
-    assert_eq!(requests(&drain(&mut s, at(1_000))), vec![(1, id(2), 0)]);
+    // At 1 s, a one-chunk content that only peer `first` holds: its chunk is asked of it.
+    let asked_of = |first: u32| {
+        let mut s = measured_slow_and_fast();
+        s.add_content(at(1_000), spec(2, 1, None), Bitfield::new(1));
+        s.peer_bitfield(at(1_000), &first, &id(2), Bitfield::full(1));
+        assert_eq!(requests(&drain(&mut s, at(1_000))), vec![(first, id(2), 0)]);
+        s
+    };
+    // The last chunk asked of the slow peer: the fast one's copy comes sooner.
+    let mut s = asked_of(1);
     s.peer_bitfield(at(1_000), &2, &id(2), Bitfield::full(1));
     assert_eq!(requests(&drain(&mut s, at(1_000))), vec![(2, id(2), 0)], "a copy that comes sooner");
     assert_eq!(s.stats().endgame_requests, 1);
 
+    // The same, but the fast peer gets the chunk 0.15 s before the slow one's is due (at 2 s): its copy
+    // (0.1 s) would come sooner, not within `ENDGAME_SOONER` (half) of that, so it waits.
+    let mut s = asked_of(1);
+    s.peer_bitfield(at(1_850), &2, &id(2), Bitfield::full(1));
+    assert!(requests(&drain(&mut s, at(1_850))).is_empty(), "sooner, but not by half");
+    assert_eq!(s.stats().endgame_requests, 0);
+
     // Asked of the fast peer: the slow one's copy would come later, so not until the request is late.
-    let mut s = measured_slow_and_fast();
-    s.add_content(at(1_000), spec(2, 1, None), Bitfield::new(1));
-    s.peer_bitfield(at(1_000), &2, &id(2), Bitfield::full(1));
-    assert_eq!(requests(&drain(&mut s, at(1_000))), vec![(2, id(2), 0)]);
+    let mut s = asked_of(2);
     s.peer_bitfield(at(1_000), &1, &id(2), Bitfield::full(1));
     assert!(requests(&drain(&mut s, at(1_000))).is_empty(), "a copy that would come later");
     // Due at 1.1 s, late at 1.3 s (`ENDGAME_LATE` = 3 times 0.1 s): the scheduler wakes then and asks.
