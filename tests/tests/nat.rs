@@ -543,8 +543,10 @@ fn autonat_tells_a_public_superseeder_from_a_cinema_behind_nat() -> anyhow::Resu
     let mut net = Net::new("d")?;
     let started = Instant::now();
     let (c1, seed, _) = net.superseeder_and_cinema("upnp = false")?;
-    // Its address is probed once: a dial-back denied by the per-peer connection limit (the bootstrap
-    // connection, a relayed one, the direct ones replacing it) would mark it unreachable for the run.
+    // A test whose request rode the relayed connection to the cinema, which the node closes once the
+    // hole-punched one is up, is asked again at once (the patched AutoNAT client, `nat::autonat`); a
+    // dial-back denied by the per-peer connection limit (the bootstrap connection, a relayed one, the
+    // direct ones replacing it) would wait a minute for the retry, past this wait.
     let s = net.wait_status(&seed, "AutoNAT confirming it public", Duration::from_secs(60), |s| {
         s["reachability"] == "public"
     })?;

@@ -156,7 +156,7 @@ fn behaviour(
         dcutr: nat.hole_punching.then(|| dcutr::Behaviour::new(peer_id)).into(),
         autonat_client: nat
             .autonat
-            .then(|| super::nat::probe::DirectAddrs(autonat::v2::client::Behaviour::default()))
+            .then(|| super::nat::probe::DirectAddrs(super::nat::autonat::client()))
             .into(),
         autonat_server: nat.autonat.then(autonat::v2::server::Behaviour::default).into(),
         upnp: nat.upnp.then(upnp::tokio::Behaviour::default).into(),
@@ -223,7 +223,7 @@ pub fn build_swarm(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use futures::StreamExt;
     use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
     use libp2p::swarm::SwarmEvent;
@@ -236,7 +236,8 @@ mod tests {
         build_swarm(&cfg, &mut Registry::default(), Codec::default()).expect("swarm")
     }
 
-    async fn listening(s: &mut Swarm<Behaviour>) -> Multiaddr {
+    /// Has `s` listen on a loopback TCP port; its address.
+    pub(crate) async fn listening<B: libp2p::swarm::NetworkBehaviour>(s: &mut Swarm<B>) -> Multiaddr {
         s.listen_on("/ip4/127.0.0.1/tcp/0".parse().expect("static multiaddr")).expect("listen");
         let first_address = async {
             loop {
@@ -248,8 +249,8 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(10), first_address).await.expect("listening within 10 s")
     }
 
-    /// AutoNAT v2 probes each address once: a dial-back denied by the per-peer connection limit marks a
-    /// reachable address unreachable for the rest of the run. With the default limits it fits beside
+    /// A dial-back denied by the per-peer connection limit marks a reachable address failed until it is
+    /// tested again a minute later (`nat::autonat::RETRY`). With the default limits it fits beside
     /// three connections to the server (a relayed one and the direct ones replacing it, in the field).
     #[tokio::test]
     async fn an_autonat_dial_back_fits_beside_three_connections_to_the_server() {

@@ -10,12 +10,11 @@ use std::convert::Infallible;
 use std::net::IpAddr;
 use std::task::{Context, Poll};
 
-use libp2p::core::transport::PortUse;
-use libp2p::core::{multiaddr::Protocol, Endpoint, Multiaddr};
+use libp2p::core::{multiaddr::Protocol, Multiaddr};
 use libp2p::swarm::behaviour::{ConnectionClosed, ListenFailure};
 use libp2p::swarm::{
-    dummy, ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandler, THandlerInEvent,
-    THandlerOutEvent, ToSwarm,
+    dummy, ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandlerInEvent, THandlerOutEvent,
+    ToSwarm,
 };
 use libp2p::PeerId;
 
@@ -111,26 +110,7 @@ impl NetworkBehaviour for Behaviour {
         Err(ConnectionDenied::new(Exceeded { ip, max: self.counts.max_per_ip }))
     }
 
-    fn handle_established_inbound_connection(
-        &mut self,
-        _: ConnectionId,
-        _: PeerId,
-        _: &Multiaddr,
-        _: &Multiaddr,
-    ) -> Result<THandler<Self>, ConnectionDenied> {
-        Ok(dummy::ConnectionHandler)
-    }
-
-    fn handle_established_outbound_connection(
-        &mut self,
-        _: ConnectionId,
-        _: PeerId,
-        _: &Multiaddr,
-        _: Endpoint,
-        _: PortUse,
-    ) -> Result<THandler<Self>, ConnectionDenied> {
-        Ok(dummy::ConnectionHandler)
-    }
+    no_connection_handler!();
 
     fn on_swarm_event(&mut self, event: FromSwarm<'_>) {
         match event {

@@ -25,6 +25,33 @@
 //! - [`snapshot`]: the dashboard's read of the node (fleet view, reports, catalogue log) in one command.
 //! - [`metrics`]: `cinemesh_*` Prometheus metrics.
 
+/// `handle_established_inbound_connection` and `handle_established_outbound_connection` of a behaviour
+/// that speaks no protocol (`dummy::ConnectionHandler`) and refuses no established connection.
+macro_rules! no_connection_handler {
+    () => {
+        fn handle_established_inbound_connection(
+            &mut self,
+            _: libp2p::swarm::ConnectionId,
+            _: libp2p::PeerId,
+            _: &libp2p::Multiaddr,
+            _: &libp2p::Multiaddr,
+        ) -> Result<libp2p::swarm::THandler<Self>, libp2p::swarm::ConnectionDenied> {
+            Ok(libp2p::swarm::dummy::ConnectionHandler)
+        }
+
+        fn handle_established_outbound_connection(
+            &mut self,
+            _: libp2p::swarm::ConnectionId,
+            _: libp2p::PeerId,
+            _: &libp2p::Multiaddr,
+            _: libp2p::core::Endpoint,
+            _: libp2p::core::transport::PortUse,
+        ) -> Result<libp2p::swarm::THandler<Self>, libp2p::swarm::ConnectionDenied> {
+            Ok(libp2p::swarm::dummy::ConnectionHandler)
+        }
+    };
+}
+
 pub mod admission;
 pub mod answers;
 pub mod behaviour;

@@ -15,6 +15,8 @@
 //! - [`config`]: `[network.nat]`: UPnP, AutoNAT, hole punching, QUIC, the relay server's limits, the
 //!   relay budget for film bytes, addresses the operator declares.
 //! - [`metrics`]: reachability, chunk bytes per connection kind, hole punches, relay reservations.
+//! - [`autonat`]: the AutoNAT v2 client with the node's settings; the workspace patches the crate so that
+//!   an address is tested again after a lost or failed test instead of never.
 //! - [`probe`]: the AutoNAT client hears only of candidates a peer could dial straight back (no relay
 //!   circuits), so it never asks for a dial-back that cannot answer; the relay server hears only of
 //!   direct external addresses, so a node relays once it is reachable directly.
@@ -78,6 +80,7 @@ macro_rules! forward_connection_setup {
 }
 
 pub mod addr;
+pub mod autonat;
 pub mod config;
 pub mod duplicate;
 pub mod metrics;

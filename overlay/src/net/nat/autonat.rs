@@ -1,0 +1,243 @@
+//! The AutoNAT v2 client the node runs: it tests an address again instead of giving up on it.
+//!
+//! libp2p-autonat 0.16's client tests each candidate address once. A test whose request rode a
+//! connection that closed before the server answered stayed "in test" for the rest of the run; so did
+//! one whose request the handler dropped; and an address a server could not dial back once, for
+//! whatever passing reason, was never tested again. In the NAT tests a public superseeder sent its
+//! request over the relayed connection to a cinema, which the node closes as soon as the hole-punched
+//! one is up: the cinema dialled the superseeder back, its answer had nowhere to go, and the superseeder
+//! never learnt it was public (and so never relayed). The workspace patches the crate
+//! (`overlay/vendor/libp2p-autonat`, README.md there; upstream libp2p/rust-libp2p#6203): a test lost
+//! with its connection is asked again at once, one unanswered for [`TEST_TIMEOUT`] is asked again, a
+//! failed address is tested again after [`RETRY`], doubled with each failure in a row up to
+//! [`MAX_RETRY`], an address the swarm expires is tested again, and at most [`MAX_TRACKED`] candidates
+//! are remembered.
+
+use std::time::Duration;
+
+use libp2p::autonat::v2::client;
+
+/// How long a test may go unanswered before its address is tested again: the client's handler gives
+/// up on a request after 10 s, a server's dial-back takes at most its own 10 s.
+pub const TEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long after a failed test its address is tested again (doubled with each failure in a row).
+pub const RETRY: Duration = Duration::from_secs(60);
+
+/// The longest wait before a failed address is tested again: a cinema behind NAT costs a server one
+/// dial an hour per address.
+pub const MAX_RETRY: Duration = Duration::from_secs(3600);
+
+/// How many candidate addresses the client remembers.
+pub const MAX_TRACKED: usize = 64;
+
+/// The client with the node's settings (probing every 5 s, as the crate does).
+pub fn client() -> client::Behaviour {
+    client::Behaviour::with_config(
+        client::Config::default()
+            .with_test_timeout(TEST_TIMEOUT)
+            .with_retry_interval(RETRY, MAX_RETRY)
+            .with_max_tracked(MAX_TRACKED),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::convert::Infallible;
+    use std::net::TcpListener;
+    use std::task::{Context, Poll, Waker};
+
+    use futures::StreamExt;
+    use libp2p::autonat::v2::server;
+    use libp2p::swarm::{
+        dummy, ConnectionId, FromSwarm, NetworkBehaviour, SwarmEvent, THandlerInEvent, THandlerOutEvent,
+        ToSwarm,
+    };
+    use libp2p::{identify, noise, tcp, yamux, Multiaddr, PeerId, Swarm};
+
+    use super::*;
+    use crate::net::behaviour::tests::listening;
+
+    /// Hands the swarm the candidate addresses a test gives it, as identify would.
+    #[derive(Default)]
+    struct Candidates {
+        queue: VecDeque<Multiaddr>,
+        waker: Option<Waker>,
+    }
+
+    impl Candidates {
+        fn push(&mut self, addr: Multiaddr) {
+            self.queue.push_back(addr);
+            if let Some(w) = self.waker.take() {
+                w.wake();
+            }
+        }
+    }
+
+    impl NetworkBehaviour for Candidates {
+        type ConnectionHandler = dummy::ConnectionHandler;
+        type ToSwarm = Infallible;
+
+        no_connection_handler!();
+
+        fn on_swarm_event(&mut self, _: FromSwarm<'_>) {}
+
+        fn on_connection_handler_event(&mut self, _: PeerId, _: ConnectionId, event: THandlerOutEvent<Self>) {
+            match event {}
+        }
+
+        fn poll(&mut self, cx: &mut Context<'_>) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
+            match self.queue.pop_front() {
+                Some(addr) => Poll::Ready(ToSwarm::NewExternalAddrCandidate(addr)),
+                None => {
+                    self.waker = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+            }
+        }
+    }
+
+    #[derive(NetworkBehaviour)]
+    #[behaviour(prelude = "libp2p::swarm::derive_prelude")]
+    struct Probe {
+        identify: identify::Behaviour,
+        client: client::Behaviour,
+        server: server::Behaviour,
+        candidates: Candidates,
+    }
+
+    fn probe(config: client::Config) -> Swarm<Probe> {
+        libp2p::SwarmBuilder::with_new_identity()
+            .with_tokio()
+            .with_tcp(tcp::Config::default(), noise::Config::new, yamux::Config::default)
+            .expect("tcp")
+            .with_behaviour(|key| Probe {
+                identify: identify::Behaviour::new(identify::Config::new(
+                    "/probe-test/1".into(),
+                    key.public(),
+                )),
+                client: client::Behaviour::with_config(config),
+                server: server::Behaviour::default(),
+                candidates: Candidates::default(),
+            })
+            .expect("behaviour")
+            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+            .build()
+    }
+
+    /// A loopback TCP address nothing listens on (refused), for a moment free to listen on.
+    fn free_addr() -> Multiaddr {
+        let port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+        format!("/ip4/127.0.0.1/tcp/{port}").parse().expect("multiaddr")
+    }
+
+    /// An address a server could not dial back is tested again once the wait is over, and confirmed
+    /// once it answers; an address the swarm expires is tested again. Upstream marks it failed for the
+    /// run, and keeps an expired one as tested.
+    #[tokio::test]
+    async fn a_failed_address_is_tested_again_and_an_expired_one_too() {
+        let mut server = probe(client::Config::default());
+        let server_addr = listening(&mut server).await;
+        let mut c = probe(
+            client::Config::default()
+                .with_probe_interval(Duration::from_millis(200))
+                .with_retry_interval(Duration::from_millis(500), Duration::from_millis(500)),
+        );
+        let addr = free_addr();
+        c.behaviour_mut().candidates.push(addr.clone());
+        c.dial(server_addr).expect("dial the server");
+
+        let (mut failed, mut confirmed) = (0, 0);
+        let deadline = tokio::time::sleep(Duration::from_secs(30));
+        tokio::pin!(deadline);
+        while confirmed < 2 {
+            tokio::select! {
+                e = c.select_next_some() => match e {
+                    SwarmEvent::Behaviour(ProbeEvent::Client(client::Event { tested_addr, result: Err(_), .. }))
+                        if tested_addr == addr =>
+                    {
+                        failed += 1;
+                        if failed == 1 {
+                            // Reachable from now on.
+                            c.listen_on(addr.clone()).expect("listen on the tested address");
+                        }
+                    }
+                    SwarmEvent::ExternalAddrConfirmed { address } if address == addr => {
+                        assert!(failed >= 1, "the address was confirmed before it was ever refused");
+                        confirmed += 1;
+                        if confirmed == 1 {
+                            c.remove_external_address(&addr);
+                        }
+                    }
+                    _ => {}
+                },
+                _ = server.select_next_some() => {}
+                _ = &mut deadline => panic!(
+                    "{addr}: refused {failed} times, confirmed {confirmed} times in 30 s (want: refused, then \
+                     confirmed, then confirmed again after it expired)"
+                ),
+            }
+        }
+    }
+
+    /// A test whose request rode a connection that closed before the answer is asked again on another
+    /// connection. The server's dial-back is held up by a listener that never speaks while the
+    /// connection closes; upstream leaves the address in test for the rest of the run.
+    #[tokio::test]
+    async fn a_test_lost_with_its_connection_is_asked_again() {
+        let mut server = probe(client::Config::default());
+        let server_addr = listening(&mut server).await;
+        let server_id = *server.local_peer_id();
+        // Long enough that only the closed connection can explain a second test.
+        let mut c = probe(
+            client::Config::default()
+                .with_probe_interval(Duration::from_millis(200))
+                .with_test_timeout(Duration::from_secs(600))
+                .with_retry_interval(Duration::from_secs(600), Duration::from_secs(600)),
+        );
+        let silent = TcpListener::bind("127.0.0.1:0").expect("bind");
+        silent.set_nonblocking(true).expect("nonblocking");
+        let port = silent.local_addr().expect("addr").port();
+        let addr: Multiaddr = format!("/ip4/127.0.0.1/tcp/{port}").parse().expect("multiaddr");
+        let mut silent = Some(silent);
+        let mut held = Vec::new();
+        c.behaviour_mut().candidates.push(addr.clone());
+        c.dial(server_addr.clone()).expect("dial the server");
+
+        let mut closed = false;
+        let mut tick = tokio::time::interval(Duration::from_millis(50));
+        let deadline = tokio::time::sleep(Duration::from_secs(30));
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                e = c.select_next_some() => match e {
+                    SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } if peer_id == server_id => {
+                        // The test's request went down with it; the address now answers.
+                        closed = true;
+                        held.clear();
+                        silent = None;
+                        c.listen_on(addr.clone()).expect("listen on the tested address");
+                        c.dial(server_addr.clone()).expect("dial the server again");
+                    }
+                    SwarmEvent::ExternalAddrConfirmed { address } if address == addr => break,
+                    _ => {}
+                },
+                _ = server.select_next_some() => {}
+                _ = tick.tick() => {
+                    // The server is dialling back into the silent listener: the test is under way.
+                    if let Some(l) = &silent {
+                        if let Ok((stream, _)) = l.accept() {
+                            held.push(stream);
+                            c.disconnect_peer_id(server_id).expect("connected to the server");
+                        }
+                    }
+                }
+                _ = &mut deadline => panic!(
+                    "{addr} not confirmed in 30 s; the connection carrying its first test closed: {closed}"
+                ),
+            }
+        }
+        assert!(closed, "confirmed before the connection carrying the first test closed");
+    }
+}
