@@ -137,6 +137,9 @@ pub struct Stats {
     pub have_batches: u64,
     /// Have batches not sent: the subscriber was known to hold every chunk of the batch.
     pub haves_redundant: u64,
+    /// Bitfields asked again of a peer that held none of a film when first asked, and then asked for
+    /// ours: it had come to fetch the film since.
+    pub bitfields_asked_again: u64,
     /// Provider lookups asked for.
     pub lookups: u64,
     /// Providers dialed (see [`Engine::providers`]).
@@ -160,6 +163,9 @@ struct Session {
     retry: Retry,
     /// The last round trip measured to it ([`Engine::round_trip`]), kept for when it joins.
     rtt: Option<Duration>,
+    /// Contents we fetch whose bitfield it answered it held none of (it did not know the film yet): when
+    /// it asks for ours, it fetches them now, and is asked for its bitfield again.
+    held_none: BTreeSet<ContentId>,
 }
 
 impl Session {
@@ -171,6 +177,7 @@ impl Session {
             relayed: false,
             retry: Retry::default(),
             rtt: None,
+            held_none: BTreeSet::new(),
         }
     }
 }
@@ -1149,6 +1156,18 @@ impl<P: PeerKey> Engine<P> {
     pub fn bitfield_request(&mut self, _now: Time, peer: &P, content: &ContentId) -> Option<Bitfield> {
         self.input("bitfield-request");
         let have = self.held.get(content).map(|h| h.held.have.clone());
+        // It answered "none" when it did not know the film yet (a cinema that came online late, asked
+        // before its catalogue had the film): now that it asks, it fetches the film and would otherwise
+        // never be asked again, nor hear of its chunks, nor be fetched from.
+        if let Some(s) = self.sessions.get_mut(peer) {
+            if s.held_none.remove(content) && matches!(self.fetches.get(content), Some(Fetch::Active)) {
+                self.stats.bitfields_asked_again += 1;
+                self.out.push_back(Output::Send {
+                    peer: peer.clone(),
+                    request: Request::Bitfield { content: *content },
+                });
+            }
+        }
         if have.is_none() && !self.fetches.contains_key(content) {
             return None;
         }
@@ -1162,9 +1181,17 @@ impl<P: PeerKey> Engine<P> {
     /// `peer`'s bitfield of `content` (its answer to our request); `None` when it holds none.
     pub fn bitfield(&mut self, now: Time, peer: &P, content: &ContentId, have: Option<Bitfield>) {
         self.input("bitfield");
-        if let Some(have) = have {
-            self.scheduler.peer_bitfield(now, peer, content, have);
-            self.drive(now);
+        match have {
+            Some(have) => {
+                self.scheduler.peer_bitfield(now, peer, content, have);
+                self.drive(now);
+            }
+            None if self.fetches.contains_key(content) => {
+                if let Some(s) = self.sessions.get_mut(peer) {
+                    s.held_none.insert(*content);
+                }
+            }
+            None => {}
         }
     }
 

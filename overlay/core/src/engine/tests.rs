@@ -492,6 +492,40 @@ fn haves_are_batched_to_subscribers_only() {
     assert_eq!(e.peer(&1).map(|p| p.1), Some(0.5), "the load of every answer is kept");
 }
 
+/// A cinema that came online late answered "none" when asked for its bitfield before its catalogue had the
+/// film. Once it asks for ours (it fetches the film now) it is asked again, and what it holds is fetched
+/// from it; before, no one asked it again, and in the simulated lab-hetero the late fibre cinema uploaded
+/// nothing. A peer that never answered "none" is not asked again for asking.
+#[test]
+fn a_peer_that_held_none_of_the_film_is_asked_again_once_it_asks_for_our_bitfield() {
+    let mut e = Engine::new(cfg(Role::Cinema, "a"));
+    for p in [1, 2] {
+        e.connected(t(0), p);
+        e.hello(t(0), p, info("a"));
+    }
+    e.offer(t(0), offer(8, true));
+    drain(&mut e);
+    e.manifest(t(1), &1, C, ManifestReply::Good { size: 8 * CHUNK });
+    e.installed(t(2), C, Ok(Bitfield::new(8)));
+    let ask = |p: u32| Output::Send { peer: p, request: Request::Bitfield { content: C } };
+    let out = drain(&mut e);
+    assert!(out.contains(&ask(1)) && out.contains(&ask(2)), "{out:?}");
+    e.bitfield(t(3), &1, &C, Some(Bitfield::new(8)));
+    e.bitfield(t(3), &2, &C, None);
+    assert!(chunk_requests(&mut e, 2).is_empty(), "nothing to ask of a peer holding none");
+
+    assert!(e.bitfield_request(t(4), &1, &C).is_some());
+    assert!(!drain(&mut e).contains(&ask(1)), "peer 1 told its bitfield: not asked again");
+    assert!(e.bitfield_request(t(4), &2, &C).is_some(), "peer 2 subscribes to our haves");
+    assert!(drain(&mut e).contains(&ask(2)), "peer 2 fetches the film now: asked again");
+    assert_eq!(e.stats().bitfields_asked_again, 1);
+    e.bitfield_request(t(5), &2, &C);
+    assert!(!drain(&mut e).contains(&ask(2)), "asked once per \"none\"");
+
+    e.bitfield(t(6), &2, &C, Some(Bitfield::full(8)));
+    assert!(!chunk_requests(&mut e, 2).is_empty(), "what it holds is fetched from it");
+}
+
 fn dials(out: &[Output<u32>]) -> Vec<u32> {
     out.iter()
         .filter_map(|o| match o {
