@@ -81,6 +81,21 @@ fn the_locality_check_compares_the_same_topology_with_locality_off() {
     assert!(runs.check.tenths.iter().all(Option::is_some), "both runs complete every target");
 }
 
+/// A cinema that comes online late is asked for its bitfield before its catalogue has the film and
+/// answers "none"; once it fetches the film its peers ask again, so it serves what it gets. Before, no
+/// one asked again and lab-hetero's late fibre cinema (online at 20 s, 100 Mbit/s up) uploaded nothing.
+#[test]
+fn a_late_cinema_serves_what_it_fetched() {
+    let sc = scenario("lab-hetero.toml", &[]);
+    let (o, r) = simulate(&sc, 1, None).unwrap();
+    assert_eq!(r.incomplete, 0);
+    let late: Vec<u64> =
+        o.stats.iter().filter(|s| s.online.is_some_and(|t| t > 0.0)).map(|s| s.bytes_up).collect();
+    assert_eq!(late.len(), 1, "lab-hetero has one late cinema");
+    let chunk = 256 * 1024;
+    assert!(late[0] >= 64 * chunk, "the late fibre cinema uploaded {} bytes", late[0]);
+}
+
 #[test]
 fn a_late_node_still_completes() {
     let sc = scenario("small-8.toml", &["churn.late=2", "churn.late_join=60s"]);
