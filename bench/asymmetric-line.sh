@@ -21,12 +21,9 @@ RUNS=${RUNS:-3}
 A=asym-a
 B=asym-b
 
-[ "$(id -u)" = 0 ] || { echo "needs root (network namespaces, tc)" >&2; exit 1; }
-command -v iperf3 > /dev/null || { echo "needs iperf3 (apt-get install -y iperf3)" >&2; exit 1; }
-grep -qw "$CC" /proc/sys/net/ipv4/tcp_allowed_congestion_control || {
-    echo "congestion control $CC is not allowed in namespaces: add it to /proc/sys/net/ipv4/tcp_allowed_congestion_control" >&2
-    exit 1
-}
+# shellcheck source=bench/netns-lib.sh
+. "$(dirname "$0")/netns-lib.sh"
+netns_preflight "$CC"
 
 cleanup() {
     for ns in $A $B; do
@@ -48,16 +45,13 @@ for ns in $A $B; do
 done
 ip -n $A link set ea up
 ip -n $B link set eb up
-burst() { local b=$(($1 / 8 * 4 / 1000)); echo $((b < 4096 ? 4096 : b)); }
-ip netns exec $A tc qdisc add dev ea root tbf rate "${UP}bit" burst "$(burst "$UP")" latency 50ms
-ip netns exec $B tc qdisc add dev eb root tbf rate "${DOWN}bit" burst "$(burst "$DOWN")" latency 50ms
+shape_tbf $A ea "$UP"
+shape_tbf $B eb "$DOWN"
 ip netns exec $B iperf3 -s -p 5201 -D
 ip netns exec $B iperf3 -s -p 5202 -D
 # iperf3 -D returns before the servers listen.
-for _ in $(seq 50); do
-    ip netns exec $B ss -ltn | grep -q ':5202 ' && break
-    sleep 0.1
-done
+wait_listening $B 5201
+wait_listening $B 5202
 
 mbit() { python3 -c "import json,sys; print('%.2f' % (json.load(sys.stdin)['end']['sum_received']['bits_per_second']/1e6))"; }
 echo "line ${UP}/${DOWN} bit/s, $FLOWS flow(s) each way, $CC"
