@@ -1183,6 +1183,9 @@ impl<P: PeerKey> Engine<P> {
         self.input("bitfield");
         match have {
             Some(have) => {
+                if let Some(s) = self.sessions.get_mut(peer) {
+                    s.held_none.remove(content);
+                }
                 self.scheduler.peer_bitfield(now, peer, content, have);
                 self.drive(now);
             }

@@ -524,6 +524,15 @@ fn a_peer_that_held_none_of_the_film_is_asked_again_once_it_asks_for_our_bitfiel
 
     e.bitfield(t(6), &2, &C, Some(Bitfield::full(8)));
     assert!(!chunk_requests(&mut e, 2).is_empty(), "what it holds is fetched from it");
+
+    // A "none" answered by a bitfield since is forgotten: no question for a later request.
+    e.connected(t(7), 3);
+    e.hello(t(7), 3, info("a"));
+    assert!(drain(&mut e).contains(&ask(3)));
+    e.bitfield(t(8), &3, &C, None);
+    e.bitfield(t(9), &3, &C, Some(Bitfield::new(8)));
+    e.bitfield_request(t(10), &3, &C);
+    assert!(!drain(&mut e).contains(&ask(3)), "peer 3 told its bitfield since");
 }
 
 fn dials(out: &[Output<u32>]) -> Vec<u32> {
