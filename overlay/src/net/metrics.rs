@@ -111,6 +111,8 @@ pub struct Metrics {
     pub request_window: Gauge,
     /// Chunk requests in flight, as of the last tick.
     pub requests_in_flight: Gauge,
+    /// Of them, to peers outside this node's ISP (or of no known ISP).
+    pub requests_in_flight_other_isp: Gauge,
     /// Chunks arrived and being verified and written, as of the last tick.
     pub chunks_writing: Gauge,
     /// 1 while every cinema among the peers declares a line alike to the others', as of the last tick.
@@ -210,6 +212,11 @@ impl Metrics {
         r.register("sync_entries", "Catalogue entries obtained by anti-entropy", m.sync_entries.clone());
         r.register("request_window", "The request window's size", m.request_window.clone());
         r.register("requests_in_flight", "Chunk requests in flight", m.requests_in_flight.clone());
+        r.register(
+            "requests_in_flight_other_isp",
+            "Chunk requests in flight to peers outside this node's ISP",
+            m.requests_in_flight_other_isp.clone(),
+        );
         r.register(
             "chunks_writing",
             "Chunks arrived and being verified and written",

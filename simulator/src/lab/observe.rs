@@ -56,6 +56,8 @@ pub struct RequestSample {
     pub window: f64,
     /// Requests in flight.
     pub in_flight: f64,
+    /// Of them, to peers outside the node's ISP.
+    pub in_flight_other_isp: f64,
     /// Requests sent in this daemon session.
     pub sent: f64,
     /// Of them, beyond a full window.
@@ -81,6 +83,7 @@ impl RequestSample {
             t,
             window: probe::total(m, "cinemesh_request_window"),
             in_flight: probe::total(m, "cinemesh_requests_in_flight"),
+            in_flight_other_isp: probe::total(m, "cinemesh_requests_in_flight_other_isp"),
             sent: probe::total(m, "cinemesh_chunk_requests_total"),
             beyond_window: probe::total(m, "cinemesh_chunk_requests_beyond_window_total"),
             yielded: probe::total(m, "cinemesh_chunk_requests_yielded_total"),

@@ -218,16 +218,16 @@ pub struct Built {
 
 /// `requests.csv`: each node's request window and requests, about once a second (the daemons'
 /// `cinemesh_request_window`, `cinemesh_requests_in_flight`, `cinemesh_chunk_requests*_total`,
-/// `cinemesh_chunk_cancels_total` and `cinemesh_chunks_duplicate_total`; the counters restart with a
-/// daemon).
+/// `cinemesh_chunk_cancels_total`, `cinemesh_chunks_duplicate_total` and, last, the requests in flight to
+/// other ISPs, `cinemesh_requests_in_flight_other_isp`; the counters restart with a daemon).
 pub fn requests_csv<'a>(nodes: impl Iterator<Item = (&'a str, &'a [RequestSample])>) -> String {
     let mut out = String::from(
-        "node,t_s,window,in_flight,requests,beyond_window,yielded,pipelined,endgame,timed_out,cancels,duplicate\n",
+        "node,t_s,window,in_flight,requests,beyond_window,yielded,pipelined,endgame,timed_out,cancels,duplicate,in_flight_other_isp\n",
     );
     for (name, samples) in nodes {
         for s in samples {
             out += &format!(
-                "{name},{:.2},{},{},{},{},{},{},{},{},{},{}\n",
+                "{name},{:.2},{},{},{},{},{},{},{},{},{},{},{}\n",
                 s.t,
                 s.window,
                 s.in_flight,
@@ -238,7 +238,8 @@ pub fn requests_csv<'a>(nodes: impl Iterator<Item = (&'a str, &'a [RequestSample
                 s.endgame,
                 s.timed_out,
                 s.cancels,
-                s.duplicate
+                s.duplicate,
+                s.in_flight_other_isp
             );
         }
     }
@@ -651,6 +652,7 @@ mod tests {
     #[test]
     fn the_request_metrics_of_every_node_become_one_csv() {
         let m = "# TYPE cinemesh_request_window gauge\ncinemesh_request_window 16\ncinemesh_requests_in_flight 19\n\
+                 cinemesh_requests_in_flight_other_isp 7\n\
                  cinemesh_chunk_requests_total 120\ncinemesh_chunk_requests_beyond_window_total 30\n\
                  cinemesh_chunk_requests_yielded_total 0\ncinemesh_chunk_requests_endgame_total 2\n\
                  cinemesh_chunk_requests_pipelined_total 3\ncinemesh_chunk_requests_timed_out_total 1\n\
@@ -660,12 +662,15 @@ mod tests {
             (s.window, s.in_flight, s.sent, s.beyond_window, s.yielded, s.pipelined),
             (16.0, 19.0, 120.0, 30.0, 0.0, 3.0)
         );
-        assert_eq!((s.endgame, s.timed_out, s.cancels, s.duplicate), (2.0, 1.0, 4.0, 5.0));
+        assert_eq!(
+            (s.endgame, s.timed_out, s.cancels, s.duplicate, s.in_flight_other_isp),
+            (2.0, 1.0, 4.0, 5.0, 7.0)
+        );
         let csv = requests_csv([("cinema-0", &[s][..]), ("cinema-1", &[][..])].into_iter());
         assert_eq!(
             csv,
-            "node,t_s,window,in_flight,requests,beyond_window,yielded,pipelined,endgame,timed_out,cancels,duplicate\n\
-             cinema-0,1.50,16,19,120,30,0,3,2,1,4,5\n"
+            "node,t_s,window,in_flight,requests,beyond_window,yielded,pipelined,endgame,timed_out,cancels,duplicate,in_flight_other_isp\n\
+             cinema-0,1.50,16,19,120,30,0,3,2,1,4,5,7\n"
         );
     }
 

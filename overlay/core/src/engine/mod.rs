@@ -511,6 +511,16 @@ impl<P: PeerKey> Engine<P> {
         self.scheduler.in_flight()
     }
 
+    /// Requests in flight to peers outside this node's ISP (or of no known ISP): the ones that cross its
+    /// ISP's border.
+    pub fn in_flight_other_isp(&self) -> usize {
+        self.sessions
+            .iter()
+            .filter(|(_, s)| !self.cfg.locality.same_isp(&s.info.locality))
+            .map(|(p, _)| self.scheduler.peer_in_flight(p) as usize)
+            .sum()
+    }
+
     /// True while every cinema among the peers declares a line alike to the others' ([`ALIKE_LINES`]): all
     /// askers are served alike.
     pub fn lines_alike(&self) -> bool {

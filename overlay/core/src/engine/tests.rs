@@ -535,6 +535,38 @@ fn a_peer_that_held_none_of_the_film_is_asked_again_once_it_asks_for_our_bitfiel
     assert!(!drain(&mut e).contains(&ask(3)), "peer 3 told its bitfield since");
 }
 
+/// The requests in flight that cross the ISP's border are those to peers of another ISP or of none known.
+#[test]
+fn requests_in_flight_to_other_isps_are_counted_apart() {
+    let unknown = PeerInfo { role: Some(Role::Cinema), ..PeerInfo::default() };
+    for other in [info("b"), unknown] {
+        let mut e = Engine::new(cfg(Role::Cinema, "a"));
+        for (p, i) in [(1, info("a")), (2, other.clone())] {
+            e.connected(t(0), p);
+            e.hello(t(0), p, i);
+        }
+        e.offer(t(0), offer(64, true));
+        drain(&mut e);
+        e.manifest(t(1), &1, C, ManifestReply::Good { size: 64 * CHUNK });
+        e.installed(t(2), C, Ok(Bitfield::new(64)));
+        drain(&mut e);
+        for p in [1, 2] {
+            e.bitfield(t(3), &p, &C, Some(Bitfield::full(64)));
+        }
+        let asked: Vec<u32> = drain(&mut e)
+            .into_iter()
+            .filter_map(|o| match o {
+                Output::Send { peer, request: Request::Chunk { .. } } => Some(peer),
+                _ => None,
+            })
+            .collect();
+        let to = |p: u32| asked.iter().filter(|&&q| q == p).count();
+        assert!(to(1) > 0 && to(2) > 0, "both peers are asked: {asked:?}");
+        assert_eq!(e.in_flight(), asked.len());
+        assert_eq!(e.in_flight_other_isp(), to(2), "{other:?}");
+    }
+}
+
 fn dials(out: &[Output<u32>]) -> Vec<u32> {
     out.iter()
         .filter_map(|o| match o {
