@@ -32,6 +32,7 @@ use crate::churn::{self, exp};
 use crate::error::Error;
 use crate::gossip;
 use crate::kad::{self, Lookup};
+use crate::lab::observe::RequestSample;
 use crate::scenario::Scenario;
 use crate::topology::{mix64, NodeIx, Topology};
 
@@ -98,6 +99,10 @@ enum Ev {
 }
 
 /// The kinds of events counted in [`Outcome::events_by_kind`], in its order.
+/// Runs of at most this many nodes write `requests.csv` (a sample per node per second: a lab's size, not a
+/// fleet's).
+pub const REQUESTS_CSV_MAX_NODES: usize = 64;
+
 pub const EVENT_KINDS: [&str; 12] = [
     "rate tick",
     "flow done or released",
@@ -239,6 +244,9 @@ pub struct Outcome {
     pub transfers: u64,
     /// Chunk transfers that delivered a chunk the downloader already had.
     pub duplicate_transfers: u64,
+    /// Each online node's request window and requests once a second of virtual time, as the lab reads
+    /// them from the daemons (`requests.csv`); empty above [`REQUESTS_CSV_MAX_NODES`] nodes.
+    pub requests: Vec<Vec<RequestSample>>,
     /// Busy answers.
     pub busy: u64,
     /// Chunk requests sent beyond the count the peer's load allows, to cover its round trip (the
@@ -311,6 +319,9 @@ impl std::fmt::Debug for NodeState {
 
 /// One simulation run.
 pub struct Engine<'a> {
+    /// Per node, the samples of `requests.csv` ([`Outcome::requests`]), and when the next is due.
+    requests: Vec<Vec<RequestSample>>,
+    next_sample: f64,
     sc: &'a Scenario,
     topo: Topology,
     rng: ChaCha8Rng,
@@ -483,6 +494,8 @@ impl<'a> Engine<'a> {
             .map(|n| (!n.seeder).then(|| classes.binary_search(&n.class).ok()).flatten())
             .collect();
         let mut e = Engine {
+            requests: vec![Vec::new(); if n <= REQUESTS_CSV_MAX_NODES { n } else { 0 }],
+            next_sample: 0.0,
             sc,
             topo,
             rng,
@@ -600,6 +613,7 @@ impl<'a> Engine<'a> {
     }
 
     fn handle(&mut self, ev: Ev) {
+        self.sample_requests();
         match ev {
             Ev::Tick => {
                 if self.tick_at != Some(self.now) {
@@ -1175,6 +1189,40 @@ impl<'a> Engine<'a> {
         all
     }
 
+    /// Takes the samples of `requests.csv` due by now: each online node's request window, requests in
+    /// flight (and to other ISPs) and its scheduler's counters, once a second of virtual time.
+    fn sample_requests(&mut self) {
+        if self.requests.is_empty() {
+            return;
+        }
+        let now = self.now.as_secs_f64();
+        // The state at a whole second, after every event at it: taken when the first later event comes.
+        while self.next_sample < now {
+            for (x, samples) in self.requests.iter_mut().enumerate() {
+                let n = &self.nodes[x];
+                if !n.online {
+                    continue;
+                }
+                let s = n.engine.scheduler_stats();
+                samples.push(RequestSample {
+                    t: self.next_sample,
+                    window: f64::from(n.engine.request_window()),
+                    in_flight: n.engine.in_flight() as f64,
+                    in_flight_other_isp: n.engine.in_flight_other_isp() as f64,
+                    sent: s.requests as f64,
+                    beyond_window: s.beyond_window as f64,
+                    yielded: s.yielded as f64,
+                    pipelined: s.pipelined as f64,
+                    endgame: s.endgame_requests as f64,
+                    timed_out: s.timeouts as f64,
+                    cancels: s.cancels as f64,
+                    duplicate: s.duplicates as f64,
+                });
+            }
+            self.next_sample += 1.0;
+        }
+    }
+
     fn finish(mut self) -> Outcome {
         for (s, n) in self.stats.iter_mut().zip(&self.nodes) {
             s.busy_answers = n.engine.stats().busy_answers;
@@ -1201,6 +1249,7 @@ impl<'a> Engine<'a> {
             events: self.events,
             transfers: self.transfers_done,
             duplicate_transfers: self.duplicate_transfers,
+            requests: std::mem::take(&mut self.requests),
             busy: self.busy,
             pipelined: self.nodes.iter().map(|n| n.engine.scheduler_stats().pipelined).sum(),
             penalties: self.penalties,

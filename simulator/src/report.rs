@@ -779,7 +779,8 @@ pub fn plots(sc: &Scenario, o: &Outcome, r: &Report) -> Result<Vec<(&'static str
     ])
 }
 
-/// Writes `report.json`, `nodes.csv`, `timeline.csv` and the plots into `dir`.
+/// Writes `report.json`, `nodes.csv`, `timeline.csv`, `requests.csv` (runs of at most
+/// [`REQUESTS_CSV_MAX_NODES`](crate::engine::REQUESTS_CSV_MAX_NODES) nodes) and the plots into `dir`.
 pub fn write(dir: &Path, sc: &Scenario, o: &Outcome, r: &Report) -> Result<(), Error> {
     let werr = |p: &Path| {
         let path = p.display().to_string();
@@ -796,6 +797,10 @@ pub fn write(dir: &Path, sc: &Scenario, o: &Outcome, r: &Report) -> Result<(), E
         ("timeline.csv", timeline_csv(o)),
     ]
     .into_iter()
+    .chain((!o.requests.is_empty()).then(|| {
+        let names = o.topo.nodes.iter().map(|n| n.name.as_str());
+        ("requests.csv", crate::lab::outputs::requests_csv(names.zip(o.requests.iter().map(Vec::as_slice))))
+    }))
     .chain(plots(sc, o, r)?);
     for (name, body) in files {
         let p = dir.join(name);

@@ -35,7 +35,7 @@ fn same_scenario_and_seed_give_identical_bytes() {
     let mut files: Vec<_> =
         std::fs::read_dir(dirs[0].path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     files.sort();
-    assert_eq!(files.len(), 7, "{files:?}");
+    assert_eq!(files.len(), 8, "{files:?}");
     for f in files {
         let a = std::fs::read(dirs[0].path().join(&f)).unwrap();
         let b = std::fs::read(dirs[1].path().join(&f)).unwrap();
@@ -94,6 +94,30 @@ fn a_late_cinema_serves_what_it_fetched() {
     assert_eq!(late.len(), 1, "lab-hetero has one late cinema");
     let chunk = 256 * 1024;
     assert!(late[0] >= 64 * chunk, "the late fibre cinema uploaded {} bytes", late[0]);
+}
+
+/// The simulator samples every online node's requests once a second, as the lab reads them from the
+/// daemons (`requests.csv`): from when the node came online, with the requests to other ISPs among those
+/// in flight.
+#[test]
+fn requests_are_sampled_once_a_second_from_when_a_node_is_online() {
+    let sc = scenario("lab-hetero.toml", &[]);
+    let (o, _) = simulate(&sc, 1, None).unwrap();
+    assert_eq!(o.requests.len(), o.topo.nodes.len());
+    for (samples, st) in o.requests.iter().zip(&o.stats) {
+        let online = st.online.unwrap();
+        assert!(!samples.is_empty());
+        assert!(
+            samples[0].t >= online && samples[0].t < online + 1.0,
+            "first at {} for online {online}",
+            samples[0].t
+        );
+        assert!(samples.windows(2).all(|w| (w[1].t - w[0].t - 1.0).abs() < 1e-9), "one a second");
+        assert!(samples.iter().all(|s| s.in_flight_other_isp <= s.in_flight));
+        assert!(samples.windows(2).all(|w| w[1].sent >= w[0].sent), "counters only grow");
+    }
+    let crossing = o.requests.iter().flatten().filter(|s| s.in_flight_other_isp > 0.0).count();
+    assert!(crossing > 0, "lab-hetero's cinemas fetch across their borders");
 }
 
 #[test]

@@ -194,6 +194,7 @@ fn the_lab_runs_a_tiny_scenario_and_leaves_nothing_behind() -> anyhow::Result<()
         "sim/report.json",
         "sim/nodes.csv",
         "sim/timeline.csv",
+        "sim/requests.csv",
         "logs/seeder-0.log",
     ] {
         assert!(opts.out.join(f).is_file(), "{f} missing");
