@@ -103,6 +103,9 @@ enum Ev {
 /// fleet's).
 pub const REQUESTS_CSV_MAX_NODES: usize = 64;
 
+/// Samples of `requests.csv` kept per node: its first 4 hours of virtual time.
+pub const REQUESTS_CSV_MAX_SAMPLES: usize = 4 * 3600;
+
 pub const EVENT_KINDS: [&str; 12] = [
     "rate tick",
     "flow done or released",
@@ -1200,7 +1203,7 @@ impl<'a> Engine<'a> {
         while self.next_sample < now {
             for (x, samples) in self.requests.iter_mut().enumerate() {
                 let n = &self.nodes[x];
-                if !n.online {
+                if !n.online || samples.len() >= REQUESTS_CSV_MAX_SAMPLES {
                     continue;
                 }
                 let s = n.engine.scheduler_stats();
