@@ -111,7 +111,7 @@ pub struct Metrics {
     pub request_window: Gauge,
     /// Chunk requests in flight, as of the last tick.
     pub requests_in_flight: Gauge,
-    /// Of them, to peers outside this node's ISP (or of no known ISP).
+    /// Of them, to peers not known to share this node's ISP (`Engine::in_flight_other_isp`).
     pub requests_in_flight_other_isp: Gauge,
     /// Chunks arrived and being verified and written, as of the last tick.
     pub chunks_writing: Gauge,

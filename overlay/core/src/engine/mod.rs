@@ -511,8 +511,8 @@ impl<P: PeerKey> Engine<P> {
         self.scheduler.in_flight()
     }
 
-    /// Requests in flight to peers outside this node's ISP (or of no known ISP): the ones that cross its
-    /// ISP's border.
+    /// Requests in flight to peers not known to share this node's ISP (another ISP, or either ISP unknown):
+    /// the ones that cross its ISP's border.
     pub fn in_flight_other_isp(&self) -> usize {
         self.sessions
             .iter()
