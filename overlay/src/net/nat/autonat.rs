@@ -8,8 +8,10 @@
 //! one is up: the cinema dialled the superseeder back, its answer had nowhere to go, and the superseeder
 //! never learnt it was public (and so never relayed). The workspace patches the crate
 //! (`overlay/vendor/libp2p-autonat`, README.md there; upstream libp2p/rust-libp2p#6203): a test lost
-//! with its connection is asked again at once, one unanswered for [`TEST_TIMEOUT`] is asked again, a
-//! failed address is tested again after [`RETRY`], doubled with each failure in a row up to
+//! with its connection is asked again at once, one unanswered for [`TEST_TIMEOUT`] is asked again, one
+//! that ends without an answer (the handler's 10 s timeout: a dial-back a NAT drops) is asked again at
+//! once the first time in a row and then waits as a failed one does, a failed address is tested again
+//! after [`RETRY`], doubled with each failure in a row up to
 //! [`MAX_RETRY`], an address the swarm expires is tested again, and at most [`MAX_TRACKED`] candidates
 //! are remembered.
 
@@ -179,6 +181,66 @@ mod tests {
                 ),
             }
         }
+    }
+
+    /// A test that ends without an answer (the client's handler gives up after 10 s: here the server's
+    /// dial-back hangs on a listener that never speaks, as on a NAT that drops it) is asked again at once
+    /// the first time, then waits as a failed test does. Upstream asks again at every probe, so the
+    /// listener would be dialled a third time about 10 s after the second.
+    #[tokio::test]
+    async fn an_unanswered_test_is_asked_again_once_then_waits() {
+        let mut server = probe(client::Config::default());
+        let server_addr = listening(&mut server).await;
+        let mut c = probe(
+            client::Config::default()
+                .with_probe_interval(Duration::from_millis(200))
+                .with_test_timeout(Duration::from_secs(600))
+                .with_retry_interval(Duration::from_secs(600), Duration::from_secs(600)),
+        );
+        let silent = TcpListener::bind("127.0.0.1:0").expect("bind");
+        silent.set_nonblocking(true).expect("nonblocking");
+        let port = silent.local_addr().expect("addr").port();
+        let addr: Multiaddr = format!("/ip4/127.0.0.1/tcp/{port}").parse().expect("multiaddr");
+        c.behaviour_mut().candidates.push(addr.clone());
+        c.dial(server_addr).expect("dial the server");
+
+        // The dial-backs into the silent listener, held open until the end.
+        let mut held = Vec::new();
+        let mut dialled = Vec::new();
+        let start = tokio::time::Instant::now();
+        let mut tick = tokio::time::interval(Duration::from_millis(50));
+        // The second test's handler gives up 10 s after it asked; a third test would follow within a
+        // probe. Watch until 14 s after the second dial-back (at most 40 s in all).
+        let deadline = tokio::time::sleep(Duration::from_secs(40));
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                e = c.select_next_some() => {
+                    if let SwarmEvent::ExternalAddrConfirmed { address } = e {
+                        panic!("{address} confirmed: nothing could have answered its dial-back");
+                    }
+                }
+                _ = server.select_next_some() => {}
+                _ = tick.tick() => {
+                    while let Ok((stream, _)) = silent.accept() {
+                        held.push(stream);
+                        dialled.push(start.elapsed());
+                    }
+                    if dialled.len() > 2 {
+                        break;
+                    }
+                    if dialled.get(1).is_some_and(|&t| start.elapsed() > t + Duration::from_secs(14)) {
+                        break;
+                    }
+                }
+                _ = &mut deadline => panic!("{addr}: dialled back at {dialled:?} in 40 s (want twice)"),
+            }
+        }
+        assert_eq!(
+            dialled.len(),
+            2,
+            "{addr} dialled back at {dialled:?}: asked again at once once, then it should wait 600 s"
+        );
     }
 
     /// A test whose request rode a connection that closed before the answer is asked again on another

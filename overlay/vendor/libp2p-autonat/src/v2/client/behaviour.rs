@@ -259,6 +259,7 @@ where
                 if let Some((_, info)) = received {
                     info.status = TestStatus::Confirmed;
                     info.failures = 0;
+                    info.unanswered = 0;
                 } else {
                     tracing::warn!(
                         %peer_id,
@@ -290,7 +291,25 @@ where
                     "Failed to complete AutoNAT probe: {e}"
                 );
 
-                self.reset_status_to(nonce, TestStatus::Untested); // Reset so it will be tried again.
+                // Patched: a test that ended without an answer (most often the handler's 10 s
+                // timeout: the server's dial-back hung, as on a NAT that drops it silently) is asked
+                // again at once the first time in a row; after that it waits as a failed test does,
+                // so a node behind such a NAT no longer asks every 15 s.
+                let now = Instant::now();
+                let (retry, max) = (self.config.retry_interval, self.config.max_retry_interval);
+                if let Some((_, info)) = self.address_candidates.iter_mut().find(|(_, i)| {
+                    i.is_pending_with_nonce(nonce) || i.is_received_with_nonce(nonce)
+                }) {
+                    if info.unanswered == 0 {
+                        info.status = TestStatus::Untested;
+                    } else {
+                        info.status = TestStatus::Failed {
+                            until: now + retry_wait(retry, max, info.failures),
+                        };
+                        info.failures = info.failures.saturating_add(1);
+                    }
+                    info.unanswered = info.unanswered.saturating_add(1);
+                }
 
                 return;
             }
@@ -305,9 +324,7 @@ where
                     i.is_pending_with_nonce(nonce) || i.is_received_with_nonce(nonce)
                 }) {
                     // Patched: tested again after a wait doubled with each failure in a row.
-                    let wait = retry
-                        .saturating_mul(1 << info.failures.min(16))
-                        .min(max);
+                    let wait = retry_wait(retry, max, info.failures);
                     info.failures = info.failures.saturating_add(1);
                     info.status = TestStatus::Failed { until: now + wait };
                 }
@@ -547,6 +564,8 @@ struct AddressInfo {
     status: TestStatus,
     /// Patched: tests failed in a row.
     failures: u32,
+    /// Patched: tests that ended without an answer (an I/O error) since the last success.
+    unanswered: u32,
     /// Patched: when the candidate was first reported.
     seen: Instant,
 }
@@ -557,6 +576,7 @@ impl Default for AddressInfo {
             score: 0,
             status: TestStatus::Untested,
             failures: 0,
+            unanswered: 0,
             seen: Instant::now(),
         }
     }
@@ -576,6 +596,12 @@ impl AddressInfo {
             _ => false,
         }
     }
+}
+
+/// Patched: the wait before a failed address is tested again: `retry`, doubled with each of the
+/// `failures` before it in a row, at most `max`.
+fn retry_wait(retry: Duration, max: Duration, failures: u32) -> Duration {
+    retry.saturating_mul(1 << failures.min(16)).min(max)
 }
 
 /// Patched: a test remembers the connection its request rode and when it was asked, a failed
