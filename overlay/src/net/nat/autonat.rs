@@ -128,6 +128,24 @@ mod tests {
             .build()
     }
 
+    /// A client probing every 200 ms whose tests neither expire nor retry within a test's run.
+    fn patient_client() -> Swarm<Probe> {
+        probe(
+            client::Config::default()
+                .with_probe_interval(Duration::from_millis(200))
+                .with_test_timeout(Duration::from_secs(600))
+                .with_retry_interval(Duration::from_secs(600), Duration::from_secs(600)),
+        )
+    }
+
+    /// A loopback listener that accepts (when asked) and never speaks: a dial-back into it hangs.
+    fn silent_listener() -> (TcpListener, Multiaddr) {
+        let silent = TcpListener::bind("127.0.0.1:0").expect("bind");
+        silent.set_nonblocking(true).expect("nonblocking");
+        let port = silent.local_addr().expect("addr").port();
+        (silent, format!("/ip4/127.0.0.1/tcp/{port}").parse().expect("multiaddr"))
+    }
+
     /// A loopback TCP address nothing listens on (refused), for a moment free to listen on.
     fn free_addr() -> Multiaddr {
         let port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
@@ -191,16 +209,8 @@ mod tests {
     async fn an_unanswered_test_is_asked_again_once_then_waits() {
         let mut server = probe(client::Config::default());
         let server_addr = listening(&mut server).await;
-        let mut c = probe(
-            client::Config::default()
-                .with_probe_interval(Duration::from_millis(200))
-                .with_test_timeout(Duration::from_secs(600))
-                .with_retry_interval(Duration::from_secs(600), Duration::from_secs(600)),
-        );
-        let silent = TcpListener::bind("127.0.0.1:0").expect("bind");
-        silent.set_nonblocking(true).expect("nonblocking");
-        let port = silent.local_addr().expect("addr").port();
-        let addr: Multiaddr = format!("/ip4/127.0.0.1/tcp/{port}").parse().expect("multiaddr");
+        let mut c = patient_client();
+        let (silent, addr) = silent_listener();
         c.behaviour_mut().candidates.push(addr.clone());
         c.dial(server_addr).expect("dial the server");
 
@@ -252,16 +262,8 @@ mod tests {
         let server_addr = listening(&mut server).await;
         let server_id = *server.local_peer_id();
         // Long enough that only the closed connection can explain a second test.
-        let mut c = probe(
-            client::Config::default()
-                .with_probe_interval(Duration::from_millis(200))
-                .with_test_timeout(Duration::from_secs(600))
-                .with_retry_interval(Duration::from_secs(600), Duration::from_secs(600)),
-        );
-        let silent = TcpListener::bind("127.0.0.1:0").expect("bind");
-        silent.set_nonblocking(true).expect("nonblocking");
-        let port = silent.local_addr().expect("addr").port();
-        let addr: Multiaddr = format!("/ip4/127.0.0.1/tcp/{port}").parse().expect("multiaddr");
+        let mut c = patient_client();
+        let (silent, addr) = silent_listener();
         let mut silent = Some(silent);
         let mut held = Vec::new();
         c.behaviour_mut().candidates.push(addr.clone());
