@@ -294,7 +294,7 @@ where
                 // Patched: a test that ended without an answer (most often the handler's 10 s
                 // timeout: the server's dial-back hung, as on a NAT that drops it silently) is asked
                 // again at once the first time in a row; after that it waits as a failed test does,
-                // so a node behind such a NAT no longer asks every 15 s.
+                // so a node behind such a NAT no longer asks every 10 s.
                 let now = Instant::now();
                 let (retry, max) = (self.config.retry_interval, self.config.max_retry_interval);
                 if let Some((_, info)) = self.address_candidates.iter_mut().find(|(_, i)| {
