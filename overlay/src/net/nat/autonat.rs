@@ -12,8 +12,9 @@
 //! that ends without an answer (the handler's 10 s timeout: a dial-back a NAT drops) is asked again at
 //! once the first time in a row and then waits as a failed one does, a failed address is tested again
 //! after [`RETRY`], doubled with each failure in a row up to
-//! [`MAX_RETRY`], an address the swarm expires is tested again, and at most [`MAX_TRACKED`] candidates
-//! are remembered.
+//! [`MAX_RETRY`], an address the swarm expires is tested again, a confirmed one is tested again
+//! [`RECHECK`] after its confirmation (and expired if that fails), and at most [`MAX_TRACKED`]
+//! candidates are remembered.
 
 use std::time::Duration;
 
@@ -33,13 +34,19 @@ pub const MAX_RETRY: Duration = Duration::from_secs(3600);
 /// How many candidate addresses the client remembers.
 pub const MAX_TRACKED: usize = 64;
 
+/// How long after its confirmation an address is tested again (a new public IP after a line's
+/// reconnection, a router's lost port forward): if a server cannot dial it back then, it is no longer
+/// published. One test per address every 30 min costs a server nothing to speak of.
+pub const RECHECK: Duration = Duration::from_secs(30 * 60);
+
 /// The client with the node's settings (probing every 5 s, as the crate does).
 pub fn client() -> client::Behaviour {
     client::Behaviour::with_config(
         client::Config::default()
             .with_test_timeout(TEST_TIMEOUT)
             .with_retry_interval(RETRY, MAX_RETRY)
-            .with_max_tracked(MAX_TRACKED),
+            .with_max_tracked(MAX_TRACKED)
+            .with_recheck_interval(RECHECK),
     )
 }
 
@@ -197,6 +204,52 @@ mod tests {
                     "{addr}: refused {failed} times, confirmed {confirmed} times in 30 s (want: refused, then \
                      confirmed, then confirmed again after it expired)"
                 ),
+            }
+        }
+    }
+
+    /// A confirmed address is tested again after the recheck interval, and expired from the swarm when
+    /// a server can no longer dial it back (here: the client stopped listening on it). Upstream keeps it
+    /// confirmed, and published, for the rest of the run.
+    #[tokio::test]
+    async fn a_confirmed_address_that_fails_its_recheck_is_expired() {
+        let mut server = probe(client::Config::default());
+        let server_addr = listening(&mut server).await;
+        let mut c = probe(
+            client::Config::default()
+                .with_probe_interval(Duration::from_millis(200))
+                .with_retry_interval(Duration::from_secs(600), Duration::from_secs(600))
+                .with_recheck_interval(Duration::from_secs(1)),
+        );
+        let addr = free_addr();
+        let listener = c.listen_on(addr.clone()).expect("listen on the tested address");
+        c.behaviour_mut().candidates.push(addr.clone());
+        c.dial(server_addr).expect("dial the server");
+
+        let mut confirmed = false;
+        let deadline = tokio::time::sleep(Duration::from_secs(30));
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                e = c.select_next_some() => match e {
+                    SwarmEvent::ExternalAddrConfirmed { address } if address == addr => {
+                        assert!(!confirmed, "{addr} confirmed twice: its recheck should have failed");
+                        confirmed = true;
+                        // Unreachable from now on.
+                        assert!(c.remove_listener(listener), "the listener was open");
+                    }
+                    SwarmEvent::ExternalAddrExpired { address } if address == addr => {
+                        assert!(confirmed, "{addr} expired before it was confirmed");
+                        assert!(
+                            !c.external_addresses().any(|a| *a == addr),
+                            "{addr} still published after it expired"
+                        );
+                        break;
+                    }
+                    _ => {}
+                },
+                _ = server.select_next_some() => {}
+                _ = &mut deadline => panic!("{addr}: confirmed {confirmed}, and not expired in 30 s"),
             }
         }
     }

@@ -48,6 +48,10 @@ pub struct Config {
     /// Patched: how many candidates are remembered; beyond it the least reported untested one is
     /// forgotten. Upstream remembers every candidate ever reported.
     pub(crate) max_tracked: usize,
+
+    /// Patched: how long after it was confirmed an address is tested again; if a server then cannot
+    /// dial it back, it is expired from the swarm. Upstream keeps a confirmed address for the run.
+    pub(crate) recheck_interval: Duration,
 }
 
 impl Config {
@@ -90,6 +94,14 @@ impl Config {
             ..self
         }
     }
+
+    /// Patched: how long after it was confirmed an address is tested again.
+    pub fn with_recheck_interval(self, recheck_interval: Duration) -> Self {
+        Self {
+            recheck_interval,
+            ..self
+        }
+    }
 }
 
 impl Default for Config {
@@ -101,6 +113,7 @@ impl Default for Config {
             retry_interval: Duration::from_secs(60),
             max_retry_interval: Duration::from_secs(3600),
             max_tracked: 64,
+            recheck_interval: Duration::from_secs(3600),
         }
     }
 }
@@ -260,6 +273,8 @@ where
                     info.status = TestStatus::Confirmed;
                     info.failures = 0;
                     info.unanswered = 0;
+                    info.confirmed_at = Some(Instant::now());
+                    info.rechecking = false;
                 } else {
                     tracing::warn!(
                         %peer_id,
@@ -320,13 +335,19 @@ where
             }) => {
                 let now = Instant::now();
                 let (retry, max) = (self.config.retry_interval, self.config.max_retry_interval);
-                if let Some((_, info)) = self.address_candidates.iter_mut().find(|(_, i)| {
+                if let Some((candidate, info)) = self.address_candidates.iter_mut().find(|(_, i)| {
                     i.is_pending_with_nonce(nonce) || i.is_received_with_nonce(nonce)
                 }) {
                     // Patched: tested again after a wait doubled with each failure in a row.
                     let wait = retry_wait(retry, max, info.failures);
                     info.failures = info.failures.saturating_add(1);
                     info.status = TestStatus::Failed { until: now + wait };
+                    // Patched: a confirmed address that failed its re-test is no longer published.
+                    if std::mem::take(&mut info.rechecking) {
+                        tracing::debug!(%candidate, "Confirmed address failed its re-test; expiring it");
+                        self.pending_events
+                            .push_back(ToSwarm::ExternalAddrExpired(candidate.clone()));
+                    }
                 }
 
                 ((address, bytes_sent), Err(error))
@@ -450,17 +471,26 @@ where
         Some((*conn_id, info.peer_id))
     }
 
-    /// Patched: addresses whose test went unanswered for `test_timeout`, and failed ones whose wait is
-    /// over, are untested again.
+    /// Patched: addresses whose test went unanswered for `test_timeout`, failed ones whose wait is
+    /// over, and confirmed ones `recheck_interval` after their confirmation, are untested again.
     fn expire_tests(&mut self, now: Instant) {
         let timeout = self.config.test_timeout;
+        let recheck = self.config.recheck_interval;
         for (addr, info) in &mut self.address_candidates {
             let again = match info.status {
                 TestStatus::Pending { since, .. } | TestStatus::Received { since, .. } => {
                     now.saturating_duration_since(since) >= timeout
                 }
                 TestStatus::Failed { until } => now >= until,
-                TestStatus::Untested | TestStatus::Confirmed => false,
+                TestStatus::Confirmed => {
+                    let due = info
+                        .confirmed_at
+                        .is_some_and(|at| now.saturating_duration_since(at) >= recheck);
+                    // Still published while it is tested again.
+                    info.rechecking |= due;
+                    due
+                }
+                TestStatus::Untested => false,
             };
             if again {
                 tracing::debug!(%addr, "Testing the address again");
@@ -505,6 +535,7 @@ where
     pub fn validate_addr(&mut self, addr: &Multiaddr) {
         if let Some(info) = self.address_candidates.get_mut(addr) {
             info.status = TestStatus::Confirmed;
+            info.confirmed_at = Some(Instant::now());
         }
     }
 }
@@ -566,6 +597,10 @@ struct AddressInfo {
     failures: u32,
     /// Patched: tests that ended without an answer (an I/O error) since the last success.
     unanswered: u32,
+    /// Patched: when a server last confirmed it.
+    confirmed_at: Option<Instant>,
+    /// Patched: a confirmed address (still published) is being tested again.
+    rechecking: bool,
     /// Patched: when the candidate was first reported.
     seen: Instant,
 }
@@ -577,6 +612,8 @@ impl Default for AddressInfo {
             status: TestStatus::Untested,
             failures: 0,
             unanswered: 0,
+            confirmed_at: None,
+            rechecking: false,
             seen: Instant::now(),
         }
     }
