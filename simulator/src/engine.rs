@@ -98,7 +98,6 @@ enum Ev {
     Connect { from: NodeIx, to: NodeIx },
 }
 
-/// The kinds of events counted in [`Outcome::events_by_kind`], in its order.
 /// Runs of at most this many nodes write `requests.csv` (a sample per node per second: a lab's size, not a
 /// fleet's).
 pub const REQUESTS_CSV_MAX_NODES: usize = 64;
@@ -106,6 +105,7 @@ pub const REQUESTS_CSV_MAX_NODES: usize = 64;
 /// Samples of `requests.csv` kept per node: its first 4 hours of virtual time.
 pub const REQUESTS_CSV_MAX_SAMPLES: usize = 4 * 3600;
 
+/// The kinds of events counted in [`Outcome::events_by_kind`], in its order.
 pub const EVENT_KINDS: [&str; 12] = [
     "rate tick",
     "flow done or released",
