@@ -423,8 +423,13 @@ impl<'a> Engine<'a> {
             let mut transfer = sc.transfer.clone();
             if node.seeder {
                 transfer.upload_slots = sc.seeders.upload_slots.unwrap_or(sc.transfer.upload_slots);
-            } else if sc.sim.declared_downlinks {
-                transfer.downlink = Some(cinemesh_core::config::Rate(node.down));
+            } else {
+                if sc.sim.declared_downlinks {
+                    transfer.downlink = Some(cinemesh_core::config::Rate(node.down));
+                }
+                if sc.sim.declared_uplinks {
+                    transfer.uplink = Some(cinemesh_core::config::Rate(node.up));
+                }
             }
             let declared = transfer.downlink.map(|r| r.0 as u64);
             let mut cfg = engine::Config::new(role, transfer, sc.policy.clone());

@@ -246,6 +246,12 @@ pub struct SimConfig {
     /// Every cinema declares its line (`transfer.downlink` = its access class's download rate), as the
     /// operator guide asks of a cinema that knows it. false: `transfer.downlink` as the scenario sets it.
     pub declared_downlinks: bool,
+    /// Every cinema declares its uplink too (`transfer.uplink` = its access class's upload rate), so that
+    /// while it fetches its answers keep below it by its acknowledgements' room (`Engine::upload_pace`).
+    /// Off by default: the operator guide asks it of asymmetric lines only, and the simulator does not
+    /// model what a full uplink does to the node's own downloads (its acknowledgements' queue), only what
+    /// the pace costs. false: `transfer.uplink` as the scenario sets it.
+    pub declared_uplinks: bool,
     /// A cancelled upload whose bytes are on the way stops at once (true), as a transport that can reset a
     /// stream would. false (the node's case): request-response cannot take back an answer once handed
     /// over, so the chunk still crosses the links and reaches the asker, who discards it if held.
@@ -266,6 +272,7 @@ impl Default for SimConfig {
             kad_alpha: 3,
             record_engine: false,
             declared_downlinks: true,
+            declared_uplinks: false,
             abortable_uploads: false,
         }
     }

@@ -362,3 +362,30 @@ fn a_cinema_far_from_its_only_source_keeps_its_link_busy_across_the_round_trip()
     assert!(t < 48.0, "{t:.1} s against a bound of 32 s");
     assert!(r.pipelined_requests > 0);
 }
+
+#[test]
+fn cinemas_that_declare_their_uplinks_keep_their_answers_below_them_while_they_fetch() {
+    // The cinema that finishes last fetched from start to end: what it uploaded meanwhile is its pace's.
+    let last_upload_share = |sets: &[&str]| {
+        let sc = scenario("small-8.toml", sets);
+        let (o, _) = simulate(&sc, 3, None).unwrap();
+        let (i, t) = o
+            .stats
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !o.topo.nodes[*i].seeder)
+            .map(|(i, s)| (i, s.complete[0].expect("every cinema completes")))
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .unwrap();
+        o.stats[i].bytes_up as f64 / (o.topo.nodes[i].up * t)
+    };
+    // A slow distributor: the cinemas' uploads carry most of the film.
+    let free = last_upload_share(&["seeders.up=20Mbit/s", "access.fibre.up=10Mbit/s"]);
+    let paced =
+        last_upload_share(&["seeders.up=20Mbit/s", "access.fibre.up=10Mbit/s", "sim.declared_uplinks=true"]);
+    // Links carry 1448 of every 1514 bytes (`sim.payload_share`): 0.956 of the line at most.
+    let line_share = cinemesh_core::engine::LINE_SHARE;
+    // Links carry 1448 of every 1514 bytes (`sim.payload_share`): 0.956 of the line at most.
+    assert!(free > line_share, "without a declared uplink the last cinema's line is fuller: {free:.3}");
+    assert!(paced <= line_share, "{paced:.3} of its line while it fetched");
+}

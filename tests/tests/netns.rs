@@ -89,14 +89,17 @@ fn the_lab_writes_configs_the_node_accepts() -> anyhow::Result<()> {
         done_file: Path::new("/tmp/cml-lab/n1.done"),
         upload_limit: None,
         downlink: Some(125e6),
+        uplink: Some(1e6),
     };
     let text = cinemesh_sim::lab::config::node_config(&sc, &spec)?;
     let cfg = cinemesh::config::Config::from_toml(&text, Path::new("lab.toml"))?;
     cfg.validate()?;
     assert_eq!(cfg.transfer.upload_slots, 5);
     assert_eq!(cfg.transfer.downlink.map(|r| r.bytes_per_sec()), Some(125e6));
+    assert_eq!(cfg.transfer.uplink.map(|r| r.bytes_per_sec()), Some(1e6));
     let mut undeclared = cfg.transfer.clone();
     undeclared.downlink = None;
+    undeclared.uplink = None;
     assert_eq!(undeclared, sc.transfer);
     assert_eq!(cfg.gossip, sc.gossip);
     assert_eq!(cfg.policy, sc.policy);

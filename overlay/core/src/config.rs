@@ -380,6 +380,12 @@ pub struct TransferConfig {
     /// where every cinema declares an alike line, all are served alike
     /// ([`ALIKE_LINES`](crate::engine::ALIKE_LINES)). It never limits anything.
     pub downlink: Option<Rate>,
+    /// The upload rate of this node's line, when the operator knows it (e.g. `"8Mbit/s"`; none = unknown).
+    /// While it fetches, the node keeps its answers below it by the room its own downloads' acknowledgements
+    /// need ([`Engine::upload_pace`](crate::engine::Engine::upload_pace)): an uplink kept full by uploads
+    /// queues and drops those acknowledgements, and the node's downloads crawl (measured on an ADSL line:
+    /// a third of its download rate). Once it fetches nothing, it uploads at its full line.
+    pub uplink: Option<Rate>,
     /// Weekly windows (UTC) with their own limits, e.g. low upload during screenings; the most restrictive
     /// of these, the static limits and the distributor's signed policy applies.
     pub schedule: Vec<crate::schedule::RateWindow>,
@@ -413,6 +419,7 @@ impl Default for TransferConfig {
             upload_limit: None,
             download_limit: None,
             downlink: None,
+            uplink: None,
             schedule: Vec::new(),
         }
     }
@@ -493,12 +500,14 @@ impl TransferConfig {
                 check(r.0 >= 1024.0, field, "must be at least 1KiB/s (omit it for unlimited)")?;
             }
         }
-        if let Some(r) = self.downlink {
-            check(
-                r.0 >= 1024.0 && r.0.is_finite(),
-                "transfer.downlink",
-                "must be at least 1KiB/s (omit it when the line's rate is not known)",
-            )?;
+        for (field, line) in [("transfer.downlink", self.downlink), ("transfer.uplink", self.uplink)] {
+            if let Some(r) = line {
+                check(
+                    r.0 >= 1024.0 && r.0.is_finite(),
+                    field,
+                    "must be at least 1KiB/s (omit it when the line's rate is not known)",
+                )?;
+            }
         }
         Ok(())
     }
@@ -652,6 +661,8 @@ mod tests {
         for rate in [100.0, f64::INFINITY, f64::NAN] {
             let c = TransferConfig { downlink: Some(Rate(rate)), ..Default::default() };
             assert_eq!(c.validate().unwrap_err().field, "transfer.downlink", "{rate}");
+            let c = TransferConfig { uplink: Some(Rate(rate)), ..Default::default() };
+            assert_eq!(c.validate().unwrap_err().field, "transfer.uplink", "{rate}");
         }
         let g = GossipConfig { mesh_n_low: 9, ..Default::default() };
         assert_eq!(g.validate().unwrap_err().field, "gossip.mesh_n_low");

@@ -43,10 +43,16 @@ impl TokenBucket {
     /// back work (e.g. not issue more requests) wait this long, then [`reserve`](Self::reserve).
     pub fn wait(&mut self, now: Time) -> Duration {
         self.refill(now);
-        if self.level >= 0.0 {
+        self.deficit_wait()
+    }
+
+    /// The wait for the deficit, rounded up to a whole microsecond (the resolution of [`Time`]): a wait
+    /// that rounds to nothing would have a caller wake at the same instant again and again.
+    fn deficit_wait(&self) -> Duration {
+        if self.level > -1e-3 {
             Duration::ZERO
         } else {
-            Duration::from_secs_f64(-self.level / self.rate)
+            Duration::from_micros((-self.level / self.rate * 1e6).ceil() as u64)
         }
     }
 
@@ -54,17 +60,27 @@ impl TokenBucket {
     pub fn reserve(&mut self, now: Time, bytes: u64) -> Duration {
         self.refill(now);
         self.level -= bytes as f64;
-        if self.level >= 0.0 {
-            Duration::ZERO
-        } else {
-            Duration::from_secs_f64(-self.level / self.rate)
-        }
+        self.deficit_wait()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_wait_is_whole_microseconds_so_waking_after_it_finds_the_deficit_paid() {
+        // 1 GB/s and a deficit of 2 bytes: 2 ns, which a wake-up on the microsecond clock would not see pass.
+        let mut b = TokenBucket::new(1e9, 1.0, Time::ZERO);
+        let wait = b.reserve(Time::ZERO, 3);
+        assert_eq!(wait, Duration::from_micros(1));
+        assert_eq!(b.wait(Time::ZERO + wait), Duration::ZERO);
+        // 3 bytes at 1 MB/s: exactly 3 us; a float's rounding above that takes no extra wake-up either.
+        let mut b = TokenBucket::new(1e6, 1.0, Time::ZERO);
+        let wait = b.reserve(Time::ZERO, 4);
+        assert_eq!(wait, Duration::from_micros(3));
+        assert_eq!(b.wait(Time::ZERO + wait), Duration::ZERO);
+    }
 
     #[test]
     fn long_run_rate_is_the_limit() {

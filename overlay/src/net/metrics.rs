@@ -109,6 +109,8 @@ pub struct Metrics {
     pub sync_entries: Counter,
     /// The request window's size, as of the last tick.
     pub request_window: Gauge,
+    /// The pace of chunk answers, bytes/s (0: not paced), as of the last tick.
+    pub upload_pace: Gauge,
     /// Chunk requests in flight, as of the last tick.
     pub requests_in_flight: Gauge,
     /// Of them, to peers not known to share this node's ISP (`Engine::in_flight_other_isp`).
@@ -211,6 +213,11 @@ impl Metrics {
         );
         r.register("sync_entries", "Catalogue entries obtained by anti-entropy", m.sync_entries.clone());
         r.register("request_window", "The request window's size", m.request_window.clone());
+        r.register(
+            "upload_pace_bytes",
+            "The pace of chunk answers, bytes/s (0: not paced; the upload limit, or a fetching node's declared uplink less its acknowledgements' room)",
+            m.upload_pace.clone(),
+        );
         r.register("requests_in_flight", "Chunk requests in flight", m.requests_in_flight.clone());
         r.register(
             "requests_in_flight_other_isp",

@@ -204,6 +204,60 @@ pub struct ChunkSource {
     pub len: u64,
     /// Flip the first byte on the way out (the `corrupt-uploads` fault of the tests).
     pub corrupt: bool,
+    /// The node's upload pace, which the bytes keep to (none: as fast as the connection takes them).
+    pub pace: Option<std::sync::Arc<UploadPace>>,
+}
+
+/// The bytes of a paced answer go out in pieces of this much of the pace's time (between
+/// [`MIN_PACED_PIECE`] and [`PIECE`]), so a slow line's queue holds a piece or two, not a chunk.
+pub const PACED_PIECE_TIME: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// The smallest piece a paced answer is written in.
+pub const MIN_PACED_PIECE: usize = 1024;
+
+/// The body's side of the engine's upload pace ([`Engine::upload_pace`](crate::core::engine::Engine::upload_pace)):
+/// every chunk answer's bytes leave at that rate, shared by all answers in progress, in pieces of
+/// [`PACED_PIECE_TIME`]. The engine decides the rate and grants whole answers by it; this only spreads
+/// each answer's bytes evenly, where the connection would send them as fast as the line takes them and
+/// fill the line's queue. Bounded: one rate and one instant.
+#[derive(Debug, Default)]
+pub struct UploadPace {
+    /// Bytes/s as `f64` bits; 0 = not paced.
+    rate: std::sync::atomic::AtomicU64,
+    /// When the next piece may go.
+    next: std::sync::Mutex<Option<tokio::time::Instant>>,
+}
+
+impl UploadPace {
+    /// Sets the pace (none or not positive: not paced).
+    pub fn set(&self, rate: Option<f64>) {
+        let bits = rate.filter(|r| *r > 0.0 && r.is_finite()).map_or(0, f64::to_bits);
+        self.rate.store(bits, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The pace in force, bytes/s.
+    pub fn rate(&self) -> Option<f64> {
+        let bits = self.rate.load(std::sync::atomic::Ordering::Relaxed);
+        (bits != 0).then(|| f64::from_bits(bits))
+    }
+
+    /// The piece to write next at `rate`.
+    fn piece(rate: f64) -> usize {
+        ((rate * PACED_PIECE_TIME.as_secs_f64()) as usize).clamp(MIN_PACED_PIECE, PIECE)
+    }
+
+    /// Waits until `n` bytes may go at the pace, and books their time.
+    async fn take(&self, n: usize) {
+        let Some(rate) = self.rate() else { return };
+        let at = {
+            let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
+            let now = tokio::time::Instant::now();
+            let at = next.map_or(now, |t| t.max(now));
+            *next = Some(at + std::time::Duration::from_secs_f64(n as f64 / rate));
+            at
+        };
+        tokio::time::sleep_until(at).await;
+    }
 }
 
 impl PartialEq for ChunkSource {
@@ -356,12 +410,21 @@ async fn write_chunk_from<T: AsyncWrite + Unpin + Send>(
     let mut buf = vec![0u8; PIECE.min(source.len as usize)];
     let mut done = 0u64;
     while done < source.len {
-        let n = (source.len - done).min(PIECE as u64) as usize;
+        let rate = source.pace.as_ref().and_then(|p| p.rate());
+        let piece = rate.map_or(PIECE, UploadPace::piece);
+        let n = (source.len - done).min(piece as u64) as usize;
         buf = read_piece(source.file.clone(), buf, n, source.offset + done).await?;
         if source.corrupt && done == 0 {
             buf[0] ^= 0xff;
         }
+        if let Some(pace) = &source.pace {
+            pace.take(n).await;
+        }
         io.write_all(&buf[..n]).await?;
+        // A paced piece goes now, not when the transport's buffer fills.
+        if rate.is_some() {
+            io.flush().await?;
+        }
         done += n as u64;
     }
     io.write_all(&load.to_le_bytes()).await?;
@@ -508,7 +571,8 @@ mod tests {
         let file = std::sync::Arc::new(std::fs::File::open(&path).unwrap());
         let chunk = &data[77..];
         for corrupt in [false, true] {
-            let source = ChunkSource { file: file.clone(), offset: 77, len: chunk.len() as u64, corrupt };
+            let source =
+                ChunkSource { file: file.clone(), offset: 77, len: chunk.len() as u64, corrupt, pace: None };
             let mut wire = futures::io::Cursor::new(Vec::new());
             futures::executor::block_on(Codec::default().write_response(
                 &PROTOCOL,
@@ -531,7 +595,7 @@ mod tests {
             );
         }
         // A file shorter than the chunk it claims fails the write; it never sends a short frame as whole.
-        let source = ChunkSource { file, offset: 0, len: data.len() as u64 + 1, corrupt: false };
+        let source = ChunkSource { file, offset: 0, len: data.len() as u64 + 1, corrupt: false, pace: None };
         let mut wire = futures::io::Cursor::new(Vec::new());
         let res = futures::executor::block_on(Codec::default().write_response(
             &PROTOCOL,
@@ -539,6 +603,51 @@ mod tests {
             Response::ChunkFrom { source, load: 0.0 },
         ));
         assert!(res.is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn paced_answers_share_the_pace_in_small_pieces_and_send_the_same_frame() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("film");
+        let data: Vec<u8> = (0..128 * 1024).map(|i| (i * 7 % 253) as u8).collect();
+        std::fs::write(&path, &data).unwrap();
+        let file = std::sync::Arc::new(std::fs::File::open(&path).unwrap());
+        // 64 KiB/s: pieces of 1 KiB (10 ms of it is less), one every 15.6 ms.
+        let pace = std::sync::Arc::new(UploadPace::default());
+        pace.set(Some(65536.0));
+        assert_eq!(UploadPace::piece(65536.0), MIN_PACED_PIECE);
+        assert_eq!(UploadPace::piece(1e9), PIECE);
+        let answer = |offset: u64| {
+            let source = ChunkSource {
+                file: file.clone(),
+                offset,
+                len: 64 * 1024,
+                corrupt: false,
+                pace: Some(pace.clone()),
+            };
+            async move {
+                let mut wire = futures::io::Cursor::new(Vec::new());
+                let res = Response::ChunkFrom { source, load: 0.5 };
+                Codec::default().write_response(&PROTOCOL, &mut wire, res).await.unwrap();
+                (wire.into_inner(), tokio::time::Instant::now())
+            }
+        };
+        let start = tokio::time::Instant::now();
+        let ((a, a_done), (b, b_done)) = futures::join!(answer(0), answer(64 * 1024));
+        for (wire, chunk) in [(a, &data[..64 * 1024]), (b, &data[64 * 1024..])] {
+            let expected =
+                encode_frame(&Response::Chunk { bytes: chunk.to_vec(), load: 0.5 }, MAX_RESPONSE_BYTES);
+            assert!(wire == expected.unwrap(), "a paced answer is the same frame");
+        }
+        // 128 pieces of 1 KiB between them: the last may go 127 x 15.6 ms after the first.
+        let last = a_done.max(b_done) - start;
+        assert!(last >= std::time::Duration::from_millis(1984), "{last:?}");
+        assert!(last < std::time::Duration::from_millis(2100), "{last:?}");
+        // Not paced: no wait at all.
+        pace.set(None);
+        let start = tokio::time::Instant::now();
+        let (_, done) = answer(0).await;
+        assert_eq!(done - start, std::time::Duration::ZERO);
     }
 
     #[test]

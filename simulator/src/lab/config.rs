@@ -39,6 +39,9 @@ pub struct NodeSpec<'a> {
     /// This daemon's `transfer.downlink`, bytes/s (`None`: the scenario's): its shaped line, declared
     /// as the simulator declares it (`sim.declared_downlinks`).
     pub downlink: Option<f64>,
+    /// This daemon's `transfer.uplink`, bytes/s (`None`: the scenario's), as the simulator declares it
+    /// (`sim.declared_uplinks`).
+    pub uplink: Option<f64>,
 }
 
 fn value<T: serde::Serialize>(what: &str, v: &T) -> Result<toml::Value, LabError> {
@@ -56,6 +59,9 @@ pub fn node_config(sc: &Scenario, spec: &NodeSpec<'_>) -> Result<String, LabErro
     }
     if let Some(rate) = spec.downlink {
         transfer.downlink = Some(cinemesh_core::config::Rate(rate));
+    }
+    if let Some(rate) = spec.uplink {
+        transfer.uplink = Some(cinemesh_core::config::Rate(rate));
     }
     let hook = format!(
         "echo \"$(date +%s.%N) $CINEMESH_CONTENT_ID\" >> '{}'",
@@ -116,6 +122,7 @@ mod tests {
             done_file: Path::new("/tmp/cml-lab/done-n2"),
             upload_limit: None,
             downlink: Some(12.5e6),
+            uplink: Some(2.5e6),
         };
         let text = node_config(&sc, &spec).unwrap();
         let t: toml::Table = text.parse().unwrap();
@@ -130,6 +137,7 @@ mod tests {
         let back: cinemesh_core::config::TransferConfig = t["transfer"].clone().try_into().unwrap();
         assert_eq!(back.chunk_size, sc.transfer.chunk_size);
         assert_eq!(back.downlink.map(|r| r.bytes_per_sec()), Some(12.5e6), "its line, declared");
+        assert_eq!(back.uplink.map(|r| r.bytes_per_sec()), Some(2.5e6), "both ways");
         let seeder = NodeSpec { role: "distributor", bootstrap: None, upload_slots: Some(32), ..spec };
         let t: toml::Table = node_config(&sc, &seeder).unwrap().parse().unwrap();
         assert!(t["network"]["bootstrap"].as_array().unwrap().is_empty());

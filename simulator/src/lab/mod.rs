@@ -265,6 +265,7 @@ pub fn run(sc: &Scenario, opts: &Options, interrupted: &AtomicBool) -> Result<Me
             done_file: &path(i, ".done"),
             upload_limit: opts.upload_limit_share.map(|share| node.up * share),
             downlink: (!node.seeder && sc.sim.declared_downlinks).then_some(node.down),
+            uplink: (!node.seeder && sc.sim.declared_uplinks).then_some(node.up),
         };
         let text = config::node_config(sc, &spec)?;
         std::fs::write(path(i, ".toml"), text).map_err(LabError::io("cannot write a node config"))

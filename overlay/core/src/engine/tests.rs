@@ -58,7 +58,12 @@ fn t(ms: u64) -> Time {
 
 /// A cinema fetching C (`chunks` chunks) from peer 1, which holds it all; its first requests are pending.
 fn fetching_from_one_peer(chunks: u32) -> Engine<u32> {
-    let mut e = Engine::new(cfg(Role::Cinema, "a"));
+    fetching_from_one_peer_as(cfg(Role::Cinema, "a"), chunks)
+}
+
+/// The same, configured as `c`.
+fn fetching_from_one_peer_as(c: Config, chunks: u32) -> Engine<u32> {
+    let mut e = Engine::new(c);
     e.connected(t(0), 1);
     e.hello(t(0), 1, info("a"));
     e.offer(t(0), offer(chunks, true));
@@ -457,6 +462,69 @@ fn the_upload_limit_paces_answers_without_holding_anything_but_a_timer() {
     e.set_limits(now, Limits { upload: Some(0.0), download: None });
     e.chunk_request(now, &2, 99, C, 5, ALL_SLOTS);
     assert!(matches!(drain(&mut e)[..], [Output::Answer { upload: 99, answer: Answer::Busy { .. } }]));
+}
+
+#[test]
+fn a_fetching_cinema_keeps_its_answers_below_its_uplink_by_the_room_its_acknowledgements_need() {
+    // An 8 Mbit/s uplink (1 MB/s), declared.
+    let mut c = cfg(Role::Cinema, "a");
+    c.transfer.uplink = Some(crate::config::Rate(1e6));
+    let mut idle = Engine::<u32>::new(c.clone());
+    assert_eq!(idle.upload_pace(), None, "fetching nothing: the whole line");
+    idle.set_limits(t(0), Limits { upload: Some(5e5), download: None });
+    assert_eq!(idle.upload_pace(), Some(5e5), "the upload limit alone");
+
+    let mut e = fetching_from_one_peer_as(c, 64);
+    assert_eq!(e.upload_pace(), Some(0.85e6), "fetching, nothing received yet: 85% of the line");
+    // 1 MiB/s received over a round: 4% of it is kept for the acknowledgements.
+    let mut asked = rates_told(drain(&mut e));
+    for (n, ms) in [0u64, 1_000, 2_000].into_iter().enumerate() {
+        store_from_1(&mut e, t(ms), asked[n].0, 0.1);
+        asked.extend(rates_told(drain(&mut e)));
+    }
+    let pace = e.upload_pace().unwrap();
+    assert!((pace - (0.85e6 - 0.04 * CHUNK as f64)).abs() < 1.0, "{pace}");
+    // Answers go out at that pace: 1 MiB chunks asked by peer 2 leave about 1.2 s apart.
+    e.connected(t(2_000), 2);
+    e.hello(t(2_000), 2, info("a"));
+    drain(&mut e);
+    let held: Vec<u32> = (0..64).filter(|&i| e.held.get(&C).is_some_and(|h| h.held.have.get(i))).collect();
+    assert!(held.len() >= 3, "{held:?}");
+    for (k, &i) in held.iter().take(3).enumerate() {
+        e.chunk_request(t(2_000), &2, 100 + k as u64, C, i, ALL_SLOTS);
+        e.chunk_read(t(2_000), 100 + k as u64, Ok(CHUNK));
+    }
+    let mut sent_at: Vec<f64> = Vec::new();
+    let mut now = t(2_000);
+    let answered = |out: Vec<Output<u32>>| {
+        out.iter().filter(|o| matches!(o, Output::Answer { answer: Answer::Data { .. }, .. })).count()
+    };
+    for _ in 0..answered(drain(&mut e)) {
+        sent_at.push(now.as_secs_f64());
+    }
+    for _ in 0..200 {
+        if sent_at.len() >= 3 {
+            break;
+        }
+        let Some(next) = e.poll_timeout() else { break };
+        now = now.max(next);
+        e.handle_timeout(now);
+        for _ in 0..answered(drain(&mut e)) {
+            sent_at.push(now.as_secs_f64());
+        }
+    }
+    assert_eq!(sent_at.len(), 3, "{sent_at:?}");
+    let gap = sent_at[2] - sent_at[1];
+    assert!((gap - CHUNK as f64 / pace).abs() < 0.02, "{sent_at:?}, pace {pace}");
+    // A download at 20 MiB/s would want all of the line for its acknowledgements: a tenth stays.
+    for k in 0..40u64 {
+        let ms = 2_000 + 50 * (k + 1);
+        if let Some(&(i, _)) = asked.get(3 + k as usize) {
+            store_from_1(&mut e, t(ms), i, 0.1);
+        }
+        asked.extend(rates_told(drain(&mut e)));
+    }
+    assert_eq!(e.upload_pace(), Some(0.1e6), "at least a tenth of the line");
 }
 
 #[test]

@@ -236,7 +236,13 @@ impl Node {
                     // bytes are read as they are sent (`Response::ChunkFrom`), a piece at a time.
                     Ok((file, offset, len)) if self.uploads.channels.contains_key(&upload) => {
                         let corrupt = self.cfg.fault == Some(Fault::CorruptUploads);
-                        let source = ChunkSource { file: std::sync::Arc::new(file), offset, len, corrupt };
+                        let source = ChunkSource {
+                            file: std::sync::Arc::new(file),
+                            offset,
+                            len,
+                            corrupt,
+                            pace: Some(self.upload_pace.clone()),
+                        };
                         self.uploads.sources.insert(upload, source);
                         Ok(len)
                     }

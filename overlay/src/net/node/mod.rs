@@ -149,6 +149,8 @@ pub struct Node {
     manifest_reads: super::inbound::Limit<PeerId>,
     /// Bytes of manifest and sync answers handed to libp2p and not yet sent (bounded per peer and in all).
     answer_bytes: super::inbound::Buffered<PeerId, InboundRequestId>,
+    /// The pace chunk answers' bytes keep to, the engine's ([`crate::net::protocol::UploadPace`]).
+    upload_pace: std::sync::Arc<super::protocol::UploadPace>,
     /// Cached encodings of manifest and sync answers.
     answers: super::answers::Answers,
     listen: Vec<Multiaddr>,
@@ -297,6 +299,7 @@ impl Node {
             manifests: HashMap::new(),
             manifest_reads: Default::default(),
             answer_bytes: super::inbound::Buffered::new(cfg.inbound_bytes),
+            upload_pace: Default::default(),
             answers: Default::default(),
             listen: Vec::new(),
             bootstrap,

@@ -65,6 +65,9 @@ impl Node {
                 Output::Event(e) => self.on_engine_event(e),
             }
         }
+        // The bytes of answers keep to the engine's pace (it moves with the limits, the fetches and the
+        // receive rate, all of which reach the engine as inputs that end here).
+        self.upload_pace.set(self.engine.upload_pace());
     }
 
     fn on_engine_event(&mut self, event: engine::Event<PeerId>) {
