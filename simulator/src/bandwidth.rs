@@ -9,6 +9,11 @@
 //! the flow had after the previous recomputation (a quantum old), and never limits the flow itself, as
 //! small ACK packets are not held to the data flows' share of a busy uplink.
 //!
+//! With queues modelled ([`Network::with_full_queue`], `sim.full_queue`), a link that was a bottleneck at the
+//! last recomputation holds that queue, and a flow's weight in the filling is the inverse of its round trip:
+//! its own, plus the queue of every full link it crosses and of the full link its acknowledgements load. So
+//! a download whose acknowledgements wait behind the downloader's own uploads gets less, as TCP gives it.
+//!
 //! Rates are recomputed on a time grid (`sim.rate_quantum`), not on every flow start and end: a flow
 //! started between two ticks gets rate 0 until the next tick, a finished flow frees its share at the next
 //! tick. Between ticks rates are constant, so a completion inside the window is exact. This keeps the cost
@@ -52,6 +57,8 @@ struct Flow {
     release: Option<f64>,
     /// The slot of its path's count in [`Network::paths`], when it shares its path's one share.
     path: Option<u32>,
+    /// Its round trip with every queue empty, seconds ([`Network::set_round_trip`]).
+    rtt: f64,
 }
 
 impl Flow {
@@ -89,6 +96,12 @@ pub struct Network {
     /// Per count slot: the key and how many flows in progress share it.
     paths: Vec<(u64, u32)>,
     free_paths: Vec<u32>,
+    /// The queue a full link holds, seconds (0: queues are not modelled; see [`Network::with_full_queue`]).
+    full_queue: f64,
+    /// Per link: whether it was a bottleneck at the last recomputation (its queue full), and the same as
+    /// being found in this one.
+    full: Vec<bool>,
+    full_now: Vec<bool>,
 }
 
 impl Network {
@@ -113,11 +126,36 @@ impl Network {
             path_slot: std::collections::HashMap::new(),
             paths: Vec::new(),
             free_paths: Vec::new(),
+            full_queue: 0.0,
+            full: Vec::new(),
+            full_now: Vec::new(),
+        }
+    }
+
+    /// Models the queues of full links: a link that was a bottleneck at the last recomputation holds
+    /// `secs` of queue, and every flow's share at a shared link is weighted by the inverse of its round
+    /// trip (its own, [`set_round_trip`](Self::set_round_trip), plus the queues of the full links it
+    /// crosses, plus that of the link its acknowledgements load), as TCP shares a queue. So the downloads
+    /// of a node whose uplink is kept full by its uploads get less than an equal share, as measured on real
+    /// daemons (docs/benchmarks.md, "A declared uplink"). 0 (the default): equal shares, no queues.
+    pub fn with_full_queue(mut self, secs: f64) -> Self {
+        self.full_queue = secs.max(0.0);
+        self
+    }
+
+    /// Sets a flow's round trip with every queue empty (seconds); read only with
+    /// [`with_full_queue`](Self::with_full_queue).
+    pub fn set_round_trip(&mut self, id: FlowId, secs: f64) {
+        if self.contains(id) {
+            self.flows[id.index as usize].rtt = secs.max(0.0);
+            self.dirty = self.dirty || self.full_queue > 0.0;
         }
     }
 
     /// Adds a link of `capacity` bytes/s (infinite = unlimited).
     pub fn add_link(&mut self, capacity: f64) -> LinkId {
+        self.full.push(false);
+        self.full_now.push(false);
         self.caps.push(capacity);
         self.rem.push(0.0);
         self.cnt.push(0);
@@ -195,6 +233,7 @@ impl Network {
             side,
             release: None,
             path,
+            rtt: 0.0,
         };
         self.dirty = true;
         self.live += 1;
@@ -332,7 +371,7 @@ impl Network {
             self.frozen[i] = false;
             let f = &mut self.flows[i];
             f.advance(dt);
-            let w = weight(&self.paths, f);
+            let w = weight(&self.paths, &self.full, self.full_queue, f);
             for &l in &f.links[..f.n_links as usize] {
                 let li = l as usize;
                 if self.caps[li].is_finite() {
@@ -376,6 +415,9 @@ impl Network {
                 continue;
             }
             let share = f64::from_bits(k);
+            if self.full_queue > 0.0 {
+                self.full_now[li] = true;
+            }
             for j in 0..self.on_link[li].len() {
                 let fi = self.on_link[li][j] as usize;
                 if self.frozen[fi] {
@@ -383,7 +425,7 @@ impl Network {
                 }
                 self.frozen[fi] = true;
                 let f = &mut self.flows[fi];
-                let w = weight(&self.paths, f);
+                let w = weight(&self.paths, &self.full, self.full_queue, f);
                 f.rate = share * w;
                 for &m in &f.links[..f.n_links as usize] {
                     let mi = m as usize;
@@ -402,12 +444,27 @@ impl Network {
                 self.flows[i].rate = UNLIMITED;
             }
         }
+        if self.full_queue > 0.0 {
+            std::mem::swap(&mut self.full, &mut self.full_now);
+            self.full_now.iter_mut().for_each(|f| *f = false);
+        }
     }
 }
 
-/// A flow's weight in the filling: 1, or an equal part of its path's one share.
-fn weight(paths: &[(u64, u32)], f: &Flow) -> f64 {
-    f.path.map_or(1.0, |p| 1.0 / f64::from(paths[p as usize].1))
+/// Round trips are weighed against this one (any scale would do; this keeps weights near 1).
+const REF_RTT: f64 = 0.05;
+
+/// A flow's weight in the filling: 1, or an equal part of its path's one share; with queues modelled
+/// (`queue` > 0), divided by its round trip (its own, plus `queue` for every full link it crosses and for
+/// the full link its acknowledgements load) against [`REF_RTT`].
+fn weight(paths: &[(u64, u32)], full: &[bool], queue: f64, f: &Flow) -> f64 {
+    let w = f.path.map_or(1.0, |p| 1.0 / f64::from(paths[p as usize].1));
+    if queue <= 0.0 {
+        return w;
+    }
+    let links = f.links[..f.n_links as usize].iter().chain(f.side.as_ref().map(|(l, _)| l));
+    let rtt = f.rtt + queue * links.filter(|&&l| full[l as usize]).count() as f64;
+    w * REF_RTT / rtt.max(1e-3)
 }
 
 #[cfg(test)]
@@ -446,6 +503,38 @@ mod tests {
         net.set_release(g, 200);
         net.tick(Time(10_000_000));
         assert_eq!(net.take_released(), vec![(g, Time(10_000_000))]);
+    }
+
+    #[test]
+    fn with_queues_a_download_whose_acks_wait_in_a_full_uplink_gets_less_of_a_shared_link() {
+        // A 40 B/s border into an ISP, a fast and a slow downloader behind it; the slow one's 1 B/s uplink is
+        // kept full by its own upload. Round trips of 1 ms with empty queues.
+        let run = |queue: f64| {
+            let mut net = Network::new(1_000_000).with_full_queue(queue);
+            let border = net.add_link(40.0);
+            let (fast_down, fast_up) = (net.add_link(300.0), net.add_link(100.0));
+            let (slow_down, slow_up) = (net.add_link(50.0), net.add_link(1.0));
+            let far = net.add_link(1000.0);
+            let fast = net.add_flow_with_side_load(&[border, fast_down], Some((fast_up, 0.01)), 1_000_000);
+            let slow = net.add_flow_with_side_load(&[border, slow_down], Some((slow_up, 0.01)), 1_000_000);
+            let upload = net.add_flow(&[slow_up, far], 1_000_000);
+            for f in [fast, slow, upload] {
+                net.set_round_trip(f, 0.001);
+            }
+            // The first filling finds the border and the slow uplink full; the next one weighs by them.
+            let first = rates(&mut net, &[fast, slow]);
+            net.set_round_trip(fast, 0.001);
+            net.tick(Time(1_000_000));
+            (first, [net.rate(fast).unwrap(), net.rate(slow).unwrap()])
+        };
+        let (first, off) = run(0.0);
+        assert_eq!(first, vec![20.0, 20.0]);
+        assert_eq!(off, [20.0, 20.0], "no queues: equal shares");
+        let (first, on) = run(0.03);
+        assert_eq!(first, vec![20.0, 20.0], "nothing known full yet");
+        // Round trips 31 ms and 61 ms: 40 split 61:31.
+        let expect_fast = 40.0 * 61.0 / 92.0;
+        assert!((on[0] - expect_fast).abs() < 1e-9 && (on[1] - (40.0 - expect_fast)).abs() < 1e-9, "{on:?}");
     }
 
     #[test]

@@ -402,7 +402,8 @@ impl<'a> Engine<'a> {
     /// Builds the world for `sc` with `seed`.
     pub fn new(sc: &'a Scenario, seed: u64) -> Self {
         let (topo, targets, rng) = world(sc, seed);
-        let mut net = Network::new(sc.rate_quantum().as_micros() as u64);
+        let mut net = Network::new(sc.rate_quantum().as_micros() as u64)
+            .with_full_queue(sc.sim.full_queue.as_secs_f64());
         let n = topo.len();
         let films = sc.film.len();
         let chunks: Vec<u32> = sc.film.iter().map(|f| sc.chunks(f)).collect();
@@ -867,6 +868,7 @@ impl<'a> Engine<'a> {
                 });
                 let path = self.sc.sim.per_connection.then(|| (u64::from(u.ul) << 32) | u64::from(u.dl));
                 let flow = self.net.add_flow_on_path(&links, acks, path, len);
+                self.net.set_round_trip(flow, 2.0 * self.topo.latency(u.ul, u.dl) as f64 / 1e6);
                 let ix = flow.index as usize;
                 if self.transfers.len() <= ix {
                     self.transfers.resize(ix + 1, None);

@@ -234,6 +234,14 @@ pub struct SimConfig {
     /// Stop at this virtual time even if some targets are incomplete.
     #[serde(with = "human_duration")]
     pub horizon: Duration,
+    /// The queue a full link holds (`"0s"`, the default: queues are not modelled and flows crossing a link
+    /// share it equally; [`LAB_FULL_QUEUE`] as measured in the lab). With a queue, a link that was a
+    /// bottleneck holds it, and flows
+    /// share a link by the inverse of their round trips, the queues of the full links they cross and of the
+    /// full uplink their acknowledgements take counted in: the downloads of a cinema whose uploads keep its
+    /// uplink full get less, as on real daemons (docs/benchmarks.md, "A declared uplink").
+    #[serde(with = "human_duration")]
+    pub full_queue: Duration,
     /// Stop after this many events (guards against a livelock).
     pub max_events: u64,
     /// Kademlia bucket size k (lookup hops ~ log2(N) / log2(k)).
@@ -267,6 +275,7 @@ impl Default for SimConfig {
             send_buffer: None,
             per_connection: false,
             horizon: Duration::from_secs(14 * 24 * 3600),
+            full_queue: Duration::ZERO,
             max_events: 2_000_000_000,
             kad_k: 20,
             kad_alpha: 3,
@@ -339,6 +348,11 @@ impl<'de> Deserialize<'de> for RateQuantum {
 /// and timestamps 12). The lab's shaping counts frames: its origin, which receives nothing, sent 0.95 of its
 /// shaped rate in chunk bytes (docs/benchmarks.md, "What the wire costs").
 pub const PAYLOAD_SHARE: f64 = 1448.0 / 1514.0;
+
+/// A `sim.full_queue` as measured in the lab: its 50 ms `tbf` queues held 26-30 ms at the full borders and
+/// 29-38 ms at full VDSL uplinks (docs/benchmarks.md, "A declared uplink"). Not the default: with it,
+/// `two-isp-locality`'s locality weights no longer cut transit against locality-blind (not understood yet).
+pub const LAB_FULL_QUEUE: Duration = Duration::from_millis(30);
 
 /// `sim.ack_share` by default: a 66-byte ACK frame per two full segments (delayed ACKs).
 pub const ACK_SHARE: f64 = 66.0 / (2.0 * 1448.0);
@@ -539,6 +553,7 @@ impl Scenario {
             "must be in [0, 1) (ACK bytes per payload byte)",
         )?;
         check(!sim.horizon.is_zero(), "sim.horizon", "must be greater than zero")?;
+        check(sim.full_queue <= Duration::from_secs(10), "sim.full_queue", "must be at most 10s")?;
         check(sim.kad_k >= 2, "sim.kad_k", "must be at least 2")?;
         check(sim.kad_alpha >= 1, "sim.kad_alpha", "must be at least 1")?;
         Ok(())

@@ -389,3 +389,28 @@ fn cinemas_that_declare_their_uplinks_keep_their_answers_below_them_while_they_f
     assert!(free > line_share, "without a declared uplink the last cinema's line is fuller: {free:.3}");
     assert!(paced <= line_share, "{paced:.3} of its line while it fetched");
 }
+
+#[test]
+fn with_the_lab_s_queues_the_fibre_cinemas_take_more_of_the_borders_as_on_real_daemons() {
+    // Real lab-hetero: fibre cinemas 42-46 s, VDSL 55-62, ADSL 101-117 (docs/benchmarks.md, "A declared
+    // uplink"); without queues the simulator gives fibre 73-76 s, behind VDSL.
+    let class_means = |sets: &[&str]| {
+        let sc = scenario("lab-hetero.toml", sets);
+        let (o, _) = simulate(&sc, 1, None).unwrap();
+        let mut by: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
+        for (i, s) in o.stats.iter().enumerate() {
+            let n = &o.topo.nodes[i];
+            if !n.seeder {
+                let own = s.complete[0].expect("every cinema completes") - s.online.unwrap_or(0.0);
+                by.entry(n.class.clone()).or_default().push(own);
+            }
+        }
+        by.into_iter().map(|(c, v)| (c, v.iter().sum::<f64>() / v.len() as f64)).collect::<Vec<_>>()
+    };
+    let queue = format!("sim.full_queue={}ms", cinemesh_sim::scenario::LAB_FULL_QUEUE.as_millis());
+    let (without, with) = (class_means(&[]), class_means(&[&queue]));
+    let get = |v: &[(String, f64)], c: &str| v.iter().find(|(k, _)| k == c).unwrap().1;
+    assert!(get(&without, "fibre") > get(&without, "vdsl"), "{without:?}");
+    assert!(get(&with, "fibre") < get(&with, "vdsl"), "{with:?}");
+    assert!(get(&with, "fibre") < 0.8 * get(&without, "fibre"), "{without:?} -> {with:?}");
+}
