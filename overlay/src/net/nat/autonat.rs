@@ -135,14 +135,16 @@ mod tests {
             .build()
     }
 
+    /// A client config probing every 200 ms whose failed tests are not retried within a test's run.
+    fn probing() -> client::Config {
+        client::Config::default()
+            .with_probe_interval(Duration::from_millis(200))
+            .with_retry_interval(Duration::from_secs(600), Duration::from_secs(600))
+    }
+
     /// A client probing every 200 ms whose tests neither expire nor retry within a test's run.
     fn patient_client() -> Swarm<Probe> {
-        probe(
-            client::Config::default()
-                .with_probe_interval(Duration::from_millis(200))
-                .with_test_timeout(Duration::from_secs(600))
-                .with_retry_interval(Duration::from_secs(600), Duration::from_secs(600)),
-        )
+        probe(probing().with_test_timeout(Duration::from_secs(600)))
     }
 
     /// A loopback listener that accepts (when asked) and never speaks: a dial-back into it hangs.
@@ -215,12 +217,7 @@ mod tests {
     async fn a_confirmed_address_that_fails_its_recheck_is_expired() {
         let mut server = probe(client::Config::default());
         let server_addr = listening(&mut server).await;
-        let mut c = probe(
-            client::Config::default()
-                .with_probe_interval(Duration::from_millis(200))
-                .with_retry_interval(Duration::from_secs(600), Duration::from_secs(600))
-                .with_recheck_interval(Duration::from_secs(1)),
-        );
+        let mut c = probe(probing().with_recheck_interval(Duration::from_secs(1)));
         let addr = free_addr();
         let listener = c.listen_on(addr.clone()).expect("listen on the tested address");
         c.behaviour_mut().candidates.push(addr.clone());
@@ -356,5 +353,47 @@ mod tests {
             }
         }
         assert!(closed, "confirmed before the connection carrying the first test closed");
+    }
+
+    /// Beyond `max_tracked` candidates the client forgets the least reported one: with room for two, an
+    /// address reported once after two reported more often is never tested. Upstream remembers (and
+    /// tests) every candidate ever reported.
+    #[tokio::test]
+    async fn beyond_max_tracked_the_least_reported_candidate_is_forgotten() {
+        let mut server = probe(client::Config::default());
+        let server_addr = listening(&mut server).await;
+        let mut c = probe(probing().with_max_tracked(2));
+        let (often, twice, once) = (free_addr(), free_addr(), free_addr());
+        for addr in [&often, &often, &often, &twice, &twice, &once] {
+            c.behaviour_mut().candidates.push(addr.clone());
+        }
+        c.dial(server_addr).expect("dial the server");
+
+        let mut tested: Vec<Multiaddr> = Vec::new();
+        let mut both_at = None;
+        let mut tick = tokio::time::interval(Duration::from_millis(50));
+        let deadline = tokio::time::sleep(Duration::from_secs(30));
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                e = c.select_next_some() => {
+                    if let SwarmEvent::Behaviour(ProbeEvent::Client(client::Event { tested_addr, .. })) = e {
+                        assert!(tested_addr != once, "{once} was tested: it should have been forgotten");
+                        tested.push(tested_addr);
+                    }
+                }
+                _ = server.select_next_some() => {}
+                _ = tick.tick() => {
+                    if both_at.is_none() && tested.contains(&often) && tested.contains(&twice) {
+                        both_at = Some(tokio::time::Instant::now());
+                    }
+                    // Ten probes after the two were tested, the third would have been too.
+                    if both_at.is_some_and(|t| t.elapsed() > Duration::from_secs(2)) {
+                        break;
+                    }
+                }
+                _ = &mut deadline => panic!("tested {tested:?} in 30 s (want {often} and {twice})"),
+            }
+        }
     }
 }
