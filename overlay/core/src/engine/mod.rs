@@ -386,9 +386,9 @@ pub const MAX_SHORT_LOOKUP_EVERY: Duration = Duration::from_secs(160);
 pub const LINE_SHARE: f64 = 0.85;
 
 /// Room kept on a fetching node's uplink for the acknowledgements of its downloads, as a share of its
-/// receive rate: measured in the lab, the uplink carried 3.2-4.0% of the bytes received in ACKs (a 66-byte
-/// ACK every segment or two). On an ADSL line (1 Mbit/s up, 15 down) a full download's acknowledgements
-/// need more than half the uplink.
+/// receive rate: measured in the lab, a cinema's uplink carried 2.9-3.9% of the bytes it received in
+/// acknowledgements and control messages (a 66-byte ACK every segment or two). On an ADSL line (1 Mbit/s
+/// up, 15 down) a full download's acknowledgements need more than half the uplink.
 pub const ACK_ROOM: f64 = 0.04;
 
 /// However fast a node downloads, its answers keep at least this share of its declared uplink.
