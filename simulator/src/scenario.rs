@@ -236,10 +236,10 @@ pub struct SimConfig {
     pub horizon: Duration,
     /// The queue a full link holds (`"0s"`, the default: queues are not modelled and flows crossing a link
     /// share it equally; [`LAB_FULL_QUEUE`] as measured in the lab). With a queue, a link that was a
-    /// bottleneck holds it, and flows
-    /// share a link by the inverse of their round trips, the queues of the full links they cross and of the
-    /// full uplink their acknowledgements take counted in: the downloads of a cinema whose uploads keep its
-    /// uplink full get less, as on real daemons (docs/benchmarks.md, "A declared uplink").
+    /// bottleneck holds it, and flows share a link by the inverse of their round trips, the queues of the
+    /// full links they cross and of the full uplink their acknowledgements take counted in: the downloads of
+    /// a cinema whose uploads keep its uplink full get less, as on real daemons (docs/benchmarks.md, "A
+    /// declared uplink").
     #[serde(with = "human_duration")]
     pub full_queue: Duration,
     /// Stop after this many events (guards against a livelock).
@@ -256,9 +256,10 @@ pub struct SimConfig {
     pub declared_downlinks: bool,
     /// Every cinema declares its uplink too (`transfer.uplink` = its access class's upload rate), so that
     /// while it fetches its answers keep below it by its acknowledgements' room (`Engine::upload_pace`).
-    /// Off by default: the operator guide asks it of asymmetric lines only, and the simulator does not
-    /// model what a full uplink does to the node's own downloads (its acknowledgements' queue), only what
-    /// the pace costs. false: `transfer.uplink` as the scenario sets it.
+    /// Off by default: the operator guide asks it of asymmetric lines only. Without `full_queue` the
+    /// simulator counts only what the pace costs; with it, also what a full uplink costs the node's own
+    /// downloads, though its ADSL cinemas still gain less than real ones (docs/benchmarks.md, "A declared
+    /// uplink"). false: `transfer.uplink` as the scenario sets it.
     pub declared_uplinks: bool,
     /// A cancelled upload whose bytes are on the way stops at once (true), as a transport that can reset a
     /// stream would. false (the node's case): request-response cannot take back an answer once handed

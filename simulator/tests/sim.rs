@@ -383,9 +383,8 @@ fn cinemas_that_declare_their_uplinks_keep_their_answers_below_them_while_they_f
     let free = last_upload_share(&["seeders.up=20Mbit/s", "access.fibre.up=10Mbit/s"]);
     let paced =
         last_upload_share(&["seeders.up=20Mbit/s", "access.fibre.up=10Mbit/s", "sim.declared_uplinks=true"]);
-    // Links carry 1448 of every 1514 bytes (`sim.payload_share`): 0.956 of the line at most.
+    // Links carry 1448 of every 1514 bytes (`sim.payload_share`): 0.956 of the line at most, above the pace.
     let line_share = cinemesh_core::engine::LINE_SHARE;
-    // Links carry 1448 of every 1514 bytes (`sim.payload_share`): 0.956 of the line at most.
     assert!(free > line_share, "without a declared uplink the last cinema's line is fuller: {free:.3}");
     assert!(paced <= line_share, "{paced:.3} of its line while it fetched");
 }
