@@ -109,6 +109,10 @@ enum Cmd {
         /// which ran and how much TCP retransmitted.
         #[arg(long, value_parser = parse_congestion_control)]
         congestion_control: Option<String>,
+        /// The queue of every cinema's upload, as long as a modem's (`1s`; 1 ms to 10 s); unset: 50 ms,
+        /// as every link's. A full queue delays the cinema's own acknowledgements by as much.
+        #[arg(long, value_parser = parse_uplink_queue)]
+        uplink_queue: Option<humantime::Duration>,
     },
     /// Print two runs' figures side by side (the simulator's and the lab's output directories).
     Compare {
@@ -353,6 +357,18 @@ struct LabArgs {
     poll: std::time::Duration,
     upload_limit_share: Option<f64>,
     congestion_control: Option<String>,
+    uplink_queue: Option<std::time::Duration>,
+}
+
+/// A queue's length: 1 ms to 10 s.
+fn parse_uplink_queue(text: &str) -> Result<humantime::Duration, String> {
+    let d: humantime::Duration = text.parse().map_err(|e| format!("{text:?}: {e}"))?;
+    let ok = (std::time::Duration::from_millis(1)..=std::time::Duration::from_secs(10)).contains(&*d);
+    if ok {
+        Ok(d)
+    } else {
+        Err(format!("{text} is not between 1ms and 10s"))
+    }
 }
 
 /// A congestion control algorithm's name as the kernel spells them: lower-case letters, digits and `_`.
@@ -394,6 +410,7 @@ fn lab(a: LabArgs) -> anyhow::Result<()> {
         poll: a.poll,
         upload_limit_share: a.upload_limit_share,
         congestion_control: a.congestion_control,
+        uplink_queue: a.uplink_queue,
     };
     let (report, text) = cinemesh_sim::lab::run_and_compare(&sc, &opts, &interrupted)?;
     print!("{text}");
@@ -515,6 +532,7 @@ fn main() -> ExitCode {
             poll,
             upload_limit_share,
             congestion_control,
+            uplink_queue,
         } => lab(LabArgs {
             scenario,
             seed,
@@ -525,6 +543,7 @@ fn main() -> ExitCode {
             poll: poll.into(),
             upload_limit_share,
             congestion_control,
+            uplink_queue: uplink_queue.map(Into::into),
         }),
         Cmd::Compare { sim_out, lab_out } => compare(&sim_out, &lab_out),
         Cmd::Locality { scenario, seed, sets, tolerance, out } => {
@@ -542,7 +561,7 @@ fn main() -> ExitCode {
 
 #[cfg(test)]
 mod tests {
-    use super::{parse_congestion_control, parse_share};
+    use super::{parse_congestion_control, parse_share, parse_uplink_queue};
 
     #[test]
     fn congestion_control_names() {
@@ -560,5 +579,17 @@ mod tests {
         for bad in ["0", "-0.5", "1.2", "NaN", "95%"] {
             assert!(parse_share(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn an_uplink_queue_is_a_duration_between_a_millisecond_and_ten_seconds() {
+        let ok = |t: &str| parse_uplink_queue(t).map(|d| *d);
+        assert_eq!(ok("1s"), Ok(std::time::Duration::from_secs(1)));
+        assert_eq!(ok("300ms"), Ok(std::time::Duration::from_millis(300)));
+        assert_eq!(ok("10s"), Ok(std::time::Duration::from_secs(10)));
+        for bad in ["0s", "500us", "11s", "1", "fast"] {
+            assert!(parse_uplink_queue(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_uplink_queue("11s").unwrap_err(), "11s is not between 1ms and 10s");
     }
 }

@@ -153,6 +153,8 @@ fn the_lab_runs_a_tiny_scenario_and_leaves_nothing_behind() -> anyhow::Result<()
         upload_limit_share: None,
         // Reno: in every kernel, and not the default of any, so the report can only say it if the lab set it.
         congestion_control: Some("reno".to_owned()),
+        // A modem's queue on every cinema's upload: `tc` must show it on theirs.
+        uplink_queue: Some(Duration::from_millis(700)),
     };
 
     // Interrupted once the cinemas' namespaces exist.
@@ -161,17 +163,25 @@ fn the_lab_runs_a_tiny_scenario_and_leaves_nothing_behind() -> anyhow::Result<()
         let stop = stop.clone();
         move || {
             let until = Instant::now() + Duration::from_secs(60);
+            let mut qdisc = String::new();
             while Instant::now() < until {
                 if lab::net::ours().is_ok_and(|l| l.iter().any(|n| n == "cml-n2")) {
-                    break;
+                    // The cinema's upload, once shaped.
+                    qdisc = run(&["ip", "netns", "exec", "cml-n2", "tc", "qdisc", "show", "dev", "eth0"])
+                        .unwrap_or_default();
+                    if qdisc.contains("tbf") {
+                        break;
+                    }
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
             stop.store(true, Ordering::SeqCst);
+            qdisc
         }
     });
     let r = lab::run(&sc, &opts, &stop);
-    watcher.join().map_err(|_| anyhow::anyhow!("watcher panicked"))?;
+    let qdisc = watcher.join().map_err(|_| anyhow::anyhow!("watcher panicked"))?;
+    assert!(qdisc.contains("tbf") && qdisc.contains("lat 700ms"), "cinema-2's upload: {qdisc:?}");
     assert!(matches!(r, Err(LabError::Interrupted)), "{r:?}");
     assert_eq!(lab_leftovers()?, Vec::<String>::new(), "an interrupted lab leaves nothing");
 
@@ -257,6 +267,8 @@ fn the_lab_runs_a_tiny_scenario_and_leaves_nothing_behind() -> anyhow::Result<()
         assert!(share.is_some_and(|s| (0.0..1.0).contains(&s)), "{:?}: {text}", report.tcp);
     }
     assert!(text.contains("TCP congestion control reno; segments retransmitted:"), "{text}");
+    assert_eq!(report.uplink_queue_ms, Some(700.0), "{text}");
+    assert!(text.contains("cinemas' upload queues: 700 ms (--uplink-queue)"), "{text}");
     // The timeline bins the links' own counters beside the daemons' content counters.
     let timeline = std::fs::read_to_string(opts.out.join("timeline.csv"))?;
     assert!(timeline.lines().next().is_some_and(|h| h.ends_with(",fleet_wire_utilisation")), "{timeline}");

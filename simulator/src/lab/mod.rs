@@ -59,6 +59,9 @@ pub struct Options {
     /// TCP's congestion control in every node's namespace (`cubic`, `bbr`...; `None`: the host's, which a
     /// new namespace inherits).
     pub congestion_control: Option<String>,
+    /// The queue of every cinema's upload (`tbf`'s `latency`; `None`: [`net::QUEUE`], as every link's):
+    /// a DSL modem's is often a second or more.
+    pub uplink_queue: Option<Duration>,
 }
 
 /// What a lab run measured, before formatting.
@@ -230,7 +233,8 @@ pub fn run(sc: &Scenario, opts: &Options, interrupted: &AtomicBool) -> Result<Me
     net::build_isps(&sc.isp.iter().map(|i| i.transit.map(|r| r.0)).collect::<Vec<_>>())?;
     for (i, node) in topo.nodes.iter().enumerate() {
         check()?;
-        net::build_node(i, node.isp as usize, node.up, node.down)?;
+        let up_queue = if node.seeder { None } else { opts.uplink_queue };
+        net::build_node(i, node.isp as usize, node.up, node.down, up_queue.unwrap_or(net::QUEUE))?;
         if let Some(cc) = &opts.congestion_control {
             net::set_congestion_control(&net::node_ns(i), cc)?;
         }
@@ -471,6 +475,7 @@ pub fn run_and_compare(
     let (topo, targets, _) = engine::world(sc, opts.seed);
     let mut built = outputs::build(sc, opts.seed, &topo, &targets, &m);
     built.report.upload_limit_share = opts.upload_limit_share;
+    built.report.uplink_queue_ms = opts.uplink_queue.map(|q| q.as_secs_f64() * 1e3);
     outputs::write(&opts.out, sc, &built)?;
     let sim = crate::compare::Side::load(&sim_dir)?;
     let lab = crate::compare::Side::load(&opts.out)?;

@@ -8,11 +8,12 @@
 //! ```
 //!
 //! Every link is shaped with a token bucket (`tbf`, a burst of 4 ms at the rate, at least 4 KiB, and a
-//! 50 ms queue). This kernel has no `netem`, so no latency is added: the lab's one-way latency is that of
+//! 50 ms queue, [`QUEUE`]; a cinema's upload queue can be longer, as a modem's is: `--uplink-queue`). This kernel has no `netem`, so no latency is added: the lab's one-way latency is that of
 //! veth and bridges (tens of microseconds). Only namespaces are created (the interfaces live inside them),
 //! all named with [`PREFIX`], so deleting the namespaces removes everything.
 
 use std::process::Command;
+use std::time::Duration;
 
 use super::LabError;
 
@@ -58,8 +59,12 @@ pub fn node_ip(i: usize) -> String {
     format!("10.201.{}.{}", i / 250, i % 250 + 1)
 }
 
-/// The `tc` arguments shaping a device's egress to `rate` bytes/s, or `None` when it stays unshaped.
-pub fn tbf_args(rate: f64) -> Option<Vec<String>> {
+/// How long a shaped link's queue is (`tbf`'s `latency`: the bytes it holds are the rate times this).
+pub const QUEUE: Duration = Duration::from_millis(50);
+
+/// The `tc` arguments shaping a device's egress to `rate` bytes/s with a queue of `queue` at that rate,
+/// or `None` when it stays unshaped.
+pub fn tbf_args(rate: f64, queue: Duration) -> Option<Vec<String>> {
     if rate >= UNSHAPED {
         return None;
     }
@@ -69,13 +74,19 @@ pub fn tbf_args(rate: f64) -> Option<Vec<String>> {
         ["qdisc", "add", "dev", "DEV", "root", "tbf", "rate"]
             .iter()
             .map(|s| s.to_string())
-            .chain([format!("{bits}bit"), "burst".into(), burst.to_string(), "latency".into(), "50ms".into()])
+            .chain([
+                format!("{bits}bit"),
+                "burst".into(),
+                burst.to_string(),
+                "latency".into(),
+                format!("{}us", queue.as_micros().max(1)),
+            ])
             .collect(),
     )
 }
 
-fn shape(ns: &str, dev: &str, rate: f64) -> Result<(), LabError> {
-    let Some(mut args) = tbf_args(rate) else { return Ok(()) };
+fn shape(ns: &str, dev: &str, rate: f64, queue: Duration) -> Result<(), LabError> {
+    let Some(mut args) = tbf_args(rate, queue) else { return Ok(()) };
     args[3] = dev.to_owned();
     let mut cmd = vec!["ip", "netns", "exec", ns, "tc"];
     cmd.extend(args.iter().map(String::as_str));
@@ -163,23 +174,24 @@ pub fn build_isps(transit: &[Option<f64>]) -> Result<(), LabError> {
         let inner = format!("i{k}");
         veth(&ns, "up0", &core, &inner, true)?;
         if let Some(rate) = *t {
-            shape(&ns, "up0", rate)?;
-            shape(&core, &inner, rate)?;
+            shape(&ns, "up0", rate, QUEUE)?;
+            shape(&core, &inner, rate, QUEUE)?;
         }
     }
     Ok(())
 }
 
-/// Creates node `i`'s namespace on ISP `isp`, its address, and shapes its upload and download.
-pub fn build_node(i: usize, isp: usize, up: f64, down: f64) -> Result<(), LabError> {
+/// Creates node `i`'s namespace on ISP `isp`, its address, and shapes its upload (with a queue of
+/// `up_queue`) and its download.
+pub fn build_node(i: usize, isp: usize, up: f64, down: f64, up_queue: Duration) -> Result<(), LabError> {
     let ns = node_ns(i);
     let isp_ns = isp_ns(isp);
     add_ns(&ns)?;
     let outer = format!("v{i}");
     veth(&ns, "eth0", &isp_ns, &outer, false)?;
     run(&["ip", "-n", &ns, "addr", "add", &format!("{}/16", node_ip(i)), "dev", "eth0"])?;
-    shape(&ns, "eth0", up)?;
-    shape(&isp_ns, &outer, down)?;
+    shape(&ns, "eth0", up, up_queue)?;
+    shape(&isp_ns, &outer, down, QUEUE)?;
     Ok(())
 }
 
@@ -230,10 +242,12 @@ mod tests {
         assert_eq!(node_ip(0), "10.201.0.1");
         assert_eq!(node_ip(251), "10.201.1.2");
         // 20 Mbit/s: burst 4 ms = 10,000 bytes.
-        let a = tbf_args(20e6 / 8.0).unwrap();
-        assert_eq!(a[7..], ["20000000bit", "burst", "10000", "latency", "50ms"]);
+        let a = tbf_args(20e6 / 8.0, QUEUE).unwrap();
+        assert_eq!(a[7..], ["20000000bit", "burst", "10000", "latency", "50000us"]);
         // 1 Mbit/s: 4 ms is 500 bytes, less than a packet: 4 KiB.
-        assert_eq!(tbf_args(1e6 / 8.0).unwrap()[9], "4096");
-        assert_eq!(tbf_args(100e9 / 8.0), None);
+        assert_eq!(tbf_args(1e6 / 8.0, QUEUE).unwrap()[9], "4096");
+        assert_eq!(tbf_args(100e9 / 8.0, QUEUE), None);
+        // A modem's queue of 1.5 s.
+        assert_eq!(tbf_args(1e6 / 8.0, Duration::from_millis(1500)).unwrap()[11], "1500000us");
     }
 }

@@ -79,6 +79,8 @@ pub struct LabReport {
     /// Every daemon's upload limit as a share of its link's rate (`cinemesh-sim lab --upload-limit-share`);
     /// `None`: the scenario's `transfer.upload_limit` (in `transfer_config`).
     pub upload_limit_share: Option<f64>,
+    /// Every cinema's upload queue, ms (`cinemesh-sim lab --uplink-queue`); `None`: the 50 ms of every link.
+    pub uplink_queue_ms: Option<f64>,
     /// The `[gossip]` section the daemons ran.
     pub gossip_config: GossipConfig,
     /// The `[transfer]` section the daemons ran.
@@ -441,6 +443,7 @@ pub fn build(sc: &Scenario, seed: u64, topo: &Topology, targets: &[Vec<bool>], m
         incomplete,
         shaping: SHAPING,
         upload_limit_share: None,
+        uplink_queue_ms: None,
         gossip_config: sc.gossip.clone(),
         transfer_config: sc.transfer.clone(),
         policy_config: sc.policy.clone(),
@@ -511,6 +514,9 @@ pub fn summary(r: &LabReport) -> String {
     s += &memory_line(&r.memory);
     if let Some(share) = r.upload_limit_share {
         s += &format!("daemons' upload limit: {share} of each link's rate (--upload-limit-share)\n");
+    }
+    if let Some(ms) = r.uplink_queue_ms {
+        s += &format!("cinemas' upload queues: {ms:.0} ms (--uplink-queue)\n");
     }
     if let Some(w) = &r.wire {
         s += &format!(
