@@ -386,6 +386,11 @@ pub struct TransferConfig {
     /// queues and drops those acknowledgements, and the node's downloads crawl (measured on an ADSL line:
     /// a third of its download rate). Once it fetches nothing, it uploads at its full line.
     pub uplink: Option<Rate>,
+    /// With no `uplink` declared, a fetching node whose round trips to every peer rise by more than
+    /// [`LONG_QUEUE`](crate::engine::LONG_QUEUE) (its own line's queue is long: a DSL modem's) takes the
+    /// rate it uploads at as its uplink and paces by it as if declared
+    /// ([`Engine::found_uplink`](crate::engine::Engine::found_uplink)).
+    pub find_uplink: bool,
     /// Weekly windows (UTC) with their own limits, e.g. low upload during screenings; the most restrictive
     /// of these, the static limits and the distributor's signed policy applies.
     pub schedule: Vec<crate::schedule::RateWindow>,
@@ -420,6 +425,7 @@ impl Default for TransferConfig {
             download_limit: None,
             downlink: None,
             uplink: None,
+            find_uplink: true,
             schedule: Vec::new(),
         }
     }

@@ -111,6 +111,10 @@ pub struct Metrics {
     pub request_window: Gauge,
     /// The pace of chunk answers, bytes/s (0: not paced), as of the last tick.
     pub upload_pace: Gauge,
+    /// The delay common to the round trips to every peer, ms (`Engine::own_queue`; -1: too few measured).
+    pub own_queue: Gauge,
+    /// The uplink found full, bytes/s (`Engine::found_uplink`; 0: none).
+    pub found_uplink: Gauge,
     /// Chunk requests in flight, as of the last tick.
     pub requests_in_flight: Gauge,
     /// Of them, to peers not known to share this node's ISP (`Engine::in_flight_other_isp`).
@@ -217,6 +221,16 @@ impl Metrics {
             "upload_pace_bytes",
             "The pace of chunk answers, bytes/s (0: not paced; the upload limit, or a fetching node's declared uplink less its acknowledgements' room)",
             m.upload_pace.clone(),
+        );
+        r.register(
+            "own_queue_milliseconds",
+            "The delay common to the round trips to every peer: this node's own line's queue, ms (-1: fewer than 3 peers measured in the last 40 s)",
+            m.own_queue.clone(),
+        );
+        r.register(
+            "found_uplink_bytes",
+            "The uplink this node found full (its own queue past 250 ms while it fetched), bytes/s, which paces its answers while it fetches (0: none)",
+            m.found_uplink.clone(),
         );
         r.register("requests_in_flight", "Chunk requests in flight", m.requests_in_flight.clone());
         r.register(

@@ -150,6 +150,35 @@ pub struct Stats {
     pub relay_requested: u64,
     /// Hellos and bitfield requests sent again after they failed in transit.
     pub retries: u64,
+    /// Times the node found its own queue long and took its upload rate as its uplink
+    /// ([`Engine::found_uplink`]).
+    pub uplinks_found: u64,
+}
+
+/// The rate the node's answers went out at: bytes handed to the transport per bin of at least
+/// [`SEND_BIN`], the last full bin's rate kept.
+#[derive(Debug, Clone, Default)]
+struct SendRate {
+    since: Option<Time>,
+    bytes: u64,
+    /// The last full bin's rate, bytes/s.
+    last: f64,
+    /// The fastest full bin's rate, bytes/s.
+    fastest: f64,
+}
+
+impl SendRate {
+    fn add(&mut self, now: Time, len: u64) {
+        let since = *self.since.get_or_insert(now);
+        let dt = now.saturating_since(since);
+        if dt >= SEND_BIN {
+            self.last = self.bytes as f64 / dt.as_secs_f64();
+            self.fastest = self.fastest.max(self.last);
+            self.since = Some(now);
+            self.bytes = 0;
+        }
+        self.bytes = self.bytes.saturating_add(len);
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -163,6 +192,8 @@ struct Session {
     retry: Retry,
     /// The last round trip measured to it ([`Engine::round_trip`]), kept for when it joins.
     rtt: Option<Duration>,
+    /// When the last round trip to it was measured ([`Engine::own_queue`]).
+    rtt_at: Option<Time>,
     /// Contents we fetch whose bitfield it answered it held none of (it did not know the film yet): when
     /// it asks for ours, it fetches them now, and is asked for its bitfield again.
     held_none: BTreeSet<ContentId>,
@@ -177,6 +208,7 @@ impl Session {
             relayed: false,
             retry: Retry::default(),
             rtt: None,
+            rtt_at: None,
             held_none: BTreeSet::new(),
         }
     }
@@ -256,6 +288,16 @@ pub struct Engine<P: PeerKey> {
     grant_at: Option<Time>,
     up_bucket: Option<TokenBucket>,
     down_bucket: Option<TokenBucket>,
+    /// What the node's answers carried lately ([`Engine::found_uplink`]).
+    sent: SendRate,
+    /// The uplink found full ([`Engine::found_uplink`]), bytes/s, and when it last moved.
+    found_uplink: Option<f64>,
+    found_at: Option<Time>,
+    /// Bins in a row the own queue stayed long while a found uplink paced the answers; past
+    /// [`FOUND_UPLINK_TRIES`] the queue is not the uplink's and finding stops.
+    long_bins: u32,
+    /// The least round trip measured to any peer ([`Engine::own_queue`]).
+    rtt_floor: Option<Duration>,
     limits: Limits,
     drive_at: Option<Time>,
     lookups: BTreeMap<ContentId, Time>,
@@ -394,6 +436,35 @@ pub const ACK_ROOM: f64 = 0.04;
 /// However fast a node downloads, its answers keep at least this share of its declared uplink.
 pub const MIN_LINE_SHARE: f64 = 0.1;
 
+/// A queue of its own longer than this ([`Engine::own_queue`]), while the node fetches with its uplink
+/// undeclared and `transfer.find_uplink` on, makes it take the rate it uploads at as its uplink
+/// ([`Engine::found_uplink`]). A short shaper queue never reaches it (the lab's 50 ms ones read 50-60 ms at
+/// most); a DSL modem's, often a second, does (docs/benchmarks.md, "A modem's queue").
+pub const LONG_QUEUE: Duration = Duration::from_millis(250);
+
+/// Round trips older than this do not count towards the own queue (the node pings each peer every 15 s).
+pub const OWN_QUEUE_RECENT: Duration = Duration::from_secs(40);
+
+/// Peers with a recent round trip needed to tell the node's own queue from one peer's.
+pub const OWN_QUEUE_PEERS: usize = 3;
+
+/// Bins in a row a found uplink may stay long-queued before the node gives finding up: the first bin
+/// reads high (it also filled the transport's buffers), the next read the line or below it and drain the
+/// queue (a modem's queue of 1 s took 2-4 bins in the lab); a queue that stays long through more is not the
+/// uplink's (a downlink's or another sender's), and pacing the answers lower would only starve them
+/// ([`Engine::found_uplink`]).
+pub const FOUND_UPLINK_TRIES: u32 = 5;
+
+/// A found uplink whose queue has drained grows by this factor a bin ([`Engine::found_uplink`]).
+pub const FOUND_UPLINK_PROBE: f64 = 1.1;
+
+/// The node's upload rate is measured over bins at least this long ([`SendRate`]).
+pub const SEND_BIN: Duration = Duration::from_secs(10);
+
+/// Content bytes per byte of a line (TCP/IPv4 headers in Ethernet frames, as `sim.payload_share`): a found
+/// uplink is the content rate over this.
+const LINE_PAYLOAD: f64 = 1448.0 / 1514.0;
+
 /// Shortest round over which the receive rate is measured.
 pub const RECEIVE_ROUND: Duration = Duration::from_secs(2);
 
@@ -430,6 +501,11 @@ impl<P: PeerKey> Engine<P> {
             grant_at: None,
             up_bucket: None,
             down_bucket: None,
+            sent: SendRate::default(),
+            found_uplink: None,
+            found_at: None,
+            long_bins: 0,
+            rtt_floor: None,
             limits: Limits::default(),
             drive_at: None,
             lookups: BTreeMap::new(),
@@ -572,12 +648,81 @@ impl<P: PeerKey> Engine<P> {
             .transfer
             .uplink
             .map(|r| r.0)
+            .or(self.found_uplink)
             .filter(|_| self.fetches.values().any(|f| matches!(f, Fetch::Active)));
         let line = line.map(|up| (up * LINE_SHARE - ACK_ROOM * self.recv.last).max(up * MIN_LINE_SHARE));
         match (self.limits.upload, line) {
             (Some(limit), Some(line)) => Some(limit.min(line)),
             (limit, None) => limit,
             (None, line) => line,
+        }
+    }
+
+    /// The delay common to the round trips to every peer: the least of the last round trips to the peers
+    /// measured in the last [`OWN_QUEUE_RECENT`] (at least [`OWN_QUEUE_PEERS`] of them), less the least
+    /// round trip ever measured to any peer. A queue on the node's own line delays every path; one peer's
+    /// queue delays only its own, and the least leaves it out. (Each peer's own least would not do: a peer
+    /// first measured while the queue was full has it in its least.) `None`: too few peers measured lately.
+    pub fn own_queue(&self, now: Time) -> Option<Duration> {
+        let floor = self.rtt_floor?;
+        let mut n = 0;
+        let mut least = Duration::MAX;
+        for s in self.sessions.values() {
+            let (Some(last), Some(at)) = (s.rtt, s.rtt_at) else { continue };
+            if now.saturating_since(at) <= OWN_QUEUE_RECENT {
+                n += 1;
+                least = least.min(last);
+            }
+        }
+        (n >= OWN_QUEUE_PEERS).then(|| least.saturating_sub(floor))
+    }
+
+    /// The uplink this node found full, bytes/s: with `transfer.find_uplink` and no `transfer.uplink`, a
+    /// fetching node whose own queue ([`own_queue`](Self::own_queue)) is longer than [`LONG_QUEUE`] takes
+    /// the rate its answers went out at over the last full [`SEND_BIN`] as its line, and paces its answers
+    /// by it as by a declared one ([`upload_pace`](Self::upload_pace)). At most once a bin it moves: to
+    /// the last bin's rate while the queue stays long (the first bin also filled the transport's buffers,
+    /// so it reads high; the next ones read the line), up by [`FOUND_UPLINK_PROBE`] once the queue is
+    /// below half of [`LONG_QUEUE`] (never above the fastest bin). A queue still long after
+    /// [`FOUND_UPLINK_TRIES`] bins in a row is not the uplink's: the node forgets the found uplink and
+    /// finds none again (a downlink's queue, which pacing answers cannot drain, would otherwise take the
+    /// pace down bin after bin).
+    pub fn found_uplink(&self) -> Option<f64> {
+        self.found_uplink
+    }
+
+    fn find_uplink(&mut self, now: Time) {
+        let t = &self.cfg.transfer;
+        if t.uplink.is_some() || !t.find_uplink || !self.fetches.values().any(|f| matches!(f, Fetch::Active))
+        {
+            return;
+        }
+        if self.long_bins > FOUND_UPLINK_TRIES
+            || self.found_at.is_some_and(|at| now.saturating_since(at) < SEND_BIN)
+            || self.sent.last <= 0.0
+        {
+            return;
+        }
+        let Some(queue) = self.own_queue(now) else { return };
+        let found = if queue >= LONG_QUEUE {
+            self.stats.uplinks_found += 1;
+            self.long_bins += u32::from(self.found_uplink.is_some());
+            if self.long_bins > FOUND_UPLINK_TRIES {
+                self.found_uplink = None;
+                self.repace(now);
+                return;
+            }
+            self.sent.last / LINE_PAYLOAD
+        } else if let (Some(f), true) = (self.found_uplink, queue < LONG_QUEUE / 2) {
+            self.long_bins = 0;
+            (f * FOUND_UPLINK_PROBE).min(self.sent.fastest / LINE_PAYLOAD).max(f)
+        } else {
+            return;
+        };
+        self.found_at = Some(now);
+        if self.found_uplink != Some(found) {
+            self.found_uplink = Some(found);
+            self.repace(now);
         }
     }
 
@@ -851,7 +996,11 @@ impl<P: PeerKey> Engine<P> {
         self.input("round-trip");
         let Some(s) = self.sessions.get_mut(peer) else { return };
         s.rtt = Some(rtt);
-        if s.joined {
+        s.rtt_at = Some(now);
+        self.rtt_floor = Some(self.rtt_floor.map_or(rtt, |f| f.min(rtt)));
+        let joined = s.joined;
+        self.find_uplink(now);
+        if joined {
             self.scheduler.peer_rtt(peer, rtt);
             self.drive(now);
         }
@@ -1567,12 +1716,13 @@ impl<P: PeerKey> Engine<P> {
     }
 
     /// The answer to `upload` has left (`sent`), or its stream failed: its slot is free.
-    pub fn upload_done(&mut self, _now: Time, upload: UploadId, sent: bool) {
+    pub fn upload_done(&mut self, now: Time, upload: UploadId, sent: bool) {
         self.input("upload-done");
         if let Some(u) = self.uploads.remove(&upload) {
             self.slots.finished(&u.peer);
             if let (true, UpState::Sending { len } | UpState::Aborting { len }) = (sent, u.state) {
                 self.stats.uploads_served += 1;
+                self.sent.add(now, len);
                 self.out.push_back(Output::Event(Event::Served { peer: u.peer, len }));
             }
         }

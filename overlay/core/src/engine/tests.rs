@@ -528,6 +528,91 @@ fn a_fetching_cinema_keeps_its_answers_below_its_uplink_by_the_room_its_acknowle
 }
 
 #[test]
+fn a_fetching_cinema_whose_round_trips_all_rise_takes_its_upload_rate_as_its_uplink() {
+    let run = |find_uplink: bool| {
+        let mut c = cfg(Role::Cinema, "a");
+        c.transfer.find_uplink = find_uplink;
+        let mut e = fetching_from_one_peer_as(c, 64);
+        let mut asked = rates_told(drain(&mut e));
+        for (n, ms) in [0u64, 1_000, 2_000].into_iter().enumerate() {
+            store_from_1(&mut e, t(ms), asked[n].0, 0.1);
+            asked.extend(rates_told(drain(&mut e)));
+        }
+        for p in [2, 3, 4] {
+            e.connected(t(2_000), p);
+            e.hello(t(2_000), p, info("a"));
+        }
+        drain(&mut e);
+        // 10 ms to every peer, the line's queue empty.
+        for p in 1..=4 {
+            e.round_trip(t(2_000), &p, Duration::from_millis(10));
+        }
+        assert_eq!(e.own_queue(t(2_000)), Some(Duration::ZERO));
+        // Peer 2 asks for a held chunk every second: 1 MiB/s goes out, unpaced.
+        let held = (0..64).find(|&i| e.held.get(&C).is_some_and(|h| h.held.have.get(i))).unwrap();
+        for k in 0..11u64 {
+            let now = t(3_000 + 1_000 * k);
+            e.chunk_request(now, &2, 500 + k, C, held, ALL_SLOTS);
+            e.chunk_read(now, 500 + k, Ok(CHUNK));
+            assert!(drain(&mut e)
+                .iter()
+                .any(|o| matches!(o, Output::Answer { answer: Answer::Data { .. }, .. })));
+            e.upload_done(now, 500 + k, true);
+        }
+        assert_eq!(e.upload_pace(), None);
+        // One peer's own queue is not ours: the least round trip leaves it out.
+        e.round_trip(t(13_500), &2, Duration::from_secs(2));
+        assert_eq!(e.own_queue(t(13_500)), Some(Duration::ZERO));
+        // A short queue (50 ms more on every path) is left alone.
+        for p in 1..=4 {
+            e.round_trip(t(14_000), &p, Duration::from_millis(60));
+        }
+        assert_eq!(e.own_queue(t(14_000)), Some(Duration::from_millis(50)));
+        assert_eq!(e.found_uplink(), None);
+        // 390 ms more on every path: the line is full, its rate is what went out.
+        for p in 1..=4 {
+            e.round_trip(t(15_000), &p, Duration::from_millis(400));
+        }
+        assert_eq!(e.own_queue(t(15_000)), Some(Duration::from_millis(390)));
+        // Too few peers measured lately: no queue is told.
+        assert_eq!(e.own_queue(t(15_000) + OWN_QUEUE_RECENT + Duration::from_secs(1)), None);
+        e
+    };
+    let e = run(false);
+    assert_eq!((e.found_uplink(), e.upload_pace()), (None, None), "find_uplink off");
+    let mut e = run(true);
+    let found = e.found_uplink().expect("found");
+    assert!((found - CHUNK as f64 / LINE_PAYLOAD).abs() < 1.0, "{found}");
+    let pace = e.upload_pace().unwrap();
+    assert!((pace - (found * LINE_SHARE - ACK_ROOM * e.recv.last)).abs() < 1.0, "{pace} against {found}");
+    assert_eq!(e.stats().uplinks_found, 1);
+    // The queue drains: the found line probes up, at most once a bin and never above the fastest bin.
+    for p in 1..=4 {
+        e.round_trip(t(20_000), &p, Duration::from_millis(10));
+    }
+    assert_eq!(e.found_uplink(), Some(found), "moved less than a bin ago");
+    for p in 1..=4 {
+        e.round_trip(t(26_000), &p, Duration::from_millis(10));
+    }
+    assert_eq!(e.found_uplink(), Some(found), "the fastest bin is the one found");
+
+    // A queue that pacing does not drain is not the uplink's (a downlink's): after a few bins the node
+    // stops pacing by it and finds none again.
+    let mut e = run(true);
+    for k in 1..=u64::from(FOUND_UPLINK_TRIES) + 1 {
+        assert!(e.found_uplink().is_some(), "bin {k}");
+        for p in 1..=4 {
+            e.round_trip(t(15_000 + 10_000 * k), &p, Duration::from_millis(400));
+        }
+    }
+    assert_eq!((e.found_uplink(), e.upload_pace()), (None, None));
+    for p in 1..=4 {
+        e.round_trip(t(100_000), &p, Duration::from_millis(400));
+    }
+    assert_eq!(e.found_uplink(), None, "not found again");
+}
+
+#[test]
 fn haves_are_batched_to_subscribers_only() {
     let mut e = Engine::new(cfg(Role::Cinema, "a"));
     e.connected(t(0), 1);

@@ -151,6 +151,8 @@ pub struct Node {
     answer_bytes: super::inbound::Buffered<PeerId, InboundRequestId>,
     /// The pace chunk answers' bytes keep to, the engine's ([`crate::net::protocol::UploadPace`]).
     upload_pace: std::sync::Arc<super::protocol::UploadPace>,
+    /// The engine's found uplink, as last logged.
+    found_uplink: Option<f64>,
     /// Cached encodings of manifest and sync answers.
     answers: super::answers::Answers,
     listen: Vec<Multiaddr>,
@@ -300,6 +302,7 @@ impl Node {
             manifest_reads: Default::default(),
             answer_bytes: super::inbound::Buffered::new(cfg.inbound_bytes),
             upload_pace: Default::default(),
+            found_uplink: None,
             answers: Default::default(),
             listen: Vec::new(),
             bootstrap,

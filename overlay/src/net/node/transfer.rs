@@ -68,6 +68,26 @@ impl Node {
         // The bytes of answers keep to the engine's pace (it moves with the limits, the fetches and the
         // receive rate, all of which reach the engine as inputs that end here).
         self.upload_pace.set(self.engine.upload_pace());
+        if self.engine.found_uplink() != self.found_uplink {
+            let first = self.found_uplink.is_none();
+            self.found_uplink = self.engine.found_uplink();
+            let uplink_mbit_s = self.found_uplink.map(|r| r * 8e-6);
+            let own_queue_ms = self.engine.own_queue(self.now()).map(|q| q.as_millis() as u64);
+            if self.found_uplink.is_none() {
+                info!(
+                    own_queue_ms,
+                    "found uplink forgotten: the queue stayed long while answers kept below it, so it is not this line's"
+                );
+            } else if first {
+                info!(
+                    uplink_mbit_s,
+                    own_queue_ms,
+                    "uplink found full: its queue delays every round trip, so answers keep below it while fetching (declare transfer.uplink to set it)"
+                );
+            } else {
+                debug!(uplink_mbit_s, own_queue_ms, "found uplink moved");
+            }
+        }
     }
 
     fn on_engine_event(&mut self, event: engine::Event<PeerId>) {
