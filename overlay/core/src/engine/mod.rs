@@ -438,8 +438,9 @@ pub const MIN_LINE_SHARE: f64 = 0.1;
 
 /// A queue of its own longer than this ([`Engine::own_queue`]), while the node fetches with its uplink
 /// undeclared and `transfer.find_uplink` on, makes it take the rate it uploads at as its uplink
-/// ([`Engine::found_uplink`]). A short shaper queue never reaches it (the lab's 50 ms ones read 50-60 ms at
-/// most); a DSL modem's, often a second, does (docs/benchmarks.md, "A modem's queue").
+/// ([`Engine::found_uplink`]). A short shaper queue never reaches it (with the lab's 50 ms ones the own queue
+/// read 11-129 ms at most); a DSL modem's, often a second, does (docs/benchmarks.md, "A node finds its own
+/// full uplink").
 pub const LONG_QUEUE: Duration = Duration::from_millis(250);
 
 /// Round trips older than this do not count towards the own queue (the node pings each peer every 15 s).
@@ -991,7 +992,8 @@ impl<P: PeerKey> Engine<P> {
 
     /// The round trip to `peer` was measured (the node's ping on the connection; the simulator's latency
     /// when the peer's hello answer arrives). The scheduler keeps enough chunk requests at a fast peer to
-    /// cover it.
+    /// cover it; the round trips to all peers tell the node's own queue ([`own_queue`](Self::own_queue),
+    /// [`found_uplink`](Self::found_uplink)).
     pub fn round_trip(&mut self, now: Time, peer: &P, rtt: Duration) {
         self.input("round-trip");
         let Some(s) = self.sessions.get_mut(peer) else { return };
