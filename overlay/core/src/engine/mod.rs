@@ -459,7 +459,7 @@ pub const FOUND_UPLINK_TRIES: u32 = 5;
 /// A found uplink whose queue has drained grows by this factor a bin ([`Engine::found_uplink`]).
 pub const FOUND_UPLINK_PROBE: f64 = 1.1;
 
-/// The node's upload rate is measured over bins at least this long ([`SendRate`]).
+/// The node's upload rate is measured over bins at least this long ([`Engine::found_uplink`]).
 pub const SEND_BIN: Duration = Duration::from_secs(10);
 
 /// Content bytes per byte of a line (TCP/IPv4 headers in Ethernet frames, as `sim.payload_share`): a found
