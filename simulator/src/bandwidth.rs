@@ -41,7 +41,7 @@ pub struct FlowId {
 const UNLIMITED: f64 = 1e15;
 
 /// At most this many links per flow.
-pub const MAX_LINKS: usize = 4;
+pub const MAX_LINKS: usize = 5;
 
 #[derive(Debug, Clone)]
 struct Flow {
@@ -96,8 +96,12 @@ pub struct Network {
     /// Per count slot: the key and how many flows in progress share it.
     paths: Vec<(u64, u32)>,
     free_paths: Vec<u32>,
-    /// The queue a full link holds, seconds (0: queues are not modelled; see [`Network::with_full_queue`]).
+    /// The queue a full link holds, seconds, for links added from now on ([`Network::with_full_queue`]).
     full_queue: f64,
+    /// Per link: the queue it holds when full, seconds ([`Network::set_queue`]).
+    queue: Vec<f64>,
+    /// Some link holds a queue: bottlenecks are tracked and flows weighted by their round trips.
+    modelled: bool,
     /// Per link: whether it was a bottleneck at the last recomputation (its queue full), and the same as
     /// being found in this one.
     full: Vec<bool>,
@@ -127,6 +131,8 @@ impl Network {
             paths: Vec::new(),
             free_paths: Vec::new(),
             full_queue: 0.0,
+            queue: Vec::new(),
+            modelled: false,
             full: Vec::new(),
             full_now: Vec::new(),
         }
@@ -140,7 +146,42 @@ impl Network {
     /// daemons (docs/benchmarks.md, "A declared uplink"). 0 (the default): equal shares, no queues.
     pub fn with_full_queue(mut self, secs: f64) -> Self {
         self.full_queue = secs.max(0.0);
+        for l in 0..self.queue.len() {
+            self.set_queue(l as LinkId, secs);
+        }
+        self.modelled = self.modelled || self.full_queue > 0.0;
         self
+    }
+
+    /// Sets the queue `link` holds when full, seconds (a modem's uplink buffer, `sim.uplink_queue`; 0: a
+    /// link that never delays, such as a sender's own pace). Any queue turns the modelling on.
+    pub fn set_queue(&mut self, link: LinkId, secs: f64) {
+        let secs = secs.max(0.0);
+        self.queue[link as usize] = secs;
+        if secs > 0.0 && !self.modelled {
+            self.modelled = true;
+            self.dirty = true;
+        }
+    }
+
+    /// The delay `link`'s queue adds now, seconds: its queue when it was a bottleneck at the last
+    /// recomputation, else 0 (always 0 while no queue is modelled).
+    pub fn queue_delay(&self, link: LinkId) -> f64 {
+        let l = link as usize;
+        if self.modelled && self.full[l] {
+            self.queue[l]
+        } else {
+            0.0
+        }
+    }
+
+    /// Changes a link's capacity (bytes/s; infinite = unlimited) from the next recomputation on.
+    pub fn set_capacity(&mut self, link: LinkId, capacity: f64) {
+        let c = &mut self.caps[link as usize];
+        if *c != capacity {
+            *c = capacity;
+            self.dirty = true;
+        }
     }
 
     /// Sets a flow's round trip with every queue empty (seconds); read only with
@@ -148,7 +189,7 @@ impl Network {
     pub fn set_round_trip(&mut self, id: FlowId, secs: f64) {
         if self.contains(id) {
             self.flows[id.index as usize].rtt = secs.max(0.0);
-            self.dirty = self.dirty || self.full_queue > 0.0;
+            self.dirty = self.dirty || self.modelled;
         }
     }
 
@@ -156,6 +197,7 @@ impl Network {
     pub fn add_link(&mut self, capacity: f64) -> LinkId {
         self.full.push(false);
         self.full_now.push(false);
+        self.queue.push(self.full_queue);
         self.caps.push(capacity);
         self.rem.push(0.0);
         self.cnt.push(0);
@@ -371,7 +413,7 @@ impl Network {
             self.frozen[i] = false;
             let f = &mut self.flows[i];
             f.advance(dt);
-            let w = weight(&self.paths, &self.full, self.full_queue, f);
+            let w = weight(&self.paths, &self.full, self.modelled.then_some(&self.queue[..]), f);
             for &l in &f.links[..f.n_links as usize] {
                 let li = l as usize;
                 if self.caps[li].is_finite() {
@@ -415,7 +457,7 @@ impl Network {
                 continue;
             }
             let share = f64::from_bits(k);
-            if self.full_queue > 0.0 {
+            if self.modelled {
                 self.full_now[li] = true;
             }
             for j in 0..self.on_link[li].len() {
@@ -425,7 +467,7 @@ impl Network {
                 }
                 self.frozen[fi] = true;
                 let f = &mut self.flows[fi];
-                let w = weight(&self.paths, &self.full, self.full_queue, f);
+                let w = weight(&self.paths, &self.full, self.modelled.then_some(&self.queue[..]), f);
                 f.rate = share * w;
                 for &m in &f.links[..f.n_links as usize] {
                     let mi = m as usize;
@@ -444,7 +486,7 @@ impl Network {
                 self.flows[i].rate = UNLIMITED;
             }
         }
-        if self.full_queue > 0.0 {
+        if self.modelled {
             std::mem::swap(&mut self.full, &mut self.full_now);
             self.full_now.iter_mut().for_each(|f| *f = false);
         }
@@ -455,15 +497,13 @@ impl Network {
 const REF_RTT: f64 = 0.05;
 
 /// A flow's weight in the filling: 1, or an equal part of its path's one share; with queues modelled
-/// (`queue` > 0), divided by its round trip (its own, plus `queue` for every full link it crosses and for
-/// the full link its acknowledgements load) against [`REF_RTT`].
-fn weight(paths: &[(u64, u32)], full: &[bool], queue: f64, f: &Flow) -> f64 {
+/// (`queue`: each link's), divided by its round trip (its own, plus the queue of every full link it
+/// crosses and of the full link its acknowledgements load) against [`REF_RTT`].
+fn weight(paths: &[(u64, u32)], full: &[bool], queue: Option<&[f64]>, f: &Flow) -> f64 {
     let w = f.path.map_or(1.0, |p| 1.0 / f64::from(paths[p as usize].1));
-    if queue <= 0.0 {
-        return w;
-    }
+    let Some(queue) = queue else { return w };
     let links = f.links[..f.n_links as usize].iter().chain(f.side.as_ref().map(|(l, _)| l));
-    let rtt = f.rtt + queue * links.filter(|&&l| full[l as usize]).count() as f64;
+    let rtt = f.rtt + links.filter(|&&l| full[l as usize]).map(|&l| queue[l as usize]).sum::<f64>();
     w * REF_RTT / rtt.max(1e-3)
 }
 
@@ -503,6 +543,27 @@ mod tests {
         net.set_release(g, 200);
         net.tick(Time(10_000_000));
         assert_eq!(net.take_released(), vec![(g, Time(10_000_000))]);
+    }
+
+    #[test]
+    fn a_link_delays_by_its_own_queue_only_while_it_is_a_bottleneck_and_a_pace_caps_its_flows() {
+        // An uplink of 10 B/s with a 1 s queue (a modem), a fast downlink without one, and a pace in front.
+        let mut net = Network::new(1_000_000);
+        let (pace, up, down) = (net.add_link(f64::INFINITY), net.add_link(10.0), net.add_link(1000.0));
+        net.set_queue(up, 1.0);
+        assert_eq!(net.queue_delay(up), 0.0, "no flow yet: an empty queue");
+        let f = net.add_flow(&[pace, up, down], 1_000_000);
+        assert_eq!(rates(&mut net, &[f]), vec![10.0]);
+        assert_eq!(net.queue_delay(up), 1.0, "the uplink is the bottleneck: its queue is full");
+        assert_eq!(net.queue_delay(down), 0.0, "the downlink has room and no queue of its own");
+        // Paced below the line, the flow no longer fills the uplink: the bytes wait in the sender.
+        net.set_capacity(pace, 8.0);
+        assert_eq!(rates(&mut net, &[f]), vec![8.0]);
+        assert_eq!(net.queue_delay(up), 0.0);
+        assert_eq!(net.queue_delay(pace), 0.0, "a pace holds no queue on the path");
+        net.set_capacity(pace, f64::INFINITY);
+        assert_eq!(rates(&mut net, &[f]), vec![10.0]);
+        assert_eq!(net.queue_delay(up), 1.0);
     }
 
     #[test]

@@ -17,6 +17,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap, HashMap};
+use std::time::Duration;
 
 use cinemesh_core::engine::{
     self, Answer, Held, ManifestReply, Offer, Output, PeerInfo, Reply, Request, Role, UploadId, Written,
@@ -96,6 +97,8 @@ enum Ev {
     Providers { node: NodeIx, film: FilmIx },
     /// A dial from `from` to `to` completes (or fails when `to` is offline).
     Connect { from: NodeIx, to: NodeIx },
+    /// A fetching node measures the round trip to each of its peers ([`engine::PING_INTERVAL`]).
+    Ping { node: NodeIx },
 }
 
 /// Runs of at most this many nodes write `requests.csv` (a sample per node per second: a lab's size, not a
@@ -106,7 +109,7 @@ pub const REQUESTS_CSV_MAX_NODES: usize = 64;
 pub const REQUESTS_CSV_MAX_SAMPLES: usize = 4 * 3600;
 
 /// The kinds of events counted in [`Outcome::events_by_kind`], in its order.
-pub const EVENT_KINDS: [&str; 12] = [
+pub const EVENT_KINDS: [&str; 13] = [
     "rate tick",
     "flow done or released",
     "engine timer",
@@ -119,6 +122,7 @@ pub const EVENT_KINDS: [&str; 12] = [
     "chunk answer",
     "lost message",
     "publish, start, churn, lookups, dials",
+    "ping",
 ];
 
 fn kind_of(ev: &Ev, wires: &[Option<Wire>]) -> usize {
@@ -142,6 +146,7 @@ fn kind_of(ev: &Ev, wires: &[Option<Wire>]) -> usize {
         | Ev::Offline { .. }
         | Ev::Providers { .. }
         | Ev::Connect { .. } => 11,
+        Ev::Ping { .. } => 12,
     }
 }
 
@@ -255,6 +260,8 @@ pub struct Outcome {
     /// Chunk requests sent beyond the count the peer's load allows, to cover its round trip (the
     /// schedulers' `pipelined`, summed).
     pub pipelined: u64,
+    /// Uplinks the cinemas found full (the engines' `uplinks_found`, summed).
+    pub uplinks_found: u64,
     /// Penalise outputs.
     pub penalties: u64,
     /// Dials that failed because one end already held `peers.max_connections` connections.
@@ -307,7 +314,13 @@ struct NodeState {
     epoch: u32,
     up: LinkId,
     down: LinkId,
+    /// Its answers' pace (`Engine::upload_pace`): a link every upload of its crosses first, holding no
+    /// queue (the bytes wait in the sender, as the node's paced writes do), and the rate it was set to.
+    pace: LinkId,
+    pace_rate: Option<f64>,
     timer_at: Option<Time>,
+    /// When its next round of pings is due (armed while it has a film to fetch).
+    ping_at: Option<Time>,
     /// Connections made by the engine's dials ([`Output::Dial`]), beside the topology's neighbours.
     dialed: BTreeSet<NodeIx>,
     /// Per film: the first lookup's answer was paid for by the delay before the offer.
@@ -420,6 +433,11 @@ impl<'a> Engine<'a> {
         for (i, node) in topo.nodes.iter().enumerate() {
             let up = net.add_link(node.up * ps);
             let down = net.add_link(node.down * ps);
+            if let (false, Some(q)) = (node.seeder, sc.sim.uplink_queue) {
+                net.set_queue(up, q.as_secs_f64());
+            }
+            let pace = net.add_link(f64::INFINITY);
+            net.set_queue(pace, 0.0);
             let role = if node.seeder { Role::Superseeder } else { Role::Cinema };
             let mut transfer = sc.transfer.clone();
             if node.seeder {
@@ -469,7 +487,10 @@ impl<'a> Engine<'a> {
                 epoch: 0,
                 up,
                 down,
+                pace,
+                pace_rate: None,
                 timer_at: None,
+                ping_at: None,
                 dialed: BTreeSet::new(),
                 lookup_paid: vec![false; films],
             });
@@ -666,6 +687,7 @@ impl<'a> Engine<'a> {
             Ev::Offline { node } => self.offline(node),
             Ev::Providers { node, film } => self.providers(node, film),
             Ev::Connect { from, to } => self.connect(from, to),
+            Ev::Ping { node } => self.ping(node),
         }
     }
 
@@ -723,8 +745,8 @@ impl<'a> Engine<'a> {
             Msg::Hello => {
                 let i = info(self, from);
                 self.nodes[to as usize].engine.hello(now, from, i);
-                // The hello's answer took a round trip: each end learns it, as the node's ping tells both.
-                let rtt = std::time::Duration::from_micros(2 * self.topo.latency(from, to));
+                // The hello's answer took a round trip: each end learns it, as the node's first ping tells both.
+                let rtt = self.ping_rtt(from, to);
                 self.nodes[to as usize].engine.round_trip(now, &from, rtt);
                 self.nodes[from as usize].engine.round_trip(now, &to, rtt);
                 self.drive(to);
@@ -829,6 +851,15 @@ impl<'a> Engine<'a> {
             }
         }
         let n = &mut self.nodes[x as usize];
+        // The bytes of its answers keep to the engine's pace, as the node's writes do.
+        let pace = n.engine.upload_pace();
+        if pace != n.pace_rate {
+            n.pace_rate = pace;
+            let link = n.pace;
+            self.net.set_capacity(link, pace.unwrap_or(f64::INFINITY));
+            self.request_tick(now);
+        }
+        let n = &mut self.nodes[x as usize];
         if let Some(t) = n.engine.poll_timeout() {
             let t = t.max(Time(now.0 + 1));
             if n.timer_at.is_none_or(|cur| t < cur || cur <= now) {
@@ -856,7 +887,7 @@ impl<'a> Engine<'a> {
         match answer {
             Answer::Data { len, load } => {
                 let (a, b) = (&self.topo.nodes[u.ul as usize], &self.topo.nodes[u.dl as usize]);
-                let mut links = vec![self.nodes[u.ul as usize].up];
+                let mut links = vec![self.nodes[u.ul as usize].pace, self.nodes[u.ul as usize].up];
                 if a.isp != b.isp {
                     links.extend(self.egress_link[a.isp as usize]);
                     links.extend(self.ingress_link[b.isp as usize]);
@@ -1104,6 +1135,60 @@ impl<'a> Engine<'a> {
         };
         self.nodes[xi].engine.offer(now, offer);
         self.drive(x);
+        self.arm_ping(x);
+    }
+
+    /// Whether `x` has a film started and not complete: it pings its peers then.
+    fn has_fetch(&self, x: NodeIx) -> bool {
+        let n = &self.nodes[x as usize];
+        n.started.iter().zip(&n.done).any(|(&s, &d)| s && !d)
+    }
+
+    fn arm_ping(&mut self, x: NodeIx) {
+        let n = &self.nodes[x as usize];
+        if n.online && n.ping_at.is_none() && self.has_fetch(x) {
+            let at = self.now + engine::PING_INTERVAL;
+            self.nodes[x as usize].ping_at = Some(at);
+            self.push(at, Ev::Ping { node: x });
+        }
+    }
+
+    /// The round trip from `x` to `y` now: the latency both ways, and the queue of every full link a ping
+    /// and its answer cross (each node's uplink and downlink, both ISPs' borders when they differ).
+    fn ping_rtt(&self, x: NodeIx, y: NodeIx) -> Duration {
+        let mut queue = 0.0;
+        for (a, b) in [(x, y), (y, x)] {
+            let (na, nb) = (&self.topo.nodes[a as usize], &self.topo.nodes[b as usize]);
+            queue += self.net.queue_delay(self.nodes[a as usize].up)
+                + self.net.queue_delay(self.nodes[b as usize].down);
+            if na.isp != nb.isp {
+                for l in self.egress_link[na.isp as usize].iter().chain(&self.ingress_link[nb.isp as usize]) {
+                    queue += self.net.queue_delay(*l);
+                }
+            }
+        }
+        Duration::from_micros(2 * self.topo.latency(x, y)) + Duration::from_secs_f64(queue)
+    }
+
+    /// `x`'s pings: each peer's round trip, with the queues on the way, reaches its engine as the node's
+    /// ping results do; again [`engine::PING_INTERVAL`] later while it fetches. (The node pings every
+    /// connection always; a node with nothing to fetch takes no decision from a round trip, so the
+    /// simulator saves those events.)
+    fn ping(&mut self, x: NodeIx) {
+        if self.nodes[x as usize].ping_at != Some(self.now) {
+            return;
+        }
+        self.nodes[x as usize].ping_at = None;
+        if !self.nodes[x as usize].online || !self.has_fetch(x) {
+            return;
+        }
+        let now = self.now;
+        for y in self.peers_of(x) {
+            let rtt = self.ping_rtt(x, y);
+            self.nodes[x as usize].engine.round_trip(now, &y, rtt);
+        }
+        self.drive(x);
+        self.arm_ping(x);
     }
 
     fn online(&mut self, x: NodeIx) {
@@ -1113,6 +1198,8 @@ impl<'a> Engine<'a> {
         }
         self.nodes[xi].online = true;
         self.nodes[xi].epoch += 1;
+        self.nodes[xi].ping_at = None;
+        self.arm_ping(x);
         let now = self.now;
         self.stats[xi].online.get_or_insert(now.as_secs_f64());
         if let Some(since) = self.nodes[xi].offline_since.take() {
@@ -1262,6 +1349,7 @@ impl<'a> Engine<'a> {
             requests: std::mem::take(&mut self.requests),
             busy: self.busy,
             pipelined: self.nodes.iter().map(|n| n.engine.scheduler_stats().pipelined).sum(),
+            uplinks_found: self.nodes.iter().map(|n| n.engine.stats().uplinks_found).sum(),
             penalties: self.penalties,
             dials_refused: self.dials_refused,
             incomplete,

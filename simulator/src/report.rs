@@ -161,6 +161,9 @@ pub struct Report {
     /// Chunk requests sent to a peer beyond the count its load allows, to keep its link busy across the
     /// round trip.
     pub pipelined_requests: u64,
+    /// Cinemas that found their own uplink full and paced their answers by it (`transfer.find_uplink`;
+    /// only with queues modelled long enough, `sim.uplink_queue`), counted once per finding.
+    pub uplinks_found: u64,
     /// Peers penalised.
     pub penalties: u64,
     /// Dials refused because one end held `peers.max_connections` connections.
@@ -330,6 +333,7 @@ impl Report {
             duplicate_transfers: o.duplicate_transfers,
             busy_answers: o.busy,
             pipelined_requests: o.pipelined,
+            uplinks_found: o.uplinks_found,
             penalties: o.penalties,
             dials_refused: o.dials_refused,
             rate_ticks: o.ticks,
@@ -422,6 +426,9 @@ impl Report {
             self.rate_ticks,
             self.incomplete
         );
+        if self.uplinks_found > 0 {
+            let _ = writeln!(s, "{} uplinks found full (transfer.find_uplink)", self.uplinks_found);
+        }
         for w in &self.warnings {
             let _ = writeln!(s, "warning: {w}");
         }

@@ -242,6 +242,12 @@ pub struct SimConfig {
     /// declared uplink").
     #[serde(with = "human_duration")]
     pub full_queue: Duration,
+    /// The queue a cinema's full uplink holds, when it differs from `full_queue` (a modem's buffer, as the
+    /// lab's `--uplink-queue` shapes it). It delays every round trip through that uplink, the pings a node
+    /// takes its own queue from (`Engine::own_queue`) included, and weighs the flows through it as
+    /// `full_queue` does. Unset: `full_queue`.
+    #[serde(default, with = "opt_duration")]
+    pub uplink_queue: Option<Duration>,
     /// Stop after this many events (guards against a livelock).
     pub max_events: u64,
     /// Kademlia bucket size k (lookup hops ~ log2(N) / log2(k)).
@@ -277,6 +283,7 @@ impl Default for SimConfig {
             per_connection: false,
             horizon: Duration::from_secs(14 * 24 * 3600),
             full_queue: Duration::ZERO,
+            uplink_queue: None,
             max_events: 2_000_000_000,
             kad_k: 20,
             kad_alpha: 3,
@@ -555,6 +562,11 @@ impl Scenario {
         )?;
         check(!sim.horizon.is_zero(), "sim.horizon", "must be greater than zero")?;
         check(sim.full_queue <= Duration::from_secs(10), "sim.full_queue", "must be at most 10s")?;
+        check(
+            sim.uplink_queue.is_none_or(|q| q <= Duration::from_secs(10)),
+            "sim.uplink_queue",
+            "must be at most 10s",
+        )?;
         check(sim.kad_k >= 2, "sim.kad_k", "must be at least 2")?;
         check(sim.kad_alpha >= 1, "sim.kad_alpha", "must be at least 1")?;
         Ok(())
@@ -704,11 +716,19 @@ mod tests {
             ("sim.payload_share=1.5", "sim.payload_share"),
             ("sim.ack_share=1.0", "sim.ack_share"),
             ("sim.ack_share=-0.1", "sim.ack_share"),
+            ("sim.uplink_queue=11s", "sim.uplink_queue"),
+            ("sim.full_queue=11s", "sim.full_queue"),
         ] {
             let e = quantum(&[set]).unwrap_err().to_string();
             assert!(e.contains(field), "{set}: {e}");
         }
         assert!(quantum(&["sim.payload_share=1.0", "sim.ack_share=0.0"]).is_ok(), "the ideal link");
+        let sc = |sets: &[&str]| {
+            let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+            Scenario::parse(crate::testing::MINI, "mini", &sets).unwrap()
+        };
+        assert_eq!(sc(&[]).sim.uplink_queue, None, "unset: the links' full_queue");
+        assert_eq!(sc(&["sim.uplink_queue=1s"]).sim.uplink_queue, Some(Duration::from_secs(1)));
         assert_eq!("50ms".parse::<RateQuantum>().unwrap(), RateQuantum::Fixed(Duration::from_millis(50)));
     }
 }

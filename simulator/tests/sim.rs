@@ -413,3 +413,25 @@ fn with_the_lab_s_queues_the_fibre_cinemas_take_more_of_the_borders_as_on_real_d
     assert!(get(&with, "fibre") < get(&with, "vdsl"), "{with:?}");
     assert!(get(&with, "fibre") < 0.8 * get(&without, "fibre"), "{without:?} -> {with:?}");
 }
+
+#[test]
+fn behind_a_modem_s_queue_a_fetching_cinema_finds_its_uplink_as_a_daemon_does() {
+    // Every cinema's uplink holds 1 s when full (`cinemesh-sim lab --uplink-queue 1s`): the pings of the
+    // cinemas whose uploads fill it read the queue on every path, and their engines take the rate they
+    // upload at as their line, as real daemons did (docs/benchmarks.md, "A node finds its own full uplink").
+    let found = |sets: &[&str]| {
+        let sc = scenario("lab-hetero.toml", sets);
+        let (o, r) = simulate(&sc, 1, None).unwrap();
+        assert_eq!(r.incomplete, 0, "{sets:?}");
+        let pings =
+            o.events_by_kind[cinemesh_sim::engine::EVENT_KINDS.iter().position(|k| *k == "ping").unwrap()];
+        assert!(pings > 0, "fetching cinemas ping their peers ({sets:?})");
+        r.uplinks_found
+    };
+    assert!(found(&["sim.uplink_queue=1s"]) > 0);
+    // The lab's own 50 ms queues hold about 30 ms: never a long queue.
+    assert_eq!(found(&["sim.full_queue=30ms"]), 0);
+    assert_eq!(found(&["sim.uplink_queue=1s", "transfer.find_uplink=false"]), 0);
+    // A declared uplink paces from the start: nothing to find.
+    assert_eq!(found(&["sim.uplink_queue=1s", "sim.declared_uplinks=true"]), 0);
+}

@@ -143,7 +143,8 @@ fn behaviour(
                 .with_agent_version(format!("cinemesh/{}", env!("CARGO_PKG_VERSION")))
                 .with_push_listen_addr_updates(true),
         ),
-        ping: ping::Behaviour::default(),
+        // Each ping's round trip is an engine input; the simulator pings at the same interval.
+        ping: ping::Behaviour::new(ping::Config::new().with_interval(crate::core::engine::PING_INTERVAL)),
         kad,
         gossipsub,
         mdns: mdns.into(),

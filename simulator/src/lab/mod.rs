@@ -469,8 +469,13 @@ pub fn run_and_compare(
     interrupted: &AtomicBool,
 ) -> Result<(outputs::LabReport, String), LabError> {
     let sim_dir = opts.out.join("sim");
-    let (outcome, prediction) = crate::simulate(sc, opts.seed, None)?;
-    crate::report::write(&sim_dir, sc, &outcome, &prediction)?;
+    // The prediction models the cinemas' uplink queue the lab shapes (`--uplink-queue`).
+    let mut predicted = sc.clone();
+    if opts.uplink_queue.is_some() {
+        predicted.sim.uplink_queue = opts.uplink_queue;
+    }
+    let (outcome, prediction) = crate::simulate(&predicted, opts.seed, None)?;
+    crate::report::write(&sim_dir, &predicted, &outcome, &prediction)?;
     let m = run(sc, opts, interrupted)?;
     let (topo, targets, _) = engine::world(sc, opts.seed);
     let mut built = outputs::build(sc, opts.seed, &topo, &targets, &m);

@@ -443,7 +443,12 @@ pub const MIN_LINE_SHARE: f64 = 0.1;
 /// full uplink").
 pub const LONG_QUEUE: Duration = Duration::from_millis(250);
 
-/// Round trips older than this do not count towards the own queue (the node pings each peer every 15 s).
+/// How often both bodies measure the round trip to each peer: the node's ping on every connection, the
+/// simulator's pings while a node fetches. The inputs of [`Engine::round_trip`] after the first.
+pub const PING_INTERVAL: Duration = Duration::from_secs(15);
+
+/// Round trips older than this do not count towards the own queue (about two [`PING_INTERVAL`]s and a
+/// missed ping).
 pub const OWN_QUEUE_RECENT: Duration = Duration::from_secs(40);
 
 /// Peers with a recent round trip needed to tell the node's own queue from one peer's.
@@ -584,6 +589,11 @@ impl<P: PeerKey> Engine<P> {
     /// Whether `peer` finished its hello.
     pub fn is_joined(&self, peer: &P) -> bool {
         self.sessions.get(peer).is_some_and(|s| s.joined)
+    }
+
+    /// Whether a fetch is in progress (the node takes its own queue only then: [`found_uplink`](Self::found_uplink)).
+    pub fn fetching(&self) -> bool {
+        self.fetches.values().any(|f| matches!(f, Fetch::Active))
     }
 
     /// Joined peers.
