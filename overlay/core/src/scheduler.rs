@@ -956,9 +956,13 @@ impl<P: PeerKey> Scheduler<P> {
     /// in flight to keep its link busy across it.
     pub fn peer_rtt(&mut self, peer: &P, rtt: std::time::Duration) {
         let Some(&idx) = self.peer_index.get(peer) else { return };
-        if let Some(p) = self.peers[idx as usize].as_mut() {
-            p.rtt = Some(p.rtt.map_or(rtt, |r| r.min(rtt)));
+        let Some(p) = self.peers[idx as usize].as_mut() else { return };
+        // Only a new least round trip changes anything: the pings that follow every 15 s mostly do not,
+        // and re-filing the peer would draw its tie-break again for nothing.
+        if p.rtt.is_some_and(|r| r <= rtt) {
+            return;
         }
+        p.rtt = Some(rtt);
         self.refresh(idx);
     }
 
