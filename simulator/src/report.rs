@@ -162,8 +162,10 @@ pub struct Report {
     /// round trip.
     pub pipelined_requests: u64,
     /// Cinemas that found their own uplink full and paced their answers by it (`transfer.find_uplink`;
-    /// only with queues modelled long enough, `sim.uplink_queue`), counted once per finding.
+    /// only with queues modelled long enough, `sim.uplink_queue`).
     pub uplinks_found: u64,
+    /// Their findings in all: each 10 s bin in which a node's queue was long counts once.
+    pub uplink_findings: u64,
     /// Peers penalised.
     pub penalties: u64,
     /// Dials refused because one end held `peers.max_connections` connections.
@@ -333,7 +335,8 @@ impl Report {
             duplicate_transfers: o.duplicate_transfers,
             busy_answers: o.busy,
             pipelined_requests: o.pipelined,
-            uplinks_found: o.uplinks_found,
+            uplinks_found: o.uplinks_found.0,
+            uplink_findings: o.uplinks_found.1,
             penalties: o.penalties,
             dials_refused: o.dials_refused,
             rate_ticks: o.ticks,
@@ -427,7 +430,11 @@ impl Report {
             self.incomplete
         );
         if self.uplinks_found > 0 {
-            let _ = writeln!(s, "{} uplinks found full (transfer.find_uplink)", self.uplinks_found);
+            let _ = writeln!(
+                s,
+                "{} nodes found their uplink full (transfer.find_uplink; {} findings)",
+                self.uplinks_found, self.uplink_findings
+            );
         }
         for w in &self.warnings {
             let _ = writeln!(s, "warning: {w}");
