@@ -41,7 +41,7 @@
 //! ```
 //! use libp2p_core::{Transport, transport::MemoryTransport, upgrade};
 //! use libp2p_identity as identity;
-//! use cinemesh_noise as noise; // Patched: the crate's name.
+//! use libp2p_noise as noise;
 //!
 //! # fn main() {
 //! let id_keys = identity::Keypair::generate_ed25519();
