@@ -122,7 +122,7 @@ impl Default for NetworkSection {
             bootstrap: Vec::new(),
             mdns: true,
             max_connections: 256,
-            max_connections_per_peer: 4,
+            max_connections_per_peer: 5,
             max_connections_per_ip: 16,
             idle_timeout: Duration::from_secs(300),
             private: true,

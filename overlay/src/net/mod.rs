@@ -106,8 +106,9 @@ pub struct Config {
     /// Established connections at most.
     pub max_connections: u32,
     /// Established connections per peer at most. A relayed connection, the direct one replacing it (one
-    /// dialed from each side when both punch at once) and an AutoNAT dial-back can overlap: below 4, the
-    /// dial-back is denied and AutoNAT marks a reachable address unreachable for good.
+    /// dialed from each side when both punch at once) and an AutoNAT dial-back each way (two nodes that
+    /// test their addresses with each other at once) can overlap: below 5, a dial-back is denied and
+    /// AutoNAT marks a reachable address unreachable until it tests it again.
     pub max_connections_per_peer: u32,
     /// Inbound connections (pending or established) per remote IP at most; loopback is not counted.
     pub max_connections_per_ip: u32,
@@ -161,7 +162,7 @@ impl Config {
             bootstrap: Vec::new(),
             mdns: false,
             max_connections: 256,
-            max_connections_per_peer: 4,
+            max_connections_per_peer: 5,
             max_connections_per_ip: 16,
             idle_timeout: Duration::from_secs(300),
             private: false,
