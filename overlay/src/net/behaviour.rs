@@ -6,8 +6,8 @@ use libp2p::identity::Keypair;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::{
-    autonat, connection_limits, dcutr, gossipsub, identify, kad, mdns, noise, ping, relay, request_response,
-    tcp, upnp, yamux, StreamProtocol, Swarm,
+    autonat, connection_limits, dcutr, gossipsub, identify, kad, mdns, ping, relay, request_response, tcp,
+    upnp, yamux, StreamProtocol, Swarm,
 };
 use prometheus_client::registry::Registry;
 
@@ -164,26 +164,11 @@ fn behaviour(
     })
 }
 
-/// Whether this CPU has the AES and carry-less multiply instructions ring's AES-GCM runs on: with them it
-/// seals 4-5x faster than ChaCha20-Poly1305, without them slower (overlay/vendor/cinemesh-noise/README.md).
-pub fn aes_instructions() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("aes") && std::arch::is_x86_feature_detected!("pclmulqdq")
-    }
-    #[cfg(target_arch = "aarch64")]
-    {
-        std::arch::is_aarch64_feature_detected!("aes") && std::arch::is_aarch64_feature_detected!("pmull")
-    }
-    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-    {
-        false
-    }
-}
-
-/// Builds the swarm: TCP + noise + yamux (optionally behind a pre-shared key; on an open mesh noise with
-/// AES-256-GCM offered first where [`aes_instructions`]), QUIC on an open mesh, DNS, the relay client
-/// transport, bandwidth metrics. `codec` counts malformed chunk-protocol messages into the node's metrics.
+/// Builds the swarm: TCP + noise + yamux (optionally behind a pre-shared key), QUIC on an open mesh, DNS,
+/// the relay client transport, bandwidth metrics. `codec` counts malformed chunk-protocol messages into
+/// the node's metrics. Noise is `cinemesh-noise` on TCP, on the pre-shared-key mesh and in relayed
+/// circuits: AES-256-GCM offered first where the CPU has AES instructions, libp2p's `/noise` for a peer
+/// without it (overlay/vendor/cinemesh-noise/README.md).
 pub fn build_swarm(
     cfg: &Config,
     registry: &mut Registry,
@@ -192,12 +177,11 @@ pub fn build_swarm(
     let tcp_cfg = tcp::Config::default().nodelay(true);
     let idle = cfg.idle_timeout;
     let setup = |e: &dyn std::fmt::Display| NetError::Setup(e.to_string());
-    // The open mesh's swarm with `$security` on TCP.
     // Every swarm's relay client transport, metrics, behaviour and idle timeout, after its transports.
     macro_rules! finish {
         ($builder:expr) => {
             $builder
-                .with_relay_client(noise::Config::new, yamux::Config::default)
+                .with_relay_client(cinemesh_noise::Config::new, yamux::Config::default)
                 .map_err(|e| setup(&e))?
                 .with_bandwidth_metrics(registry)
                 .with_behaviour(|key, relay| {
@@ -208,30 +192,21 @@ pub fn build_swarm(
                 .build()
         };
     }
-    // The open mesh's swarm with `$security` on TCP.
-    macro_rules! open_mesh {
-        ($security:expr) => {
-            finish!(libp2p::SwarmBuilder::with_existing_identity(cfg.keypair.clone())
-                .with_tokio()
-                .with_tcp(tcp_cfg, $security, yamux::Config::default)
-                .map_err(|e| setup(&e))?
-                .with_quic()
-                .with_dns()
-                .map_err(|e| setup(&e))?)
-        };
-    }
     let swarm = match cfg.psk {
-        // Noise with AES-256-GCM first where the CPU runs it fast (a peer without it negotiates libp2p's
-        // `/noise`); libp2p's alone where it would be slower than ChaCha20.
-        None if aes_instructions() => open_mesh!((cinemesh_noise::Config::new, noise::Config::new)),
-        None => open_mesh!(noise::Config::new),
+        None => finish!(libp2p::SwarmBuilder::with_existing_identity(cfg.keypair.clone())
+            .with_tokio()
+            .with_tcp(tcp_cfg, cinemesh_noise::Config::new, yamux::Config::default)
+            .map_err(|e| setup(&e))?
+            .with_quic()
+            .with_dns()
+            .map_err(|e| setup(&e))?),
         Some(psk) => {
             use libp2p::core::upgrade::Version;
             use libp2p::Transport;
             finish!(libp2p::SwarmBuilder::with_existing_identity(cfg.keypair.clone())
                 .with_tokio()
                 .with_other_transport(|key| {
-                    let noise = noise::Config::new(key)?;
+                    let noise = cinemesh_noise::Config::new(key)?;
                     Ok::<_, Box<dyn std::error::Error + Send + Sync>>(
                         tcp::tokio::Transport::new(tcp_cfg)
                             .and_then(move |socket, _| libp2p::pnet::PnetConfig::new(psk).handshake(socket))
@@ -250,9 +225,13 @@ pub fn build_swarm(
 #[cfg(test)]
 pub(crate) mod tests {
     use futures::StreamExt;
+    use libp2p::noise;
+    use libp2p::pnet::PreSharedKey;
     use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
     use libp2p::swarm::SwarmEvent;
     use libp2p::Multiaddr;
+
+    use cinemesh_noise::Ciphers;
 
     use super::*;
 
@@ -274,22 +253,47 @@ pub(crate) mod tests {
         tokio::time::timeout(Duration::from_secs(10), first_address).await.expect("listening within 10 s")
     }
 
-    /// A swarm that speaks only one noise variant: AES-256-GCM (`cinemesh-noise`) or libp2p's `/noise`.
-    fn one_noise(aes: bool) -> Swarm<ping::Behaviour> {
-        let b = libp2p::SwarmBuilder::with_new_identity().with_tokio();
-        if aes {
-            b.with_tcp(tcp::Config::default(), cinemesh_noise::Config::new, yamux::Config::default)
-                .expect("tcp")
-                .with_behaviour(|_| ping::Behaviour::default())
-                .expect("behaviour")
-                .build()
-        } else {
-            b.with_tcp(tcp::Config::default(), noise::Config::new, yamux::Config::default)
-                .expect("tcp")
-                .with_behaviour(|_| ping::Behaviour::default())
-                .expect("behaviour")
-                .build()
-        }
+    /// A swarm with only the noise variants `ciphers` of `cinemesh-noise` (`None`: libp2p-noise itself, as
+    /// an older node has), behind the pre-shared key `psk` if given.
+    fn one_noise(ciphers: Option<Ciphers>, psk: Option<PreSharedKey>) -> Swarm<ping::Behaviour> {
+        use futures::future::Either;
+        use libp2p::core::muxing::StreamMuxerBox;
+        use libp2p::core::upgrade::Version;
+        use libp2p::Transport;
+        libp2p::SwarmBuilder::with_new_identity()
+            .with_tokio()
+            .with_other_transport(|key| {
+                let tcp = tcp::tokio::Transport::new(tcp::Config::default()).and_then(
+                    move |socket, _| async move {
+                        match psk {
+                            Some(psk) => libp2p::pnet::PnetConfig::new(psk)
+                                .handshake(socket)
+                                .await
+                                .map(Either::Left)
+                                .map_err(std::io::Error::other),
+                            None => Ok(Either::Right(socket)),
+                        }
+                    },
+                );
+                let upgraded = tcp.upgrade(Version::V1);
+                let transport = match ciphers {
+                    Some(c) => upgraded
+                        .authenticate(cinemesh_noise::Config::new(key)?.with_ciphers(c))
+                        .multiplex(yamux::Config::default())
+                        .map(|(peer, m), _| (peer, StreamMuxerBox::new(m)))
+                        .boxed(),
+                    None => upgraded
+                        .authenticate(noise::Config::new(key)?)
+                        .multiplex(yamux::Config::default())
+                        .map(|(peer, m), _| (peer, StreamMuxerBox::new(m)))
+                        .boxed(),
+                };
+                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(transport)
+            })
+            .expect("transport")
+            .with_behaviour(|_| ping::Behaviour::default())
+            .expect("behaviour")
+            .build()
     }
 
     /// `dialer` dials `addr`, where `listener` listens: whether the connection is established (within 10 s).
@@ -322,11 +326,11 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut node = swarm(dir.path());
         let addr = listening(&mut node).await;
-        let (mut aes, mut plain) = (one_noise(true), one_noise(false));
+        let (mut aes, mut plain) = (one_noise(Some(Ciphers::AesGcmOnly), None), one_noise(None, None));
         // Offered only where the CPU has the instructions for it.
         assert_eq!(
             connects(&mut aes, &mut node, &addr).await,
-            aes_instructions(),
+            cinemesh_noise::aes_instructions(),
             "a peer with AES-GCM noise only"
         );
         assert!(connects(&mut plain, &mut node, &addr).await, "a peer with libp2p's noise only");
@@ -334,6 +338,29 @@ pub(crate) mod tests {
         assert!(connects(&mut node_b, &mut node, &addr).await, "two nodes");
         let aes_addr = listening(&mut aes).await;
         assert!(!connects(&mut plain, &mut aes, &aes_addr).await, "no variant in common");
+    }
+
+    /// On a pre-shared-key mesh too: a node behind the key takes a peer with AES-GCM noise only (where the
+    /// CPU has the instructions) and a peer with libp2p's noise only (an older node), and no peer without
+    /// the key.
+    #[tokio::test]
+    async fn a_node_behind_a_pre_shared_key_speaks_aes_gcm_noise_and_libp2p_noise() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let psk = PreSharedKey::new([7; 32]);
+        let mut cfg = Config::loopback(Keypair::generate_ed25519(), dir.path().to_path_buf());
+        cfg.psk = Some(psk);
+        let mut node = build_swarm(&cfg, &mut Registry::default(), Codec::default()).expect("swarm");
+        let addr = listening(&mut node).await;
+        let mut aes = one_noise(Some(Ciphers::AesGcmOnly), Some(psk));
+        assert_eq!(
+            connects(&mut aes, &mut node, &addr).await,
+            cinemesh_noise::aes_instructions(),
+            "a peer with the key and AES-GCM noise only"
+        );
+        let mut plain = one_noise(None, Some(psk));
+        assert!(connects(&mut plain, &mut node, &addr).await, "a peer with the key and libp2p's noise only");
+        let mut keyless = one_noise(Some(Ciphers::AesGcmFirst), None);
+        assert!(!connects(&mut keyless, &mut node, &addr).await, "a peer without the key");
     }
 
     /// A dial-back denied by the per-peer connection limit marks a reachable address failed until it is

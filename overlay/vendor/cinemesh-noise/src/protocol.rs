@@ -33,11 +33,13 @@ use crate::Error;
 /// Prefix of static key signatures for domain separation.
 pub(crate) const STATIC_KEY_DOMAIN: &str = "noise-libp2p-static-key:";
 
-pub(crate) static PARAMS_XX: LazyLock<NoiseParams> = LazyLock::new(|| {
-    // Patched: AES-256-GCM, which ring runs 4-5x faster than ChaCha20-Poly1305 on CPUs with AES
-    // instructions (docs/benchmarks.md, "AES-GCM under the data path").
-    "Noise_XX_25519_AESGCM_SHA256".parse().expect("Invalid protocol name")
-});
+pub(crate) static PARAMS_XX: LazyLock<NoiseParams> =
+    LazyLock::new(|| "Noise_XX_25519_ChaChaPoly_SHA256".parse().expect("Invalid protocol name"));
+
+// Patched: AES-256-GCM, which ring runs 4-5x faster than ChaCha20-Poly1305 on CPUs with AES
+// instructions (docs/benchmarks.md, "AES-GCM under the data path").
+pub(crate) static PARAMS_XX_AESGCM: LazyLock<NoiseParams> =
+    LazyLock::new(|| "Noise_XX_25519_AESGCM_SHA256".parse().expect("Invalid protocol name"));
 
 pub(crate) fn noise_params_into_builder<'b>(
     params: NoiseParams,
