@@ -1,5 +1,6 @@
 # Shared by the bench scripts (source it): a temp dir removed on exit, the processes started (append their
-# pids to `pids`) killed on exit, a free loopback port, and a bounded wait on a condition.
+# pids to `pids`) killed on exit, a free loopback port, and a bounded wait on a condition. LOGS=DIR keeps
+# the daemons' logs (the temp dir's *.log) in DIR.
 
 tmp=$(mktemp -d "${DATA_ROOT:-/tmp}/cinemesh-bench-XXXXXX")
 pids=()
@@ -8,6 +9,7 @@ reporting_was=
 cleanup() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
     for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+    if [ -n "${LOGS:-}" ]; then mkdir -p "$LOGS" && cp "$tmp"/*.log "$LOGS"/ 2>/dev/null || true; fi
     rm -rf "$tmp"
     if [ -n "$reporting_was" ]; then echo "$reporting_was" > "$reporting_param" || true; fi
 }
