@@ -340,6 +340,31 @@ pub(crate) mod tests {
         assert!(!connects(&mut plain, &mut aes, &aes_addr).await, "no variant in common");
     }
 
+    /// QUIC's TLS (libp2p-tls, patched: overlay/vendor/libp2p-tls) offers AES-128-GCM first where the CPU
+    /// has AES instructions, and ChaCha20-Poly1305 first elsewhere as libp2p does; all three TLS 1.3 suites
+    /// either way, so patched and older nodes agree on one.
+    #[test]
+    fn quic_tls_offers_aes_gcm_first_where_the_cpu_has_aes_instructions() {
+        let key = Keypair::generate_ed25519();
+        for suites in [
+            libp2p_tls::make_client_config(&key, None)
+                .expect("client config")
+                .crypto_provider()
+                .cipher_suites
+                .clone(),
+            libp2p_tls::make_server_config(&key)
+                .expect("server config")
+                .crypto_provider()
+                .cipher_suites
+                .clone(),
+        ] {
+            let names: Vec<String> = suites.iter().map(|s| format!("{:?}", s.suite())).collect();
+            let first = if cinemesh_noise::aes_instructions() { "AES_128_GCM" } else { "CHACHA20_POLY1305" };
+            assert!(names[0].contains(first), "{first} first: {names:?}");
+            assert_eq!(names.len(), 3, "the three TLS 1.3 suites: {names:?}");
+        }
+    }
+
     /// On a pre-shared-key mesh too: a node behind the key takes a peer with AES-GCM noise only (where the
     /// CPU has the instructions) and a peer with libp2p's noise only (an older node), and no peer without
     /// the key.
