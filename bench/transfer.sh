@@ -103,7 +103,8 @@ echo "CPU during the transfer: distributor $(printf %.2f "$d_cpu") s, cinema $(p
 echo "disk: $dd_out"
 echo "store: $carried chunks written in $commits commits"
 echo "chunk bytes by link: $(api_get "$c_api" /metrics | awk '$1 ~ /^cinemesh_chunk_bytes_by_link_total/ && $2 > 0 { printf "%s %s ", $1, $2 }')"
-# What the cinema's requests met: busy answers, timeouts (stalls included), cancels, chunks received twice.
-echo "cinema's requests: $(api_get "$c_api" /metrics | awk '$1 ~ /^cinemesh_(chunk_requests_timed_out|chunk_cancels|chunks_duplicate|busy_received|chunk_requests)_total/ { printf "%s %s ", $1, $2 }')"
+# What the cinema's requests met: failures by reason (busy answers among them), timeouts (stalls
+# included), cancels, chunks received twice.
+echo "cinema's requests: $(api_get "$c_api" /metrics | awk '$1 ~ /^cinemesh_(chunk_requests_timed_out|chunk_cancels|chunks_duplicate|chunk_requests|chunks_failed)_total/ { printf "%s %s ", $1, $2 }')"
 echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
 [ "$same" = identical ]

@@ -260,9 +260,11 @@ pub struct Outcome {
     /// Chunk requests sent beyond the count the peer's load allows, to cover its round trip (the
     /// schedulers' `pipelined`, summed).
     pub pipelined: u64,
-    /// Nodes that found their own uplink full at least once (`transfer.find_uplink`), and the findings in
-    /// all (each bin the queue stayed long counts once: the engines' `uplinks_found`, summed).
-    pub uplinks_found: (u64, u64),
+    /// Nodes that found their own uplink full at least once (`transfer.find_uplink`).
+    pub uplinks_found: u64,
+    /// Their findings in all (each bin the queue stayed long counts once: the engines' `uplinks_found`,
+    /// summed).
+    pub uplink_findings: u64,
     /// Penalise outputs.
     pub penalties: u64,
     /// Dials that failed because one end already held `peers.max_connections` connections.
@@ -1350,10 +1352,8 @@ impl<'a> Engine<'a> {
             requests: std::mem::take(&mut self.requests),
             busy: self.busy,
             pipelined: self.nodes.iter().map(|n| n.engine.scheduler_stats().pipelined).sum(),
-            uplinks_found: (
-                self.nodes.iter().filter(|n| n.engine.stats().uplinks_found > 0).count() as u64,
-                self.nodes.iter().map(|n| n.engine.stats().uplinks_found).sum(),
-            ),
+            uplinks_found: self.nodes.iter().filter(|n| n.engine.stats().uplinks_found > 0).count() as u64,
+            uplink_findings: self.nodes.iter().map(|n| n.engine.stats().uplinks_found).sum(),
             penalties: self.penalties,
             dials_refused: self.dials_refused,
             incomplete,
