@@ -276,6 +276,9 @@ pub enum Failure {
     Missing,
     /// The stream or connection failed.
     Io,
+    /// The connection that carried it closed while the peer stays connected through another: asked
+    /// again, the peer is not blamed (its throughput estimate and failure count stay).
+    Moved,
     /// Our side failed (e.g. a local disk error writing it): asked again, the peer is not blamed.
     Local,
 }
@@ -354,6 +357,8 @@ pub struct Stats {
     pub missing: u64,
     /// Stream or connection failures.
     pub io: u64,
+    /// Requests lost with a connection closed while the peer stayed connected through another.
+    pub moved: u64,
     /// Failures on our side (a chunk that could not be written locally).
     pub local: u64,
     /// Requests expired after `transfer.request_timeout`.
@@ -1191,6 +1196,7 @@ impl<P: PeerKey> Scheduler<P> {
                 self.stats.io += 1;
                 self.peer_failed(idx);
             }
+            Failure::Moved => self.stats.moved += 1,
             Failure::Local => self.stats.local += 1,
         }
         if let (Some(slot), true) = (slot, req.is_some() || arrived) {
@@ -1673,6 +1679,11 @@ impl<P: PeerKey> Scheduler<P> {
     /// Requests in flight to `peer` (0 if unknown).
     pub fn peer_in_flight(&self, peer: &P) -> u32 {
         self.peer_index.get(peer).and_then(|&i| self.peers[i as usize].as_ref()).map_or(0, |p| p.in_flight)
+    }
+
+    /// The throughput `peer` is ranked by (bytes/s, decayed; `None` until a chunk of it was measured).
+    pub fn peer_throughput(&self, peer: &P) -> Option<f64> {
+        self.peer_index.get(peer).and_then(|&i| self.peers[i as usize].as_ref()).and_then(|p| p.ewma)
     }
 
     /// Whether `content` is in end-game (every missing chunk requested, few left).

@@ -155,6 +155,10 @@ pub enum Reply {
     Answer(Answer),
     /// The stream or the connection failed, or the request timed out in the transport.
     Failed,
+    /// The connection that carried the request closed while the peer stays connected through another (a
+    /// node closes the redundant one of two direct connections to a peer, `nat::duplicate`, and libp2p's
+    /// request-response had spread requests over both): asked again, the peer is not blamed.
+    Moved,
 }
 
 /// The result of writing a chunk the engine told the body to keep.

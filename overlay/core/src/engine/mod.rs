@@ -1486,6 +1486,7 @@ impl<P: PeerKey> Engine<P> {
                 Answer::Cancelled => "reply:cancelled",
             },
             Reply::Failed => "reply:failed",
+            Reply::Moved => "reply:moved",
         });
         let mut keep = false;
         match reply {
@@ -1517,6 +1518,7 @@ impl<P: PeerKey> Engine<P> {
             // We cancelled it ourselves: the scheduler already forgot the request.
             Reply::Answer(Answer::Cancelled) => {}
             Reply::Failed => self.scheduler.chunk_failed(now, peer, content, index, Failure::Io),
+            Reply::Moved => self.scheduler.chunk_failed(now, peer, content, index, Failure::Moved),
         }
         self.drive(now);
         keep

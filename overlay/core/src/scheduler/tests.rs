@@ -301,6 +301,40 @@ fn a_peer_is_asked_again_as_soon_as_a_chunk_arrives_not_once_it_is_written() {
 }
 
 #[test]
+fn a_request_lost_with_a_redundant_connection_is_asked_again_and_its_peer_not_blamed() {
+    for (failure, blamed) in [(Failure::Moved, false), (Failure::Io, true)] {
+        let mut s = one_holder(1, 4, 4);
+        let [(_, _, a)] = requests(&drain(&mut s, Time::ZERO))[..] else { panic!("one request") };
+        s.chunk_received(Time(1000 * MS), &1, &id(1), a, 1_000_000);
+        let [(_, _, b)] = requests(&drain(&mut s, Time(1000 * MS)))[..] else { panic!("one request") };
+        let measured = s.peer_throughput(&1).expect("measured");
+        s.chunk_failed(Time(1100 * MS), &1, &id(1), b, failure);
+        let after = s.peer_throughput(&1).unwrap();
+        let again = requests(&drain(&mut s, Time(1100 * MS)));
+        assert_eq!(again.len(), 1, "{failure:?}: the peer is asked again at once");
+        assert_eq!(again[0].0, 1);
+        if blamed {
+            assert_eq!(after, measured * 0.5, "an I/O failure halves the estimate");
+            assert_eq!((s.stats().io, s.stats().moved), (1, 0));
+        } else {
+            assert_eq!(after, measured, "a moved request leaves the estimate as it was");
+            assert_eq!((s.stats().io, s.stats().moved), (0, 1));
+        }
+        // The chunk it lost is a candidate again: every chunk is asked before the fetch ends.
+        let mut asked = vec![a, again[0].2];
+        let mut t = 1100;
+        while s.progress(&id(1)).unwrap().have < 4 {
+            assert!(t < 10_000, "{failure:?}: the fetch ends");
+            t += 100;
+            let in_flight = asked.last().copied().unwrap();
+            s.chunk_received(Time(t * MS), &1, &id(1), in_flight, 1_000_000);
+            asked.extend(requests(&drain(&mut s, Time(t * MS))).into_iter().map(|r| r.2));
+        }
+        assert!(asked.contains(&b), "{failure:?}: chunk {b} asked again ({asked:?})");
+    }
+}
+
+#[test]
 fn a_chunk_that_fails_its_write_after_arriving_is_asked_again_even_if_its_peer_left() {
     let mut s = one_holder(1, 4, 1);
     assert_eq!(requests(&drain(&mut s, Time::ZERO)), vec![(1, id(1), 0)]);

@@ -204,7 +204,11 @@ impl Node {
                 self.metrics.protocol_error("outbound", &error.to_string());
                 if let Some((_, what)) = self.pending.remove(&request_id) {
                     debug!(%peer, ?what, %error, "request failed");
-                    self.on_failure(peer, what);
+                    // The swarm forgets a closed connection before the behaviours hear of it: a peer still
+                    // connected here has another connection (the closed one was redundant, `nat::duplicate`).
+                    let moved = matches!(error, request_response::OutboundFailure::ConnectionClosed)
+                        && self.swarm.is_connected(&peer);
+                    self.on_failure(peer, what, moved);
                 }
             }
             E::InboundFailure { peer, request_id, error, .. } => {
@@ -429,9 +433,15 @@ impl Node {
         }
     }
 
-    fn on_failure(&mut self, peer: PeerId, what: Pending) {
+    /// A request of ours failed; `moved`: its connection closed while the peer stays connected through
+    /// another.
+    fn on_failure(&mut self, peer: PeerId, what: Pending, moved: bool) {
         let now = self.now();
         match what {
+            Pending::Chunk(content, index) if moved => {
+                self.metrics.failed("connection_closed");
+                self.engine.chunk_reply(now, &peer, &content, index, Reply::Moved);
+            }
             Pending::Chunk(content, index) => {
                 self.metrics.failed("io");
                 self.engine.chunk_reply(now, &peer, &content, index, Reply::Failed);
