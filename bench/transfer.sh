@@ -106,5 +106,8 @@ echo "chunk bytes by link: $(api_get "$c_api" /metrics | awk '$1 ~ /^cinemesh_ch
 # What the cinema's requests met: failures by reason (busy answers among them), timeouts (stalls
 # included), cancels, chunks received twice.
 echo "cinema's requests: $(api_get "$c_api" /metrics | awk '$1 ~ /^cinemesh_(chunk_requests_timed_out|chunk_cancels|chunks_duplicate|chunk_requests|chunks_failed)_total/ { printf "%s %s ", $1, $2 }')"
+# Answers the distributor began (a chunk answer cut off by a closed connection counts too) and the
+# redundant connections it closed.
+echo "distributor: $(api_get "$d_api" /metrics | awk '$1 ~ /(chunks_served|duplicate_connections_closed)_total/ { printf "%s %s ", $1, $2 }')"
 echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
 [ "$same" = identical ]

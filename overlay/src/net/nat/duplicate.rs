@@ -25,7 +25,9 @@
 //!
 //! Nothing is closed until every direct connection to the peer has been open for [`SETTLE`]: an AutoNAT
 //! dial-back finishes its exchange in a round trip or two, and closing the connection that carried the
-//! request would lose the answer. Relayed connections are left to the rule that closes them once a
+//! request would lose the answer. A redundant connection then closes between two of this node's chunk
+//! answers on it, at most [`DRAIN`] later ([`close_now`]): an answer cut off is a chunk of the uploader's
+//! link spent for nothing. Relayed connections are left to the rule that closes them once a
 //! direct one is up (`node/nat.rs`); a hole-punched connection counts as dialed by the side DCUtR made
 //! the dialer (libp2p's `role_override`), as both sides agree.
 
@@ -42,6 +44,20 @@ pub const NEAR: Duration = Duration::from_millis(500);
 
 /// A connection opened this much or more before another is the older on both sides.
 pub const APART: Duration = Duration::from_millis(1500);
+
+/// How long past [`SETTLE`] a redundant connection may stay open while this node still answers a chunk
+/// request that came over it (see [`close_now`]).
+pub const DRAIN: Duration = Duration::from_secs(10);
+
+/// Whether a redundant connection `age` old closes now. Closing it loses the requests under way on it,
+/// and a chunk answer lost is a chunk's worth of the uploader's link spent for nothing: the asker must ask
+/// again. So it waits for a moment when no answer of ours is open on it (`answering`; an asker's requests
+/// alternate between its connections, so one comes within a few answers), at most [`DRAIN`] past
+/// [`SETTLE`]. A request still on its way when it closes is lost all the same: the asker asks again and
+/// does not blame us (`Reply::Moved`).
+pub fn close_now(answering: bool, age: Duration) -> bool {
+    !answering || age >= SETTLE + DRAIN
+}
 
 /// One direct connection to a peer, as this node sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,6 +104,15 @@ pub fn redundant(me: &PeerId, peer: &PeerId, conns: &[Direct]) -> Vec<Connection
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_redundant_connection_closes_between_answers_or_once_drained() {
+        let settled = SETTLE + Duration::from_millis(1);
+        assert!(close_now(false, settled), "nothing open on it: at once");
+        assert!(!close_now(true, settled), "an answer under way: it waits");
+        assert!(!close_now(true, SETTLE + DRAIN - Duration::from_millis(1)));
+        assert!(close_now(true, SETTLE + DRAIN), "never past the drain");
+    }
 
     fn conn(id: usize, ours: bool, quic: bool, age_ms: u64) -> Direct {
         Direct { id: ConnectionId::new_unchecked(id), ours, quic, age: Duration::from_millis(age_ms) }

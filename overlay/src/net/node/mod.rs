@@ -36,6 +36,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
 use libp2p::request_response::{InboundRequestId, OutboundRequestId, ResponseChannel};
+use libp2p::swarm::ConnectionId;
 use libp2p::{gossipsub, kad::RecordKey, multiaddr::Protocol, Multiaddr, PeerId, Swarm};
 use prometheus_client::registry::Registry;
 use rand::SeedableRng;
@@ -121,7 +122,8 @@ struct Uploads {
     channels: HashMap<UploadId, ResponseChannel<Response>>,
     /// Chunks opened for uploads waiting for the upload limit.
     sources: HashMap<UploadId, ChunkSource>,
-    by_request: HashMap<InboundRequestId, UploadId>,
+    /// Each chunk request being answered: its upload and the connection it came over.
+    by_request: HashMap<InboundRequestId, (UploadId, ConnectionId)>,
 }
 
 /// The event loop. Create it with [`Node::start`].

@@ -230,7 +230,18 @@ impl Node {
         self.close_duplicates(now);
     }
 
-    /// Closes the direct connections made redundant by another to the same peer (`nat::duplicate`).
+    /// An answer of ours over `conn` to `peer` is done: if the peer has another direct connection, the
+    /// redundant one may close now that it carries one answer fewer (`duplicate::close_now`).
+    pub(super) fn nat_answer_done(&mut self, peer: PeerId, conn: ConnectionId) {
+        let direct = |id: &ConnectionId| self.nat.direct.contains_key(id);
+        if direct(&conn) && self.nat.links.iter().any(|(id, (p, _))| *p == peer && *id != conn && direct(id))
+        {
+            self.close_duplicates(Instant::now());
+        }
+    }
+
+    /// Closes the direct connections made redundant by another to the same peer (`nat::duplicate`), each
+    /// between two of our answers on it (`duplicate::close_now`).
     fn close_duplicates(&mut self, now: Instant) {
         let mut by_peer: HashMap<PeerId, Vec<Direct>> = HashMap::new();
         for (id, (ours, since)) in &self.nat.direct {
@@ -245,7 +256,12 @@ impl Node {
         let me = *self.swarm.local_peer_id();
         for (peer, conns) in by_peer.into_iter().filter(|(_, c)| c.len() > 1) {
             for id in duplicate::redundant(&me, &peer, &conns) {
-                debug!(%peer, ?id, "closing a redundant direct connection");
+                let age = conns.iter().find(|c| c.id == id).map_or(duplicate::SETTLE, |c| c.age);
+                let answering = self.uploads.by_request.values().any(|(_, c)| *c == id);
+                if !duplicate::close_now(answering, age) {
+                    continue;
+                }
+                debug!(%peer, ?id, answering, "closing a redundant direct connection");
                 // Forgotten now, so the next tick does not close it again while it closes.
                 self.nat.direct.remove(&id);
                 self.nat.metrics.duplicates_closed.inc();

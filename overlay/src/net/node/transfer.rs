@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use libp2p::request_response::{self, InboundRequestId, ResponseChannel};
 use libp2p::swarm::dial_opts::DialOpts;
+use libp2p::swarm::ConnectionId;
 use libp2p::PeerId;
 use tracing::{debug, info, warn};
 
@@ -189,9 +190,11 @@ impl Node {
         use request_response::{Event as E, Message};
         let now = self.now();
         match event {
-            E::Message { peer, message: Message::Request { request_id, request, channel }, .. } => {
-                self.on_request(peer, request_id, request, channel)
-            }
+            E::Message {
+                peer,
+                connection_id,
+                message: Message::Request { request_id, request, channel },
+            } => self.on_request(peer, connection_id, request_id, request, channel),
             E::Message { peer, connection_id, message: Message::Response { request_id, response } } => {
                 if let Response::Chunk { bytes, .. } = &response {
                     self.nat_count_bytes(connection_id, bytes.len() as u64);
@@ -216,16 +219,18 @@ impl Node {
                 // Malformed or oversized requests end here (the codec refuses them): count and move on.
                 debug!(%peer, %error, "inbound request failed");
                 self.metrics.protocol_error("inbound", &error.to_string());
-                if let Some(upload) = self.uploads.by_request.remove(&request_id) {
+                if let Some((upload, conn)) = self.uploads.by_request.remove(&request_id) {
                     self.uploads.channels.remove(&upload);
                     self.uploads.sources.remove(&upload);
                     self.engine.upload_done(now, upload, false);
+                    self.nat_answer_done(peer, conn);
                 }
             }
-            E::ResponseSent { request_id, .. } => {
+            E::ResponseSent { peer, request_id, .. } => {
                 self.answer_bytes.sent(&request_id);
-                if let Some(upload) = self.uploads.by_request.remove(&request_id) {
+                if let Some((upload, conn)) = self.uploads.by_request.remove(&request_id) {
                     self.engine.upload_done(now, upload, true);
+                    self.nat_answer_done(peer, conn);
                 }
             }
         }
@@ -234,6 +239,7 @@ impl Node {
     fn on_request(
         &mut self,
         peer: PeerId,
+        conn: ConnectionId,
         id: InboundRequestId,
         request: Request,
         channel: ResponseChannel<Response>,
@@ -281,7 +287,7 @@ impl Node {
                 self.uploads.next += 1;
                 let upload = self.uploads.next;
                 self.uploads.channels.insert(upload, channel);
-                self.uploads.by_request.insert(id, upload);
+                self.uploads.by_request.insert(id, (upload, conn));
                 self.engine.chunk_request(now, &peer, upload, content, index, rate);
             }
             Request::Have { content, chunks } => {
