@@ -365,6 +365,50 @@ pub(crate) mod tests {
         }
     }
 
+    /// QUIC's sockets (libp2p-quic, patched: overlay/vendor/libp2p-quic) ask for an 8 MiB receive buffer,
+    /// granted up to `net.core.rmem_max` (Linux reports twice what it grants). Read back with `ss`
+    /// (iproute2), as the operator would.
+    #[tokio::test]
+    async fn a_quic_socket_asks_for_a_receive_buffer_beyond_linux_s_default() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = Config::loopback(Keypair::generate_ed25519(), dir.path().to_path_buf());
+        let mut node = build_swarm(&cfg, &mut Registry::default(), Codec::default()).expect("swarm");
+        node.listen_on("/ip4/127.0.0.1/udp/0/quic-v1".parse().expect("static multiaddr")).expect("listen");
+        let address = async {
+            loop {
+                if let SwarmEvent::NewListenAddr { address, .. } = node.select_next_some().await {
+                    return address;
+                }
+            }
+        };
+        let address =
+            tokio::time::timeout(Duration::from_secs(10), address).await.expect("listening in 10 s");
+        let port = address
+            .iter()
+            .find_map(|p| match p {
+                libp2p::multiaddr::Protocol::Udp(port) => Some(port),
+                _ => None,
+            })
+            .expect("a UDP port");
+        let out = std::process::Command::new("ss")
+            .args(["-u", "-a", "-n", "-m", &format!("sport = :{port}")])
+            .output()
+            .expect("ss (iproute2) runs");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let rb: usize = text
+            .split("rb")
+            .nth(1)
+            .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no receive buffer for port {port} in ss's output: {text}"));
+        let max: usize = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+            .expect("rmem_max")
+            .trim()
+            .parse()
+            .expect("a number");
+        assert_eq!(rb, 2 * max.min(libp2p::quic::RECV_BUFFER), "ss: {text}");
+    }
+
     /// On a pre-shared-key mesh too: a node behind the key takes a peer with AES-GCM noise only (where the
     /// CPU has the instructions) and a peer with libp2p's noise only (an older node), and no peer without
     /// the key.
