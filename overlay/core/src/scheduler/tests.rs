@@ -696,11 +696,12 @@ fn run_case(c: &Case) -> Result<(), TestCaseError> {
                     s.chunk_received(now, &p, &ids[ci], chunk, 4096);
                 }
             } else {
-                let failure = match rng.gen_range(0..4) {
+                let failure = match rng.gen_range(0..5) {
                     0 => Failure::Corrupt,
                     1 => Failure::Busy { load: rng.gen_range(0.0..1.5) },
                     // A peer may only lose a chunk peer 0 still holds, so the union keeps covering everything.
                     2 if p != 0 && holds[&(0, ci)].get(chunk) => Failure::Missing,
+                    3 => Failure::Moved,
                     _ => Failure::Io,
                 };
                 if failure == Failure::Missing {
