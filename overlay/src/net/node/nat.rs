@@ -256,9 +256,10 @@ impl Node {
         let me = *self.swarm.local_peer_id();
         for (peer, conns) in by_peer.into_iter().filter(|(_, c)| c.len() > 1) {
             for id in duplicate::redundant(&me, &peer, &conns) {
-                let age = conns.iter().find(|c| c.id == id).map_or(duplicate::SETTLE, |c| c.age);
+                // Settled since the youngest of them was SETTLE old: the drain counts from there.
+                let settled = conns.iter().map(|c| c.age).min().unwrap_or_default();
                 let answering = self.uploads.by_request.values().any(|(_, c)| *c == id);
-                if !duplicate::close_now(answering, age) {
+                if !duplicate::close_now(answering, settled) {
                     continue;
                 }
                 debug!(%peer, ?id, answering, "closing a redundant direct connection");
