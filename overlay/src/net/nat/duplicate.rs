@@ -49,12 +49,13 @@ pub const APART: Duration = Duration::from_millis(1500);
 /// request that came over it (see [`close_now`]).
 pub const DRAIN: Duration = Duration::from_secs(10);
 
-/// Whether a redundant connection closes now, `age` after the youngest connection to its peer opened. Closing it loses the requests under way on it,
-/// and a chunk answer lost is a chunk's worth of the uploader's link spent for nothing: the asker must ask
-/// again. So it waits for a moment when no answer of ours is open on it (`answering`; an asker's requests
-/// alternate between its connections, so one comes within a few answers), at most [`DRAIN`] past
-/// [`SETTLE`]. A request still on its way when it closes is lost all the same: the asker asks again and
-/// does not blame us (`Reply::Moved`).
+/// Whether a redundant connection closes now, `age` after the youngest connection to its peer opened.
+/// Closing it loses the requests under way on it, and a chunk answer lost is a chunk's worth of the
+/// uploader's link spent for nothing: the asker must ask again. So it waits for a moment when no answer of
+/// ours is open on it (`answering`; an asker's requests alternate between its connections, so such a
+/// moment comes within a few answers), at most [`DRAIN`] past [`SETTLE`]. A request still on its way, or
+/// an answer the asker has not read yet, is lost all the same: the asker asks again and does not blame
+/// us (`Reply::Moved`).
 pub fn close_now(answering: bool, age: Duration) -> bool {
     !answering || age >= SETTLE + DRAIN
 }
