@@ -73,13 +73,27 @@ start_pair() {
     d_pid=$!; pids+=("$d_pid")
     wait_until 20 api_get "$d_api" /status
     d_peer=$(api_get "$d_api" /status | jq -r .peer_id)
+    start_relay "$d_port"
     # CINEMESH_CONFIG: a configuration file for the cinema (e.g. to compare transfer settings).
     ${PIN:+taskset -c 1} "$BIN" run ${CINEMESH_CONFIG:+--config "$CINEMESH_CONFIG"} --data-dir "$tmp/c" --listen /ip4/127.0.0.1/tcp/0 \
-        --api "$c_api" --no-mdns --open --trust "$pub" --bootstrap "$(boot_addr "$d_port")/p2p/$d_peer" 2> "$tmp/c.log" &
+        --api "$c_api" --no-mdns --open --trust "$pub" --bootstrap "$(boot_addr "$boot_port")/p2p/$d_peer" 2> "$tmp/c.log" &
     c_pid=$!; pids+=("$c_pid")
     wait_until 20 api_get "$c_api" /status
     wait_until 30 has_peer "$c_api"
 }
+
+# Sets boot_port, the port the cinema dials for the distributor's port $1: that port, or with DELAY_MS set
+# (TCP only) a relay's (bench/delay_proxy.py, started here) that holds every byte DELAY_MS each way.
+start_relay() {
+    boot_port=$1
+    [ -n "${DELAY_MS:-}" ] || return 0
+    [ "${TRANSPORT:-tcp}" = tcp ] || { echo "DELAY_MS needs TRANSPORT=tcp" >&2; return 1; }
+    boot_port=$(free_port)
+    python3 "$(dirname "${BASH_SOURCE[0]}")/delay_proxy.py" "$boot_port" "$1" "$DELAY_MS" &
+    pids+=($!)
+    wait_until 10 relay_listening
+}
+relay_listening() { ss -ltnH "sport = :$boot_port" | grep -q .; }
 
 # The distributor's address the cinema bootstraps to: TCP, or its QUIC twin on the same port with
 # TRANSPORT=quic.

@@ -13,6 +13,9 @@
 # (`perf report -i FILE --sort comm,dso,sym`). TRANSPORT=quic bootstraps the cinema to the distributor's
 # QUIC address instead of its TCP one. PIN=1 pins the distributor to core 0 and the cinema to core 1
 # (`taskset`; each daemon's runtime then starts one worker), as if each had a machine of its own.
+# DELAY_MS=N (TCP only) puts a relay between the cinema and the distributor that holds every byte N ms each
+# way (bench/delay_proxy.py: a round trip of 2N ms on a kernel without netem), times iperf3 through it too,
+# and turns the cinema's AutoNAT off unless CINEMESH_CONFIG is set (a dial-back would go around the relay).
 # Everything lives in a temp dir; every process started here is killed on exit.
 set -euo pipefail
 
@@ -52,6 +55,22 @@ mkdir -p "$tmp/src"
 head -c "$((SIZE_MIB * 1024 * 1024))" /dev/urandom > "$tmp/src/film.bin"
 bytes=$((SIZE_MIB * 1024 * 1024))
 
+if [ -n "${DELAY_MS:-}" ]; then
+    echo "== iperf3 through a relay holding every byte ${DELAY_MS} ms each way (10 s)"
+    ip_port=$(free_port)
+    iperf3 -s -1 -B 127.0.0.1 -p "$ip_port" >/dev/null 2>&1 &
+    pids+=($!)
+    start_relay "$ip_port"
+    iperf3 -c 127.0.0.1 -p "$boot_port" -t 10 -J > "$tmp/iperf-relay.json"
+    echo "iperf3 through the relay: $(jq '.end.sum_received.bits_per_second / 8 / 1000000 | floor' "$tmp/iperf-relay.json") MB/s"
+fi
+
+if [ -n "${DELAY_MS:-}" ] && [ -z "${CINEMESH_CONFIG:-}" ]; then
+    # An AutoNAT dial-back from the distributor would be a second, direct connection around the relay
+    # (its pings would tell the cinema a round trip of loopback's): the cinema asks for none.
+    printf '[network.nat]\nautonat = false\n' > "$tmp/cinema.toml"
+    CINEMESH_CONFIG=$tmp/cinema.toml
+fi
 start_pair
 
 if [ "${WARM:-1}" = 1 ]; then
@@ -105,7 +124,7 @@ echo "store: $carried chunks written in $commits commits"
 echo "chunk bytes by link: $(api_get "$c_api" /metrics | awk '$1 ~ /^cinemesh_chunk_bytes_by_link_total/ && $2 > 0 { printf "%s %s ", $1, $2 }')"
 # What the cinema's requests met: failures by reason (busy answers among them), timeouts (stalls
 # included), cancels, chunks received twice.
-echo "cinema's requests: $(api_get "$c_api" /metrics | awk '$1 ~ /^cinemesh_(chunk_requests_timed_out|chunk_cancels|chunks_duplicate|chunk_requests|chunks_failed)_total/ { printf "%s %s ", $1, $2 }')"
+echo "cinema's requests: $(api_get "$c_api" /metrics | awk '$1 ~ /^cinemesh_(chunk_requests_timed_out|chunk_cancels|chunks_duplicate|chunk_requests|chunk_requests_pipelined|chunks_failed)_total/ { printf "%s %s ", $1, $2 }')"
 # Answers the distributor began (a chunk answer cut off by a closed connection counts too) and the
 # redundant connections it closed.
 echo "distributor: $(api_get "$d_api" /metrics | awk '$1 ~ /(chunks_served|duplicate_connections_closed)_total/ { printf "%s %s ", $1, $2 }')"

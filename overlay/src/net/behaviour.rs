@@ -188,7 +188,15 @@ pub fn build_swarm(
                     behaviour(key, relay, cfg, registry, codec.clone()).map_err(Box::from)
                 })
                 .map_err(|e| setup(&e))?
-                .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
+                // A stream opened for one protocol carries its first bytes with the protocol's name
+                // (multistream-select's `V1Lazy`) instead of waiting a round trip for the answer: every
+                // chunk request opens a stream, and a far peer's took two round trips
+                // (docs/benchmarks.md, "A chunk request in one round trip"). A stream that proposes
+                // several protocols still waits for the answer on all but the last.
+                .with_swarm_config(|c| {
+                    c.with_idle_connection_timeout(idle)
+                        .with_substream_upgrade_protocol_override(libp2p::core::upgrade::Version::V1Lazy)
+                })
                 .build()
         };
     }
@@ -407,6 +415,81 @@ pub(crate) mod tests {
             .parse()
             .expect("a number");
         assert_eq!(rb, 2 * max.min(libp2p::quic::RECV_BUFFER), "ss: {text}");
+    }
+
+    /// yamux (patched: overlay/vendor/yamux) grants a stream this side opens its starting window with the
+    /// stream's first read, beyond the 256 KiB every stream starts at by the protocol: the other side
+    /// writes a whole 4 MiB answer before the asker reads a byte of it. The starting window is the one
+    /// the connection's streams tuned themselves to (timing-dependent, so set here by
+    /// `set_outbound_stream_window`). The published crate let it write 256 KiB, then waited a round trip
+    /// per window update: a chunk request over 40 ms took several round trips (docs/benchmarks.md).
+    #[tokio::test]
+    async fn a_yamux_stream_we_open_is_granted_its_learned_window_at_once() {
+        use futures::future::poll_fn;
+        use futures::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+        use std::pin::Pin;
+        use std::task::Poll;
+
+        const ANSWER: usize = 4 << 20;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let (dialed, accepted) = tokio::join!(tokio::net::TcpStream::connect(addr), listener.accept());
+        let mut asking = ::yamux::Config::default();
+        asking.set_outbound_stream_window(ANSWER as u32);
+        let mut asker = ::yamux::Connection::new(
+            libp2p::tcp::tokio::TcpStream(dialed.expect("dial")),
+            asking,
+            ::yamux::Mode::Client,
+        );
+        let mut answerer = ::yamux::Connection::new(
+            libp2p::tcp::tokio::TcpStream(accepted.expect("accept").0),
+            ::yamux::Config::default(),
+            ::yamux::Mode::Server,
+        );
+        let mut ask = poll_fn(|cx| asker.poll_new_outbound(cx)).await.expect("a stream");
+        let asker_io = tokio::spawn(async move {
+            while let Some(Ok(_)) = poll_fn(|cx| asker.poll_next_inbound(cx)).await {}
+        });
+        let (answer_tx, answer_rx) = tokio::sync::oneshot::channel();
+        let answerer_io = tokio::spawn(async move {
+            let mut answer_tx = Some(answer_tx);
+            while let Some(Ok(stream)) = poll_fn(|cx| answerer.poll_next_inbound(cx)).await {
+                if let Some(tx) = answer_tx.take() {
+                    let _ = tx.send(stream);
+                }
+            }
+        });
+        ask.write_all(b"chunk").await.expect("request written");
+        ask.flush().await.expect("request flushed");
+        // One read, which finds nothing yet: it sends the window update.
+        poll_fn(|cx| {
+            let _ = Pin::new(&mut ask).poll_read(cx, &mut [0u8; 0]);
+            Poll::Ready(())
+        })
+        .await;
+        let mut answer = tokio::time::timeout(Duration::from_secs(10), answer_rx)
+            .await
+            .expect("the stream reached the answerer in 10 s")
+            .expect("a stream");
+        let mut request = [0u8; 5];
+        answer.read_exact(&mut request).await.expect("request read");
+        assert_eq!(&request, b"chunk");
+        let bytes: Vec<u8> = (0..ANSWER).map(|i| (i % 251) as u8).collect();
+        tokio::time::timeout(Duration::from_secs(10), async {
+            answer.write_all(&bytes).await.expect("answer written");
+            answer.flush().await.expect("answer flushed");
+        })
+        .await
+        .expect("the whole answer fits the window granted, before the asker reads any of it");
+        answer.close().await.expect("closed");
+        let mut got = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), ask.read_to_end(&mut got))
+            .await
+            .expect("the answer read in 10 s")
+            .expect("read");
+        assert!(got == bytes, "the answer arrives whole and in order ({} bytes)", got.len());
+        asker_io.abort();
+        answerer_io.abort();
     }
 
     /// On a pre-shared-key mesh too: a node behind the key takes a peer with AES-GCM noise only (where the
