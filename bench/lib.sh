@@ -61,14 +61,15 @@ api_get() { curl -sf "http://$1$2"; }
 complete() { api_get "$1" /films | jq -e --arg id "$2" 'any(.[]; .content_id == $id and .complete)'; }
 has_peer() { [ "$(api_get "$1" /status | jq .peers)" -ge 1 ]; }
 
-# Starts a distributor and a cinema daemon ($BIN) on loopback, the cinema bootstrapped to the distributor,
-# and waits until they are connected. Sets: pub (the distributor key, file $tmp/key), d_api, c_api, d_pid,
+# Starts a distributor and a cinema daemon ($BIN; DISTRIBUTOR_BIN, if set, for the distributor: two
+# releases side by side) on loopback, the cinema bootstrapped to the distributor, and waits until they are
+# connected. Sets: pub (the distributor key, file $tmp/key), d_api, c_api, d_pid,
 # c_pid; logs in $tmp/d.log and $tmp/c.log.
 start_pair() {
     pub=$("$BIN" keygen --out "$tmp/key" 2>/dev/null)
     local d_port d_peer
     d_port=$(free_port); d_api=127.0.0.1:$(free_port); c_api=127.0.0.1:$(free_port)
-    ${PIN:+taskset -c 0} "$BIN" run --data-dir "$tmp/d" --listen "/ip4/127.0.0.1/tcp/$d_port" --api "$d_api" --no-mdns --open \
+    ${PIN:+taskset -c 0} "${DISTRIBUTOR_BIN:-$BIN}" run --data-dir "$tmp/d" --listen "/ip4/127.0.0.1/tcp/$d_port" --api "$d_api" --no-mdns --open \
         --role distributor --trust "$pub" 2> "$tmp/d.log" &
     d_pid=$!; pids+=("$d_pid")
     wait_until 20 api_get "$d_api" /status

@@ -6,7 +6,8 @@
 #
 #   bash bench/transfer.sh
 #
-# Needs the release binary (`cargo build --release -p cinemesh`; CINEMESH overrides its path), iperf3
+# Needs the release binary (`cargo build --release -p cinemesh`; CINEMESH overrides its path, DISTRIBUTOR_BIN
+# the distributor's alone, to time two releases against each other), iperf3
 # (`apt-get install -y iperf3`), curl and jq. SIZE_MIB (default 1024) and CHUNK (default 4MiB) can be set;
 # DATA_ROOT (default /tmp) is where the temp dir goes: DATA_ROOT=/dev/shm puts it on tmpfs (fsync free).
 # PERF_DATA=FILE records both daemons with `perf record --call-graph dwarf` during the timed transfer only

@@ -188,15 +188,7 @@ pub fn build_swarm(
                     behaviour(key, relay, cfg, registry, codec.clone()).map_err(Box::from)
                 })
                 .map_err(|e| setup(&e))?
-                // A stream opened for one protocol carries its first bytes with the protocol's name
-                // (multistream-select's `V1Lazy`) instead of waiting a round trip for the answer: every
-                // chunk request opens a stream, and a far peer's took two round trips
-                // (docs/benchmarks.md, "A chunk request in one round trip"). A stream that proposes
-                // several protocols still waits for the answer on all but the last.
-                .with_swarm_config(|c| {
-                    c.with_idle_connection_timeout(idle)
-                        .with_substream_upgrade_protocol_override(libp2p::core::upgrade::Version::V1Lazy)
-                })
+                .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
                 .build()
         };
     }
