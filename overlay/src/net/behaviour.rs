@@ -124,6 +124,11 @@ fn behaviour(
         None
     };
 
+    // A chunk request's stream sends the request with the protocol's name instead of waiting a round trip
+    // for the peer's answer (multistream-select, patched: overlay/vendor/multistream-select): every
+    // request opens a stream, and a far peer's took two round trips (docs/benchmarks.md, "A chunk
+    // request in one round trip"). libp2p's own protocols negotiate as before.
+    multistream_select::lazy_protocol(protocol::PROTOCOL.as_ref());
     let xfer = request_response::Behaviour::with_codec(
         codec,
         [(protocol::PROTOCOL, request_response::ProtocolSupport::Full)],
@@ -482,6 +487,34 @@ pub(crate) mod tests {
         assert!(got == bytes, "the answer arrives whole and in order ({} bytes)", got.len());
         asker_io.abort();
         answerer_io.abort();
+    }
+
+    /// multistream-select (patched: overlay/vendor/multistream-select): a node's stream for the chunk
+    /// protocol settles on it at once, so the request leaves with the protocol's name; a stream for
+    /// libp2p's own protocols waits for the listener's answer first, as published. Here nobody answers.
+    #[tokio::test]
+    async fn the_chunk_protocol_is_negotiated_without_waiting_for_the_peer_and_others_as_before() {
+        use futures::FutureExt;
+        use multistream_select::{dialer_select_proto, Version};
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = Config::loopback(Keypair::generate_ed25519(), dir.path().to_path_buf());
+        let _node = build_swarm(&cfg, &mut Registry::default(), Codec::default()).expect("swarm");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let mut silent = Vec::new();
+        for protocol in [protocol::PROTOCOL.as_ref(), "/ipfs/id/1.0.0"] {
+            let (dialed, accepted) = tokio::join!(tokio::net::TcpStream::connect(addr), listener.accept());
+            silent.push(accepted.expect("accept"));
+            let io = libp2p::tcp::tokio::TcpStream(dialed.expect("dial"));
+            let mut negotiation = dialer_select_proto(io, [protocol], Version::V1);
+            let settled = (&mut negotiation).now_or_never();
+            if protocol == protocol::PROTOCOL.as_ref() {
+                assert!(matches!(settled, Some(Ok((p, _))) if p == protocol), "{protocol}: settled at once");
+            } else {
+                assert!(settled.is_none(), "{protocol}: waits for the listener's answer");
+            }
+        }
     }
 
     /// On a pre-shared-key mesh too: a node behind the key takes a peer with AES-GCM noise only (where the
