@@ -7,9 +7,9 @@ usage: delay_proxy.py LISTEN_PORT TARGET_PORT DELAY_MS
 Listens on 127.0.0.1:LISTEN_PORT; each connection is relayed to 127.0.0.1:TARGET_PORT, every byte
 written on after DELAY_MS (one way). Each side's own TCP sees loopback's round trip; what rides on top
 (yamux's window updates, request and answer) sees 2 x DELAY_MS more. At most LIMIT bytes (64 MiB) wait
-in each direction of a connection before the relay stops reading it. Python: it carries a few hundred
-MB/s at most, so a bench through it compares builds at the same ceiling (measure it with iperf3 through
-the relay). Ends on SIGTERM or SIGINT.
+in each direction of a connection before the relay stops reading it. Python: it carried about 1,000 MB/s
+here (iperf3 through it, as `bench/transfer.sh DELAY_MS=N` measures), so a bench through it compares builds
+at the same ceiling. Ends on SIGTERM or SIGINT.
 """
 import asyncio
 import sys

@@ -92,9 +92,11 @@ start_relay() {
     boot_port=$(free_port)
     python3 "$(dirname "${BASH_SOURCE[0]}")/delay_proxy.py" "$boot_port" "$1" "$DELAY_MS" &
     pids+=($!)
-    wait_until 10 relay_listening
+    wait_until 10 listening "$boot_port"
 }
-relay_listening() { ss -ltnH "sport = :$boot_port" | grep -q .; }
+
+# Is anything listening on loopback TCP port $1?
+listening() { ss -ltnH "sport = :$1" | grep -q .; }
 
 # The distributor's address the cinema bootstraps to: TCP, or its QUIC twin on the same port with
 # TRANSPORT=quic.

@@ -61,8 +61,7 @@ if [ -n "${DELAY_MS:-}" ]; then
     ip_port=$(free_port)
     iperf3 -s -1 -B 127.0.0.1 -p "$ip_port" >/dev/null 2>&1 &
     pids+=($!)
-    iperf_listening() { ss -ltnH "sport = :$ip_port" | grep -q .; }
-    wait_until 10 iperf_listening
+    wait_until 10 listening "$ip_port"
     start_relay "$ip_port"
     iperf3 -c 127.0.0.1 -p "$boot_port" -t 10 -J > "$tmp/iperf-relay.json"
     echo "iperf3 through the relay: $(jq '.end.sum_received.bits_per_second / 8 / 1000000 | floor' "$tmp/iperf-relay.json") MB/s"
