@@ -113,6 +113,15 @@ enum Cmd {
         /// as every link's. A full queue delays the cinema's own acknowledgements by as much.
         #[arg(long, value_parser = parse_uplink_queue)]
         uplink_queue: Option<humantime::Duration>,
+        /// Add no latency: by default every packet a node receives is held for the scenario's one-way
+        /// latency of its pair (`[latency]`, as the simulator gives it; needs iptables). The prediction
+        /// keeps the scenario's latency either way.
+        #[arg(long)]
+        no_latency: bool,
+        /// A network sysctl set in every node's namespace, as an operator sets it on the hosts
+        /// (`net.ipv4.tcp_slow_start_after_idle=0`; repeatable; `net.` keys only). The report lists them.
+        #[arg(long = "sysctl", value_name = "KEY=VALUE", value_parser = parse_sysctl)]
+        sysctls: Vec<(String, String)>,
     },
     /// Print two runs' figures side by side (the simulator's and the lab's output directories).
     Compare {
@@ -358,6 +367,18 @@ struct LabArgs {
     upload_limit_share: Option<f64>,
     congestion_control: Option<String>,
     uplink_queue: Option<std::time::Duration>,
+    no_latency: bool,
+    sysctls: Vec<(String, String)>,
+}
+
+/// `KEY=VALUE` of `--sysctl`.
+fn parse_sysctl(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((k, v)) if k.starts_with("net.") && !v.is_empty() => {
+            Ok((k.trim().to_owned(), v.trim().to_owned()))
+        }
+        _ => Err(format!("{text:?} is not net.KEY=VALUE (net.ipv4.tcp_slow_start_after_idle=0)")),
+    }
 }
 
 /// A queue's length: 1 ms to 10 s.
@@ -411,6 +432,8 @@ fn lab(a: LabArgs) -> anyhow::Result<()> {
         upload_limit_share: a.upload_limit_share,
         congestion_control: a.congestion_control,
         uplink_queue: a.uplink_queue,
+        latency: !a.no_latency,
+        sysctls: a.sysctls,
     };
     let (report, text) = cinemesh_sim::lab::run_and_compare(&sc, &opts, &interrupted)?;
     print!("{text}");
@@ -533,6 +556,8 @@ fn main() -> ExitCode {
             upload_limit_share,
             congestion_control,
             uplink_queue,
+            no_latency,
+            sysctls,
         } => lab(LabArgs {
             scenario,
             seed,
@@ -544,6 +569,8 @@ fn main() -> ExitCode {
             upload_limit_share,
             congestion_control,
             uplink_queue: uplink_queue.map(Into::into),
+            no_latency,
+            sysctls,
         }),
         Cmd::Compare { sim_out, lab_out } => compare(&sim_out, &lab_out),
         Cmd::Locality { scenario, seed, sets, tolerance, out } => {
@@ -561,7 +588,16 @@ fn main() -> ExitCode {
 
 #[cfg(test)]
 mod tests {
-    use super::{parse_congestion_control, parse_share, parse_uplink_queue};
+    use super::{parse_congestion_control, parse_share, parse_sysctl, parse_uplink_queue};
+
+    #[test]
+    fn sysctl_settings() {
+        let ssai = ("net.ipv4.tcp_slow_start_after_idle".to_owned(), "0".to_owned());
+        assert_eq!(parse_sysctl("net.ipv4.tcp_slow_start_after_idle=0"), Ok(ssai));
+        for bad in ["", "net.ipv4.x", "net.ipv4.x=", "kernel.panic=1", "=0"] {
+            assert!(parse_sysctl(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn congestion_control_names() {

@@ -1,9 +1,10 @@
 //! Real hosts in Linux network namespaces this test creates itself: a distributor and two cinemas behind a
 //! bridge, every host's upload shaped with `tc tbf` (a token bucket: the rate of an access link; the kernels
-//! here have no `netem`, so no latency is added), real `cinemesh run` daemons, driven by the real CLI run
-//! inside each namespace. And the lab (`cinemesh-sim lab`) end to end on a tiny scenario. Needs root and
-//! iproute2: these tests are `#[ignore]`d and `.ci/run` runs them as root (`cargo test -- --ignored`),
-//! after installing iproute2 when it is missing.
+//! here have no `netem`), real `cinemesh run` daemons, driven by the real CLI run
+//! inside each namespace. And the lab (`cinemesh-sim lab`) end to end on a tiny scenario, and its delay
+//! line (the scenario's latency without netem). Needs root, iproute2 and iptables: these tests are
+//! `#[ignore]`d and `.ci/run` runs them as root (`cargo test -- --ignored`), after installing what is
+//! missing.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -117,6 +118,103 @@ fn the_lab_writes_configs_the_node_accepts() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The lab's namespaces share one prefix: one test at a time uses them.
+static ONE_LAB: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Removes the lab's namespaces when dropped (on a failed assertion too).
+struct LabNamespaces;
+
+impl Drop for LabNamespaces {
+    fn drop(&mut self) {
+        let _ = cinemesh_sim::lab::net::remove_all();
+    }
+}
+
+/// Runs `f` on a thread inside namespace `ns`.
+fn in_ns<T: Send>(ns: &str, f: impl FnOnce() -> anyhow::Result<T> + Send) -> anyhow::Result<T> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            cinemesh_sim::lab::probe::enter(ns)?;
+            f()
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("a thread in {ns} panicked"))?
+    })
+}
+
+/// The lab's latency without netem: what a node receives is held for its pair's one-way latency. A TCP
+/// handshake between two namespaces 60 ms apart takes at least the 120 ms round trip, a megabyte crosses
+/// whole, and a pair with no latency connects at once.
+#[test]
+#[ignore = "needs root"]
+fn the_lab_holds_what_a_node_receives_for_its_pairs_latency() -> anyhow::Result<()> {
+    use cinemesh_sim::lab::{self, delay, net};
+    use std::io::{Read, Write};
+    use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+    let _one_lab = ONE_LAB.lock().unwrap_or_else(|e| e.into_inner());
+    lab::clean_previous()?;
+    let _cleanup = LabNamespaces;
+    net::build_isps(&[None])?;
+    for i in 0..3 {
+        net::build_node(i, 0, 1e12, 1e12, net::QUEUE)?;
+    }
+    let ip = |i: usize| net::node_ip(i).parse::<Ipv4Addr>().expect("IPv4");
+    let far = Duration::from_millis(60);
+    let receivers = vec![
+        delay::Receiver { ns: net::node_ns(0), from: [(ip(1), far)].into() },
+        delay::Receiver { ns: net::node_ns(1), from: [(ip(0), far)].into() },
+        delay::Receiver { ns: net::node_ns(2), from: Default::default() },
+    ];
+    let line = delay::DelayLine::start(receivers)?;
+
+    let port = 7070;
+    let listener = in_ns(&net::node_ns(1), || Ok(TcpListener::bind((ip(1), port))?))?;
+    let server = std::thread::spawn(move || -> anyhow::Result<u64> {
+        // Node 2's connection, then node 0's: read each to its end, echo the count.
+        let mut total = 0;
+        for _ in 0..2 {
+            let (mut s, _) = listener.accept()?;
+            s.set_read_timeout(Some(Duration::from_secs(20)))?;
+            let mut n = 0u64;
+            let mut buf = [0u8; 65536];
+            loop {
+                match s.read(&mut buf)? {
+                    0 => break,
+                    k => n += k as u64,
+                }
+            }
+            s.write_all(&n.to_be_bytes())?;
+            total += n;
+        }
+        Ok(total)
+    });
+    let to = SocketAddr::from((ip(1), port));
+    let connect = |from: usize, bytes: usize| -> anyhow::Result<(Duration, u64)> {
+        in_ns(&net::node_ns(from), || {
+            let t = Instant::now();
+            let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(10))?;
+            let took = t.elapsed();
+            s.set_read_timeout(Some(Duration::from_secs(20)))?;
+            s.write_all(&vec![7u8; bytes])?;
+            s.shutdown(std::net::Shutdown::Write)?;
+            let mut echo = [0u8; 8];
+            s.read_exact(&mut echo)?;
+            Ok((took, u64::from_be_bytes(echo)))
+        })
+    };
+    let (near, near_bytes) = connect(2, 1000)?;
+    let (far_took, far_bytes) = connect(0, 1 << 20)?;
+    assert_eq!(server.join().map_err(|_| anyhow::anyhow!("server panicked"))??, (1 << 20) + 1000);
+    assert_eq!((near_bytes, far_bytes), (1000, 1 << 20));
+    assert!(far_took >= 2 * far, "a handshake over a 120 ms round trip took {far_took:?}");
+    assert!(near < far, "a pair with no latency took {near:?} to connect");
+    let figures = line.stop()?;
+    // Node 2's packets pass at once, node 0's and node 1's to each other are held; none is lost.
+    assert!(figures.packets >= 2 && figures.passed >= 2, "{figures:?}");
+    assert_eq!(figures.overruns, 0, "{figures:?}");
+    Ok(())
+}
+
 fn scenario(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios").join(format!("{name}.toml"))
 }
@@ -141,8 +239,11 @@ fn the_lab_runs_a_tiny_scenario_and_leaves_nothing_behind() -> anyhow::Result<()
     use cinemesh_sim::lab::{self, LabError, Options};
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
+    let _one_lab = ONE_LAB.lock().unwrap_or_else(|e| e.into_inner());
 
-    let sc = cinemesh_sim::Scenario::load(&scenario("lab-tiny"), &[])?;
+    // Latency as a far fleet's: the lab holds what each node receives for its pair's.
+    let sets = ["latency.intra_isp=4ms".to_owned(), "latency.inter_isp=15ms".to_owned()];
+    let sc = cinemesh_sim::Scenario::load(&scenario("lab-tiny"), &sets)?;
     let out = tempfile::tempdir()?;
     let opts = Options {
         node_bin: PathBuf::from(BIN),
@@ -155,6 +256,8 @@ fn the_lab_runs_a_tiny_scenario_and_leaves_nothing_behind() -> anyhow::Result<()
         congestion_control: Some("reno".to_owned()),
         // A modem's queue on every cinema's upload: `tc` must show it on theirs.
         uplink_queue: Some(Duration::from_millis(700)),
+        latency: true,
+        sysctls: vec![("net.ipv4.tcp_slow_start_after_idle".to_owned(), "0".to_owned())],
     };
 
     // Interrupted once the cinemas' namespaces exist.
@@ -163,25 +266,35 @@ fn the_lab_runs_a_tiny_scenario_and_leaves_nothing_behind() -> anyhow::Result<()
         let stop = stop.clone();
         move || {
             let until = Instant::now() + Duration::from_secs(60);
-            let mut qdisc = String::new();
+            let (mut qdisc, mut ssai) = (String::new(), String::new());
             while Instant::now() < until {
                 if lab::net::ours().is_ok_and(|l| l.iter().any(|n| n == "cml-n2")) {
-                    // The cinema's upload, once shaped.
+                    // The cinema's upload, once shaped, and its namespace's sysctl, once set.
                     qdisc = run(&["ip", "netns", "exec", "cml-n2", "tc", "qdisc", "show", "dev", "eth0"])
                         .unwrap_or_default();
-                    if qdisc.contains("tbf") {
+                    ssai = run(&[
+                        "ip",
+                        "netns",
+                        "exec",
+                        "cml-n2",
+                        "cat",
+                        "/proc/sys/net/ipv4/tcp_slow_start_after_idle",
+                    ])
+                    .unwrap_or_default();
+                    if qdisc.contains("tbf") && ssai.trim() == "0" {
                         break;
                     }
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
             stop.store(true, Ordering::SeqCst);
-            qdisc
+            (qdisc, ssai)
         }
     });
     let r = lab::run(&sc, &opts, &stop);
-    let qdisc = watcher.join().map_err(|_| anyhow::anyhow!("watcher panicked"))?;
+    let (qdisc, ssai) = watcher.join().map_err(|_| anyhow::anyhow!("watcher panicked"))?;
     assert!(qdisc.contains("tbf") && qdisc.contains("lat 700ms"), "cinema-2's upload: {qdisc:?}");
+    assert_eq!(ssai.trim(), "0", "--sysctl in cinema-2's namespace");
     assert!(matches!(r, Err(LabError::Interrupted)), "{r:?}");
     assert_eq!(lab_leftovers()?, Vec::<String>::new(), "an interrupted lab leaves nothing");
 
@@ -269,6 +382,12 @@ fn the_lab_runs_a_tiny_scenario_and_leaves_nothing_behind() -> anyhow::Result<()
     assert!(text.contains("TCP congestion control reno; segments retransmitted:"), "{text}");
     assert_eq!(report.uplink_queue_ms, Some(700.0), "{text}");
     assert!(text.contains("cinemas' upload queues: 700 ms (--uplink-queue)"), "{text}");
+    assert!(
+        text.contains("sysctls in every node's namespace (--sysctl): net.ipv4.tcp_slow_start_after_idle=0")
+    );
+    let held = report.latency.context("the lab applied the scenario's latency")?;
+    assert!(held.packets > 1000 && held.overruns == 0, "{held:?}: {text}");
+    assert!(text.contains("latency: the scenario's one-way latency per pair"), "{text}");
     // The timeline bins the links' own counters beside the daemons' content counters.
     let timeline = std::fs::read_to_string(opts.out.join("timeline.csv"))?;
     assert!(timeline.lines().next().is_some_and(|h| h.ends_with(",fleet_wire_utilisation")), "{timeline}");
@@ -294,7 +413,7 @@ fn the_lab_runs_a_tiny_scenario_and_leaves_nothing_behind() -> anyhow::Result<()
     }
 
     // A congestion control the kernel lacks: a clear error naming those it has, and nothing left behind.
-    let bad = Options { congestion_control: Some("nosuchcc".to_owned()), ..opts };
+    let bad = Options { congestion_control: Some("nosuchcc".to_owned()), ..opts.clone() };
     match lab::run(&sc, &bad, &AtomicBool::new(false)) {
         Err(LabError::Unsupported(msg)) => {
             assert!(
@@ -305,5 +424,14 @@ fn the_lab_runs_a_tiny_scenario_and_leaves_nothing_behind() -> anyhow::Result<()
         other => panic!("expected an error naming the kernel's congestion controls, got {other:?}"),
     }
     assert_eq!(lab_leftovers()?, Vec::<String>::new(), "a lab stopped by its setup leaves nothing");
+    // A sysctl the namespaces lack, or one outside `net.`: an error naming it, nothing left behind.
+    for key in ["net.ipv4.no_such_setting", "kernel.panic", "net.ipv4/../../kernel"] {
+        let bad = Options { sysctls: vec![(key.to_owned(), "1".to_owned())], ..opts.clone() };
+        match lab::run(&sc, &bad, &AtomicBool::new(false)) {
+            Err(LabError::Unsupported(msg)) => assert!(msg.contains(key), "{msg}"),
+            other => panic!("expected an error naming sysctl {key}, got {other:?}"),
+        }
+        assert_eq!(lab_leftovers()?, Vec::<String>::new(), "a lab stopped by its setup leaves nothing");
+    }
     Ok(())
 }

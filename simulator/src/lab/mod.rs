@@ -11,6 +11,7 @@
 
 pub mod config;
 pub mod daemon;
+pub mod delay;
 pub mod error;
 pub mod memory;
 pub mod net;
@@ -62,6 +63,12 @@ pub struct Options {
     /// The queue of every cinema's upload (`tbf`'s `latency`; `None`: [`net::QUEUE`], as every link's):
     /// a DSL modem's is often a second or more.
     pub uplink_queue: Option<Duration>,
+    /// Network sysctls set in every node's namespace (`net.ipv4.tcp_slow_start_after_idle`, `0`), as an
+    /// operator would set them on the hosts.
+    pub sysctls: Vec<(String, String)>,
+    /// Hold every packet a node receives for the scenario's one-way latency of its pair ([`delay`]);
+    /// false: no latency is added (veth and bridges: tens of microseconds).
+    pub latency: bool,
 }
 
 /// What a lab run measured, before formatting.
@@ -89,6 +96,8 @@ pub struct Measured {
     pub congestion_control: Option<String>,
     /// What was done about the machine's memory, and what the guest reported to its host meanwhile.
     pub memory: memory::MemoryFigures,
+    /// What the delay line did (`None`: the run added no latency).
+    pub latency: Option<delay::DelayFigures>,
 }
 
 /// The work directory (one per machine: one lab at a time).
@@ -128,6 +137,8 @@ struct Guard {
     /// Free page reporting held off for the run; restored after the daemons stop (fields drop after
     /// [`Guard::drop`]).
     reporting: Option<memory::HeldReporting>,
+    /// The scenario's latency on the links; stopped when the guard drops if not before.
+    delay: Option<delay::DelayLine>,
 }
 
 impl Drop for Guard {
@@ -217,7 +228,7 @@ pub fn run(sc: &Scenario, opts: &Options, interrupted: &AtomicBool) -> Result<Me
     clean_previous()?;
     let work = work_dir();
     std::fs::create_dir_all(&work).map_err(LabError::io(format!("cannot create {}", work.display())))?;
-    let mut guard = Guard { daemons: Vec::new(), work: work.clone(), reporting: None };
+    let mut guard = Guard { daemons: Vec::new(), work: work.clone(), reporting: None, delay: None };
     std::fs::write(work.join("lab.pid"), std::process::id().to_string())
         .map_err(LabError::io("cannot write the lab's pid file"))?;
     let check = || if interrupted.load(Ordering::SeqCst) { Err(LabError::Interrupted) } else { Ok(()) };
@@ -238,8 +249,26 @@ pub fn run(sc: &Scenario, opts: &Options, interrupted: &AtomicBool) -> Result<Me
         if let Some(cc) = &opts.congestion_control {
             net::set_congestion_control(&net::node_ns(i), cc)?;
         }
+        for (key, value) in &opts.sysctls {
+            net::set_sysctl(&net::node_ns(i), key, value)?;
+        }
     }
     let congestion_control = net::congestion_control(&net::node_ns(0)).ok();
+    if opts.latency {
+        let receivers = (0..n)
+            .map(|j| delay::Receiver {
+                ns: net::node_ns(j),
+                from: (0..n)
+                    .filter(|&i| i != j)
+                    .map(|i| {
+                        let ip = net::node_ip(i).parse().expect("node_ip is an IPv4 address");
+                        (ip, Duration::from_micros(topo.latency(i as u32, j as u32)))
+                    })
+                    .collect(),
+            })
+            .collect();
+        guard.delay = Some(delay::DelayLine::start(receivers)?);
+    }
 
     // Films, key, configs.
     let films: Vec<PathBuf> = sc
@@ -401,6 +430,9 @@ pub fn run(sc: &Scenario, opts: &Options, interrupted: &AtomicBool) -> Result<Me
                     }
                 }
             }
+            if let Some(line) = guard.delay.as_mut() {
+                line.check()?;
+            }
             for i in 0..n {
                 if guard.daemons[i].as_mut().is_some_and(|d| !d.running()) {
                     eprintln!(
@@ -439,6 +471,7 @@ pub fn run(sc: &Scenario, opts: &Options, interrupted: &AtomicBool) -> Result<Me
             let _ = std::fs::copy(path(i, ".log"), logs.join(format!("{}.log", node.name)));
         }
     }
+    let latency = guard.delay.take().map(delay::DelayLine::stop).transpose()?;
     let memory = memory::MemoryFigures {
         reporting_order: guard.reporting.as_ref().map(memory::HeldReporting::orders),
         reported_kib: memory::machine_reported_kib().zip(reported_before).map(|(a, b)| a.saturating_sub(b)),
@@ -457,6 +490,7 @@ pub fn run(sc: &Scenario, opts: &Options, interrupted: &AtomicBool) -> Result<Me
         tcp,
         congestion_control,
         memory,
+        latency,
     })
 }
 
@@ -481,6 +515,7 @@ pub fn run_and_compare(
     let mut built = outputs::build(sc, opts.seed, &topo, &targets, &m);
     built.report.upload_limit_share = opts.upload_limit_share;
     built.report.uplink_queue_ms = opts.uplink_queue.map(|q| q.as_secs_f64() * 1e3);
+    built.report.sysctls = opts.sysctls.clone();
     outputs::write(&opts.out, sc, &built)?;
     let sim = crate::compare::Side::load(&sim_dir)?;
     let lab = crate::compare::Side::load(&opts.out)?;

@@ -9,8 +9,8 @@
 //!
 //! Every link is shaped with a token bucket (`tbf`, a burst of 4 ms at the rate, at least 4 KiB, and a
 //! 50 ms queue, [`QUEUE`]; a cinema's upload queue can be longer, as a modem's is: `--uplink-queue`). This
-//! kernel has no `netem`, so no latency is added: the lab's one-way latency is that of veth and bridges
-//! (tens of microseconds). Only namespaces are created (the interfaces live inside them),
+//! kernel has no `netem`: the scenario's latency is added by the lab's delay line ([`super::delay`]);
+//! without it the one-way latency is that of veth and bridges (tens of microseconds). Only namespaces are created (the interfaces live inside them),
 //! all named with [`PREFIX`], so deleting the namespaces removes everything.
 
 use std::process::Command;
@@ -99,7 +99,10 @@ const CONGESTION_CONTROL: &str = "/proc/sys/net/ipv4/tcp_congestion_control";
 
 /// Runs `f` on a thread inside namespace `ns` (`/proc/sys/net` and `/proc/thread-self/net` are then
 /// the namespace's).
-fn in_ns<T: Send>(ns: &str, f: impl FnOnce() -> Result<T, LabError> + Send) -> Result<T, LabError> {
+pub(super) fn in_ns<T: Send>(
+    ns: &str,
+    f: impl FnOnce() -> Result<T, LabError> + Send,
+) -> Result<T, LabError> {
     std::thread::scope(|s| {
         s.spawn(|| {
             super::probe::enter(ns)?;
@@ -132,6 +135,23 @@ pub fn set_congestion_control(ns: &str, name: &str) -> Result<(), LabError> {
                 have.trim()
             ))
         })
+    })
+}
+
+/// Sets the network sysctl `key` (`net.ipv4.tcp_slow_start_after_idle`: dotted, under `net.`, as `sysctl`
+/// names them) to `value` in namespace `ns`; one the namespace lacks is an error naming it.
+pub fn set_sysctl(ns: &str, key: &str, value: &str) -> Result<(), LabError> {
+    let ok = key.starts_with("net.")
+        && key.split('.').all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'));
+    if !ok {
+        return Err(LabError::Unsupported(format!(
+            "sysctl {key:?}: the lab sets network sysctls only (net.ipv4.tcp_slow_start_after_idle...)"
+        )));
+    }
+    let path = format!("/proc/sys/{}", key.replace('.', "/"));
+    in_ns(ns, || {
+        std::fs::write(&path, value)
+            .map_err(|e| LabError::Unsupported(format!("sysctl {key} = {value} in {ns}: {e} ({path})")))
     })
 }
 

@@ -15,7 +15,8 @@ use crate::scenario::Scenario;
 use crate::topology::Topology;
 
 /// What the lab's links are and are not.
-pub const SHAPING: &str = "tc tbf on every upload, download and ISP border (burst 4 ms at the rate, at least 4 KiB; queue 50 ms); no netem on this kernel, so no added latency";
+pub const SHAPING: &str =
+    "tc tbf on every upload, download and ISP border (burst 4 ms at the rate, at least 4 KiB; queue 50 ms)";
 
 /// The lab's `report.json`.
 #[derive(Debug, Clone, Serialize)]
@@ -81,6 +82,11 @@ pub struct LabReport {
     pub upload_limit_share: Option<f64>,
     /// Every cinema's upload queue, ms (`cinemesh-sim lab --uplink-queue`); `None`: the 50 ms of every link.
     pub uplink_queue_ms: Option<f64>,
+    /// Network sysctls the lab set in every node's namespace (`cinemesh-sim lab --sysctl`).
+    pub sysctls: Vec<(String, String)>,
+    /// The scenario's latency as the lab applied it: what its delay line did (`lab::delay`); `None`: no
+    /// latency added (`--no-latency`).
+    pub latency: Option<super::delay::DelayFigures>,
     /// The `[gossip]` section the daemons ran.
     pub gossip_config: GossipConfig,
     /// The `[transfer]` section the daemons ran.
@@ -444,6 +450,8 @@ pub fn build(sc: &Scenario, seed: u64, topo: &Topology, targets: &[Vec<bool>], m
         shaping: SHAPING,
         upload_limit_share: None,
         uplink_queue_ms: None,
+        sysctls: Vec::new(),
+        latency: m.latency,
         gossip_config: sc.gossip.clone(),
         transfer_config: sc.transfer.clone(),
         policy_config: sc.policy.clone(),
@@ -518,6 +526,26 @@ pub fn summary(r: &LabReport) -> String {
     if let Some(ms) = r.uplink_queue_ms {
         s += &format!("cinemas' upload queues: {ms:.0} ms (--uplink-queue)\n");
     }
+    if !r.sysctls.is_empty() {
+        let set: Vec<String> = r.sysctls.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        s += &format!("sysctls in every node's namespace (--sysctl): {}\n", set.join(", "));
+    }
+    s += &match &r.latency {
+        Some(d) => format!(
+            "latency: the scenario's one-way latency per pair, held at the receiver: {} packets held, \
+             let through at most {:.2} ms late ({} more than 1 ms late), at most {} held at once, {} overruns, \
+             {} without the kernel's stamp, {} CPU-s{}\n",
+            d.packets,
+            d.late_max_ms,
+            d.late_over_1ms,
+            d.held_max,
+            d.overruns,
+            d.unstamped,
+            d.cpu_s.map_or("-".to_owned(), |c| format!("{c:.1}")),
+            if d.realtime { "" } else { " (at normal priority: SCHED_FIFO refused)" }
+        ),
+        None => "latency: none added (--no-latency; veth and bridges only)\n".to_owned(),
+    };
     if let Some(w) = &r.wire {
         s += &format!(
             "wire: content is {:.3} of the bytes the superseeders' links sent, {:.3} of the cinemas' ({:.3} of \
