@@ -15,7 +15,8 @@
 //! the simulator.
 //!
 //! Bounds: each queue holds at most [`QUEUE_MAXLEN`] packets (the kernel drops beyond, as a full link would,
-//! and [`DelayFigures::overruns`] counts what the socket missed); the line holds nothing else. Its
+//! and [`DelayFigures::overruns`] counts what the socket missed); the line holds one small entry per packet
+//! the kernel holds for it, and nothing else. Its
 //! precision is the thread's wake-up: [`DelayFigures`] reports how late the latest verdict came.
 
 use std::collections::{BinaryHeap, HashMap};
@@ -297,11 +298,12 @@ fn netlink_error(what: &str, e: impl std::fmt::Display) -> LabError {
     LabError::Command { cmd: format!("netfilter queue: {what}"), reason: e.to_string() }
 }
 
-/// Sends `msg` (with `NLM_F_ACK`) and waits for the kernel's acknowledgement.
+/// Sends `msg` (with `NLM_F_ACK`) and waits for the kernel's acknowledgement: at most a few datagrams,
+/// each within the socket's receive timeout (set by [`open_queue`]).
 fn request(fd: &OwnedFd, msg: &[u8], what: &str) -> Result<(), LabError> {
     socket::send(fd.as_raw_fd(), msg, MsgFlags::empty()).map_err(|e| netlink_error(what, e))?;
     let mut buf = vec![0u8; 8192];
-    loop {
+    for _ in 0..16 {
         let n =
             socket::recv(fd.as_raw_fd(), &mut buf, MsgFlags::empty()).map_err(|e| netlink_error(what, e))?;
         for m in parse(&buf[..n]) {
@@ -312,6 +314,7 @@ fn request(fd: &OwnedFd, msg: &[u8], what: &str) -> Result<(), LabError> {
             }
         }
     }
+    Err(netlink_error(what, "no acknowledgement from the kernel"))
 }
 
 /// Opens and configures queue [`QUEUE`] in the calling thread's namespace.
@@ -326,6 +329,10 @@ fn open_queue(ns: &str) -> Result<OwnedFd, LabError> {
     socket::bind(fd.as_raw_fd(), &NetlinkAddr::new(0, 0)).map_err(|e| netlink_error("bind", e))?;
     // Room for a burst of packet messages (about 120 bytes each) while the line is busy.
     let _ = socket::setsockopt(&fd, socket::sockopt::RcvBufForce, &(8 << 20));
+    // The set-up waits for the kernel's acknowledgements at most this long each (the line reads without
+    // waiting).
+    socket::setsockopt(&fd, socket::sockopt::ReceiveTimeout, &nix::sys::time::TimeVal::new(5, 0))
+        .map_err(|e| netlink_error("receive timeout", e))?;
     let mut msg = Vec::new();
     message(&mut msg, MSG_CONFIG, NLM_F_REQUEST | NLM_F_ACK, &[(NFQA_CFG_CMD, &[CFG_CMD_BIND, 0, 0, 0])]);
     request(&fd, &msg, &format!("bind queue {QUEUE} in {ns}"))?;

@@ -10,8 +10,9 @@
 //! Every link is shaped with a token bucket (`tbf`, a burst of 4 ms at the rate, at least 4 KiB, and a
 //! 50 ms queue, [`QUEUE`]; a cinema's upload queue can be longer, as a modem's is: `--uplink-queue`). This
 //! kernel has no `netem`: the scenario's latency is added by the lab's delay line ([`super::delay`]);
-//! without it the one-way latency is that of veth and bridges (tens of microseconds). Only namespaces are created (the interfaces live inside them),
-//! all named with [`PREFIX`], so deleting the namespaces removes everything.
+//! without it the one-way latency is that of veth and bridges (tens of microseconds). Only namespaces are
+//! created (the interfaces live inside them), all named with [`PREFIX`], so deleting the namespaces removes
+//! everything.
 
 use std::process::Command;
 use std::time::Duration;
