@@ -253,7 +253,8 @@ pub struct Outcome {
     /// Chunk transfers that delivered a chunk the downloader already had.
     pub duplicate_transfers: u64,
     /// Each online node's request window and requests once a second of virtual time, as the lab reads
-    /// them from the daemons (`requests.csv`); empty above [`REQUESTS_CSV_MAX_NODES`] nodes.
+    /// them from the daemons (`requests.csv`); above [`REQUESTS_CSV_MAX_NODES`] nodes only those `sim.trace`
+    /// names have samples, and with none named it is empty.
     pub requests: Vec<Vec<RequestSample>>,
     /// Busy answers.
     pub busy: u64,
@@ -340,6 +341,9 @@ impl std::fmt::Debug for NodeState {
 pub struct Engine<'a> {
     /// Per node, the samples of `requests.csv` ([`Outcome::requests`]), and when the next is due.
     requests: Vec<Vec<RequestSample>>,
+    /// Which nodes are sampled: every node of a run of at most [`REQUESTS_CSV_MAX_NODES`], else those
+    /// `sim.trace` names.
+    sampled: Vec<bool>,
     next_sample: f64,
     sc: &'a Scenario,
     topo: Topology,
@@ -526,8 +530,14 @@ impl<'a> Engine<'a> {
             .iter()
             .map(|n| (!n.seeder).then(|| classes.binary_search(&n.class).ok()).flatten())
             .collect();
+        let sampled: Vec<bool> = topo
+            .nodes
+            .iter()
+            .map(|node| n <= REQUESTS_CSV_MAX_NODES || sc.sim.trace.contains(&node.name))
+            .collect();
         let mut e = Engine {
-            requests: vec![Vec::new(); if n <= REQUESTS_CSV_MAX_NODES { n } else { 0 }],
+            requests: vec![Vec::new(); if sampled.iter().any(|&s| s) { n } else { 0 }],
+            sampled,
             next_sample: 0.0,
             sc,
             topo,
@@ -1300,7 +1310,7 @@ impl<'a> Engine<'a> {
         while self.next_sample < now {
             for (x, samples) in self.requests.iter_mut().enumerate() {
                 let n = &self.nodes[x];
-                if !n.online || samples.len() >= REQUESTS_CSV_MAX_SAMPLES {
+                if !self.sampled[x] || !n.online || samples.len() >= REQUESTS_CSV_MAX_SAMPLES {
                     continue;
                 }
                 let s = n.engine.scheduler_stats();

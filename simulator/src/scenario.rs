@@ -257,6 +257,12 @@ pub struct SimConfig {
     /// Record the kinds of engine inputs and outputs every node sees (the parity test with the node).
     #[serde(default)]
     pub record_engine: bool,
+    /// Nodes whose request window is sampled into `requests.csv` whatever the run's size, by name
+    /// (`cinema-N`, `seeder-N`; at most [`crate::engine::REQUESTS_CSV_MAX_NODES`]), e.g. `--set
+    /// 'sim.trace=["cinema-198"]'` to see why one cinema of a fleet is late. Runs of at most that many nodes
+    /// sample every node anyway.
+    #[serde(default)]
+    pub trace: Vec<String>,
     /// Every cinema declares its line (`transfer.downlink` = its access class's download rate), as the
     /// operator guide asks of a cinema that knows it. false: `transfer.downlink` as the scenario sets it.
     pub declared_downlinks: bool,
@@ -288,6 +294,7 @@ impl Default for SimConfig {
             kad_k: 20,
             kad_alpha: 3,
             record_engine: false,
+            trace: Vec::new(),
             declared_downlinks: true,
             declared_uplinks: false,
             abortable_uploads: false,
@@ -526,6 +533,22 @@ impl Scenario {
             )?;
             check(fraction(film.targets) && film.targets > 0.0, f("targets"), "must be in (0, 1]")?;
             check(film.publish < self.sim.horizon, f("publish"), "must be before sim.horizon")?;
+        }
+        let max = crate::engine::REQUESTS_CSV_MAX_NODES;
+        check(self.sim.trace.len() <= max, "sim.trace", format!("at most {max} nodes"))?;
+        for name in &self.sim.trace {
+            let known = |prefix: &str, count: u32| {
+                name.strip_prefix(prefix).and_then(|i| i.parse::<u32>().ok()).is_some_and(|i| i < count)
+            };
+            check(
+                known("cinema-", self.cinemas) || known("seeder-", self.seeders.count),
+                "sim.trace",
+                format!(
+                    "unknown node {name:?}: cinema-0 to cinema-{} and seeder-0 to seeder-{} exist",
+                    self.cinemas.saturating_sub(1),
+                    self.seeders.count.saturating_sub(1)
+                ),
+            )?;
         }
         let c = &self.churn;
         check(fraction(c.offline_fraction), "churn.offline_fraction", "must be between 0 and 1")?;

@@ -378,6 +378,30 @@ fn alike_cinemas_far_from_the_origin_do_not_lock_step_when_the_scenario_says_no_
 }
 
 #[test]
+fn a_fleet_s_named_cinema_has_its_request_window_sampled() {
+    // Above 64 nodes `requests.csv` is written only for the nodes `sim.trace` names.
+    let traced = scenario("small-8.toml", &["cinemas=70", r#"sim.trace=["cinema-3", "seeder-0"]"#]);
+    let dir = tempfile::tempdir().unwrap();
+    let (o, r) = simulate(&traced, 1, None).unwrap();
+    report::write(dir.path(), &traced, &o, &r).unwrap();
+    let csv = std::fs::read_to_string(dir.path().join("requests.csv")).unwrap();
+    let mut names: Vec<&str> = csv.lines().skip(1).filter_map(|l| l.split(',').next()).collect();
+    names.dedup();
+    assert_eq!(names, ["cinema-3", "seeder-0"]);
+    assert!(csv.lines().count() > 10, "{csv}");
+    // Unnamed, a fleet writes none.
+    let (o, r) = simulate(&scenario("small-8.toml", &["cinemas=70"]), 1, None).unwrap();
+    let plain = tempfile::tempdir().unwrap();
+    report::write(plain.path(), &traced, &o, &r).unwrap();
+    assert!(!plain.path().join("requests.csv").exists());
+    // A name that is no node's is an error that names the field.
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scenarios/small-8.toml");
+    let err = Scenario::load(&path, &[r#"sim.trace=["cinema-8"]"#.to_owned()]).unwrap_err();
+    assert!(err.to_string().contains("sim.trace"), "{err}");
+    assert!(err.to_string().contains("cinema-0 to cinema-7"), "{err}");
+}
+
+#[test]
 fn cinemas_that_declare_their_uplinks_keep_their_answers_below_them_while_they_fetch() {
     // The cinema that finishes last fetched from start to end: what it uploaded meanwhile is its pace's.
     let last_upload_share = |sets: &[&str]| {
