@@ -540,11 +540,12 @@ impl Scenario {
             let known = |prefix: &str, count: u32| {
                 name.strip_prefix(prefix).and_then(|i| i.parse::<u32>().ok()).is_some_and(|i| i < count)
             };
+            use crate::topology::{CINEMA_PREFIX as C, SEEDER_PREFIX as S};
             check(
-                known("cinema-", self.cinemas) || known("seeder-", self.seeders.count),
+                known(C, self.cinemas) || known(S, self.seeders.count),
                 "sim.trace",
                 format!(
-                    "unknown node {name:?}: cinema-0 to cinema-{} and seeder-0 to seeder-{} exist",
+                    "unknown node {name:?}: {C}0 to {C}{} and {S}0 to {S}{} exist",
                     self.cinemas.saturating_sub(1),
                     self.seeders.count.saturating_sub(1)
                 ),

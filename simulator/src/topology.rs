@@ -40,6 +40,11 @@ pub struct Node {
 /// `jitter >= 0.1` are unchanged.
 pub const PATH_SPREAD: f64 = 0.1;
 
+/// Cinemas are named this and their index (`cinema-0`), superseeders [`SEEDER_PREFIX`] and theirs.
+pub const CINEMA_PREFIX: &str = "cinema-";
+/// See [`CINEMA_PREFIX`].
+pub const SEEDER_PREFIX: &str = "seeder-";
+
 /// Nodes, ISPs and the connection graph.
 #[derive(Debug, Clone)]
 pub struct Topology {
@@ -119,13 +124,13 @@ impl Topology {
             if let Some(l) = scenario.transfer.download_limit {
                 down = down.min(l.0);
             }
-            let name = format!("cinema-{i}");
+            let name = format!("{CINEMA_PREFIX}{i}");
             let locality = Locality::new(isps[isp as usize].clone(), name.clone());
             nodes.push(Node { name, isp, class, up, down, seeder: false, locality });
         }
         let seeder_isp = isps.iter().position(|n| *n == scenario.seeders.isp).unwrap_or(0) as u16;
         for s in 0..scenario.seeders.count {
-            let name = format!("seeder-{s}");
+            let name = format!("{SEEDER_PREFIX}{s}");
             let locality = Locality::new(isps[seeder_isp as usize].clone(), name.clone());
             nodes.push(Node {
                 name,
