@@ -494,6 +494,19 @@ pub fn run(sc: &Scenario, opts: &Options, interrupted: &AtomicBool) -> Result<Me
     })
 }
 
+/// The scenario the lab's prediction runs: the lab's own network, whose every shaped link holds a queue
+/// when full (its `tbf`s' [`net::QUEUE`], of which [`crate::scenario::LAB_FULL_QUEUE`] is what they were
+/// measured to hold), and the cinemas' uplink queue the lab shapes (`--uplink-queue`). The scenario's own
+/// `sim.full_queue` describes the network it models, not the lab's, so the lab's replaces it.
+pub fn prediction_scenario(sc: &Scenario, uplink_queue: Option<Duration>) -> Scenario {
+    let mut predicted = sc.clone();
+    predicted.sim.full_queue = crate::scenario::LAB_FULL_QUEUE;
+    if uplink_queue.is_some() {
+        predicted.sim.uplink_queue = uplink_queue;
+    }
+    predicted
+}
+
 /// What `cinemesh-sim lab` does: the simulator's prediction into `out/sim`, the lab run into `out`, and
 /// the comparison (`out/compare.txt`, `out/compare-cdf.svg`). Returns the lab's report and the text
 /// printed.
@@ -503,11 +516,7 @@ pub fn run_and_compare(
     interrupted: &AtomicBool,
 ) -> Result<(outputs::LabReport, String), LabError> {
     let sim_dir = opts.out.join("sim");
-    // The prediction models the cinemas' uplink queue the lab shapes (`--uplink-queue`).
-    let mut predicted = sc.clone();
-    if opts.uplink_queue.is_some() {
-        predicted.sim.uplink_queue = opts.uplink_queue;
-    }
+    let predicted = prediction_scenario(sc, opts.uplink_queue);
     let (outcome, prediction) = crate::simulate(&predicted, opts.seed, None)?;
     crate::report::write(&sim_dir, &predicted, &outcome, &prediction)?;
     let m = run(sc, opts, interrupted)?;
@@ -527,9 +536,10 @@ pub fn run_and_compare(
     write("compare.txt", &table)?;
     write("compare-cdf.svg", &crate::compare::chart(&sim, &lab)?)?;
     let text = format!(
-        "{}\nsimulator (seed {}):\n{}\n{table}",
+        "{}\nsimulator (seed {}, the lab's queues modelled: sim.full_queue {} ms):\n{}\n{table}",
         outputs::summary(&built.report),
         opts.seed,
+        predicted.sim.full_queue.as_millis(),
         prediction.summary()
     );
     Ok((built.report, text))
