@@ -417,10 +417,22 @@ fn cinemas_that_declare_their_uplinks_keep_their_answers_below_them_while_they_f
             .unwrap();
         o.stats[i].bytes_up as f64 / (o.topo.nodes[i].up * t)
     };
-    // A slow distributor: the cinemas' uploads carry most of the film.
-    let free = last_upload_share(&["seeders.up=20Mbit/s", "access.fibre.up=10Mbit/s"]);
-    let paced =
-        last_upload_share(&["seeders.up=20Mbit/s", "access.fibre.up=10Mbit/s", "sim.declared_uplinks=true"]);
+    // A slow distributor: the cinemas' uploads carry most of the film. Their lines, 10 Mbit/s up beside
+    // 300 (fibre) or 100 (VDSL, raised here) down, are narrow: their acknowledgements need 1.2 and 0.4 of
+    // the uplink.
+    let lines = [
+        "seeders.up=20Mbit/s",
+        "access.fibre.up=10Mbit/s",
+        "access.vdsl.down=100Mbit/s",
+        "sim.declared_downlinks=true",
+    ];
+    let free = last_upload_share(&lines);
+    let paced = last_upload_share(&[&lines[..], &["sim.declared_uplinks=true"]].concat());
+    // Wide lines (fibre 100/300: 0.12, VDSL 8/50: 0.25) are as if undeclared.
+    let wide = ["seeders.up=20Mbit/s", "sim.declared_downlinks=true"];
+    let wide_free = last_upload_share(&wide);
+    let wide_declared = last_upload_share(&[&wide[..], &["sim.declared_uplinks=true"]].concat());
+    assert_eq!(wide_free, wide_declared, "a wide declared uplink paces nothing");
     // Links carry 1448 of every 1514 bytes (`sim.payload_share`): 0.956 of the line at most, above the pace.
     let line_share = cinemesh_core::engine::LINE_SHARE;
     assert!(free > line_share, "without a declared uplink the last cinema's line is fuller: {free:.3}");
@@ -475,6 +487,12 @@ fn behind_a_modem_s_queue_a_fetching_cinema_finds_its_uplink_as_a_daemon_does() 
     // The lab's own 50 ms queues hold about 30 ms: never a long queue.
     assert_eq!(found(&["sim.full_queue=30ms"]), 0);
     assert_eq!(found(&["sim.uplink_queue=1s", "transfer.find_uplink=false"]), 0);
-    // A declared uplink paces from the start: nothing to find.
-    assert_eq!(found(&["sim.uplink_queue=1s", "sim.declared_uplinks=true"]), 0);
+    // A narrow declared uplink (the ADSL cinemas': 1 Mbit/s up, 15 down) paces from the start: nothing to
+    // find; a wide one (fibre 100/300, VDSL 8/50) is as if undeclared and may still be found.
+    let undeclared = found(&["sim.uplink_queue=1s"]);
+    let declared = found(&["sim.uplink_queue=1s", "sim.declared_uplinks=true"]);
+    assert!(
+        declared < undeclared && declared <= 9,
+        "{declared} of 12 found with uplinks declared, {undeclared} without"
+    );
 }

@@ -384,9 +384,11 @@ pub struct TransferConfig {
     /// While it fetches, the node keeps its answers below it by the room its own downloads' acknowledgements
     /// need ([`Engine::upload_pace`](crate::engine::Engine::upload_pace)): an uplink kept full by uploads
     /// queues and drops those acknowledgements, and the node's downloads crawl (measured on an ADSL line:
-    /// a third of its download rate). Once it fetches nothing, it uploads at its full line.
+    /// a third of its download rate). Once it fetches nothing, it uploads at its full line. Only a narrow
+    /// line paces ([`NARROW_UPLINK`](crate::engine::NARROW_UPLINK): its acknowledgements need a third of it
+    /// or more, as an ADSL line's do); a wider one is as if undeclared.
     pub uplink: Option<Rate>,
-    /// With no `uplink` declared, a fetching node whose round trips to every peer rise by more than
+    /// With no narrow `uplink` declared, a fetching node whose round trips to every peer rise by more than
     /// [`LONG_QUEUE`](crate::engine::LONG_QUEUE) (its own line's queue is long: a DSL modem's) takes the
     /// rate it uploads at as its uplink and paces by it as if declared
     /// ([`Engine::found_uplink`](crate::engine::Engine::found_uplink)).

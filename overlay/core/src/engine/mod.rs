@@ -436,6 +436,16 @@ pub const ACK_ROOM: f64 = 0.04;
 /// However fast a node downloads, its answers keep at least this share of its declared uplink.
 pub const MIN_LINE_SHARE: f64 = 0.1;
 
+/// A declared uplink paces the node's answers only when it is narrow: when the acknowledgements of a
+/// download at the node's downlink (declared, or else the fastest it received at) need at least this share of
+/// it ([`ACK_ROOM`] of the downlink). An ADSL line (1 Mbit/s up, 15 down) needs 0.6 of it, VDSL (8/50)
+/// 0.25, fibre (100/300) 0.12. On real lab-hetero without its borders, pacing the ADSL lines brought them
+/// from 89-97 s to 81-83 s (their own line's time: 71.6 s), while pacing the fibre and VDSL lines too made
+/// those 36-62% later; a wide line's own acknowledgements get through a full uplink, and its answers are
+/// worth more to the others (docs/benchmarks.md, "Only a narrow uplink paces"). A wide declared line is
+/// treated as undeclared: the node may still find its uplink full behind a long queue.
+pub const NARROW_UPLINK: f64 = 1.0 / 3.0;
+
 /// A queue of its own longer than this ([`Engine::own_queue`]), while the node fetches with its uplink
 /// undeclared and `transfer.find_uplink` on, makes it take the rate it uploads at as its uplink
 /// ([`Engine::found_uplink`]). A short shaper queue never reaches it (with the lab's 50 ms ones the own queue
@@ -649,16 +659,14 @@ impl<P: PeerKey> Engine<P> {
     }
 
     /// The rate at which this node's answers go out, bytes/s (none = as fast as the links take them): the
-    /// upload limit in force, and, while a node that declared its uplink (`transfer.uplink`) fetches, that
-    /// line's [`LINE_SHARE`] less [`ACK_ROOM`] of its receive rate (at least [`MIN_LINE_SHARE`] of it).
+    /// upload limit in force, and, while a node that declared a narrow uplink (`transfer.uplink`,
+    /// [`NARROW_UPLINK`]) or found its uplink fetches, that line's [`LINE_SHARE`] less [`ACK_ROOM`] of its
+    /// receive rate (at least [`MIN_LINE_SHARE`] of it).
     /// The engine grants answers at this rate; the body sends their bytes at it, so that the uplink's
     /// queue stays short and the acknowledgements of the node's own downloads get through.
     pub fn upload_pace(&self) -> Option<f64> {
         let line = self
-            .cfg
-            .transfer
-            .uplink
-            .map(|r| r.0)
+            .narrow_uplink()
             .or(self.found_uplink)
             .filter(|_| self.fetches.values().any(|f| matches!(f, Fetch::Active)));
         let line = line.map(|up| (up * LINE_SHARE - ACK_ROOM * self.recv.last).max(up * MIN_LINE_SHARE));
@@ -667,6 +675,16 @@ impl<P: PeerKey> Engine<P> {
             (limit, None) => limit,
             (None, line) => line,
         }
+    }
+
+    /// The declared uplink (`transfer.uplink`), bytes/s, when it is narrow ([`NARROW_UPLINK`]): its
+    /// acknowledgements' share of it reckoned at the declared downlink (`transfer.downlink`), or, undeclared,
+    /// at the fastest receive rate so far.
+    pub fn narrow_uplink(&self) -> Option<f64> {
+        let t = &self.cfg.transfer;
+        let up = t.uplink?.0;
+        let down = t.downlink.map_or(self.recv.peak, |r| r.0);
+        (ACK_ROOM * down >= NARROW_UPLINK * up).then_some(up)
     }
 
     /// The delay common to the round trips to every peer: the least of the last round trips to the peers
@@ -704,7 +722,9 @@ impl<P: PeerKey> Engine<P> {
 
     fn find_uplink(&mut self, now: Time) {
         let t = &self.cfg.transfer;
-        if t.uplink.is_some() || !t.find_uplink || !self.fetches.values().any(|f| matches!(f, Fetch::Active))
+        if self.narrow_uplink().is_some()
+            || !t.find_uplink
+            || !self.fetches.values().any(|f| matches!(f, Fetch::Active))
         {
             return;
         }

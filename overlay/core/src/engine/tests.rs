@@ -466,9 +466,11 @@ fn the_upload_limit_paces_answers_without_holding_anything_but_a_timer() {
 
 #[test]
 fn a_fetching_cinema_keeps_its_answers_below_its_uplink_by_the_room_its_acknowledgements_need() {
-    // An 8 Mbit/s uplink (1 MB/s), declared.
+    // An 8 Mbit/s uplink (1 MB/s) beside an 80 Mbit/s downlink, declared: narrow (its acknowledgements
+    // need 0.4 of it).
     let mut c = cfg(Role::Cinema, "a");
     c.transfer.uplink = Some(crate::config::Rate(1e6));
+    c.transfer.downlink = Some(crate::config::Rate(10e6));
     let mut idle = Engine::<u32>::new(c.clone());
     assert_eq!(idle.upload_pace(), None, "fetching nothing: the whole line");
     idle.set_limits(t(0), Limits { upload: Some(5e5), download: None });
@@ -525,6 +527,37 @@ fn a_fetching_cinema_keeps_its_answers_below_its_uplink_by_the_room_its_acknowle
         asked.extend(rates_told(drain(&mut e)));
     }
     assert_eq!(e.upload_pace(), Some(0.1e6), "at least a tenth of the line");
+}
+
+#[test]
+fn only_a_narrow_declared_uplink_paces_a_fetching_cinema() {
+    // Fibre, 100 Mbit/s up and 300 down, both declared: its acknowledgements need 0.12 of the uplink.
+    let mut c = cfg(Role::Cinema, "a");
+    c.transfer.uplink = Some(crate::config::Rate(12.5e6));
+    c.transfer.downlink = Some(crate::config::Rate(37.5e6));
+    let e = fetching_from_one_peer_as(c.clone(), 64);
+    assert_eq!((e.narrow_uplink(), e.upload_pace()), (None, None), "a wide line is as if undeclared");
+    // ADSL, 1 Mbit/s up and 15 down: 0.6.
+    c.transfer.uplink = Some(crate::config::Rate(125e3));
+    c.transfer.downlink = Some(crate::config::Rate(1.875e6));
+    let e = fetching_from_one_peer_as(c.clone(), 64);
+    assert_eq!(e.narrow_uplink(), Some(125e3));
+    assert_eq!(e.upload_pace(), Some(125e3 * LINE_SHARE));
+    // The downlink undeclared: narrow once the node has received fast enough to show it.
+    c.transfer.uplink = Some(crate::config::Rate(0.45e6));
+    c.transfer.downlink = None;
+    let mut e = fetching_from_one_peer_as(c, 64);
+    assert_eq!((e.narrow_uplink(), e.upload_pace()), (None, None), "nothing received yet");
+    let mut asked = rates_told(drain(&mut e));
+    for (n, ms) in (0..=8u64).map(|k| 250 * k).enumerate() {
+        store_from_1(&mut e, t(ms), asked[n].0, 0.1);
+        asked.extend(rates_told(drain(&mut e)));
+    }
+    // 4 MiB/s received: its acknowledgements need more than a third of 0.45 MB/s.
+    assert!(e.recv.peak >= 4e6, "{}", e.recv.peak);
+    assert_eq!(e.narrow_uplink(), Some(0.45e6));
+    let pace = e.upload_pace().unwrap();
+    assert!((pace - (0.45e6 * LINE_SHARE - ACK_ROOM * e.recv.last).max(0.45e6 * MIN_LINE_SHARE)).abs() < 1.0);
 }
 
 #[test]
