@@ -496,3 +496,20 @@ fn behind_a_modem_s_queue_a_fetching_cinema_finds_its_uplink_as_a_daemon_does() 
         "{declared} of 12 found with uplinks declared, {undeclared} without"
     );
 }
+
+#[test]
+fn a_report_warns_of_narrow_uplinks_left_undeclared() {
+    let warned = |name: &str, sets: &[&str]| {
+        let sc = scenario(name, sets);
+        let (_, r) = simulate(&sc, 1, None).unwrap();
+        r.warnings.iter().any(|w| w.contains("narrow uplinks"))
+    };
+    // lab-hetero's three ADSL cinemas (1 Mbit/s up, 15 down): 0.6 of the uplink for acknowledgements.
+    assert!(warned("lab-hetero.toml", &[]));
+    let sc = scenario("lab-hetero.toml", &[]);
+    let (_, r) = simulate(&sc, 1, None).unwrap();
+    assert!(r.summary().contains("3 cinemas have narrow uplinks"), "{}", r.summary());
+    assert!(!warned("lab-hetero.toml", &["sim.declared_uplinks=true"]), "declared: paced as on the node");
+    // 20 up, 100 down: 0.2, wide.
+    assert!(!warned("lab-16.toml", &[]));
+}
