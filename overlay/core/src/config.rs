@@ -357,6 +357,10 @@ pub struct TransferConfig {
     /// their askers harder: on cinemas-350 the p90 point slowdown falls 1-5%, but the real labs lose 3-8%
     /// (docs/benchmarks.md, "Seeders that rank harder").
     pub seeder_open_slots: Option<f64>,
+    /// A cinema on a slow line yields to faster ones early: with its `downlink` declared at most a quarter
+    /// of the fastest its peers declare and at least twice the slowest, it fetches at half its line while
+    /// its fetch stays ahead of 1.2 times the line's own time ([`Engine::yielding`](crate::engine::Engine::yielding)).
+    pub slow_line_yields: bool,
     /// A request unanswered after this long is given up and asked of another peer.
     #[serde(with = "human_duration")]
     pub request_timeout: Duration,
@@ -417,6 +421,9 @@ impl Default for TransferConfig {
             spare_load: 0.5,
             open_slots: 0.5,
             seeder_open_slots: None,
+            // The fleet's p90 and max point slowdown 2-8% lower on every seed, its VDSL and business lines 9-12%
+            // later (docs/benchmarks.md, "A slow line yields early").
+            slow_line_yields: true,
             // A total, not an idle, timeout: a 4 MiB chunk from an ADSL uploader (1 Mbit/s) sharing its
             // 20 slots takes minutes. A dead peer fails its requests at once (connection closed).
             request_timeout: Duration::from_secs(300),

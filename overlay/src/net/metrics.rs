@@ -115,6 +115,9 @@ pub struct Metrics {
     pub own_queue: Gauge,
     /// The uplink found full, bytes/s (`Engine::found_uplink`; 0: none).
     pub found_uplink: Gauge,
+    /// The download rate a slow line keeps to while it yields to faster ones, bytes/s
+    /// (`Engine::yielding`; 0: not yielding).
+    pub yield_rate: Gauge,
     /// Chunk requests in flight, as of the last tick.
     pub requests_in_flight: Gauge,
     /// Of them, to peers not known to share this node's ISP (`Engine::in_flight_other_isp`).
@@ -231,6 +234,11 @@ impl Metrics {
             "found_uplink_bytes",
             "The uplink this node found full (its own queue past 250 ms while it fetched), bytes/s, which paces its answers while it fetches (0: none)",
             m.found_uplink.clone(),
+        );
+        r.register(
+            "yield_rate_bytes",
+            "The download rate this cinema keeps to while its slow line yields to faster ones early (transfer.slow_line_yields), bytes/s (0: not yielding)",
+            m.yield_rate.clone(),
         );
         r.register("requests_in_flight", "Chunk requests in flight", m.requests_in_flight.clone());
         r.register(

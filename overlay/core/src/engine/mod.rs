@@ -311,6 +311,10 @@ pub struct Engine<P: PeerKey> {
     recv: ReceiveRate,
     /// The highest receive rate askers told us, and when (it halves every [`ASKER_HALF_LIFE`]).
     fastest_asker: (f64, Time),
+    /// When each active fetch began ([`yielding`](Self::yielding)).
+    active_at: BTreeMap<ContentId, Time>,
+    /// The fastest and the slowest line the cinemas among the peers declare, bytes/s (0 and infinity: none).
+    peer_lines: (f64, f64),
     /// Every cinema among our peers, and we if we are one, declared a line within [`ALIKE_LINES`] of the
     /// others' (see there).
     alike: bool,
@@ -396,6 +400,20 @@ impl ReceiveRate {
 /// 0.920 with lines declared alike; lab-8 0.911 -> 0.927 (docs/benchmarks.md, "Alike lines are served
 /// alike"). A fleet whose lines differ, or that declares none, is ranked as before.
 pub const ALIKE_LINES: f64 = 1.2;
+
+/// A cinema's declared line at most this share of the fastest its peers declare may yield
+/// ([`Engine::yielding`]): VDSL's 50 Mbit/s beside fibre's 300 and more.
+pub const YIELD_BELOW: f64 = 0.25;
+
+/// ... and at least this many times the slowest its peers declare: the slowest line around never yields.
+pub const YIELD_ABOVE: f64 = 2.0;
+
+/// The share of its line a yielding cinema fetches at.
+pub const YIELD_SHARE: f64 = 0.5;
+
+/// A cinema yields while its fetch, at its whole line from now on, would end before this many times its
+/// line's own time for the content since the fetch began.
+pub const YIELD_UNTIL: f64 = 1.2;
 
 /// A cinema refused by busy uploaders tells them at most this many times its peak receive rate.
 pub const MAX_RATE_BOOST: f64 = 8.0;
@@ -530,6 +548,8 @@ impl<P: PeerKey> Engine<P> {
             housekeeping_at: None,
             recv: ReceiveRate::default(),
             fastest_asker: (0.0, Time::ZERO),
+            active_at: BTreeMap::new(),
+            peer_lines: (0.0, f64::INFINITY),
             alike: false,
             out: VecDeque::new(),
             stats: Stats::default(),
@@ -867,9 +887,59 @@ impl<P: PeerKey> Engine<P> {
         }
     }
 
+    /// The download rate this cinema keeps to while it yields to faster lines, bytes/s: with
+    /// `transfer.slow_line_yields` and its `downlink` declared at most [`YIELD_BELOW`] times the fastest line
+    /// its peers declare and at least [`YIELD_ABOVE`] times the slowest, [`YIELD_SHARE`] of its line while
+    /// every fetch, at the whole line from now on, would end before [`YIELD_UNTIL`] times the line's own
+    /// time for the content since the fetch began (and none has a deadline nearer than that many times its
+    /// line's time for what is left). The completion-CDF bound puts
+    /// such a line at its own time, far beyond the fast lines' points, so it has slack, which the fast lines
+    /// use while they need every uplink; the slowest line around never yields, as it likely holds the last
+    /// point (Kumar-Ross).
+    pub fn yielding(&self, now: Time) -> Option<f64> {
+        let t = &self.cfg.transfer;
+        let (true, Some(down), Role::Cinema) = (t.slow_line_yields, t.downlink, self.cfg.role) else {
+            return None;
+        };
+        let down = down.0;
+        let (fastest, slowest) = self.peer_lines;
+        if down > YIELD_BELOW * fastest || down < YIELD_ABOVE * slowest || self.active_at.is_empty() {
+            return None;
+        }
+        let ahead = self.active_at.iter().all(|(c, &start)| {
+            let Some(h) = self.held.get(c) else { return false };
+            let size = h.held.size as f64;
+            let left = size * (1.0 - h.held.have.count() as f64 / h.held.have.len().max(1) as f64);
+            let near =
+                |deadline: Time| deadline.saturating_since(now).as_secs_f64() <= YIELD_UNTIL * left / down;
+            now.saturating_since(start).as_secs_f64() + left / down < YIELD_UNTIL * size / down
+                && !self.offers.get(c).and_then(|o| o.deadline).is_some_and(near)
+        });
+        ahead.then_some(YIELD_SHARE * down)
+    }
+
+    /// Keeps the download bucket at the download limit in force and the yield's rate, the lower.
+    fn reyield(&mut self, now: Time) {
+        let rate = match (self.limits.download, self.yielding(now)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        match (&mut self.down_bucket, rate) {
+            (Some(b), Some(r)) => {
+                if (b.rate() - r).abs() > 0.01 * r {
+                    b.set_rate(now, r);
+                }
+            }
+            (None, Some(r)) => self.down_bucket = Some(bucket(r, now)),
+            (Some(_), None) => self.down_bucket = None,
+            (None, None) => {}
+        }
+    }
+
     /// Drains the scheduler: requests go out while the download bucket allows, cancels, penalties,
     /// completions.
     fn drive(&mut self, now: Time) {
+        self.reyield(now);
         loop {
             while let Some(o) = self.scheduler.poll_queued() {
                 self.on_scheduler_output(now, o);
@@ -912,6 +982,7 @@ impl<P: PeerKey> Engine<P> {
 
     fn complete(&mut self, content: ContentId) {
         self.fetches.remove(&content);
+        self.active_at.remove(&content);
         if let Some(h) = self.held.get_mut(&content) {
             h.held.have = Bitfield::full(h.held.have.len());
         }
@@ -1013,6 +1084,13 @@ impl<P: PeerKey> Engine<P> {
         });
         // At least one cinema besides us.
         let enough = peers > u32::from(matches!(self.cfg.role, Role::Cinema));
+        self.peer_lines = self
+            .sessions
+            .values()
+            .filter(|s| s.joined && s.info.role == Some(Role::Cinema))
+            .filter_map(|s| s.info.downlink.filter(|&d| d > 0))
+            .map(|d| d as f64)
+            .fold((0.0, f64::INFINITY), |(hi, lo), d| (hi.max(d), lo.min(d)));
         let alike = declared && enough && hi <= ALIKE_LINES * lo;
         if alike != self.alike {
             self.alike = alike;
@@ -1384,6 +1462,7 @@ impl<P: PeerKey> Engine<P> {
         }
         let deadline = self.offers.get(&content).and_then(|o| o.deadline);
         self.fetches.insert(content, Fetch::Active);
+        self.active_at.entry(content).or_insert(now);
         self.scheduler.add_content(now, ContentSpec { id: content, chunks: have.len(), deadline }, have);
         let joined: Vec<P> = self.joined().cloned().collect();
         for peer in joined {

@@ -530,6 +530,61 @@ fn a_fetching_cinema_keeps_its_answers_below_its_uplink_by_the_room_its_acknowle
 }
 
 #[test]
+fn a_slow_line_yields_to_faster_ones_while_ahead_of_its_own_time() {
+    let bytes = |mbit: f64| mbit * 1e6 / 8.0;
+    let line = |mbit: f64| PeerInfo { downlink: Some(bytes(mbit) as u64), ..info("a") };
+    let mut c = cfg(Role::Cinema, "a");
+    c.transfer.downlink = Some(crate::config::Rate(bytes(50.0)));
+    // A VDSL cinema fetching 64 MiB: 10.7 s at its whole line.
+    let own = 64.0 * CHUNK as f64 / bytes(50.0);
+    let at = |share: f64| t(0) + Duration::from_secs_f64(share * own);
+    let mut e = fetching_from_one_peer_as(c.clone(), 64);
+    assert_eq!(e.yielding(t(0)), None, "no peer declares a line");
+    e.connected(t(0), 2);
+    e.hello(t(0), 2, line(300.0));
+    assert_eq!(e.yielding(t(0)), None, "the slowest line around never yields");
+    e.connected(t(0), 3);
+    e.hello(t(0), 3, line(15.0));
+    assert_eq!(e.yielding(t(0)), Some(YIELD_SHARE * bytes(50.0)), "fibre and ADSL around it");
+    // Nothing received: ahead of 1.2 times its own time for 0.2 of it.
+    assert!(e.yielding(at(0.19)).is_some());
+    assert_eq!(e.yielding(at(0.21)), None, "behind: the whole line again");
+    // Half of it held at 0.6 of its own time: 0.6 + 0.5 < 1.2, it yields again.
+    for i in 0..32 {
+        e.chunk_reply(at(0.6), &1, &C, i, Reply::Answer(Answer::Data { len: CHUNK, load: 0.1 }));
+        e.chunk_written(at(0.6), &1, &C, i, CHUNK, Written::Ok);
+    }
+    assert!(e.yielding(at(0.6)).is_some());
+    assert_eq!(e.yielding(at(0.71)), None);
+    // A fast line nearby less than four times its own: no claim to go first.
+    let mut e = fetching_from_one_peer_as(c.clone(), 64);
+    for (p, mbit) in [(2, 150.0), (3, 15.0)] {
+        e.connected(t(0), p);
+        e.hello(t(0), p, line(mbit));
+    }
+    assert_eq!(e.yielding(t(0)), None);
+    // A far deadline (an hour) leaves it yielding; turned off, or a deadline within 1.2 times its line's
+    // time for what is left (12 s), it does not.
+    for (yields, deadline, expected) in
+        [(true, Some(3_600_000), true), (false, None, false), (true, Some(12_000), false)]
+    {
+        let mut c = c.clone();
+        c.transfer.slow_line_yields = yields;
+        let mut e = Engine::new(c);
+        e.connected(t(0), 1);
+        e.hello(t(0), 1, info("a"));
+        e.offer(t(0), Offer { deadline: deadline.map(t), ..offer(64, true) });
+        e.manifest(t(0), &1, C, ManifestReply::Good { size: 64 * CHUNK });
+        e.installed(t(0), C, Ok(Bitfield::new(64)));
+        for (p, mbit) in [(2, 300.0), (3, 15.0)] {
+            e.connected(t(0), p);
+            e.hello(t(0), p, line(mbit));
+        }
+        assert_eq!(e.yielding(t(0)).is_some(), expected, "{yields} {deadline:?}");
+    }
+}
+
+#[test]
 fn only_a_narrow_declared_uplink_paces_a_fetching_cinema() {
     // Fibre, 100 Mbit/s up and 300 down, both declared: its acknowledgements need 0.12 of the uplink.
     let mut c = cfg(Role::Cinema, "a");

@@ -155,6 +155,8 @@ pub struct Node {
     upload_pace: std::sync::Arc<super::protocol::UploadPace>,
     /// The engine's found uplink, as last logged.
     found_uplink: Option<f64>,
+    /// The engine's yield to faster lines, as last logged.
+    yielding: bool,
     /// Cached encodings of manifest and sync answers.
     answers: super::answers::Answers,
     listen: Vec<Multiaddr>,
@@ -305,6 +307,7 @@ impl Node {
             answer_bytes: super::inbound::Buffered::new(cfg.inbound_bytes),
             upload_pace: Default::default(),
             found_uplink: None,
+            yielding: false,
             answers: Default::default(),
             listen: Vec::new(),
             bootstrap,

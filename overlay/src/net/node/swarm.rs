@@ -226,6 +226,7 @@ impl Node {
         let own_queue = self.engine.own_queue(self.now());
         self.metrics.own_queue.set(own_queue.map_or(-1, |q| q.as_millis() as i64));
         self.metrics.found_uplink.set(self.engine.found_uplink().map_or(0, |r| r as i64));
+        self.metrics.yield_rate.set(self.engine.yielding(self.now()).map_or(0, |r| r as i64));
         self.metrics.requests_in_flight.set(self.engine.in_flight() as i64);
         self.metrics.requests_in_flight_other_isp.set(self.engine.in_flight_other_isp() as i64);
         self.metrics.chunks_writing.set(self.engine.chunks_writing() as i64);

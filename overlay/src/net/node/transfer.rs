@@ -69,6 +69,17 @@ impl Node {
         // The bytes of answers keep to the engine's pace (it moves with the limits, the fetches and the
         // receive rate, all of which reach the engine as inputs that end here).
         self.upload_pace.set(self.engine.upload_pace());
+        let yielding = self.engine.yielding(self.now()).is_some();
+        if yielding != self.yielding {
+            self.yielding = yielding;
+            if yielding {
+                info!(
+                    "yielding to faster lines: fetching at half this line while it stays within 1.2 times its own time (transfer.slow_line_yields)"
+                );
+            } else {
+                info!("no longer yielding: fetching at the whole line");
+            }
+        }
         if self.engine.found_uplink() != self.found_uplink {
             let first = self.found_uplink.is_none();
             self.found_uplink = self.engine.found_uplink();
