@@ -459,7 +459,7 @@ pub const MIN_LINE_SHARE: f64 = 0.1;
 /// it ([`ACK_ROOM`] of the downlink). An ADSL line (1 Mbit/s up, 15 down) needs 0.6 of it, VDSL (8/50)
 /// 0.25, fibre (100/300) 0.12. On real lab-hetero without its borders, pacing the ADSL lines brought them
 /// from 89-97 s to 81-83 s (their own line's time: 71.6 s), while pacing the fibre and VDSL lines too made
-/// those 36-62% later; a wide line's own acknowledgements get through a full uplink, and its answers are
+/// those 32-62% later; a wide line's own acknowledgements get through a full uplink, and its answers are
 /// worth more to the others (docs/benchmarks.md, "Only a narrow uplink paces"). A wide declared line is
 /// treated as undeclared: the node may still find its uplink full behind a long queue.
 pub const NARROW_UPLINK: f64 = 1.0 / 3.0;
@@ -920,6 +920,9 @@ impl<P: PeerKey> Engine<P> {
 
     /// Keeps the download bucket at the download limit in force and the yield's rate, the lower.
     fn reyield(&mut self, now: Time) {
+        // Only active fetches count (a fetch given up or refused leaves no start behind).
+        let fetches = &self.fetches;
+        self.active_at.retain(|c, _| matches!(fetches.get(c), Some(Fetch::Active)));
         let rate = match (self.limits.download, self.yielding(now)) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
