@@ -474,18 +474,17 @@ pub fn quantum_warning(quantum: f64, p50: Option<f64>) -> Option<String> {
     })
 }
 
-/// Cinemas whose uplink is narrow ([`cinemesh_core::engine::NARROW_UPLINK`]: their downloads'
+/// Cinemas whose uplink is narrow ([`cinemesh_core::engine::narrow_line`]: their downloads'
 /// acknowledgements need a third of it or more) and undeclared (`sim.declared_uplinks` off): the simulator
 /// never holds acknowledgements behind a cinema's own answers, so it predicts such lines near their own
 /// time, where real daemons behind short queues took 1.24-1.64 times it unpaced and 1.12-1.16 declared
 /// (docs/benchmarks.md, "Only a narrow uplink paces").
 pub fn narrow_uplink_warning(sc: &Scenario, topo: &crate::topology::Topology) -> Option<String> {
-    use cinemesh_core::engine::{ACK_ROOM, NARROW_UPLINK};
     if sc.sim.declared_uplinks {
         return None;
     }
     let cinemas = topo.nodes.iter().filter(|n| !n.seeder);
-    let narrow = cinemas.filter(|n| ACK_ROOM * n.down >= NARROW_UPLINK * n.up).count();
+    let narrow = cinemas.filter(|n| cinemesh_core::engine::narrow_line(n.up, n.down)).count();
     (narrow > 0).then(|| {
         format!(
             "{narrow} cinemas have narrow uplinks (their downloads' acknowledgements need a third of the line or \
