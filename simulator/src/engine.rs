@@ -1327,6 +1327,8 @@ impl<'a> Engine<'a> {
                     timed_out: s.timeouts as f64,
                     cancels: s.cancels as f64,
                     duplicate: s.duplicates as f64,
+                    received: (s.received + s.unsolicited) as f64,
+                    busy: s.busy as f64,
                 });
             }
             self.next_sample += 1.0;

@@ -115,7 +115,10 @@
 //!
 //! Corrupt: [`Output::Penalise`], the peer is banned for `transfer.corrupt_ban`, the chunk re-queued. Busy:
 //! back off `busy_backoff * (1 + load)`, doubled for each busy answer in a row from that peer up to
-//! [`BUSY_STREAK_MAX`] (a chunk from it ends the streak), and remember the load (it lowers the score). Missing: the peer's bit
+//! [`BUSY_STREAK_MAX`] (a chunk from it ends the streak), and remember the load (it lowers the score) for
+//! [`BUSY_LOAD_LIFE`], after which the load of the peer's last answer other than busy counts again: a
+//! peer that refused us during a rush is not ranked below every lightly loaded one for the rest of a
+//! fetch that lasts hours. Missing: the peer's bit
 //! is cleared. Io and request timeouts: re-queued, counted as a failure of the peer, whose throughput
 //! estimate is halved (a peer never measured starts from half the assumed one, so a peer that never
 //! answers sinks below those never asked).
@@ -182,6 +185,16 @@ pub const STALL_MIN: std::time::Duration = std::time::Duration::from_secs(10);
 /// Busy answers in a row that double the back-off: at most `2^(BUSY_STREAK_MAX - 1)` times
 /// `busy_backoff * (1 + load)`.
 pub const BUSY_STREAK_MAX: u32 = 4;
+
+/// How long the load a busy answer said is the peer's load (it ranks the peer last among the lightly
+/// loaded): after it, the load of its last answer other than busy is again (module docs, "Failures and
+/// timers"). A peer asked again in the meantime says a new one. Without it a load of 1.0 said during the
+/// fibre cinemas' rush stayed for hours in a slow line's view, which filled its window with peers that
+/// said low loads and carried 1-2 Mbit/s each (simulated cinemas-350: an ADSL cinema at 6-8 Mbit/s of
+/// its 15 for an hour while the fibre cinemas that had refused it seeded; Kumar-Ross 0.891). Measured with
+/// 60 and 300 s alike (docs/benchmarks.md, "A busy load is forgotten"); 300 s leaves every fetch of the
+/// labs (two minutes at most) as before.
+pub const BUSY_LOAD_LIFE: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// A peer whose round trip holds less than this share of a chunk at its pace gets no request beyond the
 /// count its load allows: its link may idle up to a fifth of the time between two chunks, where a second
@@ -446,6 +459,10 @@ struct Peer<P> {
     blocked_until: Time,
     /// Busy answers in a row since its last chunk: each doubles the back-off (up to [`BUSY_STREAK_MAX`]).
     busy_streak: u32,
+    /// The load it said last in an answer other than busy.
+    quiet_load: Option<f64>,
+    /// Its load is the one a busy answer said, until then ([`BUSY_LOAD_LIFE`]).
+    busy_load_until: Option<Time>,
     /// Known to hold nothing we can ask for.
     idle: bool,
     ready_key: Option<ReadyKey>,
@@ -503,6 +520,8 @@ pub struct Scheduler<P: PeerKey> {
     /// Set by [`pick`](Self::pick) when only local first's filter kept a chunk from the peer.
     held_hint: bool,
     blocked: BTreeSet<(Time, u32)>,
+    /// Busy loads to forget, by when ([`BUSY_LOAD_LIFE`]).
+    busy_loads: BTreeSet<(Time, u32)>,
     requests: BTreeMap<ReqKey, Req>,
     /// Chunks that arrived and are being verified and written (`chunk_arrived`), by content slot, with the
     /// peer they came from while it stays: no longer a request, not yet held, never asked again meanwhile;
@@ -544,6 +563,7 @@ impl<P: PeerKey> Scheduler<P> {
             held: BTreeSet::new(),
             held_hint: false,
             blocked: BTreeSet::new(),
+            busy_loads: BTreeSet::new(),
             requests: BTreeMap::new(),
             writing: BTreeMap::new(),
             deadlines: BTreeMap::new(),
@@ -704,6 +724,8 @@ impl<P: PeerKey> Scheduler<P> {
             seeder: false,
             blocked_until: Time::ZERO,
             busy_streak: 0,
+            quiet_load: None,
+            busy_load_until: None,
             writing: 0,
             idle: false,
             ready_key: None,
@@ -772,6 +794,9 @@ impl<P: PeerKey> Scheduler<P> {
             }
             if p.blocked {
                 self.blocked.remove(&(p.blocked_until, idx));
+            }
+            if let Some(t) = p.busy_load_until {
+                self.busy_loads.remove(&(t, idx));
             }
         }
         self.free_peers.push(idx);
@@ -977,6 +1002,10 @@ impl<P: PeerKey> Scheduler<P> {
         if let Some(p) = self.peers[idx as usize].as_mut() {
             p.load = clamp_load(load);
             p.load_said = true;
+            p.quiet_load = Some(p.load);
+            if let Some(t) = p.busy_load_until.take() {
+                self.busy_loads.remove(&(t, idx));
+            }
         }
         self.refresh(idx);
     }
@@ -1182,6 +1211,11 @@ impl<P: PeerKey> Scheduler<P> {
                     p.load_said = true;
                     p.busy_streak = (p.busy_streak + 1).min(BUSY_STREAK_MAX);
                     streak = p.busy_streak;
+                    let until = now + BUSY_LOAD_LIFE;
+                    if let Some(t) = p.busy_load_until.replace(until) {
+                        self.busy_loads.remove(&(t, idx));
+                    }
+                    self.busy_loads.insert((until, idx));
                 }
                 let doubling = f64::from(1u32 << streak.saturating_sub(1));
                 self.block(idx, now + self.transfer.busy_backoff.mul_f64((1.0 + load) * doubling));
@@ -1263,6 +1297,21 @@ impl<P: PeerKey> Scheduler<P> {
             self.set_banned(idx, false);
             self.refresh(idx);
         }
+        while let Some(&(t, idx)) = self.busy_loads.first() {
+            if t > now {
+                break;
+            }
+            self.busy_loads.remove(&(t, idx));
+            if let Some(p) = self.peers[idx as usize].as_mut() {
+                if p.busy_load_until == Some(t) {
+                    p.busy_load_until = None;
+                    if let Some(q) = p.quiet_load {
+                        p.load = q;
+                    }
+                }
+            }
+            self.refresh(idx);
+        }
     }
 
     /// Time passed: expire requests older than `transfer.request_timeout`, end back-offs.
@@ -1288,7 +1337,8 @@ impl<P: PeerKey> Scheduler<P> {
     pub fn poll_timeout(&self) -> Option<Time> {
         let d = self.deadlines.first_key_value().map(|(k, _)| k.0);
         let b = self.blocked.first().map(|k| k.0);
-        [d, b, self.endgame_recheck].into_iter().flatten().min()
+        let l = self.busy_loads.first().map(|k| k.0);
+        [d, b, l, self.endgame_recheck].into_iter().flatten().min()
     }
 
     /// The next queued cancel, penalty or completion, without deciding any new request (a caller holding

@@ -74,6 +74,10 @@ pub struct RequestSample {
     pub cancels: f64,
     /// Chunks received that were held by then: bytes spent for nothing.
     pub duplicate: f64,
+    /// Chunks received, verified and stored.
+    pub received: f64,
+    /// Busy answers received (the peer's upload slots were all taken).
+    pub busy: f64,
 }
 
 impl RequestSample {
@@ -92,6 +96,11 @@ impl RequestSample {
             timed_out: probe::total(m, "cinemesh_chunk_requests_timed_out_total"),
             cancels: probe::total(m, "cinemesh_chunk_cancels_total"),
             duplicate: probe::total(m, "cinemesh_chunks_duplicate_total"),
+            received: probe::total(m, "cinemesh_chunks_verified_total"),
+            busy: probe::by_label(m, "cinemesh_chunks_failed_total", "reason")
+                .get("busy")
+                .copied()
+                .unwrap_or(0.0),
         }
     }
 }

@@ -227,15 +227,17 @@ pub struct Built {
 /// `requests.csv`: each node's request window and requests, about once a second (the daemons'
 /// `cinemesh_request_window`, `cinemesh_requests_in_flight`, `cinemesh_chunk_requests*_total`,
 /// `cinemesh_chunk_cancels_total`, `cinemesh_chunks_duplicate_total` and, last, the requests in flight to
-/// other ISPs, `cinemesh_requests_in_flight_other_isp`; the counters restart with a daemon).
+/// other ISPs, `cinemesh_requests_in_flight_other_isp`, then the chunks received, verified and stored,
+/// `cinemesh_chunks_verified_total`, and the busy answers received, `cinemesh_chunks_failed_total{reason="busy"}`;
+/// the counters restart with a daemon).
 pub fn requests_csv<'a>(nodes: impl Iterator<Item = (&'a str, &'a [RequestSample])>) -> String {
     let mut out = String::from(
-        "node,t_s,window,in_flight,requests,beyond_window,yielded,pipelined,endgame,timed_out,cancels,duplicate,in_flight_other_isp\n",
+        "node,t_s,window,in_flight,requests,beyond_window,yielded,pipelined,endgame,timed_out,cancels,duplicate,in_flight_other_isp,received,busy\n",
     );
     for (name, samples) in nodes {
         for s in samples {
             out += &format!(
-                "{name},{:.2},{},{},{},{},{},{},{},{},{},{},{}\n",
+                "{name},{:.2},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
                 s.t,
                 s.window,
                 s.in_flight,
@@ -247,7 +249,9 @@ pub fn requests_csv<'a>(nodes: impl Iterator<Item = (&'a str, &'a [RequestSample
                 s.timed_out,
                 s.cancels,
                 s.duplicate,
-                s.in_flight_other_isp
+                s.in_flight_other_isp,
+                s.received,
+                s.busy
             );
         }
     }
@@ -690,7 +694,9 @@ mod tests {
                  cinemesh_chunk_requests_total 120\ncinemesh_chunk_requests_beyond_window_total 30\n\
                  cinemesh_chunk_requests_yielded_total 0\ncinemesh_chunk_requests_endgame_total 2\n\
                  cinemesh_chunk_requests_pipelined_total 3\ncinemesh_chunk_requests_timed_out_total 1\n\
-                 cinemesh_chunk_cancels_total 4\ncinemesh_chunks_duplicate_total 5\n";
+                 cinemesh_chunk_cancels_total 4\ncinemesh_chunks_duplicate_total 5\n\
+                 cinemesh_chunks_verified_total 90\ncinemesh_chunks_failed_total{reason=\"busy\"} 11\n\
+                 cinemesh_chunks_failed_total{reason=\"timeout\"} 1\n";
         let s = RequestSample::from_metrics(1.5, m);
         assert_eq!(
             (s.window, s.in_flight, s.sent, s.beyond_window, s.yielded, s.pipelined),
@@ -700,11 +706,12 @@ mod tests {
             (s.endgame, s.timed_out, s.cancels, s.duplicate, s.in_flight_other_isp),
             (2.0, 1.0, 4.0, 5.0, 7.0)
         );
+        assert_eq!((s.received, s.busy), (90.0, 11.0));
         let csv = requests_csv([("cinema-0", &[s][..]), ("cinema-1", &[][..])].into_iter());
         assert_eq!(
             csv,
-            "node,t_s,window,in_flight,requests,beyond_window,yielded,pipelined,endgame,timed_out,cancels,duplicate,in_flight_other_isp\n\
-             cinema-0,1.50,16,19,120,30,0,3,2,1,4,5,7\n"
+            "node,t_s,window,in_flight,requests,beyond_window,yielded,pipelined,endgame,timed_out,cancels,duplicate,in_flight_other_isp,received,busy\n\
+             cinema-0,1.50,16,19,120,30,0,3,2,1,4,5,7,90,11\n"
         );
     }
 

@@ -417,6 +417,52 @@ fn busy_answers_in_a_row_double_the_back_off_until_a_chunk_arrives() {
 }
 
 #[test]
+fn a_busy_load_is_forgotten_after_its_life_and_the_quiet_load_ranks_the_peer_again() {
+    // Peer 1 is fast and lightly loaded until it answers busy (a rush); peer 2 says a low load but is
+    // slow. One request at a time: the busy load ranks peer 1 below peer 2 for BUSY_LOAD_LIFE, long after
+    // its back-off, and then its last load other than busy ranks it first again.
+    let mut s = Scheduler::new(&transfer(1, 1), &PolicyConfig::default(), local(), 5);
+    s.add_content(Time::ZERO, spec(1, 400, None), Bitfield::new(400));
+    for p in [1, 2] {
+        s.peer_joined(Time::ZERO, p, far());
+        s.peer_bitfield(Time::ZERO, &p, &id(1), Bitfield::full(400));
+    }
+    s.peer_load(Time::ZERO, &1, 0.1);
+    s.peer_load(Time::ZERO, &2, 0.2);
+    let secs = |t: f64| Time::from_secs_f64(t);
+    let asked = requests(&drain(&mut s, secs(0.0)));
+    assert_eq!(asked.iter().map(|r| r.0).collect::<Vec<_>>(), vec![1]);
+    s.chunk_received(secs(1.0), &1, &id(1), asked[0].2, 4 << 20);
+    // Its next answer: busy, all its slots taken.
+    let asked = requests(&drain(&mut s, secs(1.0)));
+    assert_eq!(asked[0].0, 1);
+    let busy_at = secs(1.0);
+    s.chunk_failed(busy_at, &1, &id(1), asked[0].2, Failure::Busy { load: 1.0 });
+    // Peer 2 takes every request, one chunk per 20 s, until the busy load's life ends.
+    let mut now = busy_at;
+    let mut to_2 = 0;
+    let mut first_back = None;
+    for _ in 0..40 {
+        s.handle_timeout(now);
+        let asked = requests(&drain(&mut s, now));
+        assert_eq!(asked.len(), 1, "the window always has its request at {now:?}");
+        let (peer, _, chunk) = asked[0];
+        if peer == 1 {
+            first_back = Some(now);
+            break;
+        }
+        to_2 += 1;
+        now = now + Duration::from_secs(20);
+        s.chunk_received(now, &2, &id(1), chunk, 4 << 20);
+    }
+    let back = first_back.expect("peer 1 is asked again");
+    assert!(back >= busy_at + BUSY_LOAD_LIFE, "asked again at {back:?}, within the busy load's life");
+    assert!(back <= busy_at + BUSY_LOAD_LIFE + Duration::from_secs(20), "asked again late: {back:?}");
+    assert!(to_2 >= 14, "peer 2 served meanwhile: {to_2}");
+    assert_eq!(s.poll_timeout().map(|t| t > back), Some(true), "no timer left in the past");
+}
+
+#[test]
 fn timeouts_requeue() {
     let mut s = Scheduler::new(&transfer(1, 4), &PolicyConfig::default(), local(), 6);
     s.add_content(Time::ZERO, spec(1, 1, None), Bitfield::new(1));
