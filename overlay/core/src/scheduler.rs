@@ -187,8 +187,9 @@ pub const STALL_MIN: std::time::Duration = std::time::Duration::from_secs(10);
 pub const BUSY_STREAK_MAX: u32 = 4;
 
 /// How long the load a busy answer said is the peer's load (it ranks the peer last among the lightly
-/// loaded): after it, the load of its last answer other than busy is again (module docs, "Failures and
-/// timers"). A peer asked again in the meantime says a new one. Without it a load of 1.0 said during the
+/// loaded): after it, the load of its last answer other than busy counts again (a peer that has said none
+/// keeps the busy one; module docs, "Failures and timers"). A peer asked again in the meantime says a new
+/// one. Without it a load of 1.0 said during the
 /// fibre cinemas' rush stayed for hours in a slow line's view, which filled its window with peers that
 /// said low loads and carried 1-2 Mbit/s each (simulated cinemas-350: an ADSL cinema at 6-8 Mbit/s of
 /// its 15 for an hour while the fibre cinemas that had refused it seeded; Kumar-Ross 0.891). Measured with
