@@ -191,8 +191,8 @@ pub const BUSY_STREAK_MAX: u32 = 4;
 /// keeps the busy one; module docs, "Failures and timers"). A peer asked again in the meantime says a new
 /// one. Without it a load of 1.0 said during the
 /// fibre cinemas' rush stayed for hours in a slow line's view, which filled its window with peers that
-/// said low loads and carried 1-2 Mbit/s each (simulated cinemas-350: an ADSL cinema at 6-8 Mbit/s of
-/// its 15 for an hour while the fibre cinemas that had refused it seeded; Kumar-Ross 0.891). Measured with
+/// said lower loads and carried about 1 Mbit/s each (simulated cinemas-350: an ADSL cinema at 6-8 Mbit/s
+/// of its 15 for half an hour while the fibre cinemas that had refused it seeded; Kumar-Ross 0.891). Measured with
 /// 60 and 300 s alike (docs/benchmarks.md, "A busy load is forgotten"); 300 s leaves every fetch of the
 /// labs (two minutes at most) as before.
 pub const BUSY_LOAD_LIFE: std::time::Duration = std::time::Duration::from_secs(300);
