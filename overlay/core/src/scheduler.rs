@@ -189,12 +189,12 @@ pub const BUSY_STREAK_MAX: u32 = 4;
 /// How long the load a busy answer said is the peer's load (it ranks the peer last among the lightly
 /// loaded): after it, the load of its last answer other than busy counts again (a peer that has said none
 /// keeps the busy one; module docs, "Failures and timers"). A peer asked again in the meantime says a new
-/// one. Without it a load of 1.0 said during the
-/// fibre cinemas' rush stayed for hours in a slow line's view, which filled its window with peers that
-/// said lower loads and carried about 1 Mbit/s each (simulated cinemas-350: an ADSL cinema at 6-8 Mbit/s
-/// of its 15 for half an hour while the fibre cinemas that had refused it seeded; Kumar-Ross 0.891). Measured with
-/// 60 and 300 s alike (docs/benchmarks.md, "A busy load is forgotten"); 300 s leaves every fetch of the
-/// labs (two minutes at most) as before.
+/// one. Without it a load of 1.0 said during the fibre cinemas' rush stayed for hours in a slow line's
+/// view, which filled its window with peers that said lower loads and carried about 1 Mbit/s each
+/// (simulated cinemas-350: an ADSL cinema at 6-8 Mbit/s of its 15 for half an hour while the fibre
+/// cinemas that had refused it seeded; Kumar-Ross 0.891). Measured with 60 and 300 s alike
+/// (docs/benchmarks.md, "A busy load is forgotten"); 300 s leaves every fetch of the labs (two minutes at
+/// most) as before.
 pub const BUSY_LOAD_LIFE: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// A peer whose round trip holds less than this share of a chunk at its pace gets no request beyond the
