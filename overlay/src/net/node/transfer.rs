@@ -73,8 +73,9 @@ impl Node {
         if yielding != self.yielding {
             self.yielding = yielding;
             if yielding {
+                use cinemesh_core::engine::{YIELD_SHARE, YIELD_UNTIL};
                 info!(
-                    "yielding to faster lines: fetching at half this line while it stays within 1.2 times its own time (transfer.slow_line_yields)"
+                    "yielding to faster lines: fetching at {YIELD_SHARE} of this line while it stays within {YIELD_UNTIL} times its own time (transfer.slow_line_yields)"
                 );
             } else {
                 info!("no longer yielding: fetching at the whole line");
