@@ -14,6 +14,14 @@
 //! its own, plus the queue of every full link it crosses and of the full link its acknowledgements load. So
 //! a download whose acknowledgements wait behind the downloader's own uploads gets less, as TCP gives it.
 //!
+//! A full uplink whose queue holds only a few packets ([`SHORT_QUEUE_BYTES`]: the lab's 1 Mbit/s ADSL
+//! uplinks behind 50 ms queues) drops the downloads' acknowledgements as it drops the uploads' segments:
+//! with queues modelled, the acknowledgements of the downloads of the node behind it then get no more than
+//! one connection's part of it, as if they were one more upload (a gate of that capacity over the share
+//! the acknowledgements take, [`Network::with_full_queue`]). Real ADSL cinemas fetched at a third to half of
+//! their line while their uplinks were full, and at their line once paced below it (docs/benchmarks.md,
+//! "Acknowledgements held at a short full uplink").
+//!
 //! Rates are recomputed on a time grid (`sim.rate_quantum`), not on every flow start and end: a flow
 //! started between two ticks gets rate 0 until the next tick, a finished flow frees its share at the next
 //! tick. Between ticks rates are constant, so a completion inside the window is exact. This keeps the cost
@@ -41,7 +49,11 @@ pub struct FlowId {
 const UNLIMITED: f64 = 1e15;
 
 /// At most this many links per flow.
-pub const MAX_LINKS: usize = 5;
+pub const MAX_LINKS: usize = 6;
+
+/// A full link's queue shorter than this many bytes (eight full-size segments) drops acknowledgements
+/// with the data: the gate of the acknowledgements that load it applies (see the module's notes).
+pub const SHORT_QUEUE_BYTES: f64 = 8.0 * 1514.0;
 
 #[derive(Debug, Clone)]
 struct Flow {
@@ -106,6 +118,12 @@ pub struct Network {
     /// being found in this one.
     full: Vec<bool>,
     full_now: Vec<bool>,
+    /// Per link: the gate its side loads' flows cross (acknowledgements held at a short full queue).
+    gate_of: Vec<Option<LinkId>>,
+    /// Gates: the link whose queue holds the acknowledgements, the gate, the acknowledgements' share.
+    gates: Vec<(LinkId, LinkId, f64)>,
+    /// Per link: connections crossing it (a path's flows count as one), gated links only.
+    conns: Vec<f64>,
 }
 
 impl Network {
@@ -135,6 +153,9 @@ impl Network {
             modelled: false,
             full: Vec::new(),
             full_now: Vec::new(),
+            gate_of: Vec::new(),
+            gates: Vec::new(),
+            conns: Vec::new(),
         }
     }
 
@@ -143,7 +164,9 @@ impl Network {
     /// trip (its own, [`set_round_trip`](Self::set_round_trip), plus the queues of the full links it
     /// crosses, plus that of the link its acknowledgements load), as TCP shares a queue. So the downloads
     /// of a node whose uplink is kept full by its uploads get less than an equal share, as measured on real
-    /// daemons (docs/benchmarks.md, "A declared uplink"). 0 (the default): equal shares, no queues.
+    /// daemons (docs/benchmarks.md, "A declared uplink"). Flows added from then on with a side load also
+    /// cross the gate of its link, which holds their acknowledgements at a short full queue (the module's
+    /// notes). 0 (the default): equal shares, no queues, no gates.
     pub fn with_full_queue(mut self, secs: f64) -> Self {
         self.full_queue = secs.max(0.0);
         for l in 0..self.queue.len() {
@@ -203,6 +226,8 @@ impl Network {
         self.cnt.push(0);
         self.wsum.push(0.0);
         self.on_link.push(Vec::new());
+        self.gate_of.push(None);
+        self.conns.push(0.0);
         (self.caps.len() - 1) as LinkId
     }
 
@@ -263,8 +288,15 @@ impl Network {
             slot
         });
         let mut l = [0; MAX_LINKS];
-        let n = links.len().min(MAX_LINKS);
+        let mut n = links.len().min(MAX_LINKS);
         l[..n].copy_from_slice(&links[..n]);
+        // With queues modelled, the flow also crosses the gate of the link its acknowledgements load.
+        if let (true, Some((up, share)), true) = (self.modelled, side, n < MAX_LINKS) {
+            if share > 0.0 {
+                l[n] = self.gate(up, share);
+                n += 1;
+            }
+        }
         let flow = |gen| Flow {
             links: l,
             n_links: n as u8,
@@ -401,8 +433,49 @@ impl Network {
         (done, next)
     }
 
+    /// The gate of the acknowledgements that load `up` (made on first use): unlimited until `up` is full
+    /// behind a short queue ([`set_gates`](Self::set_gates)). It holds no queue of its own.
+    fn gate(&mut self, up: LinkId, share: f64) -> LinkId {
+        if let Some(g) = self.gate_of[up as usize] {
+            return g;
+        }
+        let g = self.add_link(f64::INFINITY);
+        self.queue[g as usize] = 0.0;
+        self.gate_of[up as usize] = Some(g);
+        self.gates.push((up, g, share));
+        g
+    }
+
+    /// Sets every gate's capacity for this recomputation: where its link was full at the last one and its
+    /// queue holds fewer than [`SHORT_QUEUE_BYTES`], the acknowledgements get one connection's part of the
+    /// link (its capacity over the connections crossing it, plus one), so the downloads behind the gate
+    /// together get that over the acknowledgements' share; elsewhere the gate is unlimited.
+    fn set_gates(&mut self) {
+        if self.gates.is_empty() {
+            return;
+        }
+        for &(up, _, _) in &self.gates {
+            self.conns[up as usize] = 0.0;
+        }
+        for i in self.alive.iter_ones().map(|i| i as usize) {
+            let f = &self.flows[i];
+            let w = f.path.map_or(1.0, |p| 1.0 / f64::from(self.paths[p as usize].1));
+            for &l in &f.links[..f.n_links as usize] {
+                if self.gate_of[l as usize].is_some() {
+                    self.conns[l as usize] += w;
+                }
+            }
+        }
+        for &(up, g, share) in &self.gates {
+            let (u, cap) = (up as usize, self.caps[up as usize]);
+            let held = self.full[u] && cap.is_finite() && self.queue[u] * cap < SHORT_QUEUE_BYTES;
+            self.caps[g as usize] = if held { cap / (self.conns[u] + 1.0) / share } else { f64::INFINITY };
+        }
+    }
+
     /// Max-min fair rates by progressive filling, after advancing every flow by `dt` seconds at its old rate.
     fn recompute(&mut self, dt: f64) {
+        self.set_gates();
         for &l in &self.touched {
             self.on_link[l as usize].clear();
             self.cnt[l as usize] = 0;
@@ -596,6 +669,41 @@ mod tests {
         // Round trips 31 ms and 61 ms: 40 split 61:31.
         let expect_fast = 40.0 * 61.0 / 92.0;
         assert!((on[0] - expect_fast).abs() < 1e-9 && (on[1] - (40.0 - expect_fast)).abs() < 1e-9, "{on:?}");
+    }
+
+    #[test]
+    fn a_short_full_uplink_holds_the_downloads_acknowledgements_to_one_connection_s_part_of_it() {
+        // An ADSL line: 125,000 B/s up (1 Mbit/s), 1,875,000 B/s down (15 Mbit/s). Three uploads keep the
+        // uplink full; two downloads' acknowledgements load it by 0.02 of their rate.
+        let run = |full_queue: f64, pace: f64| {
+            let mut net = Network::new(1_000_000).with_full_queue(full_queue);
+            let (pace_link, up, down, far) =
+                (net.add_link(pace), net.add_link(125_000.0), net.add_link(1_875_000.0), net.add_link(1e9));
+            let uploads: Vec<_> = (0..3).map(|_| net.add_flow(&[pace_link, up, far], 1 << 40)).collect();
+            let downloads: Vec<_> = (0..2)
+                .map(|_| net.add_flow_with_side_load(&[far, down], Some((up, 0.02)), 1 << 40))
+                .collect();
+            for &f in uploads.iter().chain(&downloads) {
+                net.set_round_trip(f, 0.001);
+            }
+            // The first filling finds the uplink full; the next one holds the acknowledgements at it.
+            net.tick(Time::ZERO);
+            net.set_round_trip(downloads[0], 0.001);
+            net.tick(Time(1_000_000));
+            (downloads.iter().map(|&f| net.rate(f).unwrap()).sum::<f64>(), net.rate(uploads[0]).unwrap())
+        };
+        // 50 ms of queue holds 6,250 bytes, four segments: the acknowledgements get a quarter of the uplink
+        // (three uploads and them), and the downloads 125,000 / 4 / 0.02 together.
+        let (held, _) = run(0.05, f64::INFINITY);
+        assert!((held - 125_000.0 / 4.0 / 0.02).abs() < 1e-6, "{held}");
+        // No queues modelled, or a modem's second of queue (125,000 bytes): the downloads fill the downlink.
+        let near = |a: f64, b: f64| (a - b).abs() < 1e-6;
+        assert!(near(run(0.0, f64::INFINITY).0, 1_875_000.0));
+        assert!(near(run(1.0, f64::INFINITY).0, 1_875_000.0));
+        // Uploads paced below the line less the acknowledgements' 37,500 leave the uplink's queue empty:
+        // nothing is held.
+        let (paced, upload) = run(0.05, 3.0 * 25_000.0);
+        assert!(near(paced, 1_875_000.0) && near(upload, 25_000.0), "{paced} {upload}");
     }
 
     #[test]

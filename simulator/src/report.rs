@@ -475,12 +475,13 @@ pub fn quantum_warning(quantum: f64, p50: Option<f64>) -> Option<String> {
 }
 
 /// Cinemas whose uplink is narrow ([`cinemesh_core::engine::narrow_line`]: their downloads'
-/// acknowledgements need a third of it or more) and undeclared (`sim.declared_uplinks` off): the simulator
-/// never holds acknowledgements behind a cinema's own answers, so it predicts such lines near their own
-/// time, where real daemons behind short queues took 1.24-1.64 times it unpaced and 1.12-1.16 declared
-/// (docs/benchmarks.md, "Only a narrow uplink paces").
+/// acknowledgements need a third of it or more) and undeclared (`sim.declared_uplinks` off), in a run that
+/// models no queues (`sim.full_queue` and `sim.uplink_queue` unset): such a run never holds acknowledgements
+/// behind a cinema's own answers, so it predicts those lines near their own time, where real daemons behind
+/// short queues took 1.24-1.64 times it unpaced. With queues modelled, a short full uplink holds them
+/// ([`crate::bandwidth`]; docs/benchmarks.md, "Acknowledgements held at a short full uplink").
 pub fn narrow_uplink_warning(sc: &Scenario, topo: &crate::topology::Topology) -> Option<String> {
-    if sc.sim.declared_uplinks {
+    if sc.sim.declared_uplinks || !sc.sim.full_queue.is_zero() || sc.sim.uplink_queue.is_some() {
         return None;
     }
     let cinemas = topo.nodes.iter().filter(|n| !n.seeder);
@@ -488,10 +489,11 @@ pub fn narrow_uplink_warning(sc: &Scenario, topo: &crate::topology::Topology) ->
     (narrow > 0).then(|| {
         format!(
             "{narrow} cinemas have narrow uplinks (their downloads' acknowledgements need a third of the line or \
-             more) and none is declared: this prediction does not hold their acknowledgements behind their own \
-             answers, and real ADSL cinemas behind short queues took 1.24-1.64 times their line's time unpaced \
-             (1.12-1.16 with sim.declared_uplinks=true, transfer.uplink on the node): expect them later than \
-             predicted, or declare them"
+             more) and none is declared: this prediction models no queues, so it does not hold their \
+             acknowledgements behind their own answers, and real ADSL cinemas behind short queues took \
+             1.24-1.64 times their line's time unpaced (1.12-1.16 with sim.declared_uplinks=true, \
+             transfer.uplink on the node): expect them later than predicted, model the queues \
+             (sim.full_queue=30ms, as the lab's prediction does), or declare them"
         )
     })
 }

@@ -439,23 +439,43 @@ fn cinemas_that_declare_their_uplinks_keep_their_answers_below_them_while_they_f
     assert!(paced <= line_share, "{paced:.3} of its line while it fetched");
 }
 
+/// Seed 1's mean completion per access class, seconds from each cinema's coming online.
+fn class_means(sc: &Scenario) -> Vec<(String, f64)> {
+    let (o, _) = simulate(sc, 1, None).unwrap();
+    let mut by: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
+    for (i, s) in o.stats.iter().enumerate() {
+        let n = &o.topo.nodes[i];
+        if !n.seeder {
+            let own = s.complete[0].expect("every cinema completes") - s.online.unwrap_or(0.0);
+            by.entry(n.class.clone()).or_default().push(own);
+        }
+    }
+    by.into_iter().map(|(c, v)| (c, v.iter().sum::<f64>() / v.len() as f64)).collect()
+}
+
+#[test]
+fn with_the_lab_s_queues_an_adsl_cinema_s_full_uplink_holds_its_downloads_unless_it_is_declared() {
+    // Real lab-hetero, undeclared: ADSL cinemas 95-126 s, 1.3-1.8 times the 71.6 s their 15 Mbit/s line
+    // needs; paced by declared uplinks 79-91 s (docs/benchmarks.md, "Acknowledgements held at a short full
+    // uplink"). Their 1 Mbit/s uplinks' 30 ms queues hold under four segments: the acknowledgements of their
+    // downloads get one connection's part of the full uplink.
+    let adsl = |sets: &[&str]| {
+        let m = class_means(&scenario("lab-hetero.toml", sets));
+        m.iter().find(|(c, _)| c == "adsl").unwrap().1
+    };
+    let line = 128.0 * 1024.0 * 1024.0 * 8.0 / 15e6;
+    let (plain, queued) = (adsl(&[]), adsl(&["sim.full_queue=30ms"]));
+    let declared = adsl(&["sim.full_queue=30ms", "sim.declared_uplinks=true"]);
+    assert!(plain < 1.2 * line, "no queues: nothing held ({plain:.1} s)");
+    assert!(queued > 1.3 * line, "held at their full uplinks ({queued:.1} s)");
+    assert!(declared < 1.25 * line, "paced: their uplinks have room ({declared:.1} s)");
+}
+
 #[test]
 fn with_the_lab_s_queues_the_fibre_cinemas_take_more_of_the_borders_as_on_real_daemons() {
     // Real lab-hetero: fibre cinemas 42-46 s, VDSL 55-62, ADSL 101-117 (docs/benchmarks.md, "A declared
     // uplink"); without queues the simulator gives fibre 73-76 s, behind VDSL. The lab's prediction models
     // the lab's queues whatever the scenario says.
-    let class_means = |sc: &Scenario| {
-        let (o, _) = simulate(sc, 1, None).unwrap();
-        let mut by: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
-        for (i, s) in o.stats.iter().enumerate() {
-            let n = &o.topo.nodes[i];
-            if !n.seeder {
-                let own = s.complete[0].expect("every cinema completes") - s.online.unwrap_or(0.0);
-                by.entry(n.class.clone()).or_default().push(own);
-            }
-        }
-        by.into_iter().map(|(c, v)| (c, v.iter().sum::<f64>() / v.len() as f64)).collect::<Vec<_>>()
-    };
     let plain = scenario("lab-hetero.toml", &["sim.full_queue=0s"]);
     let predicted = cinemesh_sim::lab::prediction_scenario(&plain, None);
     assert_eq!(predicted.sim.full_queue, cinemesh_sim::scenario::LAB_FULL_QUEUE);
@@ -510,6 +530,10 @@ fn a_report_warns_of_narrow_uplinks_left_undeclared() {
     let (_, r) = simulate(&sc, 1, None).unwrap();
     assert!(r.summary().contains("3 cinemas have narrow uplinks"), "{}", r.summary());
     assert!(!warned("lab-hetero.toml", &["sim.declared_uplinks=true"]), "declared: paced as on the node");
+    assert!(
+        !warned("lab-hetero.toml", &["sim.full_queue=30ms"]),
+        "queues modelled: a short full uplink holds them"
+    );
     // 20 up, 100 down: 0.2, wide.
     assert!(!warned("lab-16.toml", &[]));
 }
