@@ -462,6 +462,9 @@ impl<'a> Engine<'a> {
             cfg.locality = node.locality.clone();
             cfg.max_peers = sc.peers.max_connections;
             cfg.seed = mix64(seed ^ ((i as u64) << 1));
+            if sc.sim.engine_salt != 0 {
+                cfg.seed = mix64(cfg.seed ^ mix64(sc.sim.engine_salt));
+            }
             let mut e = engine::Engine::new(cfg);
             if sc.sim.record_engine {
                 e.record_kinds();

@@ -38,25 +38,102 @@ pub struct Runs {
     pub blind_scenario: Scenario,
     /// Its run.
     pub blind: (Outcome, Report),
-    /// The comparison of film 0's completion curves.
+    /// The comparison of film 0's completion curves (with twins, of each side's mean curve).
     pub check: Check,
+    /// With twins, how far runs of the same side differ from each other.
+    pub noise: Option<Noise>,
 }
 
+/// How far single points move between runs of one side that differ only in `sim.engine_salt` (the twins):
+/// the largest ratio between two such runs at any point, either way, and the most points beyond the
+/// tolerance in any one comparison.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Noise {
+    /// Runs per side.
+    pub runs: usize,
+    /// The largest ratio between two runs of the same side at one point.
+    pub worst: f64,
+    /// The most points beyond the tolerance between two runs of the same side.
+    pub slowed: usize,
+}
+
+/// At most this many twins per side (each twin is one more run of each side).
+pub const MAX_TWINS: u32 = 8;
+
 /// Runs `sc` as given and [`blind`] with the same seed, on two threads, and compares film 0's completion
-/// curves.
-pub fn run(sc: &Scenario, seed: u64, tolerance: f64) -> Result<Runs, Error> {
+/// curves. With `twins` (at most [`MAX_TWINS`]), each side also runs `twins` more times with
+/// `sim.engine_salt` 1..=twins (the same topology, the engines' choices drawn again): the check compares
+/// the two sides' mean curves (rank by rank, over each side's runs) and [`Noise`] says how far runs of one
+/// side move at single points.
+pub fn run(sc: &Scenario, seed: u64, tolerance: f64, twins: u32) -> Result<Runs, Error> {
     let blind_scenario = blind(sc);
-    let (local, blind) = std::thread::scope(|s| {
-        let local = s.spawn(|| simulate(sc, seed, None));
-        let blind = simulate(&blind_scenario, seed, None);
-        (local.join().unwrap_or_else(|p| std::panic::resume_unwind(p)), blind)
-    });
-    let (local, blind) = (local?, blind?);
+    let salted = |sc: &Scenario, salt: u32| {
+        let mut sc = sc.clone();
+        sc.sim.engine_salt = u64::from(salt);
+        sc
+    };
     let times = |sc: &Scenario, o: &Outcome| -> Vec<Option<f64>> {
         report::film0_downloaders(sc, o).iter().map(|d| d.time).collect()
     };
-    let check = Check::of(&times(sc, &local.0), &times(&blind_scenario, &blind.0), tolerance);
-    Ok(Runs { local, blind_scenario, blind, check })
+    let (mut locals, mut blinds) = (Vec::new(), Vec::new());
+    let mut first = None;
+    for salt in 0..=twins.min(MAX_TWINS) {
+        let (l_sc, b_sc) = (salted(sc, salt), salted(&blind_scenario, salt));
+        let (local, blind) = std::thread::scope(|s| {
+            let local = s.spawn(|| simulate(&l_sc, seed, None));
+            let blind = simulate(&b_sc, seed, None);
+            (local.join().unwrap_or_else(|p| std::panic::resume_unwind(p)), blind)
+        });
+        let (local, blind) = (local?, blind?);
+        locals.push(times(&l_sc, &local.0));
+        blinds.push(times(&b_sc, &blind.0));
+        if first.is_none() {
+            first = Some((local, blind));
+        }
+    }
+    let (local, blind) = first.expect("at least one run per side");
+    let check = Check::of(&mean_curve(&locals), &mean_curve(&blinds), tolerance);
+    let noise = (locals.len() > 1).then(|| Noise::of(&[&locals[..], &blinds[..]], tolerance));
+    Ok(Runs { local, blind_scenario, blind, check, noise })
+}
+
+/// Each run's completion times sorted, averaged rank by rank (`None` from the first rank some run did not
+/// reach).
+pub fn mean_curve(runs: &[Vec<Option<f64>>]) -> Vec<Option<f64>> {
+    let sorted: Vec<Vec<f64>> = runs
+        .iter()
+        .map(|v| {
+            let mut t: Vec<f64> = v.iter().flatten().copied().collect();
+            t.sort_by(f64::total_cmp);
+            t
+        })
+        .collect();
+    let n = runs.iter().map(Vec::len).max().unwrap_or(0);
+    (0..n)
+        .map(|k| {
+            let at: Option<Vec<f64>> = sorted.iter().map(|t| t.get(k).copied()).collect();
+            at.map(|v| v.iter().sum::<f64>() / v.len() as f64)
+        })
+        .collect()
+}
+
+impl Noise {
+    /// Every pair of runs within each side, compared both ways.
+    pub fn of(sides: &[&[Vec<Option<f64>>]], tolerance: f64) -> Noise {
+        let mut noise = Noise { runs: sides.first().map_or(0, |s| s.len()), worst: 1.0, slowed: 0 };
+        for side in sides {
+            for (i, a) in side.iter().enumerate() {
+                for b in &side[i + 1..] {
+                    for c in [Check::of(a, b, tolerance), Check::of(b, a, tolerance)] {
+                        let finite = c.points.iter().map(|p| p.ratio).filter(|r| r.is_finite());
+                        noise.worst = finite.fold(noise.worst, f64::max);
+                        noise.slowed = noise.slowed.max(c.slowed);
+                    }
+                }
+            }
+        }
+        noise
+    }
 }
 
 /// One point of the two completion curves.
@@ -209,6 +286,23 @@ mod tests {
         assert_eq!(Check::of(&local, &blind, 0.05).worst_tenth(), None);
         // Fewer than ten cinemas: only the tenths that hold a point.
         assert_eq!(Check::of(&[Some(1.0); 3], &[Some(1.0); 3], 0.05).tenths.len(), 3);
+    }
+
+    #[test]
+    fn twins_average_rank_by_rank_and_their_noise_is_the_widest_pair_either_way() {
+        // Two runs of a side: sorted 1, 3, 5 and 2, 3, None (the second reached two points).
+        let runs = vec![vec![Some(5.0), Some(1.0), Some(3.0)], vec![Some(3.0), None, Some(2.0)]];
+        assert_eq!(mean_curve(&runs), vec![Some(1.5), Some(3.0), None]);
+        // Against a blind side of 1.0, 1.0, 1.0 and 1.2, 1.0, 1.0: 2.0 is the widest ratio (2 / 1); the
+        // unreached point counts as slowed (without bound) in the count, not in the worst ratio.
+        let blind = [vec![Some(1.0); 3], vec![Some(1.2), Some(1.0), Some(1.0)]];
+        let n = Noise::of(&[&runs[..], &blind[..]], 0.05);
+        assert_eq!(n.runs, 2);
+        assert!((n.worst - 2.0).abs() < 1e-12, "{n:?}");
+        assert_eq!(n.slowed, 2, "2 / 1 and the point the second run did not reach");
+        // Equal twins: no noise.
+        let same = vec![vec![Some(1.0), Some(2.0)]; 3];
+        assert_eq!(Noise::of(&[&same[..]], 0.05), Noise { runs: 3, worst: 1.0, slowed: 0 });
     }
 
     #[test]

@@ -144,6 +144,11 @@ enum Cmd {
         /// A point counts as slowed by locality above 1 + this ratio.
         #[arg(long, default_value_t = cinemesh_sim::locality::TOLERANCE)]
         tolerance: f64,
+        /// Run each side this many more times with other engine salts (`sim.engine_salt` 1..=N; the same
+        /// topology, the engines' choices drawn again, at most 8): the check then compares the sides' mean
+        /// curves, and the output says how far runs of one side differ at single points.
+        #[arg(long, default_value_t = 0)]
+        twins: u32,
         /// Output directory: `local/` and `blind/` (each run's outputs), `locality.csv`, `locality.json`
         /// (default `sim-out/<scenario>-<seed>-locality`).
         #[arg(long)]
@@ -464,17 +469,19 @@ fn locality(
     seed: u64,
     sets: &[String],
     tolerance: f64,
+    twins: u32,
     out: Option<PathBuf>,
 ) -> anyhow::Result<()> {
-    use cinemesh_sim::locality::{self, BLIND};
+    use cinemesh_sim::locality::{self, BLIND, MAX_TWINS};
     anyhow::ensure!(
         tolerance.is_finite() && tolerance >= 0.0,
         "--tolerance must be a ratio >= 0, not {tolerance}"
     );
+    anyhow::ensure!(twins <= MAX_TWINS, "--twins must be at most {MAX_TWINS}, not {twins}");
     let local = Scenario::load(scenario, sets)?;
     let out = out.unwrap_or_else(|| PathBuf::from(format!("sim-out/{}-{seed}-locality", local.name)));
     let started = Instant::now();
-    let runs = locality::run(&local, seed, tolerance)?;
+    let runs = locality::run(&local, seed, tolerance, twins)?;
     let (l, b, check) = (&runs.local, &runs.blind, &runs.check);
     report::write(&out.join("local"), &local, &l.0, &l.1)?;
     report::write(&out.join("blind"), &runs.blind_scenario, &b.0, &b.1)?;
@@ -489,6 +496,8 @@ fn locality(
         "seed": seed,
         "blind": BLIND,
         "holds": check.holds(),
+        "twins": twins,
+        "noise": runs.noise,
         "check": check,
         "local_run": figures(&l.1),
         "blind_run": figures(&b.1),
@@ -520,6 +529,16 @@ fn locality(
         check.points.len(),
         tolerance * 100.0
     );
+    if let Some(n) = runs.noise {
+        println!(
+            "{} runs per side (the first two lines: each side's first), the comparison on their mean curves; runs of one \
+             side differ by up to {:.3} at a single point, with at most {} points more than {:.0}% apart",
+            n.runs,
+            n.worst,
+            n.slowed,
+            tolerance * 100.0
+        );
+    }
     let tenths: Vec<String> =
         check.tenths.iter().map(|t| t.map_or("-".to_owned(), |t| format!("{t:.3}"))).collect();
     println!("local / blind by tenth of the curve (mean times, fastest tenth first): {}", tenths.join(" "));
@@ -573,8 +592,8 @@ fn main() -> ExitCode {
             sysctls,
         }),
         Cmd::Compare { sim_out, lab_out } => compare(&sim_out, &lab_out),
-        Cmd::Locality { scenario, seed, sets, tolerance, out } => {
-            locality(&scenario, seed, &sets, tolerance, out)
+        Cmd::Locality { scenario, seed, sets, tolerance, twins, out } => {
+            locality(&scenario, seed, &sets, tolerance, twins, out)
         }
     };
     match r {

@@ -277,6 +277,11 @@ pub struct SimConfig {
     /// stream would. false (the node's case): request-response cannot take back an answer once handed
     /// over, so the chunk still crosses the links and reaches the asker, who discards it if held.
     pub abortable_uploads: bool,
+    /// Mixed into every engine's seed, and into nothing else: the same topology, targets, latencies and
+    /// churn, another draw of the engines' own choices (their tie-breaks). 0 (the default): the engines'
+    /// seeds as ever. A twin run with another salt shows how far single completion points move between runs
+    /// that differ in nothing that matters (`cinemesh-sim locality --twins`).
+    pub engine_salt: u64,
 }
 
 impl Default for SimConfig {
@@ -298,6 +303,7 @@ impl Default for SimConfig {
             declared_downlinks: true,
             declared_uplinks: false,
             abortable_uploads: false,
+            engine_salt: 0,
         }
     }
 }

@@ -64,14 +64,14 @@ fn the_locality_check_compares_the_same_topology_with_locality_off() {
     // One ISP of cinemas: local first never holds a request back (the seeder is always eligible), so the
     // two runs are the same run and every point compares equal.
     let one = scenario("full-mesh-12.toml", &[]);
-    let runs = cinemesh_sim::locality::run(&one, 1, 0.05).unwrap();
+    let runs = cinemesh_sim::locality::run(&one, 1, 0.05, 0).unwrap();
     assert_eq!(runs.check.points.len(), 12);
     assert!(runs.check.points.iter().all(|p| p.ratio == 1.0), "{:?}", runs.check.points);
     assert!(runs.check.holds());
     // Two ISPs: the blind run is the locality-blind policy with the scenario's other weights, and it
     // moves more bytes across the border.
     let two = scenario("two-isp-locality.toml", &[]);
-    let runs = cinemesh_sim::locality::run(&two, 1, 0.05).unwrap();
+    let runs = cinemesh_sim::locality::run(&two, 1, 0.05, 0).unwrap();
     let b = &runs.blind_scenario.policy;
     assert_eq!((b.same_site, b.same_isp, b.local_first), (0.0, 0.0, false));
     assert_eq!(b.low_load, two.policy.low_load);
@@ -79,6 +79,36 @@ fn the_locality_check_compares_the_same_topology_with_locality_off() {
     assert_eq!(runs.check.points.len(), 24);
     assert_eq!(runs.check.tenths.len(), 10);
     assert!(runs.check.tenths.iter().all(Option::is_some), "both runs complete every target");
+}
+
+#[test]
+fn an_engine_salt_draws_the_engines_choices_again_on_the_same_topology() {
+    let run = |sets: &[&str]| {
+        let (o, r) = simulate(&scenario("two-isp-locality.toml", sets), 1, None).unwrap();
+        assert_eq!(r.incomplete, 0);
+        let links: Vec<(u64, u64)> = o.topo.nodes.iter().map(|n| (n.up as u64, n.down as u64)).collect();
+        let times: Vec<Option<f64>> = o.stats.iter().map(|s| s.complete[0]).collect();
+        (links, times)
+    };
+    let (plain, zero, salted) = (run(&[]), run(&["sim.engine_salt=0"]), run(&["sim.engine_salt=1"]));
+    assert_eq!(plain, zero, "salt 0 is the engines' seeds as ever");
+    assert_eq!(plain.0, salted.0, "the same topology");
+    assert_ne!(plain.1, salted.1, "other choices, other completion times");
+}
+
+#[test]
+fn the_locality_check_with_twins_compares_mean_curves_and_says_how_far_twins_differ() {
+    let sc = scenario("two-isp-locality.toml", &[]);
+    let single = cinemesh_sim::locality::run(&sc, 1, 0.05, 0).unwrap();
+    assert_eq!(single.noise, None, "no twins, no noise measured");
+    let runs = cinemesh_sim::locality::run(&sc, 1, 0.05, 2).unwrap();
+    let noise = runs.noise.expect("twins measure their noise");
+    assert_eq!(noise.runs, 3);
+    assert!(noise.worst > 1.0, "twins differ somewhere: {noise:?}");
+    // The first runs are the single check's runs; the points are the means of three runs per side.
+    assert_eq!(runs.local.1.transit_bytes, single.local.1.transit_bytes);
+    assert_eq!(runs.check.points.len(), single.check.points.len());
+    assert_ne!(runs.check.points, single.check.points);
 }
 
 /// A cinema that comes online late is asked for its bitfield before its catalogue has the film and
