@@ -135,10 +135,16 @@ pub fn render(sim: &Side, lab: &Side) -> String {
         "cinema", "class", "sim (s)", "lab (s)", "sim err", "busy sim", "busy lab"
     );
     let mut errs = Vec::new();
+    // Per access class: the sum of both runs' times over the cinemas complete in both, and their count.
+    let mut classes: BTreeMap<&str, (f64, f64, usize)> = BTreeMap::new();
     for (name, class, l) in &lt {
         let si = st.get(name).and_then(|x| x.1);
         let e = si.zip(*l).and_then(|(a, b)| rel_err(a, b));
         errs.extend(e.map(f64::abs));
+        if let Some((a, b)) = si.zip(*l) {
+            let c = classes.entry(class.as_str()).or_default();
+            (c.0, c.1, c.2) = (c.0 + a, c.1 + b, c.2 + 1);
+        }
         let (bs, bl) = (sb.get(name).copied(), lb.get(name).copied());
         let _ = writeln!(
             s,
@@ -159,6 +165,14 @@ pub fn render(sim: &Side, lab: &Side) -> String {
         q.max * 100.0,
         q.n
     );
+    let means: Vec<String> = classes
+        .iter()
+        .map(|(class, &(a, b, n))| {
+            let (a, b) = (a / n as f64, b / n as f64);
+            format!("{class} ({n}) {a:.1} / {b:.1} ({})", pct(rel_err(a, b)))
+        })
+        .collect();
+    let _ = writeln!(s, "class means, simulator / lab (s): {}", means.join(", "));
     s
 }
 
@@ -215,6 +229,8 @@ mod tests {
         assert!(text.contains("T_measured (s)") && text.contains("-10.0%"), "{text}");
         // c0: 45 vs 50 = -10%; c1 never completed in the lab: no error counted.
         assert!(text.contains("per-node |error|: p50 10.0% p90 10.0% max 10.0% over 1 cinemas"), "{text}");
+        // The class mean counts the cinemas complete in both runs only.
+        assert!(text.contains("class means, simulator / lab (s): fibre (1) 45.0 / 50.0 (-10.0%)"), "{text}");
         let svg = chart(&sim, &lab).unwrap();
         assert!(svg.contains("\nsimulator\n") && svg.contains("\nlab\n"), "{svg}");
     }
