@@ -42,6 +42,8 @@ pub struct Runs {
     pub check: Check,
     /// With twins, how far runs of the same side differ from each other.
     pub noise: Option<Noise>,
+    /// Every run's transit ratio, as given and locality-blind (one each without twins).
+    pub transit: (Vec<f64>, Vec<f64>),
 }
 
 /// How far single points move between runs of one side that differ only in `sim.engine_salt` (the twins):
@@ -76,6 +78,7 @@ pub fn run(sc: &Scenario, seed: u64, tolerance: f64, twins: u32) -> Result<Runs,
         report::film0_downloaders(sc, o).iter().map(|d| d.time).collect()
     };
     let (mut locals, mut blinds) = (Vec::new(), Vec::new());
+    let mut transit = (Vec::new(), Vec::new());
     let mut first = None;
     for salt in 0..=twins.min(MAX_TWINS) {
         let (l_sc, b_sc) = (salted(sc, salt), salted(&blind_scenario, salt));
@@ -87,6 +90,8 @@ pub fn run(sc: &Scenario, seed: u64, tolerance: f64, twins: u32) -> Result<Runs,
         let (local, blind) = (local?, blind?);
         locals.push(times(&l_sc, &local.0));
         blinds.push(times(&b_sc, &blind.0));
+        transit.0.push(local.1.transit_ratio);
+        transit.1.push(blind.1.transit_ratio);
         if first.is_none() {
             first = Some((local, blind));
         }
@@ -94,7 +99,7 @@ pub fn run(sc: &Scenario, seed: u64, tolerance: f64, twins: u32) -> Result<Runs,
     let (local, blind) = first.expect("at least one run per side");
     let check = Check::of(&mean_curve(&locals), &mean_curve(&blinds), tolerance);
     let noise = (locals.len() > 1).then(|| Noise::of(&[&locals[..], &blinds[..]], tolerance));
-    Ok(Runs { local, blind_scenario, blind, check, noise })
+    Ok(Runs { local, blind_scenario, blind, check, noise, transit })
 }
 
 /// Each run's completion times sorted, averaged rank by rank (`None` from the first rank some run did not

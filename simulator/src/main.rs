@@ -498,6 +498,7 @@ fn locality(
         "holds": check.holds(),
         "twins": twins,
         "noise": runs.noise,
+        "transit_ratios": { "local": runs.transit.0, "blind": runs.transit.1 },
         "check": check,
         "local_run": figures(&l.1),
         "blind_run": figures(&b.1),
@@ -537,6 +538,13 @@ fn locality(
             n.worst,
             n.slowed,
             tolerance * 100.0
+        );
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+        println!(
+            "transit ratio, mean of {} runs: local {:.2}, blind {:.2}",
+            n.runs,
+            mean(&runs.transit.0),
+            mean(&runs.transit.1)
         );
     }
     let tenths: Vec<String> =

@@ -109,6 +109,9 @@ fn the_locality_check_with_twins_compares_mean_curves_and_says_how_far_twins_dif
     assert_eq!(runs.local.1.transit_bytes, single.local.1.transit_bytes);
     assert_eq!(runs.check.points.len(), single.check.points.len());
     assert_ne!(runs.check.points, single.check.points);
+    assert_eq!((runs.transit.0.len(), runs.transit.1.len()), (3, 3), "every run's transit");
+    assert_eq!(runs.transit.0[0], single.transit.0[0]);
+    assert_eq!(single.transit, (vec![single.local.1.transit_ratio], vec![single.blind.1.transit_ratio]));
 }
 
 /// A cinema that comes online late is asked for its bitfield before its catalogue has the film and
