@@ -105,14 +105,7 @@ pub fn run(sc: &Scenario, seed: u64, tolerance: f64, twins: u32) -> Result<Runs,
 /// Each run's completion times sorted, averaged rank by rank (`None` from the first rank some run did not
 /// reach).
 pub fn mean_curve(runs: &[Vec<Option<f64>>]) -> Vec<Option<f64>> {
-    let sorted: Vec<Vec<f64>> = runs
-        .iter()
-        .map(|v| {
-            let mut t: Vec<f64> = v.iter().flatten().copied().collect();
-            t.sort_by(f64::total_cmp);
-            t
-        })
-        .collect();
+    let sorted: Vec<Vec<f64>> = runs.iter().map(|v| sorted_times(v)).collect();
     let n = runs.iter().map(Vec::len).max().unwrap_or(0);
     (0..n)
         .map(|k| {
@@ -120,6 +113,13 @@ pub fn mean_curve(runs: &[Vec<Option<f64>>]) -> Vec<Option<f64>> {
             at.map(|v| v.iter().sum::<f64>() / v.len() as f64)
         })
         .collect()
+}
+
+/// The completion times reached, sorted: a run's completion curve.
+fn sorted_times(times: &[Option<f64>]) -> Vec<f64> {
+    let mut t: Vec<f64> = times.iter().flatten().copied().collect();
+    t.sort_by(f64::total_cmp);
+    t
 }
 
 impl Noise {
@@ -181,12 +181,7 @@ impl Check {
     /// Compares two runs' completion times of the same targets (each `None` for a target that did not
     /// complete; the order of the targets does not matter, each run is sorted on its own).
     pub fn of(local: &[Option<f64>], blind: &[Option<f64>], tolerance: f64) -> Check {
-        let sorted = |v: &[Option<f64>]| {
-            let mut t: Vec<f64> = v.iter().flatten().copied().collect();
-            t.sort_by(f64::total_cmp);
-            t
-        };
-        let (l, b) = (sorted(local), sorted(blind));
+        let (l, b) = (sorted_times(local), sorted_times(blind));
         let n = local.len().max(blind.len());
         let points: Vec<Point> = (0..n)
             .map(|i| {
