@@ -564,11 +564,10 @@ pub struct PolicyConfig {
     /// cinemas: asked only for the chunks no usable peer of our ISP holds (and, like any held-back peer,
     /// when they score `local_margin` times the best peer able to take a request or when the window has
     /// room and no ready peer is left). Off (the default), they are asked for anything. On cinemas-350
-    /// it cuts the inter-ISP bytes by a third for a p90 point slowdown from 2% lower to 4% higher per
-    /// seed, with `throughput = 1.0` (without, a fibre cinema left to its same-ISP peers finished 6x
-    /// later); where every cinema shares one ISP and the distributor sits outside it, the distributor
-    /// idles once its ISP holds a copy (simulated 16-cinema lab: 0.835 of the bound against 0.849).
-    /// docs/benchmarks.md, "Superseeders asked only for what the ISP lacks".
+    /// (eight seeds), with `throughput = 1.0`, it cuts the inter-ISP bytes by 28% for the same p90 point
+    /// slowdown, but on one seed a fibre cinema joining when its ISP held everything took 2.5 times as
+    /// long; with `local_margin = 1.0` too, 15% and none stuck, but a few business cinemas more than 5%
+    /// later than locality-blind. docs/benchmarks.md, "Superseeders held to local first, on this build".
     pub local_first_seeders: bool,
     /// A fetch with fewer peers than this (connected, or being dialed) looks its providers up again
     /// (after `lookup_interval`, 10 s, doubled after each answer with no one new, up to 160 s) and
