@@ -546,6 +546,11 @@ fn locality(
             mean(&runs.transit.0),
             mean(&runs.transit.1)
         );
+    } else {
+        println!(
+            "one run per side: runs that differ only in the engines' draws can differ beyond the tolerance at \
+             single points (on cinemas-350 at 21-36 of 350); --twins 2 or more compares mean curves and says by how much"
+        );
     }
     let tenths: Vec<String> =
         check.tenths.iter().map(|t| t.map_or("-".to_owned(), |t| format!("{t:.3}"))).collect();
