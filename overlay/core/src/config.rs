@@ -563,11 +563,12 @@ pub struct PolicyConfig {
     /// Under `local_first`, superseeders and the distributor of another ISP are held to the same rule as
     /// cinemas: asked only for the chunks no usable peer of our ISP holds (and, like any held-back peer,
     /// when they score `local_margin` times the best peer able to take a request or when the window has
-    /// room and no ready peer is left). Off (the default), they are asked for anything. On cinemas-350
-    /// (eight seeds), with `throughput = 1.0`, it cuts the inter-ISP bytes by 28% for the same p90 point
-    /// slowdown, but on one seed a fibre cinema joining when its ISP held everything took 2.5 times as
-    /// long; with `local_margin = 1.0` too, 15% and none stuck, but a few business cinemas more than 5%
-    /// later than locality-blind. docs/benchmarks.md, "Superseeders held to local first, on this build".
+    /// room and no ready peer is left, and a starved cinema still gives an idle one its request beyond the
+    /// full window: `scheduler::STARVED`). Off (the default), they are asked for anything. On cinemas-350
+    /// (eight seeds), with `throughput = 1.0`, it cuts the inter-ISP bytes by 27% (transit ratio 15.9-18.2
+    /// against 23.6-24.4) for a p90 point slowdown of 1.681 against 1.704 (means) and a max of 1.81-2.05;
+    /// without `throughput = 1.0` the last ADSL cinemas fall behind. docs/benchmarks.md, "Superseeders held
+    /// to local first, on this build".
     pub local_first_seeders: bool,
     /// A fetch with fewer peers than this (connected, or being dialed) looks its providers up again
     /// (after `lookup_interval`, 10 s, doubled after each answer with no one new, up to 160 s) and

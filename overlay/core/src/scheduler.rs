@@ -70,7 +70,11 @@
 //! Under `policy.local_first` a cinema of another ISP is asked only for the gaps of ours: chunks no usable
 //! same-ISP peer holds (counted per chunk, `gaps`; a same-ISP peer measured below [`LOCAL_SLOW`] of the
 //! best does not count). Superseeders and the distributor are always eligible, unless
-//! `policy.local_first_seeders` holds them to the same rule. A peer of another ISP
+//! `policy.local_first_seeders` holds them to the same rule; then a cinema whose last window round brought
+//! less than [`STARVED`] of its declared line still gives an idle seeder its one request beyond the full
+//! window ("Seeders beyond the window") for any chunk: its window is full of requests at slow peers of its
+//! ISP, and without it a fibre cinema of the fleet took 2.7-4.9 times its own link's time (docs/
+//! benchmarks.md, "Superseeders held to local first, on this build"). A peer of another ISP
 //! that holds chunks we lack, none of them gaps, is *held back*: it leaves the ready set for the `held`
 //! set (same score order; a held-back peer never measured gets no credit for throughput, so it is not
 //! preferred on hope alone). It is still asked, for any chunk, in two cases: when it scores more than
@@ -257,6 +261,10 @@ impl Pace {
         (self.busy > 0.0).then(|| self.bytes / self.busy)
     }
 }
+
+/// Under `policy.local_first_seeders`, a downloader whose last window round brought less than this share
+/// of its declared line asks an idle seeder beyond a full window for any chunk, not only the gaps.
+pub const STARVED: f64 = 0.25;
 
 /// Throughput relative to the best peer assumed for a peer never measured.
 const UNMEASURED_THROUGHPUT: f64 = 0.5;
@@ -1399,11 +1407,18 @@ impl<P: PeerKey> Scheduler<P> {
             if !idle {
                 continue;
             }
-            if let Some((slot, chunk, dup)) = self.pick(now, idx, false) {
-                self.stats.beyond_window += 1;
-                return Some(self.send(now, idx, slot, chunk, dup));
+            // Under `local_first_seeders`, a cinema whose last round brought less than [`STARVED`] of its
+            // line asks the idle seeder for anything: its window is full of requests at slow peers.
+            // Kept back by that filter alone, it stays held, to be asked once the cinema starves.
+            let any = self.policy.local_first_seeders && self.window.starved(STARVED);
+            match self.pick(now, idx, any) {
+                Some((slot, chunk, dup)) => {
+                    self.stats.beyond_window += 1;
+                    return Some(self.send(now, idx, slot, chunk, dup));
+                }
+                None if self.held_hint => self.hold(idx),
+                None => self.mark_idle(idx),
             }
-            self.mark_idle(idx);
         }
         // Then one request to each spare uploader with nothing of ours in flight (sending or marking it idle
         // takes it out of `spare`).

@@ -63,6 +63,10 @@ pub struct Window {
     last_cut: Option<Time>,
     /// The share of the proportional gain a larger window must bring ([`GAIN`], less on a fast line).
     gain: f64,
+    /// The declared line, bytes/s ([`Window::with_link`]).
+    link: Option<f64>,
+    /// The rate of the last round that ended, bytes/s.
+    last_rate: Option<f64>,
 }
 
 impl Window {
@@ -84,6 +88,8 @@ impl Window {
             full: false,
             last_cut: None,
             gain: GAIN,
+            link: None,
+            last_rate: None,
         }
     }
 
@@ -100,7 +106,14 @@ impl Window {
         if let Some(d) = downlink {
             self.gain = GAIN * ((LINK_FREE - d) / (LINK_FREE - LINK_FULL)).clamp(0.0, 1.0);
         }
+        self.link = downlink;
         self
+    }
+
+    /// The last round brought less than `share` of the declared line (false with no line declared or no
+    /// round ended yet).
+    pub fn starved(&self, share: f64) -> bool {
+        matches!((self.link, self.last_rate), (Some(link), Some(rate)) if rate < share * link)
     }
 
     /// The share of the proportional gain a larger window must bring.
@@ -132,6 +145,7 @@ impl Window {
             return;
         }
         let rate = self.round_bytes as f64 / elapsed.as_secs_f64();
+        self.last_rate = Some(rate);
         if self.transition {
             // The arrivals of this round were asked for under the old size: they say nothing of the new.
             self.transition = false;

@@ -982,6 +982,43 @@ fn local_first_seeders_asks_a_superseeder_only_for_the_gaps_of_our_isp() {
 }
 
 #[test]
+fn under_local_first_seeders_a_starved_cinema_asks_an_idle_superseeder_beyond_its_window_for_anything() {
+    // A window of one request. Our ISP's cinema (peer 1) holds every chunk, so under local_first_seeders the
+    // superseeder (peer 2) holds no gap of ours. Peer 1 answers a 1 MB chunk every 2 s: 0.5 MB/s.
+    let run = |line: f64| {
+        let t = TransferConfig { downlink: Some(crate::config::Rate(line)), ..no_endgame(1, 1) };
+        let policy = PolicyConfig { local_first_seeders: true, ..PolicyConfig::default() };
+        let mut s = Scheduler::new(&t, &policy, local(), 4);
+        s.add_content(Time::ZERO, spec(1, 32, None), Bitfield::new(32));
+        s.peer_joined(Time::ZERO, 1, local());
+        s.peer_joined(Time::ZERO, 2, far());
+        s.peer_seeder(&2, true);
+        s.peer_bitfield(Time::ZERO, &1, &id(1), Bitfield::full(32));
+        s.peer_bitfield(Time::ZERO, &2, &id(1), Bitfield::full(32));
+        let mut pending = requests(&drain(&mut s, Time::ZERO));
+        let mut to_seeder = Vec::new();
+        for step in 1..=12u64 {
+            let now = Time(step * 2_000 * MS);
+            for r in std::mem::take(&mut pending) {
+                match r.0 {
+                    1 => s.chunk_received(now, &1, &id(1), r.2, 1_000_000),
+                    _ => to_seeder.push((step, r.2)),
+                }
+            }
+            pending = requests(&drain(&mut s, now));
+        }
+        to_seeder
+    };
+    // On a 100 MB/s line the first round (four chunks after the first, 8 s) brought 0.5%: starved, and the
+    // idle superseeder is asked once, beyond the full window, for a chunk our ISP holds.
+    let starved = run(100e6);
+    assert_eq!(starved.len(), 1, "{starved:?}");
+    assert!(starved[0].0 >= 5, "not before a round measured the rate: {starved:?}");
+    // On a 1 MB/s line the same rate is half the line: the superseeder is left to the gaps, none here.
+    assert_eq!(run(1e6), vec![]);
+}
+
+#[test]
 fn a_peer_that_never_answers_sinks_below_one_never_asked() {
     let t = TransferConfig { request_timeout: std::time::Duration::from_secs(10), ..no_endgame(1, 2) };
     let policy = PolicyConfig { low_load: 0.0, ..PolicyConfig::default() };
