@@ -567,8 +567,8 @@ pub struct PolicyConfig {
     /// full window: `scheduler::STARVED`). Off (the default), they are asked for anything. On cinemas-350
     /// (eight seeds), with `throughput = 1.0`, it cuts the inter-ISP bytes by 27% (transit ratio 15.9-18.2
     /// against 23.6-24.4) for a p90 point slowdown of 1.681 against 1.704 (means) and a max of 1.81-2.05;
-    /// without `throughput = 1.0` the last ADSL cinemas fall behind. docs/benchmarks.md, "Superseeders held
-    /// to local first, on this build".
+    /// without `throughput = 1.0` the last ADSL cinemas fell behind (an earlier form of the rule, Kumar-Ross
+    /// 0.75 and 0.89 on two seeds). docs/benchmarks.md, "Superseeders held to local first, on this build".
     pub local_first_seeders: bool,
     /// A fetch with fewer peers than this (connected, or being dialed) looks its providers up again
     /// (after `lookup_interval`, 10 s, doubled after each answer with no one new, up to 160 s) and

@@ -934,15 +934,34 @@ fn a_slow_same_isp_holder_does_not_keep_a_chunk_from_a_fast_peer_elsewhere() {
     );
 }
 
-#[test]
-fn local_first_never_holds_requests_back_from_a_superseeder() {
-    let mut s = Scheduler::new(&no_endgame(8, 16), &PolicyConfig::default(), local(), 2);
-    s.add_content(Time::ZERO, spec(1, 16, None), Bitfield::new(16));
+/// A scheduler fetching content 1 (`chunks` chunks) from a cinema of our ISP (peer 1) holding `ours` and a
+/// superseeder of another ISP (peer 2) holding everything.
+fn our_cinema_and_a_far_superseeder(
+    t: &TransferConfig,
+    policy: &PolicyConfig,
+    seed: u64,
+    chunks: u32,
+    ours: Bitfield,
+) -> Scheduler<u32> {
+    let mut s = Scheduler::new(t, policy, local(), seed);
+    s.add_content(Time::ZERO, spec(1, chunks, None), Bitfield::new(chunks));
     s.peer_joined(Time::ZERO, 1, local());
     s.peer_joined(Time::ZERO, 2, far());
     s.peer_seeder(&2, true);
-    s.peer_bitfield(Time::ZERO, &1, &id(1), Bitfield::full(16));
-    s.peer_bitfield(Time::ZERO, &2, &id(1), Bitfield::full(16));
+    s.peer_bitfield(Time::ZERO, &1, &id(1), ours);
+    s.peer_bitfield(Time::ZERO, &2, &id(1), Bitfield::full(chunks));
+    s
+}
+
+#[test]
+fn local_first_never_holds_requests_back_from_a_superseeder() {
+    let mut s = our_cinema_and_a_far_superseeder(
+        &no_endgame(8, 16),
+        &PolicyConfig::default(),
+        2,
+        16,
+        Bitfield::full(16),
+    );
     let reqs = requests(&drain(&mut s, Time::ZERO));
     // The local peer holds everything, yet the superseeder's slots are used too.
     assert_eq!(reqs.iter().filter(|r| r.0 == 2).count(), 8, "{reqs:?}");
@@ -956,13 +975,7 @@ fn local_first_seeders_asks_a_superseeder_only_for_the_gaps_of_our_isp() {
     // superseeder would be asked for more: locality is never a wait).
     let start = |local_first_seeders: bool| {
         let policy = PolicyConfig { local_first_seeders, ..PolicyConfig::default() };
-        let mut s = Scheduler::new(&no_endgame(8, 12), &policy, local(), 2);
-        s.add_content(Time::ZERO, spec(1, 16, None), Bitfield::new(16));
-        s.peer_joined(Time::ZERO, 1, local());
-        s.peer_joined(Time::ZERO, 2, far());
-        s.peer_seeder(&2, true);
-        s.peer_bitfield(Time::ZERO, &1, &id(1), bits(16, 0..12));
-        s.peer_bitfield(Time::ZERO, &2, &id(1), Bitfield::full(16));
+        let mut s = our_cinema_and_a_far_superseeder(&no_endgame(8, 12), &policy, 2, 16, bits(16, 0..12));
         let reqs = requests(&drain(&mut s, Time::ZERO));
         (s, reqs)
     };
@@ -988,13 +1001,7 @@ fn under_local_first_seeders_a_starved_cinema_asks_an_idle_superseeder_beyond_it
     let run = |line: f64| {
         let t = TransferConfig { downlink: Some(crate::config::Rate(line)), ..no_endgame(1, 1) };
         let policy = PolicyConfig { local_first_seeders: true, ..PolicyConfig::default() };
-        let mut s = Scheduler::new(&t, &policy, local(), 4);
-        s.add_content(Time::ZERO, spec(1, 32, None), Bitfield::new(32));
-        s.peer_joined(Time::ZERO, 1, local());
-        s.peer_joined(Time::ZERO, 2, far());
-        s.peer_seeder(&2, true);
-        s.peer_bitfield(Time::ZERO, &1, &id(1), Bitfield::full(32));
-        s.peer_bitfield(Time::ZERO, &2, &id(1), Bitfield::full(32));
+        let mut s = our_cinema_and_a_far_superseeder(&t, &policy, 4, 32, Bitfield::full(32));
         let mut pending = requests(&drain(&mut s, Time::ZERO));
         let mut to_seeder = Vec::new();
         for step in 1..=12u64 {
