@@ -564,11 +564,13 @@ pub struct PolicyConfig {
     /// cinemas: asked only for the chunks no usable peer of our ISP holds (and, like any held-back peer,
     /// when they score `local_margin` times the best peer able to take a request or when the window has
     /// room and no ready peer is left, and a starved cinema still gives an idle one its request beyond the
-    /// full window: `scheduler::STARVED`). Off (the default), they are asked for anything. On cinemas-350
-    /// (eight seeds), with `throughput = 1.0`, it cuts the inter-ISP bytes by 27% (transit ratio 15.9-18.2
-    /// against 23.6-24.4) for a p90 point slowdown of 1.681 against 1.704 (means) and a max of 1.81-2.05;
-    /// without `throughput = 1.0` the last ADSL cinemas fell behind (an earlier form of the rule, Kumar-Ross
-    /// 0.75 and 0.89 on two seeds). docs/benchmarks.md, "Superseeders held to local first, on this build".
+    /// full window: `scheduler::STARVED`). Only on a node that declares its line (`transfer.downlink`):
+    /// without it the node cannot tell that it starves, and asks them for anything. Off (the default): asked
+    /// for anything. On cinemas-350 (eight seeds, lines declared) it cuts the inter-ISP bytes by 28% (transit
+    /// ratio 16.7-17.8 against 23.6-24.4) for a p90 point slowdown of 1.713 against 1.704 (means), max
+    /// 1.80-1.90; but against locality-blind 1 and 5 points of 350 of two seeds' curves were 5.0-5.8%
+    /// slower (0 with it off), so it is not the default. docs/benchmarks.md, "Superseeders held to local
+    /// first: a starved share of a half".
     pub local_first_seeders: bool,
     /// A fetch with fewer peers than this (connected, or being dialed) looks its providers up again
     /// (after `lookup_interval`, 10 s, doubled after each answer with no one new, up to 160 s) and

@@ -70,13 +70,14 @@
 //! Under `policy.local_first` a cinema of another ISP is asked only for the gaps of ours: chunks no usable
 //! same-ISP peer holds (counted per chunk, `gaps`; a same-ISP peer measured below [`LOCAL_SLOW`] of the
 //! best does not count). Superseeders and the distributor are always eligible, unless
-//! `policy.local_first_seeders` holds them to the same rule; then a cinema whose last window round brought
-//! less than [`STARVED`] of its declared line still gives an idle seeder its one request beyond the full
-//! window ("Seeders beyond the window") for any chunk: its window is full of requests at slow peers of its
-//! ISP, and without it a fibre cinema of the fleet took 2.7-4.9 times its own link's time (docs/
-//! benchmarks.md, "Superseeders held to local first, on this build"). A peer of another ISP
-//! that holds chunks we lack, none of them gaps, is *held back*: it leaves the ready set for the `held`
-//! set (same score order; a held-back peer never measured gets no credit for throughput, so it is not
+//! `policy.local_first_seeders` (off by default) holds them to the same rule, for a cinema that declared
+//! its line (`transfer.downlink`); then a cinema whose last window round brought less than [`STARVED`] of
+//! that line still gives an idle seeder its one request beyond the full window ("Seeders beyond the
+//! window") for any chunk: its window is full of requests at slow peers of its ISP, and without it a fibre
+//! cinema of the fleet took 2.7-4.9 times its own link's time (docs/benchmarks.md, "Superseeders held to
+//! local first, on this build"). A cinema with no line declared cannot tell a window of slow peers from a
+//! slow line, and asks seeders for anything. A peer of another ISP that holds chunks we lack, none of them
+//! gaps, is *held back*: it leaves the ready set for the `held` set (same score order; a held-back peer never measured gets no credit for throughput, so it is not
 //! preferred on hope alone). It is still asked, for any chunk, in two cases: when it scores more than
 //! `policy.local_margin` times the best ready peer (the peers of our ISP able to take a request are that
 //! much worse), and when the window has room and no ready peer is left. So locality orders the peers able
@@ -264,7 +265,11 @@ impl Pace {
 
 /// Under `policy.local_first_seeders`, a downloader whose last window round brought less than this share
 /// of its declared line asks an idle seeder beyond a full window for any chunk, not only the gaps.
-pub const STARVED: f64 = 0.25;
+/// Measured on cinemas-350 (docs/benchmarks.md, "Superseeders held to local first: a starved share of a
+/// half"): 0.25 left the last fibre cinema of one seed of eight at 2.05 times its point of the bound, or,
+/// without `policy.throughput = 1.0`, the last ADSL cinemas behind; 0.5 kept every point of eight seeds
+/// within 1.90 with the default weights.
+pub const STARVED: f64 = 0.5;
 
 /// Throughput relative to the best peer assumed for a peer never measured.
 const UNMEASURED_THROUGHPUT: f64 = 0.5;
@@ -462,8 +467,8 @@ struct Peer<P> {
     /// Its chunks are in the content's same-ISP counts (`local`, `gaps`) right now.
     counted: bool,
     /// A superseeder or the distributor: provisioned to inject content into every ISP, so `local_first`
-    /// (unless `policy.local_first_seeders`)
-    /// never holds requests back from it (its capacity idle while cinemas wait is the waste to avoid).
+    /// (unless [`Scheduler::seeders_held`]) never holds requests back from it (its capacity idle while
+    /// cinemas wait is the waste to avoid).
     seeder: bool,
     blocked_until: Time,
     /// Busy answers in a row since its last chunk: each doubles the back-off (up to [`BUSY_STREAK_MAX`]).
@@ -959,6 +964,7 @@ impl<P: PeerKey> Scheduler<P> {
             self.stats.ignored += chunks.len() as u64;
             return false;
         };
+        let seeders_held = self.seeders_held();
         let Some(c) = self.contents[slot as usize].as_mut() else { return false };
         let Some(r) = c.rarity.as_mut() else { return false };
         let n = c.have.len();
@@ -968,7 +974,6 @@ impl<P: PeerKey> Scheduler<P> {
         }
         let bits = p.have[slot as usize].get_or_insert_with(|| Bitfield::new(n));
         let local_first = self.policy.local_first;
-        let seeders_held = self.policy.local_first_seeders;
         let mut wake = false;
         for &chunk in chunks {
             if chunk >= n {
@@ -1407,10 +1412,10 @@ impl<P: PeerKey> Scheduler<P> {
             if !idle {
                 continue;
             }
-            // Under `local_first_seeders`, a cinema whose last round brought less than [`STARVED`] of its
-            // line asks the idle seeder for anything: its window is full of requests at slow peers.
+            // With seeders held to local first, a cinema whose last round brought less than [`STARVED`] of
+            // its line asks the idle seeder for anything: its window is full of requests at slow peers.
             // Kept back by that filter alone, it stays held, to be asked once the cinema starves.
-            let any = self.policy.local_first_seeders && self.window.starved(STARVED);
+            let any = self.seeders_held() && self.window.starved(STARVED);
             match self.pick(now, idx, any) {
                 Some((slot, chunk, dup)) => {
                     self.stats.beyond_window += 1;
@@ -1453,6 +1458,12 @@ impl<P: PeerKey> Scheduler<P> {
         self.send(now, idx, slot, chunk, dup)
     }
 
+    /// Superseeders and the distributor are held to local first: `policy.local_first_seeders` and a declared
+    /// line, without which a starving cinema could not tell it starves (see "Local first, a preference").
+    pub fn seeders_held(&self) -> bool {
+        self.policy.local_first && self.policy.local_first_seeders && self.window.link().is_some()
+    }
+
     /// The chunk to ask of peer `idx`: (content slot, chunk, is an end-game duplicate). `any`: without
     /// local first's filter. Sets `held_hint` when only that filter kept a chunk back.
     fn pick(&mut self, now: Time, idx: u32, any: bool) -> Option<(u32, u32, bool)> {
@@ -1461,7 +1472,7 @@ impl<P: PeerKey> Scheduler<P> {
         for &slot in &self.order {
             let Some(c) = self.contents[slot as usize].as_ref() else { continue };
             let (Some(r), Some(bits)) = (c.rarity.as_ref(), p.bits(slot)) else { continue };
-            let exempt = p.seeder && !self.policy.local_first_seeders;
+            let exempt = p.seeder && !self.seeders_held();
             let pick = if self.policy.local_first && !p.same_isp && !exempt && !any {
                 let pick = r.pick(&bits.and(&c.gaps), &mut self.rng);
                 if pick.is_none() && r.pick(bits, &mut self.rng).is_some() {

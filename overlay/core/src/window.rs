@@ -110,6 +110,11 @@ impl Window {
         self
     }
 
+    /// The declared line (or the download limit below it), bytes/s.
+    pub fn link(&self) -> Option<f64> {
+        self.link
+    }
+
     /// The last round brought less than `share` of the declared line (false with no line declared or no
     /// round ended yet).
     pub fn starved(&self, share: f64) -> bool {

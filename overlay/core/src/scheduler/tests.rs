@@ -972,14 +972,15 @@ fn local_first_never_holds_requests_back_from_a_superseeder() {
 fn local_first_seeders_asks_a_superseeder_only_for_the_gaps_of_our_isp() {
     // A cinema of our ISP holds chunks 0-11; a superseeder elsewhere holds all 16. A window of 12: the
     // cinema takes 8, the superseeder the 4 gaps, and the window is full (with room left, the held-back
-    // superseeder would be asked for more: locality is never a wait).
-    let start = |local_first_seeders: bool| {
+    // superseeder would be asked for more: locality is never a wait). Our line is declared: 100 MB/s.
+    let start = |local_first_seeders: bool, line: Option<f64>| {
+        let t = TransferConfig { downlink: line.map(crate::config::Rate), ..no_endgame(8, 12) };
         let policy = PolicyConfig { local_first_seeders, ..PolicyConfig::default() };
-        let mut s = our_cinema_and_a_far_superseeder(&no_endgame(8, 12), &policy, 2, 16, bits(16, 0..12));
+        let mut s = our_cinema_and_a_far_superseeder(&t, &policy, 2, 16, bits(16, 0..12));
         let reqs = requests(&drain(&mut s, Time::ZERO));
         (s, reqs)
     };
-    let (mut s, reqs) = start(true);
+    let (mut s, reqs) = start(true, Some(100e6));
     let mut to_seeder: Vec<u32> = reqs.iter().filter(|r| r.0 == 2).map(|r| r.2).collect();
     to_seeder.sort_unstable();
     assert_eq!(to_seeder, vec![12, 13, 14, 15], "only the gaps: {reqs:?}");
@@ -989,8 +990,13 @@ fn local_first_seeders_asks_a_superseeder_only_for_the_gaps_of_our_isp() {
     s.peer_left(Time(MS), &1);
     let after = requests(&drain(&mut s, Time(MS)));
     assert!(!after.is_empty() && after.iter().all(|r| r.0 == 2 && r.2 < 12), "{after:?}");
-    // Off (the default), the same superseeder is asked for chunks our ISP holds too.
-    let (_, reqs) = start(false);
+    // Off, the same superseeder is asked for chunks our ISP holds too.
+    let (s, reqs) = start(false, Some(100e6));
+    assert!(!s.seeders_held());
+    assert!(reqs.iter().any(|r| r.0 == 2 && r.2 < 12), "{reqs:?}");
+    // On, but with no line declared (a cinema that cannot tell it starves): the same.
+    let (s, reqs) = start(true, None);
+    assert!(!s.seeders_held());
     assert!(reqs.iter().any(|r| r.0 == 2 && r.2 < 12), "{reqs:?}");
 }
 
@@ -1021,8 +1027,10 @@ fn under_local_first_seeders_a_starved_cinema_asks_an_idle_superseeder_beyond_it
     let starved = run(100e6);
     assert_eq!(starved.len(), 1, "{starved:?}");
     assert!(starved[0].0 >= 5, "not before a round measured the rate: {starved:?}");
-    // On a 1 MB/s line the same rate is half the line: the superseeder is left to the gaps, none here.
-    assert_eq!(run(1e6), vec![]);
+    // On a 1.5 MB/s line it is a third of the line, below `STARVED` (half): starved too.
+    assert_eq!(run(1.5e6).len(), 1);
+    // On a 0.8 MB/s line the same rate is 62% of the line: the superseeder is left to the gaps, none here.
+    assert_eq!(run(0.8e6), vec![]);
 }
 
 #[test]
