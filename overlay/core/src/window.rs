@@ -110,7 +110,7 @@ impl Window {
         self
     }
 
-    /// The declared line (or the download limit below it), bytes/s.
+    /// The declared line (the download limit where that is lower), bytes/s; none with no line declared.
     pub fn link(&self) -> Option<f64> {
         self.link
     }
