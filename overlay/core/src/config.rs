@@ -564,13 +564,14 @@ pub struct PolicyConfig {
     /// cinemas: asked only for the chunks no usable peer of our ISP holds (and, like any held-back peer,
     /// when they score `local_margin` times the best peer able to take a request or when the window has
     /// room and no ready peer is left, and a starved cinema still gives an idle one its request beyond the
-    /// full window: `scheduler::STARVED`). Only on a node that declares its line (`transfer.downlink`):
-    /// without it the node cannot tell that it starves, and asks them for anything. Off (the default): asked
-    /// for anything. On cinemas-350 (eight seeds, lines declared) it cuts the inter-ISP bytes by 28% (transit
-    /// ratio 16.7-17.8 against 23.6-24.4) for a p90 point slowdown of 1.713 against 1.704 (means), max
-    /// 1.80-1.90; but against locality-blind 1 and 5 points of 350 of two seeds' curves were 5.0-5.8%
-    /// slower (0 with it off), so it is not the default. docs/benchmarks.md, "Superseeders held to local
-    /// first: a starved share of a half".
+    /// full window: `scheduler::starved_share`). Only on a node that declares its line
+    /// (`transfer.downlink`): without it the node cannot tell that it starves, and asks them for anything.
+    /// Off (the default): asked for anything. On cinemas-350 (eight seeds, lines declared) it cuts the
+    /// inter-ISP bytes by 29% (transit ratio 16.5-17.6 against 23.6-24.4) for a p90 point slowdown of
+    /// 1.709 against 1.704 (means), max 1.80-1.87; but against locality-blind one point of 350 (the second
+    /// cinema of one seed of three) was 6.3% slower (0 with it off), and one run's last ADSL cinema ended
+    /// at 0.892 of Kumar-Ross, so it is not the default. docs/benchmarks.md, "Superseeders held to local
+    /// first: the fastest lines starve below their line".
     pub local_first_seeders: bool,
     /// A fetch with fewer peers than this (connected, or being dialed) looks its providers up again
     /// (after `lookup_interval`, 10 s, doubled after each answer with no one new, up to 160 s) and

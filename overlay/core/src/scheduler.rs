@@ -71,8 +71,9 @@
 //! same-ISP peer holds (counted per chunk, `gaps`; a same-ISP peer measured below [`LOCAL_SLOW`] of the best
 //! does not count). Superseeders and the distributor are always eligible, unless `policy.local_first_seeders`
 //! (off by default) holds them to the same rule, for a cinema that declared its line (`transfer.downlink`);
-//! then a cinema whose last window round brought less than [`STARVED`] of that line still gives an idle
-//! seeder its one request beyond the full window ("Seeders beyond the window") for any chunk: its window is
+//! then a cinema whose last window round brought less than [`starved_share`] of that line (a half, up to
+//! the whole of a fast line) still gives an idle seeder its one request beyond the full window ("Seeders
+//! beyond the window") for any chunk: its window is
 //! full of requests at slow peers of its ISP, and without it a fibre cinema of the fleet took 2.7-4.9 times
 //! its own link's time (docs/benchmarks.md, "Superseeders held to local first, on this build"). A cinema with
 //! no line declared cannot tell a window of slow peers from a slow line, and asks seeders for anything. A
@@ -158,7 +159,7 @@ use rand_chacha::ChaCha8Rng;
 use super::policy::{self, ScoreInputs};
 use super::rarity::Rarity;
 use crate::config::{PolicyConfig, TransferConfig};
-use crate::window::Window;
+use crate::window::{self, Window};
 use crate::{Bitfield, Locality};
 use crate::{ContentId, Time};
 
@@ -264,12 +265,27 @@ impl Pace {
 }
 
 /// Under `policy.local_first_seeders`, a downloader whose last window round brought less than this share
-/// of its declared line asks an idle seeder beyond a full window for any chunk, not only the gaps.
+/// of its declared line asks an idle seeder beyond a full window for any chunk, not only the gaps: on a
+/// line up to [`window::LINK_FULL`]; above it the share rises to the whole line ([`starved_share`]).
 /// Measured on cinemas-350 (docs/benchmarks.md, "Superseeders held to local first: a starved share of a
 /// half"): 0.25 left the last fibre cinema of one seed of eight at 2.05 times its point of the bound, or,
 /// without `policy.throughput = 1.0`, the last ADSL cinemas behind; 0.5 kept every point of eight seeds
 /// within 1.90 with the default weights.
 pub const STARVED: f64 = 0.5;
+
+/// The share of a declared line of `line` bytes/s below which a round counts as starved: [`STARVED`] up
+/// to [`window::LINK_FULL`] (200 Mbit/s), rising linearly to the whole line at [`window::LINK_FREE`]
+/// (800 Mbit/s) and above.
+///
+/// Why: the completion-CDF bound wants the fastest lines served first, and only the superseeders are
+/// fast enough to fill them. With a half on every line, the fleet's fastest cinemas took less from the
+/// superseeders than with them unheld and finished up to 5.8% later than locality-blind (FLEET seed 3,
+/// 5 points of 350 beyond 5%); rising to the whole line, none (docs/benchmarks.md, "Superseeders held to
+/// local first: the fastest lines starve below their line").
+pub fn starved_share(line: f64) -> f64 {
+    let fast = ((line - window::LINK_FULL) / (window::LINK_FREE - window::LINK_FULL)).clamp(0.0, 1.0);
+    STARVED + (1.0 - STARVED) * fast
+}
 
 /// Throughput relative to the best peer assumed for a peer never measured.
 const UNMEASURED_THROUGHPUT: f64 = 0.5;
@@ -1412,10 +1428,10 @@ impl<P: PeerKey> Scheduler<P> {
             if !idle {
                 continue;
             }
-            // With seeders held to local first, a cinema whose last round brought less than [`STARVED`] of
-            // its line asks the idle seeder for anything: its window is full of requests at slow peers.
+            // With seeders held to local first, a cinema whose last round brought less than
+            // [`starved_share`] of its line asks the idle seeder for anything: its window is full of requests at slow peers.
             // Kept back by that filter alone, it stays held, to be asked once the cinema starves.
-            let any = self.seeders_held() && self.window.starved(STARVED);
+            let any = self.seeders_held() && self.window.starved(starved_share);
             match self.pick(now, idx, any) {
                 Some((slot, chunk, dup)) => {
                     self.stats.beyond_window += 1;

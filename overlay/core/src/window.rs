@@ -115,10 +115,10 @@ impl Window {
         self.link
     }
 
-    /// The last round brought less than `share` of the declared line (false with no line declared or no
-    /// round ended yet).
-    pub fn starved(&self, share: f64) -> bool {
-        matches!((self.link, self.last_rate), (Some(link), Some(rate)) if rate < share * link)
+    /// The last round brought less than `share(line)` of the declared line (false with no line declared
+    /// or no round ended yet).
+    pub fn starved(&self, share: impl Fn(f64) -> f64) -> bool {
+        matches!((self.link, self.last_rate), (Some(link), Some(rate)) if rate < share(link) * link)
     }
 
     /// The share of the proportional gain a larger window must bring.

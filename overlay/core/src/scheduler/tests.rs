@@ -1003,8 +1003,8 @@ fn local_first_seeders_asks_a_superseeder_only_for_the_gaps_of_our_isp() {
 #[test]
 fn under_local_first_seeders_a_starved_cinema_asks_an_idle_superseeder_beyond_its_window_for_anything() {
     // A window of one request. Our ISP's cinema (peer 1) holds every chunk, so under local_first_seeders the
-    // superseeder (peer 2) holds no gap of ours. Peer 1 answers a 1 MB chunk every 2 s: 0.5 MB/s.
-    let run = |line: f64| {
+    // superseeder (peer 2) holds no gap of ours. Peer 1 answers a chunk of `chunk` bytes every 2 s.
+    let run_at = |line: f64, chunk: u64| {
         let t = TransferConfig { downlink: Some(crate::config::Rate(line)), ..no_endgame(1, 1) };
         let policy = PolicyConfig { local_first_seeders: true, ..PolicyConfig::default() };
         let mut s = our_cinema_and_a_far_superseeder(&t, &policy, 4, 32, Bitfield::full(32));
@@ -1014,7 +1014,7 @@ fn under_local_first_seeders_a_starved_cinema_asks_an_idle_superseeder_beyond_it
             let now = Time(step * 2_000 * MS);
             for r in std::mem::take(&mut pending) {
                 match r.0 {
-                    1 => s.chunk_received(now, &1, &id(1), r.2, 1_000_000),
+                    1 => s.chunk_received(now, &1, &id(1), r.2, chunk),
                     _ => to_seeder.push((step, r.2)),
                 }
             }
@@ -1022,6 +1022,8 @@ fn under_local_first_seeders_a_starved_cinema_asks_an_idle_superseeder_beyond_it
         }
         to_seeder
     };
+    // 1 MB chunks: 0.5 MB/s.
+    let run = |line: f64| run_at(line, 1_000_000);
     // On a 100 MB/s line the first round (four chunks after the first, 8 s) brought 0.5%: starved, and the
     // idle superseeder is asked once, beyond the full window, for a chunk our ISP holds.
     let starved = run(100e6);
@@ -1031,6 +1033,23 @@ fn under_local_first_seeders_a_starved_cinema_asks_an_idle_superseeder_beyond_it
     assert_eq!(run(1.5e6).len(), 1);
     // On a 0.8 MB/s line the same rate is 62% of the line: the superseeder is left to the gaps, none here.
     assert_eq!(run(0.8e6), vec![]);
+    // A fast line starves below more of it (`starved_share`): 60 MB/s (30 MB chunks) is 60% of a 100 MB/s
+    // line (800 Mbit/s, the whole line asked): starved; 60% of a 25 MB/s line (200 Mbit/s, half asked), 15
+    // MB/s, is not; 50 MB/s (a 400 Mbit/s line asks two thirds) at 60% is starved.
+    assert_eq!(run_at(100e6, 120_000_000).len(), 1);
+    assert_eq!(run_at(25e6, 30_000_000), vec![]);
+    assert_eq!(run_at(50e6, 60_000_000).len(), 1);
+    assert_eq!(run_at(50e6, 70_000_000), vec![], "70% of a line that asks two thirds");
+}
+
+#[test]
+fn the_starved_share_rises_from_half_a_slow_line_to_the_whole_of_a_fast_one() {
+    use super::starved_share;
+    assert_eq!(starved_share(1.5e6), STARVED);
+    assert_eq!(starved_share(crate::window::LINK_FULL), STARVED);
+    assert!((starved_share(50e6) - 2.0 / 3.0).abs() < 1e-9);
+    assert_eq!(starved_share(crate::window::LINK_FREE), 1.0);
+    assert_eq!(starved_share(1.25e9), 1.0);
 }
 
 #[test]
