@@ -280,8 +280,9 @@ pub const STARVED: f64 = 0.5;
 /// Why: the completion-CDF bound wants the fastest lines served first, and only the superseeders are
 /// fast enough to fill them. With a half on every line, the fleet's fastest cinemas took less from the
 /// superseeders than with them unheld and finished up to 5.8% later than locality-blind (FLEET seed 3,
-/// 5 points of 350 beyond 5%); rising to the whole line, none (docs/benchmarks.md, "Superseeders held to
-/// local first: the fastest lines starve below their line").
+/// 5 points of 350 beyond 5%); rising to the whole line, they took as much as unheld and no point of that
+/// seed was beyond 5% (docs/benchmarks.md, "Superseeders held to local first: the fastest lines starve
+/// below their line").
 pub fn starved_share(line: f64) -> f64 {
     let fast = ((line - window::LINK_FULL) / (window::LINK_FREE - window::LINK_FULL)).clamp(0.0, 1.0);
     STARVED + (1.0 - STARVED) * fast
@@ -1429,8 +1430,9 @@ impl<P: PeerKey> Scheduler<P> {
                 continue;
             }
             // With seeders held to local first, a cinema whose last round brought less than
-            // [`starved_share`] of its line asks the idle seeder for anything: its window is full of requests at slow peers.
-            // Kept back by that filter alone, it stays held, to be asked once the cinema starves.
+            // [`starved_share`] of its line asks the idle seeder for anything: its window is full of
+            // requests at slow peers. Kept back by that filter alone, it stays held, to be asked once the
+            // cinema starves.
             let any = self.seeders_held() && self.window.starved(starved_share);
             match self.pick(now, idx, any) {
                 Some((slot, chunk, dup)) => {

@@ -1033,9 +1033,9 @@ fn under_local_first_seeders_a_starved_cinema_asks_an_idle_superseeder_beyond_it
     assert_eq!(run(1.5e6).len(), 1);
     // On a 0.8 MB/s line the same rate is 62% of the line: the superseeder is left to the gaps, none here.
     assert_eq!(run(0.8e6), vec![]);
-    // A fast line starves below more of it (`starved_share`): 60 MB/s (30 MB chunks) is 60% of a 100 MB/s
-    // line (800 Mbit/s, the whole line asked): starved; 60% of a 25 MB/s line (200 Mbit/s, half asked), 15
-    // MB/s, is not; 50 MB/s (a 400 Mbit/s line asks two thirds) at 60% is starved.
+    // A fast line starves below more of it (`starved_share`): 60 MB/s (120 MB every 2 s) is 60% of a
+    // 100 MB/s line (800 Mbit/s: the whole line asked), starved; 15 MB/s, 60% of a 25 MB/s line (200 Mbit/s:
+    // half asked), is not; on a 50 MB/s line (400 Mbit/s: two thirds asked) 60% is starved, 70% is not.
     assert_eq!(run_at(100e6, 120_000_000).len(), 1);
     assert_eq!(run_at(25e6, 30_000_000), vec![]);
     assert_eq!(run_at(50e6, 60_000_000).len(), 1);
