@@ -204,7 +204,7 @@ pub const JOINT_MAX_DOWNLOADERS: usize = 1_000;
 /// link need it from their start while the first points count every uplink for themselves. Exact in the
 /// model to 0.1%: bisection on `r`, each step a max-flow from the downloaders (`F` each) through the
 /// intervals between their deadlines (each carrying at most `d_i` per second to a downloader online then,
-/// and the uplinks online then in all) ([`Flow`]). `bench/joint_bound.py` computes the same from a
+/// and the uplinks online then in all) (`Flow`). `bench/joint_bound.py` computes the same from a
 /// `nodes.csv`. `None` without downloaders or above [`JOINT_MAX_DOWNLOADERS`].
 pub fn joint_max(size: f64, u_s: f64, downloaders: &[Downloader], bound: &[f64]) -> Option<f64> {
     let n = downloaders.len();

@@ -236,7 +236,7 @@ pub struct Outcome {
     pub stats: Vec<NodeStats>,
     /// Bytes from ISP `i` to ISP `j`.
     pub isp_matrix: Vec<Vec<u64>>,
-    /// Superseeder egress per [`EGRESS_BIN_US`] bin, bytes.
+    /// Superseeder egress per `EGRESS_BIN_US` bin, bytes.
     pub egress_bins: Vec<u64>,
     /// Cinemas' upload per bin, bytes (chunk transfers, each spread evenly over its duration).
     pub upload_bins: Vec<u64>,

@@ -1,6 +1,6 @@
 //! Peer choice: a score from locality (same site, same ISP), load and measured throughput.
 //!
-//! Weights come from [`PolicyConfig`](crate::config::PolicyConfig). Reference: Dragonfly's parent scoring
+//! Weights come from [`PolicyConfig`]. Reference: Dragonfly's parent scoring
 //! (IDC 0.2, location 0.1, load 0.6, host type 0.1). Locality is kept by `policy.local_first` in the
 //! scheduler (cinemas of other ISPs are asked only for what the own ISP lacks), so the shipped site and ISP
 //! weights are 0: a same-ISP weight made fast cinemas wait on slow same-ISP peers.

@@ -9,12 +9,12 @@
 //!
 //! A decision starts from the *peer*, not the chunk. The scheduler keeps a `ready` set of peers that can
 //! take a request now (below `max_requests_per_peer`, or one for a spare uploader, see below; not backing off after a busy answer, not banned for
-//! corruption, and not known to have nothing we need), ordered by [`policy::score`](super::policy::score)
+//! corruption, and not known to have nothing we need), ordered by [`policy::score`]
 //! divided by one plus the requests already in flight to that peer (its link is shared among them, so a
 //! first request to another peer adds more than a second to the same one), with a random tie-break drawn each time the peer's entry is refreshed. `poll_output` takes the best
 //! ready peer and gives it, walking contents in deadline order (earlier first, `None` last, then order
 //! added), the rarest chunk of that content the peer holds that is missing and not in flight (see
-//! [`rarity`](super::rarity): availability buckets, random tie-break, word-parallel fallback). A peer
+//! `rarity`: availability buckets, random tie-break, word-parallel fallback). A peer
 //! holding nothing useful is marked idle and leaves the set until its bitfield gains a useful bit or one of
 //! its chunks is re-queued. Because peers are served best first, the chunk given to a peer also went to the
 //! best-scoring ready peer holding it: the same-ISP, low-load, fast peers fill their slots first and the
@@ -139,7 +139,7 @@
 //! ## Bounds and memory
 //!
 //! Requests in flight and chunks being written are bounded together by the request
-//! [`Window`](crate::window::Window), which adapts between `min_requests_total` and `max_requests_total` by
+//! [`Window`], which adapts between `min_requests_total` and `max_requests_total` by
 //! the receive rate, plus one per seeder or spare peer; the output queue holds at most the cancels,
 //! penalties and completions caused by one input. Per content being fetched: about 7.5 bytes per chunk
 //! (availability, bucket index, candidates, same-ISP count, gaps; 11.5 for 65,535 chunks or more) plus one
@@ -167,11 +167,11 @@ use crate::{ContentId, Time};
 pub const ENDGAME_PEERS_PER_CHUNK: usize = 2;
 
 /// An end-game copy that would not arrive sooner is still asked once every request for the chunk has
-/// waited this many times what a chunk from its peer has been taking ([`pick_duplicate`]).
+/// waited this many times what a chunk from its peer has been taking (`pick_duplicate`).
 pub const ENDGAME_LATE: f64 = 3.0;
 
 /// An end-game copy comes sooner when it would arrive within this share of the time the requests in flight
-/// still need ([`pick_duplicate`]).
+/// still need (`pick_duplicate`).
 pub const ENDGAME_SOONER: f64 = 0.5;
 
 /// Weight of a new sample in a peer's throughput EWMA.

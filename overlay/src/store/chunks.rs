@@ -39,7 +39,7 @@ impl Store {
     /// Stores chunk `idx` of content `id`: checks its length and hash first (a mismatch is
     /// [`StoreError::Corrupt`] and nothing is written), writes it at its offset in the real file, syncs
     /// the file, then marks it held in sled and flushes sled; returns once the mark is durable. Writers at
-    /// the same time share the syncs and the flush ([`commit`](super::commit)). A chunk already held is
+    /// the same time share the syncs and the flush (`commit`). A chunk already held is
     /// left as it is.
     pub fn write_chunk(&self, id: &ContentId, idx: u32, bytes: &[u8]) -> Result<(), StoreError> {
         self.write_chunk_with(id, idx, bytes, Crash::Never)

@@ -25,15 +25,15 @@
 //!
 //! A chunk is marked present only after its bytes matched the manifest's hash and were written and
 //! `fsync`ed in the real file; then the bit is set in sled and sled is flushed (chunks written at the same
-//! time share the syncs and the flush: [`commit`] is a group commit). A crash between the two
+//! time share the syncs and the flush: `commit` is a group commit). A crash between the two
 //! loses only the chunks in flight: their bytes may be on disk but they are not marked, and they are
 //! fetched again. The bitfield in sled is the truth on restart: nothing is rehashed wholesale, only the
 //! files' sizes are checked at [`Store::open`] (a file missing or of the wrong size loses its marks).
 //! [`Store::verify`] rehashes on demand.
 //!
-//! Files: [`chunks`](self::chunks) (write, read, verify), [`reuse`](self::reuse) (identical chunks and
-//! files from other contents), [`space`](self::space) (free space), [`catalogue`](self::catalogue) and
-//! [`peers`](self::peers) (opaque catalogue log, peer stats), [`error`](self::error).
+//! Files: [`chunks`] (write, read, verify), [`reuse`] (identical chunks and
+//! files from other contents), [`space`] (free space), [`catalogue`] and
+//! [`peers`] (opaque catalogue log, peer stats), [`error`].
 
 pub mod catalogue;
 pub mod chunks;

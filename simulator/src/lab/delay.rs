@@ -100,7 +100,7 @@ pub struct DelayFigures {
     /// The line ran at a real-time priority (`SCHED_FIFO`), ahead of the daemons.
     pub realtime: bool,
     /// Packets held that carried no receive timestamp from the kernel: their delay counted from when the
-    /// line read them, up to [`DRAIN`] later than their arrival.
+    /// line read them, up to `DRAIN` later than their arrival.
     pub unstamped: u64,
     /// CPU seconds the line's thread used (`None`: the kernel does not say).
     pub cpu_s: Option<f64>,

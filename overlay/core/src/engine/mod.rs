@@ -1124,7 +1124,7 @@ impl<P: PeerKey> Engine<P> {
 
     /// A request we sent to `peer` got no usable answer: the connection it went on closed, it timed out,
     /// the peer refused it, or its answer was malformed. A hello or a bitfield request is sent again at the next housekeeping (at most
-    /// [`MAX_RETRIES`] times per session); chunk and manifest requests have their own replies
+    /// `MAX_RETRIES` times per session); chunk and manifest requests have their own replies
     /// ([`Reply::Failed`], [`ManifestReply::Missing`]), haves and cancels are not repeated.
     pub fn send_failed(&mut self, now: Time, peer: &P, request: &Request) {
         self.input("send-failed");

@@ -1,4 +1,4 @@
-//! The node's event loop: an I/O shell around the sans-io [`Engine`](crate::core::engine::Engine).
+//! The node's event loop: an I/O shell around the sans-io [`Engine`].
 //!
 //! ```text
 //!  Client ──commands──▶ ┌──────────── Node (one tokio task) ──────────────┐
