@@ -569,8 +569,8 @@ pub struct PolicyConfig {
     /// Off (the default): asked for anything. On cinemas-350 (eight seeds, lines declared) it cuts the
     /// inter-ISP bytes by 29% (transit ratio 16.5-17.6 against 23.6-24.4) for a p90 point slowdown of
     /// 1.709 against 1.704 (means), max 1.80-1.87; but against locality-blind one point of 350 (the second
-    /// cinema of one seed of three) was 6.3% slower (0 with it off), and one run's last ADSL cinema ended
-    /// at 0.892 of Kumar-Ross, so it is not the default. docs/benchmarks.md, "Superseeders held to local
+    /// cinema of one seed of three) was 6.3% slower on three runs a side, and 3 points on six (0 with it off
+    /// both ways), and one run's last ADSL cinema ended at 0.892 of Kumar-Ross, so it is not the default. docs/benchmarks.md, "Superseeders held to local
     /// first: the fastest lines starve below their line".
     pub local_first_seeders: bool,
     /// A fetch with fewer peers than this (connected, or being dialed) looks its providers up again

@@ -73,9 +73,8 @@
 //! (off by default) holds them to the same rule, for a cinema that declared its line (`transfer.downlink`);
 //! then a cinema whose last window round brought less than [`starved_share`] of that line (a half, up to
 //! the whole of a fast line) still gives an idle seeder its one request beyond the full window ("Seeders
-//! beyond the window") for any chunk: its window is
-//! full of requests at slow peers of its ISP, and without it a fibre cinema of the fleet took 2.7-4.9 times
-//! its own link's time (docs/benchmarks.md, "Superseeders held to local first, on this build"). A cinema with
+//! beyond the window") for any chunk: its window is full of requests at slow peers of its ISP, and without
+//! it a fibre cinema of the fleet took 2.7-4.9 times its own link's time (docs/benchmarks.md, "Superseeders held to local first, on this build"). A cinema with
 //! no line declared cannot tell a window of slow peers from a slow line, and asks seeders for anything. A
 //! peer of another ISP that holds chunks we lack, none of them gaps, is *held back*: it leaves the ready set
 //! for the `held` set (same score order; a held-back peer never measured gets no credit for throughput, so it
