@@ -570,8 +570,8 @@ pub struct PolicyConfig {
     /// On cinemas-350 (eight seeds, lines declared) it cuts the inter-ISP bytes by 20% (transit ratio
     /// 18.5-19.7 against 23.6-24.4) for a p90 point slowdown of 1.715 against 1.704 (means), max 1.82-1.90,
     /// every run's Kumar-Ross efficiency 0.913 or more; but against locality-blind, on six runs a side,
-    /// one point of seed 3 was 5.1% slower and its fastest tenth 3.1% (0 points and 2.1% with it off), so it
-    /// is not the default. docs/benchmarks.md, "Superseeders held to local first: four fifths of a slow
+    /// one point of seed 3 was 5.1% slower and its fastest tenth 3.1% (0 points and 2.1% with it off), and
+    /// on three runs two points of seed 5 (5.4%), so it is not the default. docs/benchmarks.md, "Superseeders held to local first: four fifths of a slow
     /// line".
     pub local_first_seeders: bool,
     /// A fetch with fewer peers than this (connected, or being dialed) looks its providers up again
