@@ -562,17 +562,17 @@ pub struct PolicyConfig {
     pub local_margin: f64,
     /// Under `local_first`, superseeders and the distributor of another ISP are held to the same rule as
     /// cinemas: asked only for the chunks no usable peer of our ISP holds (and, like any held-back peer,
-    /// when they score `local_margin` times the best peer able to take a request or when the window has
-    /// room and no ready peer is left, and a starved cinema still gives an idle one its request beyond the
-    /// full window: `scheduler::starved_share`, four fifths of a line up to 200 Mbit/s, rising to the whole
-    /// of an 800 Mbit/s one). Only on a node that declares its line (`transfer.downlink`): without it the
-    /// node cannot tell that it starves, and asks them for anything. Off (the default): asked for anything.
-    /// On cinemas-350 (eight seeds, lines declared) it cuts the inter-ISP bytes by 20% (transit ratio
-    /// 18.5-19.7 against 23.6-24.4) for a p90 point slowdown of 1.715 against 1.704 (means), max 1.82-1.90,
-    /// every run's Kumar-Ross efficiency 0.913 or more; but against locality-blind, on six runs a side,
-    /// one point of seed 3 was 5.1% slower and its fastest tenth 3.1% (0 points and 2.1% with it off), and
-    /// on three runs two points of seed 5 (5.4%), so it is not the default. docs/benchmarks.md, "Superseeders held to local first: four fifths of a slow
-    /// line".
+    /// when they score `local_margin` times the best peer able to take a request or when the window has room
+    /// and no ready peer is left, and a starved cinema still gives an idle one its request beyond the full
+    /// window: `scheduler::starved_share`, four fifths of a line up to 200 Mbit/s, rising to the whole of an
+    /// 800 Mbit/s one). Only on a node that declares its line (`transfer.downlink`): without it the node
+    /// cannot tell that it starves, and asks them for anything. Off (the default): asked for anything. On
+    /// cinemas-350 (eight seeds, lines declared) it cuts the inter-ISP bytes by 20% (transit ratio 18.5-19.7
+    /// against 23.6-24.4) for a p90 point slowdown of 1.715 against 1.704 (means), max 1.82-1.90, every
+    /// run's Kumar-Ross efficiency 0.913 or more; but against locality-blind, on six runs a side, one point
+    /// of seed 3 was 5.1% slower and its fastest tenth 3.1% (0 points and 2.1% with it off), and on three
+    /// runs two points of seed 5 (5.4%), so it is not the default. docs/benchmarks.md, "Superseeders held to
+    /// local first: four fifths of a slow line".
     pub local_first_seeders: bool,
     /// A fetch with fewer peers than this (connected, or being dialed) looks its providers up again
     /// (after `lookup_interval`, 10 s, doubled after each answer with no one new, up to 160 s) and

@@ -67,22 +67,23 @@
 //!
 //! ## Local first, a preference
 //!
-//! Under `policy.local_first` a cinema of another ISP is asked only for the gaps of ours: chunks no usable same-ISP
-//! peer holds (counted per chunk, `gaps`; a same-ISP peer measured below [`LOCAL_SLOW`] of the best does not count).
-//! Superseeders and the distributor are always eligible, unless `policy.local_first_seeders` (off by default) holds
-//! them to the same rule, for a cinema that declared its line (`transfer.downlink`); then a cinema whose last window
-//! round brought less than [`starved_share`] of that line (four fifths, up to the whole of a fast line) still gives an
-//! idle seeder its one request beyond the full window ("Seeders beyond the window") for any chunk: its window is full
-//! of requests at slow peers of its ISP, and without it a fibre cinema of the fleet took 2.7-4.9 times its own link's
-//! time (docs/benchmarks.md, "Superseeders held to local first, on this build"). A cinema with no line declared cannot
-//! tell a window of slow peers from a slow line, and asks seeders for anything. A peer of another ISP that holds
-//! chunks we lack, none of them gaps, is *held back*: it leaves the ready set for the `held` set (same score order; a
-//! held-back peer never measured gets no credit for throughput, so it is not preferred on hope alone). It is still
-//! asked, for any chunk, in two cases: when it scores more than `policy.local_margin` times the best ready peer (the
-//! peers of our ISP able to take a request are that much worse), and when the window has room and no ready peer is
-//! left. So locality orders the peers able to keep the downloader busy and never keeps a request back: the fleet's
-//! fastest tenth was 6-11% later with the filter alone than locality-blind (docs/benchmarks.md, "Does locality make a
-//! cinema wait?"). Requests sent this way are counted in [`Stats::yielded`].
+//! Under `policy.local_first` a cinema of another ISP is asked only for the gaps of ours: chunks no usable
+//! same-ISP peer holds (counted per chunk, `gaps`; a same-ISP peer measured below [`LOCAL_SLOW`] of the best
+//! does not count). Superseeders and the distributor are always eligible, unless `policy.local_first_seeders`
+//! (off by default) holds them to the same rule, for a cinema that declared its line (`transfer.downlink`);
+//! then a cinema whose last window round brought less than [`starved_share`] of that line (four fifths, up to
+//! the whole of a fast line) still gives an idle seeder its one request beyond the full window ("Seeders
+//! beyond the window") for any chunk: its window is full of requests at slow peers of its ISP, and without it
+//! a fibre cinema of the fleet took 2.7-4.9 times its own link's time (docs/benchmarks.md, "Superseeders held
+//! to local first, on this build"). A cinema with no line declared cannot tell a window of slow peers from a
+//! slow line, and asks seeders for anything. A peer of another ISP that holds chunks we lack, none of them
+//! gaps, is *held back*: it leaves the ready set for the `held` set (same score order; a held-back peer never
+//! measured gets no credit for throughput, so it is not preferred on hope alone). It is still asked, for any
+//! chunk, in two cases: when it scores more than `policy.local_margin` times the best ready peer (the peers
+//! of our ISP able to take a request are that much worse), and when the window has room and no ready peer is
+//! left. So locality orders the peers able to keep the downloader busy and never keeps a request back: the
+//! fleet's fastest tenth was 6-11% later with the filter alone than locality-blind (docs/benchmarks.md, "Does
+//! locality make a cinema wait?"). Requests sent this way are counted in [`Stats::yielded`].
 //!
 //! ## End-game
 //!
@@ -278,12 +279,12 @@ pub const STARVED: f64 = 0.8;
 /// to [`window::LINK_FULL`] (200 Mbit/s), rising linearly to the whole line at [`window::LINK_FREE`]
 /// (800 Mbit/s) and above.
 ///
-/// Why: the completion-CDF bound wants the fastest lines served first, and only the superseeders are
-/// fast enough to fill them. With a half on every line (the slow lines' share then), the fleet's fastest cinemas took less from the
-/// superseeders than with them unheld and finished up to 5.8% later than locality-blind (FLEET seed 3,
-/// 5 points of 350 beyond 5%); rising to the whole line, they took as much as unheld and no point of that
-/// seed was beyond 5% (docs/benchmarks.md, "Superseeders held to local first: the fastest lines starve
-/// below their line").
+/// Why: the completion-CDF bound wants the fastest lines served first, and only the superseeders are fast
+/// enough to fill them. With a half on every line (the slow lines' share then), the fleet's fastest cinemas
+/// took less from the superseeders than with them unheld and finished up to 5.8% later than locality-blind
+/// (FLEET seed 3, 5 points of 350 beyond 5%); rising to the whole line, they took as much as unheld and no
+/// point of that seed was beyond 5% (docs/benchmarks.md, "Superseeders held to local first: the fastest lines
+/// starve below their line").
 pub fn starved_share(line: f64) -> f64 {
     let fast = ((line - window::LINK_FULL) / (window::LINK_FREE - window::LINK_FULL)).clamp(0.0, 1.0);
     STARVED + (1.0 - STARVED) * fast
