@@ -569,10 +569,11 @@ pub struct PolicyConfig {
     /// cannot tell that it starves, and asks them for anything. Off (the default): asked for anything. On
     /// cinemas-350 (eight seeds, lines declared) it cuts the inter-ISP bytes by 20% (transit ratio 18.5-19.7
     /// against 23.6-24.4) for a p90 point slowdown of 1.715 against 1.704 (means), max 1.82-1.90, every
-    /// run's Kumar-Ross efficiency 0.913 or more; but against locality-blind, on six runs a side, one point
-    /// of seed 3 was 5.1% slower and its fastest tenth 3.1% (0 points and 2.1% with it off), and on three
-    /// runs two points of seed 5 (5.4%), so it is not the default. docs/benchmarks.md, "Superseeders held to
-    /// local first: four fifths of a slow line".
+    /// run's Kumar-Ross efficiency 0.913 or more; but against locality-blind, over eight seeds (six runs a
+    /// side where three put a point beyond 5%), one point of 2,800 was 5.1% slower (seed 3's 11th cinema;
+    /// none with it off) and the fastest tenth 1.3% on average (0.6% with it off), so it is not the default.
+    /// docs/benchmarks.md, "Superseeders held to local first: four fifths of a slow line" and "The locality
+    /// check on eight seeds".
     pub local_first_seeders: bool,
     /// A fetch with fewer peers than this (connected, or being dialed) looks its providers up again
     /// (after `lookup_interval`, 10 s, doubled after each answer with no one new, up to 160 s) and
