@@ -138,6 +138,10 @@ enum Cmd {
         /// RNG seed (both runs).
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Check seeds 1..=K instead of one (at most 64): each seed's outputs go to `OUT/seed-S`, and a line
+        /// per seed to `OUT/seeds.csv` and to the end of the output.
+        #[arg(long, conflicts_with = "seed", value_name = "K")]
+        seeds: Option<u64>,
         /// Override a scenario field in both runs (repeatable).
         #[arg(long = "set", value_name = "KEY=VALUE")]
         sets: Vec<String>,
@@ -150,7 +154,7 @@ enum Cmd {
         #[arg(long, default_value_t = 0)]
         twins: u32,
         /// Output directory: `local/` and `blind/` (each run's outputs), `locality.csv`, `locality.json`
-        /// (default `sim-out/<scenario>-<seed>-locality`).
+        /// (default `sim-out/<scenario>-<seed>-locality`, with `--seeds` `sim-out/<scenario>-locality`).
         #[arg(long)]
         out: Option<PathBuf>,
     },
@@ -463,6 +467,82 @@ fn compare(sim: &Path, lab: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The most seeds `cinemesh-sim locality --seeds` checks in one command.
+const MAX_LOCALITY_SEEDS: u64 = 64;
+
+/// One seed's locality check, as `--seeds` sums it up.
+struct SeedCheck {
+    seed: u64,
+    holds: bool,
+    slowed: usize,
+    points: usize,
+    worst: (f64, usize),
+    fastest_tenth: Option<f64>,
+    /// Mean transit ratio of each side's runs: local, blind.
+    transit: (f64, f64),
+}
+
+/// `cinemesh-sim locality --seeds K`: the check on seeds 1..=K, each in `OUT/seed-S`, and one line per seed.
+fn locality_seeds(
+    scenario: &Path,
+    k: u64,
+    sets: &[String],
+    tolerance: f64,
+    twins: u32,
+    out: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        (1..=MAX_LOCALITY_SEEDS).contains(&k),
+        "--seeds must be between 1 and {MAX_LOCALITY_SEEDS}, not {k}"
+    );
+    let name = Scenario::load(scenario, sets)?.name;
+    let out = out.unwrap_or_else(|| PathBuf::from(format!("sim-out/{name}-locality")));
+    let mut checks = Vec::new();
+    for seed in 1..=k {
+        println!("== seed {seed}");
+        checks.push(locality(
+            scenario,
+            seed,
+            sets,
+            tolerance,
+            twins,
+            Some(out.join(format!("seed-{seed}"))),
+        )?);
+    }
+    let mut csv = String::from(
+        "seed,holds,points_slowed,points,worst_ratio,worst_k,fastest_tenth,transit_local,transit_blind\n",
+    );
+    println!();
+    println!(
+        "{} seeds, {} run(s) a side; points more than {:.0}% slower than locality-blind:",
+        k,
+        twins + 1,
+        tolerance * 100.0
+    );
+    println!("seed  slowed  worst  at k  fastest tenth  transit local / blind");
+    for c in &checks {
+        let tenth = c.fastest_tenth.map_or("-".to_owned(), |t| format!("{t:.3}"));
+        csv.push_str(&format!(
+            "{},{},{},{},{:.4},{},{},{:.3},{:.3}\n",
+            c.seed, c.holds, c.slowed, c.points, c.worst.0, c.worst.1, tenth, c.transit.0, c.transit.1
+        ));
+        println!(
+            "{:<5} {:<7} {:.3}  {:<5} {:<14} {:.2} / {:.2}",
+            c.seed, c.slowed, c.worst.0, c.worst.1, tenth, c.transit.0, c.transit.1
+        );
+    }
+    let p = out.join("seeds.csv");
+    std::fs::write(&p, csv).with_context(|| format!("cannot write {}", p.display()))?;
+    let slowed: usize = checks.iter().map(|c| c.slowed).sum();
+    let held = checks.iter().filter(|c| c.holds).count();
+    println!(
+        "locality holds on {held} of {k} seeds ({slowed} of {} points beyond the tolerance); output in {}",
+        checks.iter().map(|c| c.points).sum::<usize>(),
+        out.display()
+    );
+    Ok(())
+}
+
 /// `cinemesh-sim locality`: the scenario as given and locality-blind, same seed, run side by side.
 fn locality(
     scenario: &Path,
@@ -471,7 +551,7 @@ fn locality(
     tolerance: f64,
     twins: u32,
     out: Option<PathBuf>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<SeedCheck> {
     use cinemesh_sim::locality::{self, BLIND, MAX_TWINS};
     anyhow::ensure!(
         tolerance.is_finite() && tolerance >= 0.0,
@@ -565,7 +645,16 @@ fn locality(
         started.elapsed().as_secs_f64(),
         out.display()
     );
-    Ok(())
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    Ok(SeedCheck {
+        seed,
+        holds: check.holds(),
+        slowed: check.slowed,
+        points: check.points.len(),
+        worst: check.worst,
+        fastest_tenth: check.tenths.first().copied().flatten(),
+        transit: (mean(&runs.transit.0), mean(&runs.transit.1)),
+    })
 }
 
 fn main() -> ExitCode {
@@ -605,8 +694,11 @@ fn main() -> ExitCode {
             sysctls,
         }),
         Cmd::Compare { sim_out, lab_out } => compare(&sim_out, &lab_out),
-        Cmd::Locality { scenario, seed, sets, tolerance, twins, out } => {
-            locality(&scenario, seed, &sets, tolerance, twins, out)
+        Cmd::Locality { scenario, seed, seeds: None, sets, tolerance, twins, out } => {
+            locality(&scenario, seed, &sets, tolerance, twins, out).map(drop)
+        }
+        Cmd::Locality { scenario, seeds: Some(k), sets, tolerance, twins, out, .. } => {
+            locality_seeds(&scenario, k, &sets, tolerance, twins, out)
         }
     };
     match r {

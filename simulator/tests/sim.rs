@@ -114,6 +114,51 @@ fn the_locality_check_with_twins_compares_mean_curves_and_says_how_far_twins_dif
     assert_eq!(single.transit, (vec![single.local.1.transit_ratio], vec![single.blind.1.transit_ratio]));
 }
 
+/// `cinemesh-sim locality --seeds K` checks seeds 1..=K, each in its own directory, and sums them up one line
+/// per seed in `seeds.csv`, which agrees with each seed's `locality.json` and with the library's check.
+#[test]
+fn the_locality_check_over_seeds_writes_one_line_per_seed_as_each_seed_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scenarios/two-isp-locality.toml");
+    let cli = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_cinemesh-sim"))
+            .arg("locality")
+            .arg(&path)
+            .args(args)
+            .arg("--out")
+            .arg(dir.path())
+            .output()
+            .unwrap()
+    };
+    let out = cli(&["--seeds", "3"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let csv = std::fs::read_to_string(dir.path().join("seeds.csv")).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 4, "a header and one line per seed: {csv}");
+    let sc = scenario("two-isp-locality.toml", &[]);
+    let mut slowed = Vec::new();
+    for (line, seed) in lines[1..].iter().zip(1u64..) {
+        let f: Vec<&str> = line.split(',').collect();
+        assert_eq!(f[0], seed.to_string());
+        let json = std::fs::read_to_string(dir.path().join(format!("seed-{seed}/locality.json"))).unwrap();
+        let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(f[1], json["holds"].to_string());
+        assert_eq!(f[2], json["check"]["slowed"].to_string());
+        let worst = json["check"]["worst"][0].as_f64().unwrap();
+        assert!((f[4].parse::<f64>().unwrap() - worst).abs() < 1e-4, "{line} against {worst}");
+        let runs = cinemesh_sim::locality::run(&sc, seed, 0.05, 0).unwrap();
+        assert_eq!(f[2].parse::<usize>().unwrap(), runs.check.slowed);
+        assert!((f[7].parse::<f64>().unwrap() - runs.local.1.transit_ratio).abs() < 1e-3, "{line}");
+        slowed.push(runs.check.slowed);
+    }
+    let total = String::from_utf8_lossy(&out.stdout);
+    let sum: usize = slowed.iter().sum();
+    assert!(total.contains(&format!("({sum} of 72 points beyond the tolerance)")), "{total}");
+    let bad = cli(&["--seeds", "0"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--seeds must be between 1 and 64"));
+}
+
 /// A cinema that comes online late is asked for its bitfield before its catalogue has the film and
 /// answers "none"; once it fetches the film its peers ask again, so it serves what it gets. Before, no
 /// one asked again and lab-hetero's late fibre cinema (online at 20 s, 100 Mbit/s up) uploaded nothing.
