@@ -610,6 +610,7 @@ fn locality(
         check.points.len(),
         tolerance * 100.0
     );
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
     if let Some(n) = runs.noise {
         println!(
             "{} runs per side (the first two lines: each side's first), the comparison on their mean curves; runs of one \
@@ -619,7 +620,6 @@ fn locality(
             n.slowed,
             tolerance * 100.0
         );
-        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
         println!(
             "transit ratio, mean of {} runs: local {:.2}, blind {:.2}",
             n.runs,
@@ -645,7 +645,6 @@ fn locality(
         started.elapsed().as_secs_f64(),
         out.display()
     );
-    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
     Ok(SeedCheck {
         seed,
         holds: check.holds(),
