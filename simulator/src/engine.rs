@@ -466,6 +466,7 @@ impl<'a> Engine<'a> {
                 cfg.seed = mix64(cfg.seed ^ mix64(sc.sim.engine_salt));
             }
             let mut e = engine::Engine::new(cfg);
+            e.identify(&(i as NodeIx));
             if sc.sim.record_engine {
                 e.record_kinds();
             }

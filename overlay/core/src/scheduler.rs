@@ -85,6 +85,29 @@
 //! fleet's fastest tenth was 6-11% later with the filter alone than locality-blind (docs/benchmarks.md, "Does
 //! locality make a cinema wait?"). Requests sent this way are counted in [`Stats::yielded`].
 //!
+//! ## Import stripes
+//!
+//! Local first keeps a chunk our ISP holds from crossing the border, but a *gap* (a chunk no usable peer of
+//! ours holds) is one every cinema of the ISP may ask another ISP for at once, and at the start of a film
+//! every chunk is a gap: lab-hetero's ISPs imported 2.6-3.0 copies of the film through their 40 Mbit/s
+//! borders, each import slowing the ones the ISP needed. Under `policy.import_stripes` (off by default) a
+//! node that declared its line (`transfer.downlink`) asks a cinema of another ISP for a gap only when the
+//! gap is in its *stripe*: each chunk belongs to one importer among the node and the cinemas of its ISP it
+//! knows that declared their lines (their hellos tell them) and are not banned, drawn by weighted
+//! rendezvous hashing ([`key_hash`] of each importer's key, the content and the chunk; weight the line),
+//! so every node that knows the same importers draws the same stripes, and each imports a share in
+//! proportion to its line. A line below [`IMPORT_LINES`] of the fastest imports nothing: what it imported
+//! would reach the rest of its ISP through its narrow uplink. The stripes are drawn again when the
+//! importers change (a same-ISP cinema joins, leaves, is banned or tells a new line): O(chunks x
+//! importers) then, nothing per decision. Superseeders and the distributor keep their exemption unless
+//! `policy.local_first_seeders` holds them, to the gaps of the stripe then (a variant that always held them
+//! to the stripes put 13 points of the fleet's seed 2 more than 5% behind locality-blind). The escapes stay: a
+//! held-back peer is still asked for anything when it scores `local_margin` times the best ready peer or
+//! when the window has room and no ready peer is left, so nodes that disagree about the importers (each
+//! knows only some of its ISP) import a chunk twice, or leave it to the escapes, and never wait for it; a
+//! cinema that tells a false line can only draw the ISP's imports to itself, which the others' escapes then
+//! fetch anyway. Measured: docs/benchmarks.md, "Import stripes".
+//!
 //! ## End-game
 //!
 //! When a content has no chunk left that is missing and not in flight (and every missing chunk is held by
@@ -179,6 +202,75 @@ pub const EWMA_ALPHA: f64 = 0.3;
 /// A same-ISP peer measured below this share of the best peer's throughput does not count as a local
 /// holder under `policy.local_first` (its chunks may be asked of other ISPs).
 pub const LOCAL_SLOW: f64 = 0.1;
+
+/// Under `policy.import_stripes`, a cinema of our ISP whose declared line is below this share of the fastest
+/// line among the ISP's cinemas a node knows (its own included) imports nothing: a chunk it imported would
+/// reach the rest of its ISP only through its uplink. lab-hetero (a prototype without local first's
+/// escapes, seeds 1-4): with every cinema drawn its ISPs imported 1.05-1.17 copies, but the median cinema
+/// took 3.2-3.8 times what its border allows (an ADSL cinema's imports passed on at 1 Mbit/s); with VDSL's
+/// 50 Mbit/s and ADSL's 15 cut beside fibre's 300, 1.3 (docs/benchmarks.md, "Import stripes").
+pub const IMPORT_LINES: f64 = 0.25;
+
+/// A hash of a peer key that every node computes alike for the same key, whatever its process: FNV-1a
+/// over what the key's `Hash` writes, then SplitMix64's finish. The import stripes' draw (std's hashers are
+/// seeded per process or unspecified across releases). Nodes that disagree on it only import a chunk
+/// twice or leave it to the escapes of local first; none waits for it.
+pub fn key_hash<K: Hash + ?Sized>(key: &K) -> u64 {
+    let mut h = StableHasher(0xcbf2_9ce4_8422_2325);
+    key.hash(&mut h);
+    std::hash::Hasher::finish(&h)
+}
+
+/// Who the import stripes are drawn among: this node's (key hash, line bits), then the other importers'
+/// ([`Scheduler::importers`]).
+type Importers = ((u64, u64), Vec<(u64, u64)>);
+
+/// FNV-1a, 64-bit, finished with SplitMix64 ([`key_hash`]).
+struct StableHasher(u64);
+
+impl std::hash::Hasher for StableHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        mix64(self.0)
+    }
+}
+
+/// SplitMix64's finish: every input bit moves about half the output bits.
+fn mix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// The chunks of a content (`id_hash`, `chunks` long) this node imports: weighted rendezvous hashing, each
+/// chunk to the importer with the highest `line / -ln(u)`, `u` uniform in (0, 1) from the importer's key
+/// hash, the content and the chunk. Every node that knows the same importers draws the same stripes, and
+/// each importer takes a share of the chunks in proportion to its line. `me` and `others`: (key hash, line
+/// bits), as [`Scheduler::importers`] gives them; a weight of 0 takes nothing.
+fn draw_stripe(me: (u64, u64), others: &[(u64, u64)], id_hash: u64, chunks: u32) -> Bitfield {
+    let score = |key: u64, line: f64, chunk_hash: u64| {
+        let u = ((mix64(key ^ chunk_hash) >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+        line / -u.ln()
+    };
+    let mut stripe = Bitfield::new(chunks);
+    let own = f64::from_bits(me.1);
+    if own <= 0.0 {
+        return stripe;
+    }
+    for chunk in 0..chunks {
+        let chunk_hash = mix64(id_hash ^ mix64(u64::from(chunk) + 1));
+        let mine = score(me.0, own, chunk_hash);
+        if others.iter().all(|&(k, l)| score(k, f64::from_bits(l), chunk_hash) < mine) {
+            stripe.set(chunk);
+        }
+    }
+    stripe
+}
 
 /// A request is given up as stalled once it has waited this many times what a chunk from that peer has
 /// been taking, and at least [`STALL_MIN`]; never later than `transfer.request_timeout`. A peer cut off mid-transfer thus loses its
@@ -445,6 +537,11 @@ struct Content {
     local: LocalCounts,
     /// Chunks no same-ISP peer holds: the only ones asked of other ISPs under `policy.local_first`.
     gaps: Bitfield,
+    /// The gaps this node imports for its ISP under `policy.import_stripes` (module docs, "Import
+    /// stripes"); every chunk when stripes are off.
+    stripe: Bitfield,
+    /// `key_hash` of the content id: the stripes' draw.
+    id_hash: u64,
 }
 
 impl Content {
@@ -460,6 +557,10 @@ impl Content {
 #[derive(Debug)]
 struct Peer<P> {
     key: P,
+    /// [`key_hash`] of its key: its draw in the import stripes.
+    key_hash: u64,
+    /// Its declared downlink, bytes/s (its hello): its weight in the import stripes.
+    line: Option<f64>,
     same_site: bool,
     same_isp: bool,
     load: f64,
@@ -529,6 +630,11 @@ impl<P> Peer<P> {
 /// The scheduler. Generic over the peer key; deterministic for a seed.
 #[derive(Debug)]
 pub struct Scheduler<P: PeerKey> {
+    /// [`key_hash`] of this node's own key ([`Scheduler::identify`]): its draw in the import stripes.
+    me: Option<u64>,
+    /// Who the import stripes were drawn among last: this node's line and the same-ISP cinemas' key hashes
+    /// and lines (bits), sorted; drawn again only when it changes.
+    stripe_members: Option<Importers>,
     transfer: TransferConfig,
     policy: PolicyConfig,
     local: Locality,
@@ -579,6 +685,8 @@ impl<P: PeerKey> Scheduler<P> {
     /// A scheduler for a node at `local`, with the given limits and weights and RNG seed.
     pub fn new(transfer: &TransferConfig, policy: &PolicyConfig, local: Locality, seed: u64) -> Self {
         Self {
+            me: None,
+            stripe_members: None,
             transfer: transfer.clone(),
             policy: policy.clone(),
             local,
@@ -676,6 +784,8 @@ impl<P: PeerKey> Scheduler<P> {
             rarity,
             local: LocalCounts::new(spec.chunks),
             gaps: Bitfield::full(spec.chunks),
+            stripe: Bitfield::full(spec.chunks),
+            id_hash: key_hash(&spec.id),
         };
         self.next_content_seq += 1;
         let slot = match self.contents.iter().position(Option::is_none) {
@@ -691,6 +801,8 @@ impl<P: PeerKey> Scheduler<P> {
         self.content_index.insert(spec.id, slot);
         self.order.push(slot);
         self.sort_order();
+        self.stripe_members = None;
+        self.restripe();
         if complete {
             self.out.push_back(Output::Complete { content: spec.id });
         } else {
@@ -740,7 +852,9 @@ impl<P: PeerKey> Scheduler<P> {
             return;
         }
         let state = Peer {
+            key_hash: key_hash(&peer),
             key: peer.clone(),
+            line: None,
             same_site,
             same_isp,
             load: 0.0,
@@ -779,6 +893,82 @@ impl<P: PeerKey> Scheduler<P> {
             p.counted = p.should_count(self.tp_ref);
         }
         self.refresh(idx);
+        self.restripe();
+    }
+
+    /// This node's own key: the same [`key_hash`] of it that its peers draw the import stripes with
+    /// (module docs, "Import stripes"). Both bodies call it once, before any peer joins.
+    pub fn identify(&mut self, me: &P) {
+        self.me = Some(key_hash(me));
+        self.restripe();
+    }
+
+    /// A peer's declared downlink (its hello's `transfer.downlink`), bytes/s: its weight in the import
+    /// stripes.
+    pub fn peer_line(&mut self, peer: &P, line: Option<f64>) {
+        let Some(&idx) = self.peer_index.get(peer) else { return };
+        let Some(p) = self.peers[idx as usize].as_mut() else { return };
+        if p.line != line {
+            p.line = line;
+            self.restripe();
+        }
+    }
+
+    /// Import stripes are drawn: `policy.local_first` and `policy.import_stripes`, this node identified and
+    /// its line declared.
+    fn striped(&self) -> bool {
+        self.policy.local_first
+            && self.policy.import_stripes
+            && self.me.is_some()
+            && self.transfer.downlink.is_some_and(|l| l.0 > 0.0)
+    }
+
+    /// Draws again which gaps this node imports, when the cinemas it draws among changed (module docs,
+    /// "Import stripes"). O(same-ISP peers) to tell, O(chunks x importers) to draw.
+    fn restripe(&mut self) {
+        let members = self.striped().then(|| self.importers()).flatten();
+        if members == self.stripe_members {
+            return;
+        }
+        self.stripe_members = members;
+        let mut opened = Vec::new();
+        for (slot, c) in self.contents.iter_mut().enumerate() {
+            let Some(c) = c.as_mut() else { continue };
+            if c.rarity.is_none() {
+                continue;
+            }
+            let stripe = match &self.stripe_members {
+                Some((me, others)) => draw_stripe(*me, others, c.id_hash, c.have.len()),
+                None => Bitfield::full(c.have.len()),
+            };
+            if stripe.words().iter().zip(c.stripe.words()).any(|(new, old)| new & !old != 0) {
+                opened.push(slot as u32);
+            }
+            c.stripe = stripe;
+        }
+        for slot in opened {
+            self.wake_remote(slot);
+        }
+    }
+
+    /// This node's and the same-ISP cinemas' (key hash, line bits) the stripes are drawn among:
+    /// cinemas of our ISP with a declared line, not banned, whose line is at least [`IMPORT_LINES`] of the
+    /// fastest of them and ours. Ours is 0 when it is below that: this node imports nothing then.
+    fn importers(&self) -> Option<Importers> {
+        let own = self.transfer.downlink?.0;
+        let me = self.me?;
+        let lines = self
+            .peers
+            .iter()
+            .flatten()
+            .filter(|p| p.same_isp && !p.seeder && !p.banned)
+            .filter_map(|p| p.line.filter(|&l| l > 0.0 && l.is_finite()).map(|l| (p.key_hash, l)));
+        let top = lines.clone().map(|m| m.1).fold(own, f64::max);
+        let mut others: Vec<(u64, u64)> =
+            lines.filter(|m| m.1 >= IMPORT_LINES * top).map(|(k, l)| (k, l.to_bits())).collect();
+        others.sort_unstable();
+        let own = if own >= IMPORT_LINES * top { own } else { 0.0 };
+        Some(((me, own.to_bits()), others.into_iter().filter(|m| m.0 != me).collect()))
     }
 
     /// Marks a joined peer as a superseeder or distributor (or not): see `policy.local_first`.
@@ -794,6 +984,7 @@ impl<P: PeerKey> Scheduler<P> {
             self.seeders.remove(&idx);
         }
         self.refresh(idx);
+        self.restripe();
     }
 
     /// A peer disconnected: its requests in flight are re-queued.
@@ -833,6 +1024,7 @@ impl<P: PeerKey> Scheduler<P> {
             }
         }
         self.free_peers.push(idx);
+        self.restripe();
     }
 
     /// Adds (`new`) and/or removes (`old`) a peer's bits from a content's availability counts. Chunks held
@@ -874,6 +1066,7 @@ impl<P: PeerKey> Scheduler<P> {
             p.banned = banned;
         }
         self.recount(idx);
+        self.restripe();
     }
 
     /// Brings a peer's chunks into or out of the same-ISP counts when [`Peer::should_count`] changed.
@@ -1006,7 +1199,10 @@ impl<P: PeerKey> Scheduler<P> {
             if p.counted {
                 c.local.inc(&mut c.gaps, chunk);
             }
-            let eligible = p.same_isp || (p.seeder && !seeders_held) || !local_first || c.gaps.get(chunk);
+            let eligible = p.same_isp
+                || !local_first
+                || (p.seeder && !seeders_held)
+                || (c.gaps.get(chunk) && c.stripe.get(chunk));
             wake |= p.idle && ((r.is_candidate(chunk) && eligible) || c.endgame);
         }
         if wake {
@@ -1494,7 +1690,7 @@ impl<P: PeerKey> Scheduler<P> {
             let (Some(r), Some(bits)) = (c.rarity.as_ref(), p.bits(slot)) else { continue };
             let exempt = p.seeder && !self.seeders_held();
             let pick = if self.policy.local_first && !p.same_isp && !exempt && !any {
-                let pick = r.pick(&bits.and(&c.gaps), &mut self.rng);
+                let pick = r.pick(&bits.and(&c.gaps).and(&c.stripe), &mut self.rng);
                 if pick.is_none() && r.pick(bits, &mut self.rng).is_some() {
                     self.held_hint = true;
                 }

@@ -1033,18 +1033,27 @@ impl<P: PeerKey> Engine<P> {
 
     /// `peer` introduced itself (its hello request, or its answer to ours). The first time, it joins:
     /// it gets asked for its bitfields of what we fetch and for manifests we wait for.
+    /// This node's own key, as its peers know it: it draws the import stripes with them
+    /// ([`Scheduler::identify`]). Both bodies call it once, after [`Engine::new`].
+    pub fn identify(&mut self, me: &P) {
+        self.scheduler.identify(me);
+    }
+
     pub fn hello(&mut self, now: Time, peer: P, info: PeerInfo) {
         self.input("hello");
         let s = self.sessions.entry(peer.clone()).or_insert_with(Session::new);
         s.info = info;
         s.retry.hello = false;
+        let line = s.info.downlink.map(|d| d as f64);
         if s.joined {
+            self.scheduler.peer_line(&peer, line);
             self.lines_changed();
             return;
         }
         s.joined = true;
         let locality = s.info.locality.clone();
         self.join_scheduler(now, &peer, locality);
+        self.scheduler.peer_line(&peer, line);
         self.lines_changed();
         self.out.push_back(Output::Event(Event::Joined { peer: peer.clone() }));
         let active: Vec<ContentId> =

@@ -1404,3 +1404,39 @@ fn the_next_request_goes_out_when_a_chunk_arrives_not_when_it_is_written() {
     let again: Vec<u32> = rates_told(drain(&mut e)).into_iter().map(|a| a.0).collect();
     assert_eq!(again, vec![asked[0]], "the chunk whose write failed");
 }
+
+/// The chunks cinema `me` of ISP a (300 Mbit/s declared, identified) asks at once of cinema 9 of ISP b,
+/// which holds all of C (1,000 chunks), beside cinema `mate` of ISP a, whose hello tells `mate_line`.
+fn asked_across_the_border(me: u32, mate: u32, mate_line: Option<u64>) -> BTreeSet<u32> {
+    let mut c = cfg(Role::Cinema, "a");
+    c.transfer.downlink = Some(crate::config::Rate(37.5e6));
+    c.policy.import_stripes = true;
+    (c.transfer.min_requests_total, c.transfer.max_requests_total, c.transfer.max_requests_per_peer) =
+        (64, 64, 64);
+    let mut e = Engine::new(c);
+    e.identify(&me);
+    e.connected(t(0), mate);
+    e.hello(t(0), mate, cinema_with_line(mate_line));
+    e.connected(t(0), 9);
+    e.hello(t(0), 9, info("b"));
+    e.offer(t(0), offer(1000, true));
+    e.manifest(t(0), &9, C, ManifestReply::Good { size: 1000 * CHUNK });
+    e.installed(t(0), C, Ok(Bitfield::new(1000)));
+    e.bitfield(t(0), &mate, &C, Some(Bitfield::new(1000)));
+    e.bitfield(t(0), &9, &C, Some(Bitfield::full(1000)));
+    chunk_requests(&mut e, 9).into_iter().collect()
+}
+
+#[test]
+fn cinemas_of_one_isp_import_disjoint_stripes_drawn_from_the_lines_their_hellos_tell() {
+    // Two 300 Mbit/s cinemas of ISP a, each asking 64 chunks of a cinema of ISP b at once: with the
+    // mate's line told, each asks only for its own stripe, so no chunk crosses the border twice.
+    let (a, b) =
+        (asked_across_the_border(1, 2, Some(37_500_000)), asked_across_the_border(2, 1, Some(37_500_000)));
+    assert_eq!((a.len(), b.len()), (64, 64));
+    assert!(a.is_disjoint(&b), "{:?}", a.intersection(&b).collect::<Vec<_>>());
+    // A mate that tells no line is no importer: both import every gap, and the same chunks are asked
+    // twice (64 of 1,000 each, drawn at random: about four in common).
+    let (a, b) = (asked_across_the_border(1, 2, None), asked_across_the_border(2, 1, None));
+    assert!(!a.is_disjoint(&b));
+}

@@ -934,6 +934,122 @@ fn a_slow_same_isp_holder_does_not_keep_a_chunk_from_a_fast_peer_elsewhere() {
     );
 }
 
+/// Cinema `me` of our ISP, its line `line` bytes/s declared and itself identified, fetching content 1
+/// (`chunks` chunks) beside the cinemas `ours` of our ISP (key, declared line; holding nothing) and a
+/// cinema of another ISP (peer 9) holding everything.
+fn a_striped_cinema(
+    me: u32,
+    line: f64,
+    ours: &[(u32, f64)],
+    chunks: u32,
+    t: &TransferConfig,
+) -> Scheduler<u32> {
+    let t = TransferConfig { downlink: Some(crate::config::Rate(line)), ..t.clone() };
+    let policy = PolicyConfig { import_stripes: true, ..PolicyConfig::default() };
+    let mut s = Scheduler::new(&t, &policy, local(), u64::from(me));
+    s.identify(&me);
+    s.add_content(Time::ZERO, spec(1, chunks, None), Bitfield::new(chunks));
+    for &(peer, line) in ours {
+        s.peer_joined(Time::ZERO, peer, local());
+        s.peer_line(&peer, Some(line));
+    }
+    s.peer_joined(Time::ZERO, 9, far());
+    s.peer_bitfield(Time::ZERO, &9, &id(1), Bitfield::full(chunks));
+    s
+}
+
+fn stripe_of(s: &Scheduler<u32>) -> Bitfield {
+    s.contents[0].as_ref().map(|c| c.stripe.clone()).unwrap()
+}
+
+#[test]
+fn import_stripes_give_each_gap_to_one_fast_line_of_the_isp_in_proportion_and_none_to_a_slow_one() {
+    // Three cinemas of one ISP: 300 and 100 Mbit/s lines, and 15 (below a quarter of the fastest).
+    let lines = [(1, 37.5e6), (2, 12.5e6), (3, 1.875e6)];
+    let chunks = 4000;
+    let stripes: Vec<Bitfield> = lines
+        .iter()
+        .map(|&(me, line)| {
+            let others: Vec<(u32, f64)> = lines.iter().copied().filter(|l| l.0 != me).collect();
+            stripe_of(&a_striped_cinema(me, line, &others, chunks, &no_endgame(2, 8)))
+        })
+        .collect();
+    for chunk in 0..chunks {
+        let importers = stripes.iter().filter(|b| b.get(chunk)).count();
+        assert_eq!(importers, 1, "chunk {chunk} has exactly one importer in the ISP");
+    }
+    assert_eq!(stripes[2].count(), 0, "the slow line imports nothing");
+    let share = f64::from(stripes[0].count()) / f64::from(chunks);
+    assert!((0.72..0.78).contains(&share), "the 300 Mbit/s line imports three quarters: {share}");
+    // A cinema that knows no other importer of its ISP imports every gap; with import stripes off, too.
+    assert_eq!(
+        stripe_of(&a_striped_cinema(1, 37.5e6, &[(3, 1.875e6)], chunks, &no_endgame(2, 8))).count(),
+        chunks
+    );
+    let mut off = Scheduler::new(
+        &no_endgame(2, 8),
+        &PolicyConfig { import_stripes: false, ..Default::default() },
+        local(),
+        1,
+    );
+    off.identify(&1);
+    off.add_content(Time::ZERO, spec(1, chunks, None), Bitfield::new(chunks));
+    off.peer_joined(Time::ZERO, 2, local());
+    off.peer_line(&2, Some(12.5e6));
+    assert_eq!(stripe_of(&off).count(), chunks);
+    // The importer that leaves gives its stripe back to the others.
+    let mut s = a_striped_cinema(2, 12.5e6, &[(1, 37.5e6)], chunks, &no_endgame(2, 8));
+    assert!(stripe_of(&s).count() < chunks / 2);
+    s.peer_left(Time(MS), &1);
+    assert_eq!(stripe_of(&s).count(), chunks);
+}
+
+#[test]
+fn a_striped_cinema_asks_another_isp_only_for_gaps_of_its_stripe_and_never_waits_for_the_rest() {
+    // Cinema 1 (300 Mbit/s) beside cinema 2 (100) of its ISP, which holds nothing yet; a window of 32.
+    let mut s = a_striped_cinema(1, 37.5e6, &[(2, 12.5e6)], 4000, &no_endgame(32, 32));
+    let stripe = stripe_of(&s);
+    let reqs = requests(&drain(&mut s, Time::ZERO));
+    assert_eq!(reqs.len(), 32, "{reqs:?}");
+    assert!(reqs.iter().all(|r| r.0 == 9 && stripe.get(r.2)), "only its own stripe's gaps: {reqs:?}");
+    // A superseeder there is asked for anything, as without stripes: the fleet's fastest cinemas need it.
+    let mut s = a_striped_cinema(1, 37.5e6, &[(2, 12.5e6)], 4000, &no_endgame(32, 32));
+    s.peer_seeder(&9, true);
+    let reqs = requests(&drain(&mut s, Time::ZERO));
+    assert!(reqs.iter().any(|r| r.0 == 9 && !stripe.get(r.2)), "{reqs:?}");
+    // Without import stripes the other ISP's cinema is asked for anything: some of the 32 fall in cinema
+    // 2's stripe (each does with a chance of a quarter).
+    let policy = PolicyConfig { import_stripes: false, ..PolicyConfig::default() };
+    let t = TransferConfig { downlink: Some(crate::config::Rate(37.5e6)), ..no_endgame(32, 32) };
+    let mut off = Scheduler::new(&t, &policy, local(), 1);
+    off.identify(&1);
+    off.add_content(Time::ZERO, spec(1, 4000, None), Bitfield::new(4000));
+    off.peer_joined(Time::ZERO, 2, local());
+    off.peer_line(&2, Some(12.5e6));
+    off.peer_joined(Time::ZERO, 9, far());
+    off.peer_bitfield(Time::ZERO, &9, &id(1), Bitfield::full(4000));
+    let reqs = requests(&drain(&mut off, Time::ZERO));
+    assert!(reqs.iter().any(|r| !stripe.get(r.2)), "{reqs:?}");
+    // Cinema 3, a 15 Mbit/s line beside them, imports nothing; but with room in its window and no peer
+    // of its ISP able to serve, it asks the other ISP after all: a preference, never a wait.
+    let mut slow = a_striped_cinema(3, 1.875e6, &[(1, 37.5e6), (2, 12.5e6)], 4000, &no_endgame(4, 4));
+    assert_eq!(stripe_of(&slow).count(), 0);
+    let reqs = requests(&drain(&mut slow, Time::ZERO));
+    assert_eq!(reqs.iter().filter(|r| r.0 == 9).count(), 4, "{reqs:?}");
+    assert_eq!(slow.stats().yielded, 4);
+}
+
+#[test]
+fn key_hash_is_the_same_for_a_key_on_every_node() {
+    // Nodes draw the import stripes from each other's keys: the hash of a key must not depend on the
+    // process (std's `RandomState`) or the Rust release (`DefaultHasher`'s algorithm is unspecified).
+    assert_eq!(key_hash(&7u32), key_hash(&7u32));
+    assert_ne!(key_hash(&7u32), key_hash(&8u32));
+    // Pinned: a change here is a change of the stripes between nodes of two builds.
+    assert_eq!(key_hash(&[1u8, 2, 3]), 9_303_696_438_298_696_107);
+    assert_eq!(key_hash(&7u32), 13_613_922_390_088_569_570);
+}
+
 /// A scheduler fetching content 1 (`chunks` chunks) from a cinema of our ISP (peer 1) holding `ours` and a
 /// superseeder of another ISP (peer 2) holding everything.
 fn our_cinema_and_a_far_superseeder(

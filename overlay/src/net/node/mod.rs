@@ -327,6 +327,7 @@ impl Node {
         // Our locality comes from the catalogue (our Admit entry) once it is restored.
         engine_cfg.locality = node.own_locality();
         node.engine = Engine::new(engine_cfg);
+        node.engine.identify(&me);
         if node.cfg.record_engine {
             node.engine.record_kinds();
         }
