@@ -586,10 +586,11 @@ pub struct PolicyConfig {
     /// another ISP's peer `local_margin` times better, still asks it for anything. Only on a node that
     /// declares its line; others import every gap. Off by default. Where ISP borders are narrow it pays:
     /// simulated lab-hetero (40 Mbit/s borders, seeds 1-8, means) p90 point slowdown 5.98 -> 4.19, transit
-    /// ratio 2.85 -> 2.09, Kumar-Ross efficiency 0.800 -> 0.863. On the 350-cinema fleet, whose borders are
-    /// not shaped, it saves 6% of the inter-ISP bytes but its fastest cinemas wait on slices of their ISP's
-    /// uplinks: seed 2 had 4 points of its completion curve more than 5% behind locality-blind on six runs a
-    /// side (none with it off) and its fastest tenth 3.9% later. docs/benchmarks.md, "Import stripes".
+    /// ratio 2.85 -> 2.09, Kumar-Ross efficiency 0.800 -> 0.863 (real daemons there, five pairs: p90 4.14 ->
+    /// 3.78, transit 2.23 -> 1.99). On the 350-cinema fleet, whose borders are not shaped, it saves 6% of the
+    /// inter-ISP bytes but its fastest cinemas wait on slices of their ISP's uplinks: seed 2 had 4 points of
+    /// its completion curve more than 5% behind locality-blind on six runs a side (none with it off) and its
+    /// fastest tenth 3.9% later. docs/benchmarks.md, "Import stripes".
     pub import_stripes: bool,
     /// A fetch with fewer peers than this (connected, or being dialed) looks its providers up again
     /// (after `lookup_interval`, 10 s, doubled after each answer with no one new, up to 160 s) and

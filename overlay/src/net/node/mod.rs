@@ -423,3 +423,18 @@ impl Node {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use libp2p::identity::Keypair;
+
+    /// Every node draws the import stripes (`policy.import_stripes`) from `key_hash` of its peers' ids and
+    /// its own, so the hash of a peer id must be the same on every node: pinned here, so a libp2p release
+    /// that hashes a `PeerId` otherwise shows before nodes of two builds draw different stripes (they would
+    /// import some chunks twice; none would wait).
+    #[test]
+    fn a_peer_ids_stripe_hash_is_the_same_on_every_node() {
+        let id = Keypair::ed25519_from_bytes([7; 32]).unwrap().public().to_peer_id();
+        assert_eq!(crate::core::scheduler::key_hash(&id), 16_874_641_927_047_084_085);
+    }
+}
