@@ -849,6 +849,7 @@ impl<P: PeerKey> Scheduler<P> {
             }
             self.recount(idx);
             self.refresh(idx);
+            self.restripe();
             return;
         }
         let state = Peer {

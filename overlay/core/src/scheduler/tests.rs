@@ -1002,6 +1002,12 @@ fn import_stripes_give_each_gap_to_one_fast_line_of_the_isp_in_proportion_and_no
     assert!(stripe_of(&s).count() < chunks / 2);
     s.peer_left(Time(MS), &1);
     assert_eq!(stripe_of(&s).count(), chunks);
+    // A cinema first known in another ISP, then in ours (its locality told again), becomes an importer.
+    s.peer_joined(Time(MS), 1, far());
+    s.peer_line(&1, Some(37.5e6));
+    assert_eq!(stripe_of(&s).count(), chunks);
+    s.peer_joined(Time(2 * MS), 1, local());
+    assert!(stripe_of(&s).count() < chunks / 2);
 }
 
 #[test]
