@@ -62,12 +62,9 @@ pub struct Topology {
     salt: u64,
 }
 
-/// SplitMix64: a fixed hash for per-pair values.
-pub fn mix64(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
+/// SplitMix64: a fixed hash for per-pair values (the core's finish after SplitMix64's step).
+pub fn mix64(x: u64) -> u64 {
+    cinemesh_core::scheduler::mix64(x.wrapping_add(0x9e37_79b9_7f4a_7c15))
 }
 
 /// Splits `n` items by `shares` with the largest-remainder method (deterministic, sums to `n`).

@@ -240,8 +240,9 @@ impl std::hash::Hasher for StableHasher {
     }
 }
 
-/// SplitMix64's finish: every input bit moves about half the output bits.
-fn mix64(mut z: u64) -> u64 {
+/// SplitMix64's finish: every input bit moves about half the output bits (the simulator's per-pair
+/// hashes use it too).
+pub fn mix64(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)

@@ -1031,14 +1031,14 @@ impl<P: PeerKey> Engine<P> {
         self.out.push_back(Output::Send { peer, request: Request::Hello });
     }
 
-    /// `peer` introduced itself (its hello request, or its answer to ours). The first time, it joins:
-    /// it gets asked for its bitfields of what we fetch and for manifests we wait for.
     /// This node's own key, as its peers know it: it draws the import stripes with them
     /// ([`Scheduler::identify`]). Both bodies call it once, after [`Engine::new`].
     pub fn identify(&mut self, me: &P) {
         self.scheduler.identify(me);
     }
 
+    /// `peer` introduced itself (its hello request, or its answer to ours). The first time, it joins:
+    /// it gets asked for its bitfields of what we fetch and for manifests we wait for.
     pub fn hello(&mut self, now: Time, peer: P, info: PeerInfo) {
         self.input("hello");
         let s = self.sessions.entry(peer.clone()).or_insert_with(Session::new);
