@@ -579,18 +579,18 @@ pub struct PolicyConfig {
     /// cinema of another ISP only by the ISP's importer of that chunk, as this node sees its ISP: each gap
     /// goes to one of the ISP's cinemas that declared their line (`transfer.downlink`, told in the hello),
     /// in proportion to the line, lines below a quarter of the fastest importing nothing
-    /// (`scheduler::IMPORT_LINES`). So an ISP's fast cinemas import each chunk about once and pass it on
-    /// inside, instead of every cinema importing the same gaps at once. Superseeders and the distributor
-    /// keep their exemption unless `local_first_seeders` holds them (to the stripe's gaps then). Locality
-    /// stays a preference: a cinema whose window has room and no peer of its ISP to ask, or that finds
-    /// another ISP's peer `local_margin` times better, still asks it for anything. Only on a node that
-    /// declares its line; others import every gap. Off by default. Where ISP borders are narrow it pays:
-    /// simulated lab-hetero (40 Mbit/s borders, seeds 1-8, means) p90 point slowdown 5.98 -> 4.19, transit
-    /// ratio 2.85 -> 2.09, Kumar-Ross efficiency 0.800 -> 0.863 (real daemons there, five pairs: p90 4.14 ->
-    /// 3.78, transit 2.23 -> 1.99). On the 350-cinema fleet, whose borders are not shaped, it saves 6% of the
-    /// inter-ISP bytes but its fastest cinemas wait on slices of their ISP's uplinks: seed 2 had 4 points of
-    /// its completion curve more than 5% behind locality-blind on six runs a side (none with it off) and its
-    /// fastest tenth 3.9% later. docs/benchmarks.md, "Import stripes".
+    /// (`scheduler::IMPORT_LINES`; what they hold is imported again by the fast ones). So an ISP's fast
+    /// cinemas import each chunk about once and pass it on inside, instead of every cinema importing the
+    /// same gaps at once. A node with requests in flight asks no other ISP's cinema for anything else; with
+    /// nothing in flight it asks one, one chunk at a time, so it is never idle but waits for its ISP's
+    /// importers rather than share the border with them. Superseeders and the distributor keep their
+    /// exemption unless `local_first_seeders` holds them (to the stripe's gaps then): the two together are
+    /// the setting for narrow borders. Only on a node that declares its line. Off by default. Real
+    /// lab-hetero (40 Mbit/s borders, five runs each): with `local_first_seeders` p90 point slowdown 4.10 ->
+    /// 2.93, transit ratio 2.14 -> 1.20, Kumar-Ross 0.624 -> 0.703; alone p90 3.35, transit 1.60. Where
+    /// borders are wide it costs the fastest cinemas (simulated 350-cinema fleet: p90 1.69 -> 1.89-2.00, with
+    /// both 2.22-2.32), and with both an origin outside a one-ISP swarm sends each chunk about once (simulated
+    /// lab-16 0.75 of Kumar-Ross). docs/benchmarks.md, "Import stripes for narrow borders".
     pub import_stripes: bool,
     /// A fetch with fewer peers than this (connected, or being dialed) looks its providers up again
     /// (after `lookup_interval`, 10 s, doubled after each answer with no one new, up to 160 s) and

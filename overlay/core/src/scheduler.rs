@@ -99,14 +99,20 @@
 //! proportion to its line. A line below [`IMPORT_LINES`] of the fastest imports nothing: what it imported
 //! would reach the rest of its ISP through its narrow uplink. The stripes are drawn again when the
 //! importers change (a same-ISP cinema joins, leaves, is banned or tells a new line): O(chunks x
-//! importers) then, nothing per decision. Superseeders and the distributor keep their exemption unless
-//! `policy.local_first_seeders` holds them, to the gaps of the stripe then (a variant that always held them
-//! to the stripes put 13 points of the fleet's seed 2 more than 5% behind locality-blind). The escapes stay: a
-//! held-back peer is still asked for anything when it scores `local_margin` times the best ready peer or
-//! when the window has room and no ready peer is left, so nodes that disagree about the importers (each
-//! knows only some of its ISP) import a chunk twice, or leave it to the escapes, and never wait for it; a
-//! cinema that tells a false line can only draw the ISP's imports to itself, which the others' escapes then
-//! fetch anyway. Measured: docs/benchmarks.md, "Import stripes".
+//! importers) then, nothing per decision. What a slow line holds does not count as held by our ISP
+//! (`import_floor`, the same quarter of the fastest line): it would reach us through that line's narrow
+//! uplink, so the importers fetch it from other ISPs too (a fibre cinema of lab-hetero joining 20 s late
+//! took 95 s to fetch what its VDSL neighbours had imported before it came, at 8 Mbit/s each, its border
+//! idle). Superseeders and the distributor keep their exemption unless `policy.local_first_seeders` holds
+//! them, to the gaps of the stripe then. The stripes are for narrow borders, where a request across the
+//! border only shares it with the imports the ISP needs: a node with requests in flight asks no held-back
+//! peer (neither when the window has room and no ready peer is left nor at `local_margin`); one with
+//! nothing in flight asks one, for anything, one request at a time, so it is never idle. Nodes that
+//! disagree about the importers (each knows only some of its ISP) import a chunk twice or wait for one
+//! another's imports; a cinema that tells a false line draws the ISP's imports to itself, and the others
+//! fetch from it, or one chunk at a time across the border when it holds nothing they lack. Where borders
+//! are wide it costs the fastest cinemas (the 350-cinema fleet: p90 1.89 against 1.69), so it is off by
+//! default. Measured: docs/benchmarks.md, "Import stripes" and "Import stripes for narrow borders".
 //!
 //! ## End-game
 //!
@@ -613,9 +619,13 @@ impl<P> Peer<P> {
     /// Whether its chunks should count as held by our ISP (`policy.local_first`): same ISP, not banned, and
     /// able to serve at a useful rate: measured at least [`LOCAL_SLOW`] of the best peer's throughput (with
     /// hysteresis: once out, back in at twice that), or not measured yet. A slow same-ISP holder never
-    /// keeps a chunk from a faster peer elsewhere.
-    fn should_count(&self, tp_ref: f64) -> bool {
+    /// keeps a chunk from a faster peer elsewhere. Under import stripes, a cinema whose declared line is
+    /// below `import_floor` does not count either (module docs, "Import stripes").
+    fn should_count(&self, tp_ref: f64, import_floor: f64) -> bool {
         if !self.same_isp || self.banned {
+            return false;
+        }
+        if !self.seeder && self.line.is_some_and(|l| l < import_floor) {
             return false;
         }
         match self.ewma {
@@ -636,6 +646,10 @@ pub struct Scheduler<P: PeerKey> {
     /// Who the import stripes were drawn among last: this node's line and the same-ISP cinemas' key hashes
     /// and lines (bits), sorted; drawn again only when it changes.
     stripe_members: Option<Importers>,
+    /// Under import stripes, [`IMPORT_LINES`] of the fastest line among the importers, bytes/s: a cinema
+    /// of our ISP with a line below it imports nothing and does not count as a holder of our ISP. 0 when
+    /// stripes are off.
+    import_floor: f64,
     transfer: TransferConfig,
     policy: PolicyConfig,
     local: Locality,
@@ -688,6 +702,7 @@ impl<P: PeerKey> Scheduler<P> {
         Self {
             me: None,
             stripe_members: None,
+            import_floor: 0.0,
             transfer: transfer.clone(),
             policy: policy.clone(),
             local,
@@ -892,7 +907,7 @@ impl<P: PeerKey> Scheduler<P> {
         };
         self.peer_index.insert(peer, idx);
         if let Some(p) = self.peers[idx as usize].as_mut() {
-            p.counted = p.should_count(self.tp_ref);
+            p.counted = p.should_count(self.tp_ref, self.import_floor);
         }
         self.refresh(idx);
         self.restripe();
@@ -913,6 +928,7 @@ impl<P: PeerKey> Scheduler<P> {
         if p.line != line {
             p.line = line;
             self.restripe();
+            self.recount(idx);
         }
     }
 
@@ -933,6 +949,19 @@ impl<P: PeerKey> Scheduler<P> {
             return;
         }
         self.stripe_members = members;
+        // What a slow line holds is a gap for the importers: it would reach them through that line's
+        // narrow uplink (lab-hetero: a fibre cinema joining late fetched what its VDSL neighbours had
+        // imported before it came, at 8 Mbit/s each, while its border idled).
+        let floor = self.stripe_members.as_ref().map_or(0.0, |((_, own), others)| {
+            let top = others.iter().map(|m| f64::from_bits(m.1)).fold(f64::from_bits(*own), f64::max);
+            IMPORT_LINES * top.max(self.transfer.downlink.map_or(0.0, |l| l.0))
+        });
+        if floor != self.import_floor {
+            self.import_floor = floor;
+            for i in 0..self.peers.len() as u32 {
+                self.recount(i);
+            }
+        }
         let mut opened = Vec::new();
         for (slot, c) in self.contents.iter_mut().enumerate() {
             let Some(c) = c.as_mut() else { continue };
@@ -1073,9 +1102,9 @@ impl<P: PeerKey> Scheduler<P> {
 
     /// Brings a peer's chunks into or out of the same-ISP counts when [`Peer::should_count`] changed.
     fn recount(&mut self, idx: u32) {
-        let tp_ref = self.tp_ref;
+        let (tp_ref, floor) = (self.tp_ref, self.import_floor);
         let Some(p) = self.peers[idx as usize].as_mut() else { return };
-        let count = p.should_count(tp_ref);
+        let count = p.should_count(tp_ref, floor);
         if p.counted == count {
             return;
         }
@@ -1591,12 +1620,18 @@ impl<P: PeerKey> Scheduler<P> {
                 }
                 return self.beyond_window(now);
             }
+            // Under import stripes the border is the narrow part: a held-back peer is asked only by a node
+            // with nothing in flight, one request at a time (module docs, "Import stripes").
+            let striped = self.stripe_members.is_some();
             let Some(&(Reverse(sb), _, idx)) = self.ready.first() else {
+                if striped && self.requests.len() + self.writing.len() > 0 {
+                    return None;
+                }
                 return self.yield_held(now);
             };
             // A held-back peer of another ISP that scores `local_margin` times the best ready peer is asked
             // first: locality is a preference among the peers able to serve, never a wait.
-            if let Some(&(Reverse(hb), _, held)) = self.held.first() {
+            if let Some(&(Reverse(hb), _, held)) = self.held.first().filter(|_| !striped) {
                 let better = f64::from_bits(hb) > self.policy.local_margin * f64::from_bits(sb);
                 if better {
                     match self.pick(now, held, true) {

@@ -1011,7 +1011,7 @@ fn import_stripes_give_each_gap_to_one_fast_line_of_the_isp_in_proportion_and_no
 }
 
 #[test]
-fn a_striped_cinema_asks_another_isp_only_for_gaps_of_its_stripe_and_never_waits_for_the_rest() {
+fn a_striped_cinema_asks_another_isp_only_for_gaps_of_its_stripe_and_is_never_idle() {
     // Cinema 1 (300 Mbit/s) beside cinema 2 (100) of its ISP, which holds nothing yet; a window of 32.
     let mut s = a_striped_cinema(1, 37.5e6, &[(2, 12.5e6)], 4000, &no_endgame(32, 32));
     let stripe = stripe_of(&s);
@@ -1036,13 +1036,71 @@ fn a_striped_cinema_asks_another_isp_only_for_gaps_of_its_stripe_and_never_waits
     off.peer_bitfield(Time::ZERO, &9, &id(1), Bitfield::full(4000));
     let reqs = requests(&drain(&mut off, Time::ZERO));
     assert!(reqs.iter().any(|r| !stripe.get(r.2)), "{reqs:?}");
-    // Cinema 3, a 15 Mbit/s line beside them, imports nothing; but with room in its window and no peer
-    // of its ISP able to serve, it asks the other ISP after all: a preference, never a wait.
+    // Cinema 3, a 15 Mbit/s line beside them, imports nothing; but with nothing in flight and no peer of
+    // its ISP able to serve, it asks the other ISP after all, one chunk at a time: it never idles.
     let mut slow = a_striped_cinema(3, 1.875e6, &[(1, 37.5e6), (2, 12.5e6)], 4000, &no_endgame(4, 4));
     assert_eq!(stripe_of(&slow).count(), 0);
     let reqs = requests(&drain(&mut slow, Time::ZERO));
-    assert_eq!(reqs.iter().filter(|r| r.0 == 9).count(), 4, "{reqs:?}");
-    assert_eq!(slow.stats().yielded, 4);
+    assert_eq!(reqs.iter().filter(|r| r.0 == 9).count(), 1, "{reqs:?}");
+    assert_eq!(slow.stats().yielded, 1);
+    let (_, content, chunk) = reqs[0];
+    slow.chunk_received(Time(100 * MS), &9, &content, chunk, 1 << 20);
+    let reqs = requests(&drain(&mut slow, Time(100 * MS)));
+    assert_eq!(reqs.iter().filter(|r| r.0 == 9).count(), 1, "the next one once the first is in: {reqs:?}");
+}
+
+#[test]
+fn under_import_stripes_a_cinema_with_requests_in_flight_asks_no_other_isp_outside_its_stripe() {
+    // Cinema 1 (300 Mbit/s) beside cinema 2 (300) of its ISP, which holds every chunk; a cinema of another
+    // ISP (peer 9) holds them too. A window of 8, 2 requests per peer: cinema 2 takes its share and the
+    // window has room left.
+    let peer_holds_all = |stripes: bool| {
+        let t = TransferConfig { downlink: Some(crate::config::Rate(37.5e6)), ..no_endgame(2, 8) };
+        let policy = PolicyConfig { import_stripes: stripes, ..PolicyConfig::default() };
+        let mut s = Scheduler::new(&t, &policy, local(), 1);
+        s.identify(&1);
+        s.add_content(Time::ZERO, spec(1, 64, None), Bitfield::new(64));
+        s.peer_joined(Time::ZERO, 2, local());
+        s.peer_line(&2, Some(37.5e6));
+        s.peer_bitfield(Time::ZERO, &2, &id(1), Bitfield::full(64));
+        s.peer_joined(Time::ZERO, 9, far());
+        s.peer_line(&9, Some(37.5e6));
+        s.peer_bitfield(Time::ZERO, &9, &id(1), Bitfield::full(64));
+        let reqs = requests(&drain(&mut s, Time::ZERO));
+        (s, reqs)
+    };
+    // Without stripes, room in the window and no ready peer: the held-back peer elsewhere is asked.
+    let (off, reqs) = peer_holds_all(false);
+    assert!(reqs.iter().any(|r| r.0 == 9), "{reqs:?}");
+    assert!(off.stats().yielded > 0);
+    // With them, the narrow border is not used for what our ISP holds while cinema 2 serves us.
+    let (on, reqs) = peer_holds_all(true);
+    assert!(reqs.iter().any(|r| r.0 == 2), "{reqs:?}");
+    assert!(reqs.iter().all(|r| r.0 == 2), "{reqs:?}");
+    assert_eq!(on.stats().yielded, 0);
+}
+
+#[test]
+fn under_import_stripes_what_a_slow_line_of_our_isp_holds_is_a_gap_for_the_importer() {
+    // Cinema 1 (300 Mbit/s) beside cinema 2 of its ISP, which holds chunks 0..8 of 16; a cinema of another
+    // ISP (peer 9) holds them too; a window of 32, 2 requests per peer. Cinema 2 a 50 Mbit/s line (below a quarter of 300: it imports nothing, and
+    // what it holds would reach cinema 1 through its narrow uplink) or a 100 Mbit/s one (an importer).
+    let beside = |line: f64| {
+        let mut s = a_striped_cinema(1, 37.5e6, &[(2, line)], 16, &no_endgame(2, 32));
+        s.peer_bitfield(Time::ZERO, &2, &id(1), bits(16, 0..8));
+        s.peer_left(Time::ZERO, &9);
+        s.peer_joined(Time::ZERO, 9, far());
+        s.peer_bitfield(Time::ZERO, &9, &id(1), bits(16, 0..8));
+        let reqs = requests(&drain(&mut s, Time::ZERO));
+        (s, reqs)
+    };
+    let (slow, reqs) = beside(6.25e6);
+    assert_eq!(stripe_of(&slow).count(), 16, "the only importer of its ISP");
+    assert!(reqs.iter().any(|r| r.0 == 9 && r.2 < 8), "the slow line's chunks imported too: {reqs:?}");
+    assert!(reqs.iter().any(|r| r.0 == 2), "and still asked of it: {reqs:?}");
+    let (_, reqs) = beside(12.5e6);
+    assert!(reqs.iter().any(|r| r.0 == 2), "{reqs:?}");
+    assert!(reqs.iter().all(|r| r.0 != 9), "an importer's chunks are not gaps: {reqs:?}");
 }
 
 #[test]
