@@ -1014,6 +1014,7 @@ impl<P: PeerKey> Scheduler<P> {
         } else {
             self.seeders.remove(&idx);
         }
+        self.recount(idx);
         self.refresh(idx);
         self.restripe();
     }

@@ -1094,10 +1094,15 @@ fn under_import_stripes_what_a_slow_line_of_our_isp_holds_is_a_gap_for_the_impor
         let reqs = requests(&drain(&mut s, Time::ZERO));
         (s, reqs)
     };
-    let (slow, reqs) = beside(6.25e6);
+    let (mut slow, reqs) = beside(6.25e6);
     assert_eq!(stripe_of(&slow).count(), 16, "the only importer of its ISP");
+    let gaps = |s: &Scheduler<u32>| s.contents[0].as_ref().map(|c| c.gaps.count()).unwrap();
     assert!(reqs.iter().any(|r| r.0 == 9 && r.2 < 8), "the slow line's chunks imported too: {reqs:?}");
     assert!(reqs.iter().any(|r| r.0 == 2), "and still asked of it: {reqs:?}");
+    assert_eq!(gaps(&slow), 16);
+    // A superseeder of our ISP counts whatever its line.
+    slow.peer_seeder(&2, true);
+    assert_eq!(gaps(&slow), 8);
     let (_, reqs) = beside(12.5e6);
     assert!(reqs.iter().any(|r| r.0 == 2), "{reqs:?}");
     assert!(reqs.iter().all(|r| r.0 != 9), "an importer's chunks are not gaps: {reqs:?}");
