@@ -111,8 +111,9 @@
 //! disagree about the importers (each knows only some of its ISP) import a chunk twice or wait for one
 //! another's imports; a cinema that tells a false line draws the ISP's imports to itself, and the others
 //! fetch from it, or one chunk at a time across the border when it holds nothing they lack. Where borders
-//! are wide it costs the fastest cinemas (the 350-cinema fleet: p90 1.89 against 1.69), so it is off by
-//! default. Measured: docs/benchmarks.md, "Import stripes" and "Import stripes for narrow borders".
+//! are wide it costs the fastest cinemas (the 350-cinema fleet, seeds 1-2: p90 1.89 and 2.00 against 1.69
+//! and 1.76), so it is off by default. Measured: docs/benchmarks.md, "Import stripes" and "Import stripes
+//! for narrow borders".
 //!
 //! ## End-game
 //!
