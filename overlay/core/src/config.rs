@@ -584,13 +584,13 @@ pub struct PolicyConfig {
     /// same gaps at once. A node with requests in flight asks no other ISP's cinema for anything else; with
     /// nothing in flight it asks one, one chunk at a time, so it is never idle but waits for its ISP's
     /// importers rather than share the border with them. Superseeders and the distributor keep their
-    /// exemption unless `local_first_seeders` holds them (to the stripe's gaps then): the two together are
-    /// the setting for narrow borders. Only on a node that declares its line. Off by default. Real
+    /// exemption unless `local_first_seeders` holds them (to the stripe's gaps then; a node below half its
+    /// line still asks an idle one for anything, `scheduler::SEEDER_STARVED`): the two together are the
+    /// setting for narrow borders. Only on a node that declares its line. Off by default. Real
     /// lab-hetero (40 Mbit/s borders, five runs each): with `local_first_seeders` p90 point slowdown 4.10 ->
-    /// 2.93, transit ratio 2.14 -> 1.20, Kumar-Ross 0.624 -> 0.703; alone p90 3.35, transit 1.60. Where
-    /// borders are wide it costs the fastest cinemas (simulated 350-cinema fleet: p90 1.69 -> 1.89-2.00, with
-    /// both 2.22-2.32), and with both an origin outside a one-ISP swarm sends each chunk about once (simulated
-    /// lab-16 0.75 of Kumar-Ross). docs/benchmarks.md, "Import stripes for narrow borders".
+    /// 3.03, transit ratio 2.14 -> 1.30, Kumar-Ross 0.624 -> 0.677; alone p90 3.35, transit 1.60. Where
+    /// borders are not shaped it costs the fastest cinemas (simulated 350-cinema fleet: p90 1.69 -> 1.89-2.00,
+    /// with both 2.05). docs/benchmarks.md, "Import stripes for narrow borders".
     pub import_stripes: bool,
     /// A fetch with fewer peers than this (connected, or being dialed) looks its providers up again
     /// (after `lookup_interval`, 10 s, doubled after each answer with no one new, up to 160 s) and

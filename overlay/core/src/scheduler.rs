@@ -107,7 +107,11 @@
 //! them, to the gaps of the stripe then. The stripes are for narrow borders, where a request across the
 //! border only shares it with the imports the ISP needs: a node with requests in flight asks no held-back
 //! peer (neither when the window has room and no ready peer is left nor at `local_margin`); one with
-//! nothing in flight asks one, for anything, one request at a time, so it is never idle. Nodes that
+//! nothing in flight asks one, for anything, one request at a time, so it is never idle; and with
+//! superseeders held, one whose last window round brought less than [`SEEDER_STARVED`] (a half) of its
+//! line asks a held-back seeder with nothing of ours in flight, for anything: below half its line the
+//! border is not what holds it (an origin outside a one-ISP swarm otherwise sent each chunk once and
+//! idled: simulated lab-16 0.753 of Kumar-Ross against 0.919). Nodes that
 //! disagree about the importers (each knows only some of its ISP) import a chunk twice or wait for one
 //! another's imports; a cinema that tells a false line draws the ISP's imports to itself, and the others
 //! fetch from it, or one chunk at a time across the border when it holds nothing they lack. Where borders
@@ -374,6 +378,16 @@ impl Pace {
 /// with seeders unheld). Before, 0.25 left the last fibre cinema of one seed of eight at 2.05 times its
 /// point of the bound.
 pub const STARVED: f64 = 0.8;
+
+/// Under import stripes with `policy.local_first_seeders`, a node whose last window round brought less
+/// than this share of its declared line asks an idle held-back seeder for anything, though requests are
+/// in flight ([`Scheduler::poll_output`]'s escapes are otherwise closed under the stripes). Without it an
+/// origin outside a one-ISP swarm sent each chunk about once and idled (simulated lab-16 0.753 of
+/// Kumar-Ross, lab-8 0.655); with a half both are as without the stripes (0.919, 0.927) and lab-hetero
+/// keeps its gain (seeds 1-8: p90 2.76, transit 1.19 against 2.74, 1.17); at 0.3 lab-16 gave 0.875, at 0.6
+/// lab-hetero's VDSL cinemas (about 0.6 of their lines) asked too (transit 1.26). docs/benchmarks.md,
+/// "Import stripes for narrow borders".
+pub const SEEDER_STARVED: f64 = 0.5;
 
 /// The share of a declared line of `line` bytes/s below which a round counts as starved: [`STARVED`] up
 /// to [`window::LINK_FULL`] (200 Mbit/s), rising linearly to the whole line at [`window::LINK_FREE`]
@@ -1627,7 +1641,7 @@ impl<P: PeerKey> Scheduler<P> {
             let striped = self.stripe_members.is_some();
             let Some(&(Reverse(sb), _, idx)) = self.ready.first() else {
                 if striped && self.requests.len() + self.writing.len() > 0 {
-                    return None;
+                    return self.starved_seeder(now);
                 }
                 return self.yield_held(now);
             };
@@ -1702,6 +1716,29 @@ impl<P: PeerKey> Scheduler<P> {
             match self.pick(now, idx, true) {
                 Some((slot, chunk, dup)) => return Some(self.yielded(now, idx, slot, chunk, dup)),
                 None => self.mark_idle(idx),
+            }
+        }
+        None
+    }
+
+    /// Under import stripes with superseeders held, a node with requests in flight whose last window round
+    /// brought less than [`SEEDER_STARVED`] of its line asks a held-back seeder with nothing of ours in
+    /// flight, for anything: the border is not what keeps it below half its line, and the seeder is idle
+    /// for it (module docs, "Import stripes").
+    fn starved_seeder(&mut self, now: Time) -> Option<Output<P>> {
+        if !self.seeders_held() || !self.window.starved(|_| SEEDER_STARVED) {
+            return None;
+        }
+        let idle = |p: &Peer<P>| p.seeder && p.in_flight == 0 && p.writing == 0;
+        let seeders: Vec<u32> = self
+            .held
+            .iter()
+            .map(|k| k.2)
+            .filter(|&i| self.peers[i as usize].as_ref().is_some_and(idle))
+            .collect();
+        for i in seeders {
+            if let Some((slot, chunk, dup)) = self.pick(now, i, true) {
+                return Some(self.yielded(now, i, slot, chunk, dup));
             }
         }
         None

@@ -1232,6 +1232,47 @@ fn under_local_first_seeders_a_starved_cinema_asks_an_idle_superseeder_beyond_it
 }
 
 #[test]
+fn under_import_stripes_a_cinema_below_half_its_line_asks_an_idle_held_superseeder_for_anything() {
+    // A window of 4, one request per peer. Our ISP's cinema (peer 1, our line) holds every chunk, so with
+    // superseeders held the superseeder (peer 2) holds no gap of ours, and under the stripes a node with
+    // requests in flight asks no held-back peer. Peer 1 answers a 1 MB chunk every 2 s: 0.5 MB/s.
+    let run = |line: f64, seeders_held: bool| {
+        let t = TransferConfig { downlink: Some(crate::config::Rate(line)), ..no_endgame(1, 4) };
+        let policy = PolicyConfig {
+            import_stripes: true,
+            local_first_seeders: seeders_held,
+            ..PolicyConfig::default()
+        };
+        let mut s = our_cinema_and_a_far_superseeder(&t, &policy, 4, 32, Bitfield::full(32));
+        s.identify(&7);
+        s.peer_line(&1, Some(line));
+        let mut pending = requests(&drain(&mut s, Time::ZERO));
+        let mut to_seeder = Vec::new();
+        for step in 1..=12u64 {
+            let now = Time(step * 2_000 * MS);
+            for r in std::mem::take(&mut pending) {
+                match r.0 {
+                    1 => s.chunk_received(now, &1, &id(1), r.2, 1_000_000),
+                    _ => to_seeder.push((step, r.2)),
+                }
+            }
+            pending = requests(&drain(&mut s, now));
+        }
+        to_seeder
+    };
+    // On a 1.5 MB/s line that is a third of it: once a round measured it, the idle superseeder is asked, for
+    // a chunk our ISP holds, and (never answering here) only once.
+    let starved = run(1.5e6, true);
+    assert_eq!(starved.len(), 1, "{starved:?}");
+    assert!(starved[0].0 >= 2, "not before a round measured the rate: {starved:?}");
+    // On a 0.8 MB/s line it is 62%: the border may be what holds it, and the superseeder is left alone.
+    assert_eq!(run(0.8e6, true), vec![]);
+    // With superseeders exempt it is asked from the start (seen at the first step), as without the stripes.
+    let exempt = run(0.8e6, false);
+    assert!(exempt.first().is_some_and(|r| r.0 == 1), "{exempt:?}");
+}
+
+#[test]
 fn the_starved_share_rises_from_four_fifths_of_a_slow_line_to_the_whole_of_a_fast_one() {
     use super::starved_share;
     assert_eq!(starved_share(1.5e6), STARVED);
