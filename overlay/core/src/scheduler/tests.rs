@@ -1185,6 +1185,24 @@ fn local_first_seeders_asks_a_superseeder_only_for_the_gaps_of_our_isp() {
     assert!(reqs.iter().any(|r| r.0 == 2 && r.2 < 12), "{reqs:?}");
 }
 
+/// Twelve steps of 2 s: our ISP's cinema (peer 1) answers each request to it with a chunk of `chunk` bytes
+/// at the next step; requests to anyone else are only noted, (step seen, chunk), never answered.
+fn steps_of_our_cinema_answering(s: &mut Scheduler<u32>, chunk: u64) -> Vec<(u64, u32)> {
+    let mut pending = requests(&drain(s, Time::ZERO));
+    let mut to_others = Vec::new();
+    for step in 1..=12u64 {
+        let now = Time(step * 2_000 * MS);
+        for r in std::mem::take(&mut pending) {
+            match r.0 {
+                1 => s.chunk_received(now, &1, &id(1), r.2, chunk),
+                _ => to_others.push((step, r.2)),
+            }
+        }
+        pending = requests(&drain(s, now));
+    }
+    to_others
+}
+
 #[test]
 fn under_local_first_seeders_a_starved_cinema_asks_an_idle_superseeder_beyond_its_window_for_anything() {
     // A window of one request. Our ISP's cinema (peer 1) holds every chunk, so under local_first_seeders the
@@ -1193,19 +1211,7 @@ fn under_local_first_seeders_a_starved_cinema_asks_an_idle_superseeder_beyond_it
         let t = TransferConfig { downlink: Some(crate::config::Rate(line)), ..no_endgame(1, 1) };
         let policy = PolicyConfig { local_first_seeders: true, ..PolicyConfig::default() };
         let mut s = our_cinema_and_a_far_superseeder(&t, &policy, 4, 32, Bitfield::full(32));
-        let mut pending = requests(&drain(&mut s, Time::ZERO));
-        let mut to_seeder = Vec::new();
-        for step in 1..=12u64 {
-            let now = Time(step * 2_000 * MS);
-            for r in std::mem::take(&mut pending) {
-                match r.0 {
-                    1 => s.chunk_received(now, &1, &id(1), r.2, chunk),
-                    _ => to_seeder.push((step, r.2)),
-                }
-            }
-            pending = requests(&drain(&mut s, now));
-        }
-        to_seeder
+        steps_of_our_cinema_answering(&mut s, chunk)
     };
     // 1 MB chunks: 0.5 MB/s.
     let run = |line: f64| run_at(line, 1_000_000);
@@ -1246,19 +1252,7 @@ fn under_import_stripes_a_cinema_below_half_its_line_asks_an_idle_held_superseed
         let mut s = our_cinema_and_a_far_superseeder(&t, &policy, 4, 32, Bitfield::full(32));
         s.identify(&7);
         s.peer_line(&1, Some(line));
-        let mut pending = requests(&drain(&mut s, Time::ZERO));
-        let mut to_seeder = Vec::new();
-        for step in 1..=12u64 {
-            let now = Time(step * 2_000 * MS);
-            for r in std::mem::take(&mut pending) {
-                match r.0 {
-                    1 => s.chunk_received(now, &1, &id(1), r.2, 1_000_000),
-                    _ => to_seeder.push((step, r.2)),
-                }
-            }
-            pending = requests(&drain(&mut s, now));
-        }
-        to_seeder
+        steps_of_our_cinema_answering(&mut s, 1_000_000)
     };
     // On a 1.5 MB/s line that is a third of it: once a round measured it, the idle superseeder is asked, for
     // a chunk our ISP holds, and (never answering here) only once.
