@@ -402,8 +402,15 @@ async fn the_dashboard_follows_a_real_mesh() -> anyhow::Result<()> {
             |n| (n.as_u64() == Some(0)).then_some(()),
         )
         .await?;
-    let log = browser.js("return document.querySelector('#log-table tbody').innerText;").await?;
-    assert!(log.as_str().is_some_and(|t| t.contains("withdraw") && t.contains("publish")), "{log}");
+    // The log is rendered from its own poll: wait for it rather than read it once (a clean-clone CI run
+    // on 2026-12-07 read it while it still showed only the publish).
+    browser
+        .wait_js(
+            "the catalogue log to show the withdraw beside the publish",
+            "return document.querySelector('#log-table tbody').innerText;",
+            |t| t.as_str().is_some_and(|t| t.contains("withdraw") && t.contains("publish")).then_some(()),
+        )
+        .await?;
     browser.screenshot("4-withdrawn").await?;
 
     let errors = browser.console_errors().await?;
