@@ -552,9 +552,10 @@ fn with_the_lab_s_queues_an_adsl_cinema_s_full_uplink_holds_its_downloads_unless
 #[test]
 fn with_the_lab_s_queues_the_fibre_cinemas_take_more_of_the_borders_as_on_real_daemons() {
     // Real lab-hetero: fibre cinemas 42-46 s, VDSL 55-62, ADSL 101-117 (docs/benchmarks.md, "A declared
-    // uplink"); without queues the simulator gives fibre 73-76 s, behind VDSL. The lab's prediction models
-    // the lab's queues whatever the scenario says.
-    let plain = scenario("lab-hetero.toml", &["sim.full_queue=0s"]);
+    // uplink", where every line imported); without queues the simulator gives fibre 73-76 s, behind VDSL,
+    // with slow lines importing (`policy.import_lines = 0`). The lab's prediction models the lab's queues
+    // whatever the scenario says.
+    let plain = scenario("lab-hetero.toml", &["sim.full_queue=0s", "policy.import_lines=0"]);
     let predicted = cinemesh_sim::lab::prediction_scenario(&plain, None);
     assert_eq!(predicted.sim.full_queue, cinemesh_sim::scenario::LAB_FULL_QUEUE);
     assert_eq!(predicted.sim.uplink_queue, None, "no --uplink-queue: every link's queue");
@@ -563,6 +564,9 @@ fn with_the_lab_s_queues_the_fibre_cinemas_take_more_of_the_borders_as_on_real_d
     assert!(get(&without, "fibre") > get(&without, "vdsl"), "{without:?}");
     assert!(get(&with, "fibre") < get(&with, "vdsl"), "{with:?}");
     assert!(get(&with, "fibre") < 0.8 * get(&without, "fibre"), "{without:?} -> {with:?}");
+    // With the default, the slow lines leave the borders to the fibre cinemas, which lead without queues too.
+    let slow_lines_last = class_means(&scenario("lab-hetero.toml", &["sim.full_queue=0s"]));
+    assert!(get(&slow_lines_last, "fibre") < get(&slow_lines_last, "vdsl"), "{slow_lines_last:?}");
     let modem = cinemesh_sim::lab::prediction_scenario(&plain, Some(std::time::Duration::from_secs(1)));
     assert_eq!(modem.sim.uplink_queue, Some(std::time::Duration::from_secs(1)));
 }

@@ -578,8 +578,8 @@ pub struct PolicyConfig {
     /// Import stripes: under `local_first`, a chunk no usable peer of our ISP holds (a gap) is asked of a
     /// cinema of another ISP only by the ISP's importer of that chunk, as this node sees its ISP: each gap
     /// goes to one of the ISP's cinemas that declared their line (`transfer.downlink`, told in the hello),
-    /// in proportion to the line, lines below a quarter of the fastest importing nothing
-    /// (`scheduler::IMPORT_LINES`; what they hold is imported again by the fast ones). So an ISP's fast
+    /// in proportion to the line, lines below `import_lines` (a quarter) of the fastest importing nothing
+    /// (what they hold is imported again by the fast ones). So an ISP's fast
     /// cinemas import each chunk about once and pass it on inside, instead of every cinema importing the
     /// same gaps at once. A node with requests in flight asks no other ISP's cinema for anything else; with
     /// nothing in flight it asks one, one chunk at a time, so it is never idle but waits for its ISP's
@@ -592,6 +592,20 @@ pub struct PolicyConfig {
     /// borders are not shaped it costs the fastest cinemas (simulated 350-cinema fleet: p90 1.69 -> 1.89-2.00,
     /// with both 2.05). docs/benchmarks.md, "Import stripes for narrow borders".
     pub import_stripes: bool,
+    /// Under `local_first`, a cinema whose declared line (`transfer.downlink`) is below this share of the
+    /// fastest line among the cinemas of its ISP it knows (their hellos tell them) imports nothing while
+    /// it has requests in flight: it asks a cinema of another ISP only with nothing in flight, one chunk at
+    /// a time (so it is never idle), or when starved (below), and otherwise fetches from its own ISP and the superseeders (held
+    /// only under `local_first_seeders`). A chunk a slow line imports takes border capacity the ISP's fast
+    /// cinemas need, and reaches the rest of its ISP only through its narrow uplink. Under
+    /// `import_stripes` the same share says who draws stripes. 0: every line imports. Only on a node that
+    /// declares its line; a node whose ISP has no faster line declared is never below it. A slow line whose
+    /// last window round brought less than `scheduler::SLOW_LINE_STARVED` (0.3) of it asks other ISPs
+    /// anyway. Real lab-hetero (40 Mbit/s borders, seeds 1-3, means): p90 point slowdown 4.23 -> 3.50,
+    /// transit ratio 2.21 -> 1.84; the simulated 350-cinema fleet (no narrow border, seeds 1-8): p90 1.704 ->
+    /// 1.720, Kumar-Ross 0.937 -> 0.932, transit 23.86 -> 22.65. docs/benchmarks.md, "A slow line imports
+    /// last".
+    pub import_lines: f64,
     /// A fetch with fewer peers than this (connected, or being dialed) looks its providers up again
     /// (after `lookup_interval`, 10 s, doubled after each answer with no one new, up to 160 s) and
     /// dials them until it has this many; never beyond
@@ -614,6 +628,7 @@ impl Default for PolicyConfig {
             local_margin: LOCAL_MARGIN,
             local_first_seeders: false,
             import_stripes: false,
+            import_lines: crate::scheduler::IMPORT_LINES,
             dial_peers: DIAL_PEERS,
         }
     }
@@ -644,6 +659,11 @@ impl PolicyConfig {
             self.local_margin.is_finite() && (1.0..=1000.0).contains(&self.local_margin),
             "policy.local_margin",
             "must be a number between 1 and 1000",
+        )?;
+        check(
+            self.import_lines.is_finite() && (0.0..=1.0).contains(&self.import_lines),
+            "policy.import_lines",
+            "must be a share between 0 and 1",
         )?;
         check(self.dial_peers <= 10_000, "policy.dial_peers", "must be at most 10000")?;
         Ok(())
@@ -706,6 +726,11 @@ mod tests {
         assert_eq!(g.validate().unwrap_err().field, "gossip.mesh_n_low");
         let p = PolicyConfig { same_isp: f64::NAN, ..Default::default() };
         assert_eq!(p.validate().unwrap_err().field, "policy.same_isp");
+        for share in [-0.1, 1.5, f64::NAN] {
+            let p = PolicyConfig { import_lines: share, ..Default::default() };
+            assert_eq!(p.validate().unwrap_err().field, "policy.import_lines", "{share}");
+        }
+        PolicyConfig { import_lines: 0.0, ..Default::default() }.validate().unwrap();
     }
 
     #[test]

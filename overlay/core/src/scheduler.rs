@@ -85,6 +85,26 @@
 //! fleet's fastest tenth was 6-11% later with the filter alone than locality-blind (docs/benchmarks.md, "Does
 //! locality make a cinema wait?"). Requests sent this way are counted in [`Stats::yielded`].
 //!
+//! ## A slow line imports last
+//!
+//! Under `policy.local_first`, a node that declared its line (`transfer.downlink`) below
+//! `policy.import_lines` ([`IMPORT_LINES`], a quarter) of the fastest line among the cinemas of its ISP it
+//! knows (their hellos tell them; superseeders and banned peers do not count) imports nothing while it has
+//! requests in flight: it asks a cinema of another ISP only with nothing in flight, one chunk at a time, so
+//! it is never idle, and otherwise fetches from its ISP and from the superseeders and the distributor
+//! (exempt unless `policy.local_first_seeders`). Neither the room-in-window escape nor `local_margin` asks a
+//! held-back peer for it, unless its last window round brought less than [`SLOW_LINE_STARVED`] of its line:
+//! its ISP's peers are not feeding it, and it asks held-back peers though requests are in flight. What a
+//! slow line imports takes border capacity its ISP's fast cinemas need, and
+//! reaches the rest of the ISP only through its narrow uplink: lab-hetero's VDSL and ADSL cinemas imported
+//! 85-107 MiB of the 128 MiB film each through their 40 Mbit/s borders. Real lab-hetero (seeds 1-3, means):
+//! p90 point slowdown 4.23 -> 3.50, transit ratio 2.21 -> 1.84; the simulated 350-cinema fleet, whose
+//! borders are wide, p90 1.704 -> 1.720, Kumar-Ross 0.937 -> 0.932, transit 23.86 -> 22.65 (seeds 1-8;
+//! docs/benchmarks.md, "A slow line imports last"). It is the import stripes' rule for a line that draws no stripe, without the stripes:
+//! internally such a node has stripe members with its own line 0 and an empty stripe. The starved escape
+//! at four fifths of the line gave most of it back (real lab-hetero p90 3.65-3.73, transit 1.85-1.96):
+//! behind a narrow border a slow line gets about half its line.
+//!
 //! ## Import stripes
 //!
 //! Local first keeps a chunk our ISP holds from crossing the border, but a *gap* (a chunk no usable peer of
@@ -96,7 +116,7 @@
 //! knows that declared their lines (their hellos tell them) and are not banned, drawn by weighted
 //! rendezvous hashing ([`key_hash`] of each importer's key, the content and the chunk; weight the line),
 //! so every node that knows the same importers draws the same stripes, and each imports a share in
-//! proportion to its line. A line below [`IMPORT_LINES`] of the fastest imports nothing: what it imported
+//! proportion to its line. A line below `policy.import_lines` of the fastest imports nothing: what it imported
 //! would reach the rest of its ISP through its narrow uplink. The stripes are drawn again when the
 //! importers change (a same-ISP cinema joins, leaves, is banned or tells a new line): O(chunks x
 //! importers) then, nothing per decision. What a slow line holds does not count as held by our ISP
@@ -214,12 +234,14 @@ pub const EWMA_ALPHA: f64 = 0.3;
 /// holder under `policy.local_first` (its chunks may be asked of other ISPs).
 pub const LOCAL_SLOW: f64 = 0.1;
 
-/// Under `policy.import_stripes`, a cinema of our ISP whose declared line is below this share of the fastest
-/// line among the ISP's cinemas a node knows (its own included) imports nothing: a chunk it imported would
-/// reach the rest of its ISP only through its uplink. lab-hetero (a prototype without local first's
-/// escapes, seeds 1-4): with every cinema drawn its ISPs imported 1.05-1.17 copies, but the median cinema
-/// took 3.2-3.8 times what its border allows (an ADSL cinema's imports passed on at 1 Mbit/s); with VDSL's
-/// 50 Mbit/s and ADSL's 15 cut beside fibre's 300, 1.3 (docs/benchmarks.md, "Import stripes").
+/// The default of `policy.import_lines`: a cinema whose declared line is below this share of the fastest
+/// line among the cinemas of its ISP it knows (its own included) imports nothing while requests are in
+/// flight (module docs, "A slow line imports last"), and under `policy.import_stripes` draws no stripe: a
+/// chunk it imported would reach the rest of its ISP only through its uplink. lab-hetero (a prototype of the
+/// stripes without local first's escapes, seeds 1-4): with every cinema drawn its ISPs imported 1.05-1.17
+/// copies, but the median cinema took 3.2-3.8 times what its border allows (an ADSL cinema's imports passed
+/// on at 1 Mbit/s); with VDSL's 50 Mbit/s and ADSL's 15 cut beside fibre's 300, 1.3 (docs/benchmarks.md,
+/// "Import stripes").
 pub const IMPORT_LINES: f64 = 0.25;
 
 /// A hash of a peer key that every node computes alike for the same key, whatever its process: FNV-1a
@@ -388,6 +410,14 @@ pub const STARVED: f64 = 0.8;
 /// lab-hetero's VDSL cinemas (about 0.6 of their lines) asked too (transit 1.26). docs/benchmarks.md,
 /// "Import stripes for narrow borders".
 pub const SEEDER_STARVED: f64 = 0.5;
+
+/// A slow line kept from importing (module docs, "A slow line imports last") whose last window round
+/// brought less than this share of its declared line asks a held-back peer of another ISP though requests
+/// are in flight: its ISP's peers are not feeding it. The simulated fleet without it (FLEET seed 2) left an
+/// ADSL cinema at 0.876 of Kumar-Ross in one run of three; simulated lab-hetero (seeds 1-8) p90 point
+/// slowdown 3.80 with it, 3.80 without; at a half 3.86 (transit 1.86 against 1.76), at four fifths real
+/// lab-hetero gave most of the rule's gain back (behind a narrow border a slow line gets about half its line).
+pub const SLOW_LINE_STARVED: f64 = 0.3;
 
 /// The share of a declared line of `line` bytes/s below which a round counts as starved: [`STARVED`] up
 /// to [`window::LINK_FULL`] (200 Mbit/s), rising linearly to the whole line at [`window::LINK_FREE`]
@@ -659,9 +689,11 @@ pub struct Scheduler<P: PeerKey> {
     /// [`key_hash`] of this node's own key ([`Scheduler::identify`]): its draw in the import stripes.
     me: Option<u64>,
     /// Who the import stripes were drawn among last: this node's line and the same-ISP cinemas' key hashes
-    /// and lines (bits), sorted; drawn again only when it changes.
+    /// and lines (bits), sorted; drawn again only when it changes. Some only when imports are restricted:
+    /// under import stripes, or on a line below `policy.import_lines` of its ISP's fastest (its own line 0
+    /// then, its stripe empty).
     stripe_members: Option<Importers>,
-    /// Under import stripes, [`IMPORT_LINES`] of the fastest line among the importers, bytes/s: a cinema
+    /// Under import stripes, `policy.import_lines` of the fastest line among the importers, bytes/s: a cinema
     /// of our ISP with a line below it imports nothing and does not count as a holder of our ISP. 0 when
     /// stripes are off.
     import_floor: f64,
@@ -947,29 +979,34 @@ impl<P: PeerKey> Scheduler<P> {
         }
     }
 
-    /// Import stripes are drawn: `policy.local_first` and `policy.import_stripes`, this node identified and
-    /// its line declared.
-    fn striped(&self) -> bool {
+    /// Imports may be restricted: `policy.local_first`, this node identified and its line declared, and
+    /// import stripes drawn or slow lines kept from importing (`policy.import_lines`).
+    fn restricts_imports(&self) -> bool {
         self.policy.local_first
-            && self.policy.import_stripes
+            && (self.policy.import_stripes || self.policy.import_lines > 0.0)
             && self.me.is_some()
             && self.transfer.downlink.is_some_and(|l| l.0 > 0.0)
     }
 
     /// Draws again which gaps this node imports, when the cinemas it draws among changed (module docs,
-    /// "Import stripes"). O(same-ISP peers) to tell, O(chunks x importers) to draw.
+    /// "Import stripes" and "A slow line imports last"). O(same-ISP peers) to tell, O(chunks x importers)
+    /// to draw. Without import stripes only a line below `policy.import_lines` of its ISP's fastest is
+    /// restricted: its stripe is empty.
     fn restripe(&mut self) {
-        let members = self.striped().then(|| self.importers()).flatten();
+        let members = self.restricts_imports().then(|| self.importers()).flatten();
+        let members =
+            members.filter(|((_, own), _)| self.policy.import_stripes || f64::from_bits(*own) == 0.0);
         if members == self.stripe_members {
             return;
         }
         self.stripe_members = members;
-        // What a slow line holds is a gap for the importers: it would reach them through that line's
-        // narrow uplink (lab-hetero: a fibre cinema joining late fetched what its VDSL neighbours had
-        // imported before it came, at 8 Mbit/s each, while its border idled).
-        let floor = self.stripe_members.as_ref().map_or(0.0, |((_, own), others)| {
+        // Under the stripes, what a slow line holds is a gap for the importers: it would reach them through
+        // that line's narrow uplink (lab-hetero: a fibre cinema joining late fetched what its VDSL
+        // neighbours had imported before it came, at 8 Mbit/s each, while its border idled).
+        let stripes = self.stripe_members.as_ref().filter(|_| self.policy.import_stripes);
+        let floor = stripes.map_or(0.0, |((_, own), others)| {
             let top = others.iter().map(|m| f64::from_bits(m.1)).fold(f64::from_bits(*own), f64::max);
-            IMPORT_LINES * top.max(self.transfer.downlink.map_or(0.0, |l| l.0))
+            self.policy.import_lines * top.max(self.transfer.downlink.map_or(0.0, |l| l.0))
         });
         if floor != self.import_floor {
             self.import_floor = floor;
@@ -998,8 +1035,8 @@ impl<P: PeerKey> Scheduler<P> {
     }
 
     /// This node's and the same-ISP cinemas' (key hash, line bits) the stripes are drawn among:
-    /// cinemas of our ISP with a declared line, not banned, whose line is at least [`IMPORT_LINES`] of the
-    /// fastest of them and ours. Ours is 0 when it is below that: this node imports nothing then.
+    /// cinemas of our ISP with a declared line, not banned, whose line is at least `policy.import_lines`
+    /// of the fastest of them and ours. Ours is 0 when it is below that: this node imports nothing then.
     fn importers(&self) -> Option<Importers> {
         let own = self.transfer.downlink?.0;
         let me = self.me?;
@@ -1011,9 +1048,9 @@ impl<P: PeerKey> Scheduler<P> {
             .filter_map(|p| p.line.filter(|&l| l > 0.0 && l.is_finite()).map(|l| (p.key_hash, l)));
         let top = lines.clone().map(|m| m.1).fold(own, f64::max);
         let mut others: Vec<(u64, u64)> =
-            lines.filter(|m| m.1 >= IMPORT_LINES * top).map(|(k, l)| (k, l.to_bits())).collect();
+            lines.filter(|m| m.1 >= self.policy.import_lines * top).map(|(k, l)| (k, l.to_bits())).collect();
         others.sort_unstable();
-        let own = if own >= IMPORT_LINES * top { own } else { 0.0 };
+        let own = if own >= self.policy.import_lines * top { own } else { 0.0 };
         Some(((me, own.to_bits()), others.into_iter().filter(|m| m.0 != me).collect()))
     }
 
@@ -1636,11 +1673,16 @@ impl<P: PeerKey> Scheduler<P> {
                 }
                 return self.beyond_window(now);
             }
-            // Under import stripes the border is the narrow part: a held-back peer is asked only by a node
-            // with nothing in flight, one request at a time (module docs, "Import stripes").
+            // Under import stripes, and on a slow line, the border is the narrow part: a held-back peer is
+            // asked only by a node with nothing in flight, one request at a time (module docs, "Import
+            // stripes" and "A slow line imports last").
             let striped = self.stripe_members.is_some();
             let Some(&(Reverse(sb), _, idx)) = self.ready.first() else {
                 if striped && self.requests.len() + self.writing.len() > 0 {
+                    // A slow line starving on its ISP's peers asks the border after all.
+                    if !self.policy.import_stripes && self.window.starved(|_| SLOW_LINE_STARVED) {
+                        return self.yield_held(now);
+                    }
                     return self.starved_seeder(now);
                 }
                 return self.yield_held(now);

@@ -1049,23 +1049,38 @@ fn a_striped_cinema_asks_another_isp_only_for_gaps_of_its_stripe_and_is_never_id
     assert_eq!(reqs.iter().filter(|r| r.0 == 9).count(), 1, "the next one once the first is in: {reqs:?}");
 }
 
+/// Cinema 7, its line `line` bytes/s declared and itself identified, fetching content 1 (`chunks` chunks)
+/// beside a cinema of our ISP (peer 1, a 300 Mbit/s line) holding `ours`, and peer 9 of another ISP (a
+/// superseeder if `seeder`) holding everything.
+fn beside_a_fibre_cinema(
+    line: f64,
+    policy: &PolicyConfig,
+    t: &TransferConfig,
+    chunks: u32,
+    ours: Bitfield,
+    seeder: bool,
+) -> Scheduler<u32> {
+    let t = TransferConfig { downlink: Some(crate::config::Rate(line)), ..t.clone() };
+    let mut s = Scheduler::new(&t, policy, local(), 4);
+    s.identify(&7);
+    s.add_content(Time::ZERO, spec(1, chunks, None), Bitfield::new(chunks));
+    s.peer_joined(Time::ZERO, 1, local());
+    s.peer_line(&1, Some(37.5e6));
+    s.peer_bitfield(Time::ZERO, &1, &id(1), ours);
+    s.peer_joined(Time::ZERO, 9, far());
+    s.peer_seeder(&9, seeder);
+    s.peer_bitfield(Time::ZERO, &9, &id(1), Bitfield::full(chunks));
+    s
+}
+
 #[test]
 fn under_import_stripes_a_cinema_with_requests_in_flight_asks_no_other_isp_outside_its_stripe() {
-    // Cinema 1 (300 Mbit/s) beside cinema 2 (300) of its ISP, which holds every chunk; a cinema of another
-    // ISP (peer 9) holds them too. A window of 8, 2 requests per peer: cinema 2 takes its share and the
+    // Our cinema (300 Mbit/s) beside cinema 1 (300) of its ISP, which holds every chunk; a cinema of another
+    // ISP (peer 9) holds them too. A window of 8, 2 requests per peer: cinema 1 takes its share and the
     // window has room left.
     let peer_holds_all = |stripes: bool| {
-        let t = TransferConfig { downlink: Some(crate::config::Rate(37.5e6)), ..no_endgame(2, 8) };
         let policy = PolicyConfig { import_stripes: stripes, ..PolicyConfig::default() };
-        let mut s = Scheduler::new(&t, &policy, local(), 1);
-        s.identify(&1);
-        s.add_content(Time::ZERO, spec(1, 64, None), Bitfield::new(64));
-        s.peer_joined(Time::ZERO, 2, local());
-        s.peer_line(&2, Some(37.5e6));
-        s.peer_bitfield(Time::ZERO, &2, &id(1), Bitfield::full(64));
-        s.peer_joined(Time::ZERO, 9, far());
-        s.peer_line(&9, Some(37.5e6));
-        s.peer_bitfield(Time::ZERO, &9, &id(1), Bitfield::full(64));
+        let mut s = beside_a_fibre_cinema(37.5e6, &policy, &no_endgame(2, 8), 64, Bitfield::full(64), false);
         let reqs = requests(&drain(&mut s, Time::ZERO));
         (s, reqs)
     };
@@ -1073,11 +1088,59 @@ fn under_import_stripes_a_cinema_with_requests_in_flight_asks_no_other_isp_outsi
     let (off, reqs) = peer_holds_all(false);
     assert!(reqs.iter().any(|r| r.0 == 9), "{reqs:?}");
     assert!(off.stats().yielded > 0);
-    // With them, the narrow border is not used for what our ISP holds while cinema 2 serves us.
+    // With them, the narrow border is not used for what our ISP holds while cinema 1 serves us.
     let (on, reqs) = peer_holds_all(true);
-    assert!(reqs.iter().any(|r| r.0 == 2), "{reqs:?}");
-    assert!(reqs.iter().all(|r| r.0 == 2), "{reqs:?}");
+    assert!(reqs.iter().any(|r| r.0 == 1), "{reqs:?}");
+    assert!(reqs.iter().all(|r| r.0 == 1), "{reqs:?}");
     assert_eq!(on.stats().yielded, 0);
+}
+
+#[test]
+fn a_slow_line_asks_another_isp_only_with_nothing_in_flight_and_never_idles() {
+    // Our cinema (a 15 Mbit/s line declared) beside cinema 1 (300 Mbit/s) of its ISP, which holds chunks
+    // 0..8 of 16; peer 9 of another ISP holds every chunk. A window of 8, 2 requests per peer. Default
+    // policy: no import stripes.
+    let beside = |line: f64, policy: PolicyConfig, seeder: bool| {
+        let mut s = beside_a_fibre_cinema(line, &policy, &no_endgame(2, 8), 16, bits(16, 0..8), seeder);
+        let reqs = requests(&drain(&mut s, Time::ZERO));
+        (s, reqs)
+    };
+    // The slow line asks its ISP's cinema, and nothing of the other ISP while that is in flight: neither
+    // the gaps 8..16 nor, with room in the window, what its ISP holds.
+    let (mut slow, reqs) = beside(1.875e6, PolicyConfig::default(), false);
+    assert_eq!(reqs.len(), 2, "{reqs:?}");
+    assert!(reqs.iter().all(|r| r.0 == 1), "{reqs:?}");
+    assert_eq!(slow.stats().yielded, 0);
+    // With nothing in flight it asks the other ISP after all, one chunk at a time: it never idles.
+    let mut held = Bitfield::new(16);
+    for &(peer, content, chunk) in &reqs {
+        slow.chunk_received(Time(100 * MS), &peer, &content, chunk, 1 << 20);
+        held.set(chunk);
+    }
+    // Cinema 1 now holds only what we have (it lost the rest): nothing of our ISP is left to ask.
+    slow.peer_bitfield(Time(100 * MS), &1, &id(1), held.clone());
+    let mut now = Time(100 * MS);
+    let mut asked = requests(&drain(&mut slow, now));
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    assert!(asked.iter().all(|r| r.0 == 9 && !held.get(r.2)), "{asked:?}");
+    let (_, content, chunk) = asked.pop().unwrap();
+    now = Time(200 * MS);
+    slow.chunk_received(now, &9, &content, chunk, 1 << 20);
+    let reqs = requests(&drain(&mut slow, now));
+    assert_eq!(reqs.len(), 1, "the next one once the first is in: {reqs:?}");
+    assert_eq!(slow.stats().yielded, 2);
+    // A fast line of the same ISP imports its gaps at once; so does the slow one with `import_lines = 0`.
+    let (_, reqs) = beside(37.5e6, PolicyConfig::default(), false);
+    assert!(reqs.iter().any(|r| r.0 == 9 && r.2 >= 8), "{reqs:?}");
+    let off = PolicyConfig { import_lines: 0.0, ..PolicyConfig::default() };
+    let (_, reqs) = beside(1.875e6, off, false);
+    assert!(reqs.iter().any(|r| r.0 == 9 && r.2 >= 8), "{reqs:?}");
+    // A superseeder there is asked for anything: exempt unless `local_first_seeders`.
+    let (_, reqs) = beside(1.875e6, PolicyConfig::default(), true);
+    assert!(reqs.iter().any(|r| r.0 == 9), "{reqs:?}");
+    // Locality off: no rule of its own.
+    let (_, reqs) = beside(1.875e6, PolicyConfig::locality_blind(), false);
+    assert!(reqs.iter().any(|r| r.0 == 9), "{reqs:?}");
 }
 
 #[test]
@@ -1264,6 +1327,25 @@ fn under_import_stripes_a_cinema_below_half_its_line_asks_an_idle_held_superseed
     // With superseeders exempt it is asked from the start (seen at the first step), as without the stripes.
     let exempt = run(0.8e6, false);
     assert!(exempt.first().is_some_and(|r| r.0 == 1), "{exempt:?}");
+}
+
+#[test]
+fn a_slow_line_fed_below_a_third_of_it_by_its_isp_asks_another_isp_though_requests_are_in_flight() {
+    // A window of 4, one request per peer. Our ISP's cinema (peer 1, a 300 Mbit/s line) holds every chunk
+    // and answers a 1 MB chunk every 2 s (0.5 MB/s); a cinema of another ISP (peer 9) holds them too. Our
+    // line is below a quarter of peer 1's: it imports nothing while requests are in flight.
+    let run = |line: f64| {
+        let policy = PolicyConfig::default();
+        let mut s = beside_a_fibre_cinema(line, &policy, &no_endgame(1, 4), 32, Bitfield::full(32), false);
+        steps_of_our_cinema_answering(&mut s, 1_000_000)
+    };
+    // On a 1.875 MB/s line (15 Mbit/s) that is 27% of it: once a round measured it, the other ISP is
+    // asked, for a chunk our ISP holds, and (never answering here) only once.
+    let starved = run(1.875e6);
+    assert_eq!(starved.len(), 1, "{starved:?}");
+    assert!(starved[0].0 >= 2, "not before a round measured the rate: {starved:?}");
+    // On a 1.5 MB/s line it is a third: the border is left to the ISP's fast cinemas.
+    assert_eq!(run(1.5e6), vec![]);
 }
 
 #[test]
