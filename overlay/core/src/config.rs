@@ -588,7 +588,8 @@ pub struct PolicyConfig {
     /// line still asks an idle one for anything, `scheduler::SEEDER_STARVED`): the two together are the
     /// setting for narrow borders. Only on a node that declares its line. Off by default. Real
     /// lab-hetero (40 Mbit/s borders, five runs each): with `local_first_seeders` p90 point slowdown 4.10 ->
-    /// 3.03, transit ratio 2.14 -> 1.30, Kumar-Ross 0.624 -> 0.677; alone p90 3.35, transit 1.60. Where
+    /// 3.03, transit ratio 2.14 -> 1.30, Kumar-Ross 0.624 -> 0.677; alone p90 3.35, transit 1.60 (against
+    /// the default before `import_lines`, which alone gives p90 3.50, transit 1.84). Where
     /// borders are not shaped it costs the fastest cinemas (simulated 350-cinema fleet: p90 1.69 -> 1.89-2.00,
     /// with both 2.05). docs/benchmarks.md, "Import stripes for narrow borders".
     pub import_stripes: bool,
