@@ -412,11 +412,12 @@ pub const STARVED: f64 = 0.8;
 pub const SEEDER_STARVED: f64 = 0.5;
 
 /// A slow line kept from importing (module docs, "A slow line imports last") whose last window round
-/// brought less than this share of its declared line asks a held-back peer of another ISP though requests
-/// are in flight: its ISP's peers are not feeding it. The simulated fleet without it (FLEET seed 2) left an
-/// ADSL cinema at 0.876 of Kumar-Ross in one run of three; simulated lab-hetero (seeds 1-8) p90 point
-/// slowdown 3.80 with it, 3.80 without; at a half 3.86 (transit 1.86 against 1.76), at four fifths real
-/// lab-hetero gave most of the rule's gain back (behind a narrow border a slow line gets about half its line).
+/// brought less than this share of its declared line asks held-back peers of other ISPs though requests
+/// are in flight (while the window has room): its ISP's peers are not feeding it. Without it one FLEET
+/// seed-2 run of three left an ADSL cinema at 0.876 of Kumar-Ross. Simulated lab-hetero (seeds 1-8): p90
+/// point slowdown 3.80 and transit 1.81 with it, 3.80 and 1.76 without, 3.86 and 1.86 at a half; at four
+/// fifths real lab-hetero gave most of the rule's gain back (behind a narrow border a slow line gets about
+/// half its line).
 pub const SLOW_LINE_STARVED: f64 = 0.3;
 
 /// The share of a declared line of `line` bytes/s below which a round counts as starved: [`STARVED`] up
