@@ -94,7 +94,8 @@
 //! it is never idle, and otherwise fetches from its ISP and from the superseeders and the distributor
 //! (exempt unless `policy.local_first_seeders`). Neither the room-in-window escape nor `local_margin` asks a
 //! held-back peer for it, unless its last window round brought less than [`SLOW_LINE_STARVED`] of its line:
-//! its ISP's peers are not feeding it, and it asks held-back peers though requests are in flight. What a
+//! its ISP's peers are not feeding it, and it asks held-back peers though requests are in flight (not under
+//! `policy.import_stripes`, whose rules alone then hold a slow line, as measured with them). What a
 //! slow line imports takes border capacity its ISP's fast cinemas need, and
 //! reaches the rest of the ISP only through its narrow uplink: lab-hetero's VDSL and ADSL cinemas imported
 //! 85-107 MiB of the 128 MiB film each through their 40 Mbit/s borders. Real lab-hetero (seeds 1-3, means):
