@@ -566,8 +566,9 @@ pub struct PolicyConfig {
     /// and no ready peer is left, and a starved cinema still gives an idle one its request beyond the full
     /// window: `scheduler::starved_share`, four fifths of a line up to 200 Mbit/s, rising to the whole of an
     /// 800 Mbit/s one). Only on a node that declares its line (`transfer.downlink`): without it the node
-    /// cannot tell that it starves, and asks them for anything. Off (the default): asked for anything. On
-    /// cinemas-350 (eight seeds, lines declared) it cuts the inter-ISP bytes by 20% (transit ratio 18.5-19.7
+    /// cannot tell that it starves, and asks them for anything. Off (the default): asked for anything, but by
+    /// a slow line (`import_lines`), which holds them whatever this says. Measured before slow lines held
+    /// them: on cinemas-350 (eight seeds, lines declared) it cut the inter-ISP bytes by 20% (transit ratio 18.5-19.7
     /// against 23.6-24.4) for a p90 point slowdown of 1.715 against 1.704 (means), max 1.82-1.90, every
     /// run's Kumar-Ross efficiency 0.913 or more; but against locality-blind, over eight seeds (six runs a
     /// side where three put a point beyond 5%), one point of 2,800 was 5.1% slower (seed 3's 11th cinema;
@@ -589,23 +590,28 @@ pub struct PolicyConfig {
     /// setting for narrow borders. Only on a node that declares its line. Off by default. Real
     /// lab-hetero (40 Mbit/s borders, five runs each): with `local_first_seeders` p90 point slowdown 4.10 ->
     /// 3.03, transit ratio 2.14 -> 1.30, Kumar-Ross 0.624 -> 0.677; alone p90 3.35, transit 1.60 (against
-    /// the default before `import_lines`, which alone gives p90 3.50, transit 1.84). Where
+    /// the default before `import_lines`; `import_lines` alone now gives p90 2.91, transit 1.32, since a slow
+    /// line holds the superseeders). Where
     /// borders are not shaped it costs the fastest cinemas (simulated 350-cinema fleet: p90 1.69 -> 1.89-2.00,
     /// with both 2.05). docs/benchmarks.md, "Import stripes for narrow borders".
     pub import_stripes: bool,
     /// Under `local_first`, a cinema whose declared line (`transfer.downlink`) is below this share of the
     /// fastest line among the cinemas of its ISP it knows (their hellos tell them) imports nothing while
-    /// it has requests in flight: it asks a cinema of another ISP only with nothing in flight, one chunk at
-    /// a time (so it is never idle), or when starved (below), and otherwise fetches from its own ISP and the superseeders (held
-    /// only under `local_first_seeders`). A chunk a slow line imports takes border capacity the ISP's fast
-    /// cinemas need, and reaches the rest of its ISP only through its narrow uplink. Under
-    /// `import_stripes` the same share says who draws stripes. 0: every line imports. Only on a node that
+    /// it has requests in flight: it asks a cinema of another ISP, a superseeder or the distributor only
+    /// with nothing in flight, one chunk at a time (so it is never idle), or when starved (below), and
+    /// otherwise fetches from its own ISP. For it the superseeders and the distributor are held as
+    /// `local_first_seeders` holds them (a round below four fifths of its line still gives an idle one a
+    /// request beyond the full window), and one that scores `local_margin` times its best ready peer is
+    /// asked first. A chunk a slow line imports takes border capacity the ISP's fast cinemas need, and
+    /// reaches the rest of its ISP only through its narrow uplink. Under `import_stripes` the same share says
+    /// who draws stripes. 0: every line imports, and asks the superseeders for anything. Only on a node that
     /// declares its line; a node whose ISP has no faster line declared is never below it. A slow line whose
-    /// last window round brought less than `scheduler::SLOW_LINE_STARVED` (0.3) of it asks other ISPs
-    /// anyway. Real lab-hetero (40 Mbit/s borders, seeds 1-3, means): p90 point slowdown 4.23 -> 3.50,
-    /// transit ratio 2.21 -> 1.84; the simulated 350-cinema fleet (no narrow border, seeds 1-8): p90 1.704 ->
-    /// 1.720, Kumar-Ross 0.937 -> 0.932, transit 23.86 -> 22.65. docs/benchmarks.md, "A slow line imports
-    /// last".
+    /// last window round brought less than `scheduler::SLOW_LINE_STARVED` (0.3) of it asks other ISPs'
+    /// cinemas anyway. Real lab-hetero (40 Mbit/s borders, seeds 1-3, means): p90 point slowdown 2.91
+    /// (4.23 with every line importing), transit ratio 1.32 (2.21); the simulated 350-cinema fleet (no
+    /// narrow border, seeds 1-8): p90 1.713 (1.704), Kumar-Ross 0.932 (0.937), transit 16.50 (23.86).
+    /// docs/benchmarks.md, "A slow line imports last" and "A slow line imports last from the superseeders
+    /// too".
     pub import_lines: f64,
     /// A fetch with fewer peers than this (connected, or being dialed) looks its providers up again
     /// (after `lookup_interval`, 10 s, doubled after each answer with no one new, up to 160 s) and

@@ -70,7 +70,7 @@
 //! Under `policy.local_first` a cinema of another ISP is asked only for the gaps of ours: chunks no usable
 //! same-ISP peer holds (counted per chunk, `gaps`; a same-ISP peer measured below [`LOCAL_SLOW`] of the best
 //! does not count). Superseeders and the distributor are always eligible, unless `policy.local_first_seeders`
-//! (off by default) holds them to the same rule, for a cinema that declared its line (`transfer.downlink`);
+//! (off by default) holds them to the same rule (or the node is a slow line, below), for a cinema that declared its line (`transfer.downlink`);
 //! then a cinema whose last window round brought less than [`starved_share`] of that line (four fifths, up to
 //! the whole of a fast line) still gives an idle seeder its one request beyond the full window ("Seeders
 //! beyond the window") for any chunk: its window is full of requests at slow peers of its ISP, and without it
@@ -90,21 +90,28 @@
 //! Under `policy.local_first`, a node that declared its line (`transfer.downlink`) below
 //! `policy.import_lines` ([`IMPORT_LINES`], a quarter) of the fastest line among the cinemas of its ISP it
 //! knows (their hellos tell them; superseeders and banned peers do not count) imports nothing while it has
-//! requests in flight: it asks a cinema of another ISP only with nothing in flight, one chunk at a time, so
-//! it is never idle, and otherwise fetches from its ISP and from the superseeders and the distributor
-//! (exempt unless `policy.local_first_seeders`). Neither the room-in-window escape nor `local_margin` asks a
-//! held-back peer for it, unless its last window round brought less than [`SLOW_LINE_STARVED`] of its line:
-//! its ISP's peers are not feeding it, and it asks held-back peers though requests are in flight (not under
-//! `policy.import_stripes`, whose rules alone then hold a slow line, as measured with them). What a
-//! slow line imports takes border capacity its ISP's fast cinemas need, and
-//! reaches the rest of the ISP only through its narrow uplink: lab-hetero's VDSL and ADSL cinemas imported
-//! 85-107 MiB of the 128 MiB film each through their 40 Mbit/s borders. Real lab-hetero (seeds 1-3, means):
-//! p90 point slowdown 4.23 -> 3.50, transit ratio 2.21 -> 1.84; the simulated 350-cinema fleet, whose
-//! borders are wide, p90 1.704 -> 1.720, Kumar-Ross 0.937 -> 0.932, transit 23.86 -> 22.65 (seeds 1-8;
-//! docs/benchmarks.md, "A slow line imports last"). It is the import stripes' rule for a line that draws no stripe, without the stripes:
+//! requests in flight: it asks a cinema of another ISP, a superseeder or the distributor only with nothing
+//! in flight, one chunk at a time, so it is never idle, and otherwise fetches from its ISP. A superseeder's
+//! bytes cross the border as a cinema's do, so for such a node the superseeders and the distributor are held
+//! as `policy.local_first_seeders` holds them for every line ([`Scheduler::seeders_held`]): with the window
+//! full, a round below [`starved_share`] of its line (four fifths) gives an idle one a request beyond it,
+//! and one that scores `local_margin` times the best ready peer is asked first (its ISP's peers are too
+//! busy to keep it from waiting). Neither the room-in-window escape nor `local_margin` asks a held-back
+//! cinema of another ISP for it, unless its last window round brought less than [`SLOW_LINE_STARVED`] of its
+//! line: its ISP's peers are not feeding it, and it asks held-back peers though requests are in flight
+//! (not under `policy.import_stripes`, whose rules alone then hold a slow line, as measured with them).
+//! What a slow line imports takes border capacity its ISP's fast cinemas need, and reaches the rest of the
+//! ISP only through its narrow uplink: lab-hetero's VDSL and ADSL cinemas imported 85-107 MiB of the 128
+//! MiB film each through their 40 Mbit/s borders when every line imported, and 20-70 MiB, most of it from
+//! the superseeder, while superseeders stayed exempt. Real lab-hetero (seeds 1-3, means; every line
+//! importing -> superseeders exempt -> held): p90 point slowdown 4.23 -> 3.50 (3.43 on a later day) -> 2.91,
+//! transit ratio 2.21 -> 1.84 (1.83) -> 1.32; the simulated 350-cinema fleet, whose borders are wide, keeps
+//! its p90 (1.704 -> 1.720 -> 1.713) and sends fewer bytes across borders (transit 23.86 -> 22.65 -> 16.50;
+//! docs/benchmarks.md, "A slow line imports last" and "A slow line imports last from the
+//! superseeders too"). It is the import stripes' rule for a line that draws no stripe, without the stripes:
 //! internally such a node has stripe members with its own line 0 and an empty stripe. The starved escape
-//! at four fifths of the line gave most of it back (real lab-hetero p90 3.65-3.73, transit 1.85-1.96):
-//! behind a narrow border a slow line gets about half its line.
+//! at four fifths of the line for cinemas of other ISPs gave most of it back (real lab-hetero p90
+//! 3.65-3.73, transit 1.85-1.96): behind a narrow border a slow line gets about half its line.
 //!
 //! ## Import stripes
 //!
@@ -125,7 +132,7 @@
 //! uplink, so the importers fetch it from other ISPs too (a fibre cinema of lab-hetero joining 20 s late
 //! took 95 s to fetch what its VDSL neighbours had imported before it came, at 8 Mbit/s each, its border
 //! idle). Superseeders and the distributor keep their exemption unless `policy.local_first_seeders` holds
-//! them, to the gaps of the stripe then. The stripes are for narrow borders, where a request across the
+//! them, to the gaps of the stripe then (a slow line, which draws no stripe, holds them either way). The stripes are for narrow borders, where a request across the
 //! border only shares it with the imports the ISP needs: a node with requests in flight asks no held-back
 //! peer (neither when the window has room and no ready peer is left nor at `local_margin`); one with
 //! nothing in flight asks one, for anything, one request at a time, so it is never idle; and with
@@ -1691,7 +1698,15 @@ impl<P: PeerKey> Scheduler<P> {
             };
             // A held-back peer of another ISP that scores `local_margin` times the best ready peer is asked
             // first: locality is a preference among the peers able to serve, never a wait.
-            if let Some(&(Reverse(hb), _, held)) = self.held.first().filter(|_| !striped) {
+            // On a slow line (not under import stripes) only a held superseeder or distributor may be
+            // asked so: a byte of theirs crosses the border too, but a slow line whose ISP offers only peers
+            // that much worse would otherwise wait on them.
+            let margin = |k: &&ReadyKey| {
+                !striped
+                    || (!self.policy.import_stripes
+                        && self.peers[k.2 as usize].as_ref().is_some_and(|p| p.seeder))
+            };
+            if let Some(&(Reverse(hb), _, held)) = self.held.first().filter(margin) {
                 let better = f64::from_bits(hb) > self.policy.local_margin * f64::from_bits(sb);
                 if better {
                     match self.pick(now, held, true) {
@@ -1765,10 +1780,11 @@ impl<P: PeerKey> Scheduler<P> {
         None
     }
 
-    /// Under import stripes with superseeders held, a node with requests in flight whose last window round
-    /// brought less than [`SEEDER_STARVED`] of its line asks a held-back seeder with nothing of ours in
-    /// flight, for anything: the border is not what keeps it below half its line, and the seeder is idle
-    /// for it (module docs, "Import stripes").
+    /// Under import stripes or on a slow line, with superseeders held, a node with requests in flight and
+    /// no ready peer whose last window round brought less than [`SEEDER_STARVED`] of its line asks a
+    /// held-back seeder with nothing of ours in flight, for anything: the border is not what keeps it below
+    /// half its line, and the seeder is idle for it (module docs, "Import stripes" and "A slow line imports
+    /// last").
     fn starved_seeder(&mut self, now: Time) -> Option<Output<P>> {
         if !self.seeders_held() || !self.window.starved(|_| SEEDER_STARVED) {
             return None;
@@ -1794,10 +1810,20 @@ impl<P: PeerKey> Scheduler<P> {
         self.send(now, idx, slot, chunk, dup)
     }
 
-    /// Superseeders and the distributor are held to local first: `policy.local_first_seeders` and a declared
-    /// line, without which a starving cinema could not tell it starves (see "Local first, a preference").
+    /// Superseeders and the distributor are held to local first: `policy.local_first_seeders`, or this node
+    /// is a slow line kept from importing (module docs, "A slow line imports last": a superseeder's byte
+    /// crosses the border too); and a declared line, without which a starving cinema could not tell it
+    /// starves (see "Local first, a preference").
     pub fn seeders_held(&self) -> bool {
-        self.policy.local_first && self.policy.local_first_seeders && self.window.link().is_some()
+        self.policy.local_first
+            && (self.policy.local_first_seeders || self.slow_line())
+            && self.window.link().is_some()
+    }
+
+    /// This node declared a line below `policy.import_lines` of its ISP's fastest it knows: it draws no
+    /// stripe (its own line counts as 0 among the importers).
+    fn slow_line(&self) -> bool {
+        self.stripe_members.as_ref().is_some_and(|((_, own), _)| *own == 0)
     }
 
     /// The chunk to ask of peer `idx`: (content slot, chunk, is an end-game duplicate). `any`: without

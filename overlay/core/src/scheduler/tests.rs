@@ -1135,8 +1135,17 @@ fn a_slow_line_asks_another_isp_only_with_nothing_in_flight_and_never_idles() {
     let off = PolicyConfig { import_lines: 0.0, ..PolicyConfig::default() };
     let (_, reqs) = beside(1.875e6, off, false);
     assert!(reqs.iter().any(|r| r.0 == 9 && r.2 >= 8), "{reqs:?}");
-    // A superseeder there is asked for anything: exempt unless `local_first_seeders`.
-    let (_, reqs) = beside(1.875e6, PolicyConfig::default(), true);
+    // A superseeder there is held as well (its bytes cross the border too): not asked while cinema 1 serves
+    // us, though it holds our gaps. A fast line of the same ISP asks it for anything, as does the slow line
+    // with `import_lines = 0`.
+    let (s, reqs) = beside(1.875e6, PolicyConfig::default(), true);
+    assert!(s.seeders_held());
+    assert_eq!(reqs.len(), 2, "{reqs:?}");
+    assert!(reqs.iter().all(|r| r.0 == 1), "{reqs:?}");
+    let (s, reqs) = beside(37.5e6, PolicyConfig::default(), true);
+    assert!(!s.seeders_held());
+    assert!(reqs.iter().any(|r| r.0 == 9), "{reqs:?}");
+    let (_, reqs) = beside(1.875e6, PolicyConfig { import_lines: 0.0, ..PolicyConfig::default() }, true);
     assert!(reqs.iter().any(|r| r.0 == 9), "{reqs:?}");
     // Locality off: no rule of its own.
     let (_, reqs) = beside(1.875e6, PolicyConfig::locality_blind(), false);
@@ -1329,23 +1338,66 @@ fn under_import_stripes_a_cinema_below_half_its_line_asks_an_idle_held_superseed
     assert!(exempt.first().is_some_and(|r| r.0 == 1), "{exempt:?}");
 }
 
+/// Our cinema on a line of `line` bytes/s, a window of `window` requests, one per peer, beside cinema 1 of
+/// its ISP (a 300 Mbit/s line), which holds every chunk and answers a 1 MB chunk every 2 s (0.5 MB/s); peer
+/// 9 of another ISP (a superseeder if `seeder`) holds them too. The requests to peer 9: (step seen, chunk).
+fn a_slow_line_fed_half_a_megabyte_a_second(line: f64, window: u32, seeder: bool) -> Vec<(u64, u32)> {
+    let policy = PolicyConfig::default();
+    let t = no_endgame(1, window);
+    let mut s = beside_a_fibre_cinema(line, &policy, &t, 32, Bitfield::full(32), seeder);
+    steps_of_our_cinema_answering(&mut s, 1_000_000)
+}
+
 #[test]
 fn a_slow_line_fed_below_a_third_of_it_by_its_isp_asks_another_isp_though_requests_are_in_flight() {
-    // A window of 4, one request per peer. Our ISP's cinema (peer 1, a 300 Mbit/s line) holds every chunk
-    // and answers a 1 MB chunk every 2 s (0.5 MB/s); a cinema of another ISP (peer 9) holds them too. Our
-    // line is below a quarter of peer 1's: it imports nothing while requests are in flight.
-    let run = |line: f64| {
-        let policy = PolicyConfig::default();
-        let mut s = beside_a_fibre_cinema(line, &policy, &no_endgame(1, 4), 32, Bitfield::full(32), false);
-        steps_of_our_cinema_answering(&mut s, 1_000_000)
-    };
+    // A window of 4; peer 9 is a cinema. Our line is below a quarter of peer 1's: it imports nothing while
+    // requests are in flight.
     // On a 1.875 MB/s line (15 Mbit/s) that is 27% of it: once a round measured it, the other ISP is
-    // asked, for a chunk our ISP holds, and (never answering here) only once.
-    let starved = run(1.875e6);
-    assert_eq!(starved.len(), 1, "{starved:?}");
-    assert!(starved[0].0 >= 2, "not before a round measured the rate: {starved:?}");
-    // On a 1.5 MB/s line it is a third: the border is left to the ISP's fast cinemas.
-    assert_eq!(run(1.5e6), vec![]);
+    // asked, for a chunk our ISP holds, and (never answering here) only once. On a 1.5 MB/s line it is a
+    // third: the border is left to the ISP's fast cinemas.
+    peer_9_is_asked_once_when_starved(1.875e6, 1.5e6, 4, false);
+}
+
+/// Peer 9 of [`a_slow_line_fed_half_a_megabyte_a_second`] is asked once, not before a round measured the
+/// rate, on a line of `starved` bytes/s, and never on one of `fed`.
+fn peer_9_is_asked_once_when_starved(starved: f64, fed: f64, window: u32, seeder: bool) {
+    let asked = a_slow_line_fed_half_a_megabyte_a_second(starved, window, seeder);
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    assert!(asked[0].0 >= 2, "not before a round measured the rate: {asked:?}");
+    assert_eq!(a_slow_line_fed_half_a_megabyte_a_second(fed, window, seeder), vec![]);
+}
+
+#[test]
+fn a_slow_line_asks_a_superseeder_scoring_local_margin_times_its_isp_s_best_but_no_such_cinema() {
+    // A window of 2. Our cinema (a 15 Mbit/s line) beside cinema 1 of its ISP (300 Mbit/s, its slots full:
+    // load 1), which holds every chunk; peer 9 of another ISP (slots free: load 0) holds them too. Scores
+    // as in `a_peer_of_another_isp_far_better_than_ours_is_asked_for_what_our_isp_holds`: peer 9's is three
+    // times cinema 1's, above the margin of 2.
+    let run = |seeder: bool| {
+        let policy = PolicyConfig::default();
+        let mut s =
+            beside_a_fibre_cinema(1.875e6, &policy, &no_endgame(2, 2), 16, Bitfield::full(16), seeder);
+        s.peer_load(Time::ZERO, &1, 1.0);
+        s.peer_load(Time::ZERO, &9, 0.0);
+        let reqs = requests(&drain(&mut s, Time::ZERO));
+        (reqs.iter().map(|r| r.0).collect::<Vec<_>>(), s.stats().yielded)
+    };
+    // A superseeder that much better is asked first, though the slow line holds superseeders to local first:
+    // its ISP's peers are too busy to keep it from waiting.
+    assert_eq!(run(true), (vec![9, 1], 1));
+    // A cinema of another ISP is not: what a slow line imports from other cinemas waits until nothing is in
+    // flight.
+    assert_eq!(run(false), (vec![1, 1], 0));
+}
+
+#[test]
+fn a_slow_line_fed_below_four_fifths_of_it_by_its_isp_asks_an_idle_superseeder_beyond_its_window() {
+    // A window of one request; peer 9 is a superseeder. Our line is below a quarter of peer 1's: the
+    // superseeder is held to local first as any other importing source.
+    // On a 0.8 MB/s line that is 62% of it, below `STARVED`: once a round measured it, the idle superseeder
+    // is asked beyond the full window, for a chunk our ISP holds, and (never answering here) only once. On
+    // a 0.6 MB/s line it is 83%: the superseeder is left to the cinemas that need it.
+    peer_9_is_asked_once_when_starved(0.8e6, 0.6e6, 1, true);
 }
 
 #[test]
