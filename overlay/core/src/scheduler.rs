@@ -102,7 +102,7 @@
 //! (not under `policy.import_stripes`, whose rules alone then hold a slow line, as measured with them).
 //! What a slow line imports takes border capacity its ISP's fast cinemas need, and reaches the rest of the
 //! ISP only through its narrow uplink: lab-hetero's VDSL and ADSL cinemas imported 85-107 MiB of the 128
-//! MiB film each through their 40 Mbit/s borders when every line imported, and 20-70 MiB, most of it from
+//! MiB film each through their 40 Mbit/s borders when every line imported, and 21-71 MiB, most of it from
 //! the superseeder, while superseeders stayed exempt. Real lab-hetero (seeds 1-3, means; every line
 //! importing -> superseeders exempt -> held): p90 point slowdown 4.23 -> 3.50 (3.43 on a later day) -> 2.91,
 //! transit ratio 2.21 -> 1.84 (1.83) -> 1.32; the simulated 350-cinema fleet, whose borders are wide, keeps
