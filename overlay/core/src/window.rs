@@ -24,6 +24,13 @@
 //! a burst of timeouts of requests sent together long ago cuts once, not once each. The window stays
 //! within `[min, max]`, both from the transfer config.
 //!
+//! On a declared line the window also says whether the node is *starved* ([`Window::starved`]): its window
+//! rate, the last round's or the round in progress's once that has lasted as long as the last (and
+//! [`ROUND_MIN`]), is below a share of the line. Judged on ended rounds alone, a round fed by a burst of a
+//! superseeder's chunks made a slow line look fed until four more chunks had come from slow peers, 15-20 s
+//! of its line idle each time (the 350-cinema fleet's slowest VDSL cinemas; docs/benchmarks.md, "A slow
+//! line's window rate tells a stall before its round ends").
+//!
 //! Sans-io and deterministic: inputs carry `now`.
 
 use crate::Time;
@@ -67,6 +74,8 @@ pub struct Window {
     link: Option<f64>,
     /// The rate of the last round that ended, bytes/s.
     last_rate: Option<f64>,
+    /// How long the last round that ended lasted.
+    last_len: Option<std::time::Duration>,
 }
 
 impl Window {
@@ -90,6 +99,7 @@ impl Window {
             gain: GAIN,
             link: None,
             last_rate: None,
+            last_len: None,
         }
     }
 
@@ -115,10 +125,16 @@ impl Window {
         self.link
     }
 
-    /// The last round brought less than `share(line)` of the declared line (false with no line declared
-    /// or no round ended yet).
-    pub fn starved(&self, share: impl Fn(f64) -> f64) -> bool {
-        matches!((self.link, self.last_rate), (Some(link), Some(rate)) if rate < share(link) * link)
+    /// The last round brought less than `share(line)` of the declared line, or the round in progress did
+    /// once it has lasted as long as the last round (and [`ROUND_MIN`]): a round stalled after a burst tells
+    /// before it ends, one younger than a round says too little (a 4 MiB chunk is 0.7 s of a 50 Mbit/s
+    /// line). False with no line declared or no round measured yet.
+    pub fn starved(&self, now: Time, share: impl Fn(f64) -> f64) -> bool {
+        let current = self.round_start.zip(self.last_len).and_then(|(start, last)| {
+            let elapsed = now.saturating_since(start);
+            (elapsed >= last.max(ROUND_MIN)).then(|| self.round_bytes as f64 / elapsed.as_secs_f64())
+        });
+        matches!((self.link, current.or(self.last_rate)), (Some(link), Some(rate)) if rate < share(link) * link)
     }
 
     /// The share of the proportional gain a larger window must bring.
@@ -151,6 +167,7 @@ impl Window {
         }
         let rate = self.round_bytes as f64 / elapsed.as_secs_f64();
         self.last_rate = Some(rate);
+        self.last_len = Some(elapsed);
         if self.transition {
             // The arrivals of this round were asked for under the old size: they say nothing of the new.
             self.transition = false;
@@ -291,6 +308,32 @@ mod tests {
             w.on_chunk(now, 4_000_000);
         }
         assert_eq!(w.size(), 4);
+    }
+
+    #[test]
+    fn a_round_in_progress_stalled_longer_than_the_last_starves_before_it_ends() {
+        // A 1 MB/s line; four 1 MB chunks in 4 s end a round fed (1 MB/s).
+        let mut w = Window::new(4, 64).with_link(Some(1e6));
+        let at = |ms: u64| Time::from_duration(std::time::Duration::from_millis(ms));
+        assert!(!w.starved(at(0), |_| 0.8), "nothing measured yet");
+        for ms in [0, 1000, 2000, 3000, 4000] {
+            w.on_chunk(at(ms), 1_000_000);
+        }
+        assert!(!w.starved(at(4000), |_| 0.8));
+        // Then nothing arrives. While the round in progress is younger than the last one it says too little
+        // (a chunk may be about to land), and the last round speaks...
+        assert!(!w.starved(at(7900), |_| 0.8));
+        // ...once it has lasted as long, it speaks though it has not ended (four chunks are needed): one
+        // chunk in 5 s is a fifth of the line.
+        w.on_chunk(at(8500), 1_000_000);
+        assert!(w.starved(at(9000), |_| 0.8));
+        assert!(!w.starved(at(9000), |_| 0.1));
+        // Its fourth chunk ends it: 4 MB in 6.5 s, 0.62 MB/s, and the ended round speaks again.
+        for ms in [9500, 10000, 10500] {
+            w.on_chunk(at(ms), 1_000_000);
+        }
+        assert!(w.starved(at(10500), |_| 0.8));
+        assert!(!w.starved(at(10500), |_| 0.6));
     }
 
     #[test]
