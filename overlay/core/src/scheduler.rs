@@ -7,13 +7,14 @@
 //!
 //! ## The pick: peer first, then its rarest chunk
 //!
-//! A decision starts from the *peer*, not the chunk. The scheduler keeps a `ready` set of peers that can
-//! take a request now (below `max_requests_per_peer`, or one for a spare uploader, see below; not backing off after a busy answer, not banned for
-//! corruption, and not known to have nothing we need), ordered by [`policy::score`]
-//! divided by one plus the requests already in flight to that peer (its link is shared among them, so a
-//! first request to another peer adds more than a second to the same one), with a random tie-break drawn each time the peer's entry is refreshed. `poll_output` takes the best
-//! ready peer and gives it, walking contents in deadline order (earlier first, `None` last, then order
-//! added), the rarest chunk of that content the peer holds that is missing and not in flight (see
+//! A decision starts from the *peer*, not the chunk. The scheduler keeps a `ready` set of peers that can take
+//! a request now (below `max_requests_per_peer`, or one for a spare uploader, see below; not backing off
+//! after a busy answer, not banned for corruption, and not known to have nothing we need), ordered by
+//! [`policy::score`] divided by one plus the requests already in flight to that peer (its link is shared
+//! among them, so a first request to another peer adds more than a second to the same one), with a random
+//! tie-break drawn each time the peer's entry is refreshed. `poll_output` takes the best ready peer and gives
+//! it, walking contents in deadline order (earlier first, `None` last, then order added), the rarest chunk of
+//! that content the peer holds that is missing and not in flight (see
 //! `rarity`: availability buckets, random tie-break, word-parallel fallback). A peer
 //! holding nothing useful is marked idle and leaves the set until its bitfield gains a useful bit or one of
 //! its chunks is re-queued. Because peers are served best first, the chunk given to a peer also went to the
@@ -70,47 +71,48 @@
 //! Under `policy.local_first` a cinema of another ISP is asked only for the gaps of ours: chunks no usable
 //! same-ISP peer holds (counted per chunk, `gaps`; a same-ISP peer measured below [`LOCAL_SLOW`] of the best
 //! does not count). Superseeders and the distributor are always eligible, unless `policy.local_first_seeders`
-//! (off by default) holds them to the same rule (or the node is a slow line, below), for a cinema that declared its line (`transfer.downlink`);
-//! then a cinema whose window rate was below [`starved_share`] of that line (four fifths, up to
-//! the whole of a fast line) still gives an idle seeder its one request beyond the full window ("Seeders
-//! beyond the window") for any chunk: its window is full of requests at slow peers of its ISP, and without it
-//! a fibre cinema of the fleet took 2.7-4.9 times its own link's time (docs/benchmarks.md, "Superseeders held
-//! to local first, on this build"). A cinema with no line declared cannot tell a window of slow peers from a
-//! slow line, and asks seeders for anything. A peer of another ISP that holds chunks we lack, none of them
-//! gaps, is *held back*: it leaves the ready set for the `held` set (same score order; a held-back peer never
-//! measured gets no credit for throughput, so it is not preferred on hope alone). It is still asked, for any
-//! chunk, in two cases: when it scores more than `policy.local_margin` times the best ready peer (the peers
-//! of our ISP able to take a request are that much worse), and when the window has room and no ready peer is
-//! left. So locality orders the peers able to keep the downloader busy and never keeps a request back: the
-//! fleet's fastest tenth was 6-11% later with the filter alone than locality-blind (docs/benchmarks.md, "Does
-//! locality make a cinema wait?"). Requests sent this way are counted in [`Stats::yielded`].
+//! (off by default) holds them to the same rule (or the node is a slow line, below), for a cinema that
+//! declared its line (`transfer.downlink`); then a cinema whose window rate was below [`starved_share`] of
+//! that line (four fifths, up to the whole of a fast line) still gives an idle seeder its one request beyond
+//! the full window ("Seeders beyond the window") for any chunk: its window is full of requests at slow peers
+//! of its ISP, and without it a fibre cinema of the fleet took 2.7-4.9 times its own link's time
+//! (docs/benchmarks.md, "Superseeders held to local first, on this build"). A cinema with no line declared
+//! cannot tell a window of slow peers from a slow line, and asks seeders for anything. A peer of another ISP
+//! that holds chunks we lack, none of them gaps, is *held back*: it leaves the ready set for the `held` set
+//! (same score order; a held-back peer never measured gets no credit for throughput, so it is not preferred
+//! on hope alone). It is still asked, for any chunk, in two cases: when it scores more than
+//! `policy.local_margin` times the best ready peer (the peers of our ISP able to take a request are that much
+//! worse), and when the window has room and no ready peer is left. So locality orders the peers able to keep
+//! the downloader busy and never keeps a request back: the fleet's fastest tenth was 6-11% later with the
+//! filter alone than locality-blind (docs/benchmarks.md, "Does locality make a cinema wait?"). Requests sent
+//! this way are counted in [`Stats::yielded`].
 //!
 //! ## A slow line imports last
 //!
 //! Under `policy.local_first`, a node that declared its line (`transfer.downlink`) below
 //! `policy.import_lines` ([`IMPORT_LINES`], a quarter) of the fastest line among the cinemas of its ISP it
 //! knows (their hellos tell them; superseeders and banned peers do not count) imports nothing while it has
-//! requests in flight: it asks a cinema of another ISP, a superseeder or the distributor only with nothing
-//! in flight, one chunk at a time, so it is never idle, and otherwise fetches from its ISP. A superseeder's
+//! requests in flight: it asks a cinema of another ISP, a superseeder or the distributor only with nothing in
+//! flight, one chunk at a time, so it is never idle, and otherwise fetches from its ISP. A superseeder's
 //! bytes cross the border as a cinema's do, so for such a node the superseeders and the distributor are held
 //! as `policy.local_first_seeders` holds them for every line ([`Scheduler::seeders_held`]): with the window
-//! full, a round below [`starved_share`] of its line (four fifths) gives an idle one a request beyond it,
-//! and one that scores `local_margin` times the best ready peer is asked first (its ISP's peers are too
-//! busy to keep it from waiting). Neither the room-in-window escape nor `local_margin` asks a held-back
-//! cinema of another ISP for it, unless its window rate was below [`SLOW_LINE_STARVED`] of its
-//! line: its ISP's peers are not feeding it, and it asks held-back peers though requests are in flight
-//! (not under `policy.import_stripes`, whose rules alone then hold a slow line, as measured with them).
-//! What a slow line imports takes border capacity its ISP's fast cinemas need, and reaches the rest of the
-//! ISP only through its narrow uplink: lab-hetero's VDSL and ADSL cinemas imported 85-107 MiB of the 128
-//! MiB film each through their 40 Mbit/s borders when every line imported, and 21-71 MiB, most of it from
-//! the superseeder, while superseeders stayed exempt. Real lab-hetero (seeds 1-3, means; every line
-//! importing -> superseeders exempt -> held): p90 point slowdown 4.23 -> 3.50 (3.43 on a later day) -> 2.91,
-//! transit ratio 2.21 -> 1.84 (1.83) -> 1.32; the simulated 350-cinema fleet, whose borders are wide, keeps
-//! its p90 (1.704 -> 1.720 -> 1.713; 1.704 with the window rate below) and sends fewer bytes across borders
-//! (transit 23.86 -> 22.65 -> 16.50; 18.65 with the window rate; docs/benchmarks.md, "A slow line imports
-//! last" and "A slow line imports last from the superseeders too"). It is the import stripes' rule for a line that draws no stripe, without the stripes:
-//! internally such a node has stripe members with its own line 0 and an empty stripe. The starved escape
-//! at four fifths of the line for cinemas of other ISPs gave most of it back (real lab-hetero p90
+//! full, a round below [`starved_share`] of its line (four fifths) gives an idle one a request beyond it, and
+//! one that scores `local_margin` times the best ready peer is asked first (its ISP's peers are too busy to
+//! keep it from waiting). Neither the room-in-window escape nor `local_margin` asks a held-back cinema of
+//! another ISP for it, unless its window rate was below [`SLOW_LINE_STARVED`] of its line: its ISP's peers
+//! are not feeding it, and it asks held-back peers though requests are in flight (not under
+//! `policy.import_stripes`, whose rules alone then hold a slow line, as measured with them). What a slow line
+//! imports takes border capacity its ISP's fast cinemas need, and reaches the rest of the ISP only through
+//! its narrow uplink: lab-hetero's VDSL and ADSL cinemas imported 85-107 MiB of the 128 MiB film each through
+//! their 40 Mbit/s borders when every line imported, and 21-71 MiB, most of it from the superseeder, while
+//! superseeders stayed exempt. Real lab-hetero (seeds 1-3, means; every line importing -> superseeders exempt
+//! -> held): p90 point slowdown 4.23 -> 3.50 (3.43 on a later day) -> 2.91, transit ratio 2.21 -> 1.84 (1.83)
+//! -> 1.32; the simulated 350-cinema fleet, whose borders are wide, keeps its p90 (1.704 -> 1.720 -> 1.713;
+//! 1.704 with the window rate below) and sends fewer bytes across borders (transit 23.86 -> 22.65 -> 16.50;
+//! 18.65 with the window rate; docs/benchmarks.md, "A slow line imports last" and "A slow line imports last
+//! from the superseeders too"). It is the import stripes' rule for a line that draws no stripe, without the
+//! stripes: internally such a node has stripe members with its own line 0 and an empty stripe. The starved
+//! escape at four fifths of the line for cinemas of other ISPs gave most of it back (real lab-hetero p90
 //! 3.65-3.73, transit 1.85-1.96): behind a narrow border a slow line gets about half its line.
 //!
 //! Each escape reads the *window rate* ([`Window::starved`](crate::window::Window::starved)): the last
@@ -130,33 +132,32 @@
 //! ours holds) is one every cinema of the ISP may ask another ISP for at once, and at the start of a film
 //! every chunk is a gap: lab-hetero's ISPs imported 2.6-3.0 copies of the film through their 40 Mbit/s
 //! borders, each import slowing the ones the ISP needed. Under `policy.import_stripes` (off by default) a
-//! node that declared its line (`transfer.downlink`) asks a cinema of another ISP for a gap only when the
-//! gap is in its *stripe*: each chunk belongs to one importer among the node and the cinemas of its ISP it
-//! knows that declared their lines (their hellos tell them) and are not banned, drawn by weighted
-//! rendezvous hashing ([`key_hash`] of each importer's key, the content and the chunk; weight the line),
-//! so every node that knows the same importers draws the same stripes, and each imports a share in
-//! proportion to its line. A line below `policy.import_lines` of the fastest imports nothing: what it imported
-//! would reach the rest of its ISP through its narrow uplink. The stripes are drawn again when the
-//! importers change (a same-ISP cinema joins, leaves, is banned or tells a new line): O(chunks x
-//! importers) then, nothing per decision. What a slow line holds does not count as held by our ISP
-//! (`import_floor`, the same quarter of the fastest line): it would reach us through that line's narrow
-//! uplink, so the importers fetch it from other ISPs too (a fibre cinema of lab-hetero joining 20 s late
-//! took 95 s to fetch what its VDSL neighbours had imported before it came, at 8 Mbit/s each, its border
-//! idle). Superseeders and the distributor keep their exemption unless `policy.local_first_seeders` holds
-//! them, to the gaps of the stripe then (a slow line, which draws no stripe, holds them either way). The stripes are for narrow borders, where a request across the
-//! border only shares it with the imports the ISP needs: a node with requests in flight asks no held-back
-//! peer (neither when the window has room and no ready peer is left nor at `local_margin`); one with
-//! nothing in flight asks one, for anything, one request at a time, so it is never idle; and with
-//! superseeders held, one whose window rate was below [`SEEDER_STARVED`] (a half) of its
-//! line asks a held-back seeder with nothing of ours in flight, for anything: below half its line the
-//! border is not what holds it (an origin outside a one-ISP swarm otherwise sent each chunk once and
-//! idled: simulated lab-16 0.753 of Kumar-Ross against 0.919). Nodes that
-//! disagree about the importers (each knows only some of its ISP) import a chunk twice or wait for one
-//! another's imports; a cinema that tells a false line draws the ISP's imports to itself, and the others
-//! fetch from it, or one chunk at a time across the border when it holds nothing they lack. Where borders
-//! are wide it costs the fastest cinemas (the 350-cinema fleet, seeds 1-2: p90 1.89 and 2.00 against 1.69
-//! and 1.76), so it is off by default. Measured: docs/benchmarks.md, "Import stripes" and "Import stripes
-//! for narrow borders".
+//! node that declared its line (`transfer.downlink`) asks a cinema of another ISP for a gap only when the gap
+//! is in its *stripe*: each chunk belongs to one importer among the node and the cinemas of its ISP it knows
+//! that declared their lines (their hellos tell them) and are not banned, drawn by weighted rendezvous
+//! hashing ([`key_hash`] of each importer's key, the content and the chunk; weight the line), so every node
+//! that knows the same importers draws the same stripes, and each imports a share in proportion to its line.
+//! A line below `policy.import_lines` of the fastest imports nothing: what it imported would reach the rest
+//! of its ISP through its narrow uplink. The stripes are drawn again when the importers change (a same-ISP
+//! cinema joins, leaves, is banned or tells a new line): O(chunks x importers) then, nothing per decision.
+//! What a slow line holds does not count as held by our ISP (`import_floor`, the same quarter of the fastest
+//! line): it would reach us through that line's narrow uplink, so the importers fetch it from other ISPs too
+//! (a fibre cinema of lab-hetero joining 20 s late took 95 s to fetch what its VDSL neighbours had imported
+//! before it came, at 8 Mbit/s each, its border idle). Superseeders and the distributor keep their exemption
+//! unless `policy.local_first_seeders` holds them, to the gaps of the stripe then (a slow line, which draws
+//! no stripe, holds them either way). The stripes are for narrow borders, where a request across the border
+//! only shares it with the imports the ISP needs: a node with requests in flight asks no held-back peer
+//! (neither when the window has room and no ready peer is left nor at `local_margin`); one with nothing in
+//! flight asks one, for anything, one request at a time, so it is never idle; and with superseeders held, one
+//! whose window rate was below [`SEEDER_STARVED`] (a half) of its line asks a held-back seeder with nothing
+//! of ours in flight, for anything: below half its line the border is not what holds it (an origin outside a
+//! one-ISP swarm otherwise sent each chunk once and idled: simulated lab-16 0.753 of Kumar-Ross against
+//! 0.919). Nodes that disagree about the importers (each knows only some of its ISP) import a chunk twice or
+//! wait for one another's imports; a cinema that tells a false line draws the ISP's imports to itself, and
+//! the others fetch from it, or one chunk at a time across the border when it holds nothing they lack. Where
+//! borders are wide it costs the fastest cinemas (the 350-cinema fleet, seeds 1-2: p90 1.89 and 2.00 against
+//! 1.69 and 1.76), so it is off by default. Measured: docs/benchmarks.md, "Import stripes" and "Import
+//! stripes for narrow borders".
 //!
 //! ## End-game
 //!
@@ -325,9 +326,10 @@ fn draw_stripe(me: (u64, u64), others: &[(u64, u64)], id_hash: u64, chunks: u32)
     stripe
 }
 
-/// A request is given up as stalled once it has waited this many times what a chunk from that peer has
-/// been taking, and at least [`STALL_MIN`]; never later than `transfer.request_timeout`. A peer cut off mid-transfer thus loses its
-/// requests to others within seconds, not after the whole timeout (issue 11, finding 4).
+/// A request is given up as stalled once it has waited this many times what a chunk from that peer has been
+/// taking, and at least [`STALL_MIN`]; never later than `transfer.request_timeout`. A peer cut off
+/// mid-transfer thus loses its requests to others within seconds, not after the whole timeout (issue 11,
+/// finding 4).
 pub const STALL_FACTOR: f64 = 8.0;
 /// The shortest stall deadline.
 pub const STALL_MIN: std::time::Duration = std::time::Duration::from_secs(10);
@@ -420,13 +422,14 @@ impl Pace {
 /// point of the bound.
 pub const STARVED: f64 = 0.8;
 
-/// Under import stripes with `policy.local_first_seeders`, a node whose window rate was below this share of its declared line asks an idle held-back seeder for anything, though requests are
-/// in flight ([`Scheduler::poll_output`]'s escapes are otherwise closed under the stripes). Without it an
-/// origin outside a one-ISP swarm sent each chunk about once and idled (simulated lab-16 0.753 of
-/// Kumar-Ross, lab-8 0.655); with a half both are as without the stripes (0.919, 0.927) and lab-hetero
-/// keeps its gain (seeds 1-8: p90 2.76, transit 1.19 against 2.74, 1.17); at 0.3 lab-16 gave 0.875, at 0.6
-/// lab-hetero's VDSL cinemas (about 0.6 of their lines) asked too (transit 1.26). docs/benchmarks.md,
-/// "Import stripes for narrow borders".
+/// Under import stripes with `policy.local_first_seeders`, a node whose window rate was below this share of
+/// its declared line asks an idle held-back seeder for anything, though requests are in flight
+/// ([`Scheduler::poll_output`]'s escapes are otherwise closed under the stripes). Without it an origin
+/// outside a one-ISP swarm sent each chunk about once and idled (simulated lab-16 0.753 of Kumar-Ross, lab-8
+/// 0.655); with a half both are as without the stripes (0.919, 0.927) and lab-hetero keeps its gain (seeds
+/// 1-8: p90 2.76, transit 1.19 against 2.74, 1.17); at 0.3 lab-16 gave 0.875, at 0.6 lab-hetero's VDSL
+/// cinemas (about 0.6 of their lines) asked too (transit 1.26). docs/benchmarks.md, "Import stripes for
+/// narrow borders".
 pub const SEEDER_STARVED: f64 = 0.5;
 
 /// A slow line kept from importing (module docs, "A slow line imports last") whose window rate
