@@ -122,9 +122,11 @@
 //! superseeders, looked fed for the round after, and waited four chunks of its slow peers, 15-20 s, before
 //! asking them again: FLEET seed 2's slowest VDSL cinemas ran at a third to a half of their lines for
 //! 600-1,500 s, and ranks 287-288 of the curve finished 6% after locality-blind's. Judged on the round in
-//! progress too, the fleet keeps its p90 and max, and its slow classes take 60-90% more across borders
-//! (about 60% of what they took with the superseeders exempt; transit 16.50 -> 18.65, seeds 1-8;
-//! docs/benchmarks.md, "A slow line's window rate tells a stall before its round ends").
+//! progress too, the fleet keeps its p90 and max, and its slow classes take 55-95% more across borders
+//! (about 60% of what they took with the superseeders exempt; transit 16.50 -> 18.65, seeds 1-8). Against
+//! locality-blind seed 2's tail is within 1.4% now, but seeds 3 and 6 have one early fibre point each 5.1-5.5%
+//! later (six runs a side; docs/benchmarks.md, "A slow line's window rate tells a stall before its round
+//! ends").
 //!
 //! ## Import stripes
 //!

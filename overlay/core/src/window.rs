@@ -27,9 +27,9 @@
 //! On a declared line the window also says whether the node is *starved* ([`Window::starved`]): its window
 //! rate, the last round's or the round in progress's once that has lasted as long as the last (and
 //! [`ROUND_MIN`]), is below a share of the line. Judged on ended rounds alone, a round fed by a burst of a
-//! superseeder's chunks made a slow line look fed until four more chunks had come from slow peers, 15-20 s
-//! of its line idle each time (the 350-cinema fleet's slowest VDSL cinemas; docs/benchmarks.md, "A slow
-//! line's window rate tells a stall before its round ends").
+//! superseeder's chunks made a slow line look fed until four more chunks had come from slow peers, the
+//! superseeders idle for it 15-20 s each time (the 350-cinema fleet's slowest VDSL cinemas;
+//! docs/benchmarks.md, "A slow line's window rate tells a stall before its round ends").
 //!
 //! Sans-io and deterministic: inputs carry `now`.
 
