@@ -609,9 +609,10 @@ pub struct PolicyConfig {
     /// window rate (`Window::starved`) was below `scheduler::SLOW_LINE_STARVED` (0.3) of it asks other
     /// ISPs' cinemas anyway. Real lab-hetero (40 Mbit/s borders, seeds 1-3, means): p90 point slowdown 2.91
     /// (4.23 with every line importing), transit ratio 1.32 (2.21); the simulated 350-cinema fleet (no
-    /// narrow border, seeds 1-8): p90 1.704 (1.704), Kumar-Ross 0.933 (0.937), transit 18.65 (23.86).
+    /// narrow border, seeds 1-8): p90 1.716 (1.704), Kumar-Ross 0.935 (0.937), transit 18.10 (23.86).
     /// docs/benchmarks.md, "A slow line imports last", "A slow line imports last from the superseeders
-    /// too" and "A slow line's window rate tells a stall before its round ends".
+    /// too", "A slow line's window rate tells a stall before its round ends" and "A slow line takes a
+    /// superseeder's slack".
     pub import_lines: f64,
     /// A fetch with fewer peers than this (connected, or being dialed) looks its providers up again
     /// (after `lookup_interval`, 10 s, doubled after each answer with no one new, up to 160 s) and

@@ -124,9 +124,22 @@
 //! 600-1,500 s, and ranks 287-288 of the curve finished 6% after locality-blind's. Judged on the round in
 //! progress too, the fleet keeps its p90 and max, and its slow classes take 55-95% more across borders
 //! (about 60% of what they took with the superseeders exempt; transit 16.50 -> 18.65, seeds 1-8). Against
-//! locality-blind seed 2's tail is within 1.4% now, but seeds 3 and 6 have one early fibre point each 5.1-5.5%
+//! locality-blind seed 2's tail is within 1.4% now; seeds 3 and 6 had one early fibre point each 5.1-5.5%
 //! later (six runs a side; docs/benchmarks.md, "A slow line's window rate tells a stall before its round
-//! ends").
+//! ends"), mended below.
+//!
+//! ## A slow line takes a superseeder's slack
+//!
+//! The starved escapes above ([`SLOW_LINE_STARVED`], [`starved_share`] beyond the window, [`SEEDER_STARVED`])
+//! and `local_margin` ask a held superseeder or the distributor for a slow line only while it has slack
+//! (`Scheduler::slack`): the load its last answer said is below [`SLACK_LOAD`] (a half), or that answer is
+//! [`SLACK_LOAD_LIFE`] (30 s) old, when it is asked once more to learn its load. With nothing in flight a
+//! slow line asks it as before, so it is never idle. A superseeder with its slots full is serving fibre
+//! cinemas that only it can keep busy, and a slow line's starved escape took one of those slots: with the
+//! escapes reading the window rate, FLEET seeds 3 and 6 had their second and third fastest cinemas 5.1-5.5%
+//! after locality-blind's (six runs a side), which a superseeder's slack alone leaves at 3.4% and 4.2%, and
+//! the slow classes take about a tenth less across borders (transit 18.65 -> 18.10, seeds 1-8; the fleet's
+//! max 1.861 -> 1.845, p90 1.704 -> 1.716: docs/benchmarks.md, "A slow line takes a superseeder's slack").
 //!
 //! ## Import stripes
 //!
@@ -227,6 +240,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt::Debug;
 use std::hash::Hash;
+use std::ops::Bound;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -443,6 +457,14 @@ pub const SEEDER_STARVED: f64 = 0.5;
 /// half its line).
 pub const SLOW_LINE_STARVED: f64 = 0.3;
 
+/// A superseeder whose answers say a load below this has slack: a starved slow line may ask it (module
+/// docs, "A slow line takes a superseeder's slack").
+pub const SLACK_LOAD: f64 = 0.5;
+
+/// How long a superseeder's load, said in an answer, keeps a starved slow line from asking it (module docs,
+/// "A slow line takes a superseeder's slack"): then it is asked once more, to learn its load.
+pub const SLACK_LOAD_LIFE: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// The share of a declared line of `line` bytes/s below which a round counts as starved: [`STARVED`] up
 /// to [`window::LINK_FULL`] (200 Mbit/s), rising linearly to the whole line at [`window::LINK_FREE`]
 /// (800 Mbit/s) and above.
@@ -642,6 +664,8 @@ struct Peer<P> {
     load: f64,
     /// It has said a load (in an answer): only then can it be spare beyond the window.
     load_said: bool,
+    /// When it said its load last (any answer).
+    load_at: Time,
     /// Idle only because `policy.local_first` keeps its chunks for our ISP: asked when it scores
     /// `policy.local_margin` times the best ready peer, or when the window has room and no ready peer is left.
     held: bool,
@@ -947,6 +971,7 @@ impl<P: PeerKey> Scheduler<P> {
             same_isp,
             load: 0.0,
             load_said: false,
+            load_at: Time::ZERO,
             held: false,
             ewma: None,
             pace: Pace::default(),
@@ -1334,11 +1359,12 @@ impl<P: PeerKey> Scheduler<P> {
     }
 
     /// A peer reported its load (0..=1).
-    pub fn peer_load(&mut self, _now: Time, peer: &P, load: f32) {
+    pub fn peer_load(&mut self, now: Time, peer: &P, load: f32) {
         let Some(&idx) = self.peer_index.get(peer) else { return };
         if let Some(p) = self.peers[idx as usize].as_mut() {
             p.load = clamp_load(load);
             p.load_said = true;
+            p.load_at = now;
             p.quiet_load = Some(p.load);
             if let Some(t) = p.busy_load_until.take() {
                 self.busy_loads.remove(&(t, idx));
@@ -1546,6 +1572,7 @@ impl<P: PeerKey> Scheduler<P> {
                 if let Some(p) = self.peers[idx as usize].as_mut() {
                     p.load = load.min(1.0);
                     p.load_said = true;
+                    p.load_at = now;
                     p.busy_streak = (p.busy_streak + 1).min(BUSY_STREAK_MAX);
                     streak = p.busy_streak;
                     let until = now + BUSY_LOAD_LIFE;
@@ -1705,11 +1732,11 @@ impl<P: PeerKey> Scheduler<P> {
                 if striped && self.requests.len() + self.writing.len() > 0 {
                     // A slow line starving on its ISP's peers asks the border after all.
                     if !self.policy.import_stripes && self.window.starved(now, |_| SLOW_LINE_STARVED) {
-                        return self.yield_held(now);
+                        return self.yield_held(now, true);
                     }
                     return self.starved_seeder(now);
                 }
-                return self.yield_held(now);
+                return self.yield_held(now, false);
             };
             // A held-back peer of another ISP that scores `local_margin` times the best ready peer is asked
             // first: locality is a preference among the peers able to serve, never a wait.
@@ -1719,7 +1746,7 @@ impl<P: PeerKey> Scheduler<P> {
             let margin = |k: &&ReadyKey| {
                 !striped
                     || (!self.policy.import_stripes
-                        && self.peers[k.2 as usize].as_ref().is_some_and(|p| p.seeder))
+                        && self.peers[k.2 as usize].as_ref().is_some_and(|p| p.seeder && self.slack(now, p)))
             };
             if let Some(&(Reverse(hb), _, held)) = self.held.first().filter(margin) {
                 let better = f64::from_bits(hb) > self.policy.local_margin * f64::from_bits(sb);
@@ -1758,7 +1785,9 @@ impl<P: PeerKey> Scheduler<P> {
             // [`starved_share`] of its line asks the idle seeder for anything: its window is full of
             // requests at slow peers. Kept back by that filter alone, it stays held, to be asked once the
             // cinema starves.
-            let any = self.seeders_held() && self.window.starved(now, starved_share);
+            let any = self.seeders_held()
+                && self.window.starved(now, starved_share)
+                && self.peers[idx as usize].as_ref().is_some_and(|p| self.slack(now, p));
             match self.pick(now, idx, any) {
                 Some((slot, chunk, dup)) => {
                     self.stats.beyond_window += 1;
@@ -1784,15 +1813,26 @@ impl<P: PeerKey> Scheduler<P> {
     }
 
     /// The window has room and no ready peer is left: the peers held back by local first are asked after
-    /// all, best first.
-    fn yield_held(&mut self, now: Time) -> Option<Output<P>> {
-        while let Some(&(_, _, idx)) = self.held.first() {
+    /// all, best first. `starved`: asked on a slow line's starved escape, which passes over a held seeder
+    /// without [`slack`](Self::slack).
+    fn yield_held(&mut self, now: Time, starved: bool) -> Option<Output<P>> {
+        let mut after = None;
+        loop {
+            let next = match after {
+                None => self.held.first(),
+                Some(k) => self.held.range((Bound::Excluded(k), Bound::Unbounded)).next(),
+            };
+            let &key = next?;
+            let idx = key.2;
+            if starved && !self.peers[idx as usize].as_ref().is_some_and(|p| self.slack(now, p)) {
+                after = Some(key);
+                continue;
+            }
             match self.pick(now, idx, true) {
                 Some((slot, chunk, dup)) => return Some(self.yielded(now, idx, slot, chunk, dup)),
                 None => self.mark_idle(idx),
             }
         }
-        None
     }
 
     /// Under import stripes or on a slow line, with superseeders held, a node with requests in flight and
@@ -1804,7 +1844,7 @@ impl<P: PeerKey> Scheduler<P> {
         if !self.seeders_held() || !self.window.starved(now, |_| SEEDER_STARVED) {
             return None;
         }
-        let idle = |p: &Peer<P>| p.seeder && p.in_flight == 0 && p.writing == 0;
+        let idle = |p: &Peer<P>| p.seeder && p.in_flight == 0 && p.writing == 0 && self.slack(now, p);
         let seeders: Vec<u32> = self
             .held
             .iter()
@@ -1833,6 +1873,19 @@ impl<P: PeerKey> Scheduler<P> {
         self.policy.local_first
             && (self.policy.local_first_seeders || self.slow_line())
             && self.window.link().is_some()
+    }
+
+    /// Whether a starved escape may ask peer `p` on a held seeder's account: a slow line (not under
+    /// `policy.import_stripes`) asks a superseeder or the distributor only for its slack, while the load of
+    /// its last answer is below [`SLACK_LOAD`] or that answer is older than [`SLACK_LOAD_LIFE`]
+    /// (module docs, "A slow line takes a superseeder's slack").
+    fn slack(&self, now: Time, p: &Peer<P>) -> bool {
+        !p.seeder
+            || !self.slow_line()
+            || self.policy.import_stripes
+            || !p.load_said
+            || p.load < SLACK_LOAD
+            || now >= p.load_at + SLACK_LOAD_LIFE
     }
 
     /// This node declared a line below `policy.import_lines` of its ISP's fastest it knows: it draws no

@@ -1402,20 +1402,44 @@ fn a_slow_line_fed_below_four_fifths_of_it_by_its_isp_asks_an_idle_superseeder_b
 
 #[test]
 fn a_slow_line_asks_its_superseeder_again_as_soon_as_the_round_in_progress_starves() {
-    // A window of one request; our line (0.8 MB/s) is below a quarter of cinema 1's, so superseeder 9 is
-    // held. Cinema 1 answers a 1 MB chunk 4 s after it is asked (0.25 MB/s, a third of the line), the
-    // superseeder 0.5 s after. A round of the superseeder's chunks is fed; the round after it needs four of
-    // cinema 1's, 16 s. Judged only when a round ends, the superseeder idled through every other round;
-    // judged on the round in progress once it has lasted as long as the last, it is asked again at the
-    // first arrival after that.
+    // Judged only when a round ends, the superseeder idled through every other round; judged on the round
+    // in progress once it has lasted as long as the last, it is asked again at the first arrival after
+    // that. The line gets four fifths of it (82 MB in 120 s; 58 MB judged on ended rounds alone), and from
+    // 20 s on the superseeder idles for us 73.6 s of 100 (86.1 s).
+    let (bytes, idle_ms, _) = a_slow_line_beside_a_slow_cinema_and_a_superseeder(0.25);
+    assert!(bytes as f64 >= 0.8 * 0.8e6 * 120.0, "{bytes} bytes in 120 s");
+    assert!(idle_ms <= 80_000, "the superseeder idled {idle_ms} ms of 100 s");
+}
+
+#[test]
+fn a_starved_slow_line_takes_only_a_superseeder_s_slack() {
+    // The superseeder's answers say its load. Below `spare_load` (a half) it has slack, and the starved
+    // slow line asks it whenever it starves (as above); at 0.9 it serves cinemas that need it more, and
+    // the slow line asks it again only once its last answer is `SLACK_LOAD_LIFE` old (30 s), to learn its
+    // load: no more than five times in 120 s, against dozens.
+    let (_, _, slack) = a_slow_line_beside_a_slow_cinema_and_a_superseeder(0.25);
+    let (bytes, _, full) = a_slow_line_beside_a_slow_cinema_and_a_superseeder(0.9);
+    assert!(slack >= 20, "asked {slack} times with slack");
+    assert!((1..=5).contains(&full), "asked {full} times while full");
+    // Its ISP's cinema still feeds it (a third of its line).
+    assert!(bytes as f64 >= 0.3 * 0.8e6 * 120.0, "{bytes} bytes in 120 s");
+}
+
+/// A window of one request; our line (0.8 MB/s) is below a quarter of cinema 1's, so superseeder 9 is
+/// held. Cinema 1 answers a 1 MB chunk 4 s after it is asked (0.25 MB/s, a third of the line), the
+/// superseeder 0.5 s after, saying `load`. A round of the superseeder's chunks is fed; the round after it
+/// needs four of cinema 1's, 16 s. Runs 120 s: (bytes, ms of the last 100 s the superseeder had no request
+/// of ours, requests to the superseeder).
+fn a_slow_line_beside_a_slow_cinema_and_a_superseeder(load: f32) -> (u64, u64, u32) {
     let t = no_endgame(1, 1);
     let mut s = beside_a_fibre_cinema(0.8e6, &PolicyConfig::default(), &t, 256, Bitfield::full(256), true);
     let mut pending: Vec<(Time, u32, u32)> = Vec::new();
-    let (mut bytes, mut idle_ms, mut ms) = (0u64, 0u64, 0u64);
+    let (mut bytes, mut idle_ms, mut ms, mut asked) = (0u64, 0u64, 0u64, 0u32);
     while ms <= 120_000 {
         let now = Time(ms * MS);
         for (peer, _, chunk) in requests(&drain(&mut s, now)) {
             let delay = if peer == 9 { 500 } else { 4_000 };
+            asked += u32::from(peer == 9);
             pending.push((Time((ms + delay) * MS), peer, chunk));
         }
         if ms >= 20_000 && !pending.iter().any(|p| p.1 == 9) {
@@ -1427,15 +1451,15 @@ fn a_slow_line_asks_its_superseeder_again_as_soon_as_the_round_in_progress_starv
             if at > now {
                 return true;
             }
+            if peer == 9 {
+                s.peer_load(now, &9, load);
+            }
             s.chunk_received(now, &peer, &id(1), chunk, 1_000_000);
             bytes += 1_000_000;
             false
         });
     }
-    // The line gets four fifths of it (82 MB in 120 s; 58 MB judged on ended rounds alone), and from 20 s
-    // on the superseeder idles for us 73.6 s of 100 (86.1 s).
-    assert!(bytes as f64 >= 0.8 * 0.8e6 * 120.0, "{bytes} bytes in 120 s");
-    assert!(idle_ms <= 80_000, "the superseeder idled {idle_ms} ms of 100 s");
+    (bytes, idle_ms, asked)
 }
 
 #[test]
