@@ -125,18 +125,33 @@ pub fn congestion_control(ns: &str) -> Result<String, LabError> {
 }
 
 /// Sets TCP's congestion control in namespace `ns` to `name` (`cubic`, `bbr`, `reno`...); a name the
-/// kernel does not have is an error naming the ones it has.
+/// kernel does not have, or does not allow outside the host's namespace, is an error naming the ones it has
+/// and allows.
 pub fn set_congestion_control(ns: &str, name: &str) -> Result<(), LabError> {
     in_ns(ns, || {
         std::fs::write(CONGESTION_CONTROL, name).map_err(|e| {
-            let have = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_available_congestion_control")
-                .unwrap_or_default();
-            LabError::Unsupported(format!(
-                "TCP congestion control {name:?} ({e}); this kernel has: {}",
-                have.trim()
-            ))
+            let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+            let have = read("/proc/sys/net/ipv4/tcp_available_congestion_control");
+            let allowed = read("/proc/sys/net/ipv4/tcp_allowed_congestion_control");
+            LabError::Unsupported(congestion_control_error(name, &e, &have, &allowed))
         })
     })
+}
+
+/// Why `name` could not be set (`e`), given the kernel's available and allowed lists: a namespace may set
+/// only an allowed one, and the host's root can allow another.
+fn congestion_control_error(name: &str, e: &std::io::Error, have: &str, allowed: &str) -> String {
+    let (have, allowed) = (have.trim(), allowed.trim());
+    let listed = |list: &str| list.split_whitespace().any(|n| n == name);
+    if listed(have) && !allowed.is_empty() && !listed(allowed) {
+        format!(
+            "TCP congestion control {name:?} ({e}): this kernel has it, but a network namespace may set only \
+             those in net.ipv4.tcp_allowed_congestion_control ({allowed}); allow it on the host as root: \
+             sysctl -w net.ipv4.tcp_allowed_congestion_control=\"{allowed} {name}\""
+        )
+    } else {
+        format!("TCP congestion control {name:?} ({e}); this kernel has: {have}")
+    }
 }
 
 /// Sets the network sysctl `key` (`net.ipv4.tcp_slow_start_after_idle`: dotted, under `net.`, as `sysctl`
@@ -271,5 +286,22 @@ mod tests {
         assert_eq!(tbf_args(100e9 / 8.0, QUEUE), None);
         // A modem's queue of 1.5 s.
         assert_eq!(tbf_args(1e6 / 8.0, Duration::from_millis(1500)).unwrap()[11], "1500000us");
+    }
+
+    #[test]
+    fn a_congestion_control_the_kernel_has_but_does_not_allow_says_how_to_allow_it() {
+        let e = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        let msg = congestion_control_error("cubic", &e, "reno bbr cubic\n", "reno bbr\n");
+        assert!(msg.contains("net.ipv4.tcp_allowed_congestion_control (reno bbr)"), "{msg}");
+        assert!(
+            msg.contains("sysctl -w net.ipv4.tcp_allowed_congestion_control=\"reno bbr cubic\""),
+            "{msg}"
+        );
+        // One the kernel lacks names those it has.
+        let msg = congestion_control_error("nosuchcc", &e, "reno bbr cubic\n", "reno bbr\n");
+        assert!(msg.ends_with("this kernel has: reno bbr cubic"), "{msg}");
+        // One allowed that failed for another reason is not told to be allowed again.
+        let msg = congestion_control_error("bbr", &e, "reno bbr cubic", "reno bbr");
+        assert!(!msg.contains("sysctl -w"), "{msg}");
     }
 }
